@@ -1,0 +1,214 @@
+"""Import a recording: validate counts and metadata together, split by trials, write in one transaction.
+
+Nothing reaches the database until every check has passed, and the write itself is one
+transaction, so a refused or interrupted import leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from engine.errors import InputError
+from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
+from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
+from engine.variables import describe_variables, long_values, variables_frame
+from store import Store
+from store.datasets import GroundTruth, NewDataset, add_dataset
+
+DATASET_KINDS = ("spike_counts", "activations")
+_TRIAL_NAMES = ("trial", "trial_id", "trial_index")
+_TIME_NAMES = ("time_s", "time", "t", "timestamp")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How to read a recording. Defaults suit a binned spike-count session with a trial column."""
+
+    name: str | None = None
+    """Dataset name; defaults to the counts file's stem."""
+    kind: str = "spike_counts"
+    """'spike_counts' (non-negative) or 'activations' (any finite value, e.g. a network's hidden units)."""
+    trial_col: str | None = None
+    """Metadata column of trial ids; found automatically if named trial/trial_id; else contiguous blocks."""
+    time_col: str | None = None
+    """Metadata column of bin times in seconds; found automatically if named time_s/time."""
+    bin_size_s: float | None = None
+    """Bin width in seconds; inferred from the time column when not given."""
+    var_kinds: dict[str, str] = field(default_factory=dict)
+    """Overrides of inferred variable kinds, e.g. {'heading': 'circular'}."""
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    """Shares of examples in train, val and test."""
+    split_seed: int = 0
+    """Seed of the trial shuffle that assigns splits."""
+    n_blocks: int = 40
+    """Contiguous blocks that stand in for trials when there is no trial column."""
+
+
+@dataclass
+class ImportResult:
+    dataset_id: int
+    name: str
+    n_examples: int
+    n_units: int
+    n_trials: int
+    split_sizes: dict[str, int]
+    notes: list[str]
+
+
+def _pick_column(meta: pl.DataFrame, given: str | None, candidates: tuple[str, ...], label: str,
+                 flag: str) -> str | None:
+    if given is not None:
+        if given not in meta.columns:
+            raise InputError(f"{label}: no column '{given}' ({flag}); columns are {', '.join(meta.columns)}")
+        return given
+    return next((c for c in candidates if c in meta.columns), None)
+
+
+def _trial_codes(meta: pl.DataFrame, column: str, label: str) -> tuple[np.ndarray, list[str]]:
+    """Dense trial codes 0..n-1 in order of appearance, and each trial's original label.
+
+    Rows of one trial must be contiguous: later steps shift activity *within* trials and bootstrap
+    whole trials, which would silently mix trials if a trial came back after another.
+    """
+    series = meta[column]
+    nulls = series.is_null()
+    if nulls.any():
+        raise InputError(f"{label}: column '{column}' row {int(nulls.arg_max())} has no trial id")  # type: ignore[arg-type]
+    starts = np.flatnonzero(np.r_[True, (series[1:] != series[:-1]).to_numpy()])
+    run_labels = series.gather(starts)
+    repeated = run_labels.is_duplicated()
+    if repeated.any():
+        run = int(repeated.arg_max())  # type: ignore[arg-type]
+        again = int(np.flatnonzero(run_labels == run_labels[run])[1])
+        raise InputError(
+            f"{label}: column '{column}' row {int(starts[again])}: trial {run_labels[run]} appears again after "
+            "other trials; rows of a trial must be contiguous (sort the table by time)"
+        )
+    codes = np.repeat(np.arange(len(starts), dtype=np.int32), np.diff(np.r_[starts, series.len()]))
+    return codes, [str(v) for v in run_labels.to_list()]
+
+
+def _times(meta: pl.DataFrame, column: str | None, bin_size: float | None, label: str
+           ) -> tuple[np.ndarray | None, float | None, list[str]]:
+    notes: list[str] = []
+    if column is None:
+        if bin_size is None:
+            return None, None, ["no time column and no --bin-size: firing rates are not computed"]
+        return np.arange(meta.height) * bin_size, bin_size, notes
+    series = meta[column]
+    if not series.dtype.is_numeric():
+        raise InputError(f"{label}: time column '{column}' is {series.dtype}, expected seconds as numbers")
+    if series.null_count():
+        raise InputError(f"{label}: time column '{column}' row {int(series.is_null().arg_max())} is empty")  # type: ignore[arg-type]
+    times = series.cast(pl.Float64).to_numpy()
+    steps = np.diff(times)
+    if (steps <= 0).any():
+        row = int(np.argmax(steps <= 0)) + 1
+        raise InputError(f"{label}: time column '{column}' row {row} ({times[row]}) is not after the row "
+                         "before it; rows must be in time order")
+    if bin_size is None and len(steps):
+        bin_size = float(np.round(np.median(steps), 9))
+        notes.append(f"bin size {bin_size:g} s inferred from '{column}'")
+    return times, bin_size, notes
+
+
+def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOptions, *, meta_label: str,
+                    source: str) -> tuple[NewDataset, list[str]]:
+    """Validate counts and metadata together and build the frames to store (nothing is written)."""
+    if options.kind not in DATASET_KINDS:
+        raise InputError(f"--kind {options.kind}: unknown (use {' or '.join(DATASET_KINDS)})")
+    if options.bin_size_s is not None and not (options.bin_size_s > 0 and np.isfinite(options.bin_size_s)):
+        raise InputError(f"--bin-size {options.bin_size_s}: must be a positive number of seconds")
+    check_fractions(options.split_fractions)
+    check_count_values(counts, allow_negative=options.kind == "activations")
+    n_examples, n_units = counts.values.shape
+    if meta.height != n_examples:
+        raise InputError(f"{meta_label} has {meta.height} rows but {counts.label} has {n_examples} examples; "
+                         "they must match row for row")
+    trial_col = _pick_column(meta, options.trial_col, _TRIAL_NAMES, meta_label, "--trial-col")
+    time_col = _pick_column(meta, options.time_col, _TIME_NAMES, meta_label, "--time-col")
+    if trial_col is not None and trial_col == time_col:
+        raise InputError(f"{meta_label}: '{trial_col}' cannot be both the trial and the time column")
+    times, bin_size, notes = _times(meta, time_col, options.bin_size_s, meta_label)
+    if trial_col is not None:
+        trial_of, trial_labels = _trial_codes(meta, trial_col, meta_label)
+        trial_source = f"column:{trial_col}"
+    else:
+        trial_of = contiguous_blocks(n_examples, options.n_blocks)
+        trial_labels = [f"block {b}" for b in range(int(trial_of.max()) + 1)]
+        trial_source = "blocks"
+        notes.append(f"no trial column: splitting by {len(trial_labels)} contiguous blocks")
+    trial_sizes = np.bincount(trial_of)
+    try:
+        split_of_trial = assign_splits(trial_sizes, options.split_fractions, options.split_seed)
+    except InputError as error:
+        raise InputError(f"{meta_label}: {error}") from None
+    specs, variable_notes = describe_variables(meta, {c for c in (trial_col, time_col) if c}, options.var_kinds,
+                                               meta_label)
+    notes += variable_notes
+
+    split_names = np.array(SPLITS)
+    first_example = np.r_[0, np.cumsum(trial_sizes)[:-1]].astype(np.int32)
+    mean_count = counts.values.mean(axis=0, dtype=np.float64)
+    rows, cols = np.nonzero(counts.values)
+    new = NewDataset(
+        name=options.name or Path(counts.label).stem,
+        source=source,
+        kind=options.kind,
+        bin_size_s=bin_size,
+        trial_source=trial_source,
+        split_seed=options.split_seed,
+        options={"split_fractions": list(options.split_fractions), "n_blocks": options.n_blocks,
+                 "trial_col": trial_col, "time_col": time_col, "var_kinds": options.var_kinds},
+        units=pl.DataFrame({
+            "unit_id": np.arange(n_units, dtype=np.int32), "name": counts.unit_names, "mean_count": mean_count,
+            "firing_rate_hz": mean_count / bin_size if bin_size else np.full(n_units, None),
+        }, schema_overrides={"firing_rate_hz": pl.Float64}),
+        trials=pl.DataFrame({
+            "trial_id": np.arange(len(trial_sizes), dtype=np.int32), "label": trial_labels,
+            "split": split_names[split_of_trial], "first_example": first_example,
+            "n_examples": trial_sizes.astype(np.int32),
+        }),
+        examples=pl.DataFrame({
+            "example_id": np.arange(n_examples, dtype=np.int32), "trial_id": trial_of,
+            "time_s": times if times is not None else np.full(n_examples, None),
+            "split": split_names[split_of_trial[trial_of]],
+        }, schema_overrides={"time_s": pl.Float64}),
+        counts=pl.DataFrame({"example_id": rows.astype(np.int32), "unit_id": cols.astype(np.int32),
+                             "value": counts.values[rows, cols].astype(np.float32)}),
+        variables=variables_frame(specs),
+        values=long_values(meta, specs),
+    )
+    return new, notes
+
+
+def prepare_files(counts_path: str | Path, meta_path: str | Path, options: ImportOptions
+                  ) -> tuple[NewDataset, list[str]]:
+    """Read and validate a recording from its files; nothing is written."""
+    name = options.name if options.name is not None else Path(counts_path).stem
+    if not name.strip():
+        raise InputError("--name: a dataset needs a non-empty name")
+    counts = read_counts(counts_path)
+    meta = read_metadata(meta_path)
+    return prepare_dataset(counts, meta, replace(options, name=name), meta_label=str(meta_path),
+                           source=f"{counts_path} + {meta_path}")
+
+
+def store_dataset(db: Store, new: NewDataset, notes: list[str]) -> ImportResult:
+    """Write a prepared dataset in one transaction and describe what was stored."""
+    dataset_id = add_dataset(db, new)
+    split_sizes = dict(new.examples["split"].value_counts().iter_rows())
+    return ImportResult(dataset_id, new.name, new.examples.height, new.units.height, new.trials.height,
+                        {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes)
+
+
+def import_files(db: Store, counts_path: str | Path, meta_path: str | Path, options: ImportOptions,
+                 ground_truth: GroundTruth | None = None) -> ImportResult:
+    """Read, validate and store a recording; returns what was stored and notes for the person."""
+    new, notes = prepare_files(counts_path, meta_path, options)
+    new.ground_truth = ground_truth
+    return store_dataset(db, new, notes)

@@ -1,0 +1,172 @@
+"""Read count matrices and metadata tables from disk, refusing anything malformed before it is stored.
+
+Every refusal is an InputError whose message starts with the file name and names the column and
+row, so a person can go straight to the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from engine.errors import InputError
+
+COUNT_FORMATS = (".npy", ".npz", ".parquet", ".csv")
+META_FORMATS = (".parquet", ".csv")
+
+
+@dataclass
+class CountMatrix:
+    """An [examples × units] matrix with a name per unit."""
+
+    values: np.ndarray
+    unit_names: list[str]
+    label: str
+    """How errors refer to where it came from (usually the file name)."""
+
+
+def _check_path(path: Path, formats: tuple[str, ...], what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a {what} file")
+    if path.suffix.lower() not in formats:
+        raise InputError(f"{path}: unsupported {what} format '{path.suffix}' (use {', '.join(formats)})")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+
+
+def _duplicate(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    """A CSV or Parquet table with its column names checked for duplicates."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), [])
+            names = [name.strip() for name in header]
+            frame = pl.read_csv(path, infer_schema_length=10_000, null_values=["", "NA", "NaN", "nan"])
+        else:
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            frame = pl.read_parquet(path) if _duplicate(names) is None else pl.DataFrame()
+    except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: cannot read as {suffix[1:]} ({first})") from None
+    duplicate = _duplicate(names)
+    if duplicate is not None:
+        raise InputError(f"{path}: column name '{duplicate}' appears more than once")
+    if frame.width == 0:
+        raise InputError(f"{path}: no columns")
+    if frame.height == 0:
+        raise InputError(f"{path}: no rows (header only)")
+    return frame
+
+
+def _load_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if "counts" in keys:
+                key = "counts"
+            elif len([k for k in keys if k != "unit_names"]) == 1:
+                key = next(k for k in keys if k != "unit_names")
+            else:
+                raise InputError(
+                    f"{path}: holds arrays {', '.join(keys) or '(none)'}; name the count matrix 'counts'"
+                )
+            names = [str(n) for n in archive["unit_names"]] if "unit_names" in keys else None
+            return archive[key], names
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: cannot read as {path.suffix[1:]} ({first})") from None
+
+
+def read_counts(path: str | Path) -> CountMatrix:
+    """Read a count (or activation) matrix: rows are examples, columns are units."""
+    path = Path(path)
+    _check_path(path, COUNT_FORMATS, "counts")
+    if path.suffix.lower() in (".npy", ".npz"):
+        values, names = _load_array(path)
+        if values.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D array [examples × units], got shape {values.shape}")
+        if names is not None and len(names) != values.shape[1]:
+            raise InputError(f"{path}: unit_names has {len(names)} names for {values.shape[1]} units")
+        names = names or [f"unit_{i}" for i in range(values.shape[1])]
+    else:
+        frame = _read_table(path)
+        for name, dtype in frame.schema.items():
+            if not (dtype.is_numeric() or dtype == pl.Boolean):
+                raise InputError(f"{path}: column '{name}' is {dtype}, expected numbers (one column per unit)")
+            nulls = frame[name].is_null()
+            if nulls.any():
+                row = int(nulls.arg_max())  # type: ignore[arg-type]
+                raise InputError(f"{path}: column '{name}' row {row} is empty (missing value)")
+        names = frame.columns
+        values = frame.to_numpy()
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise InputError(f"{path}: empty matrix, shape {values.shape} (need examples × units)")
+    if values.dtype == np.bool_:
+        values = values.astype(np.int32)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise InputError(f"{path}: values are {values.dtype}, expected integer or floating-point numbers")
+    duplicate = _duplicate(names)
+    if duplicate is not None:
+        raise InputError(f"{path}: unit name '{duplicate}' appears more than once")
+    return CountMatrix(values=values, unit_names=list(names), label=str(path))
+
+
+def check_count_values(matrix: CountMatrix, *, allow_negative: bool) -> None:
+    """Refuse NaN, inf and (for spike counts) negative values, naming the first offending cell."""
+    values = matrix.values
+    if np.issubdtype(values.dtype, np.floating):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            what = "NaN" if np.isnan(values[row, col]) else str(values[row, col])
+            raise InputError(
+                f"{matrix.label}: row {row}, unit '{matrix.unit_names[col]}' (column {col}) is {what}; "
+                "counts must be finite numbers"
+            )
+    if not allow_negative and (values < 0).any():
+        row, col = np.argwhere(values < 0)[0]
+        raise InputError(
+            f"{matrix.label}: row {row}, unit '{matrix.unit_names[col]}' (column {col}) is negative "
+            f"({values[row, col]}); spike counts must be >= 0 (use --kind activations for signed data)"
+        )
+
+
+def read_metadata(path: str | Path) -> pl.DataFrame:
+    """Read the metadata table: one row per example, one column per natural feature (plus trial, time)."""
+    path = Path(path)
+    _check_path(path, META_FORMATS, "metadata")
+    frame = _read_table(path)
+    for name, dtype in frame.schema.items():
+        if dtype.is_float():
+            infinite = frame[name].is_infinite()
+            if infinite.any():
+                row = int(infinite.arg_max())  # type: ignore[arg-type]
+                raise InputError(f"{path}: column '{name}' row {row} is {frame[name][row]}; use an empty "
+                                 "value (or NaN) for missing data")
+        elif not (dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Categorical, pl.Enum)):
+            raise InputError(f"{path}: column '{name}' has type {dtype}; use numbers, text or true/false")
+    # NaN in a float column means "not measured" (e.g. tracking lost): store it as missing.
+    return frame.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))

@@ -1,0 +1,53 @@
+"""Train / val / test splits by whole trials (or contiguous blocks), seeded.
+
+The test split is touched only by validation, so it must share no trial with training: neural
+activity within a trial is autocorrelated, and a trial split across train and test leaks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import InputError
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+def check_fractions(fractions: tuple[float, float, float]) -> None:
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise InputError(f"split fractions {fractions}: need three positive numbers that sum to 1")
+
+
+def contiguous_blocks(n_examples: int, n_blocks: int) -> np.ndarray:
+    """Block id per example: n_blocks runs of (nearly) equal length, in time order."""
+    n_blocks = max(3, min(n_blocks, n_examples))
+    return (np.arange(n_examples) * n_blocks // n_examples).astype(np.int32)
+
+
+def assign_splits(
+    trial_sizes: np.ndarray, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) for each trial, given each trial's number of examples.
+
+    Trials are visited in a seeded random order and each goes to the split furthest below its share
+    of examples, so proportions hold by examples (not just by trial count) and each split gets trials.
+    """
+    check_fractions(fractions)
+    n_trials = len(trial_sizes)
+    if n_trials < 3:
+        raise InputError(f"{n_trials} trial(s): need at least 3 to make train, val and test splits")
+    targets = np.asarray(fractions) * float(np.sum(trial_sizes))
+    filled = np.zeros(3)
+    split_of = np.empty(n_trials, dtype=np.int8)
+    order = np.random.default_rng(seed).permutation(n_trials)
+    for position, trial in enumerate(order):
+        remaining = n_trials - position
+        empty = np.flatnonzero(filled == 0)
+        if len(empty) and remaining <= len(empty):
+            choice = empty[0]  # the last trials go to splits that have none yet
+        else:
+            choice = int(np.argmax((targets - filled) / targets))
+        split_of[trial] = choice
+        filled[choice] += trial_sizes[trial]
+    return split_of

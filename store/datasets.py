@@ -1,0 +1,158 @@
+"""Datasets: one imported recording with its units, trials, examples, counts and natural features."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from store.db import Store
+from store.errors import StoreError
+
+
+@dataclass
+class GroundTruth:
+    """Planted structure of a synthetic recording, stored so the whole pipeline can be scored."""
+
+    variables: pl.DataFrame
+    """variable, role ('encoded' or 'distractor')."""
+    latents: pl.DataFrame
+    """latent_id, name, variable, predicate, category, low, high."""
+    loadings: pl.DataFrame
+    """latent_id, unit_id, weight: which units each latent drives and how strongly."""
+    activity: pl.DataFrame
+    """example_id, latent_id, value: each latent's nonzero intensity per example."""
+
+
+@dataclass
+class NewDataset:
+    """A validated recording ready to be written in one transaction (built by engine.importer)."""
+
+    name: str
+    source: str
+    kind: str
+    bin_size_s: float | None
+    trial_source: str
+    """'column:<name>' when trials came from metadata, 'blocks' when they are contiguous blocks."""
+    split_seed: int
+    options: dict[str, Any]
+    units: pl.DataFrame
+    trials: pl.DataFrame
+    examples: pl.DataFrame
+    counts: pl.DataFrame | pa.Table
+    """Nonzero entries only: example_id, unit_id, value."""
+    variables: pl.DataFrame
+    values: pl.DataFrame
+    """Long format, missing values have no row: example_id, variable, value, category."""
+    ground_truth: GroundTruth | None = field(default=None)
+
+
+def add_dataset(db: Store, new: NewDataset) -> int:
+    """Write a whole dataset atomically and return its dataset_id."""
+    with db.transaction():
+        if db.scalar("SELECT count(*) FROM datasets WHERE name = ?", [new.name]):
+            raise StoreError(
+                f"{db.path}: a dataset named '{new.name}' already exists; choose another --name"
+            )
+        dataset_id = int(db.scalar("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets"))
+        db.con.execute(
+            "INSERT INTO datasets (dataset_id, name, source, kind, bin_size_s, n_examples, n_units, n_trials,"
+            " trial_source, split_seed, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                dataset_id, new.name, new.source, new.kind, new.bin_size_s, new.examples.height,
+                new.units.height, new.trials.height, new.trial_source, new.split_seed,
+                json.dumps(new.options, sort_keys=True),
+            ],
+        )
+        tables: list[tuple[str, pl.DataFrame | pa.Table]] = [
+            ("units", new.units), ("trials", new.trials), ("examples", new.examples),
+            ("counts", new.counts), ("natural_variables", new.variables), ("natural_values", new.values),
+        ]
+        if new.ground_truth is not None:
+            truth = new.ground_truth
+            tables += [
+                ("ground_truth_variables", truth.variables), ("ground_truth_latents", truth.latents),
+                ("ground_truth_loadings", truth.loadings), ("ground_truth_activity", truth.activity),
+            ]
+        for table, frame in tables:
+            db.insert_frame(table, _with_dataset_id(frame, dataset_id))
+    return dataset_id
+
+
+def _with_dataset_id(frame: pl.DataFrame | pa.Table, dataset_id: int) -> pa.Table:
+    arrow = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+    return arrow.append_column("dataset_id", pa.array([dataset_id] * arrow.num_rows, pa.int32()))
+
+
+def dataset_names(db: Store) -> list[str]:
+    return [row[0] for row in db.con.execute("SELECT name FROM datasets ORDER BY dataset_id").fetchall()]
+
+
+def get_dataset(db: Store, name: str) -> dict[str, Any]:
+    """The datasets row for `name`, or a StoreError that lists the names there are."""
+    rows = db.frame("SELECT * FROM datasets WHERE name = ?", [name]).to_dicts()
+    if not rows:
+        have = ", ".join(dataset_names(db)) or "none yet"
+        raise StoreError(f"{db.path}: no dataset named '{name}' (datasets: {have})")
+    row = rows[0]
+    row["options"] = json.loads(row["options"])
+    return row
+
+
+def dataset_summaries(db: Store) -> pl.DataFrame:
+    """One row per dataset with what the Home screen and `mini info` show."""
+    return db.frame(
+        """
+        SELECT d.dataset_id, d.name, d.kind, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
+               coalesce(s.n_train, 0) AS n_train, coalesce(s.n_val, 0) AS n_val,
+               coalesce(s.n_test, 0) AS n_test,
+               coalesce(v.variables, '') AS variables, d.source, d.created_at
+        FROM datasets d
+        LEFT JOIN (
+            SELECT dataset_id,
+                   count(*) FILTER (WHERE split = 'train') AS n_train,
+                   count(*) FILTER (WHERE split = 'val') AS n_val,
+                   count(*) FILTER (WHERE split = 'test') AS n_test
+            FROM examples GROUP BY dataset_id
+        ) s USING (dataset_id)
+        LEFT JOIN (
+            SELECT dataset_id, string_agg(variable || ':' || kind, ', ' ORDER BY variable) AS variables
+            FROM natural_variables GROUP BY dataset_id
+        ) v USING (dataset_id)
+        ORDER BY d.dataset_id
+        """
+    )
+
+
+def load_examples(db: Store, dataset_id: int) -> pl.DataFrame:
+    """example_id, trial_id, time_s, split in example order."""
+    return db.frame(
+        "SELECT example_id, trial_id, time_s, split FROM examples WHERE dataset_id = ? ORDER BY example_id",
+        [dataset_id],
+    )
+
+
+def load_counts_long(db: Store, dataset_id: int) -> pa.Table:
+    """Nonzero counts as Arrow columns example_id, unit_id, value (the engine densifies them)."""
+    return db.con.sql(
+        "SELECT example_id, unit_id, value FROM counts WHERE dataset_id = ?", params=[dataset_id]
+    ).to_arrow_table()
+
+
+def load_natural_variables(db: Store, dataset_id: int) -> pl.DataFrame:
+    return db.frame(
+        "SELECT variable, kind, period, n_levels, n_missing, source FROM natural_variables"
+        " WHERE dataset_id = ? ORDER BY variable",
+        [dataset_id],
+    )
+
+
+def load_natural_values(db: Store, dataset_id: int) -> pl.DataFrame:
+    return db.frame(
+        "SELECT example_id, variable, value, category FROM natural_values WHERE dataset_id = ?"
+        " ORDER BY variable, example_id",
+        [dataset_id],
+    )

@@ -1,0 +1,164 @@
+"""Open a mini database: one DuckDB file, one owning process, migrations applied at open.
+
+DuckDB lets one process hold a file read-write and then shuts every other process out, even
+read-only ones. So the first thing a second process learns must be *who* holds the file and
+what to do about it, in one sentence, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from store.errors import StoreError, StoreLockedError
+from store.migrations import MIGRATIONS, Migration, apply_migrations, schema_version
+
+_LOCK_PID = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def default_db_path() -> Path:
+    """`$MINI_DB` if set, else `./mini.duckdb`."""
+    return Path(os.environ.get("MINI_DB") or "mini.duckdb")
+
+
+def _holder_description(pid: int, exe: str) -> str:
+    """The holder's command line, read from /proc where we can; else its executable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    except OSError:
+        args = []
+    if args:
+        # Show `mini tui --db x` rather than `/usr/bin/python3 /venv/bin/mini tui --db x`.
+        for i, arg in enumerate(args):
+            if Path(arg).name == "mini":
+                args = ["mini", *args[i + 1 :]]
+                break
+        command = " ".join(args)
+        return command if len(command) <= 80 else command[:77] + "..."
+    return exe
+
+
+def _lock_message(path: Path, error: duckdb.Error) -> str | None:
+    match = _LOCK_PID.search(str(error))
+    if not match:
+        return None
+    pid = int(match["pid"])
+    holder = _holder_description(pid, match["exe"])
+    return (
+        f"{path} is in use by another process (PID {pid}: {holder}); a mini database has one owner at "
+        f"a time, so close that app or wait for that command to finish, then try again."
+    )
+
+
+class Store:
+    """One open mini database. Use one Store per process and `for_thread()` in each worker thread."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+        self._lock = threading.Lock()
+
+    # -- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        migrations: tuple[Migration, ...] = MIGRATIONS,
+    ) -> Store:
+        """Open (and, read-write, create and migrate) the database at `path`.
+
+        Raises StoreLockedError when another process holds the file and StoreError for a file
+        that is missing (read-only or `create=False`), not a DuckDB database, or from a newer mini.
+        """
+        path = Path(path) if path is not None else default_db_path()
+        if not path.exists() and (read_only or not create):
+            raise StoreError(f"{path}: no such database; create one with `mini demo` or `mini import`")
+        if path.exists() and path.is_dir():
+            raise StoreError(f"{path}: is a directory, not a database file")
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as error:
+            message = _lock_message(path, error)
+            if message:
+                raise StoreLockedError(message) from None
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise StoreError(f"{path}: cannot open as a DuckDB database ({first_line})") from None
+        try:
+            current, latest = schema_version(con), migrations[-1].version
+            if current > latest:
+                raise StoreError(
+                    f"{path}: made by a newer mini (schema version {current}, this mini knows up to "
+                    f"{latest}); upgrade mini to open it"
+                )
+            if not read_only:
+                apply_migrations(con, path, migrations)
+            elif current < latest:
+                raise StoreError(
+                    f"{path}: schema version {current} is older than this mini's {latest}; "
+                    "open it once read-write (e.g. `mini info`) to upgrade it"
+                )
+        except BaseException:
+            con.close()
+            raise
+        return cls(con, path, read_only)
+
+    def for_thread(self) -> Store:
+        """A Store on its own cursor of the same connection, for use in one worker thread."""
+        return Store(self.con.cursor(), self.path, self.read_only)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- primitives the domain modules build on ------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: a failure (or a kill) inside leaves the database as it was."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only; this action writes")
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    def insert_frame(self, table: str, frame: pl.DataFrame | pa.Table) -> int:
+        """Bulk-insert a polars frame or Arrow table by column name in one statement; returns rows."""
+        arrow = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        view = f"_mini_insert_{table}"
+        self.con.register(view, arrow)
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+        finally:
+            self.con.unregister(view)
+        return arrow.num_rows
+
+    def frame(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Run a query of ours and return a polars frame."""
+        return self.con.sql(sql, params=params or None).pl()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 rejects unfinished results
+        return rows[0][0] if rows else None

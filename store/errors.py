@@ -1,0 +1,9 @@
+"""Errors the store raises. Each message is one line a person can act on."""
+
+
+class StoreError(Exception):
+    """The database cannot do what was asked (missing file, wrong version, read-only, bad query)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database file."""

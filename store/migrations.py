@@ -1,0 +1,185 @@
+"""Versioned schema migrations, applied in order, each in its own transaction.
+
+Table and column names are a contract with SQL users: add, never rename silently. Every table is
+described in docs/schema.md. Big tables (counts, natural_values, activations) carry no primary key:
+they are written in bulk from frames whose keys are unique by construction, and an index would
+slow those writes several-fold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from store.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    """Schema version after this migration; versions start at 1 and rise by one."""
+    description: str
+    """What the migration adds, as shown in `schema_version`."""
+    sql: str
+    """Statements separated by semicolons, run in one transaction."""
+
+
+V1_DATASETS = """
+CREATE TABLE datasets (
+    dataset_id    INTEGER PRIMARY KEY,
+    name          VARCHAR NOT NULL UNIQUE,
+    source        VARCHAR NOT NULL,
+    kind          VARCHAR NOT NULL CHECK (kind IN ('spike_counts', 'activations')),
+    bin_size_s    DOUBLE,
+    n_examples    INTEGER NOT NULL,
+    n_units       INTEGER NOT NULL,
+    n_trials      INTEGER NOT NULL,
+    trial_source  VARCHAR NOT NULL,
+    split_seed    INTEGER NOT NULL,
+    options       JSON NOT NULL,
+    created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE units (
+    dataset_id      INTEGER NOT NULL,
+    unit_id         INTEGER NOT NULL,
+    name            VARCHAR NOT NULL,
+    mean_count      DOUBLE NOT NULL,
+    firing_rate_hz  DOUBLE,
+    PRIMARY KEY (dataset_id, unit_id)
+);
+CREATE TABLE trials (
+    dataset_id     INTEGER NOT NULL,
+    trial_id       INTEGER NOT NULL,
+    label          VARCHAR NOT NULL,
+    split          VARCHAR NOT NULL CHECK (split IN ('train', 'val', 'test')),
+    first_example  INTEGER NOT NULL,
+    n_examples     INTEGER NOT NULL,
+    PRIMARY KEY (dataset_id, trial_id)
+);
+CREATE TABLE examples (
+    dataset_id  INTEGER NOT NULL,
+    example_id  INTEGER NOT NULL,
+    trial_id    INTEGER NOT NULL,
+    time_s      DOUBLE,
+    split       VARCHAR NOT NULL CHECK (split IN ('train', 'val', 'test'))
+);
+CREATE TABLE counts (
+    dataset_id  INTEGER NOT NULL,
+    example_id  INTEGER NOT NULL,
+    unit_id     INTEGER NOT NULL,
+    value       REAL NOT NULL
+);
+CREATE TABLE natural_variables (
+    dataset_id  INTEGER NOT NULL,
+    variable    VARCHAR NOT NULL,
+    kind        VARCHAR NOT NULL CHECK (kind IN ('continuous', 'categorical', 'circular', 'binary')),
+    period      DOUBLE,
+    n_levels    INTEGER,
+    n_missing   INTEGER NOT NULL,
+    source      VARCHAR NOT NULL CHECK (source IN ('inferred', 'declared')),
+    PRIMARY KEY (dataset_id, variable)
+);
+CREATE TABLE natural_values (
+    dataset_id  INTEGER NOT NULL,
+    example_id  INTEGER NOT NULL,
+    variable    VARCHAR NOT NULL,
+    value       DOUBLE,
+    category    VARCHAR
+);
+CREATE TABLE ground_truth_variables (
+    dataset_id  INTEGER NOT NULL,
+    variable    VARCHAR NOT NULL,
+    role        VARCHAR NOT NULL CHECK (role IN ('encoded', 'distractor')),
+    PRIMARY KEY (dataset_id, variable)
+);
+CREATE TABLE ground_truth_latents (
+    dataset_id  INTEGER NOT NULL,
+    latent_id   INTEGER NOT NULL,
+    name        VARCHAR NOT NULL,
+    variable    VARCHAR NOT NULL,
+    predicate   VARCHAR NOT NULL,
+    category    VARCHAR,
+    low         DOUBLE,
+    high        DOUBLE,
+    PRIMARY KEY (dataset_id, latent_id)
+);
+CREATE TABLE ground_truth_loadings (
+    dataset_id  INTEGER NOT NULL,
+    latent_id   INTEGER NOT NULL,
+    unit_id     INTEGER NOT NULL,
+    weight      DOUBLE NOT NULL
+);
+CREATE TABLE ground_truth_activity (
+    dataset_id  INTEGER NOT NULL,
+    example_id  INTEGER NOT NULL,
+    latent_id   INTEGER NOT NULL,
+    value       REAL NOT NULL
+);
+CREATE TABLE activations (
+    sae_id      INTEGER NOT NULL,
+    example_id  INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    value       REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
+              V1_DATASETS),
+)
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version      INTEGER PRIMARY KEY,
+    description  VARCHAR NOT NULL,
+    applied_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
+)
+"""
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest applied migration; 0 for a new file (or one that has no mini schema)."""
+    # fetchall, not fetchone: DuckDB 2 refuses new work on a connection with an unfinished result.
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchall()
+    if exists[0][0] == 0:
+        return 0
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
+
+
+def apply_migrations(
+    con: duckdb.DuckDBPyConnection, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> list[int]:
+    """Apply every migration newer than the file's version; each one is all-or-nothing."""
+    current = schema_version(con)
+    if current == 0:
+        has_tables = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
+        ).fetchall()[0][0]
+        if has_tables:
+            raise StoreError(f"{path}: a DuckDB file with tables that are not mini's; use another --db path")
+    applied = []
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(_VERSION_TABLE)
+            for statement in filter(str.strip, migration.sql.split(";")):
+                con.execute(statement)
+            con.execute(
+                "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                [migration.version, migration.description],
+            )
+        except duckdb.Error as error:
+            con.execute("ROLLBACK")
+            raise StoreError(
+                f"{path}: migration to schema version {migration.version} failed and was rolled back "
+                f"({str(error).splitlines()[0]})"
+            ) from None
+        con.execute("COMMIT")
+        applied.append(migration.version)
+    return applied

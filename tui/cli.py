@@ -1,0 +1,211 @@
+"""The `mini` command line. Heavy modules are imported inside each command so `mini --help` is instant.
+
+Errors a person can fix (bad input, a locked database) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    from store import default_db_path
+
+    return Path(args.db) if args.db else default_db_path()
+
+
+def _open_store(args: argparse.Namespace, *, read_only: bool = False, create: bool = True):
+    from store import Store
+
+    return Store.open(_db_path(args), read_only=read_only, create=create)
+
+
+# -- commands -------------------------------------------------------------------------------------------
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run_app
+
+    run_app(_open_store(args))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+    from sample_data import SampleConfig
+
+    db = _open_store(args)
+    data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
+    try:
+        run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: _say(f"demo: {m}"))
+    except BaseException:
+        db.close()
+        raise
+    if args.no_tui:
+        db.close()
+        _say(f"demo: done; open it with `mini --db {db.path}`")
+        return 0
+    from tui.app import run_app
+
+    run_app(db)
+    return 0
+
+
+def _parse_var_kinds(pairs: list[str]) -> dict[str, str]:
+    from engine.errors import InputError
+
+    kinds = {}
+    for pair in pairs:
+        name, sep, kind = pair.partition("=")
+        if not sep or not name or not kind:
+            raise InputError(f"--var-kind {pair}: expected NAME=KIND, e.g. heading=circular")
+        kinds[name] = kind
+    return kinds
+
+
+def _parse_fractions(text: str) -> tuple[float, float, float]:
+    from engine.errors import InputError
+
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise InputError(f"--split {text}: expected three numbers TRAIN,VAL,TEST such as 0.7,0.15,0.15")
+    return parts  # type: ignore[return-value]
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from engine.importer import ImportOptions, prepare_files, store_dataset
+
+    options = ImportOptions(
+        name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
+        bin_size_s=args.bin_size, var_kinds=_parse_var_kinds(args.var_kind),
+        split_fractions=_parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
+    )
+    # Read and validate before opening the database, so a refused import leaves no file behind.
+    new, notes = prepare_files(args.counts, args.meta, options)
+    with _open_store(args) as db:
+        result = store_dataset(db, new, notes)
+    for note in result.notes:
+        _say(f"note: {note}")
+    sizes = ", ".join(f"{k} {v:,}" for k, v in result.split_sizes.items())
+    print(f"imported '{result.name}' (dataset {result.dataset_id}): {result.n_examples:,} examples × "
+          f"{result.n_units} units, {result.n_trials} trials; {sizes}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from store.datasets import dataset_summaries
+    from tui.table_text import render_table
+
+    with _open_store(args, read_only=True) as db:
+        datasets = dataset_summaries(db)
+    print(f"database: {_db_path(args)}")
+    if datasets.is_empty():
+        print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
+        return 0
+    print(render_table(datasets.select("dataset_id", "name", "kind", "n_examples", "n_units", "n_trials",
+                                       "n_train", "n_val", "n_test", "bin_size_s")))
+    for row in datasets.iter_rows(named=True):
+        print(f"{row['name']}: {row['variables']}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from store.sql import run_user_query
+    from tui.table_text import RENDERERS
+
+    query = sys.stdin.read() if args.query == "-" else args.query
+    with _open_store(args, read_only=not args.write, create=args.write) as db:
+        frame = run_user_query(db, query)
+    if frame is not None and frame.width:
+        print(RENDERERS[args.format](frame))
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    db_help = "database file (default: $MINI_DB or ./mini.duckdb)"
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+
+    parser = argparse.ArgumentParser(
+        prog="mini", parents=[common],
+        description="Find interpretable neural signatures in recordings with sparse autoencoders.",
+        epilog="With no command, mini opens the app on the database.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, run: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    add("tui", cmd_tui, "open the app")
+
+    demo = add("demo", cmd_demo, "generate the sample recording, run the pipeline on it, open the app")
+    demo.add_argument("--no-tui", action="store_true", help="run the pipeline and exit without opening the app")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the sample recording (default 0)")
+    demo.add_argument("--data", metavar="DIR", help="where to write the sample files (default: demo_data/ "
+                                                   "beside the database)")
+
+    imp = add("import", cmd_import, "import binned counts and their metadata as a dataset")
+    imp.add_argument("counts", help="counts [examples × units]: .npy, .npz, .parquet or .csv")
+    imp.add_argument("--meta", required=True, help="metadata, one row per example: .parquet or .csv")
+    imp.add_argument("--name", help="dataset name (default: the counts file's name)")
+    imp.add_argument("--trial-col", help="trial id column (default: 'trial' or 'trial_id' if present, "
+                                         "else contiguous blocks)")
+    imp.add_argument("--time-col", help="bin time column in seconds (default: 'time_s' or 'time' if present)")
+    imp.add_argument("--bin-size", type=float, help="bin width in seconds (default: from the time column)")
+    imp.add_argument("--kind", default="spike_counts", choices=["spike_counts", "activations"],
+                     help="spike_counts (non-negative, default) or activations (any finite value)")
+    imp.add_argument("--var-kind", action="append", default=[], metavar="NAME=KIND",
+                     help="override a variable's kind: continuous, categorical, circular or binary (repeatable)")
+    imp.add_argument("--split", default="0.7,0.15,0.15", metavar="TRAIN,VAL,TEST",
+                     help="shares of examples per split (default 0.7,0.15,0.15)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    imp.add_argument("--blocks", type=int, default=40,
+                     help="contiguous blocks used as trials when there is no trial column (default 40)")
+
+    add("info", cmd_info, "list the datasets in the database")
+
+    sql = add("sql", cmd_sql, "run SQL on the database (read-only unless --write)")
+    sql.add_argument("query", help="SQL text, or - to read it from standard input")
+    sql.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
+    sql.add_argument("--write", action="store_true", help="allow statements that change the database")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "db"):
+        args.db = None
+    run = getattr(args, "run", cmd_tui)
+    from engine.errors import InputError
+    from store.errors import StoreError
+
+    try:
+        return run(args)
+    except (InputError, StoreError) as error:
+        _say(f"mini: error: {error}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("mini: interrupted")
+        return 130
+    except BrokenPipeError:  # `mini sql ... | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
