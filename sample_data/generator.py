@@ -151,6 +151,7 @@ def _latents(config: SampleConfig, b: dict[str, np.ndarray]) -> tuple[list[dict]
     sigma = config.place_field_sigma_m
     for centre in config.place_field_centres_m:
         bump = np.exp(-0.5 * ((np.nan_to_num(b["position"]) - centre) / sigma) ** 2) * running
+        bump[bump < 0.1] = 0.0  # a field has an edge (about ±2.1 sigma), so its activity is sparse
         low, high = round(centre - 2 * sigma, 2), round(centre + 2 * sigma, 2)
         add(f"place field {centre:.2f} m", "position", f"position in [{low:.2f}, {high:.2f})",
             bump, low=low, high=high)

@@ -43,7 +43,7 @@ def _holder_description(pid: int, exe: str) -> str:
             if Path(arg).name == "mini":
                 args = ["mini", *args[i + 1 :]]
                 break
-        command = " ".join(args)
+        command = " ".join(" ".join(args).split())  # one line, even for `python -c "<script>"`
         return command if len(command) <= 80 else command[:77] + "..."
     return exe
 

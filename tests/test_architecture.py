@@ -1,0 +1,55 @@
+"""The direction of imports (tui -> engine -> store; no textual below tui; no torch in store) holds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("tui", "engine", "store", "sample_data")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    lint = Path(sys.executable).parent / "lint-imports"
+    return subprocess.run([str(lint), "--no-cache"], cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+def test_import_contracts_hold():
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 kept, 0 broken" in result.stdout
+
+
+def copy_project(target: Path) -> Path:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", target / "pyproject.toml")
+    return target
+
+
+def test_contracts_catch_textual_in_store(tmp_path):
+    root = copy_project(tmp_path)
+    (root / "store" / "sneaky.py").write_text("def f():\n    from textual.app import App\n    return App\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "engine and store never import textual BROKEN" in result.stdout
+    assert "store never imports torch KEPT" in result.stdout
+
+
+def test_contracts_catch_an_upward_import(tmp_path):
+    root = copy_project(tmp_path)
+    (root / "engine" / "sneaky.py").write_text("import tui.cli\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "Layers: tui -> engine -> store BROKEN" in result.stdout
+
+
+def test_contracts_catch_torch_in_store(tmp_path):
+    root = copy_project(tmp_path)
+    (root / "store" / "sneaky.py").write_text("import torch\n")
+    result = lint_imports(root)
+    assert result.returncode != 0 and "store never imports torch BROKEN" in result.stdout
