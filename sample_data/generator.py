@@ -71,11 +71,11 @@ class SampleRecording:
     """variable, role: 'encoded' or 'distractor'."""
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write counts.npy and metadata.parquet (what `mini import` reads) and the ground truth."""
+        """Write counts.npz and metadata.parquet (what `mini import` reads) and the ground truth."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        counts_path, meta_path = folder / "counts.npy", folder / "metadata.parquet"
-        np.save(counts_path, self.counts)
+        counts_path, meta_path = folder / "counts.npz", folder / "metadata.parquet"
+        np.savez(counts_path, counts=self.counts, unit_names=np.array(self.unit_names))
         self.metadata.write_parquet(meta_path)
         self.latents.write_parquet(folder / "ground_truth_latents.parquet")
         self.loadings.write_parquet(folder / "ground_truth_loadings.parquet")
