@@ -87,7 +87,7 @@ def describe_variables(
         if name in exclude:
             raise InputError(f"{label}: column '{name}' is the trial or time column, not a natural feature")
         if kind not in KINDS:
-            raise InputError(f"--var-kind {name}={kind}: unknown kind (use {', '.join(KINDS)})")
+            raise InputError(f"{label}: --var-kind {name}={kind}: unknown kind (use {', '.join(KINDS)})")
     specs, notes = [], []
     for name in meta.columns:
         if name in exclude:

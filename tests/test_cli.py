@@ -120,3 +120,12 @@ def test_info_on_an_empty_database(cli, tmp_path):
 def test_info_without_a_database_says_how_to_make_one(cli):
     result = cli("info", "--db", "nothing.duckdb")
     assert result.returncode == 2 and "no such database" in result.stderr and "mini demo" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("import", "c.npy", "--meta", "m.csv", "--bin-size", "abc"),
+                                  ("import", "c.npy"), ("frobnicate",), ("sql", "--format", "xml", "SELECT 1")])
+def test_usage_errors_are_one_line_with_exit_2(cli, args):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("mini: error: ")
+    assert "--help" in result.stderr

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_USAGE = 2
 
@@ -133,12 +134,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 # -- parser -------------------------------------------------------------------------------------------
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; mini's errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"mini: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     db_help = "database file (default: $MINI_DB or ./mini.duckdb)"
-    common = argparse.ArgumentParser(add_help=False)
+    common = _OneLineParser(add_help=False)
     common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="mini", parents=[common],
         description="Find interpretable neural signatures in recordings with sparse autoencoders.",
         epilog="With no command, mini opens the app on the database.",

@@ -1,0 +1,177 @@
+"""The mini app: one Textual app that owns the open database for as long as it runs.
+
+The CLI opens the Store (so a locked or broken file is reported in one sentence before any
+screen appears) and hands it to `MiniApp`, which closes it on the way out. Screens never touch
+`app.db` from the event loop: they read in thread workers, each on its own cursor lent by
+`ThreadStores`, so a slow query never freezes a key press.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+
+from store.db import Store
+from tui.screens.home import HomeScreen
+
+
+class ThreadStores:
+    """Lends each worker thread its own cursor and takes every one back before the store closes.
+
+    DuckDB refuses to close a connection while one of its cursors is still running a query, so
+    closing has to interrupt the queries in flight and wait for their threads to let go.
+    """
+
+    def __init__(self, db: Store, *, close_timeout_s: float = 5.0):
+        self._db = db
+        self._close_timeout_s = close_timeout_s
+        self._lent: set[Store] = set()
+        self._changed = threading.Condition()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextmanager
+    def cursor(self) -> Iterator[Store]:
+        """A Store on a fresh cursor for the calling thread, closed when the block ends."""
+        with self._changed:
+            if self._closed:
+                raise RuntimeError(f"{self._db.path}: the database is closing")
+            thread_db = self._db.for_thread()
+            self._lent.add(thread_db)
+        try:
+            yield thread_db
+        finally:
+            with self._changed:
+                self._lent.discard(thread_db)
+                thread_db.close()
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """Interrupt the queries still running, wait for their threads, then close the store.
+
+        Safe to call more than once.
+        """
+        deadline = time.monotonic() + self._close_timeout_s
+        with self._changed:
+            if self._closed:
+                return
+            self._closed = True
+            # Interrupt again and again: a thread holding a cursor may not have started its query
+            # yet, and an interrupt that arrives before the query starts is lost.
+            while self._lent and time.monotonic() < deadline:
+                for thread_db in self._lent:
+                    thread_db.con.interrupt()
+                self._changed.wait(timeout=0.05)
+        self._db.close()
+
+
+class MiniCommands(Provider):
+    """The command palette's entries for mini: one per screen and per app-wide action."""
+
+    def _commands(self) -> list[tuple[str, str, str]]:
+        # (title, help, action on the app); the palette runs the action by name.
+        return [
+            ("Home", "Go to the list of datasets", "home"),
+            ("Help", "Show the keys", "help"),
+            ("Refresh datasets", "Read the list of datasets again", "refresh_datasets"),
+            ("Quit", "Close the database and leave mini", "quit"),
+        ]
+
+    def _runner(self, action: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await self.app.run_action(action)
+
+        return run
+
+    async def discover(self) -> Hits:
+        for title, help_text, action in self._commands():
+            yield DiscoveryHit(title, self._runner(action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, action in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), self._runner(action), help=help_text)
+
+
+class MiniApp(App[None]):
+    """The mini terminal app. Owns `db` from start to exit and closes it on the way out."""
+
+    TITLE = "mini"
+
+    CSS = """
+    Screen {
+        background: $surface;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    COMMANDS = App.COMMANDS | {MiniCommands}
+
+    def __init__(self, db: Store):
+        super().__init__()
+        self.db = db
+        self.stores = ThreadStores(db)
+        self.sub_title = str(db.path)
+
+    def get_default_screen(self) -> Screen:
+        # Home is the bottom of the stack, so "Home" means popping everything above it.
+        return HomeScreen(self.stores)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        # MiniCommands has our own Quit and Help; Textual's Quit and Keys would only repeat them.
+        for command in super().get_system_commands(screen):
+            if command.title not in {"Quit", "Keys"}:
+                yield command
+
+    # -- actions -------------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen  # only built when someone asks
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_home(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_refresh_datasets(self) -> None:
+        self.action_home()
+        home = self.screen_stack[0]
+        if isinstance(home, HomeScreen):
+            home.action_refresh()
+
+    def on_unmount(self) -> None:
+        # Screens and their workers are gone by now; only threads still inside a query remain.
+        self.stores.close()
+
+
+def run_app(db: Store) -> None:
+    """Run the app on an open Store until the person quits; the store is closed afterwards.
+
+    Exits with the app's return code when it ended with an error (an unhandled exception has
+    already been printed by Textual).
+    """
+    app = MiniApp(db)
+    try:
+        app.run()
+    finally:
+        app.stores.close()
+    if app.return_code:
+        raise SystemExit(app.return_code)

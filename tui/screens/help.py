@@ -1,0 +1,79 @@
+"""Help: the key map, over whatever screen is open. docs/keys.md says the same for readers."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+# One section per place the keys work; a new screen adds its own section here and in docs/keys.md.
+KEY_MAP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "Everywhere",
+        (
+            ("f1", "show or hide this help"),
+            ("ctrl+p", "command palette: every screen and action by name"),
+            ("q, ctrl+q", "quit (closes the database)"),
+        ),
+    ),
+    (
+        "Home",
+        (
+            ("up, down", "move between datasets"),
+            ("left, right", "scroll the table sideways (long names, many variables)"),
+            ("enter", "show the dataset's details below the table"),
+            ("r", "read the list of datasets again"),
+        ),
+    ),
+)
+
+
+def key_map_text() -> Text:
+    text = Text()
+    for section, keys in KEY_MAP:
+        text.append(f"{section}\n", style="bold underline")
+        for key, meaning in keys:
+            text.append(f"  {key:<16}", style="bold")
+            text.append(f"{meaning}\n")
+        text.append("\n")
+    text.append("esc, f1 or q closes this help.", style="dim")
+    return text
+
+
+class HelpScreen(ModalScreen[None]):
+    """The key map in a box; any of esc, f1, q closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("f1", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen #help {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        padding: 0 1;
+        border: round $primary;
+        border-title-align: center;
+        background: $panel;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help") as box:
+            box.border_title = "mini keys"
+            yield Static(key_map_text(), id="key-map")
+
+    def action_close(self) -> None:
+        self.dismiss()
