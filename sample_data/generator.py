@@ -2,10 +2,12 @@
 
 The task: each trial the animal is cued with one of eight conditions, runs the length of a 1 m
 track, and is rewarded at the end on most trials; an inter-trial interval (ITI) follows off the
-track. Planted latents, each tied to one natural-feature value, drive sparse, overlapping
-ensembles of units (a unit may belong to up to three ensembles: superposition); the remaining
-units fire at baseline. Counts are Poisson. Two distractor variables are recorded that no unit
-encodes, so a pipeline that "discovers" them is fooling itself.
+track, with no condition in force. Planted latents, each tied to one natural-feature value, drive
+sparse, overlapping ensembles of units (a unit may belong to up to three ensembles:
+superposition); the remaining units fire at baseline. A driven ensemble fires in bursts: in each
+bin with a probability set by behaviour, at a strength that varies. Counts are Poisson. Two
+distractor variables are recorded that no unit encodes, so a pipeline that "discovers" them is
+fooling itself.
 
 Everything is drawn from one seeded generator, so a seed names a recording exactly.
 """
@@ -48,7 +50,12 @@ class SampleConfig:
     baseline_rate_hz: float = 3.0
     """Median baseline firing rate (log-normal across units)."""
     ensemble_gain_hz: float = 25.0
-    """Median extra rate a fully active latent adds to a member unit (log-normal)."""
+    """Median extra rate an active ensemble adds to a member unit (log-normal across members)."""
+    event_probability: float = 0.7
+    """Probability that a fully driven ensemble fires in a bin. Ensembles fire in bursts, not
+    continuously; that variability is also what lets any method tell co-occurring ensembles apart."""
+    event_gain_sigma: float = 0.3
+    """Log-normal spread of an ensemble's strength from one firing bin to the next."""
 
 
 @dataclass
@@ -66,7 +73,7 @@ class SampleRecording:
     loadings: pl.DataFrame
     """latent_id, unit_id, weight (Hz added at full activation)."""
     activity: pl.DataFrame
-    """example_id, latent_id, value: nonzero latent intensities per bin."""
+    """example_id, latent_id, value: the strength of each ensemble burst (bins where it fired)."""
     variable_roles: pl.DataFrame = field(repr=False)
     """variable, role: 'encoded' or 'distractor'."""
 
@@ -133,7 +140,8 @@ def _ornstein_uhlenbeck(n: int, dt: float, tau_s: float, rng: np.random.Generato
 
 
 def _latents(config: SampleConfig, b: dict[str, np.ndarray]) -> tuple[list[dict], np.ndarray]:
-    """The planted latents: their descriptions and their intensity per bin [n_bins × n_latents]."""
+    """The planted latents: their descriptions and how strongly behaviour drives each one per bin,
+    from 0 to 1 [n_bins × n_latents]."""
     specs: list[dict] = []
     columns: list[np.ndarray] = []
 
@@ -143,8 +151,13 @@ def _latents(config: SampleConfig, b: dict[str, np.ndarray]) -> tuple[list[dict]
                           category=category, low=low, high=high))
         columns.append(intensity.astype(np.float32))
 
+    in_trial = b["phase"] != PHASES.index("iti")
     for c in range(config.n_conditions):
-        add(f"condition {c}", "condition", f"condition = {c}", (b["condition"] == c) * 1.0, category=str(c))
+        # Condition ensembles fire while the cued condition is in force (cue to outcome), not in the
+        # ITI: were they on in every bin, their average would hide in the SAE's bias and no decoder
+        # direction could match a single ensemble.
+        add(f"condition {c}", "condition", f"condition = {c}", ((b["condition"] == c) & in_trial) * 1.0,
+            category=str(c))
     add("cue", "phase", "phase = cue", (b["phase"] == PHASES.index("cue")) * 1.0, category="cue")
     add("reward", "reward", "reward = 1", b["reward"] * 1.0, category="1")
     running = b["phase"] == PHASES.index("run")
@@ -156,7 +169,7 @@ def _latents(config: SampleConfig, b: dict[str, np.ndarray]) -> tuple[list[dict]
         add(f"place field {centre:.2f} m", "position", f"position in [{low:.2f}, {high:.2f})",
             bump, low=low, high=high)
     threshold = config.speed_threshold_cm_s
-    speed_drive = np.clip((np.nan_to_num(b["speed"]) - threshold) / 30.0, 0.0, None)
+    speed_drive = np.clip((np.nan_to_num(b["speed"]) - threshold) / 30.0, 0.0, 1.0)
     add("fast running", "speed", f"speed in [{threshold:g}, inf)", speed_drive, low=threshold)
     return specs, np.stack(columns, axis=1)
 
@@ -181,7 +194,11 @@ def generate(config: SampleConfig | None = None) -> SampleRecording:
     rng = np.random.default_rng(config.seed)
     behaviour = _trial_structure(config, rng)
     distractor = _ornstein_uhlenbeck(config.n_bins, config.bin_size_s, 20.0, rng)
-    specs, intensity = _latents(config, behaviour)
+    specs, drive = _latents(config, behaviour)
+    # Each bin, a driven ensemble fires with probability event_probability × drive, at a strength
+    # that varies from burst to burst.
+    fires = rng.random(drive.shape) < config.event_probability * drive
+    intensity = (fires * rng.lognormal(0.0, config.event_gain_sigma, drive.shape)).astype(np.float32)
     loadings = _ensembles(config, len(specs), rng)
     baseline = config.baseline_rate_hz * rng.lognormal(0.0, 0.5, config.n_units)
     rate_hz = baseline[None, :] + intensity @ loadings
@@ -197,7 +214,11 @@ def generate(config: SampleConfig | None = None) -> SampleRecording:
         "reward": behaviour["reward"],
         "distractor": distractor,
         "house_light": behaviour["house_light"],
-    }).with_columns(pl.col("position", "speed").fill_nan(None))
+    }).with_columns(
+        pl.col("position", "speed").fill_nan(None),
+        # The condition is in force from the cue to the outcome; the ITI has none.
+        pl.when(pl.col("phase") == "iti").then(None).otherwise(pl.col("condition")).alias("condition"),
+    )
 
     latent_ids, unit_ids = np.nonzero(loadings)
     example_ids, active_latents = np.nonzero(intensity)

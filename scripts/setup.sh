@@ -21,7 +21,12 @@ find_python() {
 if [ ! -x "$venv/bin/python" ]; then
     python=$(find_python)
     echo "mini: creating $venv with $("$python" --version)" >&2
-    "$python" -m venv "$venv"
+    if "$python" -c 'import torch' >/dev/null 2>&1; then
+        # A GPU server's own PyTorch (built for its CUDA) is kept: the venv sees it.
+        "$python" -m venv --system-site-packages "$venv"
+    else
+        "$python" -m venv "$venv"
+    fi
 fi
 
 stamp="$venv/.mini-installed${extra:+-$extra}"
@@ -29,6 +34,12 @@ want=$(sha256sum < "$root/pyproject.toml" | cut -d" " -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "mini: installing mini${extra:+ with $extra tools} into .venv (the first time takes a minute)" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+    if ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
+        # Pin a version so pip never resolves "newest torch" on its own; where a local CPU wheel of it
+        # is on pip's find-links (CI machines), that is taken; elsewhere the platform's default build.
+        # Set MINI_TORCH to choose another, e.g. MINI_TORCH="torch==2.5.1".
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${MINI_TORCH:-torch==2.13.0}"
+    fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root${extra:+[$extra]}"
     echo "$want" > "$stamp"
 fi

@@ -130,9 +130,104 @@ CREATE TABLE activations (
 );
 """
 
+V2_RUNS = """
+CREATE TABLE runs (
+    run_id         INTEGER PRIMARY KEY,
+    dataset_id     INTEGER NOT NULL,
+    status         VARCHAR NOT NULL CHECK (status IN ('running', 'finished', 'cancelled', 'interrupted', 'failed')),
+    config         JSON NOT NULL,
+    device         VARCHAR NOT NULL,
+    started_at     TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    finished_at    TIMESTAMP,
+    examples_seen  BIGINT NOT NULL DEFAULT 0,
+    seconds        DOUBLE,
+    message        VARCHAR
+);
+CREATE TABLE saes (
+    sae_id         INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL,
+    instance       INTEGER NOT NULL,
+    architecture   VARCHAR NOT NULL,
+    d_in           INTEGER NOT NULL,
+    d_sae          INTEGER NOT NULL,
+    k              INTEGER NOT NULL,
+    seed           INTEGER NOT NULL,
+    loss           VARCHAR NOT NULL,
+    threshold      DOUBLE,
+    best_epoch     INTEGER,
+    val_loss       DOUBLE
+);
+CREATE TABLE train_log (
+    sae_id         INTEGER NOT NULL,
+    step           INTEGER NOT NULL,
+    epoch          INTEGER NOT NULL,
+    examples_seen  BIGINT NOT NULL,
+    loss           DOUBLE NOT NULL,
+    l0             DOUBLE NOT NULL,
+    dead_fraction  DOUBLE NOT NULL,
+    lr             DOUBLE NOT NULL,
+    val_loss       DOUBLE
+);
+CREATE TABLE features (
+    sae_id         INTEGER NOT NULL,
+    feature_id     INTEGER NOT NULL,
+    level          INTEGER NOT NULL,
+    density        DOUBLE NOT NULL,
+    mean_act       DOUBLE,
+    max_act        DOUBLE,
+    dead           BOOLEAN NOT NULL,
+    encoder_bias   DOUBLE NOT NULL,
+    PRIMARY KEY (sae_id, feature_id)
+);
+CREATE TABLE decoder (
+    sae_id         INTEGER NOT NULL,
+    feature_id     INTEGER NOT NULL,
+    unit_id        INTEGER NOT NULL,
+    weight         REAL NOT NULL
+);
+CREATE TABLE qc (
+    sae_id               INTEGER NOT NULL,
+    split                VARCHAR NOT NULL,
+    n_examples           INTEGER NOT NULL,
+    l0_mean              DOUBLE,
+    l0_std               DOUBLE,
+    dead_fraction        DOUBLE,
+    fvu                  DOUBLE,
+    r2                   DOUBLE,
+    cosine_mean          DOUBLE,
+    summed_count_r2      DOUBLE,
+    example_r2_median    DOUBLE,
+    pca_fvu              DOUBLE,
+    nmf_fvu              DOUBLE,
+    baseline_components  INTEGER,
+    n_bad_units          INTEGER,
+    l0_histogram         JSON,
+    density_histogram    JSON,
+    PRIMARY KEY (sae_id, split)
+);
+CREATE TABLE unit_qc (
+    sae_id    INTEGER NOT NULL,
+    split     VARCHAR NOT NULL,
+    unit_id   INTEGER NOT NULL,
+    r2        DOUBLE,
+    cosine    DOUBLE,
+    bad       BOOLEAN NOT NULL
+);
+CREATE TABLE checkpoints (
+    run_id      INTEGER NOT NULL,
+    kind        VARCHAR NOT NULL CHECK (kind IN ('latest', 'final')),
+    epoch       INTEGER NOT NULL,
+    step        INTEGER NOT NULL,
+    state       BLOB NOT NULL,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, kind)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
+    Migration(2, "runs, saes, train_log, features, decoder, qc, unit_qc, checkpoints", V2_RUNS),
 )
 
 _VERSION_TABLE = """

@@ -32,7 +32,10 @@ def test_same_seed_same_recording_other_seed_differs():
 
 def test_natural_features_have_the_kinds_the_issue_asks_for(recording):
     meta = recording.metadata
-    assert sorted(meta["condition"].unique().to_list()) == list(range(8))
+    assert sorted(meta["condition"].drop_nulls().unique().to_list()) == list(range(8))
+    # The cued condition is in force from cue to outcome; the ITI has none.
+    assert meta.filter(pl.col("phase") == "iti")["condition"].null_count() == (meta["phase"] == "iti").sum()
+    assert meta.filter(pl.col("phase") != "iti")["condition"].null_count() == 0
     assert set(meta["phase"].unique().to_list()) == {"cue", "run", "outcome", "iti"}
     assert set(meta["reward"].unique().to_list()) == {0, 1}
     position = meta["position"].drop_nulls()

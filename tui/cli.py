@@ -104,6 +104,42 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_ks(text: str) -> tuple[int, ...]:
+    from engine.errors import InputError
+
+    try:
+        ks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--k {text}: expected an integer or a comma-separated list such as 4,8,16") from None
+    return ks
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.pipeline import RunSpec
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from tui.progress import run_with_progress
+
+    spec = RunSpec(
+        dataset=args.dataset or "",
+        sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          device=args.device),
+        ks=_parse_ks(args.k), instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+    )
+    if args.resume is None and not args.dataset:
+        from engine.errors import InputError
+
+        raise InputError("--dataset NAME is required (or --resume RUN); `mini info` lists the datasets")
+    with _open_store(args, create=False) as db:
+        outcome = run_with_progress(db, spec, resume_run=args.resume)
+    if outcome.status == "cancelled":
+        _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
+             f"resume it with `mini train --resume {outcome.run_id}`")
+    print(outcome.run_id)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from store.datasets import dataset_summaries
     from tui.table_text import render_table
@@ -184,7 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--blocks", type=int, default=40,
                      help="contiguous blocks used as trials when there is no trial column (default 40)")
 
-    add("info", cmd_info, "list the datasets in the database")
+    train = add("train", cmd_train, "train sparse autoencoders on a dataset's train split")
+    train.add_argument("--dataset", help="dataset name (see `mini info`)")
+    train.add_argument("--arch", default="batchtopk", choices=["batchtopk", "topk", "matryoshka", "relu"],
+                       help="architecture (default batchtopk)")
+    train.add_argument("--d-sae", type=int, default=512, help="latents per SAE (default 512)")
+    train.add_argument("--k", default="8", help="active latents per example; a list such as 4,8,16 sweeps "
+                                                 "(default 8)")
+    train.add_argument("--loss", default="mse", choices=["mse", "msle", "poisson"],
+                       help="reconstruction loss (default mse)")
+    train.add_argument("--epochs", type=int, default=30, help="passes over the train split (default 30)")
+    train.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    train.add_argument("--instances", type=int, default=1, help="SAEs per k, with consecutive seeds (default 1)")
+    train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    train.add_argument("--normalize", action="store_true", help="scale each unit by its train std while training")
+    train.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                       help="where to train (default auto: cuda, then mps, then cpu)")
+    train.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or interrupted run")
+
+    add("info", cmd_info, "list the datasets and runs in the database")
 
     sql = add("sql", cmd_sql, "run SQL on the database (read-only unless --write)")
     sql.add_argument("query", help="SQL text, or - to read it from standard input")

@@ -1,0 +1,264 @@
+"""Train a run end to end: load a dataset from the store, train, encode every split, QC, persist.
+
+This is the one engine module that writes training results, through store.runs. The run row is
+committed before training starts and a checkpoint after every epoch, so a cancelled or killed run
+can be resumed; the results are written in one transaction at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from engine.errors import InputError
+from engine.qc import baseline_fvu, qc_table_rows, split_qc
+from engine.sae import SAEConfig, SAEStack
+from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
+from store import Store
+from store.datasets import get_dataset, load_counts_long, load_examples
+from store.runs import (
+    RunResults,
+    get_run,
+    load_checkpoint,
+    reopen_run,
+    save_checkpoint,
+    save_run_results,
+    set_run_status,
+    start_run,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: the dataset, the SAE stack and how to train it."""
+
+    dataset: str
+    """Dataset name."""
+    sae: SAEConfig
+    """Architecture, width and loss; `sae.ks` is filled from `ks` × `instances`."""
+    train: TrainConfig
+    """Optimiser, epochs, device."""
+    ks: tuple[int, ...] = (8,)
+    """k values to sweep; each gets `instances` SAEs."""
+    instances: int = 1
+    """SAEs per k, with seeds seed, seed+1, …"""
+    seed: int = 0
+    """First SAE seed."""
+    normalize_units: bool = False
+    """Divide each unit by its train standard deviation while training (folded back afterwards)."""
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    sae_ids: list[int]
+    outcome: TrainOutcome
+    seconds: float
+
+
+def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense counts [examples × units] (float32) and the split of each example."""
+    long = load_counts_long(db, dataset_id)
+    counts = np.zeros((n_examples, n_units), dtype=np.float32)
+    counts[long["example_id"].to_numpy(), long["unit_id"].to_numpy()] = long["value"].to_numpy()
+    return counts, load_examples(db, dataset_id)["split"].to_numpy()
+
+
+def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    ks = tuple(k for k in spec.ks for _ in range(spec.instances))
+    seeds = tuple(spec.seed + i for _ in spec.ks for i in range(spec.instances))
+    return ks, seeds
+
+
+def _serialise(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
+    if spec.instances < 1:
+        raise InputError(f"--instances {spec.instances}: must be at least 1")
+    ks, seeds = _stack_seeds(spec)
+    sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
+    if sae.loss in ("msle", "poisson") and kind != "spike_counts":
+        raise InputError(f"--loss {sae.loss}: needs non-negative counts; this dataset holds activations (use mse)")
+    train = torch.from_numpy(counts[splits == "train"])
+    if train.shape[0] == 0:
+        raise InputError(f"dataset '{spec.dataset}': the train split is empty")
+    scale = train.std(0).clamp_min(1e-3) if spec.normalize_units else None
+    stack = SAEStack(sae, counts.shape[1], seeds, input_scale=scale)
+    sample = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(spec.seed))[:10_000]]
+    stack.initialise_from_data(sample)
+    device = pick_device(spec.train.device)
+    return stack, TrainData(train, torch.from_numpy(counts[splits == "val"]), device)
+
+
+def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress], None] | None = None,
+              cancel: threading.Event | None = None, resume_run: int | None = None) -> RunOutcome:
+    """Train (or resume) a run and store its results; returns the run id and what happened."""
+    if resume_run is not None:
+        run = get_run(db, resume_run)
+        if run["status"] == "finished":
+            raise InputError(f"run {resume_run} already finished; nothing to resume")
+        spec = spec_from_config(run["config"])
+    dataset = get_dataset(db, spec.dataset)
+    counts, splits = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    stack, data = _build(spec, counts, splits, dataset["kind"])
+    config = spec_to_config(spec)
+    if resume_run is None:
+        run_id = start_run(db, dataset["dataset_id"], config, str(data.device))
+    else:
+        run_id = resume_run
+        reopen_run(db, run_id)
+
+    def checkpoint(state: dict[str, Any]) -> None:
+        save_checkpoint(db, run_id, "latest", state["epoch"], state["step"], _serialise(state))
+
+    trainer = Trainer(stack, data, spec.train, on_progress=on_progress, on_checkpoint=checkpoint, cancel=cancel)
+    if resume_run is not None:
+        saved = load_checkpoint(db, run_id)
+        if saved is not None:
+            trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
+    started = time.perf_counter()
+    try:
+        outcome = trainer.run()
+        results = collect_results(stack, counts, splits, outcome, dataset["kind"])
+        sae_ids = save_run_results(db, run_id, results, status=outcome.status,
+                                   examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
+        save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
+            {"model": stack.state_dict(), "config": config}))
+    except BaseException as error:
+        set_run_status(db, run_id, "failed" if isinstance(error, Exception) else "cancelled",
+                       f"{type(error).__name__}: {error}")
+        raise
+    return RunOutcome(run_id, outcome.status, sae_ids, outcome, time.perf_counter() - started)
+
+
+def spec_to_config(spec: RunSpec) -> dict[str, Any]:
+    return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
+            "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units}
+
+
+def spec_from_config(config: dict[str, Any]) -> RunSpec:
+    sae = {k: tuple(v) if isinstance(v, list) else v for k, v in config["sae"].items()}
+    return RunSpec(dataset=config["dataset"], sae=SAEConfig(**sae), train=TrainConfig(**config["train"]),
+                   ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
+                   normalize_units=config["normalize_units"])
+
+
+@torch.no_grad()
+def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192
+               ) -> tuple[pl.DataFrame, np.ndarray]:
+    """Sparse activations of every example for every SAE, and reconstructions [n, N, d] (float32).
+
+    BatchTopK-style SAEs use their inference threshold, so an example's code does not depend on
+    which other examples share its batch.
+    """
+    stack.eval()
+    device = next(stack.parameters()).device
+    use_threshold = stack.config.architecture in ("batchtopk", "matryoshka")
+    parts, recon = [], np.empty((stack.n, *counts.shape), dtype=np.float32)
+    for start in range(0, counts.shape[0], batch):
+        x = torch.from_numpy(counts[start: start + batch]).to(device)
+        code = stack.encode(x, use_threshold=use_threshold)
+        recon[:, start: start + x.shape[0]] = stack.decode(code, x.shape[0]).float().cpu().numpy()
+        rows = code.row.cpu().numpy()
+        parts.append(pl.DataFrame({
+            "sae_id": (rows // x.shape[0]).astype(np.int32),
+            "example_id": (rows % x.shape[0] + start).astype(np.int32),
+            "feature_id": code.latent.cpu().numpy().astype(np.int32),
+            "value": code.value.float().cpu().numpy(),
+        }))
+    stack.train()
+    activations = pl.concat(parts).sort("sae_id", "example_id", "feature_id")
+    return activations, recon
+
+
+def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
+                    kind: str) -> RunResults:
+    """Everything the store keeps about a trained stack, as frames (sae_id = instance index)."""
+    activations, recon = encode_all(stack, counts)
+    n, D, d = stack.n, stack.config.d_sae, stack.d_in
+    weights = stack.folded_weights()
+    sizes, _, _ = stack.config.levels()
+    level_of = np.searchsorted(np.asarray(sizes), np.arange(D), side="right").astype(np.int32)
+    act_sae = activations["sae_id"].to_numpy()
+    act_example = activations["example_id"].to_numpy()
+    act_feature = activations["feature_id"].to_numpy()
+    act_value = activations["value"].to_numpy()
+    train_mask = splits == "train"
+    baselines: dict[tuple[str, int], tuple[float, float | None]] = {}
+    qc_frames, unit_frames, feature_frames = [], [], []
+    for i in range(n):
+        mine = act_sae == i
+        examples, features, values = act_example[mine], act_feature[mine], act_value[mine]
+        l0 = np.bincount(examples, minlength=counts.shape[0])
+        on_train = train_mask[examples]
+        density = np.bincount(features[on_train], minlength=D) / max(1, int(train_mask.sum()))
+        sums = np.bincount(features[on_train], weights=values[on_train], minlength=D)
+        active = np.bincount(features[on_train], minlength=D)
+        max_act = np.zeros(D)
+        np.maximum.at(max_act, features[on_train], values[on_train])
+        feature_frames.append(pl.DataFrame({
+            "sae_id": np.full(D, i, np.int32), "feature_id": np.arange(D, dtype=np.int32), "level": level_of,
+            "density": density, "mean_act": np.where(active > 0, sums / np.maximum(active, 1), np.nan),
+            "max_act": np.where(active > 0, max_act, np.nan), "dead": active == 0,
+            "encoder_bias": weights["b_enc"][i].cpu().numpy().astype(np.float64),
+        }).with_columns(pl.col("mean_act", "max_act").fill_nan(None)))
+        qcs = []
+        components = max(1, round(float(l0[train_mask].mean())))
+        for split in SPLITS:
+            in_split = splits == split
+            if not in_split.any():
+                continue
+            split_examples = in_split[examples]
+            report = split_qc(split, counts[in_split], recon[i][in_split], l0[in_split],
+                              np.bincount(features[split_examples], minlength=D))
+            key = (split, components)
+            if key not in baselines:
+                baselines[key] = baseline_fvu(counts[train_mask], counts[in_split], components,
+                                              nonnegative=kind == "spike_counts")
+            report.pca_fvu, report.nmf_fvu = baselines[key]
+            report.baseline_components = components
+            qcs.append(report)
+        qc_frame, unit_frame = qc_table_rows(i, qcs)
+        qc_frames.append(qc_frame)
+        unit_frames.append(unit_frame)
+    W_dec = weights["W_dec"].cpu().numpy()  # [n, D, d] in count units
+    sae_index, feature_index, unit_index = np.meshgrid(np.arange(n), np.arange(D), np.arange(d), indexing="ij")
+    config = stack.config
+    saes = pl.DataFrame({
+        "sae_id": np.arange(n, dtype=np.int32), "instance": np.arange(n, dtype=np.int32),
+        "architecture": [config.architecture] * n, "d_in": [d] * n, "d_sae": [D] * n,
+        "k": list(config.ks), "seed": list(stack.seeds), "loss": [config.loss] * n,
+        "threshold": weights["threshold"].cpu().numpy().astype(np.float64),
+        "best_epoch": outcome.best_epoch, "val_loss": [float(v) for v in outcome.best_val_loss],
+    })
+    log = pl.DataFrame(outcome.log, schema={"sae": pl.Int32, "step": pl.Int32, "epoch": pl.Int32,
+                                            "examples_seen": pl.Int64, "loss": pl.Float64, "l0": pl.Float64,
+                                            "dead_fraction": pl.Float64, "lr": pl.Float64,
+                                            "val_loss": pl.Float64}).rename({"sae": "sae_id"})
+    return RunResults(
+        saes=saes,
+        features=pl.concat(feature_frames),
+        decoder=pl.DataFrame({"sae_id": sae_index.ravel().astype(np.int32),
+                              "feature_id": feature_index.ravel().astype(np.int32),
+                              "unit_id": unit_index.ravel().astype(np.int32),
+                              "weight": W_dec.ravel().astype(np.float32)}),
+        activations=activations.to_arrow(),
+        qc=pl.concat(qc_frames, how="vertical_relaxed"),
+        unit_qc=pl.concat(unit_frames, how="vertical_relaxed"),
+        train_log=log,
+    )

@@ -1,0 +1,411 @@
+"""Sparse autoencoders, many at once: stacked weights, one dense encoder matmul, sparse everything else.
+
+A stack holds `n` SAEs of one architecture and width (instances with different seeds, or sweep
+points with different k). Their weights are stacked on a leading axis, so one batched matmul
+encodes every SAE.
+
+Why it is fast: the only dense work is the encoder's pre-activations, computed *without* autograd.
+The active latents are chosen from them, and everything after (their values, the decoder, and the
+whole backward pass) works on the active (example, latent) entries alone (engine.sparse_ops), at
+O(active × d_in) instead of O(d_sae × d_in) per example. A step costs little more than the one
+dense matmul, the floor of any SAE step.
+
+Selection:
+- TopK: exactly k per example.
+- BatchTopK: exactly the B·k largest pre-activations over the batch (examples may have more or fewer
+  than k); a running threshold encodes single examples consistently at inference.
+- Matryoshka BatchTopK: latents form nested prefixes; each band between prefixes has its own
+  BatchTopK budget, so prefix ℓ reconstructs with exactly its own k_ℓ on average, and its loss is
+  weighted by w_ℓ. Early latents learn coarse, general features.
+- ReLU + L1: the classic dense SAE, for comparison.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import InputError
+from engine.sparse_ops import Entries, sparse_decode, sparse_encode
+
+ARCHITECTURES = ("batchtopk", "topk", "matryoshka", "relu")
+LOSSES = ("mse", "msle", "poisson")
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What the SAEs of one stack are; every SAE in a stack shares these except `ks` and the seed."""
+
+    architecture: str = "batchtopk"
+    """batchtopk, topk, matryoshka (nested BatchTopK prefixes) or relu (ReLU + L1)."""
+    d_sae: int = 512
+    """Number of latents (features) per SAE."""
+    ks: tuple[int, ...] = (8,)
+    """Active latents per example, one per SAE of the stack (a k sweep); TopK exactly, BatchTopK on average."""
+    matryoshka_sizes: tuple[int, ...] = ()
+    """Prefix sizes, increasing, ending at d_sae; default d_sae/8, /4, /2, 1."""
+    matryoshka_k_fractions: tuple[float, ...] = ()
+    """Share of k used by each prefix (cumulative, ending at 1); default 1/4, 1/2, 3/4, 1."""
+    matryoshka_weights: tuple[float, ...] = ()
+    """Loss weight of each prefix's reconstruction; default equal, summing to 1."""
+    l1_coefficient: float = 3e-3
+    """ReLU only: weight of the L1 penalty on activations × decoder norms."""
+    loss: str = "mse"
+    """Reconstruction loss: mse, msle (log(τ+x) vs log(τ+x̂)) or poisson (negative log-likelihood)."""
+    msle_tau: float = 1.0
+    """τ of the MSLE loss: counts below about τ are compared almost linearly."""
+    nonnegative_output: bool = True
+    """Clamp reconstructions at 0 (spike counts); Poisson always uses a positive rate."""
+    aux_k: int | None = None
+    """Dead latents used by the AuxK loss per example; default d_in // 2."""
+    aux_coefficient: float = 1 / 32
+    """Weight of the AuxK loss."""
+    dead_after_examples: int = 50_000
+    """A latent that has not fired for this many training examples counts as dead."""
+    threshold_momentum: float = 0.99
+    """BatchTopK: momentum of the running inference threshold."""
+
+    def validate(self, d_in: int) -> None:
+        """Refuse settings that cannot train, in one line each."""
+        if self.architecture not in ARCHITECTURES:
+            raise InputError(f"--arch {self.architecture}: unknown (use {', '.join(ARCHITECTURES)})")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss}: unknown (use {', '.join(LOSSES)})")
+        if self.d_sae < 1:
+            raise InputError(f"--d-sae {self.d_sae}: must be at least 1")
+        if not self.ks:
+            raise InputError("--k: at least one value")
+        for k in self.ks:
+            if self.architecture != "relu" and not 1 <= k <= self.d_sae:
+                raise InputError(f"--k {k}: must be between 1 and --d-sae ({self.d_sae})")
+        if d_in < 1:
+            raise InputError("the dataset has no units")
+        if self.architecture == "matryoshka":
+            sizes, fractions, weights = self.levels()
+            if list(sizes) != sorted(set(sizes)) or sizes[-1] != self.d_sae or sizes[0] < 1:
+                raise InputError(f"matryoshka sizes {sizes}: must increase and end at d_sae ({self.d_sae})")
+            if not (len(fractions) == len(weights) == len(sizes)):
+                raise InputError("matryoshka sizes, k fractions and weights must have the same length")
+            if any(b <= a for a, b in itertools.pairwise(fractions)) or abs(fractions[-1] - 1) > 1e-9:
+                raise InputError(f"matryoshka k fractions {fractions}: must increase and end at 1")
+
+    def levels(self) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+        """(prefix sizes, cumulative k fractions, loss weights); one level for non-Matryoshka SAEs."""
+        if self.architecture != "matryoshka":
+            return (self.d_sae,), (1.0,), (1.0,)
+        sizes = self.matryoshka_sizes or tuple(
+            s for s in dict.fromkeys(max(1, self.d_sae * m // 8) for m in (1, 2, 4, 8))
+        )
+        n = len(sizes)
+        fractions = self.matryoshka_k_fractions or tuple((i + 1) / n for i in range(n))
+        weights = self.matryoshka_weights or tuple(1 / n for _ in range(n))
+        return tuple(sizes), tuple(fractions), tuple(weights)
+
+
+class SparseCode(NamedTuple):
+    """The active (SAE, example, latent) entries of a batch, sorted by SAE then example."""
+
+    row: torch.Tensor
+    """sae · batch + example, per entry (int64)."""
+    latent: torch.Tensor
+    """Latent index within its SAE, per entry (int64)."""
+    value: torch.Tensor
+    """Activation, per entry (float, with autograd where training)."""
+    level: torch.Tensor
+    """Matryoshka level of the entry's latent (0 for other architectures)."""
+
+
+class ForwardOutput(NamedTuple):
+    """What a training step needs from a forward pass."""
+
+    reconstruction: torch.Tensor
+    """[n, B, d_in] in input units, after the output nonlinearity."""
+    code: SparseCode
+    loss: torch.Tensor
+    """Scalar: the sum over SAEs of each SAE's total loss, so each SAE's gradient is its own."""
+    per_sae_loss: torch.Tensor
+    """[n] reconstruction loss (plus L1 or AuxK terms) per SAE, detached."""
+    l0: torch.Tensor
+    """[n] mean active latents per example."""
+
+
+def geometric_median(x: torch.Tensor, iterations: int = 100, eps: float = 1e-8) -> torch.Tensor:
+    """Weiszfeld's algorithm: a centre of the data that outliers (bursts) barely move."""
+    median = x.mean(0)
+    for _ in range(iterations):
+        distance = torch.linalg.vector_norm(x - median, dim=1).clamp_min(eps)
+        weights = 1.0 / distance
+        updated = (weights[:, None] * x).sum(0) / weights.sum()
+        if torch.linalg.vector_norm(updated - median) < 1e-6 * (1 + torch.linalg.vector_norm(median)):
+            return updated
+        median = updated
+    return median
+
+
+class SAEStack(torch.nn.Module):
+    """n SAEs of one architecture and width, stacked on a leading axis (one seed per SAE)."""
+
+    def __init__(self, config: SAEConfig, d_in: int, seeds: tuple[int, ...],
+                 input_scale: torch.Tensor | None = None):
+        super().__init__()
+        config.validate(d_in)
+        if len(seeds) != len(config.ks):
+            raise ValueError("one seed per SAE: len(seeds) must equal len(config.ks)")
+        self.config, self.d_in, self.seeds = config, d_in, tuple(seeds)
+        n, D = len(seeds), config.d_sae
+        decoders = []
+        for seed in seeds:
+            w = torch.randn(D, d_in, generator=torch.Generator().manual_seed(seed))
+            decoders.append(w / torch.linalg.vector_norm(w, dim=1, keepdim=True))
+        w_dec = torch.stack(decoders)
+        # Tied initialisation: the encoder starts as the decoder (both stored as [n, D, d_in]), so an
+        # activation starts as the input's projection on its latent's direction.
+        self.W_dec = torch.nn.Parameter(w_dec.clone())
+        self.W_enc = torch.nn.Parameter(w_dec.clone())
+        self.b_enc = torch.nn.Parameter(torch.zeros(n, D))
+        self.b_dec = torch.nn.Parameter(torch.zeros(n, d_in))
+        scale = torch.ones(d_in) if input_scale is None else input_scale.float().expand(d_in).clone()
+        self.register_buffer("scale", scale)
+        self.register_buffer("threshold", torch.zeros(n))
+        self.register_buffer("examples_since_fired", torch.zeros(n, D, dtype=torch.long))
+        self.register_buffer("ks", torch.tensor(config.ks, dtype=torch.long))
+        # Last step's BatchTopK cutoff per SAE and Matryoshka level: a cheap floor for candidates.
+        self.register_buffer("cutoff_estimate", torch.zeros(n, len(config.levels()[0])))
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    # -- initialisation from data -------------------------------------------------------------------
+    @torch.no_grad()
+    def initialise_from_data(self, sample: torch.Tensor, centre: str = "median") -> None:
+        """b_dec at the data's (geometric) median or mean, in the SAE's normalised input space."""
+        scaled = sample.float() / self.scale
+        centre_vector = geometric_median(scaled) if centre == "median" else scaled.mean(0)
+        self.b_dec.copy_(centre_vector.expand_as(self.b_dec))
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _pre_activations(self, centred: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.b_enc.unsqueeze(1), centred, self.W_enc.transpose(1, 2))
+
+    def _batch_cutoffs(self, band: torch.Tensor, budget: torch.Tensor, estimate: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact BatchTopK over a band [n, B, W]: the (sae, example, latent) indices [nnz, 3] of each
+        SAE's `budget` largest positive entries, their values, and each SAE's cutoff.
+
+        Candidates are the entries above a fraction of last step's cutoff (one comparison and one
+        nonzero, far cheaper than a top-k over every row); if that leaves too few, all positive
+        entries are candidates. Either way every entry above the true cutoff is a candidate, so
+        the selection is exact.
+        """
+        n, batch, width = band.shape
+        flat = band.reshape(-1)
+        per_sae = batch * width
+        floor = torch.zeros(n, device=band.device) if estimate is None else 0.9 * estimate
+        candidates = (band > floor[:, None, None]).reshape(-1).nonzero().squeeze(1)
+        counts = torch.bincount(candidates // per_sae, minlength=n)
+        if estimate is not None and bool((counts < budget).any()):
+            candidates = (flat > 0).nonzero().squeeze(1)
+            counts = torch.bincount(candidates // per_sae, minlength=n)
+        values = flat.index_select(0, candidates)
+        cutoffs = torch.zeros(n, device=band.device)
+        start = 0
+        for i, count in enumerate(counts.tolist()):  # a few SAEs at most: a loop of small ops
+            take = min(int(budget[i]), count)
+            if take:
+                cutoffs[i] = values[start: start + count].topk(take, sorted=False).values.min()
+            start += count
+        keep = (values >= cutoffs[candidates // per_sae]).nonzero().squeeze(1)
+        chosen, values = candidates.index_select(0, keep), values.index_select(0, keep)
+        sae, position = chosen // per_sae, chosen % per_sae
+        return torch.stack([sae, position // width, position % width], dim=1), values, cutoffs
+
+    def _select(self, pre: torch.Tensor, use_threshold: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chosen entries (sae, example, latent) sorted by (sae, example), their pre-activations and levels."""
+        n, batch, _ = pre.shape
+        arch = self.config.architecture
+        if arch == "relu" or (use_threshold and arch != "topk"):
+            floor = torch.zeros(n, device=pre.device) if arch == "relu" else self.threshold
+            mask = pre > floor[:, None, None]
+            chosen = mask.nonzero()
+            level = torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
+            if arch == "matryoshka":
+                sizes = torch.tensor(self.config.levels()[0], device=pre.device)
+                level = torch.searchsorted(sizes, chosen[:, 2], right=True)
+            return chosen, pre[mask], level
+        if arch == "topk":
+            k_max = int(self.ks.max())
+            values, latents = pre.topk(k_max, dim=-1, sorted=True)
+            keep = (torch.arange(k_max, device=pre.device) < self.ks[:, None, None]) & (values > 0)
+            slots = keep.nonzero()
+            slots[:, 2] = latents[keep]
+            return slots, values[keep], torch.zeros(len(slots), dtype=torch.long, device=pre.device)
+        sizes, fractions, _ = self.config.levels()
+        picks, pre_values, levels, start, used = [], [], [], 0, 0.0
+        for level, (end, fraction) in enumerate(zip(sizes, fractions, strict=True)):
+            band_k = self.ks.to(pre.device).float() * fraction - used
+            used = used + band_k
+            budget = (band_k * batch).round().clamp_min(1).long()
+            estimate = self.cutoff_estimate[:, level] if bool((self.cutoff_estimate[:, level] > 0).all()) else None
+            chosen, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budget, estimate)
+            self.cutoff_estimate[:, level] = cutoffs
+            chosen[:, 2] += start
+            picks.append(chosen)
+            pre_values.append(values)
+            levels.append(torch.full((len(chosen),), level, dtype=torch.long, device=pre.device))
+            start = end
+        chosen, values, level = torch.cat(picks), torch.cat(pre_values), torch.cat(levels)
+        if len(picks) > 1:  # entries must be sorted by (sae, example) for the row offsets
+            order = torch.argsort(chosen[:, 0] * batch + chosen[:, 1], stable=True)
+            chosen, values, level = chosen[order], values[order], level[order]
+        return chosen, values, level
+
+    def _entries(self, chosen: torch.Tensor, batch: int) -> Entries:
+        n, D = self.n, self.config.d_sae
+        return Entries.build(chosen[:, 0] * batch + chosen[:, 1], chosen[:, 0] * D + chosen[:, 2], n * batch, n * D)
+
+    def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, D, d = self.n, self.config.d_sae, self.d_in
+        return self.W_enc.reshape(n * D, d), self.b_enc.reshape(n * D), self.W_dec.reshape(n * D, d)
+
+    def _output(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Back to input units, through the output nonlinearity."""
+        out = normalised * self.scale
+        if self.config.loss == "poisson":
+            return F.softplus(out, beta=4.0) + 1e-6
+        return F.relu(out) if self.config.nonnegative_output else out
+
+    def _reconstruction_loss(self, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """[n] loss per SAE, averaged over examples and units."""
+        if self.config.loss == "mse":
+            error = (output - target) ** 2
+        elif self.config.loss == "msle":
+            tau = self.config.msle_tau
+            error = (torch.log(target.clamp_min(0) + tau) - torch.log(output.clamp_min(0) + tau)) ** 2
+        else:
+            error = output - target * torch.log(output)
+        return error.mean(dim=(1, 2))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, *, use_threshold: bool = False) -> SparseCode:
+        """Sparse code of a batch [B, d_in] for every SAE."""
+        centred = x.unsqueeze(0) / self.scale - self.b_dec.unsqueeze(1)
+        chosen, pre_values, level = self._select(self._pre_activations(centred), use_threshold)
+        return SparseCode(chosen[:, 0] * x.shape[0] + chosen[:, 1], chosen[:, 2], F.relu(pre_values), level)
+
+    @torch.no_grad()
+    def decode(self, code: SparseCode, batch: int) -> torch.Tensor:
+        """Reconstruction [n, B, d_in] in input units from a sparse code."""
+        n, D = self.n, self.config.d_sae
+        entries = Entries.build(code.row, (code.row // batch) * D + code.latent, n * batch, n * D)
+        decoded = entries.sum_by_row(self._flat()[2], code.value).reshape(n, batch, self.d_in)
+        return self._output(decoded + self.b_dec.unsqueeze(1))
+
+    def forward(self, x: torch.Tensor, *, use_threshold: bool = False, aux: bool = True) -> ForwardOutput:
+        """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward()."""
+        n, batch, d = self.n, x.shape[0], self.d_in
+        normalised = x.unsqueeze(0) / self.scale
+        centred = normalised - self.b_dec.unsqueeze(1)
+        with torch.no_grad():
+            pre = self._pre_activations(centred)
+            chosen, pre_values, level = self._select(pre, use_threshold)
+        w_enc, b_enc, w_dec = self._flat()
+        centred_flat = centred.reshape(n * batch, d)
+        entries = self._entries(chosen, batch)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
+        code = SparseCode(entries.row, chosen[:, 2], values, level)
+        _, _, weights = self.config.levels()
+        target = x.unsqueeze(0).expand(n, -1, -1)
+        loss_per_sae = torch.zeros(n, device=x.device)
+        decoded = self.b_dec.unsqueeze(1).expand(n, batch, d)
+        for lvl, weight in enumerate(weights):
+            if len(weights) == 1:
+                part_entries, part_values = entries, values
+            else:
+                picked = (level == lvl).nonzero().squeeze(1)
+                part_entries = self._entries(chosen.index_select(0, picked), batch)
+                part_values = values.index_select(0, picked)
+            decoded = decoded + sparse_decode(part_values, w_dec, part_entries).reshape(n, batch, d)
+            reconstruction = self._output(decoded)
+            loss_per_sae = loss_per_sae + weight * self._reconstruction_loss(target, reconstruction)
+        if self.config.architecture == "relu":
+            norms = torch.linalg.vector_norm(w_dec, dim=1)
+            l1 = torch.zeros(n, device=x.device).index_add(0, chosen[:, 0], values * norms[entries.latent])
+            loss_per_sae = loss_per_sae + self.config.l1_coefficient * l1 / batch
+        if aux and self.training and self.config.architecture != "relu":
+            loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction)
+        l0 = torch.bincount(chosen[:, 0], minlength=n).float() / batch
+        return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), l0)
+
+    def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
+                  reconstruction: torch.Tensor) -> torch.Tensor:
+        """AuxK: the dead latents' largest activations must explain what the live ones left over.
+
+        Its gradient reaches the dead latents' encoder and decoder rows and pulls them back towards
+        the data; without it they stay dead for good. Like the main code, the aux code is a batch
+        top-k: the batch's B·aux_k largest dead pre-activations.
+        """
+        dead = self.dead_mask()  # [n, D]
+        if not bool(dead.any()):
+            return torch.zeros(self.n, device=pre.device)
+        n, batch, d = pre.shape[0], pre.shape[1], self.d_in
+        aux_k = self.config.aux_k or max(1, self.d_in // 2)
+        with torch.no_grad():
+            dead_pre = pre.masked_fill(~dead.unsqueeze(1), 0.0)
+            budget = (torch.minimum(dead.sum(1), torch.tensor(aux_k, device=pre.device)) * batch).long()
+            chosen, pre_values, _ = self._batch_cutoffs(dead_pre, budget, None)
+        if len(chosen) == 0:
+            return torch.zeros(n, device=pre.device)
+        w_enc, b_enc, w_dec = self._flat()
+        entries = self._entries(chosen, batch)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
+        explained = sparse_decode(values, w_dec, entries).reshape(n, batch, d)
+        residual = normalised - reconstruction.detach() / self.scale
+        error = ((residual - explained) ** 2).sum(dim=(1, 2))
+        scale = ((residual - residual.mean(1, keepdim=True)) ** 2).sum(dim=(1, 2)).clamp_min(1e-8)
+        return self.config.aux_coefficient * dead.any(1).float() * error / scale
+
+    # -- bookkeeping a trainer calls after each step ------------------------------------------------
+    @torch.no_grad()
+    def after_step(self, code: SparseCode, batch: int) -> None:
+        """Count examples since each latent fired; keep decoder rows unit-norm; track the threshold."""
+        n, D = self.n, self.config.d_sae
+        fired = torch.zeros(n * D, device=code.latent.device).index_fill_(0, (code.row // batch) * D + code.latent, 1)
+        self.examples_since_fired += batch
+        self.examples_since_fired.masked_fill_(fired.view(n, D) > 0, 0)
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=2, keepdim=True).clamp_min(1e-8))
+        if self.config.architecture in ("batchtopk", "matryoshka") and len(code.value):
+            smallest = torch.full((n,), torch.inf, device=code.value.device)
+            smallest.scatter_reduce_(0, code.row // batch, code.value.detach(), reduce="amin")
+            seen = torch.isfinite(smallest)
+            momentum = self.config.threshold_momentum
+            first = seen & (self.threshold == 0)
+            self.threshold[first] = smallest[first]
+            later = seen & ~first
+            self.threshold[later] = momentum * self.threshold[later] + (1 - momentum) * smallest[later]
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Project out the gradient component along each decoder row (which stays unit-norm)."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec.data).sum(-1, keepdim=True)
+            self.W_dec.grad -= parallel * self.W_dec.data
+
+    def dead_mask(self) -> torch.Tensor:
+        return self.examples_since_fired > self.config.dead_after_examples
+
+    @torch.no_grad()
+    def folded_weights(self) -> dict[str, torch.Tensor]:
+        """Weights in input units with the normalisation folded in (what is stored and exported)."""
+        return {
+            "W_enc": self.W_enc / self.scale,  # [n, D, d]: pre = W_enc x + b_enc - W_enc b_dec / scale
+            "b_enc": self.b_enc - (self.W_enc * self.b_dec.unsqueeze(1)).sum(-1),
+            "W_dec": self.W_dec * self.scale,  # rows are decoder directions in count units
+            "b_dec": self.b_dec * self.scale,
+            "threshold": self.threshold.clone(),
+        }

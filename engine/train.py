@@ -1,0 +1,263 @@
+"""Train a stack of SAEs: Adam with warm-up, constant and cosine decay; validation each epoch; resume.
+
+The trainer knows nothing of the database. Data comes in through `TrainData` (the seam between
+trainer and data provider); progress goes out through a callback; checkpoints go out as a dict
+that `load_state` takes back. Everything that decides the result (init seeds, epoch order, optimiser
+state) is in that dict or derived from seeds, so a resumed run ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from engine.errors import InputError
+from engine.sae import SAEStack
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; defaults suit ~10⁵ examples of ~10² units."""
+
+    epochs: int = 30
+    """Passes over the training split."""
+    batch_size: int = 1024
+    """Examples per step."""
+    lr: float = 2e-3
+    """Peak learning rate of Adam."""
+    warmup_fraction: float = 0.02
+    """Share of steps spent warming the learning rate up from 0."""
+    decay_fraction: float = 0.3
+    """Share of steps, at the end, over which the learning rate decays to 0 along a cosine."""
+    seed: int = 0
+    """Seed of the epoch order (the SAEs' own seeds set their initialisation)."""
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu), cuda, mps or cpu."""
+    log_every: int = 20
+    """Steps between progress events and train_log rows."""
+    select_on_val: bool = True
+    """Keep each SAE's weights from the epoch with its lowest validation loss."""
+
+
+@dataclass
+class TrainProgress:
+    """One progress event: what a progress bar or a live plot shows."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    examples_seen: int
+    examples_per_s: float
+    lr: float
+    loss: list[float]
+    l0: list[float]
+    dead_fraction: list[float]
+    val_loss: list[float] | None = None
+
+
+@dataclass
+class TrainOutcome:
+    status: str
+    """finished or cancelled."""
+    steps: int
+    examples_seen: int
+    best_epoch: list[int]
+    best_val_loss: list[float]
+    log: list[dict[str, Any]] = field(default_factory=list)
+    """One row per SAE per logged step: sae (index), step, epoch, examples_seen, loss, l0, dead_fraction, lr, val_loss."""
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible to PyTorch here (use --device cpu or auto)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: Apple's Metal backend is not available here")
+    if requested not in ("cuda", "mps", "cpu"):
+        raise InputError(f"--device {requested}: unknown (use auto, cuda, mps or cpu)")
+    return torch.device(requested)
+
+
+class TrainData:
+    """Training and validation examples held on the training device, batched in a seeded order."""
+
+    def __init__(self, train: torch.Tensor, val: torch.Tensor, device: torch.device):
+        if train.shape[0] == 0:
+            raise InputError("the train split is empty: nothing to train on")
+        self.train = train.to(device, torch.float32)
+        self.val = val.to(device, torch.float32)
+        self.device = device
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, self.train.shape[0] // batch_size)
+
+    def batches(self, epoch: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+        """Full batches in an order fixed by (seed, epoch): the last partial batch is dropped."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(self.train.shape[0], generator=generator).to(self.device)
+        size = min(batch_size, self.train.shape[0])
+        for start in range(0, self.steps_per_epoch(size) * size, size):
+            yield self.train[order[start: start + size]]
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    warmup = max(1, round(config.warmup_fraction * total_steps))
+    decay_start = total_steps - round(config.decay_fraction * total_steps)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if step >= decay_start:
+        progress = (step - decay_start) / max(1, total_steps - decay_start)
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr
+
+
+class Trainer:
+    """Trains an SAEStack on TrainData; `run()` can be cancelled and resumed from `state()`."""
+
+    def __init__(self, stack: SAEStack, data: TrainData, config: TrainConfig,
+                 on_progress: Callable[[TrainProgress], None] | None = None,
+                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 cancel: threading.Event | None = None):
+        self.stack = stack.to(data.device)
+        self.data = data
+        self.config = config
+        self.on_progress = on_progress or (lambda _: None)
+        self.on_checkpoint = on_checkpoint or (lambda _: None)
+        self.cancel = cancel or threading.Event()
+        try:  # the fused kernel is several times faster per step; older builds lack it on some devices
+            self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=config.lr, fused=True)
+        except (RuntimeError, TypeError):
+            self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=config.lr)
+        self.step = 0
+        self.epoch = 0
+        self.examples_seen = 0
+        n = stack.n
+        self.best_val = [math.inf] * n
+        self.best_epoch = [-1] * n
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.log: list[dict[str, Any]] = []
+        self.total_steps = config.epochs * data.steps_per_epoch(config.batch_size)
+
+    # -- checkpoint -----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this trainer is (at an epoch boundary)."""
+        return {
+            "model": copy.deepcopy(self.stack.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "step": self.step, "epoch": self.epoch, "examples_seen": self.examples_seen,
+            "best_val": list(self.best_val), "best_epoch": list(self.best_epoch),
+            "best_weights": copy.deepcopy(self.best_weights), "log": list(self.log),
+            "config": asdict(self.config),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.stack.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.examples_seen = state["step"], state["epoch"], state["examples_seen"]
+        self.best_val, self.best_epoch = list(state["best_val"]), list(state["best_epoch"])
+        self.best_weights = state["best_weights"]
+        self.log = list(state["log"])
+
+    # -- training -------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.data.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    @torch.no_grad()
+    def validation_loss(self) -> list[float]:
+        """Reconstruction loss per SAE on the validation split, encoded as at inference."""
+        val = self.data.val
+        if val.shape[0] == 0:
+            return [math.nan] * self.stack.n
+        self.stack.eval()
+        total = torch.zeros(self.stack.n, device=val.device)
+        use_threshold = self.stack.config.architecture in ("batchtopk", "matryoshka")
+        for start in range(0, val.shape[0], 8192):
+            batch = val[start: start + 8192]
+            with self._autocast():
+                out = self.stack(batch, use_threshold=use_threshold, aux=False)
+            total += out.per_sae_loss.float() * batch.shape[0]
+        self.stack.train()
+        return (total / val.shape[0]).tolist()
+
+    def _keep_best(self, val_loss: list[float]) -> None:
+        params = {name: p.detach() for name, p in self.stack.named_parameters()}
+        params["threshold"] = self.stack.threshold
+        if self.best_weights is None:
+            self.best_weights = {name: t.clone() for name, t in params.items()}
+        for i, loss in enumerate(val_loss):
+            if math.isnan(loss) or loss < self.best_val[i]:
+                self.best_val[i], self.best_epoch[i] = loss, self.epoch
+                for name, tensor in params.items():
+                    self.best_weights[name][i] = tensor[i]
+
+    def _restore_best(self) -> None:
+        if not self.config.select_on_val or self.best_weights is None:
+            return
+        with torch.no_grad():
+            for name, p in self.stack.named_parameters():
+                p.copy_(self.best_weights[name])
+            self.stack.threshold.copy_(self.best_weights["threshold"])
+
+    def run(self) -> TrainOutcome:
+        """Train until the configured epochs are done or `cancel` is set."""
+        config, stack = self.config, self.stack
+        stack.train()
+        started, seen_at_start = time.perf_counter(), self.examples_seen
+        while self.epoch < config.epochs:
+            for batch in self.data.batches(self.epoch, config.batch_size, config.seed):
+                if self.cancel.is_set():
+                    return self._outcome("cancelled")
+                lr = learning_rate(config, self.step, self.total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with self._autocast():
+                    out = stack(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                stack.remove_parallel_decoder_grad()
+                self.optimizer.step()
+                stack.after_step(out.code, batch.shape[0])
+                self.step += 1
+                self.examples_seen += batch.shape[0]
+                if self.step % config.log_every == 0:
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    self._emit(out.per_sae_loss, out.l0, lr, (self.examples_seen - seen_at_start) / elapsed)
+            self.epoch += 1
+            val_loss = self.validation_loss()
+            self._keep_best(val_loss)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            self._emit(out.per_sae_loss, out.l0, lr, (self.examples_seen - seen_at_start) / elapsed, val_loss)
+            self.on_checkpoint(self.state())
+        self._restore_best()
+        return self._outcome("finished")
+
+    def _emit(self, loss: torch.Tensor, l0: torch.Tensor, lr: float, rate: float,
+              val_loss: list[float] | None = None) -> None:
+        dead = self.stack.dead_mask().float().mean(1).tolist()
+        progress = TrainProgress(self.step, self.total_steps, self.epoch, self.examples_seen, rate, lr,
+                                 loss.float().tolist(), l0.float().tolist(), dead, val_loss)
+        for i in range(self.stack.n):
+            self.log.append({"sae": i, "step": self.step, "epoch": self.epoch,
+                             "examples_seen": self.examples_seen, "loss": progress.loss[i],
+                             "l0": progress.l0[i], "dead_fraction": dead[i], "lr": lr,
+                             "val_loss": None if val_loss is None else val_loss[i]})
+        self.on_progress(progress)
+
+    def _outcome(self, status: str) -> TrainOutcome:
+        return TrainOutcome(status, self.step, self.examples_seen, list(self.best_epoch), list(self.best_val),
+                            self.log)

@@ -1,0 +1,149 @@
+"""Training runs: the run row, checkpoints while it trains, and everything it produced when it ends.
+
+A run row is committed the moment training starts, so a crash leaves a trace; its results are
+written in one transaction at the end, so a crash never leaves half of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from store.db import Store
+from store.errors import StoreError
+
+
+@dataclass
+class RunResults:
+    """What a finished (or cancelled) run stores, one frame per table; sae ids are 0..n-1 here
+    (the instance index) and are replaced by the database's ids on the way in."""
+
+    saes: pl.DataFrame
+    features: pl.DataFrame
+    decoder: pl.DataFrame
+    activations: pa.Table | pl.DataFrame
+    qc: pl.DataFrame
+    unit_qc: pl.DataFrame
+    train_log: pl.DataFrame
+
+
+def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str) -> int:
+    with db.transaction():
+        run_id = int(db.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
+        db.con.execute(
+            "INSERT INTO runs (run_id, dataset_id, status, config, device) VALUES (?, ?, 'running', ?, ?)",
+            [run_id, dataset_id, json.dumps(config, sort_keys=True), device],
+        )
+    return run_id
+
+
+def mark_stale_runs_interrupted(db: Store) -> int:
+    """Runs still 'running' when a process opens the file read-write belong to a process that died
+    (only one process can hold the file), so say so. Returns how many."""
+    with db.transaction():
+        count = int(db.scalar("SELECT count(*) FROM runs WHERE status = 'running'"))
+        if count:
+            db.con.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, "
+                "message = 'the process training it stopped before it finished; resume with mini train "
+                "--resume ' || run_id WHERE status = 'running'"
+            )
+    return count
+
+
+def save_checkpoint(db: Store, run_id: int, kind: str, epoch: int, step: int, state: bytes) -> None:
+    with db.transaction():
+        db.con.execute("DELETE FROM checkpoints WHERE run_id = ? AND kind = ?", [run_id, kind])
+        db.con.execute(
+            "INSERT INTO checkpoints (run_id, kind, epoch, step, state) VALUES (?, ?, ?, ?, ?)",
+            [run_id, kind, epoch, step, state],
+        )
+
+
+def load_checkpoint(db: Store, run_id: int, kind: str = "latest") -> tuple[int, int, bytes] | None:
+    rows = db.con.execute(
+        "SELECT epoch, step, state FROM checkpoints WHERE run_id = ? AND kind = ?", [run_id, kind]
+    ).fetchall()
+    return (int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+
+def get_run(db: Store, run_id: int) -> dict[str, Any]:
+    rows = db.frame("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
+    if not rows:
+        have = [str(r[0]) for r in db.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        raise StoreError(f"{db.path}: no run {run_id} (runs: {', '.join(have) or 'none yet'})")
+    row = rows[0]
+    row["config"] = json.loads(row["config"])
+    return row
+
+
+def set_run_status(db: Store, run_id: int, status: str, message: str | None = None) -> None:
+    with db.transaction():
+        db.con.execute(
+            "UPDATE runs SET status = ?, message = ?, finished_at = current_timestamp WHERE run_id = ?",
+            [status, message, run_id],
+        )
+
+
+def reopen_run(db: Store, run_id: int) -> None:
+    """A resumed run is running again."""
+    with db.transaction():
+        db.con.execute("UPDATE runs SET status = 'running', finished_at = NULL, message = NULL WHERE run_id = ?",
+                       [run_id])
+
+
+def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str, examples_seen: int,
+                     seconds: float) -> list[int]:
+    """Write every table of a run's results and its final status in one transaction; returns sae ids."""
+    with db.transaction():
+        old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
+        if old:  # a resumed run replaces what an earlier, cancelled part of it stored
+            for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
+                db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
+                               [run_id])
+            db.con.execute("DELETE FROM saes WHERE run_id = ?", [run_id])
+        first = int(db.scalar("SELECT coalesce(max(sae_id), 0) + 1 FROM saes"))
+        n = results.saes.height
+        sae_ids = list(range(first, first + n))
+
+        def with_ids(frame: pl.DataFrame | pa.Table) -> pl.DataFrame:
+            frame = frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)  # type: ignore[assignment]
+            return frame.with_columns((pl.col("sae_id") + first).cast(pl.Int32))
+
+        db.insert_frame("saes", with_ids(results.saes).with_columns(pl.lit(run_id, pl.Int32).alias("run_id")))
+        for table, frame in (("features", results.features), ("decoder", results.decoder),
+                             ("activations", results.activations), ("qc", results.qc),
+                             ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
+            db.insert_frame(table, with_ids(frame))
+        db.con.execute(
+            "UPDATE runs SET status = ?, finished_at = current_timestamp, examples_seen = ?, seconds = ?,"
+            " message = NULL WHERE run_id = ?",
+            [status, examples_seen, seconds, run_id],
+        )
+    return sae_ids
+
+
+def run_summaries(db: Store) -> pl.DataFrame:
+    """One row per run with its dataset, settings and QC headline (validation split)."""
+    return db.frame(
+        """
+        SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
+               count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
+               string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
+               round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
+               r.started_at
+        FROM runs r JOIN datasets d USING (dataset_id)
+        LEFT JOIN saes s USING (run_id)
+        LEFT JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val'
+        GROUP BY r.run_id, d.name, r.status, r.examples_seen, r.device, r.started_at
+        ORDER BY r.run_id
+        """
+    )
+
+
+def load_saes(db: Store, run_id: int) -> pl.DataFrame:
+    return db.frame("SELECT * FROM saes WHERE run_id = ? ORDER BY instance", [run_id])

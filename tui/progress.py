@@ -1,0 +1,59 @@
+"""Training from the command line: a progress bar on stderr, and ctrl+c that cancels cleanly.
+
+The first ctrl+c asks the trainer to stop at the next step (its work so far is stored and can be
+resumed); a second one interrupts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from engine.pipeline import RunOutcome, RunSpec
+    from engine.train import TrainProgress
+    from store import Store
+
+
+def _summary(event: TrainProgress) -> str:
+    n = len(event.loss)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731 - one-liner for the three columns
+    text = (f"{event.examples_per_s:>9,.0f} ex/s  loss {mean(event.loss):.4f}  L0 {mean(event.l0):.1f}  "
+            f"dead {100 * mean(event.dead_fraction):.1f}%")
+    if event.val_loss is not None:
+        text += f"  val {mean(event.val_loss):.4f}"
+    return text + (f"  ({n} SAEs)" if n > 1 else "")
+
+
+def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -> RunOutcome:
+    from engine.pipeline import train_run
+
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):  # first ctrl+c: stop cleanly; second: the default behaviour
+        cancel.set()
+        signal.signal(signal.SIGINT, previous)
+
+    console = Console(stderr=True)
+    columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[summary]}"))
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("train", total=None, epoch=0, summary="starting…")
+
+            def on_progress(event: TrainProgress) -> None:
+                progress.update(task, completed=event.step, total=event.total_steps, epoch=event.epoch,
+                                summary=_summary(event))
+                if event.val_loss is not None and not sys.stderr.isatty():
+                    console.print(f"epoch {event.epoch}: {_summary(event)}")
+
+            return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run)
+    finally:
+        signal.signal(signal.SIGINT, previous)
