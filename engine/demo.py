@@ -5,16 +5,24 @@ Each step the project has is run here in order; `mini demo` shows its progress.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.importer import ImportOptions, ImportResult, import_files
+from engine.pipeline import RunSpec, train_run
+from engine.sae import SAEConfig
+from engine.train import TrainConfig, TrainProgress
 from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, dataset_names, get_dataset
+from store.runs import finished_run_for
 
 DEMO_DATASET = "sample"
+DEMO_RUN = RunSpec(dataset=DEMO_DATASET, sae=SAEConfig(architecture="batchtopk", d_sae=512), ks=(8,),
+                   instances=2, train=TrainConfig(epochs=30))
+"""Two BatchTopK SAEs (seeds 0 and 1) so that features can be compared across instances."""
 
 
 @dataclass
@@ -23,11 +31,34 @@ class DemoResult:
     imported: ImportResult | None
     """None when the database already held the sample dataset (the demo reuses it)."""
     data_folder: Path
+    run_id: int | None = None
 
 
 def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
-             report: Callable[[str], None] = lambda _: None) -> DemoResult:
-    """Generate the sample recording into `data_folder` and import it (once) as dataset 'sample'."""
+             report: Callable[[str], None] = lambda _: None,
+             on_train_progress: Callable[[TrainProgress], None] | None = None,
+             cancel: threading.Event | None = None, epochs: int | None = None) -> DemoResult:
+    """Generate and import the sample recording (once), then train the demo run (once)."""
+    result = _import_sample(db, data_folder, config, report)
+    run_id = finished_run_for(db, result.dataset_id)
+    if run_id is not None:
+        report(f"run {run_id} on '{DEMO_DATASET}' is already trained; reusing it")
+    else:
+        spec = DEMO_RUN if epochs is None else replace(DEMO_RUN, train=replace(DEMO_RUN.train, epochs=epochs))
+        report(f"training {len(spec.ks) * spec.instances} {spec.sae.architecture} SAEs (d_sae {spec.sae.d_sae}, "
+               f"k {spec.ks[0]}, {spec.train.epochs} epochs)")
+        outcome = train_run(db, spec, on_progress=on_train_progress, cancel=cancel)
+        if outcome.status != "finished":
+            report(f"training {outcome.status}; resume it with `mini train --resume {outcome.run_id}`")
+            return result
+        run_id = outcome.run_id
+        report(f"trained run {run_id} in {outcome.seconds:.0f} s")
+    result.run_id = run_id
+    return result
+
+
+def _import_sample(db: Store, data_folder: Path, config: SampleConfig | None,
+                   report: Callable[[str], None]) -> DemoResult:
     if DEMO_DATASET in dataset_names(db):
         report(f"dataset '{DEMO_DATASET}' is already in {db.path}; reusing it")
         return DemoResult(get_dataset(db, DEMO_DATASET)["dataset_id"], None, data_folder)

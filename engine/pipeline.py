@@ -90,6 +90,12 @@ def _serialise(state: dict[str, Any]) -> bytes:
 def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
     if spec.instances < 1:
         raise InputError(f"--instances {spec.instances}: must be at least 1")
+    if spec.train.epochs < 1:
+        raise InputError(f"--epochs {spec.train.epochs}: must be at least 1")
+    if spec.train.batch_size < 1:
+        raise InputError(f"--batch-size {spec.train.batch_size}: must be at least 1")
+    if not spec.train.lr > 0:
+        raise InputError(f"--lr {spec.train.lr}: must be positive")
     ks, seeds = _stack_seeds(spec)
     sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
     if sae.loss in ("msle", "poisson") and kind != "spike_counts":
@@ -126,13 +132,14 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     def checkpoint(state: dict[str, Any]) -> None:
         save_checkpoint(db, run_id, "latest", state["epoch"], state["step"], _serialise(state))
 
-    trainer = Trainer(stack, data, spec.train, on_progress=on_progress, on_checkpoint=checkpoint, cancel=cancel)
-    if resume_run is not None:
-        saved = load_checkpoint(db, run_id)
-        if saved is not None:
-            trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
     started = time.perf_counter()
-    try:
+    try:  # from here on a failure marks the run failed (or cancelled), never leaves it 'running'
+        trainer = Trainer(stack, data, spec.train, on_progress=on_progress, on_checkpoint=checkpoint,
+                          cancel=cancel)
+        if resume_run is not None:
+            saved = load_checkpoint(db, run_id)
+            if saved is not None:
+                trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         outcome = trainer.run()
         results = collect_results(stack, counts, splits, outcome, dataset["kind"])
         sae_ids = save_run_results(db, run_id, results, status=outcome.status,

@@ -212,7 +212,7 @@ class SAEStack(torch.nn.Module):
             candidates = (flat > 0).nonzero().squeeze(1)
             counts = torch.bincount(candidates // per_sae, minlength=n)
         values = flat.index_select(0, candidates)
-        cutoffs = torch.zeros(n, device=band.device)
+        cutoffs = band.new_zeros(n)  # band's dtype: a float32 cutoff would round a float64 one
         start = 0
         for i, count in enumerate(counts.tolist()):  # a few SAEs at most: a loop of small ops
             take = min(int(budget[i]), count)
@@ -312,7 +312,7 @@ class SAEStack(torch.nn.Module):
         normalised = x.unsqueeze(0) / self.scale
         centred = normalised - self.b_dec.unsqueeze(1)
         with torch.no_grad():
-            pre = self._pre_activations(centred)
+            pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
             chosen, pre_values, level = self._select(pre, use_threshold)
         w_enc, b_enc, w_dec = self._flat()
         centred_flat = centred.reshape(n * batch, d)
@@ -335,7 +335,8 @@ class SAEStack(torch.nn.Module):
             loss_per_sae = loss_per_sae + weight * self._reconstruction_loss(target, reconstruction)
         if self.config.architecture == "relu":
             norms = torch.linalg.vector_norm(w_dec, dim=1)
-            l1 = torch.zeros(n, device=x.device).index_add(0, chosen[:, 0], values * norms[entries.latent])
+            weighted = values * norms[entries.latent]
+            l1 = weighted.new_zeros(n).index_add(0, chosen[:, 0], weighted)
             loss_per_sae = loss_per_sae + self.config.l1_coefficient * l1 / batch
         if aux and self.training and self.config.architecture != "relu":
             loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction)
@@ -380,7 +381,7 @@ class SAEStack(torch.nn.Module):
         self.examples_since_fired.masked_fill_(fired.view(n, D) > 0, 0)
         self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=2, keepdim=True).clamp_min(1e-8))
         if self.config.architecture in ("batchtopk", "matryoshka") and len(code.value):
-            smallest = torch.full((n,), torch.inf, device=code.value.device)
+            smallest = torch.full((n,), torch.inf, dtype=code.value.dtype, device=code.value.device)
             smallest.scatter_reduce_(0, code.row // batch, code.value.detach(), reduce="amin")
             seen = torch.isfinite(smallest)
             momentum = self.config.threshold_momentum

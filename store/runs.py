@@ -145,5 +145,10 @@ def run_summaries(db: Store) -> pl.DataFrame:
     )
 
 
+def finished_run_for(db: Store, dataset_id: int) -> int | None:
+    """The latest finished run on a dataset, if any."""
+    return db.scalar("SELECT max(run_id) FROM runs WHERE dataset_id = ? AND status = 'finished'", [dataset_id])
+
+
 def load_saes(db: Store, run_id: int) -> pl.DataFrame:
     return db.frame("SELECT * FROM saes WHERE run_id = ? ORDER BY instance", [run_id])

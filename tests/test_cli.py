@@ -15,7 +15,7 @@ def demo_db(tmp_path_factory):
     from tests.conftest import run_cli
 
     folder = tmp_path_factory.mktemp("demo")
-    result = run_cli("demo", "--no-tui", "--db", "demo.duckdb", cwd=folder)
+    result = run_cli("demo", "--no-tui", "--epochs", "1", "--db", "demo.duckdb", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert "imported 'sample'" in result.stderr
     return folder / "demo.duckdb"
@@ -51,9 +51,19 @@ def test_demo_stores_the_ground_truth(demo_db, cli):
     assert [r["variable"] for r in roles] == ["distractor", "house_light"]
 
 
+def test_demo_trains_a_run_of_two_saes(demo_db, cli):
+    rows = json.loads(cli("sql", "--db", str(demo_db), "--format", "json",
+                          "SELECT r.status, count(s.sae_id) AS n, count(DISTINCT s.seed) AS seeds "
+                          "FROM runs r JOIN saes s USING (run_id) GROUP BY r.status").stdout)
+    assert rows == [{"status": "finished", "n": 2, "seeds": 2}]
+    qc = json.loads(cli("sql", "--db", str(demo_db), "--format", "json",
+                        "SELECT count(*) AS n FROM qc WHERE fvu IS NOT NULL AND pca_fvu IS NOT NULL").stdout)
+    assert qc == [{"n": 6}]  # 2 SAEs × 3 splits
+
+
 def test_demo_twice_reuses_the_dataset(demo_db, cli):
     result = cli("demo", "--no-tui", "--db", str(demo_db))
-    assert result.returncode == 0 and "reusing it" in result.stderr
+    assert result.returncode == 0 and "reusing it" in result.stderr and "already trained" in result.stderr
     again = cli("sql", "--db", str(demo_db), "--format", "csv", "SELECT count(*) AS n FROM datasets")
     assert again.stdout.split() == ["n", "1"]
 

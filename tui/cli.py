@@ -42,11 +42,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
     from sample_data import SampleConfig
+    from tui.progress import training_progress
 
     db = _open_store(args)
     data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
     try:
-        run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: _say(f"demo: {m}"))
+        with training_progress() as (on_progress, cancel):
+            run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: _say(f"demo: {m}"),
+                     on_train_progress=on_progress, cancel=cancel, epochs=args.epochs)
     except BaseException:
         db.close()
         raise
@@ -142,10 +145,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from store.datasets import dataset_summaries
+    from store.runs import run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
-        datasets = dataset_summaries(db)
+        datasets, runs = dataset_summaries(db), run_summaries(db)
     print(f"database: {_db_path(args)}")
     if datasets.is_empty():
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
@@ -154,6 +158,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                                        "n_train", "n_val", "n_test", "bin_size_s")))
     for row in datasets.iter_rows(named=True):
         print(f"{row['name']}: {row['variables']}")
+    print()
+    if runs.is_empty():
+        print("no runs yet: `mini train --dataset NAME`")
+    else:
+        print(render_table(runs.drop("started_at")))
     return 0
 
 
@@ -199,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "generate the sample recording, run the pipeline on it, open the app")
     demo.add_argument("--no-tui", action="store_true", help="run the pipeline and exit without opening the app")
     demo.add_argument("--seed", type=int, default=0, help="seed of the sample recording (default 0)")
+    demo.add_argument("--epochs", type=int, default=30, help="training epochs of the demo run (default 30)")
     demo.add_argument("--data", metavar="DIR", help="where to write the sample files (default: demo_data/ "
                                                    "beside the database)")
 

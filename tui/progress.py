@@ -9,6 +9,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -30,9 +32,10 @@ def _summary(event: TrainProgress) -> str:
     return text + (f"  ({n} SAEs)" if n > 1 else "")
 
 
-def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -> RunOutcome:
-    from engine.pipeline import train_run
-
+@contextmanager
+def training_progress() -> Iterator[tuple[Callable[[TrainProgress], None], threading.Event]]:
+    """A progress callback that draws a bar on stderr (one line per epoch when not a terminal), and
+    a cancel event that the first ctrl+c sets."""
     cancel = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
@@ -54,6 +57,13 @@ def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -
                 if event.val_loss is not None and not sys.stderr.isatty():
                     console.print(f"epoch {event.epoch}: {_summary(event)}")
 
-            return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run)
+            yield on_progress, cancel
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -> RunOutcome:
+    from engine.pipeline import train_run
+
+    with training_progress() as (on_progress, cancel):
+        return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run)

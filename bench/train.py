@@ -1,0 +1,241 @@
+"""Training benchmark: mini's SAE engine against SAELens and EleutherAI sparsify, same data, one process.
+
+    bench/setup_peers.sh                      # once: .venv-bench with the peers installed
+    .venv-bench/bin/python bench/train.py     # full: 30 epochs, then a sweep of 8 SAEs
+    .venv-bench/bin/python bench/train.py --epochs 2 --sweep 2   # quick look
+
+Data: the sample recording (60,000 bins × 120 units of Poisson counts, planted ensembles), split
+by trials as `mini import` does; every trainer sees the same train split, in batches of 1024, for
+the same number of examples, with Adam at the same peak learning rate.
+
+- mini: BatchTopK (engine.sae.SAEStack + engine.train.Trainer).
+- SAELens: its BatchTopKTrainingSAE trained by its own SAETrainer.
+- sparsify: its SparseCoder (per-example TopK: it has no BatchTopK) with its own AuxK loss, decoder
+  normalisation and gradient projection, driven by a minimal loop (its Trainer needs a language model).
+
+Quality on the validation split after training: FVU, dead fraction (latents that fire on no train
+example) and MMCS (mean over planted ensembles of the best cosine with a decoder row). Speed:
+training examples per second, and the encoder's FLOP/s against this machine's measured matmul
+peak (2·d_in·d_sae FLOP per example is the floor of any SAE step). The sweep trains 8 SAEs
+(seeds 0–7) together in one stack; the peers would train them one after another, so their sweep
+time is 8 × their measured single-SAE time.
+
+Prints progress to stderr and, last on stdout, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TQDM_DISABLE", "1")
+warnings.filterwarnings("ignore")
+
+from engine.sae import SAEConfig, SAEStack  # noqa: E402
+from engine.splits import assign_splits  # noqa: E402
+from engine.train import TrainConfig, TrainData, Trainer, pick_device  # noqa: E402
+from sample_data import generate  # noqa: E402
+
+D_SAE, K, BATCH = 512, 8, 1024
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_data(device: torch.device):
+    recording = generate()
+    trials = recording.metadata["trial"].to_numpy()
+    split_of_trial = assign_splits(np.bincount(trials), seed=0)
+    split = split_of_trial[trials]
+    x = torch.from_numpy(recording.counts.astype(np.float32))
+    loadings = np.zeros((recording.latents.height, x.shape[1]))
+    g = recording.loadings
+    loadings[g["latent_id"].to_numpy(), g["unit_id"].to_numpy()] = g["weight"].to_numpy()
+    return x[split == 0].to(device), x[split == 1].to(device), loadings
+
+
+def quality(x_val: torch.Tensor, recon: torch.Tensor, active_train: torch.Tensor, decoder: np.ndarray,
+            loadings: np.ndarray) -> dict[str, float]:
+    """FVU on val, dead fraction on train, MMCS of decoder rows against the planted loadings."""
+    x, r = x_val.double().cpu(), recon.double().cpu()
+    fvu = float(((x - r) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    unit = lambda m: m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-12)  # noqa: E731
+    mmcs = float((unit(loadings) @ unit(decoder).T).max(1).mean())
+    return {"fvu": round(fvu, 4), "dead_fraction": round(float((~active_train.cpu()).float().mean()), 4),
+            "mmcs": round(mmcs, 4)}
+
+
+def matmul_peak(device: torch.device) -> float:
+    """Measured FLOP/s of a large matmul: fp32 on CPU, bf16 on GPU."""
+    size, dtype = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 3)
+    return 2 * size**3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# -- trainers --------------------------------------------------------------------------------------------
+def train_mini(train, val, epochs, lr, device, n=1) -> tuple[float, list[dict[str, float]], dict]:
+    stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=D_SAE, ks=(K,) * n), train.shape[1], tuple(range(n)))
+    stack.initialise_from_data(train[:10_000].cpu())
+    trainer = Trainer(stack, TrainData(train, val, device), TrainConfig(epochs=epochs, batch_size=BATCH, lr=lr,
+                                                                        device=device.type, select_on_val=False))
+    sync(device)
+    start = time.perf_counter()
+    outcome = trainer.run()
+    sync(device)
+    seconds = time.perf_counter() - start
+    results = []
+    with torch.no_grad():
+        code = stack.encode(train, use_threshold=True)
+        active = torch.zeros(n * D_SAE, dtype=torch.bool, device=device)
+        active[(code.row // train.shape[0]) * D_SAE + code.latent] = True
+        recon = stack.decode(stack.encode(val, use_threshold=True), val.shape[0])
+        decoders = stack.folded_weights()["W_dec"].cpu().numpy()
+    for i in range(n):
+        results.append(quality(val, recon[i], active.view(n, D_SAE)[i], decoders[i], LOADINGS))
+    return seconds, results, {"examples": outcome.examples_seen}
+
+
+def train_sparsify(train, val, epochs, lr, device) -> tuple[float, dict[str, float]]:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(0)
+    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=D_SAE, k=K), device=device)
+    sae.b_dec.data = train[:10_000].median(0).values.to(device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    since_fired = torch.zeros(D_SAE, dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(0)
+    steps = train.shape[0] // BATCH
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(train.shape[0], generator=generator).to(device)
+        for s in range(steps):
+            batch = train[order[s * BATCH:(s + 1) * BATCH]]
+            out = sae(batch, dead_mask=since_fired > 50_000)
+            loss = out.fvu + out.auxk_loss / 32
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sae.remove_gradient_parallel_to_decoder_directions()
+            optimizer.step()
+            sae.set_decoder_norm_to_unit_norm()
+            since_fired += BATCH
+            since_fired[out.latent_indices.flatten()] = 0
+    sync(device)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        active = torch.zeros(D_SAE, dtype=torch.bool, device=device)
+        active[sae.encode(train).top_indices.flatten()] = True
+        recon = sae(val).sae_out
+    return seconds, quality(val, recon, active, sae.W_dec.detach().cpu().numpy(), LOADINGS)
+
+
+def train_saelens(train, val, epochs, lr, device) -> tuple[float, dict[str, float]]:
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer, SAETrainerConfig
+
+    torch.manual_seed(0)
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=K, d_in=train.shape[1], d_sae=D_SAE,
+                                                          device=str(device)))
+    steps = train.shape[0] // BATCH
+
+    def batches():
+        generator = torch.Generator().manual_seed(0)
+        while True:
+            order = torch.randperm(train.shape[0], generator=generator).to(device)
+            for s in range(steps):
+                yield train[order[s * BATCH:(s + 1) * BATCH]]
+
+    config = SAETrainerConfig(total_training_samples=epochs * steps * BATCH, train_batch_size_samples=BATCH,
+                              lr=lr, lr_end=lr, device=str(device))
+    trainer = SAETrainer(config, sae, batches())
+    sync(device)
+    start = time.perf_counter()
+    trainer.fit()
+    sync(device)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        active = (sae.encode(train) > 0).any(0)
+        recon = sae.decode(sae.encode(val))
+    return seconds, quality(val, recon, active, sae.W_dec.detach().cpu().numpy(), LOADINGS)
+
+
+def main() -> None:
+    global LOADINGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--sweep", type=int, default=8, help="SAEs trained together in the sweep (0: skip)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    train, val, LOADINGS = load_data(device)
+    examples = args.epochs * (train.shape[0] // BATCH) * BATCH
+    log(f"{device}: train {tuple(train.shape)}, val {tuple(val.shape)}; {args.epochs} epochs = {examples:,} "
+        f"examples; d_sae {D_SAE}, k {K}, batch {BATCH}")
+    peak = matmul_peak(device)
+    roofline = peak / (2 * train.shape[1] * D_SAE)
+    log(f"matmul peak {peak / 1e9:,.1f} GFLOP/s → encoder roofline {roofline:,.0f} examples/s")
+    result: dict[str, object] = {"bench": "train", "device": str(device), "epochs": args.epochs,
+                                 "examples": examples, "d_in": train.shape[1], "d_sae": D_SAE, "k": K,
+                                 "batch": BATCH, "lr": args.lr, "matmul_peak_gflops": round(peak / 1e9, 1)}
+    train_mini(train[:8 * BATCH], val[:BATCH], 1, args.lr, device)  # warm-up: kernels, allocator, threads
+    seconds, [mine], _ = train_mini(train, val, args.epochs, args.lr, device)
+    result["mini"] = {"examples_per_s": round(examples / seconds), **mine,
+                      "encoder_gflops": round(examples / seconds * 2 * train.shape[1] * D_SAE / 1e9, 1),
+                      "fraction_of_encoder_roofline": round(examples / seconds / roofline, 3)}
+    log(f"mini      {result['mini']}")
+    peers = {}
+    for name, run in (("sparsify", train_sparsify), ("saelens", train_saelens)):
+        try:
+            peer_seconds, peer_quality = run(train, val, args.epochs, args.lr, device)
+        except ImportError as error:
+            log(f"{name}: not installed ({error}); run bench/setup_peers.sh")
+            continue
+        peers[name] = peer_seconds
+        result[name] = {"examples_per_s": round(examples / peer_seconds), **peer_quality}
+        result[f"speedup_vs_{name}"] = round(peer_seconds / seconds, 2)
+        log(f"{name:9} {result[name]}")
+    if peers:
+        result["speedup_vs_fastest_peer"] = round(min(peers.values()) / seconds, 2)
+    if args.sweep:
+        sweep_seconds, sweep, _ = train_mini(train, val, args.epochs, args.lr, device, n=args.sweep)
+        result["sweep"] = {
+            "saes": args.sweep, "seconds": round(sweep_seconds, 1),
+            "sae_examples_per_s": round(args.sweep * examples / sweep_seconds),
+            "fvu_mean": round(float(np.mean([q["fvu"] for q in sweep])), 4),
+            "dead_fraction_max": max(q["dead_fraction"] for q in sweep),
+            "mmcs_min": min(q["mmcs"] for q in sweep),
+            **{f"speedup_vs_{name}_one_after_another": round(args.sweep * s / sweep_seconds, 2)
+               for name, s in peers.items()},
+        }
+        log(f"sweep     {result['sweep']}")
+    print(json.dumps(result))
+
+
+LOADINGS: np.ndarray
+
+if __name__ == "__main__":
+    main()
