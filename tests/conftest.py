@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One compute thread per test worker (and per `mini` it starts): workers already fill the cores,
+    # and two threads each made torch spin-wait for cores that were busy (4-10x slower training).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,

@@ -17,6 +17,18 @@ from engine.sae import SAEConfig, SAEStack
 
 D_IN, D_SAE, BATCH = 20, 64, 256
 
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+              pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Two torch threads per test worker on a two-core machine run several times slower under `-n 2`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 def poisson_counts(batch: int = BATCH, d_in: int = D_IN, seed: int = 1) -> torch.Tensor:
     """Spike counts with unit-specific rates (0.3 to 4 per bin), from a seeded generator."""
@@ -82,9 +94,10 @@ def test_topk_gives_each_example_exactly_its_saes_k_largest_latents():
     torch.testing.assert_close(code.value, F.relu(pre[sae, example, latent]), rtol=1e-5, atol=1e-5)
 
 
-def test_batchtopk_spends_exactly_the_batch_budget_unevenly_over_examples():
-    x = poisson_counts()
-    stack = make_stack("batchtopk", ks=(3, 5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batchtopk_spends_exactly_the_batch_budget_unevenly_over_examples(dtype):
+    x = poisson_counts().to(dtype)
+    stack = make_stack("batchtopk", ks=(3, 5)).to(dtype)
     perturb(stack, x)
     out = stack(x, aux=False)
     code = out.code
@@ -98,7 +111,24 @@ def test_batchtopk_spends_exactly_the_batch_budget_unevenly_over_examples():
         chosen = torch.zeros(BATCH, D_SAE, dtype=torch.bool)
         chosen[example[mine], latent[mine]] = True
         assert pre[i][chosen].min() >= pre[i][~chosen].max()  # the largest B·k of the whole batch
-    torch.testing.assert_close(out.l0, torch.tensor([3.0, 5.0]))
+    assert out.l0.tolist() == [3.0, 5.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threshold_is_a_running_average_of_each_saes_smallest_chosen_activation(dtype):
+    x = poisson_counts(batch=3 * BATCH, seed=6).to(dtype)
+    stack = make_stack("batchtopk", ks=(3, 5), threshold_momentum=0.9).to(dtype)
+    stack.initialise_from_data(x)
+    assert stack.threshold.tolist() == [0.0, 0.0]
+    expected = None
+    for step in range(3):
+        code = stack(x[step * BATCH: (step + 1) * BATCH]).code
+        smallest = torch.stack([code.value.detach()[code.row // BATCH == i].min() for i in range(2)])
+        expected = smallest if expected is None else 0.9 * expected + 0.1 * smallest
+        stack.after_step(code, BATCH)
+        torch.testing.assert_close(stack.threshold, expected)
+        with torch.no_grad():  # a different model each step, so the smallest values differ
+            stack.b_enc.add_(0.05)
 
 
 def train_steps(stack: SAEStack, x: torch.Tensor, steps: int, lr: float = 1e-2, batch: int = BATCH) -> None:
@@ -133,7 +163,8 @@ def test_batchtopk_threshold_encodes_an_example_alone_as_inside_a_batch():
             mine = alone.row == i
             order_a = alone.latent[mine].argsort()
             assert torch.equal(alone.latent[mine][order_a], latent_b[inside][order_b])
-            torch.testing.assert_close(alone.value[mine][order_a], in_batch.value[inside][order_b])
+            torch.testing.assert_close(alone.value[mine][order_a], in_batch.value[inside][order_b],
+                                       rtol=1e-5, atol=1e-5)
     # Without the threshold a lone example gets exactly round(k) latents, whatever the batch would give.
     alone = stack.encode(batch[:1])
     assert torch.bincount(alone.row, minlength=2).tolist() == [3, 6]
