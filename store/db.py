@@ -106,10 +106,9 @@ class Store:
                 )
             if not read_only:
                 apply_migrations(con, path, migrations)
-                if schema_version(con) >= 2:  # test migrations may stop before the runs table
-                    from store.runs import mark_stale_runs_interrupted  # runs imports this module
+                from store.runs import mark_stale_runs_interrupted  # runs imports this module
 
-                    mark_stale_runs_interrupted(cls(con, path, read_only))
+                mark_stale_runs_interrupted(cls(con, path, read_only))
             elif current < latest:
                 raise StoreError(
                     f"{path}: schema version {current} is older than this mini's {latest}; "

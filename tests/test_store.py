@@ -16,7 +16,8 @@ import pytest
 from store import Store, StoreError, StoreLockedError
 from store.migrations import MIGRATIONS, Migration, schema_version
 
-V2 = Migration(2, "test: extra table", "CREATE TABLE extra (a INTEGER); INSERT INTO extra VALUES (7)")
+LATEST = MIGRATIONS[-1].version
+NEXT = Migration(LATEST + 1, "test: extra table", "CREATE TABLE extra (a INTEGER); INSERT INTO extra VALUES (7)")
 
 
 def table_counts(path: Path) -> dict[str, int]:
@@ -38,14 +39,15 @@ def test_new_file_gets_the_latest_schema(tmp_path):
 
 def test_old_file_is_migrated_and_keeps_its_data(tmp_path):
     path = tmp_path / "old.duckdb"
-    with Store.open(path, migrations=MIGRATIONS[:1]) as db:
+    with Store.open(path, migrations=MIGRATIONS[:1]) as db:  # a file from the first release
         db.con.execute("INSERT INTO activations VALUES (1, 2, 3, 0.5)")
-    with Store.open(path, migrations=(*MIGRATIONS[:1], V2)) as db:
-        assert schema_version(db.con) == 2
+    with Store.open(path, migrations=(*MIGRATIONS, NEXT)) as db:
+        assert schema_version(db.con) == LATEST + 1
         assert db.scalar("SELECT a FROM extra") == 7
+        assert db.scalar("SELECT count(*) FROM runs") == 0  # the real later migrations ran too
         assert db.scalar("SELECT value FROM activations WHERE sae_id = 1") == 0.5
         versions = db.frame("SELECT version, description FROM schema_version ORDER BY version")
-    assert versions["version"].to_list() == [1, 2]
+    assert versions["version"].to_list() == list(range(1, LATEST + 2))
 
 
 def test_failed_migration_rolls_back_whole(tmp_path):
@@ -61,16 +63,16 @@ def test_failed_migration_rolls_back_whole(tmp_path):
 
 def test_file_from_a_newer_mini_is_refused(tmp_path):
     path = tmp_path / "newer.duckdb"
-    Store.open(path, migrations=(*MIGRATIONS[:1], V2)).close()
+    Store.open(path, migrations=(*MIGRATIONS, NEXT)).close()
     with pytest.raises(StoreError, match="made by a newer mini"):
-        Store.open(path, migrations=MIGRATIONS[:1])
+        Store.open(path, migrations=MIGRATIONS)
 
 
 def test_read_only_open_of_an_old_file_asks_for_an_upgrade(tmp_path):
     path = tmp_path / "old.duckdb"
     Store.open(path, migrations=MIGRATIONS[:1]).close()
     with pytest.raises(StoreError, match="older than this mini"):
-        Store.open(path, read_only=True, migrations=(*MIGRATIONS[:1], V2))
+        Store.open(path, read_only=True, migrations=MIGRATIONS)
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -118,6 +118,7 @@ def _parse_ks(text: str) -> tuple[int, ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    ks = _parse_ks(args.k)  # before the slow imports, so a typo is answered at once
     from engine.pipeline import RunSpec
     from engine.sae import SAEConfig
     from engine.train import TrainConfig
@@ -128,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           device=args.device),
-        ks=_parse_ks(args.k), instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+        ks=ks, instances=args.instances, seed=args.seed, normalize_units=args.normalize,
     )
     if args.resume is None and not args.dataset:
         from engine.errors import InputError
@@ -144,12 +145,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import polars as pl
+
     from store.datasets import dataset_summaries
     from store.runs import run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
         datasets, runs = dataset_summaries(db), run_summaries(db)
+    # We could open the file, so no process holds it: a run still marked 'running' was left by a process
+    # that died (the next read-write open records that).
+    runs = runs.with_columns(pl.col("status").replace("running", "interrupted"))
     print(f"database: {_db_path(args)}")
     if datasets.is_empty():
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
