@@ -8,7 +8,8 @@ Data: the sample recording (60,000 bins × 120 units of Poisson counts, planted 
 by trials as `mini import` does; every trainer sees the same train split, in batches of 1024, for
 the same number of examples, with Adam at the same peak learning rate.
 
-- mini: BatchTopK (engine.sae.SAEStack + engine.train.Trainer).
+- mini: BatchTopK (engine.sae.SAEStack + engine.train.Trainer), default settings; and again with
+  `output="linear"` (no clamp at 0 while training), which trades structure recovery for FVU.
 - SAELens: its BatchTopKTrainingSAE trained by its own SAETrainer.
 - sparsify: its SparseCoder (per-example TopK: it has no BatchTopK) with its own AuxK loss, decoder
   normalisation and gradient projection, driven by a minimal loop (its Trainer needs a language model).
@@ -96,8 +97,9 @@ def sync(device: torch.device) -> None:
 
 
 # -- trainers --------------------------------------------------------------------------------------------
-def train_mini(train, val, epochs, lr, device, n=1) -> tuple[float, list[dict[str, float]], dict]:
-    stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=D_SAE, ks=(K,) * n), train.shape[1], tuple(range(n)))
+def train_mini(train, val, epochs, lr, device, n=1, output="clamped") -> tuple[float, list[dict[str, float]], dict]:
+    stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=D_SAE, ks=(K,) * n, output=output), train.shape[1],
+                     tuple(range(n)))
     stack.initialise_from_data(train[:10_000].cpu())
     trainer = Trainer(stack, TrainData(train, val, device), TrainConfig(epochs=epochs, batch_size=BATCH, lr=lr,
                                                                         device=device.type, select_on_val=False))
@@ -111,6 +113,7 @@ def train_mini(train, val, epochs, lr, device, n=1) -> tuple[float, list[dict[st
         code = stack.encode(train, use_threshold=True)
         active = torch.zeros(n * D_SAE, dtype=torch.bool, device=device)
         active[(code.row // train.shape[0]) * D_SAE + code.latent] = True
+        stack.eval()
         recon = stack.decode(stack.encode(val, use_threshold=True), val.shape[0])
         decoders = stack.folded_weights()["W_dec"].cpu().numpy()
     for i in range(n):
@@ -207,6 +210,9 @@ def main() -> None:
                       "encoder_gflops": round(examples / seconds * 2 * train.shape[1] * D_SAE / 1e9, 1),
                       "fraction_of_encoder_roofline": round(examples / seconds / roofline, 3)}
     log(f"mini      {result['mini']}")
+    linear_seconds, [linear], _ = train_mini(train, val, args.epochs, args.lr, device, output="linear")
+    result["mini_linear_output"] = {"examples_per_s": round(examples / linear_seconds), **linear}
+    log(f"mini (linear output) {result['mini_linear_output']}")
     peers = {}
     for name, run in (("sparsify", train_sparsify), ("saelens", train_saelens)):
         try:

@@ -109,8 +109,9 @@ class TrainData:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(self.train.shape[0], generator=generator).to(self.device)
         size = min(batch_size, self.train.shape[0])
+        shuffled = self.train.index_select(0, order)  # one gather per epoch; batches are then views
         for start in range(0, self.steps_per_epoch(size) * size, size):
-            yield self.train[order[start: start + size]]
+            yield shuffled[start: start + size]
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -135,7 +136,7 @@ class Trainer:
         self.data = data
         self.config = config
         self.on_progress = on_progress or (lambda _: None)
-        self.on_checkpoint = on_checkpoint or (lambda _: None)
+        self.on_checkpoint = on_checkpoint
         self.cancel = cancel or threading.Event()
         try:  # the fused kernel is several times faster per step; older builds lack it on some devices
             self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=config.lr, fused=True)
@@ -242,7 +243,8 @@ class Trainer:
             self._keep_best(val_loss)
             elapsed = max(time.perf_counter() - started, 1e-9)
             self._emit(out.per_sae_loss, out.l0, lr, (self.examples_seen - seen_at_start) / elapsed, val_loss)
-            self.on_checkpoint(self.state())
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.state())
         self._restore_best()
         return self._outcome("finished")
 

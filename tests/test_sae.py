@@ -255,7 +255,13 @@ def dense_reference_loss(stack: SAEStack, x: torch.Tensor, code, aux: bool) -> t
         out = decoded * stack.scale
         if config.loss == "poisson":
             return F.softplus(out, beta=4.0) + 1e-6
-        return F.relu(out) if config.nonnegative_output else out
+        # Counts are clamped at 0. MSE training (output="clamped") clamps the forward pass only and
+        # passes the gradient straight through; output="linear" trains without the clamp.
+        if not config.nonnegative_output:
+            return out
+        if config.loss == "msle" or not stack.training:
+            return F.relu(out)
+        return out if config.output == "linear" else out + (F.relu(out) - out).detach()
 
     def reconstruction_loss(out: torch.Tensor) -> torch.Tensor:
         if config.loss == "mse":
@@ -294,18 +300,19 @@ def dense_reference_loss(stack: SAEStack, x: torch.Tensor, code, aux: bool) -> t
 PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
-@pytest.mark.parametrize(("architecture", "ks", "loss"), [
-    ("batchtopk", (3, 5), "mse"),
-    ("matryoshka", (4, 8), "mse"),
-    ("topk", (3, 5), "mse"),
-    ("relu", (1, 1), "mse"),
-    ("batchtopk", (4,), "msle"),
-    ("matryoshka", (4,), "poisson"),
+@pytest.mark.parametrize(("architecture", "ks", "loss", "output"), [
+    ("batchtopk", (3, 5), "mse", "clamped"),
+    ("batchtopk", (3, 5), "mse", "linear"),
+    ("matryoshka", (4, 8), "mse", "clamped"),
+    ("topk", (3, 5), "mse", "clamped"),
+    ("relu", (1, 1), "mse", "clamped"),
+    ("batchtopk", (4,), "msle", "clamped"),
+    ("matryoshka", (4,), "poisson", "clamped"),
 ])
-def test_sparse_backward_equals_dense_autograd(architecture, ks, loss):
+def test_sparse_backward_equals_dense_autograd(architecture, ks, loss, output):
     x = poisson_counts().double()
     scale = (0.5 + 2.5 * torch.rand(D_IN, generator=torch.Generator().manual_seed(5)))
-    stack = make_stack(architecture, ks, input_scale=scale, loss=loss).double()
+    stack = make_stack(architecture, ks, input_scale=scale, loss=loss, output=output).double()
     perturb(stack, x)
     out = stack(x, aux=False)
     out.loss.backward()
@@ -515,6 +522,10 @@ def test_folded_weights_reproduce_the_stack_on_raw_counts(architecture):
     acts[sae, example, latent] = code.value
     manual = F.relu(acts @ folded["W_dec"] + folded["b_dec"].unsqueeze(1))
     torch.testing.assert_close(stack.decode(code, BATCH), manual, rtol=1e-4, atol=1e-4)
+    stack.eval()  # at inference the reconstruction is clamped at 0, as decode() does
+    torch.testing.assert_close(stack(x, use_threshold=use_threshold, aux=False).reconstruction.detach(), manual,
+                               rtol=1e-4, atol=1e-4)
+    stack.train()  # training clamps the forward pass too (the gradient passes straight through)
     torch.testing.assert_close(stack(x, use_threshold=use_threshold, aux=False).reconstruction.detach(), manual,
                                rtol=1e-4, atol=1e-4)
     assert torch.equal(folded["threshold"], stack.threshold)

@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = RunSpec(
         dataset=args.dataset or "",
-        sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss),
+        sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss, output=args.output),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           device=args.device),
         ks=ks, instances=args.instances, seed=args.seed, normalize_units=args.normalize,
@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default 8)")
     train.add_argument("--loss", default="mse", choices=["mse", "msle", "poisson"],
                        help="reconstruction loss (default mse)")
+    train.add_argument("--output", default="clamped", choices=["clamped", "linear"],
+                       help="spike counts, MSE: train with the reconstruction clamped at 0 (default; decoder rows "
+                            "match whole ensembles) or linear (lower FVU, mixed rows)")
     train.add_argument("--epochs", type=int, default=30, help="passes over the train split (default 30)")
     train.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
