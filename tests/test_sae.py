@@ -17,19 +17,6 @@ from engine.sae import SAEConfig, SAEStack
 
 D_IN, D_SAE, BATCH = 20, 64, 256
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
-              pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two torch threads per test worker on a two-core machine run several times slower under `-n 2`."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def poisson_counts(batch: int = BATCH, d_in: int = D_IN, seed: int = 1) -> torch.Tensor:
     """Spike counts with unit-specific rates (0.3 to 4 per bin), from a seeded generator."""
     generator = torch.Generator().manual_seed(seed)

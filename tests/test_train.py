@@ -23,19 +23,6 @@ from engine.train import TrainConfig, TrainData, Trainer, learning_rate, pick_de
 CPU = torch.device("cpu")
 D_IN = 20
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
-              pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two torch threads per test worker on a two-core machine run several times slower under `-n 2`."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def poisson_counts(n: int, seed: int, d_in: int = D_IN) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     rates = 0.3 + 3.7 * torch.rand(d_in, generator=torch.Generator().manual_seed(0))
