@@ -1,4 +1,4 @@
-"""The demo pipeline: generate the sample recording, import it with its ground truth, and so on.
+"""The demo pipeline: generate the sample recording, import it with its ground truth, train, rank.
 
 Each step the project has is run here in order; `mini demo` shows its progress.
 """
@@ -12,11 +12,13 @@ from pathlib import Path
 
 from engine.importer import ImportOptions, ImportResult, import_files
 from engine.pipeline import RunSpec, train_run
+from engine.rank import rank_run
 from engine.sae import SAEConfig
 from engine.train import TrainConfig, TrainProgress
 from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, dataset_names, get_dataset
+from store.rankings import ranking_exists
 from store.runs import finished_run_for
 
 DEMO_DATASET = "sample"
@@ -38,7 +40,7 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_train_progress: Callable[[TrainProgress], None] | None = None,
              cancel: threading.Event | None = None, epochs: int | None = None) -> DemoResult:
-    """Generate and import the sample recording (once), then train the demo run (once)."""
+    """Generate and import the sample recording, train the demo run and rank it (each once)."""
     result = _import_sample(db, data_folder, config, report)
     run_id = finished_run_for(db, result.dataset_id)
     if run_id is not None:
@@ -54,6 +56,10 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
         run_id = outcome.run_id
         report(f"trained run {run_id} in {outcome.seconds:.0f} s")
     result.run_id = run_id
+    if not ranking_exists(db, run_id):
+        report(f"ranking the features of run {run_id} (train + val only)")
+        outcome = rank_run(db, run_id)
+        report(f"ranked {len(outcome.sae_ids)} SAEs in {outcome.seconds:.0f} s")
     return result
 
 

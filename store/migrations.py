@@ -224,10 +224,86 @@ CREATE TABLE checkpoints (
 );
 """
 
+V3_RANKING = """
+CREATE TABLE associations (
+    sae_id              INTEGER NOT NULL,
+    feature_id          INTEGER NOT NULL,
+    variable            VARCHAR NOT NULL,
+    kind                VARCHAR NOT NULL,
+    value               VARCHAR NOT NULL,
+    low                 DOUBLE,
+    high                DOUBLE,
+    selectivity         DOUBLE,
+    auroc               DOUBLE,
+    contrast            DOUBLE,
+    mutual_information  DOUBLE,
+    statistic           DOUBLE,
+    p_value             DOUBLE,
+    q_value             DOUBLE,
+    effect_size         DOUBLE,
+    n_on                INTEGER
+);
+CREATE TABLE tuning_curves (
+    sae_id      INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    variable    VARCHAR NOT NULL,
+    bin         INTEGER NOT NULL,
+    low         DOUBLE,
+    high        DOUBLE,
+    mean        DOUBLE,
+    sem         DOUBLE,
+    n           INTEGER
+);
+CREATE TABLE mis (
+    sae_id      INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    variable    VARCHAR NOT NULL,
+    mis         DOUBLE,
+    mis_soft    DOUBLE,
+    n_tasks     INTEGER,
+    reason      VARCHAR
+);
+CREATE TABLE feature_matches (
+    sae_id            INTEGER NOT NULL,
+    feature_id        INTEGER NOT NULL,
+    other_sae_id      INTEGER NOT NULL,
+    other_feature_id  INTEGER NOT NULL,
+    cosine            DOUBLE NOT NULL
+);
+CREATE TABLE rankings (
+    sae_id        INTEGER NOT NULL,
+    feature_id    INTEGER NOT NULL,
+    rank          INTEGER NOT NULL,
+    score         DOUBLE NOT NULL,
+    association   DOUBLE NOT NULL,
+    mis           DOUBLE,
+    stability     DOUBLE,
+    suggestion    VARCHAR,
+    reason        VARCHAR,
+    PRIMARY KEY (sae_id, feature_id)
+);
+CREATE TABLE suggestions (
+    sae_id       INTEGER NOT NULL,
+    feature_id   INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    variable     VARCHAR NOT NULL,
+    predicate    VARCHAR NOT NULL,
+    value        VARCHAR,
+    low          DOUBLE,
+    high         DOUBLE,
+    score        DOUBLE,
+    p_value      DOUBLE,
+    q_value      DOUBLE,
+    effect_size  DOUBLE,
+    PRIMARY KEY (sae_id, feature_id, position)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
     Migration(2, "runs, saes, train_log, features, decoder, qc, unit_qc, checkpoints", V2_RUNS),
+    Migration(3, "associations, tuning_curves, mis, feature_matches, rankings, suggestions", V3_RANKING),
 )
 
 _VERSION_TABLE = """

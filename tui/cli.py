@@ -144,6 +144,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from engine.rank import rank_run
+    from store.rankings import top_features
+    from tui.table_text import render_table
+
+    with _open_store(args, create=False) as db:
+        outcome = rank_run(db, args.run, report=lambda m: _say(f"rank: {m}"))
+        _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
+        for sae_id in outcome.sae_ids[: 1 if not args.all else None]:
+            print(f"SAE {sae_id}: top features")
+            print(render_table(top_features(db, sae_id, args.top)))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -206,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, run: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
-        sub.set_defaults(run=run)
+        sub.set_defaults(handler=run)
         return sub
 
     add("tui", cmd_tui, "open the app")
@@ -258,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to train (default auto: cuda, then mps, then cpu)")
     train.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or interrupted run")
 
+    rank = add("rank", cmd_rank, "rank a run's features by interpretability and suggest what each encodes")
+    rank.add_argument("--run", type=int, required=True, help="run id (see `mini info`)")
+    rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
+    rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
+
     add("info", cmd_info, "list the datasets and runs in the database")
 
     sql = add("sql", cmd_sql, "run SQL on the database (read-only unless --write)")
@@ -272,12 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "db"):
         args.db = None
-    run = getattr(args, "run", cmd_tui)
+    handler = getattr(args, "handler", cmd_tui)
     from engine.errors import InputError
     from store.errors import StoreError
 
     try:
-        return run(args)
+        return handler(args)
     except (InputError, StoreError) as error:
         _say(f"mini: error: {error}")
         return EXIT_USAGE

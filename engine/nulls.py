@@ -1,0 +1,366 @@
+"""Nulls for feature–variable associations: shuffles that keep autocorrelation, counted sparsely.
+
+Why not a per-example permutation: spike-derived features and most behavioural variables are slow, so
+two independent slow series line up by chance over stretches of many examples, and a permutation that
+scatters single examples calls those coincidences significant. Instead the variable is shifted
+circularly within each trial (the same as shifting the features the other way): both series keep their
+autocorrelation and every trial keeps its level, only their alignment is broken. Two exceptions:
+
+- trials shorter than MIN_SHIFT_TRIAL examples cannot be shifted meaningfully, so those trials swap
+  whole blocks among themselves (block permutation);
+- a variable that is constant within every trial (condition, choice) would not move under any shift
+  (its null would equal the observed value, p = 1 for everything), so whole trials swap values instead.
+
+Shifts go through a hub (see null_exceedances), which keeps the p-values exact although shifts have a
+minimum size.
+
+One shuffle (one offset per trial, one trial permutation) serves every feature and every variable of
+the call: all features' statistics are recomputed from one gather and one pass over the active entries
+per group of variables, instead of one shuffle per feature. Each feature's p-value is still a valid
+Monte-Carlo p-value; p-values of different features share their shuffles, so they are dependent, which
+Benjamini–Hochberg tolerates for the positive dependence this gives. Shuffles are seeded by their index,
+so they run on several threads with identical results (numpy's take and scipy's sparse-to-dense
+conversion release the GIL).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import special
+from scipy.special import xlogy
+
+MIN_SHIFT_TRIAL = 5
+"""Trials with fewer examples than this are block-permuted, not shifted: a shift of 1–4 examples of a
+slow series barely moves it."""
+
+MAX_GROUP_CODES = 512
+"""Variables are counted together while the product of their code counts stays at or below this. One
+pass over the combined code replaces one per variable (each pass touches every active entry);
+past ~512 cells per feature the table no longer sits in cache and its marginals cost more than they save."""
+
+SHUFFLE_BLOCK = 8
+"""Shuffles a thread runs per task; blocks are summed in order so results do not depend on threads."""
+
+TIE_TOLERANCE = 1e-12
+"""A null statistic this close below the observed one counts as reaching it (conservative): equal counts
+give bit-identical statistics, but different counts can reach mathematically equal values by other
+float paths."""
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Runs of equal consecutive trial ids, and per-row bookkeeping for shifting within them."""
+
+    starts: np.ndarray
+    """First row of each trial, int64."""
+    lengths: np.ndarray
+    """Rows per trial, int64."""
+    row_start: np.ndarray
+    """[n] first row of each row's trial."""
+    row_pos: np.ndarray
+    """[n] position of each row within its trial."""
+    row_len: np.ndarray
+    """[n] length of each row's trial."""
+    short_rows: np.ndarray
+    """Rows of trials shorter than MIN_SHIFT_TRIAL, trial by trial: where the block permutation writes."""
+
+    @classmethod
+    def from_ids(cls, trial_ids: np.ndarray) -> Trials:
+        ids = np.asarray(trial_ids)
+        n = len(ids)
+        # A trial is a run of equal ids: the caller promises contiguity, and a run is what a shift needs.
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if n else np.zeros(0, np.int64)
+        lengths = np.diff(np.r_[starts, n]).astype(np.int64)
+        starts = starts.astype(np.int64)
+        row_start = np.repeat(starts, lengths)
+        short = lengths < MIN_SHIFT_TRIAL
+        return cls(starts, lengths, row_start, np.arange(n, dtype=np.int64) - row_start,
+                   np.repeat(lengths, lengths), concat_ranges(starts[short], lengths[short]))
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.starts)
+
+
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """np.concatenate([arange(s, s + l) for s, l in zip(starts, lengths)]) without the Python loop."""
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def shift_offsets(trials: Trials, rng: np.random.Generator, min_shift_fraction: float) -> np.ndarray:
+    """A random circular shift per trial, at least min_shift_fraction of its length either way round
+    (0 for trials shorter than MIN_SHIFT_TRIAL)."""
+    lengths = trials.lengths
+    low = np.maximum(1, np.ceil(min_shift_fraction * lengths)).astype(np.int64)
+    span = np.maximum(lengths - 2 * low + 1, 1)  # offsets low … length - low
+    offsets = low + np.floor(rng.random(len(lengths)) * span).astype(np.int64)
+    offsets[lengths < MIN_SHIFT_TRIAL] = 0
+    return offsets
+
+
+def shift_sources(trials: Trials, rng: np.random.Generator, min_shift_fraction: float,
+                  hub: np.ndarray) -> np.ndarray:
+    """Row whose variable value each row receives in one shuffle: the hub's shift plus a random shift of
+    its own within each trial (see null_exceedances), and a random order of the short trials' blocks
+    written back over their rows."""
+    lengths = trials.lengths
+    offsets = (hub + shift_offsets(trials, rng, min_shift_fraction)) % np.maximum(lengths, 1)
+    pos = trials.row_pos + np.repeat(offsets, lengths)
+    pos -= trials.row_len * (pos >= trials.row_len)  # offset < length: one wrap at most
+    source = trials.row_start + pos
+    short = np.flatnonzero(lengths < MIN_SHIFT_TRIAL)
+    if len(short) > 1:
+        order = rng.permutation(short)
+        source[trials.short_rows] = concat_ranges(trials.starts[order], lengths[order])
+    return source
+
+
+@dataclass
+class Member:
+    """One variable inside a CodeGroup: its codes (0 … n_codes-1; the last code is 'missing') and the
+    statistic computed from its [features, n_codes] table."""
+
+    key: int
+    """Caller's index of the variable."""
+    n_codes: int
+    """Values + 1 (the missing code)."""
+    codes: np.ndarray
+    """[n] int64 code per row."""
+    by_trial: np.ndarray | None
+    """[n_trials] code per trial when the variable is constant within every trial: then whole trials swap
+    values in the null; None: shift within trials."""
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    """(table [features, n_codes] of summed entry weights, rows per code [n_codes]) → statistic array."""
+    code_rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Rows per code as observed (set by CodeGroup.prepare); a shift keeps it."""
+
+
+def feature_code_table(indptr: np.ndarray, entry_codes: np.ndarray, data: np.ndarray,
+                       n_codes: int) -> np.ndarray:
+    """[features, n_codes]: Σ data of the active entries by (feature, code of the entry's row).
+
+    The feature-major entries with their codes as column indices are a CSR matrix [features × codes]
+    with repeated columns, and its dense conversion sums repeats in one pass over the entries, with the
+    GIL released: ~3x faster than bincount(feature · n_codes + code), which needs the index arithmetic
+    and a min/max scan first."""
+    return sp.csr_array((data, entry_codes, indptr), shape=(len(indptr) - 1, n_codes)).toarray()
+
+
+@dataclass
+class CodeGroup:
+    """Variables whose codes are combined into one code per row, so that one gather and one pass over
+    the active entries give every member's [feature, code] table (as marginals of the combined table)."""
+
+    members: list[Member]
+    data: np.ndarray
+    """Per active entry: the weight summed into the tables (ones to count)."""
+    size: int = 0
+    marginals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    shifted: np.ndarray | None = None
+    swapped: np.ndarray | None = None
+
+    def prepare(self) -> None:
+        dims = [m.n_codes for m in self.members]
+        self.size = int(np.prod(dims))
+        strides = np.cumprod([1, *dims[::-1]])[:-1][::-1]  # first member varies slowest
+        for member in self.members:
+            member.code_rows = np.bincount(member.codes, minlength=member.n_codes).astype(np.float64)
+        grid = np.indices(dims).reshape(len(dims), -1)
+        offsets = np.cumsum([0, *dims[:-1]])
+        self.marginals = np.zeros((self.size, sum(dims)))
+        for j in range(len(dims)):  # a handful of variables, not features
+            self.marginals[np.arange(self.size), offsets[j] + grid[j]] = 1.0
+        # int32 codes: the per-shuffle gather reads a 4 MB array per million examples, not 8 MB
+        shifted = [m.codes * s for m, s in zip(self.members, strides, strict=True) if m.by_trial is None]
+        swapped = [m.by_trial * s for m, s in zip(self.members, strides, strict=True) if m.by_trial is not None]
+        self.shifted = np.sum(shifted, axis=0).astype(np.int32) if shifted else None
+        self.swapped = np.sum(swapped, axis=0).astype(np.int32) if swapped else None
+
+    def tables(self, entry_rows: np.ndarray, indptr: np.ndarray, trials: Trials, source: np.ndarray | None,
+               order: np.ndarray | None, buffer: np.ndarray) -> list[np.ndarray]:
+        """Each member's [features, n_codes] table under one shuffle (source/order None: as observed)."""
+        combined = np.zeros(len(trials.row_start), np.int32)
+        if self.shifted is not None:
+            combined += self.shifted if source is None else np.take(self.shifted, source, mode="clip")
+        if self.swapped is not None:
+            by_trial = self.swapped if order is None else self.swapped[order]
+            combined += np.repeat(by_trial, trials.lengths)
+        np.take(combined, entry_rows, out=buffer, mode="clip")  # 'clip' skips the bounds check
+        table = feature_code_table(indptr, buffer, self.data, self.size)
+        # marginals by one small matmul: summing a 5-axis table over 4 axes at a time is ~10x slower
+        table = table.astype(np.float64, copy=False) @ self.marginals
+        return np.split(table, np.cumsum([m.n_codes for m in self.members])[:-1], axis=1)
+
+    def rows_per_code(self, member: Member, trials: Trials, order: np.ndarray | None) -> np.ndarray:
+        if member.by_trial is None or order is None:  # a shift moves rows within trials: counts unchanged
+            return member.code_rows
+        return np.bincount(member.by_trial[order], trials.lengths, minlength=member.n_codes)
+
+
+def group_members(members: list[Member], data: np.ndarray) -> list[CodeGroup]:
+    """First-fit decreasing: fewest groups whose code products stay within MAX_GROUP_CODES."""
+    groups: list[CodeGroup] = []
+    sizes: list[int] = []
+    for member in sorted(members, key=lambda m: -m.n_codes):
+        for i, size in enumerate(sizes):
+            if size * member.n_codes <= MAX_GROUP_CODES:
+                groups[i].members.append(member)
+                sizes[i] *= member.n_codes
+                break
+        else:
+            groups.append(CodeGroup([member], data))
+            sizes.append(member.n_codes)
+    return groups
+
+
+def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np.ndarray, trials: Trials,
+                     n_shuffles: int, min_shift_fraction: float, seed: int,
+                     n_threads: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each member key: (observed statistic, number of shuffles whose statistic reached it).
+    entry_rows: int64 row of each active entry, feature-major; indptr: int32 feature offsets (CSC).
+
+    Shifts of at least a minimum size are not a group (two of them can add up to almost no shift), so
+    nulls drawn directly from the observed alignment resemble each other more than they resemble it, and
+    p-values come out too small (8% below 0.05 on independent data, for a variable that marks the
+    quarters of each trial). Hence Besag & Clifford's parallel scheme: one random shift takes the
+    observed alignment to a hub, and each null is one random shift away from the hub. The observed and
+    the nulls are then exchangeable (each is one symmetric step from the hub), and the p-value is exact
+    for data whose law does not change under shifts within trials. Block and trial permutations are
+    uniform over a group already and need no hub."""
+    for group in groups:
+        group.prepare()
+    members = [m for g in groups for m in g.members]
+    needs_shift = any(m.by_trial is None for m in members)
+
+    def statistics(source, order, buffer) -> dict[int, np.ndarray]:
+        out = {}
+        for group in groups:
+            tables = group.tables(entry_rows, indptr, trials, source, order, buffer)
+            for member, table in zip(group.members, tables, strict=True):
+                out[member.key] = member.statistic(table, group.rows_per_code(member, trials, order))
+        return out
+
+    hub = shift_offsets(trials, np.random.default_rng([seed, 0]), min_shift_fraction)
+    buffer = np.empty(len(entry_rows), indptr.dtype)
+    observed = statistics(None, None, buffer)
+
+    def run(shuffles: range) -> dict[int, np.ndarray]:
+        own = np.empty(len(entry_rows), indptr.dtype)
+        # Per key: [shuffles reaching the observed, Σ null, Σ null², Σ ∛null, Σ ∛null²] (see null_tail_p).
+        sums = {k: np.zeros((5, *v.shape)) for k, v in observed.items()}
+        for s in shuffles:
+            rng = np.random.default_rng([seed, 1 + s])  # by index: the same shuffles on any thread count
+            source = shift_sources(trials, rng, min_shift_fraction, hub) if needs_shift else None
+            order = rng.permutation(trials.n_trials)
+            for key, null in statistics(source, order, own).items():
+                with np.errstate(invalid="ignore"):
+                    sums[key][0] += null >= observed[key] - TIE_TOLERANCE
+                finite = np.nan_to_num(null)
+                root = np.cbrt(finite)
+                sums[key][1:] += (finite, finite * finite, root, root * root)
+        return sums
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_threads = max(1, min(n_threads or cores, n_shuffles))
+    # Fixed blocks of shuffles, summed block by block in index order: the float sums of the null's
+    # moments are then the same whatever the number of threads.
+    chunks = [range(start, min(start + SHUFFLE_BLOCK, n_shuffles)) for start in range(0, n_shuffles, SHUFFLE_BLOCK)]
+    with ThreadPoolExecutor(n_threads) as pool:
+        results = list(pool.map(run, chunks))
+    out = {}
+    for key, obs in observed.items():
+        total = np.sum([r[key] for r in results], axis=0) if results else np.zeros((5, *obs.shape))
+        reached = np.where(np.isnan(obs), n_shuffles, total[0]).astype(np.int64)  # undefined statistic: p = 1
+        out[key] = NullSummary(obs, reached, total[1:] / max(n_shuffles, 1))
+    return out
+
+
+@dataclass
+class NullSummary:
+    """What the shuffles said about one member's statistics."""
+
+    observed: np.ndarray
+    reached: np.ndarray
+    """Shuffles whose statistic reached the observed one."""
+    moments: np.ndarray
+    """[4, …]: mean null, mean null², mean ∛null, mean (∛null)², for null_tail_p."""
+
+    def __iter__(self):  # unpacks as (observed, reached), as before moments were kept
+        return iter((self.observed, self.reached))
+
+
+def null_tail_p(summary: NullSummary, n_shuffles: int, cube_root: bool) -> np.ndarray:
+    """Monte-Carlo p-values, refined where the observed statistic beat every shuffle.
+
+    200 shuffles cannot give a p below 1/201, and Benjamini–Hochberg within one variable's family of
+    thousands of tests needs far smaller ones to find a handful of real features. Where no shuffle
+    reached the observed statistic, the p-value is the normal tail of the null's own mean and
+    spread: rank statistics (AUROC) are asymptotically normal under the null, and mutual information
+    (a scaled χ²) is after a cube root (Wilson–Hilferty). A null-like feature that happens to beat
+    all 200 shuffles lands near z ≈ 2.8 (p ≈ 0.003); only a feature far beyond its null gets a tiny p.
+    """
+    p = monte_carlo_p(summary.reached, n_shuffles)
+    mean, square = (summary.moments[2], summary.moments[3]) if cube_root else summary.moments[:2]
+    observed = np.cbrt(summary.observed) if cube_root else summary.observed
+    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (observed - mean) / spread
+    tail = special.ndtr(-np.nan_to_num(z, nan=-np.inf))
+    beyond = (summary.reached == 0) & (spread > 0) & np.isfinite(z)
+    return np.where(beyond, np.minimum(p, np.maximum(tail, 1e-300)), p)
+
+
+def mi_bits(on: np.ndarray, n_in: np.ndarray) -> np.ndarray:
+    """Plug-in mutual information (bits) between on/off and the value, per feature; on [F, K], n_in [K].
+    MI = (Σ c log c − Σ row log row − Σ col log col + N log N) / N over the 2 × K table of counts c."""
+    total = n_in.sum()
+    if total == 0:
+        return np.full(len(on), np.nan)
+    active = on.sum(axis=1)
+    cells = xlogy(on, on).sum(axis=1) + xlogy(n_in - on, n_in - on).sum(axis=1)
+    margins = xlogy(active, active) + xlogy(total - active, total - active) + xlogy(n_in, n_in).sum()
+    return np.maximum((cells - margins + xlogy(total, total)) / (total * math.log(2)), 0.0)
+
+
+def rank_statistic(n_rows: int, zeros_all: np.ndarray):
+    """The categorical statistic from summed weights rank + (zeros - 1)/2 (ranks over all n_rows examples):
+    0.5 + (mean rank with the value − mean rank of the other non-missing examples) / n_rows. Without
+    missing values this is exactly the AUROC; with them it stays a fixed-weight sum, so each shuffle costs
+    one pass over the entries instead of re-ranking every feature."""
+    def statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
+        n_in = code_rows[:-1]
+        rank_sum = n_in * (zeros_all[:, None] + 1) / 2 + table[:, :-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gap = rank_sum / n_in - (rank_sum.sum(axis=1, keepdims=True) - rank_sum) / (n_in.sum() - n_in)
+        return 0.5 + gap / n_rows
+    return statistic
+
+
+def mi_statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
+    return mi_bits(table[:, :-1], code_rows[:-1])
+
+
+def monte_carlo_p(reached: np.ndarray, n_shuffles: int) -> np.ndarray:
+    """(1 + shuffles reaching the observed statistic) / (1 + shuffles): never 0, exact under the null."""
+    return (1.0 + reached) / (1.0 + n_shuffles)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """BH q-values: q_(i) = min over j ≥ i of p_(j) · m / j (p sorted ascending), capped at 1."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q = np.empty(m)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return q

@@ -1,0 +1,243 @@
+"""Rank a run's features by how likely each is to be interpretable, and suggest what each encodes.
+
+Only train and validation examples are read: the test split is kept for validation, so nothing
+here may depend on it (tests/test_rank.py changes the test split's metadata and checks that the
+ranking does not move).
+
+The score of a feature is the mean of three pieces of evidence, each in [0, 1]:
+
+- association: the effect size of its best natural-feature suggestion that survives FDR
+  (q < 0.05), 0 when none does. It says "this feature goes with that value", with a null.
+- MIS: 2 × (MIS − 0.5), clipped at 0. It asks whether the metadata of its top examples tells them
+  apart from its bottom examples, without naming a variable, so it credits conjunctions too.
+- stability: the mean best cosine of its decoder row with the other instances of the run, clipped
+  at 0. A direction that independent trainings find again belongs to the data, not to a seed.
+  Runs with one instance have no stability: the score is then the mean of the other two.
+
+Equal weights because there are no labelled features to fit weights on; each piece is reported
+beside the score so a person can sort by any of them. Dead features (never active on train) and
+near-constant ones (active on more than half the examples) are ranked last with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from engine.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.mis import MISConfig, metadata_embedding, mis_scores
+from engine.nulls import benjamini_hochberg
+from engine.stability import stability
+from store import Store
+from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
+from store.rankings import RankingResults, load_activations, load_decoder, load_features, save_ranking
+from store.runs import get_run, load_saes
+
+NEAR_CONSTANT_DENSITY = 0.5
+"""A feature active on more than half the examples carries little about any one value."""
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """How to rank; the defaults follow the issue (100 MIS tasks of 9+1, FDR at 5 %)."""
+
+    associations: AssociationConfig = field(default_factory=AssociationConfig)
+    """Statistics and their circular-shift null."""
+    mis: MISConfig = field(default_factory=MISConfig)
+    """MIS tasks."""
+    q_threshold: float = 0.05
+    """FDR level a suggestion must pass to count as evidence."""
+    max_suggestions: int = 9
+    """Suggestions kept per feature."""
+
+
+@dataclass
+class RankOutcome:
+    run_id: int
+    sae_ids: list[int]
+    seconds: float
+
+
+def _variables(db: Store, dataset_id: int, keep: np.ndarray) -> list[Variable]:
+    """The dataset's natural variables restricted to the examples in `keep` (sorted example ids)."""
+    values = load_natural_values(db, dataset_id)
+    position = np.full(int(keep.max()) + 1 if len(keep) else 0, -1, dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    variables = []
+    for spec in load_natural_variables(db, dataset_id).iter_rows(named=True):
+        rows = values.filter(pl.col("variable") == spec["variable"])
+        example = rows["example_id"].to_numpy()
+        inside = example < len(position)
+        where = np.where(inside, position[np.minimum(example, len(position) - 1)], -1)
+        used = where >= 0
+        if spec["kind"] == "categorical":
+            # Levels seen in train + val only: a level that exists only in test must not even add a test.
+            labels = sorted(set(rows["category"].to_numpy()[used].tolist()), key=_natural_order)
+            code_of = {label: i for i, label in enumerate(labels)}
+            codes = np.full(len(keep), -1, dtype=np.int64)
+            codes[where[used]] = [code_of[c] for c in rows["category"].to_numpy()[used]]
+            variables.append(Variable(spec["variable"], "categorical", np.full(len(keep), np.nan), codes, labels,
+                                      None))
+        else:
+            numbers = np.full(len(keep), np.nan)
+            numbers[where[used]] = rows["value"].to_numpy()[used]
+            variables.append(Variable(spec["variable"], spec["kind"], numbers, None, None, spec["period"]))
+    return variables
+
+
+def per_variable_fdr(assoc: pl.DataFrame) -> pl.DataFrame:
+    """Benjamini–Hochberg q-values within each variable's family of tests.
+
+    One family per variable, not one for all: BH's threshold loosens with the number of discoveries,
+    so in a pooled family the many true discoveries of encoded variables would let a variable that
+    nothing encodes through at the rate of chance. Within its own family, a variable with no signal
+    gets any discovery at all with probability at most 0.05.
+    """
+    parts = []
+    for part in assoc.partition_by("variable", maintain_order=True):
+        parts.append(part.with_columns(pl.Series("q_value", benjamini_hochberg(part["p_value"].to_numpy()))))
+    return pl.concat(parts) if parts else assoc
+
+
+def _natural_order(label: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _embedding(variables: list[Variable]) -> tuple[np.ndarray, list[str]]:
+    columns = {}
+    for v in variables:
+        columns[v.name] = (v.kind, v.categories if v.kind == "categorical" else v.values, v.period)
+    return metadata_embedding(columns)
+
+
+def predicate(variable: str, kind: str, value: str, low: float | None, high: float | None) -> str:
+    """The text a person reads and labels with: `condition = 3`, `reward = 1`, `speed in [20, 35)`."""
+    if kind in ("categorical", "binary"):
+        return f"{variable} = {value}"
+    return f"{variable} in [{low:.3g}, {high:.3g})"
+
+
+def _suggestions(sae_id: int, assoc: pl.DataFrame, config: RankConfig) -> pl.DataFrame:
+    """Up to max_suggestions per feature: significant ones first, then by effect size."""
+    ordered = assoc.with_columns((pl.col("q_value") < config.q_threshold).alias("significant")).sort(
+        ["feature_id", "significant", "effect_size"], descending=[False, True, True])
+    top = ordered.group_by("feature_id", maintain_order=True).head(config.max_suggestions)
+    return top.with_columns(
+        pl.lit(sae_id, pl.Int32).alias("sae_id"),
+        (pl.int_range(pl.len()).over("feature_id") + 1).cast(pl.Int32).alias("position"),
+        pl.struct("variable", "kind", "value", "low", "high").map_elements(
+            lambda r: predicate(r["variable"], r["kind"], r["value"], r["low"], r["high"]),
+            return_dtype=pl.String).alias("predicate"),
+        pl.col("effect_size").alias("score"),
+    ).select("sae_id", "feature_id", "position", "variable", "predicate", "value", "low", "high", "score",
+             "p_value", "q_value", "effect_size")
+
+
+def combine(sae_id: int, features: pl.DataFrame, assoc: pl.DataFrame, mis: pl.DataFrame,
+            stable: pl.DataFrame, suggestions: pl.DataFrame, config: RankConfig) -> pl.DataFrame:
+    """The rankings rows of one SAE (see the module docstring for the formula)."""
+    best = (assoc.filter(pl.col("q_value") < config.q_threshold).group_by("feature_id")
+            .agg(pl.col("effect_size").max().alias("association")))
+    first = suggestions.filter(pl.col("position") == 1).select("feature_id", pl.col("predicate").alias("suggestion"))
+    frame = (features.join(best, on="feature_id", how="left")
+             .join(mis.select("feature_id", pl.col("mis").alias("mis_raw")), on="feature_id", how="left")
+             .join(stable.select("feature_id", "stability"), on="feature_id", how="left")
+             .join(first, on="feature_id", how="left")
+             .with_columns(pl.col("association").fill_null(0.0).clip(0, 1),
+                           (2 * (pl.col("mis_raw") - 0.5)).clip(0, 1).fill_nan(None).alias("mis"),
+                           pl.col("stability").clip(0, 1)))
+    pieces = [pl.col("association"), pl.col("mis").fill_null(0.0)]
+    if frame["stability"].null_count() < frame.height:
+        pieces.append(pl.col("stability").fill_null(0.0))
+    reason = (pl.when(pl.col("dead")).then(pl.lit("dead: never active on train"))
+              .when(pl.col("density") > NEAR_CONSTANT_DENSITY)
+              .then(pl.lit(f"near-constant: active on more than {NEAR_CONSTANT_DENSITY:.0%} of examples"))
+              .otherwise(None))
+    frame = frame.with_columns((pl.sum_horizontal(pieces) / len(pieces)).alias("score"), reason.alias("reason"))
+    frame = frame.sort([pl.col("reason").is_not_null(), "score"], descending=[False, True])
+    return frame.with_columns(
+        pl.lit(sae_id, pl.Int32).alias("sae_id"),
+        pl.int_range(1, frame.height + 1, dtype=pl.Int32).alias("rank"),
+    ).select("sae_id", "feature_id", "rank", "score", "association", "mis", "stability", "suggestion", "reason")
+
+
+def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
+             report: Callable[[str], None] = lambda _: None) -> RankOutcome:
+    """Rank every SAE of a finished run from train + val and store the results."""
+    import time
+
+    config = config or RankConfig()
+    started = time.perf_counter()
+    run = get_run(db, run_id)
+    saes = load_saes(db, run_id)
+    if saes.is_empty():
+        from engine.errors import InputError
+
+        raise InputError(f"run {run_id} has no trained SAEs (status {run['status']}); train or resume it first")
+    dataset = get_dataset(db, run["config"]["dataset"])
+    examples = load_examples(db, dataset["dataset_id"])
+    keep = examples.filter(pl.col("split") != "test")["example_id"].to_numpy()
+    trial_ids = examples["trial_id"].to_numpy()[keep]
+    variables = _variables(db, dataset["dataset_id"], keep)
+    embedding, column_variable = _embedding(variables)
+    position = np.full(dataset["n_examples"], -1, dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    sae_ids = saes["sae_id"].to_list()
+    decoders = _decoders(db, sae_ids)
+    groups = [g["sae_id"].to_list() for g in saes.partition_by("k", maintain_order=True)]
+    stable, matches = stability(decoders, groups)
+    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in
+                                            ("associations", "tuning_curves", "mis", "rankings", "suggestions")}
+    for row in saes.iter_rows(named=True):
+        sae_id, d_sae = row["sae_id"], row["d_sae"]
+        report(f"SAE {sae_id}: associations, MIS")
+        acts = load_activations(db, sae_id)
+        rows = position[acts["example_id"].to_numpy()]
+        used = rows >= 0
+        matrix = sp.csc_matrix((acts["value"].to_numpy()[used], (rows[used], acts["feature_id"].to_numpy()[used])),
+                               shape=(len(keep), d_sae))
+        assoc = per_variable_fdr(associate(matrix, trial_ids, variables, config.associations)).with_columns(
+            pl.lit(sae_id, pl.Int32).alias("sae_id"))
+        curves = tuning_curves(matrix, variables, config.associations).with_columns(
+            pl.lit(sae_id, pl.Int32).alias("sae_id"))
+        mis = mis_scores(matrix, trial_ids, embedding, column_variable, config.mis)
+        suggestions = _suggestions(sae_id, assoc, config)
+        parts["associations"].append(assoc)
+        parts["tuning_curves"].append(curves)
+        parts["mis"].append(_mis_long(sae_id, mis))
+        parts["suggestions"].append(suggestions)
+        parts["rankings"].append(combine(sae_id, load_features(db, sae_id), assoc, mis,
+                                         stable.filter(pl.col("sae_id") == sae_id), suggestions, config))
+    results = RankingResults(**{name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items()},
+                             feature_matches=matches)
+    save_ranking(db, sae_ids, results)
+    return RankOutcome(run_id, sae_ids, time.perf_counter() - started)
+
+
+def _decoders(db: Store, sae_ids: list[int]) -> dict[int, np.ndarray]:
+    long = load_decoder(db, sae_ids)
+    out = {}
+    for (sae_id,), part in long.partition_by("sae_id", as_dict=True).items():
+        matrix = np.zeros((part["feature_id"].max() + 1, part["unit_id"].max() + 1))
+        matrix[part["feature_id"].to_numpy(), part["unit_id"].to_numpy()] = part["weight"].to_numpy()
+        out[sae_id] = matrix
+    return out
+
+
+def _mis_long(sae_id: int, mis: pl.DataFrame) -> pl.DataFrame:
+    """One row per feature and variable ('*' = all metadata) for the `mis` table."""
+    per_variable = [c for c in mis.columns if c.startswith("mis_") and c != "mis_soft"]
+    overall = mis.select("feature_id", pl.lit("*").alias("variable"), "mis", "mis_soft",
+                         pl.col("n_tasks_run").alias("n_tasks"), "reason")
+    each = [mis.select("feature_id", pl.lit(c.removeprefix("mis_")).alias("variable"), pl.col(c).alias("mis"),
+                       pl.lit(None, pl.Float64).alias("mis_soft"), pl.col("n_tasks_run").alias("n_tasks"), "reason")
+            for c in per_variable]
+    return pl.concat([overall, *each]).with_columns(pl.lit(sae_id, pl.Int32).alias("sae_id"),
+                                                    pl.col("mis").fill_nan(None))

@@ -1,0 +1,118 @@
+"""Ranking: the formula, suggestions, stability, and that the test split cannot move the ranking."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.rank import RankConfig, combine, per_variable_fdr, predicate, rank_run
+from engine.stability import stability
+from sample_data import SampleConfig, generate
+from store import Store
+from tests.conftest import run_cli
+
+
+def test_predicates_read_as_a_person_writes_them():
+    assert predicate("condition", "categorical", "3", None, None) == "condition = 3"
+    assert predicate("reward", "binary", "1", None, None) == "reward = 1"
+    assert predicate("speed", "continuous", "", 20.0, 35.0) == "speed in [20, 35)"
+    assert predicate("position", "continuous", "", 0.4, 0.55) == "position in [0.4, 0.55)"
+
+
+def test_fdr_is_per_variable_family():
+    assoc = pl.DataFrame({"variable": ["a", "a", "b", "b"], "p_value": [0.01, 0.04, 0.01, 0.5]})
+    q = per_variable_fdr(assoc)["q_value"].to_list()
+    # Family a: p sorted 0.01, 0.04 with m = 2 → q = min(0.02, 0.04) = 0.02, then 0.04.
+    # Family b: 0.01·2/1 = 0.02, 0.5·2/2 = 0.5.
+    assert q == pytest.approx([0.02, 0.04, 0.02, 0.5])
+
+
+def test_score_is_the_mean_of_the_evidence_and_dead_features_go_last():
+    features = pl.DataFrame({"feature_id": [0, 1, 2, 3], "density": [0.1, 0.2, 0.0, 0.9],
+                             "dead": [False, False, True, False]})
+    assoc = pl.DataFrame({"feature_id": [0, 1, 3], "effect_size": [0.9, 0.3, 1.0], "q_value": [0.001, 0.2, 0.001]})
+    mis = pl.DataFrame({"feature_id": [0, 1, 2, 3], "mis": [0.9, 0.6, None, 1.0]})
+    stable = pl.DataFrame({"feature_id": [0, 1, 2, 3], "stability": [0.8, 0.5, 0.1, 1.0]})
+    suggestions = pl.DataFrame({"feature_id": [0], "position": [1], "predicate": ["x = 1"]})
+    ranked = combine(7, features, assoc, mis, stable, suggestions, RankConfig())
+    rows = {r["feature_id"]: r for r in ranked.to_dicts()}
+    # Feature 0: association 0.9, MIS 2·(0.9−0.5) = 0.8, stability 0.8 → 2.5 / 3.
+    assert rows[0]["score"] == pytest.approx(2.5 / 3) and rows[0]["suggestion"] == "x = 1"
+    # Feature 1: its association is not significant (q 0.2) → 0; MIS 0.2; stability 0.5.
+    assert rows[1]["score"] == pytest.approx(0.7 / 3)
+    assert [rows[f]["rank"] for f in (0, 1)] == [1, 2]
+    # Dead and near-constant features are last whatever their score, with the reason.
+    assert {rows[2]["rank"], rows[3]["rank"]} == {3, 4}
+    assert rows[2]["reason"].startswith("dead") and rows[3]["reason"].startswith("near-constant")
+
+
+def test_stability_finds_a_direction_again_in_another_instance():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(16, 10))
+    permuted = base[rng.permutation(16)] * 3.0  # same directions, other order and scale
+    scores, matches = stability({1: base, 2: permuted, 3: rng.normal(size=(16, 10))}, [[1, 2], [3]])
+    first = scores.filter(pl.col("sae_id") == 1)["stability"].to_numpy()
+    assert np.allclose(first, 1.0)
+    assert scores.filter(pl.col("sae_id") == 3)["stability"].null_count() == 16  # alone in its group
+    pairs = matches.filter(pl.col("sae_id") == 1).sort("feature_id")
+    assert np.allclose(permuted[pairs["other_feature_id"].to_numpy()] / 3.0, base)
+
+
+@pytest.fixture(scope="module")
+def ranked_db(tmp_path_factory):
+    """A small real recording, imported, trained briefly and ranked through the CLI."""
+    folder = tmp_path_factory.mktemp("rank")
+    generate(SampleConfig(n_bins=12_000, n_units=60)).write(folder / "data")
+    db = str(folder / "r.duckdb")
+    for args in (["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small"],
+                 ["train", "--dataset", "small", "--epochs", "8", "--d-sae", "64", "--k", "4", "--instances", "2"],
+                 ["rank", "--run", "1"]):
+        result = run_cli(*args, "--db", db, cwd=folder, timeout=600)
+        assert result.returncode == 0, result.stderr
+    return folder / "r.duckdb"
+
+
+def _ranking(path) -> tuple[list, list]:
+    with Store.open(path, read_only=True) as db:
+        ranks = db.frame("SELECT sae_id, feature_id, rank, score FROM rankings ORDER BY sae_id, rank").rows()
+        sugg = db.frame("SELECT sae_id, feature_id, position, predicate, p_value FROM suggestions"
+                        " ORDER BY sae_id, feature_id, position").rows()
+    return ranks, sugg
+
+
+def test_rank_stores_rankings_suggestions_and_finds_planted_structure(ranked_db):
+    with Store.open(ranked_db, read_only=True) as db:
+        n_features = db.scalar("SELECT count(*) FROM features")
+        assert db.scalar("SELECT count(*) FROM rankings") == n_features
+        assert db.scalar("SELECT max(position) FROM suggestions") <= 9
+        top = db.frame("SELECT suggestion FROM rankings WHERE sae_id = 1 AND rank <= 10")["suggestion"].to_list()
+        distractor = db.scalar("SELECT count(*) FROM suggestions WHERE variable IN ('distractor', 'house_light')"
+                               " AND q_value < 0.05")
+    planted_variables = {"condition", "phase", "reward", "position", "speed"}
+    assert sum(s is not None and s.split()[0] in planted_variables for s in top) >= 8
+    assert distractor == 0
+
+
+def test_the_test_split_cannot_move_the_ranking(ranked_db, tmp_path):
+    before = _ranking(ranked_db)
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(ranked_db.read_bytes())
+    with Store.open(copy) as db:  # scramble every natural value of the test split
+        db.con.execute(
+            "UPDATE natural_values SET value = -value * 7 + 3, category = 'scrambled' WHERE example_id IN"
+            " (SELECT example_id FROM examples WHERE split = 'test')")
+        changed = db.scalar("SELECT count(*) FROM natural_values WHERE category = 'scrambled'")
+        assert changed > 0
+        rank_run(db, 1)
+    assert _ranking(copy) == before
+
+
+def test_rank_errors_are_one_line(ranked_db, tmp_path):
+    result = run_cli("rank", "--run", "9", "--db", str(ranked_db), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no run 9" in result.stderr
+    listing = run_cli("sql", "--db", str(ranked_db), "--format", "json",
+                      "SELECT count(*) AS n FROM mis WHERE variable = '*'", cwd=tmp_path)
+    assert json.loads(listing.stdout)[0]["n"] > 0
