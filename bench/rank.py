@@ -6,8 +6,8 @@
 Recovery: the sample recording is imported, trained with the demo's settings (2 BatchTopK SAEs,
 512 latents, k 8) and ranked through the real pipeline in a temporary database. A planted latent
 counts as recovered when a feature in the top 30 of the first SAE has it as its *first* suggestion:
-the same variable and category, or for position/speed a suggested range that overlaps the planted
-one. The distractor variables must never be a suggestion with q < 0.05.
+the same variable and category; for position a suggested range whose overlap with the planted field
+is at least a quarter of their union; for fast running a range starting at ≥ 0.8 × the planted 25 cm/s. The distractor variables must never be a suggestion with q < 0.05.
 
 Scale: 4,096 features × 1,000,000 examples (about 8 active features per example) × 10 natural
 variables of every kind, associations with their null (200 shuffles) plus tuning curves and MIS
@@ -44,8 +44,13 @@ def matches(suggestion: dict, latent: dict) -> bool:
         return False
     if latent["category"] is not None:
         return suggestion["value"] == latent["category"]
-    high = latent["high"] if latent["high"] is not None else np.inf
-    return suggestion["low"] is not None and suggestion["low"] < high and suggestion["high"] > latent["low"]
+    if suggestion["low"] is None:
+        return False
+    if latent["high"] is None:  # "speed in [25, inf)": the suggestion must sit on the fast side
+        return suggestion["low"] >= 0.8 * latent["low"]
+    overlap = min(suggestion["high"], latent["high"]) - max(suggestion["low"], latent["low"])
+    union = max(suggestion["high"], latent["high"]) - min(suggestion["low"], latent["low"])
+    return overlap / union >= 0.25  # a range that merely touches a field (or spans two) does not count
 
 
 def recovery(epochs: int) -> dict[str, object]:
