@@ -18,10 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Sparse CSR tensors are "beta" in PyTorch; we use one stable, documented operation on them.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-
 
 @dataclass
 class Entries:
@@ -53,8 +49,10 @@ class Entries:
         """left[row] · right[latent] for every entry, without materialising [entries × d] gathers
         (a sampled matmul over the entries' sparsity pattern: ~50× faster than gather-multiply-sum)."""
         crow = torch.cat([self.row_offsets, self.row.new_tensor([len(self.row)])])
-        pattern = torch.sparse_csr_tensor(crow, self.latent, left.new_zeros(len(self.row)),
-                                          (self.n_rows, self.n_latents))
+        with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(crow, self.latent, left.new_zeros(len(self.row)),
+                                              (self.n_rows, self.n_latents), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
     def sum_by_row(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
