@@ -169,7 +169,8 @@ def combine(sae_id: int, features: pl.DataFrame, assoc: pl.DataFrame, mis: pl.Da
 
 
 def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
-             report: Callable[[str], None] = lambda _: None) -> RankOutcome:
+             report: Callable[[str], None] = lambda _: None,
+             on_progress: Callable[[int, int], None] = lambda done, total: None) -> RankOutcome:
     """Rank every SAE of a finished run from train + val and store the results."""
     import time
 
@@ -195,7 +196,8 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     stable, matches = stability(decoders, groups)
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in
                                             ("associations", "tuning_curves", "mis", "rankings", "suggestions")}
-    for row in saes.iter_rows(named=True):
+    for done, row in enumerate(saes.iter_rows(named=True)):
+        on_progress(done, saes.height)
         sae_id, d_sae = row["sae_id"], row["d_sae"]
         report(f"SAE {sae_id}: associations, MIS")
         acts = load_activations(db, sae_id)
@@ -218,6 +220,7 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     results = RankingResults(**{name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items()},
                              feature_matches=matches)
     save_ranking(db, sae_ids, results)
+    on_progress(saes.height, saes.height)
     return RankOutcome(run_id, sae_ids, time.perf_counter() - started)
 
 

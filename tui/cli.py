@@ -147,10 +147,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_rank(args: argparse.Namespace) -> int:
     from engine.rank import rank_run
     from store.rankings import top_features
+    from tui.progress import steps_progress
     from tui.table_text import render_table
 
     with _open_store(args, create=False) as db:
-        outcome = rank_run(db, args.run, report=lambda m: _say(f"rank: {m}"))
+        with steps_progress("ranking SAEs") as on_progress:
+            outcome = rank_run(db, args.run, on_progress=on_progress,
+                               report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
         _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
         for sae_id in outcome.sae_ids[: 1 if not args.all else None]:
             print(f"SAE {sae_id}: top features")

@@ -67,3 +67,16 @@ def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -
 
     with training_progress() as (on_progress, cancel):
         return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run)
+
+
+@contextmanager
+def steps_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar over whole steps (e.g. the SAEs a ranking goes through), on stderr when it is a terminal."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(label, total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield on_progress
