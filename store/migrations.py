@@ -299,11 +299,35 @@ CREATE TABLE suggestions (
 );
 """
 
+V4_LABELS = """
+CREATE SEQUENCE label_id_seq START 1;
+CREATE TABLE labels (
+    label_id    INTEGER PRIMARY KEY DEFAULT nextval('label_id_seq'),
+    sae_id      INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    verdict     VARCHAR NOT NULL CHECK (verdict IN ('accept', 'reject', 'unsure')),
+    name        VARCHAR,
+    predicate   VARCHAR,
+    variable    VARCHAR,
+    value       VARCHAR,
+    low         DOUBLE,
+    high        DOUBLE,
+    source      VARCHAR NOT NULL CHECK (source IN ('person', 'auto')),
+    note        VARCHAR,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE VIEW current_labels AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY sae_id, feature_id ORDER BY label_id DESC) AS rn FROM labels
+) WHERE rn = 1;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
     Migration(2, "runs, saes, train_log, features, decoder, qc, unit_qc, checkpoints", V2_RUNS),
     Migration(3, "associations, tuning_curves, mis, feature_matches, rankings, suggestions", V3_RANKING),
+    Migration(4, "labels (append-only) and the current_labels view", V4_LABELS),
 )
 
 _VERSION_TABLE = """

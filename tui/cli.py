@@ -161,6 +161,21 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from engine.labels import label_feature
+    from store.labels import get_label
+
+    verdict = "reject" if args.reject else "unsure" if args.unsure else None
+    with _open_store(args, create=False) as db:
+        label_id = label_feature(db, args.run, args.feature, sae_id=args.sae, accept=args.accept, name=args.name,
+                                 predicate=args.predicate, verdict=verdict, note=args.note)
+        stored = get_label(db, label_id)
+    shown = stored["predicate"] or stored["name"] or ""
+    print(f"label {label_id}: feature {args.feature} of SAE {stored['sae_id']}: {stored['verdict']}"
+          + (f" — {shown}" if shown else ""))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -279,6 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--run", type=int, required=True, help="run id (see `mini info`)")
     rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
     rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
+
+    label = add("label", cmd_label, "label a feature (one row per action in the append-only labels table)")
+    label.add_argument("--run", type=int, required=True, help="run id")
+    label.add_argument("--feature", type=int, required=True, help="feature id")
+    label.add_argument("--sae", type=int, help="SAE id (default: the run's first SAE)")
+    what = label.add_mutually_exclusive_group(required=True)
+    what.add_argument("--accept", type=int, metavar="N", help="accept the feature's Nth suggestion (1-9)")
+    what.add_argument("--name", help="your own label text")
+    what.add_argument("--reject", action="store_true", help="the feature means nothing (to you)")
+    what.add_argument("--unsure", action="store_true", help="come back to it")
+    label.add_argument("--predicate", help="with --name: what to test it against, e.g. 'speed in [20, 35)'")
+    label.add_argument("--note", help="a note kept with the label")
 
     add("info", cmd_info, "list the datasets and runs in the database")
 

@@ -1,0 +1,102 @@
+"""Label a feature: accept one of its suggestions, name it (with or without a predicate), reject it,
+or mark it unsure. The CLI (`mini label`) and the app's review screen both come through here.
+
+A predicate is what validation tests on held-out data, so it is parsed and checked against the
+dataset's natural variables now, not when it is first tested.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from engine.errors import InputError
+from store import Store
+from store.datasets import get_dataset, load_natural_variables
+from store.labels import Label, add_label, suggestion
+from store.runs import get_run, load_saes
+
+_EQUALS = re.compile(r"^\s*(?P<variable>[^=\s][^=]*?)\s*=\s*(?P<value>.+?)\s*$")
+_RANGE = re.compile(r"^\s*(?P<variable>\S+)\s+in\s+\[\s*(?P<low>[^,\s]+)\s*,\s*(?P<high>[^)\s]+)\s*\)\s*$")
+
+
+@dataclass(frozen=True)
+class Predicate:
+    text: str
+    variable: str
+    value: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def parse_predicate(text: str, kinds: dict[str, str]) -> Predicate:
+    """`condition = 3`, `reward = 1`, `speed in [20, 35)` (high may be inf), checked against `kinds`
+    (variable -> kind). Raises InputError with one line saying what is wrong."""
+    match = _RANGE.match(text)
+    if match:
+        variable = match["variable"]
+        try:
+            low, high = float(match["low"]), float(match["high"])
+        except ValueError:
+            raise InputError(f"predicate '{text}': the range bounds must be numbers") from None
+        if _known(variable, kinds, text) not in ("continuous", "circular"):
+            raise InputError(f"predicate '{text}': '{variable}' is {kinds[variable]}; use `{variable} = VALUE`")
+        if math.isnan(low) or math.isnan(high) or (low >= high and kinds[variable] != "circular"):
+            raise InputError(f"predicate '{text}': the range must have low < high")
+        return Predicate(text.strip(), variable, None, low, None if math.isinf(high) else high)
+    match = _EQUALS.match(text)
+    if match:
+        variable, value = match["variable"], match["value"].strip("'\"")
+        if _known(variable, kinds, text) in ("continuous", "circular"):
+            raise InputError(f"predicate '{text}': '{variable}' is continuous; use `{variable} in [LOW, HIGH)`")
+        return Predicate(text.strip(), variable, value)
+    raise InputError(f"predicate '{text}': expected `VARIABLE = VALUE` or `VARIABLE in [LOW, HIGH)`")
+
+
+def _known(variable: str, kinds: dict[str, str], text: str) -> str:
+    if variable not in kinds:
+        raise InputError(f"predicate '{text}': no natural variable '{variable}' (variables: {', '.join(sorted(kinds))})")
+    return kinds[variable]
+
+
+def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None = None,
+                  accept: int | None = None, name: str | None = None, predicate: str | None = None,
+                  verdict: str | None = None, note: str | None = None, source: str = "person") -> int:
+    """Record one labelling action and return its label_id.
+
+    Exactly one of: accept=N (the Nth suggestion), name (optionally with a predicate), or
+    verdict='reject' / 'unsure'.
+    """
+    chosen = [accept is not None, name is not None, verdict is not None]
+    if sum(chosen) != 1:
+        raise InputError("give exactly one of --accept N, --name TEXT, --reject, --unsure")
+    run = get_run(db, run_id)
+    saes = load_saes(db, run_id)
+    if saes.is_empty():
+        raise InputError(f"run {run_id} has no trained SAEs")
+    sae_ids = saes["sae_id"].to_list()
+    sae_id = sae_ids[0] if sae_id is None else sae_id
+    if sae_id not in sae_ids:
+        raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, sae_ids))})")
+    if accept is not None:
+        picked = suggestion(db, sae_id, feature_id, accept)
+        label = Label(sae_id, feature_id, "accept", name=picked["predicate"], predicate=picked["predicate"],
+                      variable=picked["variable"], value=picked["value"], low=picked["low"], high=picked["high"],
+                      source=source, note=note)
+    elif name is not None:
+        if not name.strip():
+            raise InputError("--name: a label needs some text")
+        parsed = None
+        if predicate is not None:
+            dataset = get_dataset(db, run["config"]["dataset"])
+            kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
+            parsed = parse_predicate(predicate, kinds)
+        label = Label(sae_id, feature_id, "accept", name=name, predicate=parsed and parsed.text,
+                      variable=parsed and parsed.variable, value=parsed and parsed.value,
+                      low=parsed and parsed.low, high=parsed and parsed.high, source=source, note=note)
+    else:
+        if verdict not in ("reject", "unsure"):
+            raise InputError(f"verdict {verdict}: use reject or unsure")
+        label = Label(sae_id, feature_id, verdict, source=source, note=note)
+    return add_label(db, label)

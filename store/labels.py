@@ -1,0 +1,74 @@
+"""Labels: one row per labelling action, committed the moment it is made.
+
+The table is append-only: a new verdict on a feature is a new row, and `current_labels` shows the
+latest one per feature, so the history of every decision stays queryable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from store.db import Store
+from store.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Label:
+    sae_id: int
+    feature_id: int
+    verdict: str
+    """accept, reject or unsure."""
+    name: str | None = None
+    """What the person calls the feature (free text; may hold quotes, emoji, anything)."""
+    predicate: str | None = None
+    """The natural-feature predicate it is tested against (`condition = 3`); None: not testable."""
+    variable: str | None = None
+    value: str | None = None
+    low: float | None = None
+    high: float | None = None
+    source: str = "person"
+    """person, or auto (the demo's automatic acceptance of top suggestions)."""
+    note: str | None = None
+
+
+def add_label(db: Store, label: Label) -> int:
+    """Append one labelling action and commit it; returns its label_id."""
+    exists = db.scalar("SELECT count(*) FROM features WHERE sae_id = ? AND feature_id = ?",
+                       [label.sae_id, label.feature_id])
+    if not exists:
+        raise StoreError(f"{db.path}: SAE {label.sae_id} has no feature {label.feature_id}")
+    with db.transaction():
+        rows = db.con.execute(
+            "INSERT INTO labels (sae_id, feature_id, verdict, name, predicate, variable, value, low, high, source,"
+            " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING label_id",
+            [label.sae_id, label.feature_id, label.verdict, label.name, label.predicate, label.variable,
+             label.value, label.low, label.high, label.source, label.note],
+        ).fetchall()
+    return int(rows[0][0])
+
+
+def get_label(db: Store, label_id: int) -> dict:
+    return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
+
+
+def current_label(db: Store, sae_id: int, feature_id: int) -> dict | None:
+    rows = db.frame("SELECT * FROM current_labels WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+    return rows.to_dicts()[0] if rows.height else None
+
+
+def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
+    """The feature's Nth suggestion, or a StoreError saying how many it has."""
+    rows = db.frame("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
+                    [sae_id, feature_id, position])
+    if not rows.height:
+        count = db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+        hint = f"it has {count}" if count else "it has none: run `mini rank` first"
+        raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
+    return rows.to_dicts()[0]
+
+
+def label_history(db: Store, sae_id: int, feature_id: int) -> pl.DataFrame:
+    return db.frame("SELECT * FROM labels WHERE sae_id = ? AND feature_id = ? ORDER BY label_id",
+                    [sae_id, feature_id])

@@ -1,0 +1,97 @@
+"""Labels: append-only actions through `mini label`, the current_labels view, predicates checked early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from engine.labels import parse_predicate
+from sample_data import SampleConfig, generate
+from tests.conftest import run_cli
+
+KINDS = {"condition": "categorical", "reward": "binary", "speed": "continuous", "heading": "circular"}
+
+
+@pytest.mark.parametrize(("text", "variable", "value", "low", "high"), [
+    ("condition = 3", "condition", "3", None, None),
+    ("reward=1", "reward", "1", None, None),
+    ("condition = 'left turn'", "condition", "left turn", None, None),
+    ("speed in [20, 35)", "speed", None, 20.0, 35.0),
+    ("speed in [25, inf)", "speed", None, 25.0, None),
+    ("heading in [5.5, 0.6)", "heading", None, 5.5, 0.6),  # a circular range may wrap through 0
+])
+def test_predicates_parse(text, variable, value, low, high):
+    parsed = parse_predicate(text, KINDS)
+    assert (parsed.variable, parsed.value, parsed.low, parsed.high) == (variable, value, low, high)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("mood = 3", "no natural variable 'mood'"),
+    ("speed = 3", "is continuous"),
+    ("condition in [1, 2)", "is categorical"),
+    ("speed in [35, 20)", "low < high"),
+    ("speed in [a, b)", "must be numbers"),
+    ("speed is fast", "expected `VARIABLE = VALUE`"),
+])
+def test_bad_predicates_say_what_is_wrong(text, words):
+    with pytest.raises(InputError, match=words) as info:
+        parse_predicate(text, KINDS)
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labels")
+    generate(SampleConfig(n_bins=4000, n_units=30)).write(folder / "data")
+    db = str(folder / "l.duckdb")
+    for args in (["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small"],
+                 ["train", "--dataset", "small", "--epochs", "2", "--d-sae", "32", "--k", "4"],
+                 ["rank", "--run", "1"]):
+        result = run_cli(*args, "--db", db, cwd=folder, timeout=600)
+        assert result.returncode == 0, result.stderr
+    return folder, db
+
+
+def _json(folder, db, query):
+    result = run_cli("sql", "--db", db, "--format", "json", query, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_each_action_is_a_row_and_current_labels_shows_the_latest(ranked, tmp_path):
+    folder, source = ranked
+    db = str(tmp_path / "copy.duckdb")
+    (tmp_path / "copy.duckdb").write_bytes(Path(source).read_bytes())
+    first = _json(folder, db, "SELECT feature_id, predicate FROM suggestions WHERE position = 1 ORDER BY feature_id LIMIT 1")[0]
+    feature = str(first["feature_id"])
+    name = 'fires on "cue" — 🐭 ' + "long " * 200
+    for args in (["--accept", "1"], ["--name", name, "--predicate", "speed in [20, inf)", "--note", "it's 'quoted'"],
+                 ["--unsure"], ["--reject"]):
+        result = run_cli("label", "--run", "1", "--feature", feature, *args, "--db", db, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    history = _json(folder, db, f"SELECT verdict, name, predicate, low, high, note FROM labels WHERE feature_id = {feature}"
+                                " ORDER BY label_id")
+    assert [h["verdict"] for h in history] == ["accept", "accept", "unsure", "reject"]
+    assert history[0]["predicate"] == first["predicate"]
+    assert history[1]["name"] == name and history[1]["note"] == "it's 'quoted'"
+    assert (history[1]["low"], history[1]["high"]) == (20.0, None)
+    current = _json(folder, db, f"SELECT verdict FROM current_labels WHERE feature_id = {feature}")
+    assert current == [{"verdict": "reject"}]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--feature", "0", "--accept", "10"], "has no suggestion 10"),
+    (["--feature", "99999", "--reject"], "has no feature 99999"),
+    (["--feature", "0", "--name", "x", "--predicate", "mood = 3"], "no natural variable 'mood'"),
+    (["--feature", "0", "--accept", "1", "--reject"], "not allowed with argument"),
+    (["--feature", "0", "--sae", "77", "--reject"], "not an SAE of run 1"),
+])
+def test_bad_labels_are_one_line_and_write_nothing(ranked, args, words):
+    folder, db = ranked
+    before = _json(folder, db, "SELECT count(*) AS n FROM labels")
+    result = run_cli("label", "--run", "1", *args, "--db", db, cwd=folder)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert _json(folder, db, "SELECT count(*) AS n FROM labels") == before
