@@ -49,6 +49,10 @@ def add_label(db: Store, label: Label) -> int:
     return int(rows[0][0])
 
 
+def labels_exist(db: Store, run_id: int) -> bool:
+    return bool(db.scalar("SELECT count(*) FROM labels JOIN saes USING (sae_id) WHERE run_id = ?", [run_id]))
+
+
 def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 

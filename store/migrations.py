@@ -322,12 +322,60 @@ SELECT * EXCLUDE (rn) FROM (
 ) WHERE rn = 1;
 """
 
+V5_VALIDATIONS = """
+CREATE TABLE validations (
+    label_id                 INTEGER NOT NULL,
+    sae_id                   INTEGER NOT NULL,
+    feature_id               INTEGER NOT NULL,
+    predicate                VARCHAR,
+    testable                 BOOLEAN NOT NULL,
+    threshold                DOUBLE,
+    tp                       INTEGER,
+    fp                       INTEGER,
+    fn                       INTEGER,
+    tn                       INTEGER,
+    precision                DOUBLE,
+    recall                   DOUBLE,
+    specificity              DOUBLE,
+    f1                       DOUBLE,
+    mcc                      DOUBLE,
+    mcc_ci_low               DOUBLE,
+    mcc_ci_high              DOUBLE,
+    balanced_accuracy        DOUBLE,
+    balanced_accuracy_ci_low DOUBLE,
+    balanced_accuracy_ci_high DOUBLE,
+    p_value                  DOUBLE,
+    q_value                  DOUBLE,
+    decode_metric            VARCHAR,
+    decode_signature         DOUBLE,
+    decode_all               DOUBLE,
+    decode_feature           DOUBLE,
+    decode_random_p95        DOUBLE,
+    signature_over_all       DOUBLE,
+    signature_percentile     DOUBLE,
+    n_signature_units        INTEGER,
+    validated                BOOLEAN,
+    reason                   VARCHAR,
+    created_at               TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE signatures (
+    label_id      INTEGER NOT NULL,
+    sae_id        INTEGER NOT NULL,
+    feature_id    INTEGER NOT NULL,
+    unit_id       INTEGER NOT NULL,
+    weight        DOUBLE NOT NULL,
+    coactivation  DOUBLE,
+    in_signature  BOOLEAN NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
     Migration(2, "runs, saes, train_log, features, decoder, qc, unit_qc, checkpoints", V2_RUNS),
     Migration(3, "associations, tuning_curves, mis, feature_matches, rankings, suggestions", V3_RANKING),
     Migration(4, "labels (append-only) and the current_labels view", V4_LABELS),
+    Migration(5, "validations and signatures", V5_VALIDATIONS),
 )
 
 _VERSION_TABLE = """
