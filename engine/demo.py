@@ -1,4 +1,5 @@
-"""The demo pipeline: generate the sample recording, import it with its ground truth, train, rank.
+"""The demo pipeline: generate the sample recording, import it with its ground truth, train, rank,
+accept the top suggestions automatically and validate them on the test split.
 
 Each step the project has is run here in order; `mini demo` shows its progress.
 """
@@ -10,18 +11,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import polars as pl
+
 from engine.importer import ImportOptions, ImportResult, import_files
+from engine.labels import label_feature
 from engine.pipeline import RunSpec, train_run
 from engine.rank import rank_run
 from engine.sae import SAEConfig
 from engine.train import TrainConfig, TrainProgress
+from engine.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, dataset_names, get_dataset
-from store.rankings import ranking_exists
-from store.runs import finished_run_for
+from store.labels import labels_exist
+from store.rankings import ranking_exists, top_features
+from store.runs import finished_run_for, load_saes
 
 DEMO_DATASET = "sample"
+DEMO_AUTO_ACCEPT = 15
+"""Top features whose first suggestion the demo accepts automatically before validating."""
 DEMO_RUN = RunSpec(dataset=DEMO_DATASET, sae=SAEConfig(architecture="batchtopk", d_sae=512), ks=(8,),
                    instances=2, train=TrainConfig(epochs=30))
 """Two BatchTopK SAEs (seeds 0 and 1) so that features can be compared across instances."""
@@ -39,7 +47,8 @@ class DemoResult:
 def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_train_progress: Callable[[TrainProgress], None] | None = None,
-             cancel: threading.Event | None = None, epochs: int | None = None) -> DemoResult:
+             cancel: threading.Event | None = None, epochs: int | None = None,
+             auto_accept: int = DEMO_AUTO_ACCEPT) -> DemoResult:
     """Generate and import the sample recording, train the demo run and rank it (each once)."""
     result = _import_sample(db, data_folder, config, report)
     run_id = finished_run_for(db, result.dataset_id)
@@ -60,7 +69,23 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
         report(f"ranking the features of run {run_id} (train + val only)")
         outcome = rank_run(db, run_id)
         report(f"ranked {len(outcome.sae_ids)} SAEs in {outcome.seconds:.0f} s")
+    if auto_accept and not labels_exist(db, run_id):
+        accepted = auto_accept_top(db, run_id, auto_accept)
+        report(f"accepted the first suggestion of the top {accepted} features automatically (source 'auto')")
+        checked = validate_run(db, run_id)
+        report(f"{checked.n_validated} of {checked.n_testable} labels validate on the test split "
+               f"({checked.seconds:.0f} s)")
     return result
+
+
+def auto_accept_top(db: Store, run_id: int, n: int) -> int:
+    """Accept, as source 'auto', the first suggestion of the first SAE's top-n features that have a
+    significant one: the demo's stand-in for a person's review."""
+    sae_id = int(load_saes(db, run_id)["sae_id"][0])
+    top = top_features(db, sae_id, n).filter(pl.col("suggestion").is_not_null())
+    for feature_id in top["feature_id"].to_list():
+        label_feature(db, run_id, feature_id, sae_id=sae_id, accept=1, source="auto")
+    return top.height
 
 
 def _import_sample(db: Store, data_folder: Path, config: SampleConfig | None,

@@ -112,7 +112,7 @@ class Store:
             elif current < latest:
                 raise StoreError(
                     f"{path}: schema version {current} is older than this mini's {latest}; "
-                    "open it once read-write (e.g. `mini info`) to upgrade it"
+                    "open it once read-write (e.g. `mini sql --write \"SELECT 1\"`) to upgrade it"
                 )
         except BaseException:
             con.close()

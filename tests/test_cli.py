@@ -15,7 +15,7 @@ def demo_db(tmp_path_factory):
     from tests.conftest import run_cli
 
     folder = tmp_path_factory.mktemp("demo")
-    result = run_cli("demo", "--no-tui", "--epochs", "1", "--db", "demo.duckdb", cwd=folder)
+    result = run_cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--db", "demo.duckdb", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert "imported 'sample'" in result.stderr
     return folder / "demo.duckdb"

@@ -95,3 +95,36 @@ def test_bad_labels_are_one_line_and_write_nothing(ranked, args, words):
     result = run_cli("label", "--run", "1", *args, "--db", db, cwd=folder)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
     assert _json(folder, db, "SELECT count(*) AS n FROM labels") == before
+
+
+def test_validate_scores_labels_on_test_and_a_wrong_label_does_not_validate(ranked, tmp_path):
+    folder, source = ranked
+    db = str(tmp_path / "v.duckdb")
+    (tmp_path / "v.duckdb").write_bytes(Path(source).read_bytes())
+    top = _json(folder, db, "SELECT feature_id FROM rankings WHERE sae_id = 1 AND suggestion IS NOT NULL"
+                            " ORDER BY rank LIMIT 2")
+    for row in top:
+        assert run_cli("label", "--run", "1", "--feature", str(row["feature_id"]), "--accept", "1", "--db", db,
+                       cwd=tmp_path).returncode == 0
+    wrong = str(top[0]["feature_id"] + 1)  # another feature, paired with the variable nothing encodes
+    for args in (["--name", "distractor", "--predicate", "distractor in [0.5, 3)"], ["--name", "just words"]):
+        assert run_cli("label", "--run", "1", "--feature", wrong, *args, "--db", db, cwd=tmp_path).returncode == 0
+    result = run_cli("validate", "--run", "1", "--db", db, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = _json(folder, db, "SELECT feature_id, predicate, testable, validated, reason, mcc, mcc_ci_low, mcc_ci_high,"
+                             " q_value, decode_signature, decode_all, decode_random_p95 FROM validations")
+    assert len(rows) == 3  # the feature relabelled twice counts once: its current label
+    by_feature = {r["feature_id"]: r for r in rows}
+    untestable = by_feature[int(wrong)]
+    assert untestable["testable"] is False and "not testable" in untestable["reason"]
+    for row in (by_feature[r["feature_id"]] for r in top):
+        assert row["mcc_ci_low"] <= row["mcc"] <= row["mcc_ci_high"] and 0 < row["q_value"] <= 1
+        assert row["decode_all"] is not None and row["decode_random_p95"] is not None
+    # Relabel the wrong feature with only the distractor predicate: it must not validate.
+    assert run_cli("label", "--run", "1", "--feature", wrong, "--name", "distractor", "--predicate",
+                   "distractor in [0.5, 3)", "--db", db, cwd=tmp_path).returncode == 0
+    assert run_cli("validate", "--run", "1", "--db", db, cwd=tmp_path, timeout=600).returncode == 0
+    distractor = _json(folder, db, f"SELECT validated, reason FROM validations WHERE feature_id = {wrong}")
+    assert distractor[0]["validated"] is False and "not validated" in distractor[0]["reason"]
+    signature = _json(folder, db, "SELECT count(*) AS n FROM signatures WHERE in_signature")
+    assert signature[0]["n"] >= 3

@@ -49,7 +49,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         with training_progress() as (on_progress, cancel):
             run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: _say(f"demo: {m}"),
-                     on_train_progress=on_progress, cancel=cancel, epochs=args.epochs)
+                     on_train_progress=on_progress, cancel=cancel, epochs=args.epochs,
+                     auto_accept=args.auto_accept)
     except BaseException:
         db.close()
         raise
@@ -161,6 +162,19 @@ def cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.validate_run import validate_run
+    from store.validations import validation_summary
+    from tui.table_text import render_table
+
+    with _open_store(args, create=False) as db:
+        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"))
+        _say(f"validate: {outcome.n_validated} of {outcome.n_testable} testable labels validate on the test split"
+             f" ({outcome.n_labels - outcome.n_testable} not testable), {outcome.seconds:.0f} s")
+        print(render_table(validation_summary(db, args.run)))
+    return 0
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from engine.labels import label_feature
     from store.labels import get_label
@@ -247,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-tui", action="store_true", help="run the pipeline and exit without opening the app")
     demo.add_argument("--seed", type=int, default=0, help="seed of the sample recording (default 0)")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs of the demo run (default 30)")
+    demo.add_argument("--auto-accept", type=int, default=15, metavar="N",
+                      help="accept the first suggestion of the top N features automatically and validate them "
+                           "(default 15; 0 skips)")
     demo.add_argument("--data", metavar="DIR", help="where to write the sample files (default: demo_data/ "
                                                    "beside the database)")
 
@@ -294,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--run", type=int, required=True, help="run id (see `mini info`)")
     rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
     rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
+
+    validate = add("validate", cmd_validate, "test every accepted label of a run on the held-out test split")
+    validate.add_argument("--run", type=int, required=True, help="run id")
 
     label = add("label", cmd_label, "label a feature (one row per action in the append-only labels table)")
     label.add_argument("--run", type=int, required=True, help="run id")

@@ -1,0 +1,171 @@
+"""Validation of labels on test: hand-computed co-occurrence, signature, calibrated p-values, decoding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.validate import (
+    ValidateConfig,
+    choose_threshold,
+    coactivation_profile,
+    cooccurrence,
+    decode,
+    decode_scores,
+    decoding_report,
+    signature_units,
+    verdict,
+)
+
+
+def slow_binary(rng, n_trials: int, length: int, mean_run: float = 8.0) -> np.ndarray:
+    """On/off runs of geometric length inside each trial: slow, varying within trials."""
+    out = []
+    for _ in range(n_trials):
+        state, row = bool(rng.integers(2)), []
+        while len(row) < length:
+            row += [state] * int(rng.geometric(1 / mean_run))
+            state = not state
+        out.append(row[:length])
+    return np.array(out).ravel()
+
+
+def test_choose_threshold_hand_case():
+    # Positives have 1, 2, 3; negatives 0, 0, 0.5. Candidates 0, 0.5, 1, 2, 3:
+    # t = 0 → on {0.5, 1, 2, 3}: one FP; t = 0.5 → on {1, 2, 3}: perfect, MCC 1; t = 1 → misses 1.
+    a = np.array([0, 0, 1, 2, 3, 0.5])
+    present = np.array([0, 0, 1, 1, 1, 0], bool)
+    assert choose_threshold(a, present) == 0.5
+    # P never present: MCC is undefined for every threshold → 0, "on whenever active".
+    assert choose_threshold(np.array([0.0, 0.0, 5.0]), np.array([0, 0, 0], bool)) == 0.0  # MCC undefined
+
+
+def test_cooccurrence_hand_case():
+    # on:      1 1 1 0 0 0 0 1 0 0
+    # present: 1 1 0 1 0 0 0 0 0 0
+    # → TP 2, FP 2, FN 1, TN 5
+    a = np.array([2, 3, 1, 0, 0, 0, 0, 4, 0, 0], float)
+    present = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], bool)
+    trial = np.repeat([0, 1], 5)
+    out = cooccurrence(a, present, trial, 0.5, ValidateConfig(n_bootstrap=50, n_shifts=20))
+    assert (out["tp"], out["fp"], out["fn"], out["tn"]) == (2, 2, 1, 5)
+    assert out["precision"] == pytest.approx(2 / 4)  # TP / (TP + FP)
+    assert out["recall"] == pytest.approx(2 / 3)  # TP / (TP + FN)
+    assert out["specificity"] == pytest.approx(5 / 7)  # TN / (TN + FP)
+    assert out["f1"] == pytest.approx(4 / 7)  # 2TP / (2TP + FP + FN) = 4 / 7
+    # MCC = (2·5 − 2·1) / sqrt(4 · 3 · 7 · 6) = 8 / sqrt(504)
+    assert out["mcc"] == pytest.approx(8 / math.sqrt(504))
+    assert out["balanced_accuracy"] == pytest.approx((2 / 3 + 5 / 7) / 2)
+    # Never on: precision and MCC are 0/0 → NaN, not 0, and no p-value.
+    none = cooccurrence(np.zeros(10), present, trial, 0.5, ValidateConfig(n_bootstrap=20, n_shifts=5))
+    assert math.isnan(none["precision"]) and math.isnan(none["mcc"]) and math.isnan(none["p_value"])
+    assert none["recall"] == 0
+
+
+def test_bootstrap_ci_contains_estimate_and_is_narrow_for_a_perfect_feature():
+    rng = np.random.default_rng(1)
+    present = slow_binary(rng, 40, 50)
+    trial = np.repeat(np.arange(40), 50)
+    noisy = np.where(rng.random(len(present)) < 0.8, present, ~present).astype(float)
+    out = cooccurrence(noisy, present, trial, 0.5, ValidateConfig(n_bootstrap=400, n_shifts=20))
+    for m in ("mcc", "f1", "balanced_accuracy", "precision", "recall"):
+        assert out[f"{m}_ci_low"] <= out[m] <= out[f"{m}_ci_high"], m
+    assert out["mcc_ci_high"] - out["mcc_ci_low"] > 0.02
+    # Agreement decided per trial (14 trials right, 6 inverted): only 20 independent units of evidence, so
+    # the trial bootstrap is wide; resampling the 1,000 single rows gives a CI only ~0.11 wide.
+    flip = np.repeat(np.arange(20) < 6, 50)
+    per_trial = cooccurrence(np.where(flip, ~present[:1000], present[:1000]).astype(float), present[:1000],
+                             trial[:1000], 0.5, ValidateConfig(n_bootstrap=400, n_shifts=5))
+    assert per_trial["mcc_ci_high"] - per_trial["mcc_ci_low"] > 0.3
+    perfect = cooccurrence(present.astype(float), present, trial, 0.5, ValidateConfig(n_bootstrap=400, n_shifts=20))
+    assert perfect["mcc"] == 1 and perfect["mcc_ci_low"] == 1 and perfect["mcc_ci_high"] == 1
+
+
+def test_p_value_floor_for_identical_feature_and_large_for_independent_slow_one():
+    rng = np.random.default_rng(2)
+    trial = np.repeat(np.arange(40), 50)
+    present = slow_binary(rng, 40, 50)
+    cfg = ValidateConfig(n_bootstrap=20, n_shifts=199)
+    assert cooccurrence(present.astype(float), present, trial, 0.5, cfg)["p_value"] == pytest.approx(1 / 200)
+    # Trial-level predicate (condition): shifts cannot move it, so trials swap; a perfect label still wins.
+    cond = np.repeat(rng.integers(2, size=40).astype(bool), 50)
+    assert cooccurrence(cond.astype(float), cond, trial, 0.5, cfg)["p_value"] < 0.02
+    # Independent slow feature: p-values are calibrated, not piled up near 0 as a per-row shuffle would give.
+    # Very slow series (runs of ~25) so that a per-row permutation null would give p < 0.05 ~40 % of the time.
+    trial, present = np.repeat(np.arange(40), 100), slow_binary(rng, 40, 100, 25)
+    ps = [cooccurrence(slow_binary(rng, 40, 100, 25).astype(float), present, trial, 0.5,
+                       ValidateConfig(n_bootstrap=20, n_shifts=99, seed=s))["p_value"] for s in range(30)]
+    assert 0.3 < np.mean(ps) < 0.7
+    assert np.mean(np.array(ps) < 0.05) <= 0.15
+
+
+def test_signature_units_squared_norm_share():
+    # Squared norm 9 + 4 + 1 + 0.01 = 14.01; unit 0 holds 9/14.01 = 0.64 < 0.8, units 0–1 13/14.01 = 0.93.
+    np.testing.assert_array_equal(signature_units(np.array([3, 2, 1, 0.1]), 0.8), [0, 1])
+    # Sign does not matter, order is by |weight|.
+    np.testing.assert_array_equal(signature_units(np.array([0.1, -1, 2, -3]), 0.8), [3, 2])
+    np.testing.assert_array_equal(signature_units(np.array([3, 2, 1, 0.1]), 1.0), [0, 1, 2, 3])
+    # Squared, not absolute: [2, 1, 1, 1] → 4/7 = 0.57 ≥ 0.5 gives [0]; |w| would give 2/5 = 0.4 → [0, 1].
+    np.testing.assert_array_equal(signature_units(np.array([2, 1, 1, 1]), 0.5), [0])
+    assert len(signature_units(np.zeros(4), 0.8)) == 0
+
+
+def test_coactivation_profile_hand_case():
+    # Unit 0: 0 0 2 2 → mean 1, sd 1 → z −1 −1 1 1. Unit 1: 1 3 1 3 → z −1 1 −1 1. Unit 2 constant.
+    counts = np.array([[0, 1, 5], [0, 3, 5], [2, 1, 5], [2, 3, 5]], float)
+    act = np.array([0, 0, 1, 2], float)  # on: rows 2, 3
+    np.testing.assert_allclose(coactivation_profile(counts, act, 0.5), [1, 0, 0])
+    np.testing.assert_allclose(coactivation_profile(counts, act, 1.5), [1, 1, 0])  # row 3 only
+    assert np.isnan(coactivation_profile(counts, act, 5)).all()
+
+
+def synthetic(rng, n_trials: int, length: int, n_units: int = 50, n_sig: int = 5):
+    """Counts where units 0..n_sig−1 carry the target (binary and continuous), the rest are noise."""
+    n = n_trials * length
+    speed = np.repeat(rng.normal(size=n_trials), length) + np.convolve(rng.normal(size=n), np.ones(10) / 3, "same")
+    present = speed > 0
+    rates = np.full((n, n_units), 2.0)
+    rates[:, :n_sig] = np.exp(0.6 * speed)[:, None] * 2
+    return rng.poisson(rates).astype(float), present, speed, np.repeat(np.arange(n_trials), length)
+
+
+def test_decoding_signature_beats_random_subsets_and_shuffled_target_fails():
+    rng = np.random.default_rng(3)
+    xf, pf, sf, gf = synthetic(rng, 60, 50)
+    xt, pt, st, _ = synthetic(rng, 20, 50)
+    cfg = ValidateConfig(n_random_subsets=30, cv_folds=3)
+    sig = np.arange(5)
+    act_f, act_t = xf[:, :5].sum(1), xt[:, :5].sum(1)
+    rep = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", sig, cfg)
+    assert rep["score_name"] == "balanced_accuracy" and len(rep["random_scores"]) == 30
+    assert rep["signature_score"] > 0.75
+    assert rep["signature_over_all"] > 0.95
+    # Random 5-of-50 subsets that catch one signature unit (~40 % of them) reach ~0.82, the rest chance.
+    assert rep["signature_score"] > rep["random_p95"] + 0.03
+    assert np.percentile(rep["random_scores"], 25) < 0.6
+    assert rep["signature_percentile"] == 100
+    assert rep["signature_auroc"] > 0.85 and rep["feature_score"] > 0.7
+    # Continuous: ridge from the signature units recovers speed.
+    r2 = decode(xf, sf, gf, xt, st, "continuous", cfg, sig)
+    assert r2 > 0.5
+    assert decode_scores(xf, sf, gf, xt, st, "continuous", cfg, np.arange(5, 10))["r2"] < 0.1
+    # A wrong target (trial labels shuffled away from the counts): chance on every route, verdict False.
+    wrong_f, wrong_t = rng.permutation(pf), rng.permutation(pt)
+    bad = decoding_report(xf, wrong_f, gf, xt, wrong_t, act_f, act_t, "binary", sig, cfg)
+    assert abs(bad["signature_score"] - 0.5) < 0.06 and abs(bad["all_score"] - 0.5) < 0.06
+    co = cooccurrence(act_t, wrong_t, np.repeat(np.arange(20), 50), choose_threshold(act_f, wrong_f),
+                      ValidateConfig(n_bootstrap=200, n_shifts=99))
+    ok, reason = verdict({**co, **bad}, co["p_value"], cfg)
+    assert not ok and "not validated" in reason
+    good_ok, good_reason = verdict({"mcc_ci_low": 0.3, **rep}, 0.001, cfg)
+    assert good_ok, good_reason
+
+
+def test_verdict_names_each_failed_condition():
+    cfg = ValidateConfig()
+    ok, reason = verdict({"mcc_ci_low": -0.1, "signature_score": 0.6, "random_p95": 0.7}, 0.2, cfg)
+    assert not ok and "MCC" in reason and "q = 0.2" in reason and "random 95th" in reason
+    ok, reason = verdict({"mcc_ci_low": 0.2, "signature_score": float("nan"), "random_p95": 0.7}, 0.01, cfg)
+    assert not ok and "MCC" not in reason and "signature decoding" in reason
