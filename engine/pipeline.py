@@ -67,12 +67,12 @@ class RunOutcome:
     seconds: float
 
 
-def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense counts [examples × units] (float32) and the split of each example."""
+def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, pl.DataFrame]:
+    """Dense counts [examples × units] (float32) and the examples (trial_id, split, …) in example order."""
     long = load_counts_long(db, dataset_id)
     counts = np.zeros((n_examples, n_units), dtype=np.float32)
     counts[long["example_id"].to_numpy(), long["unit_id"].to_numpy()] = long["value"].to_numpy()
-    return counts, load_examples(db, dataset_id)["split"].to_numpy()
+    return counts, load_examples(db, dataset_id)
 
 
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -120,7 +120,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             raise InputError(f"run {resume_run} already finished; nothing to resume")
         spec = spec_from_config(run["config"])
     dataset = get_dataset(db, spec.dataset)
-    counts, splits = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    splits = examples["split"].to_numpy()
     stack, data = _build(spec, counts, splits, dataset["kind"])
     config = spec_to_config(spec)
     if resume_run is None:

@@ -21,6 +21,7 @@ near-constant ones (active on more than half the examples) are ranked last with 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.errors import InputError
 from engine.mis import MISConfig, metadata_embedding, mis_scores
 from engine.nulls import benjamini_hochberg
 from engine.stability import stability
@@ -172,15 +174,11 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_progress: Callable[[int, int], None] = lambda done, total: None) -> RankOutcome:
     """Rank every SAE of a finished run from train + val and store the results."""
-    import time
-
     config = config or RankConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
     saes = load_saes(db, run_id)
     if saes.is_empty():
-        from engine.errors import InputError
-
         raise InputError(f"run {run_id} has no trained SAEs (status {run['status']}); train or resume it first")
     dataset = get_dataset(db, run["config"]["dataset"])
     examples = load_examples(db, dataset["dataset_id"])

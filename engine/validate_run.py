@@ -27,7 +27,7 @@ from engine.validate import (
     verdict,
 )
 from store import Store
-from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
+from store.datasets import get_dataset, load_natural_values, load_natural_variables
 from store.runs import get_run
 from store.validations import accepted_labels, decoder_row, feature_activation, save_validations
 
@@ -73,8 +73,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     if labels.is_empty():
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
     dataset = get_dataset(db, run["config"]["dataset"])
-    counts, splits = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    trials = load_examples(db, dataset["dataset_id"])["trial_id"].to_numpy()
+    counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
     values = load_natural_values(db, dataset["dataset_id"])
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
     fit, test = splits != "test", splits == "test"
@@ -99,11 +99,11 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         # The claim under test is "the feature signals this predicate", so what is decoded is whether
         # the predicate holds, for ranges too: a place field's units cannot decode position along the
         # whole track (ridge R² near 0) and should not have to.
-        decode_kind, target = "binary", present.astype(float)
+        target = present.astype(float)
         usable = np.ones(len(splits), dtype=bool) if numbers is None else ~np.isnan(numbers)
         f, t = fit & usable, test & usable
         decoding = decoding_report(counts[f], target[f], trials[f], counts[t], target[t], activation[f],
-                                   activation[t], decode_kind, signature, config)
+                                   activation[t], "binary", signature, config)
         rows.append({**base, "testable": True, "threshold": threshold, **co,
                      "decode_metric": "balanced_accuracy",
                      "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],

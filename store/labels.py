@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import polars as pl
-
 from store.db import Store
 from store.errors import StoreError
 
@@ -57,11 +55,6 @@ def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
-def current_label(db: Store, sae_id: int, feature_id: int) -> dict | None:
-    rows = db.frame("SELECT * FROM current_labels WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
-    return rows.to_dicts()[0] if rows.height else None
-
-
 def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
     """The feature's Nth suggestion, or a StoreError saying how many it has."""
     rows = db.frame("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
@@ -71,8 +64,3 @@ def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
         hint = f"it has {count}" if count else "it has none: run `mini rank` first"
         raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
     return rows.to_dicts()[0]
-
-
-def label_history(db: Store, sae_id: int, feature_id: int) -> pl.DataFrame:
-    return db.frame("SELECT * FROM labels WHERE sae_id = ? AND feature_id = ? ORDER BY label_id",
-                    [sae_id, feature_id])
