@@ -22,10 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
-from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
+from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, GroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 C_GRID = np.logspace(-3, 2, 6)
 """Inverse regularisation strengths tried for logistic regression (features standardised)."""
@@ -211,54 +209,77 @@ def coactivation_profile(counts: np.ndarray, activation: np.ndarray, threshold: 
 
 
 def _model(kind: str, param: float):
+    """The decoder on standardised columns (``standardize`` runs first, once, for every subset)."""
     if kind == "binary":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=param, class_weight="balanced",
-                                                                  max_iter=1000))
+        return LogisticRegression(C=param, class_weight="balanced", max_iter=1000)
     if kind == "continuous":
-        return make_pipeline(StandardScaler(), Ridge(alpha=param))
+        return Ridge(alpha=param)
     raise ValueError(f"kind must be 'binary' or 'continuous', not {kind!r}")
+
+
+def standardize(x_fit: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both matrices z-scored by the fit rows' mean and SD per column (float64; constant columns → 0).
+
+    Column-wise, so any subset of a standardised matrix's columns is that subset standardised: the
+    whole matrix is done once and every random unit subset reuses it. Only fit rows set the scale.
+    """
+    xf = np.asarray(x_fit, dtype=np.float64)
+    mean, sd = xf.mean(axis=0), xf.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (xf - mean) / sd, (np.asarray(x_test, dtype=np.float64) - mean) / sd
+
+
+def trial_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows) of each cross-validation fold, whole trials to one side: at most
+    n_folds, fewer when there are fewer trials, none for a single trial."""
+    groups = np.asarray(groups)
+    n_folds = min(n_folds, len(np.unique(groups)))
+    if n_folds < 2:
+        return []
+    return list(GroupKFold(n_folds).split(np.zeros((len(groups), 1)), groups=groups))
 
 
 def _choose_param(x, y, groups, kind: str, config: ValidateConfig) -> float:
     """Regularisation by GroupKFold CV on the fit rows: folds never split a trial, so autocorrelated
     neighbours cannot leak between training and validation."""
-    n_folds = min(config.cv_folds, len(np.unique(groups)))
-    if n_folds < 2:
+    splits = trial_folds(groups, config.cv_folds)
+    if not splits:
         return 1.0  # one trial, nothing to cross-validate over: C = 1 / alpha = 1, sklearn's defaults
-    splits = list(GroupKFold(n_folds).split(x, y, groups))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # folds missing a class warn; their NaN scores are dropped below
         if kind == "binary":
             # LogisticRegressionCV walks the C path with warm starts: ~3× faster than a grid search.
             # Log loss, not balanced accuracy, picks C: accuracy ties across most Cs (the boundary barely
             # moves as weights shrink) and would then always pick the strongest penalty.
-            # The scaler sees all fit rows before the split; a mean and sd leak nothing about labels.
+            # Columns were standardised on all fit rows before the split: a mean and SD leak no labels.
             try:
                 # l1_ratios=(0,) is plain L2, spelled as sklearn ≥ 1.10 requires; ravel reads C_ both as
                 # the legacy per-class array and as the newer scalar.
                 cv = LogisticRegressionCV(Cs=C_GRID, cv=splits, class_weight="balanced", l1_ratios=(0,),
                                           scoring="neg_log_loss", max_iter=1000)
-                return float(np.ravel(make_pipeline(StandardScaler(), cv).fit(x, y)[-1].C_)[0])
+                return float(np.ravel(cv.fit(x, y).C_)[0])
             except ValueError:  # a training fold with one class: fall back to the default
                 return 1.0
-        search = GridSearchCV(_model(kind, 1.0), {"ridge__alpha": ALPHA_GRID}, cv=splits, scoring="r2",
+        search = GridSearchCV(_model(kind, 1.0), {"alpha": ALPHA_GRID}, cv=splits, scoring="r2",
                               refit=False, error_score=np.nan).fit(x, y)
     scores = np.nan_to_num(search.cv_results_["mean_test_score"], nan=-np.inf)
-    return float(search.cv_results_["params"][int(np.argmax(scores))]["ridge__alpha"])
+    return float(search.cv_results_["params"][int(np.argmax(scores))]["alpha"])
 
 
 def decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: str,
-                  config: ValidateConfig, units: np.ndarray | None = None, param: float | None = None) -> dict:
+                  config: ValidateConfig, units: np.ndarray | None = None, param: float | None = None,
+                  auroc: bool = True) -> dict:
     """Fit on train + val (columns ``units``, all if None), score on test.
 
     Binary: standardised logistic regression with balanced class weights → balanced_accuracy, auroc.
     Continuous: standardised ridge → r2. ``param`` (C or alpha) skips the CV when given. The returned
     dict also holds ``param``. Scores that are undefined (one class in fit or test) are NaN.
+    ``auroc=False`` skips the AUROC (the random-subset null needs balanced accuracy only).
     """
-    xf = np.asarray(counts_fit, dtype=float)
-    xt = np.asarray(counts_test, dtype=float)
+    xf, xt = np.asarray(counts_fit), np.asarray(counts_test)
     if units is not None:
         xf, xt = xf[:, units], xt[:, units]
+    xf, xt = standardize(xf, xt)
     yf, yt = np.asarray(target_fit), np.asarray(target_test)
     if kind == "binary":
         yf, yt = yf.astype(bool), yt.astype(bool)
@@ -277,8 +298,13 @@ def decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, 
         return dict(r2=float(r2), param=param)
     if len(np.unique(yt)) < 2:
         return dict(balanced_accuracy=float("nan"), auroc=float("nan"), param=param)
-    return dict(balanced_accuracy=float(balanced_accuracy_score(yt, model.predict(xt))),
-                auroc=float(roc_auc_score(yt, model.decision_function(xt))), param=param)
+    score = model.decision_function(xt)
+    predicted = score > 0
+    # Balanced accuracy = mean recall of the two classes (sklearn's balanced_accuracy_score, without its
+    # input checks: this runs ~100 times per label).
+    balanced = (np.mean(predicted[yt]) + np.mean(~predicted[~yt])) / 2
+    return dict(balanced_accuracy=float(balanced),
+                auroc=float(roc_auc_score(yt, score)) if auroc else float("nan"), param=param)
 
 
 def decode(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: str,
@@ -288,8 +314,16 @@ def decode(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: s
     return s["balanced_accuracy" if kind == "binary" else "r2"]
 
 
+def fit_rows(n_rows: int, config: ValidateConfig) -> np.ndarray:
+    """Indices of the fit rows the decoders train on: all, or a seeded uniform sample of max_fit_rows."""
+    if n_rows <= config.max_fit_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(config.seed + 2).choice(n_rows, config.max_fit_rows, replace=False))
+
+
 def decoding_report(counts_fit, target_fit, groups_fit, counts_test, target_test, activation_fit,
-                    activation_test, kind: str, signature: np.ndarray, config: ValidateConfig) -> dict:
+                    activation_test, kind: str, signature: np.ndarray, config: ValidateConfig,
+                    memo: dict | None = None) -> dict:
     """Decoding of the natural feature from the signature, all units, random subsets and the feature.
 
     Keys: score_name; signature_score, all_score, feature_score (+ ``*_auroc`` for binary);
@@ -298,31 +332,38 @@ def decoding_report(counts_fit, target_fit, groups_fit, counts_test, target_test
 
     For speed the random subsets reuse the regularisation CV-chosen for the signature (same number of
     units, so the same penalty is a fair comparison) and are fitted once each, without CV. Subsets are
-    drawn from all units, without replacement within a subset. Fit rows are capped at max_fit_rows.
+    drawn from all units, without replacement within a subset, by a generator seeded with the subset
+    size, so the null depends only on (target, size, penalty). Fit rows are capped at max_fit_rows.
+
+    ``memo``: one dict per target (the same fit and test rows and the same predicate), shared by the
+    labels that test that predicate: the all-unit decoding and each (size, penalty) null are computed
+    once for all of them, with exactly the result a fresh call would give.
     """
-    xf = np.asarray(counts_fit, dtype=float)
-    yf, gf = np.asarray(target_fit), np.asarray(groups_fit)
-    af = np.asarray(activation_fit, dtype=float)
-    rng = np.random.default_rng(config.seed + 2)
-    if len(xf) > config.max_fit_rows:
-        keep = np.sort(rng.choice(len(xf), config.max_fit_rows, replace=False))
-        xf, yf, gf, af = xf[keep], yf[keep], gf[keep], af[keep]
-    xt = np.asarray(counts_test, dtype=float)
+    memo = {} if memo is None else memo
+    keep = fit_rows(len(counts_fit), config)
+    xf, xt = standardize(np.asarray(counts_fit)[keep], counts_test)
+    yf, gf = np.asarray(target_fit)[keep], np.asarray(groups_fit)[keep]
+    af = np.asarray(activation_fit, dtype=float)[keep]
     sig = np.asarray(signature, dtype=np.int64)
     name = "balanced_accuracy" if kind == "binary" else "r2"
-    args = (yf, gf)
 
-    def run(x_fit, x_test, units=None, param=None):
-        return decode_scores(x_fit, *args, x_test, target_test, kind, config, units, param)
+    def run(x_fit, x_test, units=None, param=None, auroc=True):
+        return decode_scores(x_fit, yf, gf, x_test, target_test, kind, config, units, param, auroc)
 
     s_sig = run(xf, xt, sig)
-    s_all = run(xf, xt)
+    if "all" not in memo:
+        memo["all"] = run(xf, xt)
+    s_all = memo["all"]
     s_feat = run(af[:, None], np.asarray(activation_test, dtype=float)[:, None])
     n_units = xf.shape[1]
-    random_scores = np.array([
-        run(xf, xt, np.sort(rng.choice(n_units, len(sig), replace=False)), s_sig["param"])[name]
-        for _ in range(config.n_random_subsets)
-    ]) if len(sig) else np.zeros(0)
+    key = ("random", len(sig), s_sig["param"])
+    if key not in memo:
+        rng = np.random.default_rng([config.seed, 3, len(sig)])
+        memo[key] = np.array([
+            run(xf, xt, np.sort(rng.choice(n_units, len(sig), replace=False)), s_sig["param"], False)[name]
+            for _ in range(config.n_random_subsets)
+        ]) if len(sig) else np.zeros(0)
+    random_scores = memo[key]
     sig_score, all_score = s_sig[name], s_all[name]
     finite = random_scores[np.isfinite(random_scores)]
     out = dict(

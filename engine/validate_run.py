@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from joblib import Parallel, delayed, effective_n_jobs
+from threadpoolctl import threadpool_limits
 
 from engine.errors import InputError
 from engine.nulls import benjamini_hochberg
@@ -20,7 +22,6 @@ from engine.pipeline import dataset_matrix
 from engine.validate import (
     ValidateConfig,
     choose_threshold,
-    coactivation_profile,
     cooccurrence,
     decoding_report,
     signature_units,
@@ -29,7 +30,7 @@ from engine.validate import (
 from store import Store
 from store.datasets import get_dataset, load_natural_values, load_natural_variables
 from store.runs import get_run
-from store.validations import accepted_labels, decoder_row, feature_activation, save_validations
+from store.validations import accepted_labels, decoder_rows, feature_activations, save_validations
 
 
 @dataclass
@@ -64,8 +65,66 @@ def predicate_target(label: dict, values: pl.DataFrame, kind: str, n_examples: i
     return inside & ~np.isnan(numbers), numbers
 
 
+@dataclass
+class _Split:
+    """What every label's test needs, built once per run and shared (memory-mapped) with the workers."""
+
+    counts: np.ndarray
+    """[examples × units] float32, every split."""
+    trials: np.ndarray
+    fit: np.ndarray
+    """Boolean mask of train + val rows: everything tuned is tuned on these."""
+    test: np.ndarray
+    fit_mean: np.ndarray
+    fit_sd: np.ndarray
+
+
+def _target_key(label: dict) -> tuple:
+    return (label["variable"], label["value"], label["low"], label["high"])
+
+
+def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], kind: str,
+                    values: pl.DataFrame, config: ValidateConfig, threads: int | None) -> list[tuple[dict, dict]]:
+    """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls."""
+    with threadpool_limits(threads):
+        present, numbers = predicate_target(labels[0], values, kind, len(split.trials))
+        # The claim under test is "the feature signals this predicate", so what is decoded is whether
+        # the predicate holds, for ranges too: a place field's units cannot decode position along the
+        # whole track (ridge R² near 0) and should not have to.
+        target = present.astype(float)
+        usable = np.ones(len(present), dtype=bool) if numbers is None else ~np.isnan(numbers)
+        f, t = split.fit & usable, split.test & usable
+        fit_counts, test_counts = split.counts[f], split.counts[t]
+        memo: dict = {}
+        out = []
+        for label, activation in zip(labels, activations, strict=True):
+            fit, test = split.fit, split.test
+            threshold = choose_threshold(activation[fit], present[fit])
+            co = cooccurrence(activation[test], present[test], split.trials[test], threshold, config)
+            weights = label["weights"]
+            signature = signature_units(weights, config.signature_share)
+            decoding = decoding_report(fit_counts, target[f], split.trials[f], test_counts, target[t],
+                                       activation[f], activation[t], "binary", signature, config, memo)
+            on = fit & (activation > threshold)
+            profile = ((split.counts[on].mean(axis=0) - split.fit_mean) / split.fit_sd if on.any()
+                       else np.full(len(weights), np.nan))
+            row = {"threshold": threshold, **co, "decode_metric": "balanced_accuracy",
+                   "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],
+                   "decode_feature": decoding["feature_score"], "decode_random_p95": decoding["random_p95"],
+                   "signature_over_all": decoding["signature_over_all"],
+                   "signature_percentile": decoding["signature_percentile"], "n_signature_units": len(signature)}
+            out.append((row, {"signature": signature, "profile": profile}))
+        return out
+
+
 def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
-                 report: Callable[[str], None] = lambda _: None) -> ValidateOutcome:
+                 report: Callable[[str], None] = lambda _: None, n_jobs: int = -1) -> ValidateOutcome:
+    """Validate every accepted label of the run on its dataset's test split and store the results.
+
+    Labels that share a predicate are validated together (one target, one all-unit decoder); the groups
+    run in ``n_jobs`` worker processes (-1: one per core), each single-threaded, so the result does not
+    depend on n_jobs.
+    """
     config = config or ValidateConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
@@ -74,66 +133,71 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
     dataset = get_dataset(db, run["config"]["dataset"])
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
+    splits = examples["split"].to_numpy()
+    fit = splits != "test"
+    sd = counts[fit].std(axis=0, dtype=np.float64)
+    split = _Split(counts, examples["trial_id"].to_numpy(), fit, splits == "test",
+                   counts[fit].mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
     values = load_natural_values(db, dataset["dataset_id"])
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
-    fit, test = splits != "test", splits == "test"
+    testable = labels.filter(pl.col("predicate").is_not_null())
+    activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(splits))
+    weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
+    groups: dict[tuple, list[dict]] = {}
+    for label in testable.iter_rows(named=True):
+        label["weights"] = weights[(label["sae_id"], label["feature_id"])]
+        groups.setdefault(_target_key(label), []).append(label)
+    n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
+    tasks = [delayed(_validate_group)(
+        split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], kinds[group[0]["variable"]],
+        values.filter(pl.col("variable") == group[0]["variable"]), config, 1 if n_jobs > 1 else None)
+        for group in groups.values()]
+    report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
+    results: dict[int, tuple[dict, dict]] = {}
+    done = 0
+    for group, outcome in zip(groups.values(), Parallel(n_jobs=n_jobs, return_as="generator")(tasks), strict=True):
+        for label, result in zip(group, outcome, strict=True):
+            results[label["label_id"]] = result
+        done += len(group)
+        report(f"{done}/{testable.height} labels: {group[0]['predicate']}")
     rows, signature_rows = [], []
     for label in labels.iter_rows(named=True):
         base = {"label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
                 "predicate": label["predicate"]}
-        if label["predicate"] is None:
+        if label["label_id"] not in results:
             rows.append({**base, "testable": False, "reason": "no predicate: not testable"})
             continue
-        report(f"feature {label['feature_id']} of SAE {label['sae_id']}: {label['predicate']}")
-        act = feature_activation(db, label["sae_id"], label["feature_id"])
-        activation = np.zeros(len(splits))
-        activation[act["example_id"].to_numpy()] = act["value"].to_numpy()
-        kind = kinds[label["variable"]]
-        present, numbers = predicate_target(label, values, kind, len(splits))
-        threshold = choose_threshold(activation[fit], present[fit])
-        co = cooccurrence(activation[test], present[test], trials[test], threshold, config)
-        weights = decoder_row(db, label["sae_id"], label["feature_id"])["weight"].to_numpy()
-        signature = signature_units(weights, config.signature_share)
-        profile = coactivation_profile(counts[fit], activation[fit], threshold)
-        # The claim under test is "the feature signals this predicate", so what is decoded is whether
-        # the predicate holds, for ranges too: a place field's units cannot decode position along the
-        # whole track (ridge R² near 0) and should not have to.
-        target = present.astype(float)
-        usable = np.ones(len(splits), dtype=bool) if numbers is None else ~np.isnan(numbers)
-        f, t = fit & usable, test & usable
-        decoding = decoding_report(counts[f], target[f], trials[f], counts[t], target[t], activation[f],
-                                   activation[t], "binary", signature, config)
-        rows.append({**base, "testable": True, "threshold": threshold, **co,
-                     "decode_metric": "balanced_accuracy",
-                     "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],
-                     "decode_feature": decoding["feature_score"], "decode_random_p95": decoding["random_p95"],
-                     "signature_over_all": decoding["signature_over_all"],
-                     "signature_percentile": decoding["signature_percentile"],
-                     "n_signature_units": len(signature)})
-        in_signature = np.zeros(len(weights), dtype=bool)
-        in_signature[signature] = True
+        row, extra = results[label["label_id"]]
+        rows.append({**base, "testable": True, **row})
+        w = weights[(label["sae_id"], label["feature_id"])]
+        in_signature = np.zeros(len(w), dtype=bool)
+        in_signature[extra["signature"]] = True
         signature_rows.append(pl.DataFrame({
             "label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
-            "unit_id": np.arange(len(weights), dtype=np.int32), "weight": weights.astype(np.float64),
-            "coactivation": profile.astype(np.float64), "in_signature": in_signature}))
-    frame = pl.DataFrame(rows, infer_schema_length=None)
-    if "p_value" in frame.columns:
-        testable = frame["testable"].to_numpy()
-        q = np.full(frame.height, np.nan)
-        q[testable] = benjamini_hochberg(frame["p_value"].to_numpy()[testable])
-        frame = frame.with_columns(pl.Series("q_value", q).fill_nan(None))
-        decisions = [verdict({**row, "signature_score": row["decode_signature"], "random_p95": row["decode_random_p95"]},
-                             row["q_value"] if row["q_value"] is not None else float("nan"), config)
-                     if row["testable"] else (None, row["reason"]) for row in frame.iter_rows(named=True)]
-        frame = frame.with_columns(pl.Series("validated", [d[0] for d in decisions], dtype=pl.Boolean),
-                                   pl.Series("reason", [d[1] for d in decisions], dtype=pl.String))
+            "unit_id": np.arange(len(w), dtype=np.int32), "weight": w.astype(np.float64),
+            "coactivation": extra["profile"].astype(np.float64), "in_signature": in_signature}))
+    frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
     keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
     save_validations(db, run_id, frame.select(keep),
                      pl.concat(signature_rows) if signature_rows else pl.DataFrame())
     n_validated = int(frame["validated"].sum()) if "validated" in frame.columns else 0
     return ValidateOutcome(run_id, frame.height, int(frame["testable"].sum()), n_validated,
                            time.perf_counter() - started)
+
+
+def _with_verdicts(frame: pl.DataFrame, config: ValidateConfig) -> pl.DataFrame:
+    """q-values over the run's testable labels (Benjamini–Hochberg) and each label's verdict."""
+    if "p_value" not in frame.columns:
+        return frame
+    testable = frame["testable"].to_numpy()
+    q = np.full(frame.height, np.nan)
+    q[testable] = benjamini_hochberg(frame["p_value"].to_numpy()[testable])
+    frame = frame.with_columns(pl.Series("q_value", q).fill_nan(None))
+    decisions = [verdict({**row, "signature_score": row["decode_signature"], "random_p95": row["decode_random_p95"]},
+                         row["q_value"] if row["q_value"] is not None else float("nan"), config)
+                 if row["testable"] else (None, row["reason"]) for row in frame.iter_rows(named=True)]
+    return frame.with_columns(pl.Series("validated", [d[0] for d in decisions], dtype=pl.Boolean),
+                              pl.Series("reason", [d[1] for d in decisions], dtype=pl.String))
 
 
 _VALIDATION_COLUMNS = {

@@ -158,6 +158,15 @@ class Store:
             self.con.unregister(view)
         return arrow.num_rows
 
+    @contextmanager
+    def registered(self, name: str, frame: pl.DataFrame | pa.Table) -> Iterator[None]:
+        """A frame visible to SQL as view ``name`` for the duration of the block."""
+        self.con.register(name, frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
     def frame(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query of ours and return a polars frame."""
         return self.con.sql(sql, params=params or None).pl()

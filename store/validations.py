@@ -5,6 +5,7 @@ A validation run replaces the run's previous validations in one transaction.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from store.db import Store
@@ -17,14 +18,28 @@ def accepted_labels(db: Store, run_id: int) -> pl.DataFrame:
         " ORDER BY c.sae_id, c.feature_id", [run_id])
 
 
-def feature_activation(db: Store, sae_id: int, feature_id: int) -> pl.DataFrame:
-    return db.frame("SELECT example_id, value FROM activations WHERE sae_id = ? AND feature_id = ?",
-                    [sae_id, feature_id])
+def feature_activations(db: Store, features: pl.DataFrame, n_examples: int) -> dict[tuple[int, int], np.ndarray]:
+    """Dense activation [n_examples] of each (sae_id, feature_id) row of ``features``, in one scan."""
+    out = {(s, f): np.zeros(n_examples, dtype=np.float32) for s, f in features.iter_rows()}
+    if not out:
+        return out
+    with db.registered("wanted", features.unique()):
+        long = db.frame("SELECT a.sae_id, a.feature_id, a.example_id, a.value FROM activations a"
+                        " JOIN wanted w USING (sae_id, feature_id) ORDER BY a.sae_id, a.feature_id")
+    for (sae_id, feature_id), part in long.partition_by(["sae_id", "feature_id"], as_dict=True).items():
+        out[(sae_id, feature_id)][part["example_id"].to_numpy()] = part["value"].to_numpy()
+    return out
 
 
-def decoder_row(db: Store, sae_id: int, feature_id: int) -> pl.DataFrame:
-    return db.frame("SELECT unit_id, weight FROM decoder WHERE sae_id = ? AND feature_id = ? ORDER BY unit_id",
-                    [sae_id, feature_id])
+def decoder_rows(db: Store, features: pl.DataFrame) -> dict[tuple[int, int], np.ndarray]:
+    """Decoder weights [n_units] of each (sae_id, feature_id) row of ``features``, in unit order."""
+    if features.is_empty():
+        return {}
+    with db.registered("wanted", features.unique()):
+        long = db.frame("SELECT d.sae_id, d.feature_id, d.weight FROM decoder d JOIN wanted w"
+                        " USING (sae_id, feature_id) ORDER BY d.sae_id, d.feature_id, d.unit_id")
+    return {key: part["weight"].to_numpy() for key, part in
+            long.partition_by(["sae_id", "feature_id"], as_dict=True, maintain_order=True).items()}
 
 
 def save_validations(db: Store, run_id: int, validations: pl.DataFrame, signatures: pl.DataFrame) -> None:

@@ -168,10 +168,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tui.table_text import render_table
 
     with _open_store(args, create=False) as db:
-        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"))
+        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs)
         _say(f"validate: {outcome.n_validated} of {outcome.n_testable} testable labels validate on the test split"
              f" ({outcome.n_labels - outcome.n_testable} not testable), {outcome.seconds:.0f} s")
         print(render_table(validation_summary(db, args.run)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from engine.report import ReportConfig, write_report
+
+    with _open_store(args, read_only=True) as db:
+        outcome = write_report(db, args.run, args.out, ReportConfig(top=args.top, table_format=args.tables))
+    print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validations) "
+          f"and {len(outcome.tables)} tables in {outcome.tables[0].parent}/")
     return 0
 
 
@@ -314,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = add("validate", cmd_validate, "test every accepted label of a run on the held-out test split")
     validate.add_argument("--run", type=int, required=True, help="run id")
+    validate.add_argument("--jobs", type=int, default=-1,
+                          help="worker processes (default -1: one per core); results do not depend on it")
+
+    report = add("report", cmd_report, "write a run's Markdown report with its tables beside it")
+    report.add_argument("--run", type=int, required=True, help="run id")
+    report.add_argument("--out", default="report.md", help="report file (default report.md); tables go to "
+                                                        "<name>_tables/ beside it")
+    report.add_argument("--tables", default="csv", choices=["csv", "parquet"], help="table format (default csv)")
+    report.add_argument("--top", type=int, default=30, help="ranked features listed per SAE (default 30)")
 
     label = add("label", cmd_label, "label a feature (one row per action in the append-only labels table)")
     label.add_argument("--run", type=int, required=True, help="run id")

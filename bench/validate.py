@@ -1,0 +1,306 @@
+"""Validation benchmark: planted pairings validate, wrong ones do not; and speed at scale.
+
+    .venv/bin/python bench/validate.py                  # both parts (~15 min on 2 cores)
+    .venv/bin/python bench/validate.py --skip-scale     # the science part only (~5 min)
+
+Science (the sample recording, 60,000 bins × 120 units, demo training settings): the metadata gets a
+shuffled copy of each encoded variable (``<name>_shuffled``: the series rotated by half the session,
+so its values no longer line up with the neurons while its own statistics are unchanged). Each planted
+latent is paired with the feature of the first SAE whose activation correlates best with the latent's
+planted activity on train + val (one feature per latent), and three rounds of labels are validated
+through the real `validate_run`:
+
+  planted     the latent's own predicate (``condition = 3``, ``position in [0.05, 0.25)``)
+  distractor  a predicate on a variable nothing encodes (``distractor`` upper half, ``house_light = 1``)
+  shuffled    the planted predicate on the shuffled copy (``condition_shuffled = 3``)
+
+Done means: every planted pairing validates, event-like ones (cue, reward) with MCC ≥ 0.7, signature
+decoding ≥ 0.9 × all-unit decoding and above the random subsets' 95th percentile; no wrong label
+validates. For context, the *ceiling* is the MCC of the planted latent's own activity against its
+predicate (latents fire in bursts, so not even the ground truth reaches MCC 1).
+
+Scale: the sample generator at 1,000,000 bins, one SAE (512 latents, k 8, 1 epoch), ranked, the first
+suggestion of the top 200 features accepted, then `validate_run` timed (all cores). Side by side, what
+a user would write with scikit-learn: per pairing, a Pipeline(StandardScaler, LogisticRegression) tuned
+by GridSearchCV over the same C grid with GroupKFold by trial for the signature, all units and the
+feature, and the same 100 random subsets refitted with the signature's C, one pairing after another
+(same row cap); timed on the first ``--baseline`` pairings, compared per pairing.
+
+Prints progress to stderr and, last on stdout, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.demo import DEMO_RUN, auto_accept_top
+from engine.importer import ImportOptions, import_files
+from engine.labels import label_feature
+from engine.pipeline import RunSpec, dataset_matrix, train_run
+from engine.rank import rank_run
+from engine.sae import SAEConfig
+from engine.train import TrainConfig
+from engine.validate import (
+    C_GRID,
+    ValidateConfig,
+    choose_threshold,
+    cooccurrence,
+    fit_rows,
+    signature_units,
+)
+from engine.validate_run import predicate_target, validate_run
+from sample_data import SampleConfig, generate
+from store import Store
+from store.datasets import GroundTruth, load_natural_values
+from store.validations import accepted_labels, decoder_rows, feature_activations
+
+SHUFFLED = ("condition", "phase", "reward", "position", "speed")
+EVENT_LIKE = ("cue", "reward")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def import_sample(db: Store, folder: Path, config: SampleConfig, shuffled: bool) -> int:
+    recording = generate(config)
+    if shuffled:
+        meta, half = recording.metadata, len(recording.metadata) // 2
+        # Rotate by half the session (missing values move with their rows: nothing is invented).
+        recording.metadata = meta.with_columns(
+            pl.concat([meta[name].slice(half), meta[name].slice(0, half)]).alias(f"{name}_shuffled")
+            for name in SHUFFLED)
+    counts_path, meta_path = recording.write(folder)
+    truth = GroundTruth(variables=recording.variable_roles, latents=recording.latents,
+                        loadings=recording.loadings, activity=recording.activity)
+    result = import_files(db, counts_path, meta_path, ImportOptions(name="sample", bin_size_s=config.bin_size_s),
+                          ground_truth=truth)
+    log(f"  imported {result.n_examples:,} examples × {result.n_units} units, {result.n_trials} trials")
+    return result.dataset_id
+
+
+def pair_features(db: Store, sae_id: int, dataset_id: int, fit: np.ndarray) -> dict[int, int]:
+    """latent_id → feature_id: one feature per latent, the best correlation on train + val (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(fit)
+    truth = db.frame("SELECT example_id, latent_id, value FROM ground_truth_activity")
+    acts = db.frame("SELECT example_id, feature_id, value FROM activations WHERE sae_id = ?", [sae_id])
+    n_latents = int(truth["latent_id"].max()) + 1
+    n_features = int(db.scalar("SELECT d_sae FROM saes WHERE sae_id = ?", [sae_id]))
+    latent = np.zeros((n, n_latents), dtype=np.float32)
+    latent[truth["example_id"].to_numpy(), truth["latent_id"].to_numpy()] = truth["value"].to_numpy()
+    feature = np.zeros((n, n_features), dtype=np.float32)
+    feature[acts["example_id"].to_numpy(), acts["feature_id"].to_numpy()] = acts["value"].to_numpy()
+    lz = latent[fit] - latent[fit].mean(0)
+    fz = feature[fit] - feature[fit].mean(0)
+    corr = (lz.T @ fz) / np.outer(np.linalg.norm(lz, axis=0) + 1e-12, np.linalg.norm(fz, axis=0) + 1e-12)
+    rows, cols = linear_sum_assignment(-corr)
+    return {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
+
+
+def ceiling(db: Store, dataset_id: int, latent: dict, splits: np.ndarray, trials: np.ndarray,
+            kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> float:
+    """MCC on test of the planted latent's own activity against its predicate (threshold on train + val)."""
+    from engine.labels import parse_predicate
+
+    parsed = parse_predicate(latent["predicate"], kinds)
+    label = {"variable": parsed.variable, "value": parsed.value, "low": parsed.low, "high": parsed.high}
+    present, _ = predicate_target(label, values, kinds[parsed.variable], len(splits))
+    act = db.frame("SELECT example_id, value FROM ground_truth_activity WHERE latent_id = ?", [latent["latent_id"]])
+    activity = np.zeros(len(splits))
+    activity[act["example_id"].to_numpy()] = act["value"].to_numpy()
+    fit, test = splits != "test", splits == "test"
+    threshold = choose_threshold(activity[fit], present[fit])
+    return cooccurrence(activity[test], present[test], trials[test], threshold,
+                        replace(config, n_bootstrap=10, n_shifts=1))["mcc"]
+
+
+def validation_rows(db: Store, run_id: int) -> list[dict]:
+    return db.frame("SELECT v.* FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
+                    " ORDER BY v.feature_id", [run_id]).to_dicts()
+
+
+def science(epochs: int | None) -> dict[str, object]:
+    config = ValidateConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        db = Store.open(Path(folder) / "bench.duckdb")
+        dataset_id = import_sample(db, Path(folder) / "data", SampleConfig(), shuffled=True)
+        spec = DEMO_RUN if epochs is None else replace(DEMO_RUN, train=replace(DEMO_RUN.train, epochs=epochs))
+        start = time.perf_counter()
+        run_id = train_run(db, spec).run_id
+        log(f"  trained run {run_id} in {time.perf_counter() - start:.0f} s")
+        sae_id = int(db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id]))
+        examples = db.frame("SELECT split, trial_id FROM examples WHERE dataset_id = ? ORDER BY example_id",
+                            [dataset_id])
+        splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
+        pairs = pair_features(db, sae_id, dataset_id, splits != "test")
+        latents = {r["latent_id"]: r for r in db.frame("SELECT * FROM ground_truth_latents").to_dicts()}
+        kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
+                              [dataset_id]).iter_rows())
+        values = load_natural_values(db, dataset_id)
+        fit_ids = np.flatnonzero(splits != "test")
+        median = float(values.filter((pl.col("variable") == "distractor") & pl.col("example_id").is_in(fit_ids))
+                       ["value"].median())
+
+        rounds = {
+            "planted": lambda lat, i: lat["predicate"],
+            "distractor": lambda lat, i: f"distractor in [{median:.4g}, inf)" if i % 2 == 0 else "house_light = 1",
+            "shuffled": lambda lat, i: lat["predicate"].replace(lat["variable"], f"{lat['variable']}_shuffled", 1),
+        }
+        out: dict[str, object] = {}
+        per_latent: dict[str, dict] = {}
+        for name, make in rounds.items():
+            for i, (latent_id, feature_id) in enumerate(sorted(pairs.items())):
+                label_feature(db, run_id, feature_id, sae_id=sae_id, name=f"{name}: {latents[latent_id]['name']}",
+                              predicate=make(latents[latent_id], i))
+            start = time.perf_counter()
+            outcome = validate_run(db, run_id, config)
+            log(f"  {name}: {outcome.n_validated}/{outcome.n_testable} validate ({outcome.seconds:.0f} s)")
+            rows = {r["feature_id"]: r for r in validation_rows(db, run_id)}
+            out[f"{name}_validated"] = outcome.n_validated
+            out[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
+            for latent_id, feature_id in pairs.items():
+                row = rows[feature_id]
+                entry = per_latent.setdefault(latents[latent_id]["name"], {"feature": feature_id})
+                entry[name] = {"mcc": round(row["mcc"], 3), "mcc_ci_low": round(row["mcc_ci_low"], 3),
+                               "q": round(row["q_value"], 4), "validated": row["validated"]}
+                if name == "planted":
+                    entry[name].update(
+                        signature=round(row["decode_signature"], 3), all_units=round(row["decode_all"], 3),
+                        random_p95=round(row["decode_random_p95"], 3),
+                        signature_over_all=round(row["signature_over_all"], 3),
+                        n_signature_units=row["n_signature_units"])
+        for latent in latents.values():
+            per_latent[latent["name"]]["ceiling_mcc"] = round(
+                ceiling(db, dataset_id, latent, splits, trials, kinds, values, config), 3)
+        db.close()
+    planted = [v["planted"] for v in per_latent.values()]
+    events = {k: v["planted"]["mcc"] for k, v in per_latent.items() if k in EVENT_LIKE}
+    out.update({
+        "pairings": len(per_latent),
+        "event_like_mcc": events, "event_like_mcc_at_least_0_7": all(m >= 0.7 for m in events.values()),
+        "signature_over_all_min": min(p["signature_over_all"] for p in planted),
+        "signature_at_least_0_9_of_all": sum(p["signature_over_all"] >= 0.9 for p in planted),
+        "signature_above_random_p95": sum(p["signature"] > p["random_p95"] for p in planted),
+        "wrong_validated": int(out["distractor_validated"]) + int(out["shuffled_validated"]),
+        "per_latent": per_latent,
+    })
+    return out
+
+
+def naive_pairing(counts, target, trials, fit, test, activation, weights, config: ValidateConfig) -> None:
+    """What a user would write with scikit-learn for one pairing (the side-by-side baseline)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    threshold = choose_threshold(activation[fit], target[fit] > 0)
+    cooccurrence(activation[test], target[test] > 0, trials[test], threshold, config)
+    signature = signature_units(weights, config.signature_share)
+    rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
+    xf, yf, gf, xt, yt = counts[rows], target[rows], trials[rows], counts[test], target[test]
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("lr", LogisticRegression(class_weight="balanced", max_iter=1000))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = None
+        for x_fit, x_test in ((xf[:, signature], xt[:, signature]), (xf, xt),
+                              (activation[rows, None], activation[test, None])):
+            search = GridSearchCV(pipe, {"lr__C": C_GRID}, cv=GroupKFold(config.cv_folds),
+                                  scoring="neg_log_loss").fit(x_fit, yf, groups=gf)
+            search.score(x_test, yt)
+            best = best or search.best_params_["lr__C"]
+        rng = np.random.default_rng(0)
+        for _ in range(config.n_random_subsets):
+            units = np.sort(rng.choice(counts.shape[1], len(signature), replace=False))
+            pipe.set_params(lr__C=best).fit(xf[:, units], yf).score(xt[:, units], yt)
+
+
+def scale(n_examples: int, n_labels: int, n_baseline: int) -> dict[str, object]:
+    config = ValidateConfig()
+    with tempfile.TemporaryDirectory() as folder:
+        db = Store.open(Path(folder) / "bench.duckdb")
+        log(f"scale: sample recording at {n_examples:,} bins ...")
+        dataset_id = import_sample(db, Path(folder) / "data", SampleConfig(n_bins=n_examples), shuffled=False)
+        spec = RunSpec(dataset="sample", sae=SAEConfig(architecture="batchtopk", d_sae=512), ks=(8,), instances=1,
+                       train=TrainConfig(epochs=1))
+        start = time.perf_counter()
+        run_id = train_run(db, spec).run_id
+        log(f"  trained 1 epoch in {time.perf_counter() - start:.0f} s")
+        start = time.perf_counter()
+        rank_run(db, run_id)
+        log(f"  ranked in {time.perf_counter() - start:.0f} s")
+        sae_id = int(db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id]))
+        accepted = auto_accept_top(db, run_id, n_labels)
+        labels = accepted_labels(db, run_id)
+        n_predicates = labels.select("variable", "value", "low", "high").unique().height
+        log(f"  accepted {accepted} labels over {n_predicates} distinct predicates; validating ...")
+        start = time.perf_counter()
+        outcome = validate_run(db, run_id, config)
+        mini_seconds = time.perf_counter() - start
+        log(f"  mini: {outcome.n_validated}/{outcome.n_testable} validate in {mini_seconds:.0f} s")
+
+        log(f"  baseline: {n_baseline} pairings the scikit-learn way ...")
+        counts, examples = dataset_matrix(db, dataset_id, n_examples,
+                                          int(db.scalar("SELECT n_units FROM datasets WHERE dataset_id = ?",
+                                                        [dataset_id])))
+        splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
+        values = load_natural_values(db, dataset_id)
+        kinds = dict(db.frame("SELECT variable, kind FROM natural_variables").iter_rows())
+        first = labels.head(n_baseline)
+        acts = feature_activations(db, first.select("sae_id", "feature_id"), n_examples)
+        weights = decoder_rows(db, first.select("sae_id", "feature_id"))
+        start = time.perf_counter()
+        for label in first.iter_rows(named=True):
+            present, _ = predicate_target(label, values, kinds[label["variable"]], n_examples)
+            key = (sae_id, label["feature_id"])
+            naive_pairing(counts, present.astype(float), trials, splits != "test", splits == "test", acts[key],
+                          weights[key], config)
+        baseline_seconds = time.perf_counter() - start
+        db.close()
+    mini_per = mini_seconds / outcome.n_testable
+    baseline_per = baseline_seconds / first.height
+    log(f"  baseline {baseline_per:.2f} s per pairing vs mini {mini_per:.2f} s")
+    return {"examples": n_examples, "pairings": outcome.n_testable, "distinct_predicates": n_predicates,
+            "validated": outcome.n_validated, "mini_seconds": round(mini_seconds, 1),
+            "mini_seconds_per_pairing": round(mini_per, 3), "baseline_pairings": first.height,
+            "baseline_seconds_per_pairing": round(baseline_per, 3),
+            "speedup_vs_baseline": round(baseline_per / mini_per, 2), "cores": os.cpu_count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=0, help="training epochs for the science part (0: demo's)")
+    parser.add_argument("--examples", type=int, default=1_000_000)
+    parser.add_argument("--labels", type=int, default=200)
+    parser.add_argument("--baseline", type=int, default=10, help="pairings validated the baseline way")
+    parser.add_argument("--skip-science", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    args = parser.parse_args()
+    result: dict[str, object] = {"bench": "validate"}
+    if not args.skip_science:
+        log("science on the sample recording ...")
+        result["science"] = science(args.epochs or None)
+    if not args.skip_scale:
+        result["scale"] = scale(args.examples, args.labels, args.baseline)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

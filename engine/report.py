@@ -1,0 +1,321 @@
+"""A run's Markdown report, with its tables beside it as CSV or Parquet.
+
+The report is what a scientist attaches to a lab notebook or a paper's supplement: the dataset and its
+splits, the SAE settings, quality against PCA and NMF, the ranked and labelled features, and every
+validation with its numbers, its neural signature and a text plot of the feature's tuning. Everything
+comes from the database; nothing is recomputed, so the report shows exactly what is stored.
+
+Files are written to temporary names and renamed at the end: an interrupted report leaves the previous
+one intact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from engine.errors import InputError
+from store import Store
+from store.runs import get_run
+
+TABLE_FORMATS = ("csv", "parquet")
+BAR_WIDTH = 28
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report holds."""
+
+    top: int = 30
+    """Ranked features listed per SAE (the tables beside the report hold all of them)."""
+    table_format: str = "csv"
+    """Format of the tables written beside the report: csv or parquet."""
+
+
+@dataclass
+class ReportOutcome:
+    path: Path
+    tables: list[Path]
+    n_labels: int
+    n_validations: int
+
+
+# --------------------------------------------------------------------------- text rendering
+
+
+def _number(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(frame: pl.DataFrame) -> list[str]:
+    """A GitHub-flavoured Markdown table; numbers right-aligned, missing values as –."""
+    if frame.is_empty():
+        return ["(none)"]
+    align = ["---:" if dtype.is_numeric() and dtype != pl.Boolean else "---" for dtype in frame.dtypes]
+    lines = ["| " + " | ".join(frame.columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_number(v) for v in row) + " |" for row in frame.iter_rows()]
+    return lines
+
+
+def bar(value: float, top: float, width: int = BAR_WIDTH) -> str:
+    """A horizontal bar of value / top of the width, in eighths of a character."""
+    if top <= 0 or value is None or not math.isfinite(value) or value <= 0:
+        return ""
+    eighths = round(min(value / top, 1.0) * width * 8)
+    return "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+
+
+def bar_chart(rows: list[tuple[str, float, str]], marked: set[str] = frozenset()) -> list[str]:
+    """Rows of (label, value, annotation) as bars in a fenced block; marked labels get a ◀."""
+    finite = [v for _, v, _ in rows if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    width = max((len(label) for label, _, _ in rows), default=0)
+    lines = ["```"]
+    for label, value, note in rows:
+        lines.append(f"{label.rjust(width)} │{bar(value, top).ljust(BAR_WIDTH)} {note}"
+                     + ("  ◀" if label in marked else ""))
+    return [*lines, "```"]
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
+    """The run's tables, as exported beside the report."""
+    saes = "(SELECT sae_id FROM saes WHERE run_id = ?)"
+    return {
+        "saes": db.frame("SELECT * FROM saes WHERE run_id = ? ORDER BY sae_id", [run_id]),
+        "qc": db.frame(f"SELECT * EXCLUDE (l0_histogram, density_histogram) FROM qc WHERE sae_id IN {saes}"
+                       " ORDER BY sae_id, array_position(['train', 'val', 'test'], split)", [run_id]),
+        "rankings": db.frame(
+            "SELECT r.sae_id, r.rank, r.feature_id, r.score, r.association, r.mis, r.stability, f.density,"
+            " r.suggestion, c.verdict AS label_verdict, coalesce(c.predicate, c.name) AS label, v.validated"
+            " FROM rankings r JOIN features f USING (sae_id, feature_id)"
+            " LEFT JOIN current_labels c USING (sae_id, feature_id)"
+            " LEFT JOIN validations v ON v.label_id = c.label_id"
+            f" WHERE r.sae_id IN {saes} ORDER BY r.sae_id, r.rank", [run_id]),
+        "labels": db.frame(f"SELECT * FROM labels WHERE sae_id IN {saes} ORDER BY label_id", [run_id]),
+        "current_labels": db.frame(
+            "SELECT c.*, v.validated, v.reason AS validation FROM current_labels c"
+            " LEFT JOIN validations v ON v.label_id = c.label_id"
+            f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
+        "validations": db.frame(f"SELECT * FROM validations WHERE sae_id IN {saes} ORDER BY sae_id, feature_id",
+                                [run_id]),
+        "signatures": db.frame(
+            "SELECT g.*, u.name AS unit_name FROM signatures g JOIN saes s USING (sae_id)"
+            " JOIN runs r USING (run_id) JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
+            " WHERE s.run_id = ? ORDER BY g.sae_id, g.feature_id, abs(g.weight) DESC", [run_id]),
+    }
+
+
+def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: str, kind: str
+            ) -> list[tuple[str, float, str]]:
+    """The feature's mean activation per level or bin of the variable on train + val (what ranking saw)."""
+    if kind in ("continuous", "circular"):
+        curve = db.frame("SELECT low, high, mean, sem, n FROM tuning_curves WHERE sae_id = ? AND feature_id = ?"
+                         " AND variable = ? ORDER BY bin", [sae_id, feature_id, variable])
+        return [(f"[{r['low']:.3g}, {r['high']:.3g})", r["mean"],
+                 f"{_number(r['mean'])} ± {_number(r['sem'])}") for r in curve.iter_rows(named=True)]
+    levels = db.frame(
+        "SELECT coalesce(v.category, CAST(v.value AS VARCHAR)) AS level, avg(coalesce(a.value, 0)) AS mean,"
+        " count(*) AS n FROM natural_values v JOIN examples e USING (dataset_id, example_id)"
+        " LEFT JOIN activations a ON a.sae_id = ? AND a.feature_id = ? AND a.example_id = v.example_id"
+        " WHERE v.dataset_id = ? AND v.variable = ? AND e.split <> 'test' GROUP BY 1 ORDER BY 1",
+        [sae_id, feature_id, dataset_id, variable])
+    return [(str(r["level"]), r["mean"], f"{_number(r['mean'])}  (n {r['n']:,})")
+            for r in levels.iter_rows(named=True)]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _header(db: Store, run: dict, dataset: dict) -> list[str]:
+    splits = db.frame("SELECT split, count(*) AS examples, count(DISTINCT trial_id) AS trials FROM examples"
+                      " WHERE dataset_id = ? GROUP BY split ORDER BY array_position(['train', 'val', 'test'], split)",
+                      [dataset["dataset_id"]])
+    variables = db.frame("SELECT variable, kind, n_levels, n_missing FROM natural_variables WHERE dataset_id = ?"
+                         " ORDER BY variable", [dataset["dataset_id"]])
+    settings = pl.DataFrame(_flatten(run["config"]), schema=["setting", "value"], orient="row")
+    return [
+        f"# mini report: run {run['run_id']} on '{dataset['name']}'", "",
+        f"Run status **{run['status']}**, device {run['device']}, started {run['started_at']:%Y-%m-%d %H:%M}, "
+        f"{_number(run['seconds'])} s of training, {run['examples_seen']:,} examples seen.", "",
+        "## Dataset", "",
+        f"'{dataset['name']}' ({dataset['kind']}) from `{dataset['source']}`: {dataset['n_examples']:,} examples × "
+        f"{dataset['n_units']} units, {dataset['n_trials']:,} trials ({dataset['trial_source']}), bins of "
+        f"{_number(dataset['bin_size_s'])} s. Splits are by whole trials (seed {dataset['split_seed']}); the test "
+        "split informs no training, threshold or hyperparameter.", "",
+        *markdown_table(splits), "", "Natural features:", "", *markdown_table(variables), "",
+        "## SAE settings", "", *markdown_table(settings), "",
+    ]
+
+
+def _flatten(config: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as ('sae.architecture', 'batchtopk') rows; empty lists and None left out."""
+    rows = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        elif value not in (None, []):
+            rows.append((f"{prefix}{key}", ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return rows
+
+
+def _quality(frames: dict[str, pl.DataFrame]) -> list[str]:
+    saes = frames["saes"].select("sae_id", "instance", "architecture", "d_in", "d_sae", "k", "seed", "loss",
+                                 "best_epoch", "val_loss")
+    qc = frames["qc"].select("sae_id", "split", "n_examples", "fvu", "pca_fvu", "nmf_fvu", "baseline_components",
+                             "r2", "l0_mean", "dead_fraction", "n_bad_units")
+    return ["### SAEs", "", *markdown_table(saes), "",
+            "## Quality", "",
+            "FVU is the fraction of variance unexplained (lower is better); PCA and NMF use as many components "
+            "as the SAE's mean L0, fitted on train. Bad units are reconstructed with R² ≤ 0.1.", "",
+            *markdown_table(qc), ""]
+
+
+def _ranked(frames: dict[str, pl.DataFrame], top: int) -> list[str]:
+    lines = ["## Ranked features", "",
+             "Score = mean of the association, MIS and stability scores, each in [0, 1], from train + val only. The full ranking of every "
+             "feature is in the rankings table beside this report.", ""]
+    for (sae_id,), part in frames["rankings"].group_by("sae_id", maintain_order=True):
+        lines += [f"### SAE {sae_id}: top {min(top, part.height)} of {part.height}", "",
+                  *markdown_table(part.head(top).drop("sae_id")), ""]
+    return lines
+
+
+def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
+    current = frames["current_labels"]
+    summary = current.group_by("sae_id").agg(
+        labelled=pl.len(), accepted=(pl.col("verdict") == "accept").sum(),
+        testable=(pl.col("verdict") == "accept").and_(pl.col("predicate").is_not_null()).sum(),
+        validated=pl.col("validated").fill_null(False).sum()).sort("sae_id")
+    shown = current.select("sae_id", "feature_id", "verdict", "name", "predicate", "source", "note", "validated")
+    return ["## Labelled features", "",
+            "Every feature's current label (the labels table beside this report keeps every action). "
+            "Labels from `source = auto` were accepted automatically (e.g. by the demo), not by a person.", "",
+            *markdown_table(shown), "", "### Summary", "",
+            "A pairing **validates** when, on the test split, the MCC's 95 % confidence interval (bootstrap over "
+            "whole trials) lies above 0, the co-occurrence q-value (within-trial circular-shift null, "
+            "Benjamini–Hochberg over the run's labels) is below 0.05, and decoding the predicate from the "
+            "signature units beats the 95th percentile of random unit subsets of the same size.", "",
+            *markdown_table(summary), ""]
+
+
+def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, label: dict,
+                signature: pl.DataFrame) -> list[str]:
+    title = f"### SAE {row['sae_id']} · feature {row['feature_id']}: {row['predicate'] or label['name']}"
+    if not row["testable"]:
+        return [title, "", f"{row['reason']}.", ""]
+    mark = "✅" if row["validated"] else "❌"
+    confusion = pl.DataFrame({"": ["feature on", "feature off"],
+                              "predicate holds": [row["tp"], row["fn"]],
+                              "predicate does not hold": [row["fp"], row["tn"]]})
+    metrics = pl.DataFrame({
+        "metric": ["MCC", "balanced accuracy", "F1", "precision", "recall", "specificity"],
+        "test": [row["mcc"], row["balanced_accuracy"], row["f1"], row["precision"], row["recall"],
+                 row["specificity"]],
+        "95% CI low": [row["mcc_ci_low"], row["balanced_accuracy_ci_low"], None, None, None, None],
+        "95% CI high": [row["mcc_ci_high"], row["balanced_accuracy_ci_high"], None, None, None, None],
+    }, schema_overrides={"95% CI low": pl.Float64, "95% CI high": pl.Float64})
+    decoding = [("signature units", row["decode_signature"], f"{_number(row['decode_signature'])}"
+                 f" ({row['n_signature_units']} units, {_number(row['signature_percentile'])}th percentile of random)"),
+                ("all units", row["decode_all"], _number(row["decode_all"])),
+                ("random p95", row["decode_random_p95"], _number(row["decode_random_p95"])),
+                ("feature alone", row["decode_feature"], _number(row["decode_feature"]))]
+    units = signature.filter(pl.col("in_signature")).select(
+        "unit_id", "unit_name", "weight", "coactivation")
+    variable = label["variable"]
+    tuning = _tuning(db, dataset["dataset_id"], row["sae_id"], row["feature_id"], variable, kinds[variable])
+    marked = {str(label["value"])} if label["low"] is None else {
+        lvl for lvl, _, _ in tuning if _in_range(lvl, label["low"], label["high"])}
+    return [
+        title, "", f"{mark} **{row['reason'][:1].upper() + row['reason'][1:]}.**", "",
+        f"Label: {'accepted automatically (not a person)' if label['source'] == 'auto' else 'by a person'}"
+        f"{'; note: ' + label['note'] if label['note'] else ''}. Feature on when its activation "
+        f"exceeds {_number(row['threshold'])} (chosen on train + val to maximise MCC). "
+        f"p = {_number(row['p_value'])}, q = {_number(row['q_value'])}.", "",
+        *markdown_table(confusion), "", *markdown_table(metrics), "",
+        f"Decoding `{row['predicate']}` on test ({row['decode_metric'].replace('_', ' ')}; fitted on train + val, "
+        "regularisation by cross-validation grouped by trial):", "", *bar_chart(decoding), "",
+        f"Neural signature: {units.height} units hold 80 % of the decoder row's squared norm; coactivation is "
+        "each unit's mean z-scored count while the feature is on (train + val).", "",
+        *markdown_table(units), "",
+        f"Tuning to {variable} (mean activation on train + val; ◀ the labelled value or range):", "",
+        *bar_chart(tuning, marked), "",
+    ]
+
+
+def _in_range(level: str, low: float | None, high: float | None) -> bool:
+    """Whether a tuning bin '[a, b)' lies inside the labelled range (wrapping when low > high)."""
+    if low is None:
+        return False
+    a, b = (float(x) for x in level.strip("[)").split(","))
+    mid, high = (a + b) / 2, math.inf if high is None else high
+    return (low <= mid < high) if low <= high else (mid >= low or mid < high)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig | None = None) -> ReportOutcome:
+    """Write the report to ``out`` and the run's tables to ``<out stem>_tables/`` beside it."""
+    config = config or ReportConfig()
+    if config.table_format not in TABLE_FORMATS:
+        raise InputError(f"--tables must be one of {', '.join(TABLE_FORMATS)}, not '{config.table_format}'")
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise InputError(f"{out}: is a folder; give the report's file name, e.g. {out / 'report.md'}")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: no such folder for the report")
+    run = get_run(db, run_id)
+    dataset = db.frame("SELECT * FROM datasets WHERE dataset_id = ?", [run["dataset_id"]]).to_dicts()[0]
+    kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
+                          [dataset["dataset_id"]]).iter_rows())
+    frames = _run_frames(db, run_id)
+    lines = [*_header(db, run, dataset), *_quality(frames), *_ranked(frames, config.top), *_labels(frames)]
+    lines += ["## Validations", ""]
+    validations = frames["validations"]
+    if validations.is_empty():
+        lines += ["No validation has been run yet: `mini validate --run " f"{run_id}`.", ""]
+    labels = {r["label_id"]: r for r in frames["current_labels"].iter_rows(named=True)}
+    every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
+    for row in validations.iter_rows(named=True):
+        signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])
+        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature)
+        if row["label_id"] not in labels:
+            lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
+    unvalidated = [r for r in labels.values() if r["verdict"] == "accept" and r["validated"] is None
+                   and r["label_id"] not in set(validations["label_id"].to_list())]
+    if unvalidated:
+        lines += ["Accepted since the last validation (run `mini validate` to test them): "
+                  + ", ".join(f"SAE {r['sae_id']} feature {r['feature_id']}" for r in unvalidated) + ".", ""]
+
+    folder = out.with_name(f"{out.stem}_tables")
+    folder.mkdir(exist_ok=True)
+    written = []
+    for name, frame in frames.items():
+        path = folder / f"{name}.{config.table_format}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        if config.table_format == "csv":
+            frame.with_columns(pl.selectors.temporal().cast(pl.String)).write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return ReportOutcome(out, written, frames["current_labels"].height, validations.height)

@@ -1,0 +1,161 @@
+"""validate_run and mini report end to end on a trained, ranked sample: a planted pairing validates, a
+shuffled or distractor pairing does not, the threshold never sees test data, results do not depend on
+the number of workers, and the report holds every labelled feature."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.importer import ImportOptions, import_files
+from engine.labels import label_feature
+from engine.pipeline import RunSpec, train_run
+from engine.rank import rank_run
+from engine.sae import SAEConfig
+from engine.train import TrainConfig
+from engine.validate import ValidateConfig
+from engine.validate_run import validate_run
+from sample_data import SampleConfig, generate
+from store import Store
+from tests.conftest import run_cli
+
+FAST = ValidateConfig(n_bootstrap=300, n_shifts=99, n_random_subsets=40, cv_folds=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A ranked run on 20,000 bins × 60 units with 4 conditions and a trial-shuffled copy of condition."""
+    folder = tmp_path_factory.mktemp("validate_run")
+    recording = generate(SampleConfig(n_bins=20_000, n_units=60, n_conditions=4, seed=3))
+    meta = recording.metadata
+    trial_condition = meta.group_by("trial", maintain_order=True).agg(pl.col("condition").drop_nulls().first())
+    shuffled = trial_condition.with_columns(
+        pl.col("condition").shuffle(seed=5).alias("condition_shuffled")).drop("condition")
+    # Trial-level shuffle: each trial gets another trial's condition, in force where the real one is.
+    recording.metadata = meta.join(shuffled, on="trial", how="left").with_columns(
+        pl.when(pl.col("condition").is_null()).then(None).otherwise(pl.col("condition_shuffled"))
+        .alias("condition_shuffled"))
+    counts, meta_path = recording.write(folder / "data")
+    db = Store.open(folder / "v.duckdb")
+    import_files(db, counts, meta_path, ImportOptions(name="s", bin_size_s=0.05))
+    spec = RunSpec(dataset="s", sae=SAEConfig(architecture="batchtopk", d_sae=64), ks=(6,), instances=1,
+                   train=TrainConfig(epochs=8, batch_size=512))
+    run_id = train_run(db, spec).run_id
+    rank_run(db, run_id)
+    db.close()
+    return folder / "v.duckdb"
+
+
+@pytest.fixture
+def db(trained, tmp_path):
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(trained, path)
+    store = Store.open(path)
+    yield store
+    store.close()
+
+
+def _condition_feature(db: Store) -> tuple[int, str]:
+    row = db.frame("SELECT r.feature_id, s.value FROM rankings r JOIN suggestions s USING (sae_id, feature_id)"
+                   " WHERE s.position = 1 AND s.variable = 'condition' ORDER BY r.rank LIMIT 1").row(0)
+    return int(row[0]), str(row[1])
+
+
+def _validation(db: Store, feature: int) -> dict:
+    return db.frame("SELECT * FROM validations WHERE feature_id = ?", [feature]).to_dicts()[0]
+
+
+def test_planted_pairing_validates_shuffled_and_distractor_do_not(db):
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    assert validate_run(db, 1, FAST, n_jobs=1).n_validated == 1
+    good = _validation(db, feature)
+    assert good["validated"] and good["mcc"] > 0.5 and good["decode_signature"] > good["decode_random_p95"]
+    for wrong in (f"condition_shuffled = {value}", "house_light = 1"):
+        label_feature(db, 1, feature, name="wrong", predicate=wrong)
+        assert validate_run(db, 1, FAST, n_jobs=1).n_validated == 0
+        bad = _validation(db, feature)
+        assert bad["validated"] is False and bad["predicate"] == wrong
+        # Undefined (NaN: the feature never on above the train + val threshold in a resample) counts as not above.
+        assert not bad["mcc_ci_low"] > 0.15 and "not validated" in bad["reason"]
+
+
+def test_threshold_ignores_test_activations(db):
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    validate_run(db, 1, FAST, n_jobs=1)
+    before = _validation(db, feature)
+    # Change only the test split's activations of this feature: scale them up and switch on new ones.
+    test_ids = db.frame("SELECT example_id FROM examples WHERE split = 'test'")["example_id"].to_numpy()
+    with db.transaction():
+        db.con.execute("UPDATE activations SET value = value * 7 + 3 WHERE feature_id = ? AND example_id IN"
+                       " (SELECT example_id FROM examples WHERE split = 'test')", [feature])
+        db.con.execute("INSERT INTO activations BY NAME SELECT sae_id, ?::INTEGER AS feature_id, example_id,"
+                       " 0.01::REAL AS value FROM (SELECT DISTINCT sae_id,"
+                       " example_id FROM activations WHERE example_id IN (SELECT unnest(?::INTEGER[])))"
+                       " WHERE example_id NOT IN (SELECT example_id FROM activations WHERE feature_id = ?)",
+                       [feature, test_ids[::5].tolist(), feature])
+    validate_run(db, 1, FAST, n_jobs=1)
+    after = _validation(db, feature)
+    assert after["threshold"] == before["threshold"]
+    assert (after["tp"], after["fp"]) != (before["tp"], before["fp"])  # the test counts did change
+
+
+def test_results_do_not_depend_on_workers(db):
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    others = db.frame("SELECT feature_id FROM rankings WHERE feature_id <> ? ORDER BY rank LIMIT 2", [feature])
+    for other, predicate in zip(others["feature_id"], ("condition = 0", "speed in [20, inf)"), strict=True):
+        label_feature(db, 1, int(other), name="other", predicate=predicate)
+    columns = "feature_id, threshold, tp, fp, mcc, mcc_ci_low, p_value, q_value, decode_signature, " \
+              "decode_all, decode_random_p95, validated"
+    validate_run(db, 1, FAST, n_jobs=1)
+    serial = db.frame(f"SELECT {columns} FROM validations ORDER BY feature_id")
+    validate_run(db, 1, FAST, n_jobs=2)
+    parallel = db.frame(f"SELECT {columns} FROM validations ORDER BY feature_id")
+    assert serial.height == 3
+    assert serial.equals(parallel)
+
+
+def test_report_holds_every_labelled_feature_and_its_tables(trained, tmp_path):
+    path = tmp_path / "r.duckdb"
+    shutil.copy(trained, path)
+    db = Store.open(path)
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}", note='a "quoted" note 🐭')
+    top = db.frame("SELECT feature_id FROM rankings WHERE feature_id <> ? ORDER BY rank LIMIT 3", [feature])
+    ids = [int(f) for f in top["feature_id"]]
+    label_feature(db, 1, ids[0], name="just words")  # accepted, no predicate: not testable
+    label_feature(db, 1, ids[1], verdict="reject")
+    label_feature(db, 1, ids[2], verdict="unsure")
+    validate_run(db, 1, FAST, n_jobs=1)
+    db.close()
+    result = run_cli("report", "--run", "1", "--out", "out/report.md", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "no such folder" in result.stderr
+    (tmp_path / "out").mkdir()
+    result = run_cli("report", "--run", "1", "--out", "out/report.md", "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "out" / "report.md").read_text()
+    for f in [feature, *ids]:
+        assert f"| 1 | {f} |" in text  # every labelled feature is in the labelled-features table
+    assert f"### SAE 1 · feature {feature}: condition = {value}" in text
+    assert f"### SAE 1 · feature {ids[0]}: just words" in text and "not testable" in text
+    assert 'a "quoted" note 🐭' in text and "◀" in text and "| feature on |" in text
+    for heading in ("## Dataset", "## SAE settings", "## Quality", "## Ranked features", "## Validations"):
+        assert heading in text
+    tables = tmp_path / "out" / "report_tables"
+    validations = pl.read_csv(tables / "validations.csv")
+    assert sorted(validations["feature_id"]) == sorted([feature, ids[0]])
+    assert pl.read_csv(tables / "current_labels.csv").height == 4
+    assert pl.read_csv(tables / "labels.csv").height == 4
+    signature = pl.read_csv(tables / "signatures.csv")
+    assert signature.filter(pl.col("in_signature"))["feature_id"].unique().to_list() == [feature]
+    result = run_cli("report", "--run", "1", "--out", "out/p.md", "--tables", "parquet", "--db", str(path),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert pl.read_parquet(tmp_path / "out" / "p_tables" / "rankings.parquet").height == 64
+    assert np.isfinite(pl.read_parquet(tmp_path / "out" / "p_tables" / "qc.parquet")["fvu"].to_numpy()).all()
