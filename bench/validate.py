@@ -128,6 +128,11 @@ def ceiling(db: Store, dataset_id: int, latent: dict, splits: np.ndarray, trials
                         replace(config, n_bootstrap=10, n_shifts=1))["mcc"]
 
 
+def _r(value, digits: int = 3):
+    """Rounded for the JSON line; undefined (None or NaN) stays None."""
+    return None if value is None or value != value else round(value, digits)
+
+
 def validation_rows(db: Store, run_id: int) -> list[dict]:
     return db.frame("SELECT v.* FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
                     " ORDER BY v.feature_id", [run_id]).to_dicts()
@@ -175,17 +180,16 @@ def science(epochs: int | None) -> dict[str, object]:
             for latent_id, feature_id in pairs.items():
                 row = rows[feature_id]
                 entry = per_latent.setdefault(latents[latent_id]["name"], {"feature": feature_id})
-                entry[name] = {"mcc": round(row["mcc"], 3), "mcc_ci_low": round(row["mcc_ci_low"], 3),
-                               "q": round(row["q_value"], 4), "validated": row["validated"]}
+                entry[name] = {"mcc": _r(row["mcc"]), "mcc_ci_low": _r(row["mcc_ci_low"]),
+                               "q": _r(row["q_value"], 4), "validated": row["validated"]}
                 if name == "planted":
                     entry[name].update(
-                        signature=round(row["decode_signature"], 3), all_units=round(row["decode_all"], 3),
-                        random_p95=round(row["decode_random_p95"], 3),
-                        signature_over_all=round(row["signature_over_all"], 3),
+                        signature=_r(row["decode_signature"]), all_units=_r(row["decode_all"]),
+                        random_p95=_r(row["decode_random_p95"]), signature_over_all=_r(row["signature_over_all"]),
                         n_signature_units=row["n_signature_units"])
         for latent in latents.values():
-            per_latent[latent["name"]]["ceiling_mcc"] = round(
-                ceiling(db, dataset_id, latent, splits, trials, kinds, values, config), 3)
+            per_latent[latent["name"]]["ceiling_mcc"] = _r(
+                ceiling(db, dataset_id, latent, splits, trials, kinds, values, config))
         db.close()
     planted = [v["planted"] for v in per_latent.values()]
     events = {k: v["planted"]["mcc"] for k, v in per_latent.items() if k in EVENT_LIKE}

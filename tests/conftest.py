@@ -31,3 +31,19 @@ def cli(tmp_path: Path):
         return run_cli(*args, **kwargs)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def app_db_template(tmp_path_factory) -> Path:
+    """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per session."""
+    from tests.app_data import build_app_database
+
+    return build_app_database(tmp_path_factory.mktemp("app_db"))
+
+
+@pytest.fixture
+def app_db(app_db_template, tmp_path) -> Path:
+    """A fresh copy of the app database for one test to change as it likes."""
+    from tests.app_data import copy_database
+
+    return copy_database(app_db_template, tmp_path)

@@ -8,11 +8,13 @@ screen appears) and hands it to `MiniApp`, which closes it on the way out. Scree
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -76,13 +78,42 @@ class ThreadStores:
         self._db.close()
 
 
+@dataclass(frozen=True)
+class ScreenEntry:
+    """A screen the app can open by name (from the palette, a key, or another screen)."""
+
+    module: str
+    """Module in tui/screens that defines it: imported only when first opened (fast start)."""
+    cls: str
+    title: str
+    """The palette entry."""
+    help: str
+    needs: str | None
+    """'run' (built with run_id=…), 'dataset' (dataset=… name) or None (stores only)."""
+
+
+SCREENS: dict[str, ScreenEntry] = {
+    "train": ScreenEntry("tui.screens.train", "TrainScreen", "Train", "Train a new run on the selected dataset",
+                         "dataset"),
+    "qc": ScreenEntry("tui.screens.qc", "QCScreen", "QC", "Quality of the open run's SAEs", "run"),
+    "features": ScreenEntry("tui.screens.features", "FeaturesScreen", "Features",
+                            "The open run's ranked features", "run"),
+    "review": ScreenEntry("tui.screens.review", "ReviewScreen", "Review",
+                          "Label the open run's features one by one", "run"),
+    "validation": ScreenEntry("tui.screens.validation", "ValidationScreen", "Validation",
+                              "Validations of the open run's labels", "run"),
+    "sql": ScreenEntry("tui.screens.sql", "SQLScreen", "SQL", "Query the open database", None),
+}
+
+
 class MiniCommands(Provider):
     """The command palette's entries for mini: one per screen and per app-wide action."""
 
     def _commands(self) -> list[tuple[str, str, str]]:
         # (title, help, action on the app); the palette runs the action by name.
         return [
-            ("Home", "Go to the list of datasets", "home"),
+            ("Home", "Go to the list of datasets and runs", "home"),
+            *((entry.title, entry.help, f"open('{name}')") for name, entry in SCREENS.items()),
             ("Help", "Show the keys", "help"),
             ("Refresh datasets", "Read the list of datasets again", "refresh_datasets"),
             ("Quit", "Close the database and leave mini", "quit"),
@@ -124,11 +155,15 @@ class MiniApp(App[None]):
 
     COMMANDS = App.COMMANDS | {MiniCommands}
 
-    def __init__(self, db: Store):
+    def __init__(self, db: Store, *, run_id: int | None = None, dataset: str | None = None):
         super().__init__()
         self.db = db
         self.stores = ThreadStores(db)
         self.sub_title = str(db.path)
+        self.run_id = run_id
+        """The open run: the one the run screens show (Home sets it; the palette uses it)."""
+        self.dataset = dataset
+        """The selected dataset: where Train trains."""
 
     def get_default_screen(self) -> Screen:
         # Home is the bottom of the stack, so "Home" means popping everything above it.
@@ -146,6 +181,23 @@ class MiniApp(App[None]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_open(self, name: str, **kwargs: Any) -> None:
+        """Open screen `name` of SCREENS for the open run or selected dataset (kwargs override them)."""
+        entry = SCREENS[name]
+        if entry.needs == "run":
+            kwargs.setdefault("run_id", self.run_id)
+            if kwargs["run_id"] is None:
+                self.notify("Open a run first: select it on Home and press enter.", title=entry.title,
+                            severity="warning")
+                return
+        elif entry.needs == "dataset":
+            kwargs.setdefault("dataset", self.dataset)
+            if kwargs["dataset"] is None:
+                self.notify("Select a dataset on Home first.", title=entry.title, severity="warning")
+                return
+        screen_class = getattr(importlib.import_module(entry.module), entry.cls)
+        self.push_screen(screen_class(self.stores, **kwargs))
 
     def action_home(self) -> None:
         while len(self.screen_stack) > 1:

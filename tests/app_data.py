@@ -1,0 +1,57 @@
+"""A small but complete mini database for the app's tests: a dataset, a trained run of two SAEs,
+its ranking, a few accepted labels and their validations, all made by the real pipeline.
+
+Times and durations are set to fixed values afterwards so that snapshots of the screens do not change
+from one build to the next. Built once per test session (tests copy the file before writing to it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engine.demo import auto_accept_top
+from engine.importer import ImportOptions, import_files
+from engine.pipeline import RunSpec, train_run
+from engine.rank import rank_run
+from engine.sae import SAEConfig
+from engine.train import TrainConfig
+from engine.validate import ValidateConfig
+from engine.validate_run import validate_run
+from sample_data import SampleConfig, generate
+from store import Store
+
+APP_SAMPLE = SampleConfig(n_bins=8000, n_units=40, n_conditions=4, seed=1)
+APP_RUN = RunSpec(dataset="sample", sae=SAEConfig(architecture="batchtopk", d_sae=64), ks=(4,), instances=2,
+                  train=TrainConfig(epochs=4, batch_size=512))
+APP_LABELS = 6
+"""Top features of the first SAE whose first suggestion is accepted (source 'auto') and validated."""
+APP_VALIDATE = ValidateConfig(n_bootstrap=200, n_shifts=49, n_random_subsets=20, cv_folds=3)
+FIXED_TIME = "2026-01-02 03:04:05"
+
+
+def build_app_database(folder: Path) -> Path:
+    """Write app.duckdb (and the sample's files) into folder; returns the database path."""
+    path = folder / "app.duckdb"
+    recording = generate(APP_SAMPLE)
+    counts, meta = recording.write(folder / "data")
+    with Store.open(path) as db:
+        import_files(db, counts, meta, ImportOptions(name="sample", bin_size_s=APP_SAMPLE.bin_size_s))
+        run_id = train_run(db, APP_RUN).run_id
+        rank_run(db, run_id)
+        auto_accept_top(db, run_id, APP_LABELS)
+        validate_run(db, run_id, APP_VALIDATE, n_jobs=1)
+        with db.transaction():
+            db.con.execute("UPDATE datasets SET created_at = ?, source = 'data/counts.npz + data/metadata.parquet'",
+                           [FIXED_TIME])
+            db.con.execute("UPDATE runs SET started_at = ?, finished_at = ?, seconds = 12.5, device = 'cpu'",
+                           [FIXED_TIME, FIXED_TIME])
+            for table in ("labels", "validations", "checkpoints"):
+                db.con.execute(f"UPDATE {table} SET created_at = ?", [FIXED_TIME])
+    return path
+
+
+def copy_database(template: Path, folder: Path, name: str = "app.duckdb") -> Path:
+    target = folder / name
+    shutil.copy(template, target)
+    return target
