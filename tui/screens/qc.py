@@ -74,7 +74,7 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
     """Every split side by side. The SAE's FVU is green where it beats both baselines, yellow where not."""
     rows = {row["split"]: row for row in qc.iter_rows(named=True)}
     splits = [split for split in SPLITS if split in rows]
-    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    table = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False, show_edge=False)
     table.add_column("", no_wrap=True, min_width=11)
     for split in splits:
         table.add_column(split, justify="right", no_wrap=True, min_width=7)
@@ -110,8 +110,8 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
 METRICS_NOTE = (
     "FVU: variance the SAE leaves unexplained, green where it is below both PCA's and NMF's with as many "
     "components as its mean train L0 (in brackets); NMF only for spike counts. dead: features never active "
-    "on the split. sum R²: of each example's total count. ex R² (med): median R² of one example's counts. "
-    "bad units: R² ≤ 0.1."
+    "on the split. sum R²: of each example's total count. ex R² (med): median over examples of each "
+    "example's R². bad units: R² ≤ 0.1."
 )
 
 

@@ -39,7 +39,7 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("architecture", "architecture", "select", "batchtopk", "relu trains with L1, not k", ARCHITECTURES),
+    Field("architecture", "architecture", "select", "batchtopk", "relu: L1 penalty instead of k", ARCHITECTURES),
     Field("d_sae", "d_sae", "text", "512", "latents (features) per SAE"),
     Field("k", "k", "text", "8", "active latents; 4,8,16 trains one SAE per k"),
     Field("loss", "loss", "select", "mse", "msle, poisson: spike counts only", LOSSES),
