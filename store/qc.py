@@ -63,7 +63,7 @@ def sae_unit_qc(db: Store, sae_id: int) -> pl.DataFrame:
 
 
 def sae_train_log(db: Store, sae_id: int) -> pl.DataFrame:
-    """The SAE's logged training steps in order: step, epoch, examples_seen, loss, l0, dead_fraction, val_loss."""
+    """The SAE's logged steps in order: step, epoch, examples_seen, loss, l0, dead_fraction, val_loss."""
     return db.frame(
         "SELECT step, epoch, examples_seen, loss, l0, dead_fraction, val_loss FROM train_log"
         " WHERE sae_id = ? ORDER BY step, val_loss NULLS FIRST",

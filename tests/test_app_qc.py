@@ -22,6 +22,7 @@ from tui.widgets.histogram import BarPlot
 from tui.widgets.train_plot import CurvePlot
 
 SIZE = (80, 24)
+SPLITS = ("train", "val", "test")
 
 
 def plain(renderable: Any, width: int = 120) -> str:
@@ -113,16 +114,17 @@ def test_qc_shows_the_first_sae_with_the_numbers_stored_for_it(app_db: Path) -> 
     assert seen["sae_id"] == 1
     assert "SAE 1 of 2 (id 1) · seed 0 · k 4 · batchtopk · d_sae 64 · mse" in seen["bar"]
     assert seen["title"] == "QC · run 1 on sample"
-    assert seen["fvu"] == [f"{stored[split]['fvu']:.3f}" for split in ("train", "val", "test")]
-    assert seen["pca"] == [f"{stored[split]['pca_fvu']:.3f}" for split in ("train", "val", "test")]
-    assert seen["dead"] == [f"{100 * stored[split]['dead_fraction']:.1f}%" for split in ("train", "val", "test")]
-    assert seen["bad_count"] == [f"{stored[split]['n_bad_units']}/40" for split in ("train", "val", "test")]
+    assert seen["fvu"] == [f"{stored[split]['fvu']:.3f}" for split in SPLITS]
+    assert seen["pca"] == [f"{stored[split]['pca_fvu']:.3f}" for split in SPLITS]
+    assert seen["dead"] == [f"{100 * stored[split]['dead_fraction']:.1f}%" for split in SPLITS]
+    assert seen["bad_count"] == [f"{stored[split]['n_bad_units']}/40" for split in SPLITS]
     assert f"mean {stored['val']['l0_mean']:.2f}" in seen["l0_title"] and "val" in seen["l0_title"]
     assert "0/64 dead" in seen["density_title"]
     names = bad_units(app_db, 1, "val")
     assert names and f"{len(names)} of 40 units have R² ≤ 0.1 on val" in seen["bad_units"]
     assert all(name in seen["bad_units"] for name in names)
-    assert seen["plots"] == {"l0-plot": True, "density-plot": True, "unit-r2-plot": True, "training-plot": True}
+    assert seen["plots"] == {"l0-plot": True, "density-plot": True, "unit-r2-plot": True,
+                             "training-plot": True}
 
 
 def test_right_bracket_switches_to_the_next_sae_and_its_numbers(app_db: Path) -> None:
@@ -138,7 +140,7 @@ def test_right_bracket_switches_to_the_next_sae_and_its_numbers(app_db: Path) ->
     first, second = seen["first"], seen["second"]
     stored = qc_rows(app_db, 2)
     assert second["sae_id"] == 2 and "SAE 2 of 2 (id 2) · seed 1" in second["bar"]
-    assert second["fvu"] == [f"{stored[split]['fvu']:.3f}" for split in ("train", "val", "test")]
+    assert second["fvu"] == [f"{stored[split]['fvu']:.3f}" for split in SPLITS]
     assert second["fvu"] != first["fvu"]  # the two SAEs differ, so the switch is visible
     assert f"mean {stored['val']['l0_mean']:.2f}" in second["l0_title"]
     assert second["l0_title"] != first["l0_title"]
@@ -226,7 +228,8 @@ def test_a_run_without_saes_says_so(app_db: Path) -> None:
         seen["screen"] = app.screen
 
     drive(app_db, script, run_id=run_id)
-    assert f"Run {run_id} on sample has no SAEs stored (status failed: RuntimeError: out of memory)" in seen["bar"]
+    expected = f"Run {run_id} on sample has no SAEs stored (status failed: RuntimeError: out of memory)"
+    assert expected in seen["bar"]
     assert isinstance(seen["screen"], QCScreen)
 
 
@@ -247,5 +250,6 @@ async def open_qc(pilot: Pilot) -> None:
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_qc_snapshot(app_db: Path, monkeypatch: pytest.MonkeyPatch, snap_compare, size: tuple[int, int]) -> None:
+def test_qc_snapshot(app_db: Path, monkeypatch: pytest.MonkeyPatch, snap_compare,
+                     size: tuple[int, int]) -> None:
     assert snap_compare(snapshot_app(app_db, monkeypatch), terminal_size=size, run_before=open_qc)

@@ -125,7 +125,8 @@ def test_form_defaults_are_mini_trains() -> None:
         ({"batch_size": "0"}, "batch_size", "batch size must be at least 1, not 0"),
     ],
 )
-def test_check_settings_names_the_field_and_the_problem(changes: dict[str, str], field: str, words: str) -> None:
+def test_check_settings_names_the_field_and_the_problem(changes: dict[str, str], field: str,
+                                                       words: str) -> None:
     values = {f.name: f.default for f in FIELDS} | changes
     settings, errors = check_settings(values)
     assert settings is None
@@ -236,7 +237,8 @@ def test_ctrl_s_trains_a_real_run_with_live_progress_then_o_opens_its_qc(app_db:
     assert seen["training_at_once"] and seen["form_disabled"]
     events = seen["events"]
     assert len(events) >= 2 and events[-1].step == events[-1].total_steps == 2 * (5558 // 256)
-    assert seen["bar"] == (events[-1].total_steps, events[-1].total_steps)  # the last event reached the screen
+    # The last event reached the screen (it is always posted, whatever the throttle).
+    assert seen["bar"] == (events[-1].total_steps, events[-1].total_steps)
     assert seen["plots"] == {"loss-plot": True, "l0-plot": True, "dead-plot": True}
     assert seen["run_id"] == (2, 2)
     assert "Run 2 finished: 1 SAEs" in seen["status"]
@@ -320,6 +322,34 @@ def test_q_while_training_cancels_stores_the_run_then_quits(app_db: Path) -> Non
     app = drive(app_db, script)
     assert "Run 2 cancelled after" in seen["status"]  # q waited until the run was stored
     assert app.return_code == 0
+    run = run_rows(app_db)[-1]
+    assert run["run_id"] == 2 and run["status"] == "cancelled"
+
+
+def test_one_training_at_a_time_and_going_home_cancels_it_with_a_word(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        first = app.screen
+        await fill(app, pilot, LONG)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: first.query_one("#progress", ProgressBar).total is not None)
+        app.action_open("train")  # a second Train screen over the one that trains
+        await pilot.pause()
+        second = app.screen
+        await fill(app, pilot, TINY)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        seen["second"] = (second is not first, second.training)
+        await app.run_action("home")  # the palette's Home closes both
+        await pilot.pause()
+        seen["home"] = app.screen
+        await wait_until(pilot, lambda: any("was cancelled when Train closed" in n.message
+                                            for n in app._notifications))
+
+    drive(app_db, script)
+    assert seen["second"] == (True, False)
+    assert isinstance(seen["home"], HomeScreen)
     run = run_rows(app_db)[-1]
     assert run["run_id"] == 2 and run["status"] == "cancelled"
 

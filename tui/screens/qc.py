@@ -126,7 +126,8 @@ def density_bars(qc_row: dict[str, Any]) -> tuple[list[float], list[float]]:
     return [(low + high) / 2 for low, high, _ in bins], [float(n) for _, _, n in bins]
 
 
-DENSITY_TICKS = ([-6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0], ["1e-6", "1e-5", "1e-4", "1e-3", ".01", ".1", "1"])
+DENSITY_TICKS = ([-6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0],
+                 ["1e-6", "1e-5", "1e-4", "1e-3", ".01", ".1", "1"])
 
 
 def bad_units_text(units: pl.DataFrame, split: str) -> Text:

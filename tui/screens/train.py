@@ -9,6 +9,8 @@ cancelled (resumable) run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -215,7 +217,7 @@ class TrainScreen(Screen):
         """The person cancelled; the weights so far are stored as a cancelled, resumable run."""
 
     class RunFailed(Message):
-        """Training did not start (a setting the engine refused) or failed; `field` is the setting at fault."""
+        """Training did not start (a setting the engine refused) or failed; `field`: the setting at fault."""
 
         def __init__(self, reason: str, field: str | None):
             super().__init__()
@@ -237,6 +239,9 @@ class TrainScreen(Screen):
         self.last_run_id: int | None = None
         """The run this screen trained last (finished or cancelled): what `o` opens."""
         self._quit_when_stored = False
+        self._left_while_training = False
+        self._mounted_in: tuple[Any, asyncio.AbstractEventLoop] | None = None
+        """(app, its event loop), kept at mount for the worker's word after the screen has closed."""
 
     @property
     def training(self) -> bool:
@@ -266,14 +271,19 @@ class TrainScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The worker tells the app (not this screen) how a run ended if the screen has gone by then;
+        # a detached screen no longer knows its app, so keep both now.
+        self._mounted_in = (self.app, asyncio.get_running_loop())
         self.title = f"Train on {self.dataset}"
         self._check_form()
         self.query_one("#d_sae", Input).focus()
         self.load_dataset()
 
     def on_unmount(self) -> None:
-        # Leaving (or a hard quit) must not leave a trainer running with nobody to show it to.
+        # Leaving (the palette's Home, or a hard quit) must not leave a trainer running with nobody to
+        # show it to: it stops at its next step and stores what it learned as a cancelled run.
         if self._cancel is not None:
+            self._left_while_training = True
             self._cancel.set()
 
     # -- the form ------------------------------------------------------------------------------------
@@ -310,6 +320,10 @@ class TrainScreen(Screen):
 
     def action_start(self) -> None:
         if self.training:
+            return
+        if any(isinstance(screen, TrainScreen) and screen.training for screen in self.app.screen_stack):
+            self.notify("Another Train screen below this one is training: one run at a time.",
+                        title="Train", severity="warning")
             return
         settings, errors = self._check_form()
         if self._dataset_missing:
@@ -390,7 +404,7 @@ class TrainScreen(Screen):
             with self._stores.cursor() as db:
                 outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel)
                 headline = run_qc_headline(db, outcome.run_id)
-        except InputError as error:  # refused before a run row was written: a setting the form could not judge
+        except InputError as error:  # refused before any run row: a setting the form could not judge
             self.post_message(self.RunFailed(str(error), field_for_engine_error(str(error))))
             return
         except Exception as error:  # train_run has marked its run failed; say why on screen
@@ -399,6 +413,16 @@ class TrainScreen(Screen):
         ended = self.RunFinished if outcome.status == "finished" else self.RunCancelled
         self.post_message(ended(outcome.run_id, outcome.status, len(outcome.sae_ids),
                                 outcome.outcome.examples_seen, outcome.seconds, headline))
+        if self._left_while_training:
+            self._tell_app(f"Run {outcome.run_id} was cancelled when Train closed; what it learned so far is "
+                           f"stored (mini train --resume {outcome.run_id}).")
+
+    def _tell_app(self, text: str) -> None:
+        """Notify from the worker thread without blocking: the app may be quitting (then nobody is told)."""
+        assert self._mounted_in is not None
+        app, loop = self._mounted_in
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: the app is gone
+            loop.call_soon_threadsafe(lambda: app.notify(text, title="Train"))
 
     def _on_progress(self, event: TrainProgress) -> None:
         """Called on the training thread after every logged step and every epoch."""
@@ -453,7 +477,8 @@ class TrainScreen(Screen):
             points=[([e.examples_seen for e in epoch_ends], [e.val_loss[i] for e in epoch_ends])
                     for i in range(n)],
         )
-        self.query_one("#l0-plot", CurvePlot).show_series([(x, [event.l0[i] for event in events]) for i in range(n)])
+        self.query_one("#l0-plot", CurvePlot).show_series(
+            [(x, [event.l0[i] for event in events]) for i in range(n)])
         self.query_one("#dead-plot", CurvePlot).show_series(
             [(x, [100 * event.dead_fraction[i] for event in events]) for i in range(n)])
 
@@ -471,7 +496,8 @@ class TrainScreen(Screen):
         else:
             self._status(f"Run {message.run_id} cancelled after {message.examples_seen:,} examples; "
                          f"its weights so far are stored")
-            quality = " · ".join(part for part in (quality, f"resume: mini train --resume {message.run_id}") if part)
+            resume = f"resume: mini train --resume {message.run_id}"
+            quality = " · ".join(part for part in (quality, resume) if part)
             self.notify(f"Run {message.run_id} cancelled; what it learned so far is stored.", title="Train")
         self.query_one("#rate", Static).update(quality)
         open_qc = self.query_one("#open-qc", Button)

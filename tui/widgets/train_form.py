@@ -39,7 +39,8 @@ class Field:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("architecture", "architecture", "select", "batchtopk", "relu: L1 penalty instead of k", ARCHITECTURES),
+    Field("architecture", "architecture", "select", "batchtopk", "relu: L1 penalty instead of k",
+          ARCHITECTURES),
     Field("d_sae", "d_sae", "text", "512", "latents (features) per SAE"),
     Field("k", "k", "text", "8", "active latents; 4,8,16 trains one SAE per k"),
     Field("loss", "loss", "select", "mse", "msle, poisson: spike counts only", LOSSES),
@@ -89,7 +90,8 @@ class TrainSettings:
 
         return RunSpec(
             dataset=dataset,
-            sae=SAEConfig(architecture=self.architecture, d_sae=self.d_sae, loss=self.loss, output=self.output),
+            sae=SAEConfig(architecture=self.architecture, d_sae=self.d_sae, loss=self.loss,
+                          output=self.output),
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                               device=self.device),
             ks=self.ks, instances=self.instances, seed=self.seed, normalize_units=self.normalize,
@@ -107,7 +109,8 @@ def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum
     try:
         number = int(text)
     except ValueError:
-        errors[name] = f"{label} must be a whole number, not '{_short(text)}'" if text else f"{label} is empty"
+        errors[name] = (f"{label} must be a whole number, not '{_short(text)}'" if text
+                        else f"{label} is empty")
         return None
     if number < minimum:
         errors[name] = f"{label} must be at least {minimum}, not {number}"
@@ -148,7 +151,8 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
         lr = float(lr_text)
     except ValueError:
         lr = math.nan
-        errors["lr"] = f"lr must be a number such as 0.002, not '{_short(lr_text)}'" if lr_text else "lr is empty"
+        errors["lr"] = (f"lr must be a number such as 0.002, not '{_short(lr_text)}'" if lr_text
+                        else "lr is empty")
     if "lr" not in errors and not (math.isfinite(lr) and lr > 0):
         errors["lr"] = f"lr must be positive, not {lr_text}"
 
