@@ -177,6 +177,20 @@ def test_s_cycles_the_split_of_the_split_panels(app_db: Path) -> None:
         assert f"{len(names)} of 40 units have R² ≤ 0.1 on {split}" in view["bad_units"]
 
 
+def test_r2_far_below_zero_is_drawn_at_the_floor_and_counted(app_db: Path) -> None:
+    with Store.open(app_db) as db:
+        db.con.execute("UPDATE unit_qc SET r2 = -40.0, bad = true"
+                       " WHERE sae_id = 1 AND split = 'val' AND unit_id = 5")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen.update(read_screen(app))
+
+    drive(app_db, script)
+    assert seen["r2_title"] == "R² per unit · val · rule at 0.1 · 1 drawn at -1"
+    assert "-40.000" in seen["bad_units"]  # the list keeps the true value
+
+
 def test_opening_at_a_given_sae(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 

@@ -36,6 +36,8 @@ SPLITS = ("train", "val", "test")
 BAD_UNIT_R2 = 0.1
 """engine.qc.BAD_UNIT_R2, repeated so the screen need not import the engine (and NumPy's stack) to say it."""
 BAD_UNITS_SHOWN = 8
+R2_FLOOR = -1.0
+"""Units with a lower R² are drawn at this value (and counted in the panel's title)."""
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("], [", "next / previous SAE of the run"),
@@ -258,7 +260,7 @@ class QCScreen(Screen):
                 panel.border_title = "L0 per example"
                 yield BarPlot(id="l0-plot", empty_text="no L0 histogram stored")
             with Vertical(id="density-panel", classes="panel") as panel:
-                panel.border_title = "Feature density (log10)"
+                panel.border_title = "Density"
                 yield BarPlot(id="density-plot", empty_text="no feature fired on this split")
             with Vertical(id="unit-r2-panel", classes="panel") as panel:
                 panel.border_title = "R² per unit"
@@ -381,10 +383,10 @@ class QCScreen(Screen):
         d_sae = view.sae["d_sae"]
         if row is None:
             density_plot.show_bars([], [], empty_text=f"no QC stored for {split}")
-            density_panel.border_title = f"Feature density · {split}"
+            density_panel.border_title = f"Density · {split}"
         else:
             dead = round((row["dead_fraction"] or 0) * d_sae)
-            density_panel.border_title = f"Feature density · {split} · {dead}/{d_sae} dead"
+            density_panel.border_title = f"Density · {split} · {dead}/{d_sae} dead"
             x, heights = density_bars(row)
             density_plot.show_bars(x, heights, width=0.45, xticks=DENSITY_TICKS[0], xlabels=DENSITY_TICKS[1],
                                    xlabel="share of examples active (log)")
@@ -392,10 +394,14 @@ class QCScreen(Screen):
         units = view.units.filter(view.units["split"] == split)
         with_r2 = units.filter(units["r2"].is_not_null())
         r2_panel = self.query_one("#unit-r2-panel")
-        r2_panel.border_title = f"R² per unit · {split} · rule at {BAD_UNIT_R2}"
+        # R² is unbounded below: one unit at −40 would flatten every other point onto one row.
+        r2 = with_r2["r2"].to_list()
+        below = sum(value < R2_FLOOR for value in r2)
+        r2_panel.border_title = f"R² per unit · {split} · rule at {BAD_UNIT_R2}" + (
+            f" · {below} drawn at {R2_FLOOR:g}" if below else "")
         self.query_one("#unit-r2-plot", CurvePlot).show_series(
-            [], points=[(with_r2["unit_id"].to_list(), with_r2["r2"].to_list())], hline=BAD_UNIT_R2,
-            xlabel="unit",
+            [], points=[(with_r2["unit_id"].to_list(), [max(value, R2_FLOOR) for value in r2])],
+            hline=BAD_UNIT_R2, xlabel="unit",
         )
         bad_panel = self.query_one("#bad-units-panel")
         bad_panel.border_title = f"Badly reconstructed units · {split}"
@@ -403,7 +409,7 @@ class QCScreen(Screen):
 
         log = view.log
         self.query_one("#training-panel").border_title = (
-            f"Training loss, • val · best epoch {view.sae['best_epoch']}")
+            f"Loss, • val · best epoch {view.sae['best_epoch']}")
         epoch_ends = log.filter(log["val_loss"].is_not_null())
         self.query_one("#training-plot", CurvePlot).show_series(
             [(log["examples_seen"].to_list(), log["loss"].to_list())],

@@ -62,6 +62,10 @@ class ProgressHistory:
             return list(self._events)
 
 
+def sae_count(n: int) -> str:
+    return f"{n} SAE" if n == 1 else f"{n} SAEs"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -90,7 +94,7 @@ def plan_text(settings: TrainSettings | None, errors: dict[str, str], n_train: i
         names = ", ".join(field.label for field in FIELDS if field.name in errors)
         return f"fix {names} first"
     assert settings is not None
-    saes = f"{settings.n_saes} SAE{'s' if settings.n_saes > 1 else ''}"
+    saes = sae_count(settings.n_saes)
     if n_train is None:
         return saes
     steps = max(1, n_train // min(settings.batch_size, n_train)) if n_train else 0
@@ -347,8 +351,7 @@ class TrainScreen(Screen):
         self.query_one("#rate", Static).update("")
         for plot in self.query(CurvePlot):
             plot.show_series([])
-        self._status(f"Starting: reading '{self.dataset}' and initialising {settings.n_saes} "
-                     f"SAE{'s' if settings.n_saes > 1 else ''}…")
+        self._status(f"Starting: reading '{self.dataset}' and initialising {sae_count(settings.n_saes)}…")
         self.query_one("#progress-panel").scroll_visible(top=True, animate=False)
         self.refresh_bindings()
         self.train(settings, self._cancel)
@@ -395,11 +398,12 @@ class TrainScreen(Screen):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def train(self, settings: TrainSettings, cancel: threading.Event) -> None:
-        from engine.errors import InputError
-        from engine.pipeline import train_run
-        from store.qc import run_qc_headline
+        from engine.errors import InputError  # light; the heavy imports fail inside the try, said on screen
 
         try:
+            from engine.pipeline import train_run
+            from store.qc import run_qc_headline
+
             spec = settings.to_spec(self.dataset)
             with self._stores.cursor() as db:
                 outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel)
@@ -458,8 +462,7 @@ class TrainScreen(Screen):
         if event.step >= event.total_steps and not self._cancel_requested():
             self._status("Every epoch ran: encoding all examples, QC against PCA and NMF, storing…")
         elif not self._cancel_requested():
-            self._status(f"Training {self._settings.n_saes} SAE{'s' if self._settings.n_saes > 1 else ''} "
-                         f"on {self.dataset}… (c cancels)")
+            self._status(f"Training {sae_count(self._settings.n_saes)} on {self.dataset}… (c cancels)")
         self._draw_curves()
 
     def _cancel_requested(self) -> bool:
@@ -490,7 +493,7 @@ class TrainScreen(Screen):
         self.app.run_id = message.run_id
         quality = quality_line(message.headline)
         if isinstance(message, TrainScreen.RunFinished):
-            self._status(f"Run {message.run_id} finished: {message.n_saes} SAEs, "
+            self._status(f"Run {message.run_id} finished: {sae_count(message.n_saes)}, "
                          f"{message.examples_seen:,} examples each")
             self.notify(f"Run {message.run_id} finished. Press o to open its QC.", title="Train")
         else:
