@@ -212,9 +212,13 @@ def _walk(value: np.ndarray, where: str, field: str, path: Path, found: list[tup
         raise InputError(f"{path}: {where} is {type(value).__name__}, expected spike times")
     if value.dtype.names is not None:  # struct array
         if field not in value.dtype.names:
+            # A struct without the field may hold units further down (in cells or structs); its numeric
+            # fields are not spike times (a wrong --mat-field must not turn `meanrate` into a unit).
             for element, index in _elements(value, where, "()"):
                 for name in value.dtype.names:
-                    _walk(element[name], f"{index}.{name}", field, path, found)
+                    inner = element[name]
+                    if isinstance(inner, np.ndarray) and (inner.dtype == object or inner.dtype.names is not None):
+                        _walk(inner, f"{index}.{name}", field, path, found)
             return
         for element, index in _elements(value, where, "()"):
             found.append((index, _times_of(element[field], f"{index}.{field}", path, allow_empty=True)))
@@ -284,14 +288,15 @@ def read_spike_table(path: Path, unit_col: str | None = None, time_col: str | No
     times, units = table[time_col], table[unit_col]
     if not times.dtype.is_numeric():
         raise InputError(f"{path}: time column '{time_col}' is {times.dtype}, expected seconds as numbers")
-    for name, series in ((time_col, times), (unit_col, units)):
-        if series.null_count():
-            raise InputError(f"{path}: column '{name}' row {int(series.is_null().arg_max())} is empty")  # type: ignore[arg-type]
+    if units.null_count():
+        raise InputError(f"{path}: row {int(units.is_null().arg_max())} has no unit in column '{unit_col}'")  # type: ignore[arg-type]
+    if times.null_count():
+        row = int(times.is_null().arg_max())  # type: ignore[arg-type]
+        raise InputError(f"{path}: row {row}, unit '{units[row]}': time is empty (column '{time_col}')")
     labels = units.cast(pl.String).to_numpy()
     values = times.cast(pl.Float64).to_numpy()
-    names = list(dict.fromkeys(labels.tolist()))  # order of first appearance
-    if units.dtype.is_integer():
-        names = sorted(names, key=int)
+    # Sorted (numerically for integer ids), so the unit order does not depend on the row order.
+    names = sorted(set(labels.tolist()), key=int if units.dtype.is_integer() else str)
     by_unit = {}
     for name in names:
         rows = np.flatnonzero(labels == name)
