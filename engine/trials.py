@@ -141,7 +141,7 @@ def find_laps(times: np.ndarray, position: np.ndarray, options: LapOptions | Non
     if len(starts) < 3:
         raise InputError(f"{label}: found {len(starts)} lap(s) end to end; need at least 3 (is this a linear "
                          "track? try --trials with a table)")
-    names = [f"lap {i + 1}" for i in range(len(starts))]
+    names = [f"{'lap' if options.with_ends else 'run'} {i + 1}" for i in range(len(starts))]
     return check_trials(Trials(label, np.array(starts), np.array(stops), names,
                                pl.DataFrame({"direction": directions})))
 

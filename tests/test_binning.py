@@ -80,7 +80,7 @@ def test_laps_tile_runs_skip_the_ends_and_tracking_loss_breaks_a_lap():
         "increasing", "decreasing"]
     assert (laps.start[1:] == laps.stop[:-1]).all()  # no holes between laps
     runs = find_laps(t, position, LapOptions(with_ends=False))
-    assert len(runs.names) == 10 and np.allclose(runs.stop - runs.start, 3 * 0.7, atol=0.1)
+    assert runs.names[0] == "run 1" and len(runs.names) == 10 and np.allclose(runs.stop - runs.start, 3 * 0.7, atol=0.1)
     lost = position.copy()
     lost[(t > 9) & (t < 11)] = np.nan  # 2 s without position, in the middle of a run
     broken = find_laps(t, lost)
