@@ -64,3 +64,26 @@ def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
         hint = f"it has {count}" if count else "it has none: run `mini rank` first"
         raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
     return rows.to_dicts()[0]
+
+
+def undo_label(db: Store, label_id: int) -> None:
+    """Undo one labelling action: the feature's current label becomes what it was before it.
+
+    Nothing is deleted or rewritten: the action stays in `labels` and a row in `label_undos` marks it
+    undone, so current_labels shows the earlier label with its own label_id (and so its validation), or
+    no label when there was none, and the history of what was done stays queryable (migration 6 says
+    why this is not a copy of the earlier row). Only a feature's current label can be undone, so undos
+    unwind in the order the actions were taken.
+    """
+    with db.transaction():
+        rows = db.con.execute("SELECT sae_id, feature_id FROM labels WHERE label_id = ?", [label_id]).fetchall()
+        if not rows:
+            raise StoreError(f"{db.path}: no label {label_id}")
+        sae_id, feature_id = rows[0]
+        current = db.con.execute("SELECT label_id FROM current_labels WHERE sae_id = ? AND feature_id = ?",
+                                 [sae_id, feature_id]).fetchall()
+        if not current or current[0][0] != label_id:
+            raise StoreError(f"label {label_id} is not the current label of feature {feature_id} of SAE {sae_id};"
+                             " undo the later one first")
+        db.con.execute("INSERT INTO label_undos (label_id, sae_id, feature_id) VALUES (?, ?, ?)",
+                       [label_id, sae_id, feature_id])
