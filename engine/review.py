@@ -185,6 +185,8 @@ class Trace:
     """bool per example: the context predicate holds (all False without one)."""
     context_values: np.ndarray
     """The context variable per example (float, or level index for categories; NaN missing)."""
+    context_is_level: bool = False
+    """The context variable is categorical or binary: its values are levels, not magnitudes."""
 
 
 @dataclass
@@ -297,7 +299,8 @@ def _trace(data: DatasetArrays, examples: np.ndarray, values: np.ndarray, predic
     if variable in data.codes and variable not in data.numbers:
         context = np.where(context < 0, np.nan, context)
     return Trace(window, dense, data.time_s[window], peak, predicate["predicate"],
-                 predicate_holds(data, predicate, window), context)
+                 predicate_holds(data, predicate, window), context,
+                 data.kinds.get(variable) in ("categorical", "binary"))
 
 
 def _tunings(context: ReviewContext, feature_id: int, examples: np.ndarray, values: np.ndarray,

@@ -44,7 +44,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("stability_shown", "stab"), ("density_pct", "density %"),
 )
 TEXT_WIDTH = 22
-"""Cells the suggestion and label columns take at most (longer text ends with …; enter shows it whole)."""
+"""Cells the suggestion and label columns take at most at 80 columns (longer text ends with …); wider
+terminals give them half of the extra width each."""
+
+
+def text_width(terminal_width: int) -> int:
+    return TEXT_WIDTH + max(0, terminal_width - 80) // 2
 # Sort keys `s` cycles through, and whether each starts highest first.
 SORTS: tuple[tuple[str, bool], ...] = (
     ("rank", False), ("score", True), ("association", True), ("mis", True), ("stability", True),
@@ -147,6 +152,14 @@ class FeaturesScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"Features · run {self.run_id}"
         self._load(self.sae_id)
+
+    def on_resize(self) -> None:
+        table = self.query_one(ArrowTable)
+        width = text_width(self.size.width)
+        if width != table.max_column_content_width:
+            table.max_column_content_width = width
+            if self.view.height:
+                table.replace_data(self._arrow(self.view), cursor_row=table.cursor_row)
 
     def on_screen_resume(self) -> None:
         # Back from Review (or any screen that labels or validates): read the labels again.

@@ -182,20 +182,20 @@ class ReviewScreen(Screen):
         yield Static("Reading the run's features…", id="info")
         with Horizontal(id="top"):
             with VerticalScroll(id="suggestions-box", classes="panel") as box:
-                box.border_title = "suggestions"
+                box.border_title = "Suggestions"
                 yield Static(id="suggestions")
             with Vertical(id="trace-box", classes="panel") as box:
-                box.border_title = "activation over time"
+                box.border_title = "Activation"
                 yield ActivationTrace(id="trace")
         with Horizontal(id="bottom"):
             with VerticalScroll(id="tuning", classes="panel") as box:
-                box.border_title = "tuning (train + val)"
+                box.border_title = "Tuning (train + val)"
                 yield TuningBars(id="tuning-bars")
             with VerticalScroll(id="examples", classes="panel") as box:
-                box.border_title = "top examples (train + val)"
+                box.border_title = "Top examples (train + val)"
                 yield Static(id="examples-table")
             with VerticalScroll(id="units", classes="panel") as box:
-                box.border_title = "units"
+                box.border_title = "Units"
                 yield Static(id="units-table")
         yield Footer()
 
@@ -363,8 +363,8 @@ class ReviewScreen(Screen):
         self.query_one("#suggestions", Static).update(suggestions_table(panel, wide=wide))
         trace = panel.trace
         trace_box = self.query_one("#trace-box")
-        trace_box.border_title = ("activation (train + val)" if trace is None or trace.context is None
-                                  else f"activation · beneath: {trace.context}")
+        trace_box.border_title = ("Activation (train + val)" if trace is None or trace.context is None
+                                  else f"Activation · beneath: {trace.context}")
         self.query_one(ActivationTrace).show(trace, "never active on train or val")
         self.query_one(TuningBars).show(panel.tuning)
         self.query_one("#examples-table", Static).update(examples_table(panel, wide=wide))
@@ -438,10 +438,10 @@ class ReviewScreen(Screen):
             return
         from tui.widgets.label_dialog import LabelDialog, LabelEntry
 
-        names = self.context.names
-        # This feature's own suggestions complete first, then everything used on the run.
-        predicates = [s["predicate"] for s in self.context.suggestions.get(feature_id, [])]
-        predicates += [p for p in self.context.predicates if p not in predicates]
+        # This feature's own suggestions complete first, then names and predicates used on the run.
+        own = [s["predicate"] for s in self.context.suggestions.get(feature_id, [])]
+        names = [*own, *self.context.names, *self.context.predicates]
+        predicates = [*own, *self.context.predicates]
 
         def chosen(entry: LabelEntry | None) -> None:
             if entry is not None:

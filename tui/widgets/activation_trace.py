@@ -61,8 +61,8 @@ def render_trace(trace: Trace, width: int, height: int) -> Text:
 
 
 def _strip(trace: Trace, groups: list[slice], holds: np.ndarray) -> Text:
-    """The context variable beneath the bars: a sparkline of its value (levels for categories), bright
-    where the predicate holds; blank where it is missing."""
+    """The context variable beneath the bars: a sparkline of its value (a continuous variable) or a low
+    mark (a categorical one), full height and bright where the predicate holds; blank where missing."""
     strip = Text(f"{'':>{AXIS_WIDTH - 1}} ", style="dim")
     values = trace.context_values
     finite = values[np.isfinite(values)]
@@ -73,6 +73,9 @@ def _strip(trace: Trace, groups: list[slice], holds: np.ndarray) -> Text:
         part = part[np.isfinite(part)]
         if not part.size:
             strip.append(" ")
+            continue
+        if trace.context_is_level:
+            strip.append(SPARK[-1] if on else SPARK[0], style=HOLDS_STYLE if on else "dim")
             continue
         level = int(np.clip((np.median(part) - low) / span * (len(SPARK) - 1), 0, len(SPARK) - 1))
         strip.append(SPARK[level], style=HOLDS_STYLE if on else "dim")

@@ -158,6 +158,6 @@ def units_table(panel: FeaturePanel) -> Table:
 
 
 def units_title(panel: FeaturePanel) -> str:
-    if panel.units_source == "signature":
-        return f"signature of label {panel.label['label_id']} (80 % of its decoder norm)" if panel.label else "signature"
-    return "largest decoder weights (no validated signature)"
+    if panel.units_source == "signature" and panel.label:
+        return f"Signature (label {panel.label['label_id']}: 80 % of decoder norm)"
+    return "Units: largest decoder weights (no signature yet)"

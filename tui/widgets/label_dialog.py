@@ -83,11 +83,12 @@ class LabelDialog(ModalScreen[LabelEntry | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, feature_id: int, kinds: dict[str, str], names: list[str], predicates: list[str]):
+        """names, predicates: what each field completes, best first."""
         super().__init__()
         self._feature_id = feature_id
         self._kinds = kinds
-        self._names = list(dict.fromkeys([*names, *predicates]))
-        self._predicates = predicates
+        self._names = list(dict.fromkeys(names))
+        self._predicates = list(dict.fromkeys(predicates))
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as box:
