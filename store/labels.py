@@ -55,15 +55,25 @@ def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
+def run_sae_ids(db: Store, run_id: int) -> list[int] | None:
+    """The run's SAE ids in instance order; None when there is no such run. (A light query: labelling
+    reads it on every key press.)"""
+    rows = db.con.execute("SELECT r.run_id, s.sae_id FROM runs r LEFT JOIN saes s USING (run_id)"
+                          " WHERE r.run_id = ? ORDER BY s.instance", [run_id]).fetchall()
+    return [sae for _, sae in rows if sae is not None] if rows else None
+
+
 def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
     """The feature's Nth suggestion, or a StoreError saying how many it has."""
-    rows = db.frame("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
-                    [sae_id, feature_id, position])
-    if not rows.height:
-        count = db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
-        hint = f"it has {count}" if count else "it has none: run `mini rank` first"
-        raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
-    return rows.to_dicts()[0]
+    result = db.con.execute("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
+                            [sae_id, feature_id, position])
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+    if rows:
+        return rows[0]
+    count = db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+    hint = f"it has {count}" if count else "it has none: run `mini rank` first"
+    raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
 
 
 def undo_label(db: Store, label_id: int) -> None:

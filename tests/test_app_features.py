@@ -40,7 +40,8 @@ async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 20)
 
 async def open_features(pilot: Pilot, **kwargs: Any) -> FeaturesScreen:
     pilot.app.action_open("features", **kwargs)
-    await until(pilot, lambda: isinstance(pilot.app.screen, FeaturesScreen) and pilot.app.screen.features.height)
+    await until(pilot, lambda: isinstance(pilot.app.screen, FeaturesScreen) and pilot.app.screen.features.height
+                and pilot.app.focused is pilot.app.screen.query_one("#features"))
     await pilot.pause()
     return pilot.app.screen
 

@@ -479,8 +479,8 @@ def test_t_switches_between_examples_and_units_and_escape_goes_back(app_db: Path
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         app.action_open("features")
-        await until(pilot, lambda: isinstance(app.screen, FeaturesScreen))
-        await app.workers.wait_for_complete()
+        await until(pilot, lambda: isinstance(app.screen, FeaturesScreen) and app.screen.features.height
+                    and app.focused is app.screen.query_one("#features"))
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen))
         screen = await shown(pilot)

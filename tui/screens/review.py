@@ -10,20 +10,21 @@ keys pressed while a write is in flight are replayed after it, in order.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from tui.labelling import LabelWriter
 from tui.widgets.activation_trace import ActivationTrace
-from tui.widgets.tuning_bars import TuningBars
+from tui.widgets.text_panel import TextPanel
 
 if TYPE_CHECKING:
     from engine.review import FeaturePanel, ReviewContext
@@ -84,8 +85,8 @@ class ReviewScreen(Screen):
         height: 1fr;
     }
     ReviewScreen .panel:focus { border-top: solid $accent; }
-    ReviewScreen #suggestions-box { width: 1fr; }
-    ReviewScreen #trace-box { width: 1fr; }
+    ReviewScreen #suggestions { width: 1fr; }
+    ReviewScreen #trace { width: 1fr; }
     ReviewScreen #tuning { width: 1fr; }
     ReviewScreen #examples { width: 1fr; }
     ReviewScreen #units { width: 1fr; display: none; }
@@ -94,7 +95,7 @@ class ReviewScreen(Screen):
     ReviewScreen.-narrow.-units #units { display: block; }
     ReviewScreen.-wide #info { height: 3; }
     ReviewScreen.-wide #top { height: 14; }
-    ReviewScreen.-wide #suggestions-box { width: 64; }
+    ReviewScreen.-wide #suggestions { width: 64; }
     ReviewScreen.-wide #tuning { width: 64; }
     ReviewScreen.-wide #units { display: block; width: 44; }
     """
@@ -128,13 +129,16 @@ class ReviewScreen(Screen):
     class LabelSaved(Message):
         """A labelling action committed: `label_id` on `feature_id`; `kind` says which action."""
 
-        def __init__(self, kind: str, feature_id: int, label_id: int, name: str | None, summary: str):
+        def __init__(self, kind: str, feature_id: int, label_id: int, name: str | None, summary: str,
+                     committed_at: float):
             super().__init__()
             self.kind = kind
             self.feature_id = feature_id
             self.label_id = label_id
             self.name = name
             self.summary = summary
+            self.committed_at = committed_at
+            """time.perf_counter() when the commit returned (bench/app.py times key press to commit)."""
 
     class LabelFailed(Message):
         def __init__(self, kind: str, feature_id: int, reason: str):
@@ -175,28 +179,26 @@ class ReviewScreen(Screen):
         self._in_dialog = False
         self._validating: int | None = None
         self._status = ""
+        self.last_saved: ReviewScreen.LabelSaved | None = None
+        """The last labelling action committed from this screen."""
 
     # -- layout ----------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("Reading the run's features…", id="info")
         with Horizontal(id="top"):
-            with VerticalScroll(id="suggestions-box", classes="panel") as box:
-                box.border_title = "Suggestions"
-                yield Static(id="suggestions")
-            with Vertical(id="trace-box", classes="panel") as box:
-                box.border_title = "Activation"
-                yield ActivationTrace(id="trace")
+            suggestions = TextPanel(id="suggestions", classes="panel")
+            suggestions.border_title = "Suggestions"
+            yield suggestions
+            trace = ActivationTrace(id="trace", classes="panel")
+            trace.border_title = "Activation"
+            yield trace
         with Horizontal(id="bottom"):
-            with VerticalScroll(id="tuning", classes="panel") as box:
-                box.border_title = "Tuning (train + val)"
-                yield TuningBars(id="tuning-bars")
-            with VerticalScroll(id="examples", classes="panel") as box:
-                box.border_title = "Top examples (train + val)"
-                yield Static(id="examples-table")
-            with VerticalScroll(id="units", classes="panel") as box:
-                box.border_title = "Units"
-                yield Static(id="units-table")
+            for id_, title in (("tuning", "Tuning (train + val)"), ("examples", "Top examples (train + val)"),
+                               ("units", "Units")):
+                panel = TextPanel(id=id_, classes="panel")
+                panel.border_title = title
+                yield panel
         yield Footer()
 
     def on_mount(self) -> None:
@@ -257,8 +259,6 @@ class ReviewScreen(Screen):
 
     @work(thread=True, exclusive=True, group="order")
     def _order_activations(self, sae_id: int) -> None:
-        import time
-
         from store.review import ensure_activations_by_feature
 
         started = time.perf_counter()
@@ -283,12 +283,15 @@ class ReviewScreen(Screen):
         if key in self._loading or self.context is None:
             return
         self._loading.add(key)
-        self._read_feature(self.context, feature_id, key[1])
+        self._read_feature(feature_id, key[1])
 
+    # Only small arguments: Textual describes a worker by the repr of its arguments, and the repr of a
+    # ReviewContext (arrays of a million examples) took 80 ms.
     @work(thread=True, group="features")
-    def _read_feature(self, context: ReviewContext, feature_id: int, version: int) -> None:
+    def _read_feature(self, feature_id: int, version: int) -> None:
         from engine.review import load_feature
 
+        context = self.context
         try:
             with self._stores.cursor() as db:
                 panel = load_feature(db, context, feature_id)
@@ -333,7 +336,7 @@ class ReviewScreen(Screen):
         else:
             self.shown = None
             self.add_class("-loading")  # the panels below still show the previous feature: dim them
-            self.query_one("#info", Static).update(f"#{feature_id}  reading…")
+            self.query_one("#info", Static).update(f"#{feature_id}  reading…", layout=False)
             self._read(feature_id)
         for step in PREFETCH:
             neighbour = self.index + step
@@ -344,32 +347,35 @@ class ReviewScreen(Screen):
         from rich.console import Group
 
         from tui.widgets.feature_panels import (
-            examples_table,
+            examples_text,
             feature_line,
             label_line,
-            suggestions_table,
-            units_table,
+            suggestions_text,
+            units_text,
             units_title,
             validation_text,
         )
+        from tui.widgets.tuning_bars import render_tunings
 
         wide = self.wide
         third = validation_text(panel)
         if self._status:
             third.append(("  ·  " if third.plain else "") + self._status, style="dim")
         third.no_wrap, third.overflow = True, "ellipsis"
+        # The info lines have a fixed height: no layout pass is needed.
         self.query_one("#info", Static).update(
-            Group(feature_line(panel, wide=wide), label_line(panel, wide=wide), third))
-        self.query_one("#suggestions", Static).update(suggestions_table(panel, wide=wide))
+            Group(feature_line(panel, wide=wide), label_line(panel, wide=wide), third), layout=False)
+        self.query_one("#suggestions", TextPanel).show(lambda width: suggestions_text(panel, width, wide=wide))
         trace = panel.trace
-        trace_box = self.query_one("#trace-box")
-        trace_box.border_title = ("Activation (train + val)" if trace is None or trace.context is None
-                                  else f"Activation · beneath: {trace.context}")
-        self.query_one(ActivationTrace).show(trace, "never active on train or val")
-        self.query_one(TuningBars).show(panel.tuning)
-        self.query_one("#examples-table", Static).update(examples_table(panel, wide=wide))
-        self.query_one("#units", VerticalScroll).border_title = units_title(panel)
-        self.query_one("#units-table", Static).update(units_table(panel))
+        widget = self.query_one(ActivationTrace)
+        widget.border_title = ("Activation (train + val)" if trace is None or trace.context is None
+                               else f"Activation · beneath: {trace.context}")
+        widget.show(trace, "never active on train or val")
+        self.query_one("#tuning", TextPanel).show(lambda width: render_tunings(panel.tuning, width))
+        self.query_one("#examples", TextPanel).show(lambda width: examples_text(panel, width, wide=wide))
+        units = self.query_one("#units", TextPanel)
+        units.border_title = units_title(panel)
+        units.show(lambda width: units_text(panel, width))
         self.remove_class("-loading")
         self.shown = panel
 
@@ -487,24 +493,31 @@ class ReviewScreen(Screen):
     def _write(self, kind: str, feature_id: int, what: dict, *, advance: bool) -> None:
         """Start one write; LabelSaved / LabelFailed follow once it has committed or failed."""
         run_id, sae_id = self.run_id, self.sae_id
+        name = what.get("name")
+        if kind == "accept":
+            name = self.context.suggestions[feature_id][what["accept"] - 1]["predicate"]
+        verdict = what.get("verdict") or ("accept" if kind in ("accept", "name") else None)
 
-        def job(db: Store) -> tuple[int, str]:
+        def job(db: Store) -> tuple[int, str | None, str]:
             from engine.labels import label_feature
-            from store.labels import get_label, undo_label
+            from store.labels import undo_label
 
             if kind == "undo":
                 undo_label(db, what["undo"])
                 return what["undo"], None, f"undid label {what['undo']} on #{feature_id}"
             label_id = label_feature(db, run_id, feature_id, sae_id=sae_id, **what)
-            label = get_label(db, label_id)
-            text = f" {label['name']}" if label["name"] else ""
-            return label_id, label["name"], f"saved label {label_id}: {label['verdict']}{text} on #{feature_id}"
+            if kind == "note":
+                return label_id, name, f"saved label {label_id}: a note on #{feature_id}"
+            text = f" {name}" if name else ""
+            return label_id, name, f"saved label {label_id}: {verdict}{text} on #{feature_id}"
 
         def done(result: tuple[int, str | None, str] | None, error: Exception | None) -> None:
+            committed_at = time.perf_counter()
             if error is not None:
                 self.post_message(self.LabelFailed(kind, feature_id, str(error)))
             else:
-                self.post_message(self.LabelSaved(kind if not advance else f"{kind}+next", feature_id, *result))
+                self.post_message(self.LabelSaved(kind if not advance else f"{kind}+next", feature_id, *result,
+                                                  committed_at))
 
         self._writer.start(job, done)
 
@@ -523,6 +536,7 @@ class ReviewScreen(Screen):
             if message.name and message.name not in self.context.names:
                 self.context.names.insert(0, message.name)  # the label box completes it from now on
         self._status = message.summary
+        self.last_saved = message
         position = self.context.position(feature_id) if self.context else None
         if message.kind.endswith("+next") and position is not None:
             if position + 1 < len(self.context.order):

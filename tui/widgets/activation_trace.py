@@ -8,10 +8,14 @@ millisecond, so moving to the next feature never waits for a plot.
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 if TYPE_CHECKING:
@@ -36,9 +40,22 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def render_trace(trace: Trace, width: int, height: int) -> Text:
-    """The trace as `height` lines of `width` cells: bars, the context strip, the time axis."""
-    text = Text(no_wrap=True, overflow="crop")
+Run = tuple[str, str]
+"""Characters and the style they share."""
+
+
+def _runs(chars: np.ndarray, on: np.ndarray, style_on: str, style_off: str) -> list[Run]:
+    """Consecutive characters with the same style joined into one run (few segments: a cheap repaint)."""
+    runs: list[Run] = []
+    edges = np.flatnonzero(np.diff(on.astype(np.int8))) + 1
+    for part_chars, part_on in zip(np.split(chars, edges), np.split(on, edges), strict=True):
+        if len(part_chars):
+            runs.append(("".join(part_chars), style_on if part_on[0] else style_off))
+    return runs
+
+
+def trace_rows(trace: Trace, width: int, height: int) -> list[list[Run]]:
+    """The trace as `height` rows of `width` cells: bars, the context strip, the time axis."""
     bar_rows = max(1, height - 2)
     plot_width = max(1, width - AXIS_WIDTH)
     groups = column_groups(len(trace.activation), plot_width)
@@ -46,43 +63,49 @@ def render_trace(trace: Trace, width: int, height: int) -> Text:
     holds = np.array([trace.holds[g].mean() >= 0.5 for g in groups])
     top = float(tallest.max()) if tallest.size and tallest.max() > 0 else 1.0
     eighths = np.round(tallest / top * bar_rows * 8).astype(int)
+    blocks = np.array(list(BLOCKS))
+    rows: list[list[Run]] = []
     for row in range(bar_rows):
-        level_below = (bar_rows - 1 - row) * 8
         axis = _number(top) if row == 0 else ("0" if row == bar_rows - 1 else "")
-        text.append(f"{axis:>{AXIS_WIDTH - 1}}┤", style="dim")
-        for height_8, on in zip(eighths, holds, strict=True):
-            cell = BLOCKS[int(np.clip(height_8 - level_below, 0, 8))]
-            text.append(cell, style=HOLDS_STYLE if on else BAR_STYLE)
-        text.append("\n")
-    text.append(_strip(trace, groups, holds))
-    text.append("\n")
-    text.append(_axis(trace, plot_width))
+        cells = blocks[np.clip(eighths - (bar_rows - 1 - row) * 8, 0, 8)]
+        rows.append([(f"{axis:>{AXIS_WIDTH - 1}}┤", "dim"), *_runs(cells, holds, HOLDS_STYLE, BAR_STYLE)])
+    rows.append(_strip(trace, groups, holds))
+    rows.append([(_axis(trace, plot_width), "dim")])
+    return rows
+
+
+def render_trace(trace: Trace, width: int, height: int) -> Text:
+    """trace_rows as one Text (for tests and anything that wants a renderable)."""
+    text = Text(no_wrap=True, overflow="crop")
+    for i, row in enumerate(trace_rows(trace, width, height)):
+        if i:
+            text.append("\n")
+        for chars, style in row:
+            text.append(chars, style=style)
     return text
 
 
-def _strip(trace: Trace, groups: list[slice], holds: np.ndarray) -> Text:
+def _strip(trace: Trace, groups: list[slice], holds: np.ndarray) -> list[Run]:
     """The context variable beneath the bars: a sparkline of its value (a continuous variable) or a low
     mark (a categorical one), full height and bright where the predicate holds; blank where missing."""
-    strip = Text(f"{'':>{AXIS_WIDTH - 1}} ", style="dim")
     values = trace.context_values
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     span = high - low or 1.0
+    chars = []
     for group, on in zip(groups, holds, strict=True):
         part = values[group]
         part = part[np.isfinite(part)]
         if not part.size:
-            strip.append(" ")
-            continue
-        if trace.context_is_level:
-            strip.append(SPARK[-1] if on else SPARK[0], style=HOLDS_STYLE if on else "dim")
-            continue
-        level = int(np.clip((np.median(part) - low) / span * (len(SPARK) - 1), 0, len(SPARK) - 1))
-        strip.append(SPARK[level], style=HOLDS_STYLE if on else "dim")
-    return strip
+            chars.append(" ")
+        elif trace.context_is_level:
+            chars.append(SPARK[-1] if on else SPARK[0])
+        else:
+            chars.append(SPARK[int(np.clip((np.median(part) - low) / span * (len(SPARK) - 1), 0, len(SPARK) - 1))])
+    return [(" " * AXIS_WIDTH, ""), *_runs(np.array(chars), holds, HOLDS_STYLE, "dim")]
 
 
-def _axis(trace: Trace, plot_width: int) -> Text:
+def _axis(trace: Trace, plot_width: int) -> str:
     times = trace.time_s
     if np.isfinite(times).all() and len(times):
         left, right = f"{times[0]:.1f} s", f"{times[-1]:.1f} s"
@@ -95,11 +118,11 @@ def _axis(trace: Trace, plot_width: int) -> Text:
         line = left + " " * (pad // 2) + middle + " " * (pad - pad // 2) + right
     else:
         line = left + " " * max(1, gap) + right
-    return Text(" " * AXIS_WIDTH + line, style="dim")
+    return " " * AXIS_WIDTH + line
 
 
 class ActivationTrace(Widget):
-    """Shows one `engine.review.Trace` (or a message when there is none)."""
+    """Shows one `engine.review.Trace` (or a message when there is none), drawn line by line."""
 
     DEFAULT_CSS = """
     ActivationTrace {
@@ -112,12 +135,30 @@ class ActivationTrace(Widget):
         super().__init__(**kwargs)
         self._trace: Trace | None = None
         self._message = ""
+        self._strips: list[Strip] = []
+        self._strips_for: tuple[object, int, int] | None = None
 
     def show(self, trace: Trace | None, message: str = "") -> None:
         self._trace, self._message = trace, message
+        self._strips_for = None
         self.refresh()
 
-    def render(self) -> Text:
-        if self._trace is None:
-            return Text(self._message, style="dim")
-        return render_trace(self._trace, self.size.width, self.size.height)
+    def render_line(self, y: int) -> Strip:
+        width, height = self.size
+        if self._strips_for != (self._trace, width, height):
+            base = self.rich_style
+            if self._trace is None:
+                rows = [[(self._message, "dim")]]
+            else:
+                rows = trace_rows(self._trace, width, height)
+            self._strips = [Strip([Segment(chars, base + _style(style)) for chars, style in row])
+                            .crop_extend(0, width, base) for row in rows]
+            self._strips_for = (self._trace, width, height)
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(width, self.rich_style)
+
+
+@lru_cache(maxsize=16)
+def _style(name: str) -> Style:
+    return Style.parse(name) if name else Style()

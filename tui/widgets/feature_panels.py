@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
@@ -95,66 +94,73 @@ def effect(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def suggestions_table(panel: FeaturePanel, *, wide: bool) -> Table | Text:
+def table_text(headers: list[str], rows: list[list[str]], width: int, *, right: set[int], flexible: int,
+               row_styles: list[str | None] | None = None) -> Text:
+    """A plain table as lines of text: columns one space apart, numbers right-aligned, and the `flexible`
+    column (the one with names) cut with … so that every line fits in `width` cells."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    spare = width - (sum(widths) + len(widths) - 1)
+    if spare < 0:
+        widths[flexible] = max(4, widths[flexible] + spare)
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            if len(cell) > widths[i]:
+                cell = cell[: widths[i] - 1] + "…"
+            out.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return " ".join(out).rstrip()
+
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(line(headers), style="dim")
+    for i, row in enumerate(rows):
+        text.append("\n")
+        text.append(line(row), style=(row_styles[i] if row_styles else None) or "")
+    return text
+
+
+def suggestions_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
     if not panel.suggestions:
         return Text("no suggestions: nothing this feature does is tied to a natural variable\n"
                     "(l types a label of your own)", style="dim")
-    table = Table(box=None, expand=True, show_header=True, header_style="dim", padding=(0, 1), pad_edge=False,
-                  collapse_padding=True)
-    table.add_column("#", width=1, no_wrap=True)
-    table.add_column("suggestion", ratio=1, no_wrap=True, overflow="ellipsis")
-    table.add_column("effect", justify="right", no_wrap=True)
-    if wide:
-        table.add_column("p", justify="right", no_wrap=True)
-    table.add_column("q", justify="right", no_wrap=True)
+    headers = ["#", "suggestion", "effect", *(["p"] if wide else []), "q"]
+    rows, styles = [], []
     for s in panel.suggestions:
         significant = s["q_value"] is not None and s["q_value"] < ALPHA
-        cells = [str(s["position"]), s["predicate"], effect(s["effect_size"])]
+        row = [str(s["position"]), s["predicate"], effect(s["effect_size"])]
         if wide:
-            cells.append(number(s["p_value"], 2))
-        cells.append(number(s["q_value"], 2) + ("" if significant else " ns"))
-        table.add_row(*cells, style=None if significant else "dim")
-    return table
+            row.append(number(s["p_value"], 2))
+        row.append(number(s["q_value"], 2) + ("" if significant else " ns"))
+        rows.append(row)
+        styles.append(None if significant else "dim")
+    return table_text(headers, rows, width, right=set(range(2, len(headers))), flexible=1, row_styles=styles)
 
 
-def examples_table(panel: FeaturePanel, *, wide: bool) -> Table | Text:
+def examples_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
     frame = panel.top_examples
     if frame.is_empty():
         return Text("never active on train or val", style="dim")
     variables = frame.columns[5:] if wide else frame.columns[5:6]
-    table = Table(box=None, expand=True, header_style="dim", padding=(0, 1), pad_edge=False,
-                  collapse_padding=True)
-    for header in ("ex", "time", "trial", "split", "act"):
-        table.add_column(header, justify="left" if header == "split" else "right", no_wrap=True,
-                         min_width=5 if header == "split" else None)
-    for variable in variables:
-        # Narrow panels: a short header, so Rich does not squeeze every column to fit a long name.
-        table.add_column(variable if wide else variable[:6], no_wrap=True, overflow="ellipsis", justify="right")
+    headers = ["ex", "time", "trial", "split", "act", *variables]
+    rows = []
     for row in frame.iter_rows(named=True):
         time_s = "–" if row["time_s"] is None or not math.isfinite(row["time_s"]) else f"{row['time_s']:.1f}"
-        table.add_row(str(row["example"]), time_s, str(row["trial"]), row["split"], f"{row['activation']:.2f}",
-                      *(_cell(row[v]) for v in variables))
-    return table
+        rows.append([str(row["example"]), time_s, str(row["trial"]), row["split"], f"{row['activation']:.2f}",
+                     *(_cell(row[v]) for v in variables)])
+    return table_text(headers, rows, width, right={0, 1, 2, 4, *range(5, len(headers))},
+                      flexible=len(headers) - 1)
 
 
 def _cell(value: Any) -> str:
     return "–" if value is None else (number(value) if isinstance(value, float) else str(value))
 
 
-def units_table(panel: FeaturePanel) -> Table:
-    table = Table(box=None, expand=True, header_style="dim", padding=(0, 1), pad_edge=False,
-                  collapse_padding=True)
-    table.add_column("unit", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("weight", justify="right", no_wrap=True)
+def units_text(panel: FeaturePanel, width: int) -> Text:
     signature = panel.units_source == "signature"
-    if signature:
-        table.add_column("coact z", justify="right", no_wrap=True)
-    for row in panel.units.iter_rows(named=True):
-        cells = [row["name"], f"{row['weight']:+.3f}"]
-        if signature:
-            cells.append(number(row["coactivation"], 2))
-        table.add_row(*cells)
-    return table
+    headers = ["unit", "weight", *(["coact z"] if signature else [])]
+    rows = [[row["name"], f"{row['weight']:+.3f}", *([number(row["coactivation"], 2)] if signature else [])]
+            for row in panel.units.iter_rows(named=True)]
+    return table_text(headers, rows, width, right={1, 2}, flexible=0)
 
 
 def units_title(panel: FeaturePanel) -> str:

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
-from textual.geometry import Size
-from textual.widget import Widget
 
 if TYPE_CHECKING:
     from engine.review import Tuning
@@ -60,27 +58,3 @@ def render_tunings(tunings: list[Tuning], width: int) -> Text:
                 text.append("\n")
     return text
 
-
-class TuningBars(Widget):
-    """Shows `render_tunings` at the widget's own width; as tall as its lines (scroll the parent)."""
-
-    DEFAULT_CSS = """
-    TuningBars {
-        height: auto;
-        width: 1fr;
-    }
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._tunings: list[Tuning] = []
-
-    def show(self, tunings: list[Tuning]) -> None:
-        self._tunings = tunings
-        self.refresh(layout=True)
-
-    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return len(render_tunings(self._tunings, max(width, 20)).plain.splitlines()) or 1
-
-    def render(self) -> Text:
-        return render_tunings(self._tunings, max(self.size.width, 20))
