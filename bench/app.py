@@ -10,6 +10,9 @@ app headless (`App.run_test`) with the real keys:
   person moving through features sees it), and the same with the cache emptied first (a cold read);
 - label: `x` to the moment its row is committed (Review then moves on).
 
+Wall-clock figures swing with the machine's load; the CPU seconds of the start (the child process,
+start and exit) and of each next-feature step (this process, every thread) move much less.
+
 Progress goes to stderr; the last line on stdout is one JSON object.
     .venv/bin/python bench/app.py                     # full size: ~2 min to build, ~1 min to measure
     .venv/bin/python bench/app.py --examples 100000 --features 1024 --k 16 --steps 50
@@ -21,6 +24,8 @@ import argparse
 import asyncio
 import json
 import math
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -62,9 +67,11 @@ async def _child_start(db_path: str) -> None:
         print("READY", flush=True)
 
 
-def measure_start(db_path: Path, repeat: int) -> list[float]:
-    seconds = []
+def measure_start(db_path: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds from launch to READY, and CPU seconds of the whole child (start and exit)."""
+    seconds, cpu = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "--child-start", str(db_path)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -74,8 +81,10 @@ def measure_start(db_path: Path, repeat: int) -> list[float]:
         child.wait(timeout=60)
         if line.strip() != "READY":
             raise SystemExit(f"bench/app.py: the app did not start: {child.stderr.read() if child.stderr else ''}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         seconds.append(elapsed)
-    return seconds
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return seconds, cpu
 
 
 # -- review: one app, many keys ----------------------------------------------------------------------------
@@ -110,18 +119,22 @@ async def measure_review(db_path: Path, steps: int, labels: int) -> dict[str, ob
         log(f"  activations ordered by feature after {out['order_activations_s']:.1f} s")
         await app.workers.wait_for_complete()
 
+        cpu: list[float] = []
+
         async def next_feature(cold: bool) -> float:
             target = screen.context.order[screen.index + 1]
             if cold:
                 await app.workers.wait_for_complete()
                 screen._cache.clear()
-            begin = time.perf_counter()
+            begin, begin_cpu = time.perf_counter(), time.process_time()
             await pilot.press("j")
             await until(lambda: screen.shown is not None and screen.shown.feature_id == target)
             await pilot.pause()  # the frame showing it
+            cpu.append((time.process_time() - begin_cpu) * 1000)
             return (time.perf_counter() - begin) * 1000
 
         warm = [await next_feature(cold=False) for _ in range(steps)]
+        out["next_feature_cpu_ms"], cpu = cpu, []
         cold = [await next_feature(cold=True) for _ in range(max(1, steps // 2))]
         out["next_feature_ms"], out["next_feature_cold_ms"] = warm, cold
         log(f"  next feature: median {summary(warm)[0]:.1f} ms (prefetched), {summary(cold)[0]:.1f} ms (cold)")
@@ -195,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.db is not None:
                 shutil.copy(db_path, args.db)
         log(f"timing {args.repeat} starts")
-        starts = measure_start(db_path, args.repeat)
-        log(f"  start: median {summary(starts)[0]:.2f} s")
+        starts, start_cpu = measure_start(db_path, args.repeat)
+        log(f"  start: median {summary(starts)[0]:.2f} s ({summary(start_cpu)[0]:.2f} s CPU)")
         log("timing Review")
         review = asyncio.run(measure_review(db_path, args.steps, args.labels))
         log(f"timing {args.reads} panel reads per path")
@@ -210,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, object] = {"bench": "app", "examples": spec.n_examples, "features": spec.d_sae, "k": spec.k,
                                  "units": spec.n_units, "activation_rows": rows}
-    for name, values, scale in (("start_s", starts, 1), ("next_feature_ms", review["next_feature_ms"], 1),
+    for name, values, scale in (("start_s", starts, 1), ("start_cpu_s", start_cpu, 1),
+                                ("next_feature_ms", review["next_feature_ms"], 1),
+                                ("next_feature_cpu_ms", review["next_feature_cpu_ms"], 1),
                                 ("next_feature_cold_ms", review["next_feature_cold_ms"], 1),
                                 ("label_commit_ms", review["label_commit_ms"], 1),
                                 ("feature_read_ordered_ms", reads["ordered"], 1),
@@ -220,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     result["open_review_s"] = round(review["open_review_s"], 3)  # type: ignore[arg-type]
     result["order_activations_s"] = round(review["order_activations_s"], 2)  # type: ignore[arg-type]
     result["repeats"] = {"start": args.repeat, "next_feature": args.steps, "label": args.labels}
+    result["cpus"], result["load_average_1m"] = os.cpu_count(), round(os.getloadavg()[0], 2)
     result["targets"] = TARGETS
     result["meets_targets"] = {key: result[key] <= target for key, target in TARGETS.items()}  # type: ignore[operator]
     print(json.dumps(result))

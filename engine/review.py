@@ -236,8 +236,7 @@ def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeatureP
     sae_id, data = context.sae_id, context.data
     examples, values = queries.feature_activations(db, sae_id, feature_id, by_feature=context.by_feature)
     history = queries.feature_labels(db, sae_id, feature_id)
-    current = history.filter(~pl.col("undone"))
-    label = current.row(0, named=True) if current.height else None
+    label = next((row for row in history if not row["undone"]), None)
     validation = queries.label_validation(db, label["label_id"]) if label else None
     signature = queries.label_signature(db, label["label_id"]) if validation and validation["testable"] else None
     read_ms = (time.perf_counter() - started) * 1000
@@ -247,7 +246,7 @@ def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeatureP
     ranking = context.rankings.get(feature_id)
     return FeaturePanel(
         sae_id, feature_id, ranking["rank"] if ranking else None, len(context.order), ranking,
-        context.features[feature_id], suggestions, label, history.height, validation, len(examples),
+        context.features[feature_id], suggestions, label, len(history), validation, len(examples),
         _trace(data, examples, values, _context_predicate(label, suggestions)),
         _tunings(context, feature_id, examples, values, suggestions),
         _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature),

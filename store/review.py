@@ -114,16 +114,23 @@ def labelled_features(db: Store, sae_id: int) -> set[int]:
                                          [sae_id]).fetchall()}
 
 
-def feature_labels(db: Store, sae_id: int, feature_id: int) -> pl.DataFrame:
+def _dicts(db: Store, sql: str, params: list) -> list[dict[str, Any]]:
+    """Rows as dicts, for the small per-feature reads Review makes on every key (no frame overhead)."""
+    result = db.con.execute(sql, params)
+    columns = [d[0] for d in result.description]
+    return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+
+
+def feature_labels(db: Store, sae_id: int, feature_id: int) -> list[dict[str, Any]]:
     """Every labelling action on the feature, newest first, with `undone` set for undone ones."""
-    return db.frame(
-        "SELECT l.*, u.label_id IS NOT NULL AS undone FROM labels l LEFT JOIN label_undos u USING (label_id)"
-        " WHERE l.sae_id = ? AND l.feature_id = ? ORDER BY l.label_id DESC", [sae_id, feature_id])
+    return _dicts(db, "SELECT l.*, u.label_id IS NOT NULL AS undone FROM labels l LEFT JOIN label_undos u"
+                      " USING (label_id) WHERE l.sae_id = ? AND l.feature_id = ? ORDER BY l.label_id DESC",
+                  [sae_id, feature_id])
 
 
 def label_validation(db: Store, label_id: int) -> dict[str, Any] | None:
-    rows = db.frame("SELECT * FROM validations WHERE label_id = ?", [label_id])
-    return rows.to_dicts()[0] if rows.height else None
+    rows = _dicts(db, "SELECT * FROM validations WHERE label_id = ?", [label_id])
+    return rows[0] if rows else None
 
 
 def label_signature(db: Store, label_id: int) -> pl.DataFrame:

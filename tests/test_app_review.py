@@ -528,3 +528,46 @@ def test_review_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> N
 
     assert snap_compare(MiniApp(Store.open(app_db), run_id=1), terminal_size=size, run_before=run_before)
 
+
+
+# -- the store behind the screen ---------------------------------------------------------------------------
+
+
+def test_the_ordered_copy_of_activations_is_rebuilt_when_the_sae_changes(app_db: Path) -> None:
+    from store.review import (
+        activations_by_feature_current,
+        ensure_activations_by_feature,
+        feature_activations,
+    )
+
+    with Store.open(app_db) as db:
+        assert not activations_by_feature_current(db, SAE)
+        assert ensure_activations_by_feature(db, SAE) == db.scalar("SELECT count(*) FROM activations WHERE sae_id = 1")
+        assert ensure_activations_by_feature(db, SAE) is None  # current: nothing to do
+        feature = int(db.scalar("SELECT feature_id FROM rankings WHERE sae_id = 1 AND rank = 1"))
+        fast, scanned = (feature_activations(db, SAE, feature, by_feature=b) for b in (True, False))
+        assert (fast[0] == scanned[0]).all() and (fast[1] == scanned[1]).all() and len(fast[0]) > 0
+        # The SAE's activations change (as when a run is resumed): the copy no longer counts as current.
+        db.con.execute("DELETE FROM activations WHERE sae_id = 1 AND feature_id = ?", [feature])
+        assert not activations_by_feature_current(db, SAE)
+        ensure_activations_by_feature(db, SAE)
+        assert len(feature_activations(db, SAE, feature, by_feature=True)[0]) == 0
+
+
+def test_only_the_current_label_can_be_undone(app_db: Path) -> None:
+    from engine.labels import label_feature
+    from store.errors import StoreError
+    from store.labels import undo_label
+
+    order = rank_order(app_db)
+    with Store.open(app_db) as db:
+        first = label_feature(db, 1, order[6], sae_id=SAE, verdict="unsure")
+        second = label_feature(db, 1, order[6], sae_id=SAE, verdict="reject")
+        with pytest.raises(StoreError, match="not the current label"):
+            undo_label(db, first)
+        undo_label(db, second)
+        undo_label(db, first)
+        with pytest.raises(StoreError, match="not the current label"):
+            undo_label(db, first)  # already undone
+        assert db.scalar("SELECT count(*) FROM current_labels WHERE sae_id = 1 AND feature_id = ?", [order[6]]) == 0
+        assert db.scalar("SELECT count(*) FROM labels WHERE sae_id = 1 AND feature_id = ?", [order[6]]) == 2

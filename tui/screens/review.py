@@ -93,7 +93,6 @@ class ReviewScreen(Screen):
     ReviewScreen.-loading #top, ReviewScreen.-loading #bottom { text-opacity: 40%; }
     ReviewScreen.-narrow.-units #examples { display: none; }
     ReviewScreen.-narrow.-units #units { display: block; }
-    ReviewScreen.-wide #info { height: 3; }
     ReviewScreen.-wide #top { height: 14; }
     ReviewScreen.-wide #suggestions { width: 64; }
     ReviewScreen.-wide #tuning { width: 64; }
@@ -214,8 +213,12 @@ class ReviewScreen(Screen):
         return self.has_class("-wide")
 
     def on_resize(self) -> None:
+        self.refresh_bindings()  # `t` only does something on narrow terminals
         if self.shown is not None:
             self._show_panel(self.shown)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "toggle_side" and self.wide)
 
     # -- reading ---------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="context")

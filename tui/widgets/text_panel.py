@@ -52,15 +52,22 @@ class TextPanel(ScrollView, can_focus=True):
         return "\n".join(line.plain for line in self._lines)
 
     def _width(self) -> int:
-        return self.scrollable_content_region.width or self.size.width or 40
+        """Cells a line has, with no scrollbar."""
+        return self.content_region.width or self.size.width or 40
 
     def _build(self, width: int) -> None:
         self._built_width = width
         self._strips.clear()
         self._base = None
-        text = self._builder(width) if self._builder is not None else Text("")
-        self._lines = text.split("\n", allow_blank=True) if text.plain else []
+        self._lines = self._lines_for(width)
+        if len(self._lines) > self.content_region.height > 0:
+            # Too tall: a scrollbar will take its columns, so lay the text out narrower.
+            self._lines = self._lines_for(width - self.styles.scrollbar_size_vertical)
         self.virtual_size = Size(width, len(self._lines))
+
+    def _lines_for(self, width: int) -> list[Text]:
+        text = self._builder(max(width, 8)) if self._builder is not None else Text("")
+        return text.split("\n", allow_blank=True) if text.plain else []
 
     def on_resize(self) -> None:
         if self._builder is not None and self._width() != self._built_width:
@@ -78,5 +85,5 @@ class TextPanel(ScrollView, can_focus=True):
                 self._base = self.rich_style
             base, line = self._base, self._lines[index]
             segments = [Segment(s.text, base + s.style if s.style else base) for s in line.render(self.app.console)]
-            strip = self._strips[index] = Strip(segments, line.cell_len).crop_extend(0, width, base)
-        return strip
+            strip = self._strips[index] = Strip(segments, line.cell_len)
+        return strip.crop_extend(0, width, base if self._base is not None else self.rich_style)
