@@ -73,8 +73,10 @@ def display_frame(features: pl.DataFrame) -> pl.DataFrame:
              .when(pl.col("testable").not_()).then(pl.lit("n/t")).otherwise(pl.lit("–")))
     return features.with_columns(
         pl.concat_str([mark, auto, text]).alias("label_text"), valid.alias("valid_text"),
-        (pl.col("density") * 100).round(2).alias("density_pct"),
-        *(pl.col(c).round(3).alias(f"{c}_shown") for c in ("score", "association", "mis", "stability")),
+        # Decimals with a fixed number of places: the table right-aligns them and measures every one.
+        (pl.col("density") * 100).round(2).cast(pl.Decimal(7, 2)).alias("density_pct"),
+        *(pl.col(c).round(3).cast(pl.Decimal(6, 3)).alias(f"{c}_shown")
+          for c in ("score", "association", "mis", "stability")),
     )
 
 
@@ -84,14 +86,14 @@ class FeaturesScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
-        Binding("slash", "prompt('filter')", "Filter", key_display="/"),
+        Binding("/", "prompt('filter')", "Filter"),
         Binding("f", "prompt('find')", "Find"),
         Binding("n", "find_next(1)", "Next match", show=False),
         Binding("N", "find_next(-1)", "Previous match", show=False),
-        Binding("colon", "prompt('rank')", "Rank", key_display=":"),
-        Binding("number_sign", "prompt('feature')", "Feature", key_display="#"),
-        Binding("left_square_bracket", "switch_sae(-1)", "SAE", key_display="[", show=False),
-        Binding("right_square_bracket", "switch_sae(1)", "Next SAE", key_display="]"),
+        Binding(":", "prompt('rank')", "Rank"),
+        Binding("#", "prompt('feature')", "Feature"),
+        Binding("[", "switch_sae(-1)", "Previous SAE", show=False),
+        Binding("]", "switch_sae(1)", "Next SAE"),
         Binding("escape", "back", "Back"),
     ]
 

@@ -62,7 +62,7 @@ class ReviewScreen(Screen):
         *(Binding(str(n), f"accept({n})", f"Accept {n}", show=False) for n in range(2, 10)),
         Binding("l", "type_label", "Label"),
         Binding("x", "verdict('reject')", "Reject"),
-        Binding("question_mark", "verdict('unsure')", "Unsure", key_display="?"),
+        Binding("?", "verdict('unsure')", "Unsure"),
         Binding("u", "undo", "Undo"),
         Binding("n", "note", "Note"),
         Binding("v", "validate", "Validate"),
