@@ -226,20 +226,15 @@ class FeaturePanel:
     """unit_id, name, weight, coactivation, in_signature."""
     units_source: str
     """'signature' (from the validation of the current label) or 'decoder' (largest weights)."""
-    read_ms: float = field(default=0.0)
 
 
 def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeaturePanel:
-    import time
-
-    started = time.perf_counter()
     sae_id, data = context.sae_id, context.data
     examples, values = queries.feature_activations(db, sae_id, feature_id, by_feature=context.by_feature)
     history = queries.feature_labels(db, sae_id, feature_id)
     label = next((row for row in history if not row["undone"]), None)
     validation = queries.label_validation(db, label["label_id"]) if label else None
     signature = queries.label_signature(db, label["label_id"]) if validation and validation["testable"] else None
-    read_ms = (time.perf_counter() - started) * 1000
     fit = data.fit[examples]
     examples, values = examples[fit], values[fit]
     suggestions = context.suggestions.get(feature_id, [])
@@ -249,8 +244,7 @@ def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeatureP
         context.features[feature_id], suggestions, label, len(history), validation, len(examples),
         _trace(data, examples, values, _context_predicate(label, suggestions)),
         _tunings(context, feature_id, examples, values, suggestions),
-        _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature),
-        read_ms=read_ms)
+        _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature))
 
 
 def _context_predicate(label: dict | None, suggestions: list[dict]) -> dict | None:
