@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from engine.errors import InputError
 from store import Store
 from store.datasets import get_dataset, load_natural_variables
-from store.labels import Label, add_label, suggestion
-from store.runs import get_run, load_saes
+from store.labels import Label, add_label, run_sae_ids, suggestion
+from store.runs import get_run
 
 _EQUALS = re.compile(r"^\s*(?P<variable>[^=\s][^=]*?)\s*=\s*(?P<value>.+?)\s*$")
 _RANGE = re.compile(r"^\s*(?P<variable>\S+)\s+in\s+\[\s*(?P<low>[^,\s]+)\s*,\s*(?P<high>[^)\s]+)\s*\)\s*$")
@@ -71,11 +71,11 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
     chosen = [accept is not None, name is not None, verdict is not None]
     if sum(chosen) != 1:
         raise InputError("give exactly one of --accept N, --name TEXT, --reject, --unsure")
-    run = get_run(db, run_id)
-    saes = load_saes(db, run_id)
-    if saes.is_empty():
+    sae_ids = run_sae_ids(db, run_id)
+    if sae_ids is None:
+        get_run(db, run_id)  # raises the error that names the runs there are
+    if not sae_ids:
         raise InputError(f"run {run_id} has no trained SAEs")
-    sae_ids = saes["sae_id"].to_list()
     sae_id = sae_ids[0] if sae_id is None else sae_id
     if sae_id not in sae_ids:
         raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, sae_ids))})")
@@ -89,7 +89,7 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
             raise InputError("--name: a label needs some text")
         parsed = None
         if predicate is not None:
-            dataset = get_dataset(db, run["config"]["dataset"])
+            dataset = get_dataset(db, get_run(db, run_id)["config"]["dataset"])
             kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
             parsed = parse_predicate(predicate, kinds)
         label = Label(sae_id, feature_id, "accept", name=name, predicate=parsed and parsed.text,

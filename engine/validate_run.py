@@ -135,17 +135,9 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     labels = accepted_labels(db, run_id)
     if labels.is_empty():
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
-    dataset = get_dataset(db, run["config"]["dataset"])
-    counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    splits = examples["split"].to_numpy()
-    fit = splits != "test"
-    sd = counts[fit].std(axis=0, dtype=np.float64)
-    split = _Split(counts, examples["trial_id"].to_numpy(), fit, splits == "test",
-                   counts[fit].mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
-    values = load_natural_values(db, dataset["dataset_id"])
-    kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
+    split, values, kinds = _read_split(db, run)
     testable = labels.filter(pl.col("predicate").is_not_null())
-    activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(splits))
+    activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
     groups: dict[tuple, list[dict]] = {}
     for label in testable.iter_rows(named=True):
@@ -164,6 +156,33 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
             results[label["label_id"]] = result
         done += len(group)
         report(f"{done}/{testable.height} labels: {group[0]['predicate']}")
+    rows, signature_rows = _result_rows(labels, results, weights)
+    frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
+    keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
+    save_validations(db, run_id, frame.select(keep),
+                     pl.concat(signature_rows) if signature_rows else pl.DataFrame())
+    n_validated = int(frame["validated"].sum()) if "validated" in frame.columns else 0
+    return ValidateOutcome(run_id, frame.height, int(frame["testable"].sum()), n_validated,
+                           time.perf_counter() - started)
+
+
+def _read_split(db: Store, run: dict) -> tuple[_Split, pl.DataFrame, dict[str, str]]:
+    """The run's dataset as validation needs it: counts and splits, natural values, variable kinds."""
+    dataset = get_dataset(db, run["config"]["dataset"])
+    counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    splits = examples["split"].to_numpy()
+    fit = splits != "test"
+    sd = counts[fit].std(axis=0, dtype=np.float64)
+    split = _Split(counts, examples["trial_id"].to_numpy(), fit, splits == "test",
+                   counts[fit].mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
+    values = load_natural_values(db, dataset["dataset_id"])
+    kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
+    return split, values, kinds
+
+
+def _result_rows(labels: pl.DataFrame, results: dict[int, tuple[dict, dict]],
+                 weights: dict[tuple[int, int], np.ndarray]) -> tuple[list[dict], list[pl.DataFrame]]:
+    """validations rows (labels without a result are not testable) and signatures frames."""
     rows, signature_rows = [], []
     for label in labels.iter_rows(named=True):
         base = {"label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
@@ -180,13 +199,50 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
             "label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
             "unit_id": np.arange(len(w), dtype=np.int32), "weight": w.astype(np.float64),
             "coactivation": extra["profile"].astype(np.float64), "in_signature": in_signature}))
-    frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
-    keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
-    save_validations(db, run_id, frame.select(keep),
-                     pl.concat(signature_rows) if signature_rows else pl.DataFrame())
-    n_validated = int(frame["validated"].sum()) if "validated" in frame.columns else 0
-    return ValidateOutcome(run_id, frame.height, int(frame["testable"].sum()), n_validated,
-                           time.perf_counter() - started)
+    return rows, signature_rows
+
+
+def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig | None = None) -> dict:
+    """Validate one accepted label now (the review screen's `v`) and return its stored validation row.
+
+    The label's row replaces any earlier validation of the same feature; other labels are not re-tested.
+    q-values are a correction over every label of the run, so after storing the row the q-value and verdict
+    of every stored validation of the run are recomputed (Benjamini–Hochberg over all of them, the family
+    `validate_run` corrects over when nothing changed since): q is never a single label's uncorrected p.
+    """
+    config = config or ValidateConfig()
+    run = get_run(db, run_id)
+    label = accepted_labels(db, run_id).filter(pl.col("label_id") == label_id)
+    if label.is_empty():
+        raise InputError(f"label {label_id} is not the current accepted label of a feature of run {run_id}")
+    row = label.row(0, named=True)
+    key = (row["sae_id"], row["feature_id"])
+    split, values, kinds = _read_split(db, run)
+    results, weights = {}, {}
+    if row["predicate"] is not None:
+        wanted = label.select("sae_id", "feature_id")
+        activation = feature_activations(db, wanted, len(split.trials))[key]
+        weights = decoder_rows(db, wanted)
+        row["weights"] = weights[key]
+        group = _validate_group(split, [row], [activation], kinds[row["variable"]],
+                                values.filter(pl.col("variable") == row["variable"]), config, None)
+        results[label_id] = group[0]
+    rows, signature_rows = _result_rows(label, results, weights)
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
+    with db.transaction():
+        for table in ("validations", "signatures"):
+            db.con.execute(f"DELETE FROM {table} WHERE sae_id = ? AND feature_id = ?", list(key))
+        db.insert_frame("validations", frame)
+        if signature_rows:
+            db.insert_frame("signatures", signature_rows[0])
+        stored = db.frame("SELECT v.* FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
+                          " ORDER BY v.label_id", [run_id])
+        judged = _with_verdicts(stored, config)
+        with db.registered("judged", judged.select("label_id", "q_value", "validated", "reason")):
+            db.con.execute("UPDATE validations SET q_value = j.q_value, validated = j.validated, reason = j.reason"
+                           " FROM judged j WHERE validations.label_id = j.label_id")
+    return db.frame("SELECT * FROM validations WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
 def _with_verdicts(frame: pl.DataFrame, config: ValidateConfig) -> pl.DataFrame:

@@ -55,12 +55,45 @@ def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
+def run_sae_ids(db: Store, run_id: int) -> list[int] | None:
+    """The run's SAE ids in instance order; None when there is no such run. (A light query: labelling
+    reads it on every key press.)"""
+    rows = db.con.execute("SELECT r.run_id, s.sae_id FROM runs r LEFT JOIN saes s USING (run_id)"
+                          " WHERE r.run_id = ? ORDER BY s.instance", [run_id]).fetchall()
+    return [sae for _, sae in rows if sae is not None] if rows else None
+
+
 def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
     """The feature's Nth suggestion, or a StoreError saying how many it has."""
-    rows = db.frame("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
-                    [sae_id, feature_id, position])
-    if not rows.height:
-        count = db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
-        hint = f"it has {count}" if count else "it has none: run `mini rank` first"
-        raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
-    return rows.to_dicts()[0]
+    result = db.con.execute("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
+                            [sae_id, feature_id, position])
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+    if rows:
+        return rows[0]
+    count = db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+    hint = f"it has {count}" if count else "it has none: run `mini rank` first"
+    raise StoreError(f"feature {feature_id} of SAE {sae_id} has no suggestion {position} ({hint})")
+
+
+def undo_label(db: Store, label_id: int) -> None:
+    """Undo one labelling action: the feature's current label becomes what it was before it.
+
+    Nothing is deleted or rewritten: the action stays in `labels` and a row in `label_undos` marks it
+    undone, so current_labels shows the earlier label with its own label_id (and so its validation), or
+    no label when there was none, and the history of what was done stays queryable (migration 6 says
+    why this is not a copy of the earlier row). Only a feature's current label can be undone, so undos
+    unwind in the order the actions were taken.
+    """
+    with db.transaction():
+        rows = db.con.execute("SELECT sae_id, feature_id FROM labels WHERE label_id = ?", [label_id]).fetchall()
+        if not rows:
+            raise StoreError(f"{db.path}: no label {label_id}")
+        sae_id, feature_id = rows[0]
+        current = db.con.execute("SELECT label_id FROM current_labels WHERE sae_id = ? AND feature_id = ?",
+                                 [sae_id, feature_id]).fetchall()
+        if not current or current[0][0] != label_id:
+            raise StoreError(f"label {label_id} is not the current label of feature {feature_id} of SAE {sae_id};"
+                             " undo the later one first")
+        db.con.execute("INSERT INTO label_undos (label_id, sae_id, feature_id) VALUES (?, ?, ?)",
+                       [label_id, sae_id, feature_id])

@@ -369,6 +369,41 @@ CREATE TABLE signatures (
 );
 """
 
+# Undo without deleting: an undone labelling action stays in `labels` and gets a row here, and
+# current_labels skips it, so the feature shows exactly what it showed before (its earlier label with the
+# same label_id, and so with its validation, or no label at all). A copy of the earlier row appended to
+# `labels` would have a new label_id (losing its validation) and could not say "no label".
+#
+# activations_by_feature holds the same rows as `activations`, ordered by feature, so that one feature's
+# activations are a read of one or two row groups (DuckDB's zone maps) instead of a scan of every
+# activation of the SAE (200 ms at 1 M examples × k = 32). The review screen builds it per SAE the first
+# time it needs it; activations_by_feature_builds says which copy is current (bench/app.py measures both).
+V6_REVIEW = """
+CREATE TABLE label_undos (
+    label_id    INTEGER PRIMARY KEY,
+    sae_id      INTEGER NOT NULL,
+    feature_id  INTEGER NOT NULL,
+    undone_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE OR REPLACE VIEW current_labels AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY sae_id, feature_id ORDER BY label_id DESC) AS rn FROM labels
+    WHERE label_id NOT IN (SELECT label_id FROM label_undos)
+) WHERE rn = 1;
+CREATE TABLE activations_by_feature (
+    sae_id      INTEGER NOT NULL USING COMPRESSION rle,
+    feature_id  INTEGER NOT NULL USING COMPRESSION rle,
+    example_id  INTEGER NOT NULL USING COMPRESSION bitpacking,
+    value       REAL NOT NULL USING COMPRESSION alprd
+);
+CREATE TABLE activations_by_feature_builds (
+    sae_id           INTEGER PRIMARY KEY,
+    n_rows           BIGINT NOT NULL,
+    run_finished_at  TIMESTAMP,
+    built_at         TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -376,6 +411,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "associations, tuning_curves, mis, feature_matches, rankings, suggestions", V3_RANKING),
     Migration(4, "labels (append-only) and the current_labels view", V4_LABELS),
     Migration(5, "validations and signatures", V5_VALIDATIONS),
+    Migration(6, "label_undos (undo keeps labels append-only), activations_by_feature for fast review",
+              V6_REVIEW),
 )
 
 _VERSION_TABLE = """

@@ -1,0 +1,365 @@
+"""What the Review screen shows for one feature, computed from the store (no textual here).
+
+`load_context` reads what every feature of an SAE shares, once: the dataset's examples and natural
+variables as arrays (cached per dataset: a million examples take a second to read), the ranking,
+suggestions, tuning curves and decoder. `load_feature` then reads one feature's activations and labels
+and computes its panels with numpy in a few milliseconds.
+
+Everything shown comes from the train and validation splits only: the test split is kept for
+validation, so a person never labels a feature from the examples it will be tested on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from store import Store
+from store import review as queries
+
+TEST = 2
+"""Split code of the test split in DatasetArrays.split (train 0, val 1)."""
+SPLITS = ("train", "val", "test")
+TRACE_WINDOW = 240
+"""Examples shown around a feature's strongest activation (fewer where test examples cut it short)."""
+TOP_EXAMPLES = 12
+SIGNATURE_UNITS = 10
+"""Units listed for a feature without a validated signature (largest decoder weights)."""
+MAX_TUNING_VARIABLES = 4
+
+
+@dataclass
+class DatasetArrays:
+    """A dataset's examples and natural variables as arrays indexed by example_id."""
+
+    dataset_id: int
+    name: str
+    n_examples: int
+    split: np.ndarray
+    """int8: 0 train, 1 val, 2 test."""
+    trial: np.ndarray
+    time_s: np.ndarray
+    """float64, NaN where unknown."""
+    kinds: dict[str, str]
+    numbers: dict[str, np.ndarray]
+    """Continuous, circular and binary variables: float64 per example, NaN where missing."""
+    codes: dict[str, np.ndarray]
+    """Categorical and binary variables: level index per example, -1 where missing."""
+    levels: dict[str, list[str]]
+    fit_level_counts: dict[str, np.ndarray]
+    """Per categorical/binary variable: train + val examples at each level (tuning denominators)."""
+    unit_names: list[str]
+
+    @property
+    def fit(self) -> np.ndarray:
+        return self.split != TEST
+
+
+_DATASETS: dict[tuple[str, int], DatasetArrays] = {}
+_DATASETS_LOCK = threading.Lock()
+
+
+def dataset_arrays(db: Store, dataset: dict[str, Any]) -> DatasetArrays:
+    """The dataset's arrays, read once per process (datasets never change once imported)."""
+    key = (str(db.path), int(dataset["dataset_id"]))
+    with _DATASETS_LOCK:
+        if key in _DATASETS and _DATASETS[key].n_examples == dataset["n_examples"]:
+            return _DATASETS[key]
+    arrays = _read_dataset(db, dataset)
+    with _DATASETS_LOCK:
+        _DATASETS.clear()  # one dataset at a time: at 10⁶ examples each holds ~50 MB
+        _DATASETS[key] = arrays
+    return arrays
+
+
+def _read_dataset(db: Store, dataset: dict[str, Any]) -> DatasetArrays:
+    dataset_id, n = int(dataset["dataset_id"]), int(dataset["n_examples"])
+    examples = queries.example_columns(db, dataset_id)
+    split = examples["split"].replace_strict({s: i for i, s in enumerate(SPLITS)}, return_dtype=pl.Int8).to_numpy()
+    variables = db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ? ORDER BY variable",
+                         [dataset_id])
+    kinds = dict(variables.iter_rows())
+    numbers, codes, levels, counts = {}, {}, {}, {}
+    fit = split != TEST
+    for variable, kind in kinds.items():
+        values = queries.variable_values(db, dataset_id, variable)
+        rows = values["example_id"].to_numpy()
+        if kind != "categorical":
+            number = np.full(n, np.nan)
+            number[rows] = values["value"].to_numpy()
+            numbers[variable] = number
+        if kind in ("categorical", "binary"):
+            text = (values["category"] if kind == "categorical"
+                    else values["value"].cast(pl.Int64).cast(pl.String))
+            names = sorted(text.unique().drop_nulls().to_list(), key=_level_order)
+            code = np.full(n, -1, dtype=np.int32)
+            code[rows] = text.replace_strict({name: i for i, name in enumerate(names)}, return_dtype=pl.Int32,
+                                             default=-1).to_numpy()
+            codes[variable], levels[variable] = code, names
+            present = fit & (code >= 0)
+            counts[variable] = np.bincount(code[present], minlength=len(names))
+    time_s = examples["time_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return DatasetArrays(dataset_id, dataset["name"], n, split, examples["trial_id"].to_numpy(), time_s, kinds,
+                         numbers, codes, levels, counts, queries.unit_names(db, dataset_id))
+
+
+def _level_order(level: str) -> tuple[int, float, str]:
+    """Numeric levels in numeric order ('2' before '10'), then text levels alphabetically."""
+    try:
+        return (0, float(level), "")
+    except ValueError:
+        return (1, 0.0, level)
+
+
+@dataclass
+class ReviewContext:
+    """What every feature of one SAE shares; built once per Review screen."""
+
+    run_id: int
+    sae_id: int
+    data: DatasetArrays
+    order: list[int]
+    """Feature ids in rank order: what j / k / g / G walk through."""
+    rankings: dict[int, dict[str, Any]]
+    features: dict[int, dict[str, Any]]
+    suggestions: dict[int, list[dict[str, Any]]]
+    tuning_curves: pl.DataFrame
+    decoder: np.ndarray
+    names: list[str]
+    """Label names used so far on the run (the label box completes them)."""
+    predicates: list[str]
+    labelled: set[int] = field(default_factory=set)
+    """Features with a current label when the context was read (Review starts at the first without)."""
+    by_feature: bool = False
+    """Whether activations_by_feature is current for this SAE (then a feature reads in ~2 ms)."""
+
+    def __post_init__(self) -> None:
+        self._positions = {feature_id: i for i, feature_id in enumerate(self.order)}
+
+    def position(self, feature_id: int) -> int | None:
+        """Index of the feature in rank order (None: not ranked)."""
+        return self._positions.get(feature_id)
+
+
+def load_context(db: Store, run_id: int, sae_id: int) -> ReviewContext:
+    dataset = queries.run_dataset(db, run_id)
+    data = dataset_arrays(db, dataset)
+    saes = queries.run_saes(db, run_id)
+    sae = saes.filter(pl.col("sae_id") == sae_id)
+    if sae.is_empty():
+        raise ValueError(f"SAE {sae_id} is not an SAE of run {run_id}")
+    ranked = db.frame("SELECT feature_id, rank, score, association, mis, stability, reason FROM rankings"
+                      " WHERE sae_id = ? ORDER BY rank", [sae_id])
+    suggestions: dict[int, list[dict[str, Any]]] = {}
+    for row in queries.sae_suggestions(db, sae_id).iter_rows(named=True):
+        suggestions.setdefault(row["feature_id"], []).append(row)
+    names, predicates = queries.label_vocabulary(db, run_id)
+    return ReviewContext(
+        run_id, sae_id, data, ranked["feature_id"].to_list(),
+        {row["feature_id"]: row for row in ranked.iter_rows(named=True)},
+        {row["feature_id"]: row for row in queries.feature_rows(db, sae_id).iter_rows(named=True)},
+        suggestions, queries.sae_tuning_curves(db, sae_id),
+        queries.decoder_matrix(db, sae_id, int(sae["d_sae"][0]), len(data.unit_names)), names, predicates,
+        queries.labelled_features(db, sae_id), queries.activations_by_feature_current(db, sae_id))
+
+
+# -- one feature -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    """A window of examples around the feature's strongest train/val activation."""
+
+    example_ids: np.ndarray
+    activation: np.ndarray
+    time_s: np.ndarray
+    peak: int
+    """example_id of the strongest activation."""
+    context: str | None
+    """The predicate drawn beneath the trace (the current label's, else the first suggestion's)."""
+    holds: np.ndarray
+    """bool per example: the context predicate holds (all False without one)."""
+    context_values: np.ndarray
+    """The context variable per example (float, or level index for categories; NaN missing)."""
+    context_is_level: bool = False
+    """The context variable is categorical or binary: its values are levels, not magnitudes."""
+
+
+@dataclass
+class Tuning:
+    variable: str
+    kind: str
+    labels: list[str]
+    means: np.ndarray
+    sem: np.ndarray | None
+    n: np.ndarray
+    marked: np.ndarray
+    """bool per level/bin: named by the feature's suggestion for this variable."""
+
+
+@dataclass
+class FeaturePanel:
+    """Everything Review shows for one feature."""
+
+    sae_id: int
+    feature_id: int
+    rank: int | None
+    n_ranked: int
+    ranking: dict[str, Any] | None
+    feature: dict[str, Any]
+    suggestions: list[dict[str, Any]]
+    label: dict[str, Any] | None
+    """The current label (latest action not undone), or None."""
+    n_actions: int
+    """Labelling actions on the feature so far, undone ones included."""
+    validation: dict[str, Any] | None
+    """The validation of the current label, if it has one."""
+    n_active_fit: int
+    trace: Trace | None
+    tuning: list[Tuning]
+    top_examples: pl.DataFrame
+    units: pl.DataFrame
+    """unit_id, name, weight, coactivation, in_signature."""
+    units_source: str
+    """'signature' (from the validation of the current label) or 'decoder' (largest weights)."""
+
+
+def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeaturePanel:
+    sae_id, data = context.sae_id, context.data
+    examples, values = queries.feature_activations(db, sae_id, feature_id, by_feature=context.by_feature)
+    history = queries.feature_labels(db, sae_id, feature_id)
+    label = next((row for row in history if not row["undone"]), None)
+    validation = queries.label_validation(db, label["label_id"]) if label else None
+    signature = queries.label_signature(db, label["label_id"]) if validation and validation["testable"] else None
+    fit = data.fit[examples]
+    examples, values = examples[fit], values[fit]
+    suggestions = context.suggestions.get(feature_id, [])
+    ranking = context.rankings.get(feature_id)
+    return FeaturePanel(
+        sae_id, feature_id, ranking["rank"] if ranking else None, len(context.order), ranking,
+        context.features[feature_id], suggestions, label, len(history), validation, len(examples),
+        _trace(data, examples, values, _context_predicate(label, suggestions)),
+        _tunings(context, feature_id, examples, values, suggestions),
+        _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature))
+
+
+def _context_predicate(label: dict | None, suggestions: list[dict]) -> dict | None:
+    if label and label["predicate"]:
+        return label
+    return suggestions[0] if suggestions else None
+
+
+def predicate_holds(data: DatasetArrays, predicate: dict, rows: np.ndarray) -> np.ndarray:
+    """Whether `predicate` (variable, value | low, high) holds on each example of `rows`."""
+    variable = predicate["variable"]
+    if variable not in data.kinds:
+        return np.zeros(len(rows), dtype=bool)
+    if predicate["low"] is None:
+        if variable not in data.levels or predicate["value"] not in data.levels[variable]:
+            return np.zeros(len(rows), dtype=bool)
+        return data.codes[variable][rows] == data.levels[variable].index(predicate["value"])
+    number = data.numbers[variable][rows]
+    low, high = predicate["low"], np.inf if predicate["high"] is None else predicate["high"]
+    with np.errstate(invalid="ignore"):
+        inside = (number >= low) | (number < high) if low > high else (number >= low) & (number < high)
+    return inside & ~np.isnan(number)
+
+
+def _trace(data: DatasetArrays, examples: np.ndarray, values: np.ndarray, predicate: dict | None) -> Trace | None:
+    if not len(examples):
+        return None
+    peak = int(examples[np.argmax(values)])
+    start, stop = max(0, peak - TRACE_WINDOW // 2), min(data.n_examples, peak + TRACE_WINDOW // 2)
+    # Stop at the first test example on either side: the test split stays unseen.
+    test = np.flatnonzero(data.split[start:stop] == TEST) + start
+    before, after = test[test < peak], test[test > peak]
+    start = int(before[-1]) + 1 if len(before) else start
+    stop = int(after[0]) if len(after) else stop
+    window = np.arange(start, stop)
+    dense = np.zeros(len(window), dtype=np.float32)
+    lo, hi = np.searchsorted(examples, [start, stop])
+    dense[examples[lo:hi] - start] = values[lo:hi]
+    if predicate is None:
+        return Trace(window, dense, data.time_s[window], peak, None, np.zeros(len(window), dtype=bool),
+                     np.full(len(window), np.nan))
+    variable = predicate["variable"]
+    context = (data.numbers[variable][window] if variable in data.numbers
+               else data.codes.get(variable, np.full(data.n_examples, -1))[window].astype(float))
+    if variable in data.codes and variable not in data.numbers:
+        context = np.where(context < 0, np.nan, context)
+    return Trace(window, dense, data.time_s[window], peak, predicate["predicate"],
+                 predicate_holds(data, predicate, window), context,
+                 data.kinds.get(variable) in ("categorical", "binary"))
+
+
+def _tunings(context: ReviewContext, feature_id: int, examples: np.ndarray, values: np.ndarray,
+             suggestions: list[dict]) -> list[Tuning]:
+    data, out, seen = context.data, [], set()
+    curves = None
+    for suggestion in suggestions:
+        variable = suggestion["variable"]
+        if variable in seen or variable not in data.kinds:
+            continue
+        seen.add(variable)
+        kind = data.kinds[variable]
+        if kind in ("continuous", "circular"):
+            if curves is None:
+                curves = context.tuning_curves.filter(pl.col("feature_id") == feature_id)
+            curve = curves.filter(pl.col("variable") == variable)
+            if curve.is_empty():
+                continue
+            low, high = curve["low"].to_numpy(), curve["high"].to_numpy()
+            mid = (low + high) / 2
+            s_low, s_high = suggestion["low"], np.inf if suggestion["high"] is None else suggestion["high"]
+            marked = ((mid >= s_low) | (mid < s_high)) if s_low > s_high else (mid >= s_low) & (mid < s_high)
+            out.append(Tuning(variable, kind, [f"[{a:.3g}, {b:.3g})" for a, b in zip(low, high, strict=True)],
+                              curve["mean"].to_numpy(),
+                              curve["sem"].to_numpy(), curve["n"].to_numpy(), marked))
+        else:
+            code = data.codes[variable][examples]
+            present = code >= 0
+            sums = np.bincount(code[present], weights=values[present], minlength=len(data.levels[variable]))
+            n = data.fit_level_counts[variable]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(n > 0, sums / np.maximum(n, 1), np.nan)
+            marked = np.array([level == suggestion["value"] for level in data.levels[variable]])
+            out.append(Tuning(variable, kind, list(data.levels[variable]), means, None, n, marked))
+        if len(out) == MAX_TUNING_VARIABLES:
+            break
+    return out
+
+
+def _top_examples(data: DatasetArrays, examples: np.ndarray, values: np.ndarray,
+                  suggestions: list[dict]) -> pl.DataFrame:
+    top = np.argsort(-values, kind="stable")[:TOP_EXAMPLES]
+    rows = examples[top]
+    frame = pl.DataFrame({"example": rows, "time_s": data.time_s[rows], "trial": data.trial[rows],
+                          "split": [SPLITS[s] for s in data.split[rows]], "activation": values[top]})
+    variables = list(dict.fromkeys(s["variable"] for s in suggestions if s["variable"] in data.kinds))
+    for variable in variables[:3]:
+        if variable in data.codes and data.kinds[variable] == "categorical":
+            names = data.levels[variable]
+            column = [names[c] if c >= 0 else None for c in data.codes[variable][rows]]
+        else:
+            column = [None if np.isnan(v) else float(v) for v in data.numbers[variable][rows]]
+        frame = frame.with_columns(pl.Series(variable, column))
+    return frame
+
+
+def _units(context: ReviewContext, feature_id: int, signature: pl.DataFrame | None) -> tuple[pl.DataFrame, str]:
+    names = context.data.unit_names
+    if signature is not None and signature.height:
+        chosen = signature.filter(pl.col("in_signature")).head(max(SIGNATURE_UNITS, 1))
+        return chosen.with_columns(pl.col("unit_id").map_elements(lambda u: names[u], return_dtype=pl.String)
+                                   .alias("name")).select("unit_id", "name", "weight", "coactivation",
+                                                          "in_signature"), "signature"
+    row = context.decoder[feature_id]
+    top = np.argsort(-np.abs(row), kind="stable")[:SIGNATURE_UNITS]
+    return pl.DataFrame({"unit_id": top.astype(np.int32), "name": [names[u] for u in top],
+                         "weight": row[top].astype(np.float64), "coactivation": [None] * len(top),
+                         "in_signature": [None] * len(top)},
+                        schema_overrides={"coactivation": pl.Float64, "in_signature": pl.Boolean}), "decoder"

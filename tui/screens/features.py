@@ -1,0 +1,392 @@
+"""Features: an SAE's ranked features in one table, for thousands of features.
+
+The whole ranking of an SAE is read once (a few thousand rows) in a worker; sorting, filtering, finding
+and jumping then work on that frame in memory and hand the table a new Arrow table, so every key answers
+at once. The table widget is textual-fastdatatable on an Arrow backend (tui.widgets.arrow_table).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import polars as pl
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+from textual_fastdatatable import DataTable
+
+from tui.widgets.arrow_table import ArrowTable
+
+if TYPE_CHECKING:
+    from tui.app import ThreadStores
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("up, down", "move; pageup, pagedown, home, end move further"),
+    ("enter", "review the feature under the cursor"),
+    ("s, S", "sort by the next column / reverse the order"),
+    ("/", "filter: text, score>0.5, density<1%, label:none, valid:yes … (empty: all)"),
+    ("f", "find text in suggestions and labels (moves the cursor, hides nothing)"),
+    ("n, N", "the next / previous match of the last find"),
+    (":", "jump to a rank"),
+    ("#", "jump to a feature id"),
+    ("[, ]", "previous / next SAE of the run"),
+    ("esc", "close the prompt, else back"),
+)
+
+# (frame column, header); what the table shows, in order. What a person labelling looks at first (score,
+# suggestion, label, validation) fits in 80 columns; the parts of the score and the density follow.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rank", "rank"), ("feature_id", "feature"), ("score_shown", "score"), ("suggestion", "first suggestion"),
+    ("label_text", "label"), ("valid_text", "valid"), ("association_shown", "assoc"), ("mis_shown", "MIS"),
+    ("stability_shown", "stab"), ("density_pct", "density %"),
+)
+TEXT_WIDTH = 22
+"""Cells the suggestion and label columns take at most at 80 columns (longer text ends with …); wider
+terminals give them half of the extra width each."""
+
+
+def text_width(terminal_width: int) -> int:
+    return TEXT_WIDTH + max(0, terminal_width - 80) // 2
+# Sort keys `s` cycles through, and whether each starts highest first.
+SORTS: tuple[tuple[str, bool], ...] = (
+    ("rank", False), ("score", True), ("association", True), ("mis", True), ("stability", True),
+    ("density", True), ("feature_id", False),
+)
+SORT_NAMES = {"feature_id": "feature"}
+PROMPTS = {"filter": "filter /", "find": "find", "rank": "rank :", "feature": "feature #"}
+
+
+def display_frame(features: pl.DataFrame) -> pl.DataFrame:
+    """ranked_features with what the table shows: label (verdict mark, auto marked, text), valid, and the
+    numbers rounded (sorting and filtering use the exact ones)."""
+    mark = (pl.when(pl.col("verdict") == "accept").then(pl.lit("✓ "))
+            .when(pl.col("verdict") == "reject").then(pl.lit("✗ rejected"))
+            .when(pl.col("verdict") == "unsure").then(pl.lit("? unsure")).otherwise(pl.lit("")))
+    text = pl.when(pl.col("verdict") == "accept").then(pl.col("label").fill_null("")).otherwise(pl.lit(""))
+    auto = pl.when(pl.col("label_source") == "auto").then(pl.lit("(auto) ")).otherwise(pl.lit(""))
+    valid = (pl.when(pl.col("validated")).then(pl.lit("yes"))
+             .when(pl.col("validated").not_()).then(pl.lit("no"))
+             .when(pl.col("testable").not_()).then(pl.lit("n/t")).otherwise(pl.lit("–")))
+    return features.with_columns(
+        pl.concat_str([mark, auto, text]).alias("label_text"), valid.alias("valid_text"),
+        # Decimals with a fixed number of places: the table right-aligns them and measures every one.
+        (pl.col("density") * 100).round(2).cast(pl.Decimal(7, 2)).alias("density_pct"),
+        *(pl.col(c).round(3).cast(pl.Decimal(6, 3)).alias(f"{c}_shown")
+          for c in ("score", "association", "mis", "stability")),
+    )
+
+
+class FeaturesScreen(Screen):
+    """The ranked features of one SAE of a run."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("/", "prompt('filter')", "Filter"),
+        Binding("f", "prompt('find')", "Find"),
+        Binding("n", "find_next(1)", "Next match", show=False),
+        Binding("N", "find_next(-1)", "Previous match", show=False),
+        Binding(":", "prompt('rank')", "Rank"),
+        Binding("#", "prompt('feature')", "Feature"),
+        Binding("[", "switch_sae(-1)", "Previous SAE", show=False),
+        Binding("]", "switch_sae(1)", "Next SAE"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    DEFAULT_CSS = """
+    FeaturesScreen #summary { height: 1; padding: 0 1; color: $text-muted; }
+    FeaturesScreen ArrowTable { height: 1fr; }
+    FeaturesScreen #empty { height: 1fr; content-align: center middle; color: $text-muted; }
+    FeaturesScreen #prompt-bar { height: auto; display: none; }
+    FeaturesScreen #prompt-bar.-open { display: block; }
+    FeaturesScreen #prompt-label { width: auto; padding: 0 1; content-align: left middle; height: 3; }
+    FeaturesScreen #prompt { width: 1fr; }
+    FeaturesScreen #prompt-error { height: auto; padding: 0 1; color: $error; display: none; }
+    FeaturesScreen #prompt-error.-shown { display: block; }
+    """
+
+    class FeaturesLoaded(Message):
+        def __init__(self, saes: pl.DataFrame, sae_id: int | None, features: pl.DataFrame):
+            super().__init__()
+            self.saes = saes
+            self.sae_id = sae_id
+            self.features = features
+
+    class LoadFailed(Message):
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
+    def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
+        super().__init__()
+        self._stores = stores
+        self.run_id = run_id
+        self.sae_id = sae_id
+        self.saes: list[int] = []
+        self.features = pl.DataFrame()
+        """Every ranked feature of the SAE (display_frame), in rank order."""
+        self.view = pl.DataFrame()
+        """What the table shows: features filtered and sorted."""
+        self.sort_index = 0
+        self.descending = SORTS[0][1]
+        self.filter_text = ""
+        self.find_text = ""
+        self._prompt_mode: str | None = None
+        self._reviewed = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Reading the ranking…", id="summary")
+        table = ArrowTable(self._arrow(pl.DataFrame()), id="features", zebra_stripes=True,
+                           max_column_content_width=TEXT_WIDTH)
+        table.display = False
+        yield table
+        yield Static("", id="empty")
+        with Horizontal(id="prompt-bar"):
+            yield Static("", id="prompt-label")
+            yield Input(id="prompt")
+        yield Static("", id="prompt-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Features · run {self.run_id}"
+        self._load(self.sae_id)
+
+    def on_resize(self) -> None:
+        table = self.query_one(ArrowTable)
+        width = text_width(self.size.width)
+        if width != table.max_column_content_width:
+            table.max_column_content_width = width
+            if self.view.height:
+                table.replace_data(self._arrow(self.view), cursor_row=table.cursor_row)
+
+    def on_screen_resume(self) -> None:
+        # Back from Review (or any screen that labels or validates): read the labels again.
+        if self._reviewed:
+            self._reviewed = False
+            self._load(self.sae_id)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="features")
+    def _load(self, sae_id: int | None) -> None:
+        from store.review import ranked_features, run_saes
+
+        try:
+            with self._stores.cursor() as db:
+                saes = run_saes(db, self.run_id)
+                if sae_id is None and saes.height:
+                    sae_id = int(saes["sae_id"][0])
+                features = ranked_features(db, sae_id) if sae_id is not None else pl.DataFrame()
+        except Exception as error:  # shown on screen
+            self.post_message(self.LoadFailed(f"Could not read the features of run {self.run_id}: {error}"))
+            return
+        self.post_message(self.FeaturesLoaded(saes, sae_id, features))
+        if sae_id is not None:
+            self._order_activations(sae_id)
+
+    @work(thread=True, exclusive=True, group="order")
+    def _order_activations(self, sae_id: int) -> None:
+        """Prepare Review's fast path while the person looks at the table (see store.review)."""
+        from store.review import ensure_activations_by_feature
+
+        try:
+            with self._stores.cursor() as db:
+                ensure_activations_by_feature(db, sae_id)
+        except Exception:  # Review reads the slower way and tries again
+            return
+
+    @on(FeaturesLoaded)
+    def _loaded(self, message: FeaturesLoaded) -> None:
+        self.saes = message.saes["sae_id"].to_list()
+        self.sae_id = message.sae_id
+        cursor_feature = self._cursor_feature()
+        self.features = display_frame(message.features) if message.features.height else message.features
+        self._refresh_view(keep_feature=cursor_feature)
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.notify(message.reason, title="Features", severity="error")
+        self.query_one("#summary", Static).update(message.reason)
+
+    # -- the table -------------------------------------------------------------------------------------
+    def _arrow(self, frame: pl.DataFrame):
+        if frame.is_empty():
+            return pl.DataFrame({header: [] for _, header in COLUMNS}).to_arrow()
+        return frame.select(pl.col(column).alias(header) for column, header in COLUMNS).to_arrow()
+
+    def _refresh_view(self, *, keep_feature: int | None = None) -> None:
+        from tui.feature_filter import parse_filter
+
+        table = self.query_one(ArrowTable)
+        empty = self.query_one("#empty", Static)
+        if self.features.is_empty():
+            table.display = False
+            empty.display = True
+            empty.update("No SAEs in this run yet." if self.sae_id is None else
+                         f"SAE {self.sae_id} has no ranking yet: run `mini rank --run {self.run_id}`.")
+            self._summarise()
+            return
+        view = self.features
+        expression = parse_filter(self.filter_text)
+        if expression is not None:
+            view = view.filter(expression)
+        column, _ = SORTS[self.sort_index]
+        view = view.sort(column, descending=self.descending, nulls_last=True, maintain_order=True)
+        self.view = view
+        row = 0
+        if keep_feature is not None and view.height:
+            matches = (view["feature_id"] == keep_feature).arg_true()
+            row = int(matches[0]) if len(matches) else 0
+        table.replace_data(self._arrow(view), cursor_row=row)
+        table.display = view.height > 0
+        empty.display = view.height == 0
+        empty.update(f"No feature matches the filter '{self.filter_text}' (/ then enter on an empty box clears it).")
+        if table.display:
+            table.focus()
+        self._summarise()
+
+    def _summarise(self) -> None:
+        column, _ = SORTS[self.sort_index]
+        direction = "↓" if self.descending else "↑"
+        sae = (f"SAE {self.sae_id} ({self.saes.index(self.sae_id) + 1} of {len(self.saes)})"
+               if self.sae_id in self.saes else "no SAE")
+        parts = [f"run {self.run_id}", sae, f"{self.view.height:,} of {self.features.height:,} features",
+                 f"sort {SORT_NAMES.get(column, column)} {direction}"]
+        if self.filter_text:
+            parts.append(f"filter: {self.filter_text}")
+        self.query_one("#summary", Static).update(" · ".join(parts))
+
+    def _cursor_feature(self) -> int | None:
+        table = self.query_one(ArrowTable)
+        if self.view.is_empty() or not table.display:
+            return None
+        return int(self.view["feature_id"][min(table.cursor_row, self.view.height - 1)])
+
+    def _move_to(self, row: int) -> None:
+        self.query_one(ArrowTable).move_cursor(row=row, column=0)
+
+    # -- keys ------------------------------------------------------------------------------------------
+    def action_sort(self) -> None:
+        keep = self._cursor_feature()
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self.descending = SORTS[self.sort_index][1]
+        self._refresh_view(keep_feature=keep)
+
+    def action_reverse(self) -> None:
+        keep = self._cursor_feature()
+        self.descending = not self.descending
+        self._refresh_view(keep_feature=keep)
+
+    def action_switch_sae(self, step: int) -> None:
+        if len(self.saes) < 2 or self.sae_id not in self.saes:
+            self.notify("This run has one SAE.", timeout=2)
+            return
+        self._load(self.saes[(self.saes.index(self.sae_id) + step) % len(self.saes)])
+
+    def action_prompt(self, mode: str) -> None:
+        self._prompt_mode = mode
+        self.query_one("#prompt-bar").add_class("-open")
+        self.query_one("#prompt-label", Static).update(PROMPTS[mode])
+        box = self.query_one("#prompt", Input)
+        box.value = self.filter_text if mode == "filter" else (self.find_text if mode == "find" else "")
+        box.placeholder = {"filter": "text, score>0.5, density<1%, label:none, valid:yes (all must hold)",
+                           "find": "text in suggestions and labels", "rank": "a rank, e.g. 12",
+                           "feature": "a feature id, e.g. 17"}[mode]
+        box.focus()
+
+    def _close_prompt(self) -> None:
+        self._prompt_mode = None
+        self.query_one("#prompt-bar").remove_class("-open")
+        self.query_one("#prompt-error").remove_class("-shown")
+        table = self.query_one(ArrowTable)
+        if table.display:
+            table.focus()
+
+    def _prompt_error(self, text: str) -> None:
+        error = self.query_one("#prompt-error", Static)
+        error.update(text)
+        error.add_class("-shown")
+
+    @on(Input.Changed, "#prompt")
+    def _typing(self) -> None:
+        self.query_one("#prompt-error").remove_class("-shown")
+
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        from tui.feature_filter import FilterError, parse_filter
+
+        text, mode = event.value.strip(), self._prompt_mode
+        if mode == "filter":
+            try:
+                parse_filter(text)
+            except FilterError as error:
+                self._prompt_error(f"filter: {error}")
+                return
+            keep = self._cursor_feature()
+            self.filter_text = text
+            self._close_prompt()
+            self._refresh_view(keep_feature=keep)
+        elif mode == "find":
+            self.find_text = text
+            self._close_prompt()
+            if text:
+                self.action_find_next(1, include_current=True)
+        elif mode in ("rank", "feature"):
+            self._jump(mode, text)
+
+    def _jump(self, mode: str, text: str) -> None:
+        column = "rank" if mode == "rank" else "feature_id"
+        try:
+            wanted = int(text.lstrip(":#"))
+        except ValueError:
+            self._prompt_error(f"{mode}: '{text}' is not a whole number")
+            return
+        if wanted not in set(self.features[column].to_list() if self.features.height else []):
+            largest = self.features[column].max() if self.features.height else 0
+            self._prompt_error(f"{mode}: no {mode} {wanted} in SAE {self.sae_id} ({mode}s go up to {largest})")
+            return
+        rows = (self.view[column] == wanted).arg_true() if self.view.height else pl.Series([])
+        if not len(rows):
+            self._prompt_error(f"{mode}: {mode} {wanted} is hidden by the filter '{self.filter_text}'")
+            return
+        self._close_prompt()
+        self._move_to(int(rows[0]))
+
+    def action_find_next(self, step: int, include_current: bool = False) -> None:
+        if not self.find_text:
+            self.notify("Nothing to find yet: press f and type some text.", timeout=2)
+            return
+        if self.view.is_empty():
+            return
+        from tui.feature_filter import _text_term
+
+        matches = self.view.with_row_index("row").filter(_text_term(self.find_text))["row"].to_list()
+        if not matches:
+            self.notify(f"'{self.find_text}' is in no shown suggestion or label.", timeout=3)
+            return
+        current = self.query_one(ArrowTable).cursor_row
+        if step > 0:
+            later = [r for r in matches if r > current or (include_current and r == current)]
+            target = later[0] if later else matches[0]
+        else:
+            earlier = [r for r in matches if r < current]
+            target = earlier[-1] if earlier else matches[-1]
+        self._move_to(target)
+
+    def action_back(self) -> None:
+        if self._prompt_mode is not None:
+            self._close_prompt()
+        else:
+            self.app.pop_screen()
+
+    @on(DataTable.RowSelected)
+    def _open_review(self, event: DataTable.RowSelected) -> None:
+        if self.view.is_empty():
+            return
+        feature_id = int(self.view["feature_id"][event.cursor_row])
+        self._reviewed = True
+        self.app.action_open("review", run_id=self.run_id, sae_id=self.sae_id, feature_id=feature_id)

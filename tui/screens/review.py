@@ -1,0 +1,638 @@
+"""Review: one feature at a time, labelled from the keyboard.
+
+The screen reads what the SAE's features share once (engine.review.load_context), then each feature's
+panels in a worker, and keeps the panels of the features around the one shown (prefetched) so that
+j / k and every labelling key show the next feature at once. A labelling key writes one row through
+engine.labels.label_feature (the function `mini label` uses), waits for its commit, then moves on;
+keys pressed while a write is in flight are replayed after it, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tui.labelling import LabelWriter
+from tui.widgets.activation_trace import ActivationTrace
+from tui.widgets.text_panel import TextPanel
+
+if TYPE_CHECKING:
+    from engine.review import FeaturePanel, ReviewContext
+    from engine.validate import ValidateConfig
+    from store.db import Store
+    from tui.app import ThreadStores
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("j, k", "next / previous feature in rank order"),
+    ("g, G", "first / last feature in rank order"),
+    ("1-9", "accept suggestion N as the label, then show the next feature"),
+    ("l", "type a label (→ completes names and predicates); enter saves, esc cancels"),
+    ("x", "reject: no interpretable label, then the next feature"),
+    ("?", "unsure, then the next feature"),
+    ("u", "undo the last label made here (the feature shows what it had before)"),
+    ("n", "write a note on the feature's label"),
+    ("v", "validate this feature's accepted label on the test split now"),
+    ("t", "show top examples or signature units (narrow terminals)"),
+    ("tab", "focus the next panel; up/down then scroll it"),
+    ("esc", "back"),
+)
+
+CACHE_SIZE = 32
+PREFETCH = (1, -1, 2)
+"""Positions around the shown feature whose panels are read ahead, nearest first."""
+
+
+class ReviewScreen(Screen):
+    """Label one SAE's features in rank order."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "step(1)", "Next"),
+        Binding("k", "step(-1)", "Prev"),
+        Binding("1", "accept(1)", "Accept", key_display="1-9"),
+        *(Binding(str(n), f"accept({n})", f"Accept {n}", show=False) for n in range(2, 10)),
+        Binding("l", "type_label", "Label"),
+        Binding("x", "verdict('reject')", "Reject"),
+        Binding("?", "verdict('unsure')", "Unsure"),
+        Binding("u", "undo", "Undo"),
+        Binding("n", "note", "Note"),
+        Binding("v", "validate", "Validate"),
+        Binding("g", "jump('first')", "First", show=False),
+        Binding("G", "jump('last')", "Last", show=False),
+        Binding("t", "toggle_side", "Examples/units", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+
+    DEFAULT_CSS = """
+    ReviewScreen #info { height: 3; padding: 0 1; }
+    ReviewScreen #top { height: 11; }
+    ReviewScreen #bottom { height: 1fr; }
+    ReviewScreen .panel {
+        border-top: solid $primary-darken-2;
+        border-title-color: $text-muted;
+        padding: 0 1;
+        height: 1fr;
+    }
+    ReviewScreen .panel:focus { border-top: solid $accent; }
+    ReviewScreen #suggestions { width: 1fr; }
+    ReviewScreen #trace { width: 1fr; }
+    ReviewScreen #tuning { width: 1fr; }
+    ReviewScreen #examples { width: 1fr; }
+    ReviewScreen #units { width: 1fr; display: none; }
+    ReviewScreen.-loading #top, ReviewScreen.-loading #bottom { text-opacity: 40%; }
+    ReviewScreen.-narrow.-units #examples { display: none; }
+    ReviewScreen.-narrow.-units #units { display: block; }
+    ReviewScreen.-wide #top { height: 14; }
+    ReviewScreen.-wide #suggestions { width: 64; }
+    ReviewScreen.-wide #tuning { width: 64; }
+    ReviewScreen.-wide #units { display: block; width: 44; }
+    """
+
+    class ContextLoaded(Message):
+        def __init__(self, context: ReviewContext):
+            super().__init__()
+            self.context = context
+
+    class LoadFailed(Message):
+        """Reading the SAE or a feature failed; `reason` is a sentence for the person."""
+
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
+    class FeatureLoaded(Message):
+        def __init__(self, panel: FeaturePanel, version: int):
+            super().__init__()
+            self.panel = panel
+            self.version = version
+
+    class FeatureOrdered(Message):
+        """The SAE's activations were copied in feature order (rows written; None: already were)."""
+
+        def __init__(self, rows: int | None, seconds: float):
+            super().__init__()
+            self.rows = rows
+            self.seconds = seconds
+
+    class LabelSaved(Message):
+        """A labelling action committed: `label_id` on `feature_id`; `kind` says which action."""
+
+        def __init__(self, kind: str, feature_id: int, label_id: int, name: str | None, summary: str,
+                     committed_at: float):
+            super().__init__()
+            self.kind = kind
+            self.feature_id = feature_id
+            self.label_id = label_id
+            self.name = name
+            self.summary = summary
+            self.committed_at = committed_at
+            """time.perf_counter() when the commit returned (bench/app.py times key press to commit)."""
+
+    class LabelFailed(Message):
+        def __init__(self, kind: str, feature_id: int, reason: str):
+            super().__init__()
+            self.kind = kind
+            self.feature_id = feature_id
+            self.reason = reason
+
+    class ValidationFinished(Message):
+        def __init__(self, feature_id: int, row: dict | None, reason: str = ""):
+            super().__init__()
+            self.feature_id = feature_id
+            self.row = row
+            self.reason = reason
+
+    def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None, feature_id: int | None = None,
+                 *, validate_config: ValidateConfig | None = None):
+        super().__init__()
+        self._stores = stores
+        self.run_id = run_id
+        self.sae_id = sae_id
+        self._start_feature = feature_id
+        self._validate_config = validate_config
+        self.context: ReviewContext | None = None
+        self.index = 0
+        """Position of the shown feature in rank order."""
+        self.shown: FeaturePanel | None = None
+        """The panel on screen, once every part of it is filled."""
+        self._cache: OrderedDict[int, FeaturePanel] = OrderedDict()
+        self._versions: dict[int, int] = {}
+        """Per feature, bumped by every write to it: a panel read before a write is not cached."""
+        self._loading: set[tuple[int, int]] = set()
+        self._writer = LabelWriter(stores)
+        self._deferred: list[tuple[Any, tuple]] = []
+        self._undo: list[tuple[int, int]] = []
+        """(label_id, feature_id) of the labels made on this screen, newest last."""
+        self._replaying = False
+        self._in_dialog = False
+        self._validating: int | None = None
+        self._status = ""
+        self.last_saved: ReviewScreen.LabelSaved | None = None
+        """The last labelling action committed from this screen."""
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Reading the run's features…", id="info")
+        with Horizontal(id="top"):
+            suggestions = TextPanel(id="suggestions", classes="panel")
+            suggestions.border_title = "Suggestions"
+            yield suggestions
+            trace = ActivationTrace(id="trace", classes="panel")
+            trace.border_title = "Activation"
+            yield trace
+        with Horizontal(id="bottom"):
+            for id_, title in (("tuning", "Tuning (train + val)"), ("examples", "Top examples (train + val)"),
+                               ("units", "Units")):
+                panel = TextPanel(id=id_, classes="panel")
+                panel.border_title = title
+                yield panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"Review · run {self.run_id}"
+        self._load_context()
+
+    async def on_unmount(self) -> None:
+        # The app closes the database after its screens unmount: let a label in flight commit first.
+        await asyncio.to_thread(self._writer.wait, 30)
+
+    @property
+    def wide(self) -> bool:
+        return self.has_class("-wide")
+
+    def on_resize(self) -> None:
+        self.refresh_bindings()  # `t` only does something on narrow terminals
+        if self.shown is not None:
+            self._show_panel(self.shown)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "toggle_side" and self.wide)
+
+    # -- reading ---------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="context")
+    def _load_context(self) -> None:
+        from engine.review import load_context
+        from store.review import run_saes
+
+        try:
+            with self._stores.cursor() as db:
+                sae_id = self.sae_id
+                if sae_id is None:
+                    saes = run_saes(db, self.run_id)
+                    if saes.is_empty():
+                        raise ValueError(f"run {self.run_id} has no SAEs yet")
+                    sae_id = int(saes["sae_id"][0])
+                context = load_context(db, self.run_id, sae_id)
+        except Exception as error:  # shown on screen
+            self.post_message(self.LoadFailed(f"Could not read run {self.run_id}: {error}"))
+            return
+        self.post_message(self.ContextLoaded(context))
+
+    @on(ContextLoaded)
+    def _context_ready(self, message: ContextLoaded) -> None:
+        context = self.context = message.context
+        self.sae_id = context.sae_id
+        self.sub_title = f"Review · run {self.run_id} · SAE {context.sae_id}"
+        if not context.order:
+            self.query_one("#info", Static).update(
+                f"SAE {context.sae_id} has no ranking yet: run `mini rank --run {self.run_id}` first.")
+            return
+        start = context.position(self._start_feature) if self._start_feature is not None else None
+        if start is None:
+            start = next((i for i, f in enumerate(context.order) if f not in context.labelled), 0)
+            if self._start_feature is not None:
+                self.notify(f"Feature {self._start_feature} is not ranked; starting at rank {start + 1}.",
+                            severity="warning")
+        self._go(start)
+        if not context.by_feature:
+            self._order_activations(context.sae_id)
+        self._replay()
+
+    @work(thread=True, exclusive=True, group="order")
+    def _order_activations(self, sae_id: int) -> None:
+        from store.review import ensure_activations_by_feature
+
+        started = time.perf_counter()
+        try:
+            with self._stores.cursor() as db:
+                rows = ensure_activations_by_feature(db, sae_id)
+        except Exception as error:  # reading stays on the slower path
+            self.post_message(self.LoadFailed(f"Could not order activations by feature: {error}"))
+            return
+        self.post_message(self.FeatureOrdered(rows, time.perf_counter() - started))
+
+    @on(FeatureOrdered)
+    def _ordered(self, message: FeatureOrdered) -> None:
+        if self.context is not None:
+            self.context.by_feature = True
+        if message.rows and message.seconds > 1:
+            self.notify(f"Ordered {message.rows:,} activations by feature in {message.seconds:.0f} s: from now on"
+                        " a feature reads in milliseconds.", title="Review")
+
+    def _read(self, feature_id: int) -> None:
+        key = (feature_id, self._versions.get(feature_id, 0))
+        if key in self._loading or self.context is None:
+            return
+        self._loading.add(key)
+        self._read_feature(feature_id, key[1])
+
+    # Only small arguments: Textual describes a worker by the repr of its arguments, and the repr of a
+    # ReviewContext (arrays of a million examples) took 80 ms.
+    @work(thread=True, group="features")
+    def _read_feature(self, feature_id: int, version: int) -> None:
+        from engine.review import load_feature
+
+        context = self.context
+        try:
+            with self._stores.cursor() as db:
+                panel = load_feature(db, context, feature_id)
+        except Exception as error:  # shown on screen
+            self.post_message(self.LoadFailed(f"Could not read feature {feature_id}: {error}"))
+            return
+        self.post_message(self.FeatureLoaded(panel, version))
+
+    @on(FeatureLoaded)
+    def _feature_read(self, message: FeatureLoaded) -> None:
+        panel = message.panel
+        self._loading.discard((panel.feature_id, message.version))
+        if message.version != self._versions.get(panel.feature_id, 0):
+            if self._current() == panel.feature_id:
+                self._read(panel.feature_id)  # written to since this read began
+            return
+        self._cache[panel.feature_id] = panel
+        self._cache.move_to_end(panel.feature_id)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        if self._current() == panel.feature_id and self.shown is not panel:
+            self._show_panel(panel)
+            self._replay()
+
+    @on(LoadFailed)
+    def _load_failed(self, message: LoadFailed) -> None:
+        self.notify(message.reason, title="Review", severity="error")
+        if self.context is None:
+            self.query_one("#info", Static).update(message.reason)
+
+    # -- showing ---------------------------------------------------------------------------------------
+    def _current(self) -> int | None:
+        return self.context.order[self.index] if self.context and self.context.order else None
+
+    def _go(self, index: int) -> None:
+        assert self.context is not None
+        self.index = max(0, min(index, len(self.context.order) - 1))
+        feature_id = self.context.order[self.index]
+        panel = self._cache.get(feature_id)
+        if panel is not None:
+            self._show_panel(panel)
+        else:
+            self.shown = None
+            self.add_class("-loading")  # the panels below still show the previous feature: dim them
+            self.query_one("#info", Static).update(f"#{feature_id}  reading…", layout=False)
+            self._read(feature_id)
+        for step in PREFETCH:
+            neighbour = self.index + step
+            if 0 <= neighbour < len(self.context.order) and self.context.order[neighbour] not in self._cache:
+                self._read(self.context.order[neighbour])
+
+    def _show_panel(self, panel: FeaturePanel) -> None:
+        from rich.console import Group
+
+        from tui.widgets.feature_panels import (
+            examples_text,
+            feature_line,
+            label_line,
+            suggestions_text,
+            units_text,
+            units_title,
+            validation_text,
+        )
+        from tui.widgets.tuning_bars import render_tunings
+
+        wide = self.wide
+        third = validation_text(panel)
+        if self._status:
+            third.append(("  ·  " if third.plain else "") + self._status, style="dim")
+        third.no_wrap, third.overflow = True, "ellipsis"
+        # The info lines have a fixed height: no layout pass is needed.
+        self.query_one("#info", Static).update(
+            Group(feature_line(panel, wide=wide), label_line(panel, wide=wide), third), layout=False)
+        self.query_one("#suggestions", TextPanel).show(lambda width: suggestions_text(panel, width, wide=wide))
+        trace = panel.trace
+        widget = self.query_one(ActivationTrace)
+        widget.border_title = ("Activation (train + val)" if trace is None or trace.context is None
+                               else f"Activation · beneath: {trace.context}")
+        widget.show(trace, "never active on train or val")
+        self.query_one("#tuning", TextPanel).show(lambda width: render_tunings(panel.tuning, width))
+        self.query_one("#examples", TextPanel).show(lambda width: examples_text(panel, width, wide=wide))
+        units = self.query_one("#units", TextPanel)
+        units.border_title = units_title(panel)
+        units.show(lambda width: units_text(panel, width))
+        self.remove_class("-loading")
+        self.shown = panel
+
+    def _show_status(self, status: str) -> None:
+        self._status = status
+        if self.shown is not None:
+            self._show_panel(self.shown)
+
+    # -- moving ----------------------------------------------------------------------------------------
+    def _held(self, action: Any, *args: Any, needs_panel: bool = False) -> bool:
+        """True, and the key is kept to be replayed in order, while a write is in flight, the SAE is still
+        being read, an earlier key is waiting, or (needs_panel) the shown feature is still being read."""
+        blocked = self._writer.busy or self.context is None or (needs_panel and self.shown is None)
+        if blocked or (self._deferred and not self._replaying):
+            self._deferred.append((action, args))
+            return True
+        return False
+
+    def action_step(self, step: int) -> None:
+        if self._held(self.action_step, step) or not self.context.order:
+            return
+        target = self.index + step
+        if not 0 <= target < len(self.context.order):
+            self.notify("This is the last feature." if step > 0 else "This is the first feature.", timeout=2)
+            return
+        self._go(target)
+
+    def action_jump(self, where: str) -> None:
+        if self._held(self.action_jump, where) or not self.context.order:
+            return
+        self._go(0 if where == "first" else len(self.context.order) - 1)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_toggle_side(self) -> None:
+        self.toggle_class("-units")
+
+    # -- labelling -------------------------------------------------------------------------------------
+    def action_accept(self, position: int) -> None:
+        if self._held(self.action_accept, position):
+            return
+        feature_id = self._current()
+        if feature_id is None:
+            return
+        count = len(self.context.suggestions.get(feature_id, []))
+        if position > count:
+            have = f"only {count} suggestion{'s' if count != 1 else ''}" if count else "no suggestions"
+            self.notify(f"Feature {feature_id} has {have}: nothing saved. Press l to type a label.",
+                        title=f"No suggestion {position}", severity="warning")
+            return
+        self._write("accept", feature_id, dict(accept=position), advance=True)
+
+    def action_verdict(self, verdict: str) -> None:
+        if self._held(self.action_verdict, verdict):
+            return
+        feature_id = self._current()
+        if feature_id is not None:
+            self._write(verdict, feature_id, dict(verdict=verdict), advance=True)
+
+    def action_type_label(self) -> None:
+        if self._held(self.action_type_label):
+            return
+        feature_id = self._current()
+        if feature_id is None:
+            return
+        from tui.widgets.label_dialog import LabelDialog, LabelEntry
+
+        # This feature's own suggestions complete first, then names and predicates used on the run.
+        own = [s["predicate"] for s in self.context.suggestions.get(feature_id, [])]
+        names = [*own, *self.context.names, *self.context.predicates]
+        predicates = [*own, *self.context.predicates]
+
+        def chosen(entry: LabelEntry | None) -> None:
+            if entry is not None:
+                self._write("name", feature_id, dict(name=entry.name, predicate=entry.predicate), advance=True)
+
+        self._in_dialog = True
+        self.app.push_screen(LabelDialog(feature_id, self.context.data.kinds, names, predicates), chosen)
+
+    def action_note(self) -> None:
+        if self._held(self.action_note, needs_panel=True):
+            return
+        feature_id = self._current()
+        if feature_id is None or self.shown is None:
+            return
+        from tui.widgets.label_dialog import NoteDialog
+
+        label = self.shown.label
+        current = None if label is None else f"{label['verdict']} {label['name'] or ''}".strip()
+
+        def written(note: str | None) -> None:
+            if note is None:
+                return
+            if label is None:
+                what = dict(verdict="unsure", note=note)
+            elif label["verdict"] == "accept":
+                what = dict(name=label["name"], predicate=label["predicate"], note=note, source=label["source"])
+            else:
+                what = dict(verdict=label["verdict"], note=note, source=label["source"])
+            self._write("note", feature_id, what, advance=False)
+
+        self._in_dialog = True
+        self.app.push_screen(NoteDialog(feature_id, current), written)
+
+    def action_undo(self) -> None:
+        if self._held(self.action_undo):
+            return
+        if not self._undo:
+            self.notify("Nothing to undo: undo reverses labels made since this screen opened.", timeout=3)
+            return
+        label_id, feature_id = self._undo[-1]
+        self._write("undo", feature_id, dict(undo=label_id), advance=False)
+
+    def _write(self, kind: str, feature_id: int, what: dict, *, advance: bool) -> None:
+        """Start one write; LabelSaved / LabelFailed follow once it has committed or failed."""
+        run_id, sae_id = self.run_id, self.sae_id
+        name = what.get("name")
+        if kind == "accept":
+            name = self.context.suggestions[feature_id][what["accept"] - 1]["predicate"]
+        verdict = what.get("verdict") or ("accept" if kind in ("accept", "name") else None)
+
+        def job(db: Store) -> tuple[int, str | None, str]:
+            from engine.labels import label_feature
+            from store.labels import undo_label
+
+            if kind == "undo":
+                undo_label(db, what["undo"])
+                return what["undo"], None, f"undid label {what['undo']} on #{feature_id}"
+            label_id = label_feature(db, run_id, feature_id, sae_id=sae_id, **what)
+            if kind == "note":
+                return label_id, name, f"saved label {label_id}: a note on #{feature_id}"
+            text = f" {name}" if name else ""
+            return label_id, name, f"saved label {label_id}: {verdict}{text} on #{feature_id}"
+
+        def done(result: tuple[int, str | None, str] | None, error: Exception | None) -> None:
+            committed_at = time.perf_counter()
+            if error is not None:
+                self.post_message(self.LabelFailed(kind, feature_id, str(error)))
+            else:
+                self.post_message(self.LabelSaved(kind if not advance else f"{kind}+next", feature_id, *result,
+                                                  committed_at))
+
+        self._writer.start(job, done)
+
+    @on(LabelSaved)
+    def _saved(self, message: LabelSaved) -> None:
+        feature_id = message.feature_id
+        self._versions[feature_id] = self._versions.get(feature_id, 0) + 1
+        self._cache.pop(feature_id, None)
+        kind = message.kind.removesuffix("+next")
+        if kind == "undo":
+            self._undo.pop()
+        else:
+            self._undo.append((message.label_id, feature_id))
+        if self.context is not None:
+            self.context.labelled.add(feature_id)
+            if message.name and message.name not in self.context.names:
+                self.context.names.insert(0, message.name)  # the label box completes it from now on
+        self._status = message.summary
+        self.last_saved = message
+        position = self.context.position(feature_id) if self.context else None
+        if message.kind.endswith("+next") and position is not None:
+            if position + 1 < len(self.context.order):
+                self._go(position + 1)
+            else:
+                self._go(position)
+                self.notify("That was the last feature in rank order.", timeout=3)
+        elif position is not None:
+            self._go(position)
+        self._replay()
+
+    @on(LabelFailed)
+    def _failed(self, message: LabelFailed) -> None:
+        self.notify(f"Nothing saved for feature {message.feature_id}: {message.reason}", title="Label",
+                    severity="error")
+        self._replay()
+
+    def _replay(self) -> None:
+        """Run the keys held back (pressed during a write, or before what they act on was read), in order,
+        until one has to wait again."""
+        if self._replaying:
+            return
+        self._replaying = True
+        try:
+            while self._deferred and not self._writer.busy and self.context is not None:
+                action, args = self._deferred.pop(0)
+                waiting = len(self._deferred)
+                action(*args)
+                if len(self._deferred) > waiting:  # held again: back to the front, keep the order
+                    self._deferred.insert(0, self._deferred.pop())
+                    break
+        finally:
+            self._replaying = False
+
+    # -- validating ------------------------------------------------------------------------------------
+    def action_validate(self) -> None:
+        if self._held(self.action_validate, needs_panel=True):
+            return
+        panel = self.shown
+        if panel is None:
+            return
+        label = panel.label
+        if label is None or label["verdict"] != "accept" or not label["predicate"]:
+            self.notify(f"Feature {panel.feature_id} has no accepted label with a predicate to validate"
+                        " (accept a suggestion with 1-9, or type one with l).", title="Validate", severity="warning")
+            return
+        if self._validating is not None:
+            self.notify(f"Still validating feature {self._validating}; one at a time.", title="Validate")
+            return
+        self._validating = panel.feature_id
+        self._show_status(f"validating label {label['label_id']} ({label['predicate']}) on the test split…")
+        self._run_validation(panel.feature_id, label["label_id"])
+
+    @work(thread=True, exclusive=True, group="validate")
+    def _run_validation(self, feature_id: int, label_id: int) -> None:
+        from engine.validate_run import validate_label
+
+        try:
+            with self._stores.cursor() as db:
+                row = validate_label(db, self.run_id, label_id, self._validate_config)
+        except Exception as error:  # shown on screen
+            self.post_message(self.ValidationFinished(feature_id, None, str(error)))
+            return
+        self.post_message(self.ValidationFinished(feature_id, row))
+
+    @on(ValidationFinished)
+    def _validated(self, message: ValidationFinished) -> None:
+        self._validating = None
+        row = message.row
+        if row is None:
+            self.notify(f"Feature {message.feature_id}: {message.reason}", title="Validation failed",
+                        severity="error")
+            self._status = ""
+        else:
+            self.notify(f"Feature {message.feature_id} ({row['predicate']}): {row['reason']}.",
+                        title="Validated" if row["validated"] else "Not validated",
+                        severity="information" if row["validated"] else "warning", timeout=8)
+            self._status = f"validation of label {row['label_id']}: {'held' if row['validated'] else 'did not hold'}"
+        self._versions[message.feature_id] = self._versions.get(message.feature_id, 0) + 1
+        self._cache.pop(message.feature_id, None)
+        if self._current() == message.feature_id and not self._writer.busy:
+            self._go(self.index)
+        elif self.shown is not None:
+            self._show_panel(self.shown)
+
+    def on_screen_resume(self) -> None:
+        # Back from another screen (Validation, SQL), labels or validations may have changed: read again.
+        # Back from our own label or note box nothing has (the write reports itself).
+        if self._in_dialog:
+            self._in_dialog = False
+            return
+        if self.context is not None and self.context.order and self.shown is not None:
+            for feature_id in list(self._cache):
+                self._versions[feature_id] = self._versions.get(feature_id, 0) + 1
+            self._cache.clear()
+            self._go(self.index)

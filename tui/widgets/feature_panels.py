@@ -1,0 +1,169 @@
+"""Rich renderables for Review's panels: the feature line, its label, suggestions, examples, units.
+
+Pure functions of an `engine.review.FeaturePanel`, so the screen only decides where they go.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from engine.review import FeaturePanel
+
+ALPHA = 0.05
+VERDICT_MARKS = {"accept": ("✓", "green"), "reject": ("✗", "red"), "unsure": ("?", "yellow")}
+
+
+def number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float) and value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.0e}"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def percent(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.2g}%" if value < 0.1 else f"{value * 100:.0f}%"
+
+
+def feature_line(panel: FeaturePanel, *, wide: bool) -> Text:
+    """`#43  rank 1/64  score 0.481 (assoc 0.287 MIS 0.7 stab 0.456)  density 7.5%`"""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"#{panel.feature_id}", style="bold")
+    text.append(f"  rank {panel.rank}/{panel.n_ranked}" if panel.rank is not None else "  not ranked")
+    ranking, feature = panel.ranking, panel.feature
+    if ranking:
+        text.append(f"  score {number(ranking['score'])}", style="bold")
+        text.append(f" (assoc {number(ranking['association'])} MIS {number(ranking['mis'])}"
+                    f" stab {number(ranking['stability'])})")
+    text.append(f"  density {percent(feature['density'])}")
+    if wide:
+        text.append(f"  on in {panel.n_active_fit:,} train/val bins", style="dim")
+    if ranking and ranking["reason"]:
+        text.append(f"  {ranking['reason']}", style="yellow")
+    return text
+
+
+def label_line(panel: FeaturePanel, *, wide: bool) -> Text:
+    """The current label and who made it."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    label = panel.label
+    if label is None:
+        text.append("no label yet", style="dim")
+        text.append("  1-9 accept · l type · x reject · ? unsure", style="dim")
+        return text
+    mark, style = VERDICT_MARKS[label["verdict"]]
+    text.append(f"{mark} {label['verdict']}", style=f"bold {style}")
+    if label["name"]:
+        text.append(f": {label['name']}")
+    if label["predicate"] and label["predicate"] != label["name"]:
+        text.append(f"  tests {label['predicate']}", style="dim")
+    if label["source"] == "auto":
+        text.append("  auto (not a person's)" if wide else "  (auto)", style="italic yellow")
+    if label["note"]:
+        text.append(f"  note: {label['note']}", style="italic")
+    return text
+
+
+def validation_text(panel: FeaturePanel) -> Text:
+    """Whether the current label's validation held, with its numbers; empty for other verdicts."""
+    label, validation = panel.label, panel.validation
+    if label is None or label["verdict"] != "accept":
+        return Text("")
+    if not label["predicate"]:
+        return Text("not testable (no predicate)", style="dim")
+    if validation is None:
+        return Text("not validated yet (v validates)", style="dim")
+    if not validation["testable"]:
+        return Text(f"not testable: {validation['reason']}", style="dim")
+    held = validation["validated"]
+    text = Text("validated ✓" if held else "not validated ✗", style="bold green" if held else "bold red")
+    text.append(f" MCC {number(validation['mcc'], 2)} [{number(validation['mcc_ci_low'], 2)},"
+                f" {number(validation['mcc_ci_high'], 2)}] q {number(validation['q_value'], 2)}"
+                f" signature {number(validation['decode_signature'], 2)}"
+                f" vs random p95 {number(validation['decode_random_p95'], 2)}")
+    return text
+
+
+def effect(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def table_text(headers: list[str], rows: list[list[str]], width: int, *, right: set[int], flexible: int,
+               row_styles: list[str | None] | None = None) -> Text:
+    """A plain table as lines of text: columns one space apart, numbers right-aligned, and the `flexible`
+    column (the one with names) cut with … so that every line fits in `width` cells."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    spare = width - (sum(widths) + len(widths) - 1)
+    if spare < 0:
+        widths[flexible] = max(4, widths[flexible] + spare)
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            if len(cell) > widths[i]:
+                cell = cell[: widths[i] - 1] + "…"
+            out.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return " ".join(out).rstrip()
+
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(line(headers), style="dim")
+    for i, row in enumerate(rows):
+        text.append("\n")
+        text.append(line(row), style=(row_styles[i] if row_styles else None) or "")
+    return text
+
+
+def suggestions_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
+    if not panel.suggestions:
+        return Text("no suggestions: nothing this feature does is tied to a natural variable\n"
+                    "(l types a label of your own)", style="dim")
+    headers = ["#", "suggestion", "effect", *(["p"] if wide else []), "q"]
+    rows, styles = [], []
+    for s in panel.suggestions:
+        significant = s["q_value"] is not None and s["q_value"] < ALPHA
+        row = [str(s["position"]), s["predicate"], effect(s["effect_size"])]
+        if wide:
+            row.append(number(s["p_value"], 2))
+        row.append(number(s["q_value"], 2) + ("" if significant else " ns"))
+        rows.append(row)
+        styles.append(None if significant else "dim")
+    return table_text(headers, rows, width, right=set(range(2, len(headers))), flexible=1, row_styles=styles)
+
+
+def examples_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
+    frame = panel.top_examples
+    if frame.is_empty():
+        return Text("never active on train or val", style="dim")
+    variables = frame.columns[5:] if wide else frame.columns[5:6]
+    headers = ["ex", "time", "trial", "split", "act", *variables]
+    rows = []
+    for row in frame.iter_rows(named=True):
+        time_s = "–" if row["time_s"] is None or not math.isfinite(row["time_s"]) else f"{row['time_s']:.1f}"
+        rows.append([str(row["example"]), time_s, str(row["trial"]), row["split"], f"{row['activation']:.2f}",
+                     *(_cell(row[v]) for v in variables)])
+    return table_text(headers, rows, width, right={0, 1, 2, 4, *range(5, len(headers))},
+                      flexible=len(headers) - 1)
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else (number(value) if isinstance(value, float) else str(value))
+
+
+def units_text(panel: FeaturePanel, width: int) -> Text:
+    signature = panel.units_source == "signature"
+    headers = ["unit", "weight", *(["coact z"] if signature else [])]
+    rows = [[row["name"], f"{row['weight']:+.3f}", *([number(row["coactivation"], 2)] if signature else [])]
+            for row in panel.units.iter_rows(named=True)]
+    return table_text(headers, rows, width, right={1, 2}, flexible=0)
+
+
+def units_title(panel: FeaturePanel) -> str:
+    if panel.units_source == "signature" and panel.label:
+        return f"Signature (label {panel.label['label_id']}: 80 % of decoder norm)"
+    return "Units: largest decoder weights (no signature yet)"
