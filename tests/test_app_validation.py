@@ -301,9 +301,13 @@ def test_validation_finished_after_the_screen_closed_is_still_announced(app_db: 
         open_screen(app)
         await settle(app, pilot)
         await pilot.press("r", "escape")
-        await settle(app, pilot)
         seen["screen"] = app.screen
-        seen["notes"] = notifications(app)
+        # The closed screen's worker is cancelled, but its thread runs to the end: wait for its word.
+        for _ in range(600):
+            seen["notes"] = notifications(app)
+            if any(note.startswith("Run 1") for note in seen["notes"]):
+                break
+            await pilot.pause(0.1)
 
     drive(app_db, script)
     assert isinstance(seen["screen"], HomeScreen)
@@ -319,6 +323,7 @@ def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
         app.sub_title = "app.duckdb"  # the copy's folder changes from run to run
         open_screen(app)
         await settle(app, pilot)
+        await pilot.pause(0.2)  # the table sizes its columns to the rows when idle
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=run_before)
