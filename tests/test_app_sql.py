@@ -371,11 +371,30 @@ def test_confirm_enter_means_no_and_escape_means_no(app_db: Path) -> None:
         seen["enter"] = app.screen.writes
         await pilot.press("ctrl+t", "escape")
         seen["escape"] = app.screen.writes
-        await pilot.press("ctrl+t", "left", "enter")  # left moves to Yes
+        await pilot.press("ctrl+t", "left", "right", "enter")  # left moves to Yes, right back to No
+        seen["left_right_enter"] = app.screen.writes
+        await pilot.press("ctrl+t", "left", "enter")
         seen["left_enter"] = app.screen.writes
 
     drive(app_db, script)
-    assert seen == {"enter": False, "escape": False, "left_enter": True}
+    assert seen == {"enter": False, "escape": False, "left_right_enter": False, "left_enter": True}
+
+
+def test_a_result_without_rows_shows_its_columns_and_a_create_says_it_ran(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await run(app, pilot, "SELECT label_id, note FROM labels WHERE false")
+        table = app.screen.query_one(ResultsTable)
+        seen["empty"] = (message(app), table.row_count, table.arrow.column_names)
+        await pilot.press("ctrl+t", "y")
+        await run(app, pilot, "CREATE TABLE my_notes AS SELECT label_id, 'checked' AS note FROM labels")
+        seen["created"] = message(app)
+
+    drive(app_db, script)
+    assert seen["empty"] == ("0 rows × 2 columns.", 0, ["label_id", "note"])
+    assert seen["created"] == "CREATE ran; committed."
+    assert direct(app_db, "SELECT count(*) FROM my_notes") == [(6,)]
 
 
 def test_export_to_an_existing_file_asks_first(app_db: Path) -> None:

@@ -181,6 +181,26 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path) -> N
                for note in seen["notes"])
 
 
+def test_r_runs_validation_in_worker_processes_from_inside_the_app(app_db: Path) -> None:
+    """joblib's process pool is launched while Textual holds sys.stderr (tui/process_pool.py)."""
+    before = query(app_db, "SELECT label_id, round(mcc, 9), validated FROM validations ORDER BY label_id")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        app.push_screen(ValidationScreen(app.stores, run_id=1, validate_config=QUICK, validate_jobs=2))
+        await settle(app, pilot)
+        await pilot.press("r")
+        await settle(app, pilot)
+        seen["notes"] = notifications(app)
+
+    drive(app_db, script)
+    assert any(note.startswith("Run 1: 6 accepted labels tested") for note in seen["notes"]), seen["notes"]
+    after = query(app_db, "SELECT label_id, round(mcc, 9), validated FROM validations ORDER BY label_id")
+    assert [row[0] for row in after] == [row[0] for row in before]
+    # The MCC on test does not depend on the null's or the bootstrap's settings: same numbers as stored.
+    assert [row[1] for row in after] == [row[1] for row in before]
+
+
 def test_r_without_accepted_labels_says_what_to_do(app_db: Path) -> None:
     with Store.open(app_db) as db:
         for (feature_id,) in db.con.execute("SELECT feature_id FROM current_labels").fetchall():
@@ -313,6 +333,29 @@ def test_validation_finished_after_the_screen_closed_is_still_announced(app_db: 
     assert isinstance(seen["screen"], HomeScreen)
     assert any(note.startswith("Run 1: 7 accepted labels tested") for note in seen["notes"])
     assert query(app_db, "SELECT count(*) FROM validations") == [(7,)]
+
+
+def test_coming_back_to_the_screen_reads_labels_made_meanwhile(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["before"] = len(table_rows(screen))
+        app.action_open("sql")  # any screen over this one; Review is where labels are usually made
+        await settle(app, pilot)
+        writer = app.db.for_thread()
+        label_feature(writer, 1, 5, sae_id=2, accept=1)
+        writer.close()
+        await pilot.press("escape")
+        await settle(app, pilot)
+        seen["after"] = table_rows(screen)
+        seen["screen"] = app.screen
+
+    drive(app_db, script)
+    assert isinstance(seen["screen"], ValidationScreen)
+    assert seen["before"] == 6 and len(seen["after"]) == 7
+    assert [seen["after"][-1][0], seen["after"][-1][2]] == ["2·5", "not validated yet"]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

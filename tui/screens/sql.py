@@ -257,9 +257,13 @@ class SQLScreen(Screen):
         result = message.result
         table = result.table
         assert table is not None
-        if message.writes and result.statement_type in WRITE_TYPES_WITH_COUNTS and table.column_names == ["Count"]:
-            changed = table.column(0)[0].as_py() if table.num_rows else 0
-            return f"{result.statement_type} changed {rows_text(changed)}; committed."
+        kind = result.statement_type
+        if message.writes and kind != "SELECT" and table.column_names == ["Count"]:
+            # What DuckDB returns for a statement that changed something: the rows it changed.
+            if kind in WRITE_TYPES_WITH_COUNTS:
+                changed = table.column(0)[0].as_py() if table.num_rows else 0
+                return f"{kind} changed {rows_text(changed)}; committed."
+            return f"{kind} ran; committed."
         columns = f"{table.num_columns} column{'s' if table.num_columns != 1 else ''}"
         if result.truncated:
             return (f"First {table.num_rows:,} rows shown × {columns}; there are more "

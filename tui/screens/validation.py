@@ -199,6 +199,11 @@ class ValidationScreen(Screen):
         self.query_one("#status").display = False
         self.load_pairings()
 
+    def on_screen_resume(self) -> None:
+        # Back from a screen opened over this one (Review may have labelled since): read again.
+        if self.loaded:
+            self.load_pairings()
+
     # -- reading -------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="validation-read")
     def load_pairings(self) -> None:
@@ -311,6 +316,10 @@ class ValidationScreen(Screen):
                 self.post_message(self.ValidationProgressed(text))
 
         try:
+            if self._validate_jobs != 1:
+                from tui.process_pool import ready_for_process_pools
+
+                ready_for_process_pools()
             with self._stores.cursor() as db:
                 outcome = validate_run(db, self.run_id, self._validate_config, report=progressed,
                                        n_jobs=self._validate_jobs)
