@@ -331,10 +331,15 @@ def test_up_and_down_walk_through_the_queries_run(app_db: Path) -> None:
         seen["oldest"] = box.text
         await pilot.press("down", "down")
         seen["draft"] = box.text
+        await pilot.press("ctrl+l")
+        seen["cleared"] = box.text
+        await pilot.press("up")
+        seen["after_clear"] = box.text
 
     drive(app_db, script)
     assert (seen["one_back"], seen["two_back"], seen["oldest"]) == ("SELECT 2 AS b", "SELECT 1 AS a", "SELECT 1 AS a")
     assert seen["draft"] == "SELECT 3"
+    assert seen["cleared"] == "" and seen["after_clear"] == "SELECT 2 AS b"
 
 
 def test_escape_stops_a_running_query_then_goes_back(app_db: Path) -> None:
@@ -451,7 +456,9 @@ def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
         await settle(app, pilot)
         app.push_screen(SQLScreen(app.stores))
         await settle(app, pilot)
-        app.screen.query_one(QueryBox).load_text(RANKED)
+        box = app.screen.query_one(QueryBox)
+        box.cursor_blink = False  # a blinking cursor is on or off depending on when the picture is taken
+        box.load_text(RANKED)
         await pilot.press("f5")
         await settle(app, pilot)
         await pilot.pause(0.2)  # the table sizes its columns when idle

@@ -36,4 +36,4 @@ def copy_to_clipboard(app: App, text: str, what: str) -> None:
     """Copy `text` and say what was copied (`what`: 'cell', 'row 3', …)."""
     app.copy_to_clipboard(text)
     characters = f"{len(text):,} character{'s' if len(text) != 1 else ''}"
-    app.notify(f"Copied {what} ({characters}) to the clipboard.", title="Copied")
+    app.notify(f"Copied {what} ({characters}) to the clipboard.", title="Copied", markup=False)

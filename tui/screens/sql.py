@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("f5, ctrl+r", "run the query (ctrl+enter too, in terminals that send it)"),
     ("up, down", "in the box's first / last line: the previous / next query run"),
+    ("ctrl+l", "clear the query box (the query stays in the history)"),
     ("tab, shift+tab", "move between the query box and the results"),
     ("arrows, pgup/pgdn", "move in the results"),
     ("c, ctrl+c", "in the results: copy the cell (OSC 52, works over SSH)"),
@@ -61,6 +62,7 @@ class SQLScreen(Screen):
         Binding("f5", "run_query", "Run"),
         Binding("ctrl+r", "run_query", "Run", show=False),
         Binding("ctrl+enter", "run_query", "Run", show=False),
+        Binding("ctrl+l", "clear_query", "Clear", show=False),
         Binding("ctrl+s", "export", "Export"),
         Binding("ctrl+t", "toggle_writes", "Writes"),
         Binding("escape", "stop_or_back", "Back"),
@@ -198,6 +200,12 @@ class SQLScreen(Screen):
                 + ".\nColumns: DESCRIBE <table>; meanings: docs/schema.md. Writes are off (ctrl+t).")
 
     # -- running -------------------------------------------------------------------------------------
+    def action_clear_query(self) -> None:
+        box = self.query_one(QueryBox)
+        box.clear()
+        box.forget_position()
+        box.focus()
+
     def action_run_query(self) -> None:
         sql = self.query_one(QueryBox).text
         if not sql.strip():
@@ -356,10 +364,10 @@ class SQLScreen(Screen):
     @on(ExportWritten)
     def export_written(self, message: ExportWritten) -> None:
         self._say(f"Exported {rows_text(message.rows)} to {message.path}.")
-        self.notify(f"{rows_text(message.rows)} written to {message.path}.", title="Export")
+        self.notify(f"{rows_text(message.rows)} written to {message.path}.", title="Export", markup=False)
 
     @on(ExportFailed)
     def export_failed(self, message: ExportFailed) -> None:
         self._say(message.reason, error=True)
-        self.notify(message.reason, title="Export", severity="error")
+        self.notify(message.reason, title="Export", severity="error", markup=False)
 

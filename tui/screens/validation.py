@@ -42,22 +42,25 @@ LOADING_TEXT = "Reading validations…"
 
 def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame) -> Text:
     """The run summary: labels, testable and validated per SAE, what is waiting, and the rule."""
+    rows = list(pairings.iter_rows(named=True))
+    states = [state(row) for row in rows]
     text = Text()
     text.append(f"Run {run_id} on '{dataset}'", style="bold")
-    states = [state(row) for row in pairings.iter_rows(named=True)]
-    pending = states.count("pending")
-    text.append(f" · {len(states)} accepted labels, {sum(s in ('validated', 'failed') for s in states)} tested,"
+    text.append(f" · {len(rows)} accepted labels, {sum(s in ('validated', 'failed') for s in states)} tested,"
                 f" {states.count('validated')} validated\n")
     parts = []
     for sae_id in saes:
-        mine = [s for s, sae in zip(states, pairings["sae_id"].to_list(), strict=True) if sae == sae_id]
+        mine = [(row, s) for row, s in zip(rows, states, strict=True) if row["sae_id"] == sae_id]
         if not mine:
             parts.append(f"SAE {sae_id}: no labels")
             continue
-        testable = len(mine) - mine.count("untestable")
+        # Testable: has a predicate to test (whether or not it has been validated yet).
+        testable = sum(row["predicate"] is not None for row, _ in mine)
+        validated = sum(s == "validated" for _, s in mine)
         parts.append(f"SAE {sae_id}: {len(mine)} label{'s' if len(mine) != 1 else ''}, {testable} testable, "
-                     f"{mine.count('validated')} validated")
+                     f"{validated} validated")
     text.append(" · ".join(parts) + "\n")
+    pending = states.count("pending")
     if pending:
         text.append(f"{pending} accepted label{'s' if pending != 1 else ''} not validated yet: press r\n",
                     style="bold yellow")
@@ -181,7 +184,7 @@ class ValidationScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(LOADING_TEXT, id="summary")
+        yield Static(LOADING_TEXT, id="summary", markup=False)
         with Horizontal(id="body"):
             table = DataTable(id="pairings", cursor_type="row", zebra_stripes=True)
             for column in PAIRING_COLUMNS:
@@ -189,8 +192,8 @@ class ValidationScreen(Screen):
             yield table
             with VerticalScroll(id="detail-box"):
                 yield Static("", id="detail")
-        yield Static("", id="empty")
-        yield Static("", id="status")
+        yield Static("", id="empty", markup=False)
+        yield Static("", id="status", markup=False)  # progress text holds predicates like [0.2, 0.4)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -269,7 +272,7 @@ class ValidationScreen(Screen):
 
     @on(LoadFailed)
     def show_load_failure(self, message: LoadFailed) -> None:
-        self.notify(message.reason, title="Validation", severity="error")
+        self.notify(message.reason, title="Validation", severity="error", markup=False)
         self.query_one("#summary", Static).update(message.reason)
 
     # -- the detail panel ----------------------------------------------------------------------------
@@ -329,7 +332,8 @@ class ValidationScreen(Screen):
             message = self.ValidationFinished(outcome)
         if worker.is_cancelled:  # the screen was closed: say it in a notification instead
             severity = "error" if isinstance(message, self.ValidationFailed) else "information"
-            app.call_from_thread(app.notify, _outcome_text(message), title="Validation", severity=severity)
+            app.call_from_thread(app.notify, _outcome_text(message), title="Validation", severity=severity,
+                                 markup=False)
         else:
             self.post_message(message)
 
@@ -341,14 +345,14 @@ class ValidationScreen(Screen):
     def validation_finished(self, message: ValidationFinished) -> None:
         self.validating = False
         self._set_status(None)
-        self.notify(_outcome_text(message), title="Validation")
+        self.notify(_outcome_text(message), title="Validation", markup=False)
         self.load_pairings()
 
     @on(ValidationFailed)
     def validation_failed(self, message: ValidationFailed) -> None:
         self.validating = False
         self._set_status(None)
-        self.notify(message.reason, title="Validation", severity="error")
+        self.notify(message.reason, title="Validation", severity="error", markup=False)
 
     def _set_status(self, text: str | None) -> None:
         status = self.query_one("#status", Static)
@@ -387,12 +391,12 @@ class ValidationScreen(Screen):
     def report_written(self, message: ReportWritten) -> None:
         self._set_status(None)
         self.notify(f"Report written to {message.path} ({message.n_validations} validations); tables in "
-                    f"{message.tables}.", title="Report")
+                    f"{message.tables}.", title="Report", markup=False)
 
     @on(ReportFailed)
     def report_failed(self, message: ReportFailed) -> None:
         self._set_status(None)
-        self.notify(message.reason, title="Report", severity="error")
+        self.notify(message.reason, title="Report", severity="error", markup=False)
 
     def action_back(self) -> None:
         self.dismiss()
