@@ -28,14 +28,14 @@ if TYPE_CHECKING:
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("f5, ctrl+r", "run the query (ctrl+enter too, in terminals that send it)"),
-    ("up, down", "in the box's first / last line: the previous / next query run"),
-    ("ctrl+l", "clear the query box (the query stays in the history)"),
+    ("f5, ctrl+r", "run the query (also ctrl+enter, if it arrives)"),
+    ("up, down", "on the first / last line: the earlier / later query"),
+    ("ctrl+l", "clear the query box (it stays in the history)"),
     ("tab, shift+tab", "move between the query box and the results"),
-    ("arrows, pgup/pgdn", "move in the results"),
-    ("c, ctrl+c", "in the results: copy the cell (OSC 52, works over SSH)"),
+    ("arrows", "in the results: move; pgup, pgdn, home, end too"),
+    ("c, ctrl+c", "in the results: copy the cell (OSC 52: over SSH too)"),
     ("C", "in the results: copy the row (tab-separated)"),
-    ("ctrl+s", "export the results to .csv or .parquet (all rows); asks where"),
+    ("ctrl+s", "export all rows to .csv or .parquet; asks where"),
     ("ctrl+t", "turn writes on (asks to confirm) or off again"),
     ("esc", "stop the running query; otherwise back"),
 )

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("up, down", "move between labelled pairings; the panel shows the selected one"),
-    ("tab", "move to the detail panel (up/down, pgup/pgdn scroll it) and back"),
-    ("r", "validate the run's accepted labels on the test split (new ones included)"),
-    ("e", "export the run's report (Markdown, tables beside it); asks where"),
+    ("up, down", "move between pairings; the panel follows"),
+    ("tab", "to the detail panel and back (then arrows scroll)"),
+    ("r", "validate the run's accepted labels on the test split"),
+    ("e", "export the run's report (Markdown); asks where"),
     ("esc", "back"),
 )
 
