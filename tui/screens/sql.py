@@ -50,7 +50,8 @@ def rows_text(n: int) -> str:
     return f"{n:,} row{'s' if n != 1 else ''}"
 
 _HISTORY: dict[str, list[str]] = {}
-"""Queries run, per database file, for as long as mini runs (the box's up/down)."""
+"""Queries run, per database file, for as long as mini runs (the box's up/down), newest last."""
+HISTORY_LENGTH = 500
 _DRAFTS: dict[str, str] = {}
 """What the box held when the screen was left, per database file."""
 
@@ -244,6 +245,7 @@ class SQLScreen(Screen):
         box = self.query_one(QueryBox)
         if not box.queries_run or box.queries_run[-1] != sql:
             box.queries_run.append(sql)
+            del box.queries_run[:-HISTORY_LENGTH]
         box.forget_position()
 
     @on(QueryFinished)
