@@ -130,13 +130,18 @@ def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str
 
 
 def run_summaries(db: Store) -> pl.DataFrame:
-    """One row per run with its dataset, settings and QC headline (validation split)."""
+    """One row per run with its dataset, settings, QC headline (validation split) and how many of its
+    features are labelled (any current label) and validated."""
     return db.frame(
         """
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
                count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
                string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
                round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
+               (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
+                   AS labelled,
+               (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
+                   WHERE x.run_id = r.run_id AND v.validated) AS validated,
                r.started_at
         FROM runs r JOIN datasets d USING (dataset_id)
         LEFT JOIN saes s USING (run_id)
@@ -145,6 +150,32 @@ def run_summaries(db: Store) -> pl.DataFrame:
         ORDER BY r.run_id
         """
     )
+
+
+# Every table keyed by sae_id, in the order rows are deleted (children before the saes rows).
+_SAE_TABLES = ("train_log", "features", "decoder", "activations", "qc", "unit_qc", "associations",
+               "tuning_curves", "mis", "rankings", "suggestions", "labels", "validations", "signatures")
+
+
+def delete_run(db: Store, run_id: int) -> dict[str, int]:
+    """Delete a run and everything derived from it (its SAEs, results, ranking, labels, validations) in
+    one transaction; returns the rows deleted per table. Labels go too: they name features that will
+    no longer exist (export a report first to keep them)."""
+    get_run(db, run_id)  # a clear error for a run that is not there
+    deleted: dict[str, int] = {}
+    saes = "(SELECT sae_id FROM saes WHERE run_id = ?)"
+    with db.transaction():
+        for table in _SAE_TABLES:
+            deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
+        deleted["feature_matches"] = _delete(
+            db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
+        for table in ("saes", "checkpoints", "runs"):
+            deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    return deleted
+
+
+def _delete(db: Store, sql: str, params: list) -> int:
+    return int(db.con.execute(sql, params).fetchall()[0][0])
 
 
 def finished_run_for(db: Store, dataset_id: int) -> int | None:

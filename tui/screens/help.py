@@ -11,6 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.screens.home import HELP_KEYS as HOME_KEYS
+
 # The app-wide sections; each screen module adds its own as HELP_KEYS (see key_map), and docs/keys.md
 # says the same in prose. tests/test_app_keys.py checks that every binding of every screen is in both.
 BASE_KEY_MAP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -22,15 +24,7 @@ BASE_KEY_MAP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("q, ctrl+q", "quit (closes the database)"),
         ),
     ),
-    (
-        "Home",
-        (
-            ("up, down", "move between datasets"),
-            ("left, right", "scroll the table sideways (long names, many variables)"),
-            ("enter", "show the dataset's details below the table"),
-            ("r", "read the list of datasets again"),
-        ),
-    ),
+    ("Home", HOME_KEYS),
 )
 
 

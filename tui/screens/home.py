@@ -1,4 +1,4 @@
-"""Home: the datasets in this database, one row each, with details for the selected one."""
+"""Home: the datasets and runs in this database; open a run, train a new one, delete one."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tui.app import ThreadStores
 
 EMPTY_TEXT = "No datasets yet — run `mini import COUNTS --meta META` or `mini demo`."
+NO_RUNS_TEXT = "No runs yet — select a dataset and press t to train one."
 LOADING_TEXT = "Reading datasets…"
 
 # (summary column, header, right-aligned); numbers right-aligned so magnitudes line up.
@@ -34,6 +35,41 @@ COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("n_test", "test", True),
     ("variable_names", "variables", False),
 )
+
+
+# (run summary column, header, right-aligned)
+RUN_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("run_id", "run", True),
+    ("dataset", "dataset", False),
+    ("status", "status", False),
+    ("architecture", "arch", False),
+    ("n_saes", "SAEs", True),
+    ("d_sae", "d_sae", True),
+    ("k", "k", True),
+    ("val_fvu", "val FVU", True),
+    ("val_dead_fraction", "dead", True),
+    ("labelled", "labelled", True),
+    ("validated", "valid", True),
+)
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("up, down", "move in the focused table"),
+    ("tab, shift+tab", "switch between the datasets and the runs"),
+    ("enter", "on a dataset: its details; on a run: open its ranked features"),
+    ("t", "train a new run on the selected dataset"),
+    ("d", "delete the selected run (asks first)"),
+    ("r", "read the datasets and runs again"),
+)
+
+
+def _run_cell(column: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if column == "val_fvu":
+        return f"{value:.3f}"
+    if column == "val_dead_fraction":
+        return f"{100 * value:.1f}%"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _format_bin_size(bin_size_s: float | None) -> str:
@@ -75,14 +111,35 @@ class DatasetTable(DataTable):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Details")]
 
 
+class RunTable(DataTable):
+    """The runs table; `enter` opens the run's ranked features."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open")]
+
+
 class HomeScreen(Screen):
     """The list of datasets. Reads run in a thread worker; results arrive as messages."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "refresh", "Refresh")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("t", "train", "Train"),
+        Binding("d", "delete_run", "Delete run"),
+        Binding("r", "refresh", "Refresh"),
+    ]
 
     DEFAULT_CSS = """
     HomeScreen #datasets {
+        height: auto;
+        max-height: 40%;
+    }
+    HomeScreen #runs {
         height: 1fr;
+        border-top: solid $primary;
+    }
+    HomeScreen #no-runs {
+        height: 1fr;
+        color: $text-muted;
+        padding: 0 1;
+        border-top: solid $primary;
     }
     HomeScreen #empty {
         height: 1fr;
@@ -104,6 +161,21 @@ class HomeScreen(Screen):
             super().__init__()
             self.summaries = summaries
 
+    class RunsLoaded(Message):
+        """The run summaries were read (one row per run, maybe none)."""
+
+        def __init__(self, runs: pl.DataFrame):
+            super().__init__()
+            self.runs = runs
+
+    class RunDeleted(Message):
+        """A run and everything derived from it were deleted; `rows` is what went, per table."""
+
+        def __init__(self, run_id: int, rows: dict[str, int]):
+            super().__init__()
+            self.run_id = run_id
+            self.rows = rows
+
     class DatasetsLoadFailed(Message):
         """Reading the dataset summaries failed; `reason` is a sentence for the person."""
 
@@ -117,6 +189,7 @@ class HomeScreen(Screen):
         self._summaries: dict[str, dict[str, Any]] = {}
         """Latest summary row per dataset, keyed like the table's rows (str(dataset_id))."""
         self._details_key: str | None = None
+        self._runs: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -126,6 +199,14 @@ class HomeScreen(Screen):
         table.display = False
         yield table
         yield Static(LOADING_TEXT, id="empty")
+        runs = RunTable(id="runs", cursor_type="row", zebra_stripes=True)
+        for _, header, right in RUN_COLUMNS:
+            runs.add_column(Text(header, justify="right") if right else header, key=header)
+        runs.display = False
+        yield runs
+        no_runs = Static(NO_RUNS_TEXT, id="no-runs")
+        no_runs.display = False
+        yield no_runs
         details = Static(id="details")
         details.display = False
         yield details
@@ -141,11 +222,13 @@ class HomeScreen(Screen):
     @work(thread=True, exclusive=True, group="datasets")
     def load_datasets(self) -> None:
         from store.datasets import dataset_summaries
+        from store.runs import run_summaries
 
         worker = get_current_worker()
         try:
             with self._stores.cursor() as db:
                 summaries = dataset_summaries(db)
+                runs = run_summaries(db)
         except Exception as error:  # shown on screen: a failed read must not take the app down
             if not worker.is_cancelled:
                 self.post_message(self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
@@ -153,6 +236,7 @@ class HomeScreen(Screen):
         # A newer refresh replaced this one; its result will be the one shown.
         if not worker.is_cancelled:
             self.post_message(self.DatasetsLoaded(summaries))
+            self.post_message(self.RunsLoaded(runs))
 
     @on(DatasetsLoaded)
     def show_datasets(self, message: DatasetsLoaded) -> None:
@@ -188,6 +272,87 @@ class HomeScreen(Screen):
                 self._show_details(self._details_key)
             else:
                 self._hide_details()
+
+    @on(RunsLoaded)
+    def show_runs(self, message: RunsLoaded) -> None:
+        table = self.query_one(RunTable)
+        cursor_key = self._selected_run_key()
+        self._runs = {str(row["run_id"]): row for row in message.runs.iter_rows(named=True)}
+        table.clear()
+        for key, row in self._runs.items():
+            table.add_row(*[Text(_run_cell(c, row[c]), justify="right") if right else _run_cell(c, row[c])
+                            for c, _, right in RUN_COLUMNS], key=key)
+        table.display = bool(self._runs)
+        self.query_one("#no-runs", Static).display = not self._runs and bool(self._summaries)
+        if cursor_key in self._runs:
+            table.move_cursor(row=table.get_row_index(cursor_key))
+        elif self._runs and self.app.run_id is not None and str(self.app.run_id) in self._runs:
+            table.move_cursor(row=table.get_row_index(str(self.app.run_id)))
+
+    @on(DataTable.RowHighlighted, "#datasets")
+    def remember_dataset(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value in self._summaries:
+            self.app.dataset = self._summaries[event.row_key.value]["name"]
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def remember_run(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value in self._runs:
+            self.app.run_id = int(event.row_key.value)
+
+    @on(DataTable.RowSelected, "#runs")
+    def open_run(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value in self._runs:
+            self.app.run_id = int(event.row_key.value)
+            self.app.action_open("features", run_id=self.app.run_id)
+
+    def action_train(self) -> None:
+        self.app.action_open("train")
+
+    def action_delete_run(self) -> None:
+        from tui.screens.confirm import ConfirmScreen
+
+        key = self._selected_run_key()
+        if key is None:
+            self.notify("No run selected: tab to the runs and pick one.", title="Delete run", severity="warning")
+            return
+        run = self._runs[key]
+        if run["status"] == "running":
+            self.notify(f"Run {key} is training; cancel it first.", title="Delete run", severity="warning")
+            return
+        question = (f"Delete run {key} on '{run['dataset']}' with its {run['n_saes']} SAEs, ranking, "
+                    f"{run['labelled']} labels and validations? This cannot be undone.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.delete_run(int(key))
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, group="delete")
+    def delete_run(self, run_id: int) -> None:
+        from store.runs import delete_run
+
+        try:
+            with self._stores.cursor() as db:
+                rows = delete_run(db, run_id)
+        except Exception as error:  # a failed delete rolled back; say so and keep going
+            self.post_message(self.DatasetsLoadFailed(f"Could not delete run {run_id}: {error}"))
+            return
+        self.post_message(self.RunDeleted(run_id, rows))
+
+    @on(RunDeleted)
+    def run_deleted(self, message: RunDeleted) -> None:
+        if self.app.run_id == message.run_id:
+            self.app.run_id = None
+        self.notify(f"Deleted run {message.run_id} ({sum(message.rows.values()):,} rows).", title="Delete run")
+        self.load_datasets()
+
+    def _selected_run_key(self) -> str | None:
+        table = self.query_one(RunTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0))
+        return row_key.value
 
     @on(DatasetsLoadFailed)
     def show_load_failure(self, message: DatasetsLoadFailed) -> None:

@@ -1,0 +1,100 @@
+"""The app in a real terminal: tmux runs `mini` at 80×24 with TERM=xterm-256color and no truecolor,
+keys go in with send-keys and the screen is read back with capture-pane."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import Store
+from tests.conftest import ROOT
+
+
+class Terminal:
+    """One tmux session running one command."""
+
+    def __init__(self, command: str, size: tuple[int, int] = (80, 24)):
+        self.name = f"mini-test-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
+                        command], check=True)
+        # Keep the pane after the command exits, so its exit can be seen (and its last screen read).
+        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
+                              check=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+            time.sleep(0.15)  # a person's pace: each key is handled before the next arrives
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} did not appear within {timeout} s; the screen shows:\n{self.screen()}")
+
+    def exited(self, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pane_dead}"],
+                                  capture_output=True, text=True).stdout.strip()
+            if dead == "1":
+                return True
+            time.sleep(0.2)
+        return False
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def terminal(app_db: Path) -> Iterator[Terminal]:
+    assert shutil.which("tmux"), "tmux is needed for this test (it is on every machine this project runs on)"
+    # No COLORTERM: the app must read well with 256 colours and no truecolor.
+    command = (f"cd {ROOT} && env -u COLORTERM TERM=xterm-256color PYTHONPATH={ROOT} "
+               f"{sys.executable} -m tui.cli --db {app_db}")
+    term = Terminal(command)
+    yield term
+    term.close()
+
+
+def test_home_help_and_quit_in_a_real_terminal(terminal: Terminal, app_db: Path) -> None:
+    screen = terminal.wait_for("sample")
+    assert "finished" in screen and "batchtopk" in screen  # the run is listed with its status
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    terminal.keys("F1")
+    help_screen = terminal.wait_for("mini keys")
+    assert "ctrl+p" in help_screen
+    terminal.keys("Escape")
+    terminal.wait_for("Delete run")  # back on Home: its footer shows its keys
+    terminal.keys("q")
+    assert terminal.exited(), terminal.screen()
+    # Quitting closed the database: another process can open it read-write at once.
+    Store.open(app_db).close()
+
+
+def test_a_label_made_from_the_keyboard_is_committed(terminal: Terminal, app_db: Path) -> None:
+    terminal.wait_for("sample")
+    terminal.keys("Tab", "Enter")  # to the runs, open run 1's ranked features
+    terminal.wait_for("suggestion")
+    terminal.keys("Enter")  # review the top-ranked feature
+    terminal.wait_for("Suggestions")
+    terminal.keys("x")  # reject it: one row, committed before the screen moves on
+    time.sleep(0.5)
+    terminal.keys("q")
+    assert terminal.exited(), terminal.screen()
+    with Store.open(app_db, read_only=True) as db:
+        rows = db.frame("SELECT verdict, source FROM labels ORDER BY label_id DESC LIMIT 1").to_dicts()
+    assert rows == [{"verdict": "reject", "source": "person"}]
