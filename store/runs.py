@@ -153,8 +153,9 @@ def run_summaries(db: Store) -> pl.DataFrame:
 
 
 # Every table keyed by sae_id, in the order rows are deleted (children before the saes rows).
-_SAE_TABLES = ("train_log", "features", "decoder", "activations", "qc", "unit_qc", "associations",
-               "tuning_curves", "mis", "rankings", "suggestions", "labels", "validations", "signatures")
+_SAE_TABLES = ("train_log", "features", "decoder", "activations", "activations_by_feature",
+               "activations_by_feature_builds", "qc", "unit_qc", "associations", "tuning_curves", "mis",
+               "rankings", "suggestions", "label_undos", "labels", "validations", "signatures")
 
 
 def delete_run(db: Store, run_id: int) -> dict[str, int]:

@@ -353,3 +353,82 @@ def test_closing_interrupts_a_query_still_running_in_a_worker_thread(empty_db_pa
     assert "finished" not in outcome and "nterrupt" in str(outcome["error"])
     with pytest.raises(Exception, match=r"(?i)closed"):
         db.con.execute("SELECT 1")
+
+
+# -- runs (on the complete app database: a dataset, run 1 with 2 SAEs, labels, validations) ----------
+
+
+def test_runs_are_listed_with_their_labels_and_validations(app_db: Path) -> None:
+    from store.runs import run_summaries
+
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        runs = app.screen.query_one("#runs", DataTable)
+        seen["rows"] = [[str(c) for c in runs.get_row_at(i)] for i in range(runs.row_count)]
+
+    with Store.open(app_db) as db:
+        expected = run_summaries(db).row(0, named=True)
+    drive(Store.open(app_db), script)
+    assert len(seen["rows"]) == 1
+    row = seen["rows"][0]
+    assert row[:7] == ["1", "sample", "finished", "batchtopk", "2", "64", "4"]
+    assert row[-2:] == [str(expected["labelled"]), str(expected["validated"])]
+    assert expected["labelled"] == 6
+
+
+def test_enter_on_a_run_opens_its_features_and_t_opens_train(app_db: Path) -> None:
+    from tui.screens.features import FeaturesScreen
+    from tui.screens.train import TrainScreen
+
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await pilot.press("tab", "enter")
+        await settle(app, pilot)
+        seen["features"] = app.screen
+        seen["run_id"] = app.run_id
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("t")
+        await settle(app, pilot)
+        seen["train"] = app.screen
+
+    drive(Store.open(app_db), script)
+    assert isinstance(seen["features"], FeaturesScreen) and seen["run_id"] == 1
+    assert isinstance(seen["train"], TrainScreen)
+
+
+def test_d_deletes_a_run_only_after_yes(app_db: Path) -> None:
+    from tui.screens.confirm import ConfirmScreen
+
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await pilot.press("tab", "d")
+        await pilot.pause()
+        seen["asked"] = app.screen
+        await pilot.press("n")
+        await settle(app, pilot)
+        seen["after_no"] = app.screen.query_one("#runs", DataTable).row_count
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        await settle(app, pilot)
+        seen["after_yes_visible"] = app.screen.query_one("#runs", DataTable).display
+
+    drive(Store.open(app_db), script)
+    assert isinstance(seen["asked"], ConfirmScreen)
+    assert seen["after_no"] == 1 and seen["after_yes_visible"] is False
+    with Store.open(app_db) as db:
+        assert db.scalar("SELECT count(*) FROM runs") == 0
+        assert db.scalar("SELECT count(*) FROM activations") == 0
+        # Every table with an sae_id column is empty: nothing of the run is left behind.
+        tables = db.frame("SELECT table_name FROM information_schema.columns WHERE column_name = 'sae_id'"
+                          " AND table_name IN (SELECT table_name FROM information_schema.tables"
+                          " WHERE table_type = 'BASE TABLE')")["table_name"].to_list()
+        assert "label_undos" in tables and "labels" in tables
+        for table in tables:
+            assert db.scalar(f"SELECT count(*) FROM {table}") == 0, table
+        assert db.scalar("SELECT count(*) FROM datasets") == 1  # the dataset stays
