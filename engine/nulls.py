@@ -354,13 +354,18 @@ def monte_carlo_p(reached: np.ndarray, n_shuffles: int) -> np.ndarray:
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """BH q-values: q_(i) = min over j ≥ i of p_(j) · m / j (p sorted ascending), capped at 1."""
+    """BH q-values: q_(i) = min over j ≥ i of p_(j) · m / j (p sorted ascending), capped at 1.
+
+    Undefined p-values (NaN: a test that could not be made) get NaN and do not count in m; without
+    this, one NaN would turn every q into NaN through the running minimum.
+    """
     p = np.asarray(p_values, dtype=np.float64)
-    m = p.size
+    q = np.full(p.shape, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    m = defined.size
     if m == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
+        return q
+    order = defined[np.argsort(p[defined], kind="stable")]
     scaled = p[order] * m / np.arange(1, m + 1)
-    q = np.empty(m)
     q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return q

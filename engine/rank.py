@@ -203,8 +203,8 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
         used = rows >= 0
         matrix = sp.csc_matrix((acts["value"].to_numpy()[used], (rows[used], acts["feature_id"].to_numpy()[used])),
                                shape=(len(keep), d_sae))
-        assoc = per_variable_fdr(associate(matrix, trial_ids, variables, config.associations)).with_columns(
-            pl.lit(sae_id, pl.Int32).alias("sae_id"))
+        assoc = per_variable_fdr(_with_range(associate(matrix, trial_ids, variables, config.associations))
+                                 ).with_columns(pl.lit(sae_id, pl.Int32).alias("sae_id"))
         curves = tuning_curves(matrix, variables, config.associations).with_columns(
             pl.lit(sae_id, pl.Int32).alias("sae_id"))
         mis = mis_scores(matrix, trial_ids, embedding, column_variable, config.mis)
@@ -220,6 +220,12 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     save_ranking(db, sae_ids, results)
     on_progress(saes.height, saes.height)
     return RankOutcome(run_id, sae_ids, time.perf_counter() - started)
+
+
+def _with_range(assoc: pl.DataFrame) -> pl.DataFrame:
+    """Drop range rows without a range: a feature never active where the variable has a value (e.g. a
+    dead latent) has no range to test or suggest, and `associations.value` is never null."""
+    return assoc.filter(~(pl.col("kind").is_in(["continuous", "circular"]) & pl.col("value").is_null()))
 
 
 def _decoders(db: Store, sae_ids: list[int]) -> dict[int, np.ndarray]:

@@ -170,3 +170,10 @@ def read_metadata(path: str | Path) -> pl.DataFrame:
             raise InputError(f"{path}: column '{name}' has type {dtype}; use numbers, text or true/false")
     # NaN in a float column means "not measured" (e.g. tracking lost): store it as missing.
     return frame.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
+
+
+def read_table(path: str | Path, what: str = "table") -> pl.DataFrame:
+    """Any CSV or Parquet table (spikes, behaviour, trials), checked like the metadata table."""
+    path = Path(path)
+    _check_path(path, META_FORMATS, what)
+    return _read_table(path)

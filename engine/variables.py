@@ -148,3 +148,8 @@ def long_values(meta: pl.DataFrame, specs: list[VariableSpec]) -> pl.DataFrame:
         return pl.DataFrame(schema={"example_id": pl.Int32, "variable": pl.String, "value": pl.Float64,
                                     "category": pl.String})
     return pl.concat(parts)
+
+
+# Public names for the spike importer, which aligns behaviour by the same rules before binning.
+infer_kind = _infer_kind
+circular_period = _circular_period

@@ -59,3 +59,31 @@ def validation_summary(db: Store, run_id: int) -> pl.DataFrame:
         " v.q_value, v.decode_metric, round(v.decode_signature, 3) AS signature, round(v.decode_all, 3) AS all_units,"
         " round(v.decode_random_p95, 3) AS random_p95, v.validated, v.reason FROM validations v"
         " JOIN saes s USING (sae_id) WHERE s.run_id = ? ORDER BY v.validated DESC, v.mcc DESC", [run_id])
+
+
+def run_pairings(db: Store, run_id: int) -> pl.DataFrame:
+    """Every accepted label of the run (its current label) with the validation of that very label.
+
+    Validation columns are NULL (and `validated_at` NULL) for a label accepted since the last validation,
+    including one that replaced a validated label of the same feature. Ordered by SAE, then validated
+    pairings first, then by MCC; untested labels last.
+    """
+    return db.frame(
+        "SELECT c.label_id, c.sae_id, c.feature_id, c.name, c.predicate, c.variable, c.source, c.note,"
+        " r.rank, v.created_at AS validated_at,"
+        " v.* EXCLUDE (label_id, sae_id, feature_id, predicate, created_at)"
+        " FROM current_labels c JOIN saes s USING (sae_id)"
+        " LEFT JOIN validations v ON v.label_id = c.label_id"
+        " LEFT JOIN rankings r ON r.sae_id = c.sae_id AND r.feature_id = c.feature_id"
+        " WHERE s.run_id = ? AND c.verdict = 'accept'"
+        " ORDER BY c.sae_id, v.label_id IS NULL, v.testable DESC NULLS LAST, v.validated DESC NULLS LAST,"
+        " v.mcc DESC NULLS LAST, r.rank NULLS LAST, c.feature_id", [run_id])
+
+
+def run_signature_units(db: Store, run_id: int) -> pl.DataFrame:
+    """The signature units of every validated label of the run, strongest decoder weight first."""
+    return db.frame(
+        "SELECT g.label_id, g.unit_id, u.name AS unit_name, g.weight, g.coactivation"
+        " FROM signatures g JOIN saes s USING (sae_id) JOIN runs r USING (run_id)"
+        " JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
+        " WHERE s.run_id = ? AND g.in_signature ORDER BY g.label_id, abs(g.weight) DESC, g.unit_id", [run_id])

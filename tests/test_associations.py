@@ -180,6 +180,11 @@ def test_benjamini_hochberg_by_hand():
     q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.20]))
     assert q == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
     assert benjamini_hochberg(np.array([0.5, 0.9])) == pytest.approx([0.9, 0.9])
+    # An undefined p (a test that could not be made) stays undefined and does not count in m.
+    with_nan = benjamini_hochberg(np.array([0.01, np.nan, 0.04, 0.03, 0.20]))
+    assert np.isnan(with_nan[1])
+    assert with_nan[[0, 2, 3, 4]] == pytest.approx(q)
+    assert np.isnan(benjamini_hochberg(np.array([np.nan, np.nan]))).all()
 
 
 def test_missing_values_are_left_out_not_a_value():

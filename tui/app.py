@@ -182,6 +182,14 @@ class MiniApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    async def action_quit(self) -> None:
+        """Quit (q, ctrl+q, the palette); a training still running is cancelled and stored first."""
+        for screen in self.screen_stack:
+            if getattr(screen, "training", False):
+                screen.action_quit()  # cancels, waits for the run to be stored, then exits
+                return
+        self.exit()
+
     def action_open(self, name: str, **kwargs: Any) -> None:
         """Open screen `name` of SCREENS for the open run or selected dataset (kwargs override them)."""
         entry = SCREENS[name]

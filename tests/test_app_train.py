@@ -1,0 +1,428 @@
+"""The Train screen on the real app database: its form, and real (tiny) trainings started, watched,
+cancelled and quit from the keyboard through Textual's Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Input, ProgressBar, Select, Static
+
+from store.db import Store
+from tui.app import MiniApp
+from tui.screens.help import HelpScreen
+from tui.screens.home import HomeScreen
+from tui.screens.qc import QCScreen
+from tui.screens.train import TrainScreen
+from tui.widgets.train_form import FIELDS, check_settings
+from tui.widgets.train_plot import CurvePlot
+
+SIZE = (80, 24)
+TINY = {"d_sae": "16", "k": "4", "epochs": "2", "batch_size": "256"}
+"""A run of 1 SAE that trains in well under a second on the fixture's 5,558 train examples."""
+LONG = {"d_sae": "16", "k": "4", "epochs": "1000", "batch_size": "64"}
+"""A run that would take minutes: for cancelling it (86 steps an epoch, a progress event every 20)."""
+
+
+def plain(renderable: Any) -> str:
+    console = Console(width=200, file=io.StringIO(), color_system=None, legacy_windows=False)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def drive(db_path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], *,
+          size: tuple[int, int] = SIZE) -> MiniApp:
+    """The real app with Train open on the fixture's 'sample' dataset; `script` at the controls."""
+    app = MiniApp(Store.open(db_path), dataset="sample")
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await app.workers.wait_for_complete()
+            app.action_open("train")
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await script(app, pilot)
+
+    asyncio.run(main())
+    return app
+
+
+async def fill(app: MiniApp, pilot: Pilot, values: dict[str, str]) -> None:
+    """Type each value into its field the way a person does: focus it (selects the text), type over it."""
+    for name, value in values.items():
+        app.screen.query_one(f"#{name}", Input).focus()
+        await pilot.pause()
+        await pilot.press(*value)
+    await pilot.pause()
+
+
+def message(app: MiniApp, name: str) -> tuple[str, bool]:
+    """(text beside a field, shown as an error?)"""
+    widget = app.screen.query_one(f"#{name}-message", Static)
+    return plain(widget.content).strip(), widget.has_class("-error")
+
+
+async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 120) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+def run_rows(db_path: Path) -> list[dict[str, Any]]:
+    with Store.open(db_path, read_only=True) as db:
+        return db.frame("SELECT run_id, status, config, examples_seen FROM runs ORDER BY run_id").to_dicts()
+
+
+# -- the form ----------------------------------------------------------------------------------------------
+def test_form_defaults_are_mini_trains() -> None:
+    """The form starts where `mini train --dataset X` starts, and the engine's own defaults agree."""
+    from engine.pipeline import RunSpec
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from tui.cli import build_parser
+
+    cli = vars(build_parser().parse_args(["train", "--dataset", "x"]))
+    defaults = {field.name: field.default for field in FIELDS}
+    settings, errors = check_settings(defaults)
+    assert errors == {} and settings is not None
+    assert settings.architecture == cli["arch"] == SAEConfig().architecture
+    assert settings.d_sae == cli["d_sae"] == SAEConfig().d_sae
+    assert settings.ks == (int(cli["k"]),) == RunSpec.__dataclass_fields__["ks"].default
+    assert settings.loss == cli["loss"] == SAEConfig().loss
+    assert settings.output == cli["output"] == SAEConfig().output
+    assert settings.epochs == cli["epochs"] == TrainConfig().epochs
+    assert settings.batch_size == cli["batch_size"] == TrainConfig().batch_size
+    assert settings.lr == cli["lr"] == TrainConfig().lr
+    assert settings.instances == cli["instances"] == RunSpec.__dataclass_fields__["instances"].default
+    assert settings.seed == cli["seed"] == TrainConfig().seed
+    assert settings.normalize is cli["normalize"] is False
+    assert settings.device == cli["device"] == TrainConfig().device
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"d_sae": "12.5"}, "d_sae", "d_sae must be a whole number, not '12.5'"),
+        ({"d_sae": "0"}, "d_sae", "d_sae must be at least 1, not 0"),
+        ({"d_sae": "16", "k": "16"}, "k", "k 16 must be below d_sae (16)"),
+        ({"k": "4,x"}, "k", "k must be whole numbers such as 8 or 4,8,16, not '4,x'"),
+        ({"k": "4,4"}, "k", "k 4 is listed twice"),
+        ({"lr": "-0.01"}, "lr", "lr must be positive, not -0.01"),
+        ({"lr": "fast"}, "lr", "lr must be a number such as 0.002, not 'fast'"),
+        ({"epochs": ""}, "epochs", "epochs is empty"),
+        ({"instances": "two"}, "instances", "instances must be a whole number, not 'two'"),
+        ({"seed": "-1"}, "seed", "seed must be at least 0, not -1"),
+        ({"batch_size": "0"}, "batch_size", "batch size must be at least 1, not 0"),
+    ],
+)
+def test_check_settings_names_the_field_and_the_problem(changes: dict[str, str], field: str,
+                                                       words: str) -> None:
+    values = {f.name: f.default for f in FIELDS} | changes
+    settings, errors = check_settings(values)
+    assert settings is None
+    assert errors == {field: words}
+
+
+def test_count_losses_are_refused_for_activations() -> None:
+    values = {f.name: f.default for f in FIELDS} | {"loss": "poisson"}
+    assert check_settings(values, dataset_kind="activations")[1] == {
+        "loss": "loss poisson needs spike counts, not activations"}
+    assert check_settings(values, dataset_kind="spike_counts")[1] == {}
+
+
+def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await fill(app, pilot, {"d_sae": "16", "k": "32", "lr": "-1", "epochs": "two"})
+        seen["messages"] = {name: message(app, name) for name in ("d_sae", "k", "lr", "epochs", "seed")}
+        seen["plan"] = plain(app.screen.query_one("#plan", Static).content).strip()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        seen["training"] = app.screen.training
+        seen["focused"] = app.focused.id if app.focused else None
+        # Fixing them brings each hint back, and the plan says what would train.
+        await fill(app, pilot, {"k": "4,8", "lr": "0.01", "epochs": "3"})
+        seen["fixed"] = {name: message(app, name) for name in ("k", "lr", "epochs")}
+        seen["plan_fixed"] = plain(app.screen.query_one("#plan", Static).content).strip()
+
+    drive(app_db, script)
+    messages = seen["messages"]
+    assert messages["d_sae"] == ("latents (features) per SAE", False)
+    assert messages["k"] == ("k 32 must be below d_sae (16)", True)
+    assert messages["lr"] == ("lr must be positive, not -1", True)
+    assert messages["epochs"] == ("epochs must be a whole number, not 'two'", True)
+    assert messages["seed"][1] is False
+    assert seen["plan"] == "fix k, epochs, lr first"
+    assert seen["training"] is False and seen["focused"] == "k"  # the first field to fix
+    assert [row["run_id"] for row in run_rows(app_db)] == [1]  # nothing was written
+    assert all(not error for _, error in seen["fixed"].values())
+    assert seen["plan_fixed"] == "2 SAEs · 5 steps per epoch × 3"  # 5,558 train examples // 1024
+
+
+def test_tab_and_shift_tab_move_through_the_settings(app_db: Path) -> None:
+    order: list[str | None] = []
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        order.append(app.focused.id if app.focused else None)
+        for key in ("tab", "tab", "tab", "shift+tab"):
+            await pilot.press(key)
+            await pilot.pause()
+            order.append(app.focused.id if app.focused else None)
+
+    drive(app_db, script)
+    assert order == ["d_sae", "k", "loss", "output", "loss"]
+
+
+def test_a_choice_is_made_from_the_keyboard_and_relu_needs_no_k_below_d_sae(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await fill(app, pilot, {"d_sae": "16", "k": "32"})
+        seen["before"] = message(app, "k")
+        app.screen.query_one("#architecture", Select).focus()
+        await pilot.pause()
+        await pilot.press("enter")  # opens the list
+        await pilot.pause()
+        await pilot.press("end", "enter")  # relu is the last choice
+        await pilot.pause()
+        seen["architecture"] = app.screen.query_one("#architecture", Select).value
+        seen["after"] = message(app, "k")
+
+    drive(app_db, script)
+    assert seen["before"] == ("k 32 must be below d_sae (16)", True)
+    assert seen["architecture"] == "relu"
+    assert seen["after"][1] is False
+
+
+# -- training ----------------------------------------------------------------------------------------------
+def test_ctrl_s_trains_a_real_run_with_live_progress_then_o_opens_its_qc(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        await fill(app, pilot, TINY)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.last_run_id is not None or not screen.training)
+        await pilot.pause()
+        bar = screen.query_one("#progress", ProgressBar)
+        seen["bar"] = (bar.total, bar.progress)
+        seen["events"] = screen.history.snapshot()
+        seen["plots"] = {plot.id: plot.has_data for plot in screen.query(CurvePlot)}
+        seen["status"] = plain(screen.query_one("#train-status", Static).content)
+        seen["quality"] = plain(screen.query_one("#rate", Static).content)
+        seen["run_id"] = (screen.last_run_id, app.run_id)
+        seen["form_after"] = screen.query_one("#form").disabled
+        await pilot.press("o")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        seen["qc"] = app.screen
+        seen["qc_bar"] = plain(app.screen.query_one("#sae-bar", Static).content)
+
+    drive(app_db, script)
+    events = seen["events"]
+    assert len(events) >= 2 and events[-1].step == events[-1].total_steps == 2 * (5558 // 256)
+    # The last event reached the screen (it is always posted, whatever the throttle).
+    assert seen["bar"] == (events[-1].total_steps, events[-1].total_steps)
+    assert seen["plots"] == {"loss-plot": True, "l0-plot": True, "dead-plot": True}
+    assert seen["run_id"] == (2, 2)
+    assert "Run 2 finished: 1 SAE, " in seen["status"]
+    assert "val: FVU" in seen["quality"] and "PCA" in seen["quality"]
+    assert seen["form_after"] is False
+
+    run = run_rows(app_db)[-1]
+    assert run["run_id"] == 2 and run["status"] == "finished"
+    assert run["examples_seen"] == events[-1].examples_seen
+    import json
+
+    config = json.loads(run["config"])
+    assert config["sae"]["d_sae"] == 16 and config["ks"] == [4] and config["train"]["epochs"] == 2
+    assert config["train"]["batch_size"] == 256 and config["dataset"] == "sample"
+    with Store.open(app_db, read_only=True) as db:
+        assert db.scalar("SELECT count(*) FROM saes WHERE run_id = 2 AND d_sae = 16 AND k = 4") == 1
+        assert db.scalar("SELECT count(*) FROM qc JOIN saes USING (sae_id) WHERE run_id = 2") == 3
+    assert isinstance(seen["qc"], QCScreen) and seen["qc"].run_id == 2
+    assert "SAE 1 of 1" in seen["qc_bar"] and "d_sae 16" in seen["qc_bar"]
+
+
+def test_the_app_answers_keys_while_training_and_c_cancels(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        await fill(app, pilot, LONG)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        seen["form_while_training"] = (screen.query_one("#form").disabled, app.focused)
+        # Help opens and closes while the trainer runs on its thread.
+        await pilot.press("f1")
+        await pilot.pause()
+        seen["help"] = app.screen
+        await pilot.press("escape")
+        await pilot.pause()
+        seen["back"] = app.screen
+        # esc does not leave a training behind.
+        await pilot.press("escape")
+        await pilot.pause()
+        seen["after_escape"] = (app.screen, screen.training)
+        events_before = len(screen.history.snapshot())
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.training)
+        await pilot.pause()
+        seen["events"] = (events_before, screen.history.snapshot())
+        seen["status"] = plain(screen.query_one("#train-status", Static).content)
+        seen["rate"] = plain(screen.query_one("#rate", Static).content)
+        seen["run_id"] = (screen.last_run_id, app.run_id)
+        seen["open_qc_shown"] = screen.query_one("#open-qc").has_class("-shown")
+
+    drive(app_db, script)
+    assert seen["form_while_training"] == (True, None)  # no text box to swallow c, q or esc
+    assert isinstance(seen["help"], HelpScreen)
+    assert isinstance(seen["back"], TrainScreen)
+    assert isinstance(seen["after_escape"][0], TrainScreen) and seen["after_escape"][1] is True
+    events_before, events = seen["events"]
+    assert events_before >= 1
+    run = run_rows(app_db)[-1]
+    assert run["run_id"] == 2 and run["status"] == "cancelled"
+    total = events[-1].total_steps
+    assert 0 < run["examples_seen"] < total * 64  # stopped long before the 1000 epochs
+    assert seen["run_id"] == (2, 2)
+    assert "Run 2 cancelled after" in seen["status"] and "mini train --resume 2" in seen["rate"]
+    assert seen["open_qc_shown"]
+    with Store.open(app_db, read_only=True) as db:  # what it learned so far is stored
+        assert db.scalar("SELECT count(*) FROM saes WHERE run_id = 2") == 1
+
+
+def test_q_while_training_cancels_stores_the_run_then_quits(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        await fill(app, pilot, LONG)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app._exit, timeout=120)
+        seen["status"] = plain(screen.query_one("#train-status", Static).content)
+
+    app = drive(app_db, script)
+    assert "Run 2 cancelled after" in seen["status"]  # q waited until the run was stored
+    assert app.return_code == 0
+    run = run_rows(app_db)[-1]
+    assert run["run_id"] == 2 and run["status"] == "cancelled"
+
+
+def test_one_training_at_a_time_and_going_home_cancels_it_with_a_word(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        first = app.screen
+        await fill(app, pilot, LONG)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: first.query_one("#progress", ProgressBar).total is not None)
+        app.action_open("train")  # a second Train screen over the one that trains
+        await pilot.pause()
+        second = app.screen
+        await fill(app, pilot, TINY)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        seen["second"] = (second is not first, second.training)
+        await app.run_action("home")  # the palette's Home closes both
+        await pilot.pause()
+        seen["home"] = app.screen
+        await wait_until(pilot, lambda: any("was cancelled when Train closed" in n.message
+                                            for n in app._notifications))
+
+    drive(app_db, script)
+    assert seen["second"] == (True, False)
+    assert isinstance(seen["home"], HomeScreen)
+    run = run_rows(app_db)[-1]
+    assert run["run_id"] == 2 and run["status"] == "cancelled"
+
+
+def test_escape_goes_back_when_not_training(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen["before"] = app.screen
+        app.screen.set_focus(None)  # esc from anywhere on the screen, not only from a text box
+        await pilot.press("escape")
+        await pilot.pause()
+        seen["after"] = app.screen
+
+    drive(app_db, script)
+    assert isinstance(seen["before"], TrainScreen)
+    assert isinstance(seen["after"], HomeScreen)
+
+
+def test_q_quits_when_not_training(app_db: Path) -> None:
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        app.screen.query_one("#architecture", Select).focus()  # q in a text box would be typed
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+
+    app = drive(app_db, script)
+    assert app._exit and app.return_code == 0
+
+
+def test_a_setting_the_engine_refuses_is_marked_on_its_field(app_db: Path) -> None:
+    import torch
+
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        pytest.skip("this machine has Apple's Metal backend, so device mps is not refused here")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        await fill(app, pilot, TINY)
+        device = screen.query_one("#device", Select)
+        device.value = "mps"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not screen.training)
+        await pilot.pause()
+        seen["device"] = message(app, "device")
+        seen["focused"] = app.focused.id if app.focused else None
+
+    drive(app_db, script)
+    text, is_error = seen["device"]
+    assert is_error and text.startswith("--device mps:")
+    assert seen["focused"] == "device"
+    assert [row["run_id"] for row in run_rows(app_db)] == [1]  # refused before any run row
+
+
+# -- snapshots ----------------------------------------------------------------------------------------------
+def snapshot_app(app_db: Path, monkeypatch: pytest.MonkeyPatch) -> MiniApp:
+    """The app on the fixture database opened by a relative name, so the header shows no temporary path."""
+    monkeypatch.chdir(app_db.parent)
+    return MiniApp(Store.open(Path(app_db.name)), run_id=1, dataset="sample")
+
+
+async def open_train(pilot: Pilot) -> None:
+    app = pilot.app
+    await app.workers.wait_for_complete()
+    app.action_open("train")  # type: ignore[attr-defined]
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    for text_box in app.screen.query(Input):
+        text_box.cursor_blink = False  # a blinking cursor would make the picture depend on timing
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_train_form_snapshot(app_db: Path, monkeypatch: pytest.MonkeyPatch, snap_compare,
+                             size: tuple[int, int]) -> None:
+    assert snap_compare(snapshot_app(app_db, monkeypatch), terminal_size=size, run_before=open_train)

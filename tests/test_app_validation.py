@@ -1,0 +1,362 @@
+"""The Validation screen, driven through Textual's Pilot on copies of the real app database.
+
+The database (tests/app_data.py) holds run 1 with two SAEs and six automatically accepted, validated
+labels on SAE 1. Every key of the screen is pressed here; validation itself runs for real (with a
+quicker configuration than `mini validate`'s default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+from engine.labels import label_feature
+from engine.validate import ValidateConfig
+from store.db import Store
+from tui.app import MiniApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.home import HomeScreen
+from tui.screens.save_as import SaveAsScreen
+from tui.screens.validation import ValidationScreen
+
+QUICK = ValidateConfig(n_bootstrap=50, n_shifts=19, n_random_subsets=10, cv_folds=2)
+"""Enough to exercise every step of validation in a few seconds."""
+
+
+def open_screen(app: MiniApp) -> ValidationScreen:
+    screen = ValidationScreen(app.stores, run_id=1, validate_config=QUICK, validate_jobs=1)
+    app.push_screen(screen)
+    return screen
+
+
+async def settle(app: MiniApp, pilot: Pilot) -> None:
+    """Let the workers finish and their result messages be handled."""
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]],
+          size: tuple[int, int] = (80, 24)) -> MiniApp:
+    app = MiniApp(Store.open(path), run_id=1)
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await settle(app, pilot)
+            await script(app, pilot)
+
+    asyncio.run(main())
+    return app
+
+
+def table_rows(screen: ValidationScreen) -> list[list[str]]:
+    table = screen.query_one("#pairings", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def text_of(screen: ValidationScreen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with Store.open(path, read_only=True) as db:
+        return db.con.execute(sql, params or []).fetchall()
+
+
+def notifications(app: MiniApp) -> list[str]:
+    return [notification.message for notification in app._notifications]
+
+
+def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> None:
+    stored = query(app_db, "SELECT sae_id, feature_id, predicate, mcc, mcc_ci_low, mcc_ci_high, validated"
+                           " FROM validations")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        app.action_open("validation")  # through the registry, as the palette does
+        await settle(app, pilot)
+        seen["screen"] = app.screen
+        seen["rows"] = table_rows(app.screen)
+        seen["summary"] = text_of(app.screen, "#summary")
+
+    drive(app_db, script)
+    assert isinstance(seen["screen"], ValidationScreen)
+    rows = {row[0]: row for row in seen["rows"]}
+    assert len(rows) == len(stored) == 6
+    for sae_id, feature_id, predicate, mcc, low, high, validated in stored:
+        row = rows[f"{sae_id}·{feature_id}"]
+        shown = predicate if len(predicate) <= 18 else predicate[:17] + "…"  # the list's label width at 80
+        assert row[1] == shown
+        assert row[2] == f"{mcc:.2f} [{low:.2f}, {high:.2f}]"
+        assert row[5] == ("✓ auto" if validated else "✗ auto")
+    # Validated pairings first, then by MCC.
+    assert [row[5][0] for row in seen["rows"]] == ["✓", "✓", "✗", "✗", "✗", "✗"]
+    n_validated = sum(row[-1] for row in stored)
+    assert f"6 accepted labels, 6 tested, {n_validated} validated" in seen["summary"]
+    assert f"SAE 1: 6 labels, 6 testable, {n_validated} validated" in seen["summary"]
+    assert "SAE 2: no labels" in seen["summary"]
+    assert "MCC 95% CI > 0, q < 0.05 (BH), signature > random p95; test split only" in seen["summary"]
+
+
+def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["first"] = text_of(screen, "#detail")
+        await pilot.press("down")
+        await pilot.pause()
+        seen["second"] = text_of(screen, "#detail")
+        seen["second_key"] = table_rows(screen)[1][0]
+        await pilot.press("up")
+        await pilot.pause()
+        seen["back"] = text_of(screen, "#detail")
+
+    drive(app_db, script)
+    sae_id, feature_id = (int(x) for x in seen["second_key"].split("·"))
+    (row,) = query(app_db, "SELECT tp, fp, fn, tn, mcc, mcc_ci_low, mcc_ci_high, balanced_accuracy_ci_low,"
+                           " n_signature_units, reason, label_id, decode_signature, decode_random_p95"
+                           " FROM validations WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+    tp, fp, fn, tn, mcc, low, high, ba_low, n_units, reason, label_id, signature, p95 = row
+    units = query(app_db, "SELECT unit_id FROM signatures WHERE label_id = ? AND in_signature", [label_id])
+    detail = seen["second"]
+    lines = [" ".join(line.split()) for line in detail.splitlines()]
+    assert f"SAE {sae_id} · feature {feature_id}" in detail
+    assert seen["first"] != detail and seen["back"] == seen["first"]
+    assert f"feature on {tp:,} {fp:,}" in lines and f"feature off {fn:,} {tn:,}" in lines
+    assert f"MCC {mcc:.3f} [{low:.3f}, {high:.3f}]" in lines
+    assert f"{ba_low:.3f}" in detail
+    assert "point values, no CI stored" in detail
+    assert reason.split(": ", 1)[1] in " ".join(detail.split())
+    assert f"signature ({n_units} units)" in detail and f"{signature:.3f}" in detail and f"{p95:.3f}" in detail
+    assert f"Neural signature: {len(units)} units" in detail and len(units) == n_units
+    assert "auto: accepted automatically (top suggestion), not by a person" in detail
+
+
+def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path) -> None:
+    with Store.open(app_db) as db:
+        new_id = label_feature(db, 1, 5, sae_id=2, accept=1)
+        untestable_id = label_feature(db, 1, 9, sae_id=1, name='a "quoted" 🧠 label')
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["before"] = table_rows(screen)
+        seen["summary_before"] = text_of(screen, "#summary")
+        await pilot.press("r")
+        await pilot.pause()
+        seen["status"] = text_of(screen, "#status")
+        await pilot.press("r")  # a second r while it runs starts nothing
+        seen["notes_while_running"] = notifications(app)
+        await settle(app, pilot)
+        seen["after"] = table_rows(screen)
+        seen["summary_after"] = text_of(screen, "#summary")
+        seen["validating"] = screen.validating
+        seen["notes"] = notifications(app)
+
+    drive(app_db, script)
+    before = {row[0]: row for row in seen["before"]}
+    assert before["2·5"][2] == "not validated yet" and before["1·9"][2] == "not validated yet"
+    assert "2 accepted labels not validated yet: press r" in seen["summary_before"]
+    # The name-only label is not testable, validated or not.
+    assert "SAE 1: 7 labels, 6 testable" in seen["summary_before"]
+    assert seen["status"].startswith("Validating run 1")
+    assert "Validation is already running; its result will appear here." in seen["notes_while_running"]
+    stored = {r[0]: r for r in query(app_db, "SELECT label_id, testable, mcc, reason FROM validations")}
+    assert len(stored) == 8
+    assert stored[new_id][1] is True and stored[new_id][2] is not None
+    assert stored[untestable_id][1] is False and "not testable" in stored[untestable_id][3]
+    after = {row[0]: row for row in seen["after"]}
+    assert after["1·9"][2] == "not testable" and after["1·9"][1] == 'a "quoted" 🧠 label'
+    assert after["2·5"][2].startswith(f"{stored[new_id][2]:.2f} [")
+    assert "not validated yet" not in seen["summary_after"] and "SAE 2: 1 label, 1 testable" in seen["summary_after"]
+    assert not seen["validating"]
+    assert any(note.startswith("Run 1: 8 accepted labels tested on the test split: 7 testable")
+               for note in seen["notes"])
+
+
+def test_r_without_accepted_labels_says_what_to_do(app_db: Path) -> None:
+    with Store.open(app_db) as db:
+        for (feature_id,) in db.con.execute("SELECT feature_id FROM current_labels").fetchall():
+            label_feature(db, 1, feature_id, sae_id=1, verdict="reject")
+    before = query(app_db, "SELECT count(*) FROM validations")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["empty"] = text_of(screen, "#empty")
+        seen["body_shown"] = screen.query_one("#body").display
+        await pilot.press("r")
+        await settle(app, pilot)
+        seen["notes"] = notifications(app)
+
+    drive(app_db, script)
+    assert "No accepted labels in run 1 yet" in seen["empty"] and not seen["body_shown"]
+    assert "Nothing to validate: accept labels in Review first." in seen["notes"]
+    assert query(app_db, "SELECT count(*) FROM validations") == before
+
+
+def test_e_exports_the_report_beside_the_database(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+    report = app_db.parent / "report_run1.md"
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        open_screen(app)
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        seen["prompt"] = app.screen
+        seen["default"] = app.screen.query_one("#path", Input).value
+        await pilot.press("enter")
+        await settle(app, pilot)
+        seen["after"] = app.screen
+        seen["notes"] = notifications(app)
+
+    drive(app_db, script)
+    assert isinstance(seen["prompt"], SaveAsScreen)
+    assert seen["default"] == str(report)
+    assert isinstance(seen["after"], ValidationScreen)
+    text = report.read_text(encoding="utf-8")
+    assert text.startswith("# mini report: run 1 on 'sample'") and "## Validations" in text
+    assert (app_db.parent / "report_run1_tables" / "validations.csv").exists()
+    assert any(note.startswith(f"Report written to {report} (6 validations)") for note in seen["notes"])
+
+
+def test_report_path_is_checked_in_place_and_a_file_is_replaced_only_after_yes(app_db: Path) -> None:
+    report = app_db.parent / "report_run1.md"
+    report.write_text("keep me", encoding="utf-8")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        open_screen(app)
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *"/no/such/folder/r.md", "enter")
+        await pilot.pause()
+        seen["error"] = str(app.screen.query_one("#error", Static).render())
+        seen["still_asking"] = app.screen
+        await pilot.press("ctrl+u", *str(report), "enter")
+        await pilot.pause()
+        seen["confirm"] = app.screen
+        await pilot.press("n")  # keep the file: back in the path box
+        await pilot.pause()
+        seen["after_no"] = app.screen
+        await pilot.press("escape")
+        await settle(app, pilot)
+        seen["kept"] = report.read_text(encoding="utf-8")
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+
+    drive(app_db, script)
+    assert seen["error"] == "path: there is no folder /no/such/folder"
+    assert isinstance(seen["still_asking"], SaveAsScreen)
+    assert isinstance(seen["confirm"], ConfirmScreen) and str(report) in seen["confirm"].question
+    assert isinstance(seen["after_no"], SaveAsScreen)
+    assert seen["kept"] == "keep me"
+    assert report.read_text(encoding="utf-8").startswith("# mini report: run 1")
+
+
+def test_tab_moves_to_the_detail_panel_and_escape_goes_back(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        open_screen(app)
+        await settle(app, pilot)
+        seen["focus"] = app.focused.id if app.focused else None
+        await pilot.press("tab")
+        seen["tabbed"] = app.focused.id if app.focused else None
+        await pilot.press("down", "down")
+        seen["scrolled"] = app.screen.query_one("#detail-box").scroll_y
+        await pilot.press("tab")
+        seen["back_to_list"] = app.focused.id if app.focused else None
+        await pilot.press("escape")
+        await pilot.pause()
+        seen["after"] = app.screen
+
+    drive(app_db, script)
+    assert seen["focus"] == "pairings"
+    assert seen["tabbed"] == "detail-box" and seen["scrolled"] == 2
+    assert seen["back_to_list"] == "pairings"
+    assert isinstance(seen["after"], HomeScreen)
+
+
+def test_validation_in_worker_processes_is_announced_after_the_screen_closed(app_db: Path) -> None:
+    """r runs joblib's process pool from inside the app (Textual holds sys.stderr: tui/process_pool.py);
+    the person leaves the screen at once, and the outcome is still stored and announced."""
+    with Store.open(app_db) as db:
+        new_id = label_feature(db, 1, 5, sae_id=2, accept=1)
+    before = query(app_db, "SELECT label_id, round(mcc, 9) FROM validations ORDER BY label_id")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        app.push_screen(ValidationScreen(app.stores, run_id=1, validate_config=QUICK, validate_jobs=2))
+        await settle(app, pilot)
+        await pilot.press("r", "escape")
+        seen["screen"] = app.screen
+        # The closed screen's worker is cancelled, but its thread runs to the end: wait for its word.
+        for _ in range(1200):
+            seen["notes"] = notifications(app)
+            if any(note.startswith("Run 1") or "failed" in note for note in seen["notes"]):
+                break
+            await pilot.pause(0.1)
+
+    drive(app_db, script)
+    assert isinstance(seen["screen"], HomeScreen)
+    assert any(note.startswith("Run 1: 7 accepted labels tested") for note in seen["notes"]), seen["notes"]
+    after = query(app_db, "SELECT label_id, round(mcc, 9) FROM validations ORDER BY label_id")
+    assert [row[0] for row in after] == [*(row[0] for row in before), new_id]
+    # The MCC on test does not depend on the null's or the bootstrap's settings: the stored ones again.
+    assert after[:-1] == before
+
+
+def test_coming_back_to_the_screen_reads_labels_made_meanwhile(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["before"] = len(table_rows(screen))
+        app.action_open("sql")  # any screen over this one; Review is where labels are usually made
+        await settle(app, pilot)
+        writer = app.db.for_thread()
+        label_feature(writer, 1, 5, sae_id=2, accept=1)
+        writer.close()
+        await pilot.press("escape")
+        await settle(app, pilot)
+        seen["after"] = table_rows(screen)
+        seen["screen"] = app.screen
+
+    drive(app_db, script)
+    assert isinstance(seen["screen"], ValidationScreen)
+    assert seen["before"] == 6 and len(seen["after"]) == 7
+    assert [seen["after"][-1][0], seen["after"][-1][2]] == ["2·5", "not validated yet"]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
+    app = MiniApp(Store.open(app_db), run_id=1)
+
+    async def run_before(pilot: Pilot) -> None:
+        app.sub_title = "app.duckdb"  # the copy's folder changes from run to run
+        open_screen(app)
+        await settle(app, pilot)
+        await pilot.pause(0.2)  # the table sizes its columns to the rows when idle
+
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=run_before)
+    finally:
+        app.stores.close()

@@ -1,0 +1,541 @@
+"""Train: a run's settings (the same, with the same defaults, as `mini train`), then live progress.
+
+Training runs `engine.pipeline.train_run` in a thread worker on its own cursor, so the app answers keys
+while it trains. Progress events arrive on the worker's thread; they are kept whole for the plots and
+posted to the screen at most a few times a second, so a fast trainer cannot flood the event loop.
+`c` sets the trainer's cancel event: it stops at the next step and stores the weights so far as a
+cancelled (resumable) run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, ProgressBar, Select, Static
+
+from tui.widgets.train_form import FIELDS, TrainForm, TrainSettings, check_settings, field_for_engine_error
+from tui.widgets.train_plot import CurvePlot
+
+if TYPE_CHECKING:
+    from engine.train import TrainProgress
+    from tui.app import ThreadStores
+
+PROGRESS_INTERVAL_S = 0.25
+"""At most one progress message per this many seconds reaches the event loop (the plots keep every event)."""
+
+IDLE_TEXT = "Press ctrl+s to start; progress appears here."
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("tab, shift+tab", "move between settings; enter opens a choice"),
+    ("ctrl+s", "start training (not while a setting is red)"),
+    ("c", "cancel training; the weights so far are stored"),
+    ("o", "open QC of the run just trained"),
+    ("esc", "back (while training: cancel it first)"),
+    ("q", "quit; while training: cancel, store, then quit"),
+)
+
+
+class ProgressHistory:
+    """Every progress event of one training, appended by the worker thread, read by the screen."""
+
+    def __init__(self) -> None:
+        self._events: list[TrainProgress] = []
+        self._lock = threading.Lock()
+
+    def add(self, event: TrainProgress) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def snapshot(self) -> list[TrainProgress]:
+        with self._lock:
+            return list(self._events)
+
+
+def sae_count(n: int) -> str:
+    return f"{n} SAE" if n == 1 else f"{n} SAEs"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def progress_line(event: TrainProgress, epochs: int) -> str:
+    """Where training is and how it goes, averaged over the SAEs of the stack."""
+    return (f"epoch {min(event.epoch + 1, epochs)}/{epochs} · {event.examples_per_s:,.0f} examples/s · "
+            f"loss {_mean(event.loss):.4f} · L0 {_mean(event.l0):.1f} · "
+            f"dead {100 * _mean(event.dead_fraction):.1f}%")
+
+
+def quality_line(headline: dict[str, Any]) -> str:
+    """The run's QC headline on the validation split, averaged over its SAEs (empty if it has none)."""
+    if headline.get("fvu") is None:
+        return ""
+    baselines = f"PCA {headline['pca_fvu']:.3f}"
+    if headline.get("nmf_fvu") is not None:
+        baselines += f", NMF {headline['nmf_fvu']:.3f}"
+    return (f"val: FVU {headline['fvu']:.3f} ({baselines}) · L0 {headline['l0_mean']:.1f} · "
+            f"dead {100 * headline['dead_fraction']:.1f}%")
+
+
+def plan_text(settings: TrainSettings | None, errors: dict[str, str], n_train: int | None) -> str:
+    """What ctrl+s would train, or what stops it."""
+    if errors:
+        names = ", ".join(field.label for field in FIELDS if field.name in errors)
+        return f"fix {names} first"
+    assert settings is not None
+    saes = sae_count(settings.n_saes)
+    if n_train is None:
+        return saes
+    steps = max(1, n_train // min(settings.batch_size, n_train)) if n_train else 0
+    return f"{saes} · {steps:,} steps per epoch × {settings.epochs}"
+
+
+class TrainScreen(Screen):
+    """The settings form and, once started, the progress of one training at a time."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "start", "Start"),
+        Binding("c", "cancel_training", "Cancel training"),
+        Binding("o", "open_qc", "Open QC"),
+        Binding("escape", "back", "Back"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+
+    DEFAULT_CSS = """
+    TrainScreen #dataset-bar {
+        height: auto;
+        padding: 0 1;
+        background: $boost;
+    }
+    TrainScreen #body {
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+    }
+    TrainScreen.-wide #body {
+        layout: horizontal;
+    }
+    TrainScreen.-wide #form {
+        width: 78;
+        height: 100%;
+        border-right: solid $primary 60%;
+    }
+    TrainScreen #progress-panel {
+        height: 21;
+        padding: 0 1;
+    }
+    TrainScreen.-wide #progress-panel {
+        width: 1fr;
+        height: 100%;
+    }
+    TrainScreen #status-row {
+        height: auto;
+    }
+    TrainScreen #train-status {
+        width: 1fr;
+    }
+    TrainScreen #open-qc {
+        display: none;
+        margin-left: 1;
+    }
+    TrainScreen #open-qc.-shown {
+        display: block;
+    }
+    TrainScreen #progress {
+        display: none;
+    }
+    TrainScreen #progress.-started {
+        display: block;
+    }
+    TrainScreen #rate {
+        height: auto;
+        color: $text-muted;
+    }
+    TrainScreen #plots {
+        layout: grid;
+        grid-size: 2;
+        grid-rows: 1fr 1fr;
+        height: 1fr;
+    }
+    TrainScreen #loss-panel {
+        column-span: 2;
+    }
+    TrainScreen.-wide #plots {
+        grid-size: 1;
+        grid-rows: 1fr 1fr 1fr;
+    }
+    TrainScreen.-wide #loss-panel {
+        column-span: 1;
+    }
+    TrainScreen .panel {
+        height: 100%;
+        border: round $primary 60%;
+        border-title-color: $text;
+    }
+    """
+
+    class DatasetLoaded(Message):
+        """The dataset's summary was read; None when there is no dataset of that name."""
+
+        def __init__(self, summary: dict[str, Any] | None, reason: str | None = None):
+            super().__init__()
+            self.summary = summary
+            self.reason = reason
+
+    class TrainProgressed(Message):
+        """Training moved on (the latest event; the history holds every one)."""
+
+        def __init__(self, event: TrainProgress):
+            super().__init__()
+            self.event = event
+
+    class RunEnded(Message):
+        """A run stopped and its results are stored: `status` says whether it finished or was cancelled."""
+
+        def __init__(self, run_id: int, status: str, n_saes: int, examples_seen: int, seconds: float,
+                     headline: dict[str, Any]):
+            super().__init__()
+            self.run_id = run_id
+            self.status = status
+            self.n_saes = n_saes
+            self.examples_seen = examples_seen
+            self.seconds = seconds
+            self.headline = headline
+
+    class RunFinished(RunEnded):
+        """Every epoch ran; the run is stored as finished."""
+
+    class RunCancelled(RunEnded):
+        """The person cancelled; the weights so far are stored as a cancelled, resumable run."""
+
+    class RunFailed(Message):
+        """Training did not start (a setting the engine refused) or failed; `field`: the setting at fault."""
+
+        def __init__(self, reason: str, field: str | None):
+            super().__init__()
+            self.reason = reason
+            self.field = field
+
+    def __init__(self, stores: ThreadStores, dataset: str):
+        super().__init__()
+        self._stores = stores
+        self.dataset = dataset
+        self._dataset_kind: str | None = None
+        self._n_train: int | None = None
+        self._dataset_missing = False
+        self._cancel: threading.Event | None = None
+        """Set while a training runs; setting the event cancels it."""
+        self._settings: TrainSettings | None = None
+        self.history = ProgressHistory()
+        self._last_post = 0.0
+        self.last_run_id: int | None = None
+        """The run this screen trained last (finished or cancelled): what `o` opens."""
+        self._quit_when_stored = False
+        self._left_while_training = False
+        self._mounted_in: tuple[Any, asyncio.AbstractEventLoop] | None = None
+        """(app, its event loop), kept at mount for the worker's word after the screen has closed."""
+
+    @property
+    def training(self) -> bool:
+        return self._cancel is not None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Reading dataset '{self.dataset}'…", id="dataset-bar")
+        with VerticalScroll(id="body"):
+            yield TrainForm(id="form")
+            with Vertical(id="progress-panel"):
+                with Horizontal(id="status-row"):
+                    yield Static(IDLE_TEXT, id="train-status")
+                    yield Button("Open QC  o", id="open-qc", compact=True, variant="success")
+                yield ProgressBar(id="progress", show_eta=True)
+                yield Static("", id="rate")
+                with Vertical(id="plots"):
+                    with Vertical(id="loss-panel", classes="panel") as panel:
+                        panel.border_title = "loss per SAE · • val"
+                        yield CurvePlot(id="loss-plot", empty_text="loss appears here as training runs")
+                    with Vertical(id="l0-panel", classes="panel") as panel:
+                        panel.border_title = "L0"
+                        yield CurvePlot(id="l0-plot", empty_text="active latents per example")
+                    with Vertical(id="dead-panel", classes="panel") as panel:
+                        panel.border_title = "dead %"
+                        yield CurvePlot(id="dead-plot", empty_text="share of dead latents")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # The worker tells the app (not this screen) how a run ended if the screen has gone by then;
+        # a detached screen no longer knows its app, so keep both now.
+        self._mounted_in = (self.app, asyncio.get_running_loop())
+        self.title = f"Train on {self.dataset}"
+        self._check_form()
+        self.query_one("#d_sae", Input).focus()
+        self.load_dataset()
+
+    def on_unmount(self) -> None:
+        # Leaving (the palette's Home, or a hard quit) must not leave a trainer running with nobody to
+        # show it to: it stops at its next step and stores what it learned as a cancelled run.
+        if self._cancel is not None:
+            self._left_while_training = True
+            self._cancel.set()
+
+    # -- the form ------------------------------------------------------------------------------------
+    def _check_form(self) -> tuple[TrainSettings | None, dict[str, str]]:
+        form = self.query_one(TrainForm)
+        settings, errors = check_settings(form.values(), dataset_kind=self._dataset_kind)
+        form.show_problems(errors)
+        form.show_plan(plan_text(settings, errors, self._n_train), error=bool(errors))
+        return settings, errors
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def settings_changed(self) -> None:
+        if self.is_mounted:
+            self._check_form()
+
+    @on(Button.Pressed, "#start")
+    def start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#open-qc")
+    def open_qc_pressed(self) -> None:
+        self.action_open_qc()
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return not self.training
+        if action == "cancel_training":
+            return self.training
+        if action == "open_qc":
+            return self.last_run_id is not None and not self.training
+        return True
+
+    def action_start(self) -> None:
+        if self.training:
+            return
+        if any(isinstance(screen, TrainScreen) and screen.training for screen in self.app.screen_stack):
+            self.notify("Another Train screen below this one is training: one run at a time.",
+                        title="Train", severity="warning")
+            return
+        settings, errors = self._check_form()
+        if self._dataset_missing:
+            self.notify(f"There is no dataset '{self.dataset}' to train on.", title="Train", severity="error")
+            return
+        if settings is None:
+            first = next(field for field in FIELDS if field.name in errors)
+            self.notify(errors[first.name], title="Not started: fix the settings in red", severity="error")
+            self.query_one(f"#{first.name}").focus()
+            return
+        self._settings = settings
+        self._cancel = threading.Event()
+        self.history = ProgressHistory()
+        self._last_post = 0.0
+        self.query_one(TrainForm).disabled = True
+        self.query_one("#open-qc").remove_class("-shown")
+        progress = self.query_one("#progress", ProgressBar)
+        progress.update(total=None, progress=0)
+        progress.add_class("-started")  # hidden until now: an idle bar would pulse for nothing
+        progress.query_one("#eta").display = True
+        self.query_one("#rate", Static).update("")
+        for plot in self.query(CurvePlot):
+            plot.show_series([])
+        self._status(f"Starting: reading '{self.dataset}' and initialising {sae_count(settings.n_saes)}…")
+        self.query_one("#progress-panel").scroll_visible(top=True, animate=False)
+        self.refresh_bindings()
+        self.train(settings, self._cancel)
+
+    def action_cancel_training(self) -> None:
+        if self._cancel is None:
+            return
+        self._cancel.set()
+        self._status("Cancelling: stopping at the next step, then storing the weights so far…")
+
+    def action_open_qc(self) -> None:
+        if self.last_run_id is None or self.training:
+            return
+        self.app.run_id = self.last_run_id
+        self.app.action_open("qc", run_id=self.last_run_id)
+
+    def action_back(self) -> None:
+        if self.training:
+            self.notify("Training is running: press c to cancel it first.", title="Train", severity="warning")
+            return
+        self.app.pop_screen()
+
+    def action_quit(self) -> None:
+        if self._cancel is None:
+            self.app.exit()
+            return
+        self._quit_when_stored = True
+        self.action_cancel_training()
+        self.notify("Cancelling the training; mini quits once its work so far is stored.", title="Train")
+
+    # -- work ----------------------------------------------------------------------------------------
+    @work(thread=True, group="train-dataset")
+    def load_dataset(self) -> None:
+        from store.datasets import dataset_summaries
+
+        try:
+            with self._stores.cursor() as db:
+                summaries = dataset_summaries(db)
+        except Exception as error:  # shown on screen: a failed read must not take the app down
+            self.post_message(self.DatasetLoaded(None, f"Could not read datasets: {error}"))
+            return
+        rows = [row for row in summaries.iter_rows(named=True) if row["name"] == self.dataset]
+        self.post_message(self.DatasetLoaded(rows[0] if rows else None))
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def train(self, settings: TrainSettings, cancel: threading.Event) -> None:
+        from engine.errors import InputError  # light; the heavy imports fail inside the try, said on screen
+
+        try:
+            from engine.pipeline import train_run
+            from store.qc import run_qc_headline
+
+            spec = settings.to_spec(self.dataset)
+            with self._stores.cursor() as db:
+                outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel)
+                headline = run_qc_headline(db, outcome.run_id)
+        except InputError as error:  # refused before any run row: a setting the form could not judge
+            self.post_message(self.RunFailed(str(error), field_for_engine_error(str(error))))
+            return
+        except Exception as error:  # train_run has marked its run failed; say why on screen
+            self.post_message(self.RunFailed(f"{type(error).__name__}: {error}", None))
+            return
+        ended = self.RunFinished if outcome.status == "finished" else self.RunCancelled
+        self.post_message(ended(outcome.run_id, outcome.status, len(outcome.sae_ids),
+                                outcome.outcome.examples_seen, outcome.seconds, headline))
+        if self._left_while_training:
+            self._tell_app(f"Run {outcome.run_id} was cancelled when Train closed; what it learned so far is "
+                           f"stored (mini train --resume {outcome.run_id}).")
+
+    def _tell_app(self, text: str) -> None:
+        """Notify from the worker thread without blocking: the app may be quitting (then nobody is told)."""
+        assert self._mounted_in is not None
+        app, loop = self._mounted_in
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: the app is gone
+            loop.call_soon_threadsafe(lambda: app.notify(text, title="Train"))
+
+    def _on_progress(self, event: TrainProgress) -> None:
+        """Called on the training thread after every logged step and every epoch."""
+        self.history.add(event)
+        now = time.monotonic()
+        if now - self._last_post >= PROGRESS_INTERVAL_S or event.step >= event.total_steps:
+            self._last_post = now
+            self.post_message(self.TrainProgressed(event))
+
+    # -- results -------------------------------------------------------------------------------------
+    @on(DatasetLoaded)
+    def dataset_loaded(self, message: DatasetLoaded) -> None:
+        bar = self.query_one("#dataset-bar", Static)
+        summary = message.summary
+        if summary is None:
+            self._dataset_missing = True
+            bar.update(Text(message.reason or f"No dataset named '{self.dataset}': pick one on Home.",
+                            style="bold red"))
+            return
+        self._dataset_kind, self._n_train = summary["kind"], summary["n_train"]
+        bar.update(f"{summary['kind']} · {summary['n_units']:,} units · train {summary['n_train']:,}"
+                   f" · val {summary['n_val']:,} (best epoch) · test unused")
+        self._check_form()
+
+    @on(TrainProgressed)
+    def show_progress(self, message: TrainProgressed) -> None:
+        event = message.event
+        if not self.training:
+            return  # a late event of a training that has already ended
+        assert self._settings is not None
+        self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
+        self.query_one("#rate", Static).update(progress_line(event, self._settings.epochs))
+        if event.step >= event.total_steps and not self._cancel_requested():
+            self._status("Every epoch ran: encoding all examples, QC against PCA and NMF, storing…")
+        elif not self._cancel_requested():
+            self._status(f"Training {sae_count(self._settings.n_saes)} on {self.dataset}… (c cancels)")
+        self._draw_curves()
+
+    def _cancel_requested(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
+
+    def _draw_curves(self) -> None:
+        events = self.history.snapshot()
+        if not events:
+            return
+        x = [event.examples_seen for event in events]
+        n = len(events[-1].loss)
+        epoch_ends = [event for event in events if event.val_loss is not None]
+        self.query_one("#loss-plot", CurvePlot).show_series(
+            [(x, [event.loss[i] for event in events]) for i in range(n)],
+            points=[([e.examples_seen for e in epoch_ends], [e.val_loss[i] for e in epoch_ends])
+                    for i in range(n)],
+        )
+        self.query_one("#l0-plot", CurvePlot).show_series(
+            [(x, [event.l0[i] for event in events]) for i in range(n)])
+        self.query_one("#dead-plot", CurvePlot).show_series(
+            [(x, [100 * event.dead_fraction[i] for event in events]) for i in range(n)])
+
+    @on(RunEnded)
+    def run_ended(self, message: RunEnded) -> None:
+        self._training_stopped()
+        self._draw_curves()
+        self.last_run_id = message.run_id
+        self.app.run_id = message.run_id
+        quality = quality_line(message.headline)
+        if isinstance(message, TrainScreen.RunFinished):
+            self._status(f"Run {message.run_id} finished: {sae_count(message.n_saes)}, "
+                         f"{message.examples_seen:,} examples each")
+            self.notify(f"Run {message.run_id} finished. Press o to open its QC.", title="Train")
+        else:
+            self._status(f"Run {message.run_id} cancelled after {message.examples_seen:,} examples; "
+                         f"its weights so far are stored")
+            resume = f"resume: mini train --resume {message.run_id}"
+            quality = " · ".join(part for part in (quality, resume) if part)
+            self.notify(f"Run {message.run_id} cancelled; what it learned so far is stored.", title="Train")
+        self.query_one("#rate", Static).update(quality)
+        open_qc = self.query_one("#open-qc", Button)
+        open_qc.add_class("-shown")
+        open_qc.focus()
+        self._refresh_home()
+        if self._quit_when_stored:
+            self.app.exit()
+
+    @on(RunFailed)
+    def run_failed(self, message: RunFailed) -> None:
+        self._training_stopped()
+        self._status(Text(message.reason, style="bold red"))
+        self.notify(message.reason, title="Training failed", severity="error")
+        if message.field is not None:
+            field = message.field
+            form = self.query_one(TrainForm)
+            form.show_problems({field: message.reason})
+            self.query_one(f"#{field}").focus()
+        self._refresh_home()
+        if self._quit_when_stored:
+            self.app.exit()
+
+    def _training_stopped(self) -> None:
+        self._cancel = None
+        self.query_one("#progress", ProgressBar).query_one("#eta").display = False  # nothing left to wait for
+        self.query_one(TrainForm).disabled = False
+        self.refresh_bindings()
+
+    def _status(self, text: str | Text) -> None:
+        self.query_one("#train-status", Static).update(text)
+
+    def _refresh_home(self) -> None:
+        """Home lists runs: have it read them again, so the new run is there on the way back."""
+        home = self.app.screen_stack[0]
+        refresh = getattr(home, "action_refresh", None)
+        if home is not self and callable(refresh):
+            refresh()

@@ -1,0 +1,410 @@
+"""Validation: every accepted label of the open run and how it fared on the held-out test split.
+
+The list shows one row per pairing (feature × label); the panel beside or below it shows the selected
+pairing's confusion matrix, metrics with their intervals, decoding bars and signature units. `r` runs
+validation (in a thread worker; the screen stays live) and `e` writes the run's Markdown report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import polars as pl
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import get_current_worker
+
+from tui.widgets.validation_detail import PAIRING_COLUMNS, pairing_cells, pairing_detail, state
+
+if TYPE_CHECKING:
+    from engine.validate import ValidateConfig
+    from engine.validate_run import ValidateOutcome
+    from tui.app import ThreadStores
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("up, down", "move between pairings; the panel follows"),
+    ("tab", "to the detail panel and back (then arrows scroll)"),
+    ("r", "validate the run's accepted labels on the test split"),
+    ("e", "export the run's report (Markdown); asks where"),
+    ("esc", "back"),
+)
+
+RULE = "Rule: MCC 95% CI > 0, q < 0.05 (BH), signature > random p95; test split only"
+LOADING_TEXT = "Reading validations…"
+
+
+def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame) -> Text:
+    """The run summary: labels, testable and validated per SAE, what is waiting, and the rule."""
+    rows = list(pairings.iter_rows(named=True))
+    states = [state(row) for row in rows]
+    text = Text()
+    text.append(f"Run {run_id} on '{dataset}'", style="bold")
+    text.append(f" · {len(rows)} accepted labels, {sum(s in ('validated', 'failed') for s in states)} tested,"
+                f" {states.count('validated')} validated\n")
+    parts = []
+    for sae_id in saes:
+        mine = [(row, s) for row, s in zip(rows, states, strict=True) if row["sae_id"] == sae_id]
+        if not mine:
+            parts.append(f"SAE {sae_id}: no labels")
+            continue
+        # Testable: has a predicate to test (whether or not it has been validated yet).
+        testable = sum(row["predicate"] is not None for row, _ in mine)
+        validated = sum(s == "validated" for _, s in mine)
+        parts.append(f"SAE {sae_id}: {len(mine)} label{'s' if len(mine) != 1 else ''}, {testable} testable, "
+                     f"{validated} validated")
+    text.append(" · ".join(parts) + "\n")
+    pending = states.count("pending")
+    if pending:
+        text.append(f"{pending} accepted label{'s' if pending != 1 else ''} not validated yet: press r\n",
+                    style="bold yellow")
+    text.append(RULE, style="dim")
+    return text
+
+
+class ValidationScreen(Screen):
+    """The open run's validations. Reads, validation and the report run in thread workers."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "validate", "Validate"),
+        Binding("e", "export_report", "Report"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    # Side by side once both the list (80 columns) and the detail (80) fit; stacked below that.
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (160, "-wide")]
+
+    DEFAULT_CSS = """
+    ValidationScreen #summary {
+        height: auto;
+        padding: 0 1;
+    }
+    ValidationScreen #body {
+        layout: vertical;
+        height: 1fr;
+    }
+    ValidationScreen.-wide #body {
+        layout: horizontal;
+    }
+    ValidationScreen #pairings {
+        height: auto;
+        max-height: 40%;
+    }
+    ValidationScreen.-wide #pairings {
+        width: 1fr;
+        height: 1fr;
+        max-height: 100%;
+    }
+    ValidationScreen #detail-box {
+        height: 1fr;
+        padding: 0 1;
+        border-top: solid $primary;
+    }
+    ValidationScreen.-wide #detail-box {
+        width: 80;
+        border-top: none;
+        border-left: solid $primary;
+    }
+    ValidationScreen #empty {
+        height: 1fr;
+        content-align: center middle;
+        color: $text-muted;
+    }
+    ValidationScreen #status {
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+    }
+    """
+
+    class PairingsLoaded(Message):
+        """The run's pairings, their signature units and the run's SAEs were read."""
+
+        def __init__(self, dataset: str, saes: list[int], pairings: pl.DataFrame, units: pl.DataFrame):
+            super().__init__()
+            self.dataset = dataset
+            self.saes = saes
+            self.pairings = pairings
+            self.units = units
+
+    class LoadFailed(Message):
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
+    class ValidationProgressed(Message):
+        """validate_run reported a step (`text`, e.g. '3/7 labels: condition = 2')."""
+
+        def __init__(self, text: str):
+            super().__init__()
+            self.text = text
+
+    class ValidationFinished(Message):
+        def __init__(self, outcome: ValidateOutcome):
+            super().__init__()
+            self.outcome = outcome
+
+    class ValidationFailed(Message):
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
+    class ReportWritten(Message):
+        def __init__(self, path: Path, tables: Path, n_validations: int):
+            super().__init__()
+            self.path = path
+            self.tables = tables
+            self.n_validations = n_validations
+
+    class ReportFailed(Message):
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
+    def __init__(self, stores: ThreadStores, run_id: int, *, validate_config: ValidateConfig | None = None,
+                 validate_jobs: int = -1):
+        super().__init__()
+        self._stores = stores
+        self.run_id = run_id
+        self._validate_config = validate_config
+        """Settings for `r` (None: ValidateConfig's defaults, as `mini validate`); tests pass quicker ones."""
+        self._validate_jobs = validate_jobs
+        self._pairings: dict[str, dict[str, Any]] = {}
+        """Pairing rows keyed like the table's rows (str(label_id))."""
+        self._units: dict[int, list[dict]] = {}
+        self._filled_width = 0
+        self.validating = False
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(LOADING_TEXT, id="summary", markup=False)
+        with Horizontal(id="body"):
+            table = DataTable(id="pairings", cursor_type="row", zebra_stripes=True)
+            for column in PAIRING_COLUMNS:
+                table.add_column(column, key=column)
+            yield table
+            with VerticalScroll(id="detail-box"):
+                yield Static("", id="detail")
+        yield Static("", id="empty", markup=False)
+        yield Static("", id="status", markup=False)  # progress text holds predicates like [0.2, 0.4)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"mini · validation · run {self.run_id}"
+        self.query_one("#empty").display = False
+        self.query_one("#status").display = False
+        self.load_pairings()
+
+    def on_screen_resume(self) -> None:
+        # Back from a screen opened over this one (Review may have labelled since): read again.
+        if self.loaded:
+            self.load_pairings()
+
+    # -- reading -------------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="validation-read")
+    def load_pairings(self) -> None:
+        from store.runs import get_run, load_saes
+        from store.validations import run_pairings, run_signature_units
+
+        worker = get_current_worker()
+        try:
+            with self._stores.cursor() as db:
+                run = get_run(db, self.run_id)
+                saes = load_saes(db, self.run_id)["sae_id"].to_list()
+                pairings = run_pairings(db, self.run_id)
+                units = run_signature_units(db, self.run_id)
+        except Exception as error:  # shown on screen: a failed read must not take the app down
+            if not worker.is_cancelled:
+                self.post_message(self.LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
+            return
+        if not worker.is_cancelled:
+            self.post_message(self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units))
+
+    @on(PairingsLoaded)
+    def show_pairings(self, message: PairingsLoaded) -> None:
+        table = self.query_one("#pairings", DataTable)
+        selected = self._selected_key()
+        self._pairings = {str(row["label_id"]): row for row in message.pairings.iter_rows(named=True)}
+        self._units = {label_id: part.to_dicts() for (label_id,), part in
+                       message.units.group_by("label_id", maintain_order=True)}
+        self.query_one("#summary", Static).update(
+            summary_text(self.run_id, message.dataset, message.saes, message.pairings))
+        self._fill_table()
+        has_rows = bool(self._pairings)
+        self.query_one("#body").display = has_rows
+        empty = self.query_one("#empty", Static)
+        empty.display = not has_rows
+        empty.update(f"No accepted labels in run {self.run_id} yet. Label features in Review (or with "
+                     "`mini label`), then press r here to validate them on the test split.")
+        self.loaded = True
+        if not has_rows:
+            return
+        if selected in self._pairings:
+            table.move_cursor(row=table.get_row_index(selected))
+        self._show_detail(self._selected_key())
+        table.focus()
+
+    def _label_width(self) -> int:
+        """Characters of each label in the list: what fits 80 columns, more where there is room."""
+        return 18 if self.size.width < 100 or self.has_class("-wide") else 40
+
+    def _fill_table(self) -> None:
+        table = self.query_one("#pairings", DataTable)
+        cursor_row = table.cursor_row
+        table.clear()
+        width = self._label_width()
+        for key, row in self._pairings.items():
+            table.add_row(*pairing_cells(row, width), key=key)
+        self._filled_width = width
+        if table.row_count:
+            table.move_cursor(row=min(cursor_row, table.row_count - 1))
+
+    def on_resize(self) -> None:
+        if self._pairings and self._label_width() != self._filled_width:
+            self._fill_table()
+
+    @on(LoadFailed)
+    def show_load_failure(self, message: LoadFailed) -> None:
+        self.notify(message.reason, title="Validation", severity="error", markup=False)
+        self.query_one("#summary", Static).update(message.reason)
+
+    # -- the detail panel ----------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#pairings")
+    def follow_cursor(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail(event.row_key.value)
+
+    def _selected_key(self) -> str | None:
+        table = self.query_one("#pairings", DataTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return row_key.value
+
+    def _show_detail(self, key: str | None) -> None:
+        if key not in self._pairings:
+            return
+        row = self._pairings[key]
+        self.query_one("#detail", Static).update(pairing_detail(row, self._units.get(row["label_id"], [])))
+        self.query_one("#detail-box", VerticalScroll).scroll_home(animate=False)
+
+    # -- validating ----------------------------------------------------------------------------------
+    def action_validate(self) -> None:
+        if self.validating:
+            self.notify("Validation is already running; its result will appear here.", title="Validation")
+            return
+        if self.loaded and not self._pairings:
+            self.notify("Nothing to validate: accept labels in Review first.", title="Validation",
+                        severity="warning")
+            return
+        self.validating = True
+        self._set_status(f"Validating run {self.run_id} on the test split…")
+        self.validate()
+
+    @work(thread=True, exclusive=True, group="validation-run")
+    def validate(self) -> None:
+        from engine.validate_run import validate_run
+
+        worker = get_current_worker()
+        app = self.app  # the screen may be closed before validation ends; the app still says so
+
+        def progressed(text: str) -> None:
+            if not worker.is_cancelled:
+                self.post_message(self.ValidationProgressed(text))
+
+        try:
+            if self._validate_jobs != 1:
+                from tui.process_pool import ready_for_process_pools
+
+                ready_for_process_pools()
+            with self._stores.cursor() as db:
+                outcome = validate_run(db, self.run_id, self._validate_config, report=progressed,
+                                       n_jobs=self._validate_jobs)
+        except Exception as error:  # an InputError (no labels) or a failure: one sentence, app stays up
+            message = self.ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
+        else:
+            message = self.ValidationFinished(outcome)
+        if worker.is_cancelled:  # the screen was closed: say it in a notification instead
+            severity = "error" if isinstance(message, self.ValidationFailed) else "information"
+            app.call_from_thread(app.notify, _outcome_text(message), title="Validation", severity=severity,
+                                 markup=False)
+        else:
+            self.post_message(message)
+
+    @on(ValidationProgressed)
+    def show_progress(self, message: ValidationProgressed) -> None:
+        self._set_status(f"Validating run {self.run_id}: {message.text}")
+
+    @on(ValidationFinished)
+    def validation_finished(self, message: ValidationFinished) -> None:
+        self.validating = False
+        self._set_status(None)
+        self.notify(_outcome_text(message), title="Validation", markup=False)
+        self.load_pairings()
+
+    @on(ValidationFailed)
+    def validation_failed(self, message: ValidationFailed) -> None:
+        self.validating = False
+        self._set_status(None)
+        self.notify(message.reason, title="Validation", severity="error", markup=False)
+
+    def _set_status(self, text: str | None) -> None:
+        status = self.query_one("#status", Static)
+        status.display = text is not None
+        status.update(text or "")
+
+    # -- the report ----------------------------------------------------------------------------------
+    def action_export_report(self) -> None:
+        from tui.screens.save_as import SaveAsScreen
+
+        default = self.app.db.path.absolute().parent / f"report_run{self.run_id}.md"  # type: ignore[attr-defined]
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self._set_status(f"Writing the report of run {self.run_id} to {path}…")
+                self.write_report(path)
+
+        self.app.push_screen(SaveAsScreen(
+            "Export report", f"Write run {self.run_id}'s report (Markdown; its tables go in a folder beside it) to:",
+            default), chosen)
+
+    @work(thread=True, exclusive=True, group="validation-report")
+    def write_report(self, path: Path) -> None:
+        from engine.report import write_report
+
+        try:
+            with self._stores.cursor() as db:
+                outcome = write_report(db, self.run_id, path)
+        except Exception as error:  # a bad folder or a failed read: say so, keep going
+            self.post_message(self.ReportFailed(f"Could not write the report to {path}: {error}"))
+            return
+        folder = outcome.tables[0].parent if outcome.tables else path.parent
+        self.post_message(self.ReportWritten(outcome.path, folder, outcome.n_validations))
+
+    @on(ReportWritten)
+    def report_written(self, message: ReportWritten) -> None:
+        self._set_status(None)
+        self.notify(f"Report written to {message.path} ({message.n_validations} validations); tables in "
+                    f"{message.tables}.", title="Report", markup=False)
+
+    @on(ReportFailed)
+    def report_failed(self, message: ReportFailed) -> None:
+        self._set_status(None)
+        self.notify(message.reason, title="Report", severity="error", markup=False)
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+
+def _outcome_text(message: Message) -> str:
+    if isinstance(message, ValidationScreen.ValidationFinished):
+        outcome = message.outcome
+        return (f"Run {outcome.run_id}: {outcome.n_labels} accepted labels tested on the test split: "
+                f"{outcome.n_testable} testable, {outcome.n_validated} validated.")
+    return getattr(message, "reason", "")
