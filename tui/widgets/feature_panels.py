@@ -166,4 +166,4 @@ def units_text(panel: FeaturePanel, width: int) -> Text:
 def units_title(panel: FeaturePanel) -> str:
     if panel.units_source == "signature" and panel.label:
         return f"Signature (label {panel.label['label_id']}: 80 % of decoder norm)"
-    return "Units: largest decoder weights (no signature yet)"
+    return "Units (decoder; no signature yet)"

@@ -37,11 +37,11 @@ def render_tunings(tunings: list[Tuning], width: int) -> Text:
     for index, tuning in enumerate(tunings):
         if index:
             text.append("\n")
-        what = "bins (ranking's tuning curve)" if tuning.kind in ("continuous", "circular") else "levels"
+        what = "bin" if tuning.kind in ("continuous", "circular") else "level"
         text.append(f"{tuning.variable}", style="bold")
         text.append(f"  mean activation by {what}\n", style="dim")
         labels = tuning.labels
-        label_width = min(max(len(s) for s in labels), max(6, width // 3))
+        label_width = min(max(len(s) for s in labels), max(6, width * 9 // 20))
         numbers = [f"{m:.3f}" if np.isfinite(m) else "–" for m in tuning.means]
         number_width = max(len(s) for s in numbers)
         bar_width = max(4, width - label_width - number_width - 5)
