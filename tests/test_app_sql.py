@@ -461,7 +461,12 @@ def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
         box.load_text(RANKED)
         await pilot.press("f5")
         await settle(app, pilot)
-        await pilot.pause(0.2)  # the table sizes its columns when idle
+        table = app.screen.query_one(ResultsTable)
+        for _ in range(100):  # the table sizes its columns to its rows when idle
+            if not table._require_update_dimensions:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=run_before)

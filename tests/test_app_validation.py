@@ -55,6 +55,15 @@ def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, Non
     return app
 
 
+async def columns_sized(pilot: Pilot, table: Any) -> None:
+    """Wait until the table has sized its columns to its rows (it does so when idle) and drawn them."""
+    for _ in range(100):
+        if not table._require_update_dimensions:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+
+
 def table_rows(screen: ValidationScreen) -> list[list[str]]:
     table = screen.query_one("#pairings", DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
@@ -354,7 +363,7 @@ def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
         app.sub_title = "app.duckdb"  # the copy's folder changes from run to run
         open_screen(app)
         await settle(app, pilot)
-        await pilot.pause(0.2)  # the table sizes its columns to the rows when idle
+        await columns_sized(pilot, app.screen.query_one("#pairings", DataTable))
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=run_before)
