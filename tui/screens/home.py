@@ -284,10 +284,10 @@ class HomeScreen(Screen):
                             for c, _, right in RUN_COLUMNS], key=key)
         table.display = bool(self._runs)
         self.query_one("#no-runs", Static).display = not self._runs and bool(self._summaries)
-        if cursor_key in self._runs:
-            table.move_cursor(row=table.get_row_index(cursor_key))
-        elif self._runs and self.app.run_id is not None and str(self.app.run_id) in self._runs:
-            table.move_cursor(row=table.get_row_index(str(self.app.run_id)))
+        # The open run wins over the old cursor: a run trained meanwhile has become the open run.
+        target = str(self.app.run_id) if self.app.run_id is not None else cursor_key
+        if target in self._runs:
+            table.move_cursor(row=table.get_row_index(target))
 
     @on(DataTable.RowHighlighted, "#datasets")
     def remember_dataset(self, event: DataTable.RowHighlighted) -> None:
