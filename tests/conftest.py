@@ -33,6 +33,14 @@ def cli(tmp_path: Path):
     return call
 
 
+def absent_device() -> str:
+    """A --device this machine lacks: cuda where no CUDA GPU is visible, else mps (Apple's Metal and CUDA
+    never share a machine), so the refusal of a missing device is tested on every machine."""
+    import torch
+
+    return "cuda" if not torch.cuda.is_available() else "mps"
+
+
 @pytest.fixture(scope="session")
 def app_db_template(tmp_path_factory) -> Path:
     """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per session."""

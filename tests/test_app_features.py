@@ -3,9 +3,8 @@ run 1 with two SAEs of 64 features, SAE 1's top six auto-accepted and validated.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from store import Store
+from tests.pilot import Script, run_app
 from tui.app import MiniApp
 from tui.feature_filter import FilterError, parse_filter
 from tui.screens.features import FeaturesScreen
@@ -46,16 +46,11 @@ async def open_features(pilot: Pilot, **kwargs: Any) -> FeaturesScreen:
     return pilot.app.screen
 
 
-def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], size=SIZE) -> MiniApp:
-    app = MiniApp(Store.open(path), run_id=1)
+def drive(path: Path, script: Script, size=SIZE) -> MiniApp:
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        await app.workers.wait_for_complete()
 
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await app.workers.wait_for_complete()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=before)
 
 
 def shown_column(screen: FeaturesScreen, header: str) -> list:

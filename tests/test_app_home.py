@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from textual.widgets import DataTable, Static
 
 from store.datasets import NewDataset, add_dataset
 from store.db import Store
+from tests.pilot import run_app, settle
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
 from tui.screens.home import EMPTY_TEXT, HomeScreen
@@ -132,21 +132,7 @@ def empty_db_path(tmp_path: Path) -> Path:
 
 def drive(db: Store, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]]) -> MiniApp:
     """Run the real app at 80×24 with `script` at the controls; returns the app once it has shut down."""
-    app = MiniApp(db)
-
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(app, pilot)
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
-
-
-async def settle(app: MiniApp, pilot: Pilot) -> None:
-    """Let the workers finish and their result messages be handled."""
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    return run_app(MiniApp(db), script, size=SIZE, before=settle)
 
 
 def table_rows(app: MiniApp) -> list[list[str]]:

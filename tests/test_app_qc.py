@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -15,6 +14,8 @@ from textual.widgets import Static
 
 from store.db import Store
 from store.runs import set_run_status, start_run
+from tests.pilot import run_app
+from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.home import HomeScreen
 from tui.screens.qc import QCScreen
@@ -39,24 +40,17 @@ def static_text(app: MiniApp, selector: str) -> str:
 def drive(db_path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], *,
           size: tuple[int, int] = SIZE, run_id: int = 1, **open_kwargs: Any) -> MiniApp:
     """The real app on the database with QC open on `run_id`; `script` at the controls."""
-    app = MiniApp(Store.open(db_path), run_id=run_id, dataset="sample")
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        await settle(app, pilot)
+        app.action_open("qc", **open_kwargs)
+        await settle(app, pilot)
 
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(app, pilot)
-            app.action_open("qc", **open_kwargs)
-            await settle(app, pilot)
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(db_path), run_id=run_id, dataset="sample"), script, size=size,
+                   before=before)
 
 
 async def settle(app: MiniApp, pilot: Pilot) -> None:
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle_rounds(app, pilot, 2)
 
 
 def qc_rows(db_path: Path, sae_id: int) -> dict[str, dict[str, Any]]:

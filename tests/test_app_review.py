@@ -3,10 +3,9 @@ run 1, SAE 1 ranked, its top six features auto-accepted and validated."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from textual.widgets import Input, Static
 
 from store import Store
 from tests.app_data import APP_VALIDATE
+from tests.pilot import Script, run_app
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
 from tui.screens.review import ReviewScreen
@@ -61,16 +61,11 @@ async def open_review(pilot: Pilot, **kwargs: Any) -> ReviewScreen:
     return await shown(pilot)
 
 
-def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], size=SIZE) -> MiniApp:
-    app = MiniApp(Store.open(path), run_id=1)
+def drive(path: Path, script: Script, size=SIZE) -> MiniApp:
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        await app.workers.wait_for_complete()
 
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await app.workers.wait_for_complete()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=before)
 
 
 async def type_text(pilot: Pilot, text: str) -> None:

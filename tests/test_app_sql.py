@@ -3,7 +3,6 @@ database. Queries are typed and run with the real keys; results are compared wit
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,6 +16,8 @@ from textual.widgets import Input, Static
 from store.db import Store
 from store.errors import StoreError
 from store.sql import WritesOffError, export_query_result, run_app_query
+from tests.pilot import run_app
+from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.home import HomeScreen
@@ -31,28 +32,21 @@ NEW_LABEL = "INSERT INTO labels (sae_id, feature_id, verdict, source) VALUES (1,
 
 
 async def settle(app: MiniApp, pilot: Pilot) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle_rounds(app, pilot, 3)
 
 
 def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], *, max_rows: int | None = None,
           size: tuple[int, int] = (80, 24)) -> MiniApp:
     """The real app at `size` with the SQL screen open over Home and `script` at the keys."""
-    app = MiniApp(Store.open(path), run_id=1)
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        await settle(app, pilot)
+        if max_rows is None:
+            app.action_open("sql")
+        else:
+            app.push_screen(SQLScreen(app.stores, max_rows=max_rows))
+        await settle(app, pilot)
 
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(app, pilot)
-            if max_rows is None:
-                app.action_open("sql")
-            else:
-                app.push_screen(SQLScreen(app.stores, max_rows=max_rows))
-            await settle(app, pilot)
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=before)
 
 
 async def run(app: MiniApp, pilot: Pilot, sql: str, key: str = "f5", *, typed: bool = False) -> None:

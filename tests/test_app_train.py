@@ -15,6 +15,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, Select, Static
 
 from store.db import Store
+from tests.conftest import absent_device
+from tests.pilot import run_app
+from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
 from tui.screens.home import HomeScreen
@@ -39,19 +42,13 @@ def plain(renderable: Any) -> str:
 def drive(db_path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], *,
           size: tuple[int, int] = SIZE) -> MiniApp:
     """The real app with Train open on the fixture's 'sample' dataset; `script` at the controls."""
-    app = MiniApp(Store.open(db_path), dataset="sample")
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        await app.workers.wait_for_complete()
+        app.action_open("train")
+        await pilot.pause()
+        await settle_rounds(app, pilot)
 
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await app.workers.wait_for_complete()
-            app.action_open("train")
-            await pilot.pause()
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(db_path), dataset="sample"), script, size=size, before=before)
 
 
 async def fill(app: MiniApp, pilot: Pilot, values: dict[str, str]) -> None:
@@ -379,17 +376,14 @@ def test_q_quits_when_not_training(app_db: Path) -> None:
 
 
 def test_a_setting_the_engine_refuses_is_marked_on_its_field(app_db: Path) -> None:
-    import torch
-
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        pytest.skip("this machine has Apple's Metal backend, so device mps is not refused here")
+    absent = absent_device()
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = app.screen
         await fill(app, pilot, TINY)
         device = screen.query_one("#device", Select)
-        device.value = "mps"
+        device.value = absent
         await pilot.pause()
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not screen.training)
@@ -399,7 +393,7 @@ def test_a_setting_the_engine_refuses_is_marked_on_its_field(app_db: Path) -> No
 
     drive(app_db, script)
     text, is_error = seen["device"]
-    assert is_error and text.startswith("--device mps:")
+    assert is_error and text.startswith(f"--device {absent}:")
     assert seen["focused"] == "device"
     assert [row["run_id"] for row in run_rows(app_db)] == [1]  # refused before any run row
 

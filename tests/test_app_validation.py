@@ -7,7 +7,6 @@ quicker configuration than `mini validate`'s default).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from textual.widgets import DataTable, Input, Static
 from engine.labels import label_feature
 from engine.validate import ValidateConfig
 from store.db import Store
+from tests.pilot import run_app
+from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.home import HomeScreen
@@ -37,22 +38,12 @@ def open_screen(app: MiniApp) -> ValidationScreen:
 
 async def settle(app: MiniApp, pilot: Pilot) -> None:
     """Let the workers finish and their result messages be handled."""
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle_rounds(app, pilot, 3)
 
 
 def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]],
           size: tuple[int, int] = (80, 24)) -> MiniApp:
-    app = MiniApp(Store.open(path), run_id=1)
-
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await settle(app, pilot)
-            await script(app, pilot)
-
-    asyncio.run(main())
-    return app
+    return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=settle)
 
 
 async def columns_sized(pilot: Pilot, table: Any) -> None:
