@@ -297,8 +297,8 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
         lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature)
         if row["label_id"] not in labels:
             lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
-    unvalidated = [r for r in labels.values() if r["verdict"] == "accept" and r["validated"] is None
-                   and r["label_id"] not in set(validations["label_id"].to_list())]
+    validated_ids = set(validations["label_id"].to_list())
+    unvalidated = [r for r in labels.values() if r["verdict"] == "accept" and r["label_id"] not in validated_ids]
     if unvalidated:
         lines += ["Accepted since the last validation (run `mini validate` to test them): "
                   + ", ".join(f"SAE {r['sae_id']} feature {r['feature_id']}" for r in unvalidated) + ".", ""]
