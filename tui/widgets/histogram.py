@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.text import Text
-from textual.app import RenderResult
-from textual_plotext import PlotextPlot
-
+from tui.widgets.quiet_plot import QuietPlot
 from tui.widgets.ticks import compact_number, nice_ticks
 
 
-class BarPlot(PlotextPlot):
+class BarPlot(QuietPlot):
     """Bars of `heights` at positions `x`; says `empty_text` instead of drawing empty axes."""
 
     DEFAULT_CSS = """
@@ -24,18 +21,13 @@ class BarPlot(PlotextPlot):
 
     def __init__(self, *, empty_text: str = "nothing to show", id: str | None = None,
                  classes: str | None = None):
-        super().__init__(id=id, classes=classes)
-        self.empty_text = empty_text
-        self.has_data = False
+        super().__init__(empty_text=empty_text, id=id, classes=classes)
 
     def show_bars(self, x: Sequence[float], heights: Sequence[float], *, width: float = 0.8,
                   xticks: Sequence[float] | None = None, xlabels: Sequence[str] | None = None,
                   xlabel: str | None = None, empty_text: str | None = None) -> None:
         """Draw the bars (replacing what was drawn). x ticks default to a few round values of x."""
-        if empty_text is not None:
-            self.empty_text = empty_text
-        plt = self.plt
-        plt.clear_figure()
+        plt = self._start_figure(empty_text)
         self.has_data = bool(heights) and max(heights, default=0) > 0
         if self.has_data:
             plt.bar(list(x), list(heights), width=width)
@@ -48,8 +40,3 @@ class BarPlot(PlotextPlot):
             if xlabel:
                 plt.xlabel(xlabel)
         self.refresh()
-
-    def render(self) -> RenderResult:
-        if not self.has_data:
-            return Text(self.empty_text, style="dim")
-        return super().render()

@@ -9,17 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rich.text import Text
-from textual.app import RenderResult
-from textual_plotext import PlotextPlot
-
+from tui.widgets.quiet_plot import QuietPlot
 from tui.widgets.ticks import compact_number, nice_ticks
 
 Series = tuple[Sequence[float], Sequence[float]]
 """(x, y) of one line."""
 
 
-class CurvePlot(PlotextPlot):
+class CurvePlot(QuietPlot):
     """Line plots of several series on shared axes; `points` series are drawn as markers only."""
 
     DEFAULT_CSS = """
@@ -32,19 +29,14 @@ class CurvePlot(PlotextPlot):
 
     def __init__(self, *, empty_text: str = "no points yet", id: str | None = None,
                  classes: str | None = None):
-        super().__init__(id=id, classes=classes)
-        self.empty_text = empty_text
-        self.has_data = False
+        super().__init__(empty_text=empty_text, id=id, classes=classes)
 
     def show_series(self, lines: Sequence[Series], *, points: Sequence[Series] = (),
                     hline: float | None = None, xlabel: str | None = None,
                     empty_text: str | None = None) -> None:
         """Draw `lines` (and marker-only `points`, and a horizontal rule at `hline`), replacing what was
         drawn; NaNs and None are left out."""
-        if empty_text is not None:
-            self.empty_text = empty_text
-        plt = self.plt
-        plt.clear_figure()
+        plt = self._start_figure(empty_text)
         drawn: list[tuple[list[float], list[float], bool]] = []
         for series, as_points in ((lines, False), (points, True)):
             for x, y in series:
@@ -70,8 +62,3 @@ class CurvePlot(PlotextPlot):
             if xlabel:
                 plt.xlabel(xlabel)
         self.refresh()
-
-    def render(self) -> RenderResult:
-        if not self.has_data:
-            return Text(self.empty_text, style="dim")
-        return super().render()

@@ -1,0 +1,28 @@
+"""A plotext plot that says what is missing instead of drawing empty axes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+
+class QuietPlot(PlotextPlot):
+    """Base of mini's plots: `has_data` False shows `empty_text` (dim) in place of the figure."""
+
+    def __init__(self, *, empty_text: str, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.empty_text = empty_text
+        self.has_data = False
+
+    def _start_figure(self, empty_text: str | None):
+        """Clear the figure for a new drawing (and take a new empty text); returns plotext's module."""
+        if empty_text is not None:
+            self.empty_text = empty_text
+        self.plt.clear_figure()
+        return self.plt
+
+    def render(self) -> RenderResult:
+        if not self.has_data:
+            return Text(self.empty_text, style="dim")
+        return super().render()
