@@ -7,6 +7,7 @@ quicker configuration than `mini validate`'s default).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
+import engine.validate_run
 from engine.labels import label_feature
 from engine.validate import ValidateConfig
 from store.db import Store
@@ -140,11 +142,22 @@ def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -
     assert "auto: accepted automatically (top suggestion), not by a person" in detail
 
 
-def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path) -> None:
+def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     with Store.open(app_db) as db:
         new_id = label_feature(db, 1, 5, sae_id=2, accept=1)
         untestable_id = label_feature(db, 1, 9, sae_id=1, name='a "quoted" 🧠 label')
     seen: dict[str, Any] = {}
+    # Validation waits at this gate, so what the screen shows while it runs is seen on any machine,
+    # however fast (on a quick CI runner it used to finish before the first look).
+    gate = threading.Event()
+    real_validate_run = engine.validate_run.validate_run
+
+    def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(timeout=60)
+        return real_validate_run(*args, **kwargs)
+
+    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = open_screen(app)
@@ -156,6 +169,7 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path) -> N
         seen["status"] = text_of(screen, "#status")
         await pilot.press("r")  # a second r while it runs starts nothing
         seen["notes_while_running"] = notifications(app)
+        gate.set()
         await settle(app, pilot)
         seen["after"] = table_rows(screen)
         seen["summary_after"] = text_of(screen, "#summary")
