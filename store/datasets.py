@@ -102,30 +102,6 @@ def get_dataset(db: Store, name: str) -> dict[str, Any]:
     return row
 
 
-def dataset_summaries(db: Store) -> pl.DataFrame:
-    """One row per dataset with what the Home screen and `mini info` show."""
-    return db.frame(
-        """
-        SELECT d.dataset_id, d.name, d.kind, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
-               coalesce(s.n_train, 0) AS n_train, coalesce(s.n_val, 0) AS n_val,
-               coalesce(s.n_test, 0) AS n_test,
-               coalesce(v.variables, '') AS variables, d.source, d.created_at
-        FROM datasets d
-        LEFT JOIN (
-            SELECT dataset_id,
-                   count(*) FILTER (WHERE split = 'train') AS n_train,
-                   count(*) FILTER (WHERE split = 'val') AS n_val,
-                   count(*) FILTER (WHERE split = 'test') AS n_test
-            FROM examples GROUP BY dataset_id
-        ) s USING (dataset_id)
-        LEFT JOIN (
-            SELECT dataset_id, string_agg(variable || ':' || kind, ', ' ORDER BY variable) AS variables
-            FROM natural_variables GROUP BY dataset_id
-        ) v USING (dataset_id)
-        ORDER BY d.dataset_id
-        """
-    )
-
 
 def load_examples(db: Store, dataset_id: int) -> pl.DataFrame:
     """example_id, trial_id, time_s, split in example order."""

@@ -13,14 +13,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
-import pyarrow as pa
 
 from store.errors import StoreError, StoreLockedError
 from store.migrations import MIGRATIONS, Migration, apply_migrations, schema_version
+
+if TYPE_CHECKING:  # polars and pyarrow cost ~0.3 s to import; the app's first frame needs neither
+    import polars as pl
+    import pyarrow as pa
 
 _LOCK_PID = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
@@ -149,7 +151,7 @@ class Store:
 
     def insert_frame(self, table: str, frame: pl.DataFrame | pa.Table) -> int:
         """Bulk-insert a polars frame or Arrow table by column name in one statement; returns rows."""
-        arrow = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        arrow = _arrow(frame)
         view = f"_mini_insert_{table}"
         self.con.register(view, arrow)
         try:
@@ -161,7 +163,7 @@ class Store:
     @contextmanager
     def registered(self, name: str, frame: pl.DataFrame | pa.Table) -> Iterator[None]:
         """A frame visible to SQL as view ``name`` for the duration of the block."""
-        self.con.register(name, frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame)
+        self.con.register(name, _arrow(frame))
         try:
             yield
         finally:
@@ -171,6 +173,17 @@ class Store:
         """Run a query of ours and return a polars frame."""
         return self.con.sql(sql, params=params or None).pl()
 
+    def records(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Run a query of ours and return its rows as dicts: for a few rows, without polars."""
+        cursor = self.con.execute(sql, params or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 rejects unfinished results
         return rows[0][0] if rows else None
+
+
+def _arrow(frame: pl.DataFrame | pa.Table) -> pa.Table:
+    """An Arrow table for DuckDB to read (a polars frame converts without copying)."""
+    return frame.to_arrow() if hasattr(frame, "to_arrow") else frame

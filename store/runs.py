@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-
-import polars as pl
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from store.db import Store
 from store.errors import StoreError
+
+if TYPE_CHECKING:  # Store.open imports this module; polars is imported where results are written
+    import polars as pl
+    import pyarrow as pa
 
 
 @dataclass
@@ -101,6 +102,8 @@ def reopen_run(db: Store, run_id: int) -> None:
 def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str, examples_seen: int,
                      seconds: float) -> list[int]:
     """Write every table of a run's results and its final status in one transaction; returns sae ids."""
+    import polars as pl
+
     with db.transaction():
         old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
         if old:  # a resumed run replaces what an earlier, cancelled part of it stored
@@ -128,28 +131,6 @@ def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str
         )
     return sae_ids
 
-
-def run_summaries(db: Store) -> pl.DataFrame:
-    """One row per run with its dataset, settings, QC headline (validation split) and how many of its
-    features are labelled (any current label) and validated."""
-    return db.frame(
-        """
-        SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
-               count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
-               string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
-               round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
-               (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
-                   AS labelled,
-               (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
-                   WHERE x.run_id = r.run_id AND v.validated) AS validated,
-               r.started_at
-        FROM runs r JOIN datasets d USING (dataset_id)
-        LEFT JOIN saes s USING (run_id)
-        LEFT JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val'
-        GROUP BY r.run_id, d.name, r.status, r.examples_seen, r.device, r.started_at
-        ORDER BY r.run_id
-        """
-    )
 
 
 # Every table keyed by sae_id, in the order rows are deleted (children before the saes rows).

@@ -345,7 +345,7 @@ def test_closing_interrupts_a_query_still_running_in_a_worker_thread(empty_db_pa
 
 
 def test_runs_are_listed_with_their_labels_and_validations(app_db: Path) -> None:
-    from store.runs import run_summaries
+    from store.summaries import run_summaries
 
     seen: dict[str, Any] = {}
 
@@ -354,7 +354,7 @@ def test_runs_are_listed_with_their_labels_and_validations(app_db: Path) -> None
         seen["rows"] = [[str(c) for c in runs.get_row_at(i)] for i in range(runs.row_count)]
 
     with Store.open(app_db) as db:
-        expected = run_summaries(db).row(0, named=True)
+        expected = run_summaries(db)[0]
     drive(Store.open(app_db), script)
     assert len(seen["rows"]) == 1
     row = seen["rows"][0]

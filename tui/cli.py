@@ -206,28 +206,29 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from store.datasets import dataset_summaries
-    from store.runs import run_summaries
+    from store.summaries import dataset_summaries, run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
         datasets, runs = dataset_summaries(db), run_summaries(db)
-    # We could open the file, so no process holds it: a run still marked 'running' was left by a process
-    # that died (the next read-write open records that).
-    runs = runs.with_columns(pl.col("status").replace("running", "interrupted"))
     print(f"database: {_db_path(args)}")
-    if datasets.is_empty():
+    if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
         return 0
-    print(render_table(datasets.select("dataset_id", "name", "kind", "n_examples", "n_units", "n_trials",
-                                       "n_train", "n_val", "n_test", "bin_size_s")))
-    for row in datasets.iter_rows(named=True):
+    print(render_table(pl.DataFrame(datasets, infer_schema_length=None).select(
+        "dataset_id", "name", "kind", "n_examples", "n_units", "n_trials", "n_train", "n_val", "n_test",
+        "bin_size_s")))
+    for row in datasets:
         print(f"{row['name']}: {row['variables']}")
     print()
-    if runs.is_empty():
+    if not runs:
         print("no runs yet: `mini train --dataset NAME`")
     else:
-        print(render_table(runs.drop("started_at")))
+        # We could open the file, so no process holds it: a run still marked 'running' was left by a
+        # process that died (the next read-write open records that).
+        runs = [{**run, "status": "interrupted" if run["status"] == "running" else run["status"]}
+                for run in runs]
+        print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
     return 0
 
 

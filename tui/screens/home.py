@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import polars as pl
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -157,14 +156,14 @@ class HomeScreen(Screen):
     class DatasetsLoaded(Message):
         """The dataset summaries were read (one row per dataset, maybe none)."""
 
-        def __init__(self, summaries: pl.DataFrame):
+        def __init__(self, summaries: list[dict[str, Any]]):
             super().__init__()
             self.summaries = summaries
 
     class RunsLoaded(Message):
         """The run summaries were read (one row per run, maybe none)."""
 
-        def __init__(self, runs: pl.DataFrame):
+        def __init__(self, runs: list[dict[str, Any]]):
             super().__init__()
             self.runs = runs
 
@@ -221,8 +220,7 @@ class HomeScreen(Screen):
     # -- reading -------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="datasets")
     def load_datasets(self) -> None:
-        from store.datasets import dataset_summaries
-        from store.runs import run_summaries
+        from store.summaries import dataset_summaries, run_summaries
 
         worker = get_current_worker()
         try:
@@ -245,10 +243,8 @@ class HomeScreen(Screen):
         # Keep the cursor on the same dataset across a refresh.
         cursor_key = self._row_key_at(table.cursor_row) if table.row_count else None
 
-        summaries = message.summaries.with_columns(
-            pl.col("variables").map_elements(_variable_names, return_dtype=pl.String).alias("variable_names")
-        )
-        self._summaries = {str(row["dataset_id"]): row for row in summaries.iter_rows(named=True)}
+        self._summaries = {str(row["dataset_id"]): {**row, "variable_names": _variable_names(row["variables"])}
+                           for row in message.summaries}
         table.clear()
         for key, row in self._summaries.items():
             cells = [
@@ -277,7 +273,7 @@ class HomeScreen(Screen):
     def show_runs(self, message: RunsLoaded) -> None:
         table = self.query_one(RunTable)
         cursor_key = self._selected_run_key()
-        self._runs = {str(row["run_id"]): row for row in message.runs.iter_rows(named=True)}
+        self._runs = {str(row["run_id"]): row for row in message.runs}
         table.clear()
         for key, row in self._runs.items():
             table.add_row(*[Text(_run_cell(c, row[c]), justify="right") if right else _run_cell(c, row[c])

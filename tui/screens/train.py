@@ -331,7 +331,7 @@ class TrainScreen(Screen):
     # -- work ----------------------------------------------------------------------------------------
     @work(thread=True, group="train-dataset")
     def load_dataset(self) -> None:
-        from store.datasets import dataset_summaries
+        from store.summaries import dataset_summaries
 
         try:
             with self._stores.cursor() as db:
@@ -339,7 +339,7 @@ class TrainScreen(Screen):
         except Exception as error:  # shown on screen: a failed read must not take the app down
             self.post_message(self.DatasetLoaded(None, f"Could not read datasets: {error}"))
             return
-        rows = [row for row in summaries.iter_rows(named=True) if row["name"] == self.dataset]
+        rows = [row for row in summaries if row["name"] == self.dataset]
         self.post_message(self.DatasetLoaded(rows[0] if rows else None))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)

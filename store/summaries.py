@@ -1,0 +1,59 @@
+"""What Home and `mini info` list: one row per dataset and per run, as plain dicts.
+
+These are read on the way to the app's first frame, so this module imports neither polars nor pyarrow
+(a third of a second together); a handful of rows needs no frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.db import Store
+
+
+def dataset_summaries(db: Store) -> list[dict[str, Any]]:
+    """One row per dataset with what the Home screen and `mini info` show."""
+    return db.records(
+        """
+        SELECT d.dataset_id, d.name, d.kind, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
+               coalesce(s.n_train, 0) AS n_train, coalesce(s.n_val, 0) AS n_val,
+               coalesce(s.n_test, 0) AS n_test,
+               coalesce(v.variables, '') AS variables, d.source, d.created_at
+        FROM datasets d
+        LEFT JOIN (
+            SELECT dataset_id,
+                   count(*) FILTER (WHERE split = 'train') AS n_train,
+                   count(*) FILTER (WHERE split = 'val') AS n_val,
+                   count(*) FILTER (WHERE split = 'test') AS n_test
+            FROM examples GROUP BY dataset_id
+        ) s USING (dataset_id)
+        LEFT JOIN (
+            SELECT dataset_id, string_agg(variable || ':' || kind, ', ' ORDER BY variable) AS variables
+            FROM natural_variables GROUP BY dataset_id
+        ) v USING (dataset_id)
+        ORDER BY d.dataset_id
+        """
+    )
+
+
+def run_summaries(db: Store) -> list[dict[str, Any]]:
+    """One row per run with its dataset, settings, QC headline (validation split) and how many of its
+    features are labelled (any current label) and validated."""
+    return db.records(
+        """
+        SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
+               count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
+               string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
+               round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
+               (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
+                   AS labelled,
+               (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
+                   WHERE x.run_id = r.run_id AND v.validated) AS validated,
+               r.started_at
+        FROM runs r JOIN datasets d USING (dataset_id)
+        LEFT JOIN saes s USING (run_id)
+        LEFT JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val'
+        GROUP BY r.run_id, d.name, r.status, r.examples_seen, r.device, r.started_at
+        ORDER BY r.run_id
+        """
+    )
