@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from textual.pilot import Pilot
 
@@ -18,6 +19,18 @@ async def settle(app: MiniApp, pilot: Pilot, rounds: int = 1) -> None:
     for _ in range(rounds):
         await app.workers.wait_for_complete()
         await pilot.pause()
+
+
+async def columns_sized(pilot: Pilot, table: Any) -> None:
+    """Wait until a DataTable has sized its columns to its rows (it does so when idle), then repaint it
+    whole: the header line could keep the widths it was first drawn with, and a snapshot taken then
+    showed a header narrower than its rows (once in a few hundred runs)."""
+    for _ in range(100):
+        if not table._require_update_dimensions:
+            break
+        await pilot.pause(0.05)
+    table.refresh()
+    await pilot.pause(0.1)
 
 
 def run_app(app: MiniApp, script: Script, *, size: tuple[int, int] = (80, 24),

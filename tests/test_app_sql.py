@@ -16,7 +16,7 @@ from textual.widgets import Input, Static
 from store.db import Store
 from store.errors import StoreError
 from store.sql import WritesOffError, export_query_result, run_app_query
-from tests.pilot import run_app
+from tests.pilot import columns_sized, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -455,12 +455,7 @@ def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
         box.load_text(RANKED)
         await pilot.press("f5")
         await settle(app, pilot)
-        table = app.screen.query_one(ResultsTable)
-        for _ in range(100):  # the table sizes its columns to its rows when idle
-            if not table._require_update_dimensions:
-                break
-            await pilot.pause(0.05)
-        await pilot.pause(0.1)
+        await columns_sized(pilot, app.screen.query_one(ResultsTable))
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -20,7 +20,7 @@ import engine.validate_run
 from engine.labels import label_feature
 from engine.validate import ValidateConfig
 from store.db import Store
-from tests.pilot import run_app
+from tests.pilot import columns_sized, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -46,15 +46,6 @@ async def settle(app: MiniApp, pilot: Pilot) -> None:
 def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]],
           size: tuple[int, int] = (80, 24)) -> MiniApp:
     return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=settle)
-
-
-async def columns_sized(pilot: Pilot, table: Any) -> None:
-    """Wait until the table has sized its columns to its rows (it does so when idle) and drawn them."""
-    for _ in range(100):
-        if not table._require_update_dimensions:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause(0.1)
 
 
 def table_rows(screen: ValidationScreen) -> list[list[str]]:
