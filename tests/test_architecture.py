@@ -53,3 +53,25 @@ def test_contracts_catch_torch_in_store(tmp_path):
     (root / "store" / "sneaky.py").write_text("import torch\n")
     result = lint_imports(root)
     assert result.returncode != 0 and "store never imports torch BROKEN" in result.stdout
+
+
+def test_the_app_reaches_home_without_the_heavy_libraries(app_db: Path) -> None:
+    """Start-up time is mostly imports: what Home needs for its first frame (its datasets and runs read
+    and drawn) must not pull in polars, pyarrow, numpy or torch; each is imported where a screen or
+    command first needs it."""
+    script = (
+        "import asyncio, sys\n"
+        "from store import Store\n"
+        "from tui.app import MiniApp\n"
+        "async def main():\n"
+        f"    app = MiniApp(Store.open({str(app_db)!r}))\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        await app.workers.wait_for_complete()\n"
+        "        await pilot.pause()\n"
+        "        assert app.screen.query_one('#runs').row_count == 1\n"
+        "        print(' '.join(m for m in ('polars', 'pyarrow', 'numpy', 'torch') if m in sys.modules))\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported on the way to Home: {done.stdout.strip()}"
