@@ -1,5 +1,6 @@
 """The app in a real terminal: tmux runs `mini` at 80×24 with TERM=xterm-256color and no truecolor,
-keys go in with send-keys and the screen is read back with capture-pane."""
+keys go in with send-keys, the screen is read back with capture-pane, and what the app copies through
+OSC 52 is read back from tmux's paste buffer."""
 
 from __future__ import annotations
 
@@ -16,25 +17,41 @@ import pytest
 from store import Store
 from tests.conftest import ROOT
 
+TMUX = ("tmux", "-L", "mini-tests")
+"""A tmux server of the tests' own (its socket is named): a person's tmux sessions and settings are
+never touched, and the server options set here reach no one else."""
+
 
 class Terminal:
     """One tmux session running one command."""
 
     def __init__(self, command: str, size: tuple[int, int] = (80, 24)):
         self.name = f"mini-test-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
+        subprocess.run([*TMUX, "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
                         command], check=True)
         # Keep the pane after the command exits, so its exit can be seen (and its last screen read).
-        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+        subprocess.run([*TMUX, "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+        # Accept OSC 52 from the app into a tmux paste buffer, as `set -g set-clipboard on` does.
+        subprocess.run([*TMUX, "set-option", "-s", "set-clipboard", "on"], check=True)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
+        return subprocess.run([*TMUX, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True,
                               check=True).stdout
 
     def keys(self, *keys: str) -> None:
         for key in keys:
-            subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+            subprocess.run([*TMUX, "send-keys", "-t", self.name, key], check=True)
             time.sleep(0.15)  # a person's pace: each key is handled before the next arrives
+
+    def type(self, text: str) -> None:
+        """Type `text` character by character (no key names)."""
+        subprocess.run([*TMUX, "send-keys", "-t", self.name, "-l", text], check=True)
+        time.sleep(0.15)
+
+    def clipboard(self) -> str:
+        """What the app last copied through OSC 52: tmux keeps it as its newest paste buffer."""
+        done = subprocess.run([*TMUX, "show-buffer"], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
@@ -48,7 +65,7 @@ class Terminal:
     def exited(self, timeout: float = 15) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dead = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pane_dead}"],
+            dead = subprocess.run([*TMUX, "display-message", "-p", "-t", self.name, "#{pane_dead}"],
                                   capture_output=True, text=True).stdout.strip()
             if dead == "1":
                 return True
@@ -56,7 +73,7 @@ class Terminal:
         return False
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", self.name], capture_output=True)
 
 
 @pytest.fixture
@@ -98,3 +115,24 @@ def test_a_label_made_from_the_keyboard_is_committed(terminal: Terminal, app_db:
     with Store.open(app_db, read_only=True) as db:
         rows = db.frame("SELECT verdict, source FROM labels ORDER BY label_id DESC LIMIT 1").to_dicts()
     assert rows == [{"verdict": "reject", "source": "person"}]
+
+
+def test_a_cell_copied_in_sql_reaches_the_terminal_through_osc_52(terminal: Terminal) -> None:
+    terminal.wait_for("sample")
+    terminal.keys("C-p")  # the command palette
+    terminal.wait_for("Search")
+    terminal.type("SQL")
+    terminal.keys("Enter")
+    terminal.wait_for("read-only")
+    token = uuid.uuid4().hex[:8]  # the tests' tmux server may hold buffers from earlier tests
+    terminal.type(f"SELECT 'copied over ' || 'OSC 52 {token}' AS words, 7 * 6 AS answer")
+    terminal.keys("F5")
+    terminal.wait_for("1 row")
+    terminal.keys("Tab", "c")  # to the results; copy the cell under the cursor
+    terminal.wait_for("Copied")
+    assert terminal.clipboard() == f"copied over OSC 52 {token}"
+    terminal.keys("C")  # the whole row, tab-separated
+    deadline = time.monotonic() + 10
+    while terminal.clipboard() != f"copied over OSC 52 {token}\t42" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert terminal.clipboard() == f"copied over OSC 52 {token}\t42"
