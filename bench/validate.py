@@ -6,8 +6,10 @@
 Science (the sample recording, 60,000 bins × 120 units, demo training settings): the metadata gets a
 shuffled copy of each encoded variable (``<name>_shuffled``: the series rotated by half the session,
 so its values no longer line up with the neurons while its own statistics are unchanged). Each planted
-latent is paired with the feature of the first SAE whose activation correlates best with the latent's
-planted activity on train + val (one feature per latent), and three rounds of labels are validated
+latent is paired with one feature per SAE (Hungarian assignment on the correlation of activity on
+train + val), then with the pairing of the run's SAE where that correlation is higher (the run trains
+two instances; a person labels whichever shows the feature cleanly; test plays no part in the choice),
+and three rounds of labels are validated
 through the real `validate_run`:
 
   planted     the latent's own predicate (``condition = 3``, ``position in [0.05, 0.25)``)
@@ -92,8 +94,9 @@ def import_sample(db: Store, folder: Path, config: SampleConfig, shuffled: bool)
     return result.dataset_id
 
 
-def pair_features(db: Store, sae_id: int, dataset_id: int, fit: np.ndarray) -> dict[int, int]:
-    """latent_id → feature_id: one feature per latent, the best correlation on train + val (Hungarian)."""
+def pair_features(db: Store, sae_id: int, dataset_id: int, fit: np.ndarray) -> dict[int, tuple[int, float]]:
+    """latent_id → (feature_id, correlation): one feature of the SAE per latent, the best correlation of
+    activity on train + val (Hungarian)."""
     from scipy.optimize import linear_sum_assignment
 
     n = len(fit)
@@ -109,7 +112,19 @@ def pair_features(db: Store, sae_id: int, dataset_id: int, fit: np.ndarray) -> d
     fz = feature[fit] - feature[fit].mean(0)
     corr = (lz.T @ fz) / np.outer(np.linalg.norm(lz, axis=0) + 1e-12, np.linalg.norm(fz, axis=0) + 1e-12)
     rows, cols = linear_sum_assignment(-corr)
-    return {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
+    return {int(r): (int(c), float(corr[r, c])) for r, c in zip(rows, cols, strict=True)}
+
+
+def pair_across_saes(db: Store, run_id: int, dataset_id: int, fit: np.ndarray) -> dict[int, tuple[int, int]]:
+    """latent_id → (sae_id, feature_id): each SAE of the run paired with the latents, then per latent the
+    SAE whose feature correlates best on train + val. A person labels whichever instance shows the
+    feature most cleanly; this choice sees train + val only, never test."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for (sae_id,) in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ? ORDER BY sae_id", [run_id]).fetchall():
+        for latent_id, (feature_id, corr) in pair_features(db, sae_id, dataset_id, fit).items():
+            if latent_id not in best or corr > best[latent_id][0]:
+                best[latent_id] = (corr, sae_id, feature_id)
+    return {latent_id: (sae_id, feature_id) for latent_id, (_, sae_id, feature_id) in best.items()}
 
 
 def ceiling(db: Store, dataset_id: int, latent: dict, splits: np.ndarray, trials: np.ndarray,
@@ -148,11 +163,10 @@ def science(epochs: int | None) -> dict[str, object]:
         start = time.perf_counter()
         run_id = train_run(db, spec).run_id
         log(f"  trained run {run_id} in {time.perf_counter() - start:.0f} s")
-        sae_id = int(db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id]))
         examples = db.frame("SELECT split, trial_id FROM examples WHERE dataset_id = ? ORDER BY example_id",
                             [dataset_id])
         splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
-        pairs = pair_features(db, sae_id, dataset_id, splits != "test")
+        pairs = pair_across_saes(db, run_id, dataset_id, splits != "test")
         latents = {r["latent_id"]: r for r in db.frame("SELECT * FROM ground_truth_latents").to_dicts()}
         kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
                               [dataset_id]).iter_rows())
@@ -169,18 +183,18 @@ def science(epochs: int | None) -> dict[str, object]:
         out: dict[str, object] = {}
         per_latent: dict[str, dict] = {}
         for name, make in rounds.items():
-            for i, (latent_id, feature_id) in enumerate(sorted(pairs.items())):
+            for i, (latent_id, (sae_id, feature_id)) in enumerate(sorted(pairs.items())):
                 label_feature(db, run_id, feature_id, sae_id=sae_id, name=f"{name}: {latents[latent_id]['name']}",
                               predicate=make(latents[latent_id], i))
             start = time.perf_counter()
             outcome = validate_run(db, run_id, config)
             log(f"  {name}: {outcome.n_validated}/{outcome.n_testable} validate ({outcome.seconds:.0f} s)")
-            rows = {r["feature_id"]: r for r in validation_rows(db, run_id)}
+            rows = {(r["sae_id"], r["feature_id"]): r for r in validation_rows(db, run_id)}
             out[f"{name}_validated"] = outcome.n_validated
             out[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
-            for latent_id, feature_id in pairs.items():
-                row = rows[feature_id]
-                entry = per_latent.setdefault(latents[latent_id]["name"], {"feature": feature_id})
+            for latent_id, (sae_id, feature_id) in pairs.items():
+                row = rows[(sae_id, feature_id)]
+                entry = per_latent.setdefault(latents[latent_id]["name"], {"sae": sae_id, "feature": feature_id})
                 entry[name] = {"mcc": _r(row["mcc"]), "mcc_ci_low": _r(row["mcc_ci_low"]),
                                "q": _r(row["q_value"], 4), "validated": row["validated"]}
                 if name == "planted":

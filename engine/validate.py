@@ -268,18 +268,21 @@ def _choose_param(x, y, groups, kind: str, config: ValidateConfig) -> float:
 
 def decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: str,
                   config: ValidateConfig, units: np.ndarray | None = None, param: float | None = None,
-                  auroc: bool = True) -> dict:
+                  auroc: bool = True, standardized: bool = False) -> dict:
     """Fit on train + val (columns ``units``, all if None), score on test.
 
     Binary: standardised logistic regression with balanced class weights → balanced_accuracy, auroc.
     Continuous: standardised ridge → r2. ``param`` (C or alpha) skips the CV when given. The returned
     dict also holds ``param``. Scores that are undefined (one class in fit or test) are NaN.
     ``auroc=False`` skips the AUROC (the random-subset null needs balanced accuracy only).
+    ``standardized=True``: the columns were already z-scored on these fit rows (``standardize``), so any
+    subset of them is too; the ~100 random subsets per label skip redoing it on every test row.
     """
     xf, xt = np.asarray(counts_fit), np.asarray(counts_test)
     if units is not None:
         xf, xt = xf[:, units], xt[:, units]
-    xf, xt = standardize(xf, xt)
+    if not standardized:
+        xf, xt = standardize(xf, xt)
     yf, yt = np.asarray(target_fit), np.asarray(target_test)
     if kind == "binary":
         yf, yt = yf.astype(bool), yt.astype(bool)
@@ -347,14 +350,15 @@ def decoding_report(counts_fit, target_fit, groups_fit, counts_test, target_test
     sig = np.asarray(signature, dtype=np.int64)
     name = "balanced_accuracy" if kind == "binary" else "r2"
 
-    def run(x_fit, x_test, units=None, param=None, auroc=True):
-        return decode_scores(x_fit, yf, gf, x_test, target_test, kind, config, units, param, auroc)
+    def run(x_fit, x_test, units=None, param=None, auroc=True, standardized=True):
+        return decode_scores(x_fit, yf, gf, x_test, target_test, kind, config, units, param, auroc,
+                             standardized)
 
     s_sig = run(xf, xt, sig)
     if "all" not in memo:
         memo["all"] = run(xf, xt)
     s_all = memo["all"]
-    s_feat = run(af[:, None], np.asarray(activation_test, dtype=float)[:, None])
+    s_feat = run(af[:, None], np.asarray(activation_test, dtype=float)[:, None], standardized=False)
     n_units = xf.shape[1]
     key = ("random", len(sig), s_sig["param"])
     if key not in memo:

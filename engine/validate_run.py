@@ -86,7 +86,12 @@ def _target_key(label: dict) -> tuple:
 
 def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], kind: str,
                     values: pl.DataFrame, config: ValidateConfig, threads: int | None) -> list[tuple[dict, dict]]:
-    """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls."""
+    """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
+
+    `threads` caps the BLAS threads: 1 everywhere, in one process too. The decoders' matrices are small
+    (20,000 × tens of units), and a multithreaded BLAS made each logistic fit 3× slower on 2 cores (its
+    threads spin on work too small to share), besides summing in an order that depends on the thread count.
+    """
     with threadpool_limits(threads):
         present, numbers = predicate_target(labels[0], values, kind, len(split.trials))
         # The claim under test is "the feature signals this predicate", so what is decoded is whether
@@ -126,8 +131,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     """Validate every accepted label of the run on its dataset's test split and store the results.
 
     Labels that share a predicate are validated together (one target, one all-unit decoder); the groups
-    run in ``n_jobs`` worker processes (-1: one per core), each single-threaded, so the result does not
-    depend on n_jobs.
+    run in ``n_jobs`` worker processes (-1: one per core), each single-threaded (in one process too), so
+    the result does not depend on n_jobs.
     """
     config = config or ValidateConfig()
     started = time.perf_counter()
@@ -146,7 +151,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
     tasks = [delayed(_validate_group)(
         split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], kinds[group[0]["variable"]],
-        values.filter(pl.col("variable") == group[0]["variable"]), config, 1 if n_jobs > 1 else None)
+        values.filter(pl.col("variable") == group[0]["variable"]), config, 1)
         for group in groups.values()]
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
