@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Input that mini refuses: the message says where and what is wrong."""
+
+
+class Cancelled(Exception):
+    """Work stopped because the person asked (its event was set); nothing of it was stored."""

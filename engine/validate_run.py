@@ -7,7 +7,9 @@ testable. p-values of all labels of the run are corrected together (Benjamini–
 
 from __future__ import annotations
 
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ import polars as pl
 from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.nulls import benjamini_hochberg
 from engine.pipeline import dataset_matrix
 from engine.validate import (
@@ -127,12 +129,16 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
 
 
 def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
-                 report: Callable[[str], None] = lambda _: None, n_jobs: int = -1) -> ValidateOutcome:
+                 report: Callable[[str], None] = lambda _: None, n_jobs: int = -1,
+                 cancel: threading.Event | None = None) -> ValidateOutcome:
     """Validate every accepted label of the run on its dataset's test split and store the results.
 
     Labels that share a predicate are validated together (one target, one all-unit decoder); the groups
     run in ``n_jobs`` worker processes (-1: one per core), each single-threaded (in one process too), so
     the result does not depend on n_jobs.
+
+    `cancel` set stops it after the predicate group in hand (Cancelled); results are stored only at the
+    end, in one transaction, so a cancelled validation leaves the stored ones as they were.
     """
     config = config or ValidateConfig()
     started = time.perf_counter()
@@ -156,11 +162,20 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
     done = 0
-    for group, outcome in zip(groups.values(), Parallel(n_jobs=n_jobs, return_as="generator")(tasks), strict=True):
-        for label, result in zip(group, outcome, strict=True):
-            results[label["label_id"]] = result
-        done += len(group)
-        report(f"{done}/{testable.height} labels: {group[0]['predicate']}")
+    outcomes = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    try:
+        for group, outcome in zip(groups.values(), outcomes, strict=True):
+            for label, result in zip(group, outcome, strict=True):
+                results[label["label_id"]] = result
+            done += len(group)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"validation of run {run_id} cancelled after {done} of {testable.height} "
+                                "labels; nothing was stored")
+            report(f"{done}/{testable.height} labels: {group[0]['predicate']}")
+    finally:
+        with warnings.catch_warnings():  # joblib warns that it cancelled the groups in flight: as asked
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+            outcomes.close()  # a cancel or a failure stops the workers' remaining groups
     rows, signature_rows = _result_rows(labels, results, weights)
     frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
     keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]

@@ -188,6 +188,51 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path,
                for note in seen["notes"])
 
 
+def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store.open(app_db) as db:
+        label_feature(db, 1, 5, sae_id=2, accept=1)
+    before = query(app_db, "SELECT label_id, mcc, created_at FROM validations ORDER BY label_id")
+    seen: dict[str, Any] = {}
+    gate = threading.Event()  # validation starts only once c has been pressed
+    real_validate_run = engine.validate_run.validate_run
+
+    def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(timeout=60)
+        return real_validate_run(*args, **kwargs)
+
+    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["c_enabled_idle"] = screen.check_action("cancel_validation", ())
+        await pilot.press("c")  # nothing runs: nothing happens
+        await pilot.pause()
+        seen["notes_idle"] = notifications(app)
+        await pilot.press("r")
+        await pilot.pause()
+        seen["c_enabled_running"] = screen.check_action("cancel_validation", ())
+        await pilot.press("c")
+        await pilot.pause()
+        seen["status"] = text_of(screen, "#status")
+        gate.set()
+        await settle(app, pilot)
+        seen["validating"] = screen.validating
+        seen["notes"] = notifications(app)
+        seen["rows"] = table_rows(screen)
+
+    drive(app_db, script)
+    assert seen["c_enabled_idle"] is False and seen["notes_idle"] == []
+    assert seen["c_enabled_running"] is True
+    assert seen["status"].startswith("Cancelling the validation of run 1")
+    assert not seen["validating"]
+    assert any(note.startswith("Validation of run 1 cancelled after") and note.endswith("nothing was stored.")
+               for note in seen["notes"]), seen["notes"]
+    assert query(app_db, "SELECT label_id, mcc, created_at FROM validations ORDER BY label_id") == before
+    assert {row[0]: row[2] for row in seen["rows"]}["2·5"] == "not validated yet"
+
+
 def test_r_without_accepted_labels_says_what_to_do(app_db: Path) -> None:
     with Store.open(app_db) as db:
         for (feature_id,) in db.con.execute("SELECT feature_id FROM current_labels").fetchall():

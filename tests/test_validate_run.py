@@ -5,12 +5,14 @@ the number of workers, and the report holds every labelled feature."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from engine.errors import Cancelled
 from engine.importer import ImportOptions, import_files
 from engine.labels import label_feature
 from engine.pipeline import RunSpec, train_run
@@ -159,3 +161,25 @@ def test_report_holds_every_labelled_feature_and_its_tables(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     assert pl.read_parquet(tmp_path / "out" / "p_tables" / "rankings.parquet").height == 64
     assert np.isfinite(pl.read_parquet(tmp_path / "out" / "p_tables" / "qc.parquet")["fvu"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_cancelled_validation_stops_after_a_group_and_stores_nothing(db, n_jobs):
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    validate_run(db, 1, FAST, n_jobs=1)
+    before = db.frame("SELECT label_id, mcc, created_at FROM validations ORDER BY label_id")
+    others = db.frame("SELECT feature_id FROM rankings WHERE feature_id <> ? ORDER BY rank LIMIT 3", [feature])
+    for other, predicate in zip(others["feature_id"], ("condition = 0", "speed in [20, inf)", "house_light = 1"),
+                                strict=True):
+        label_feature(db, 1, int(other), name="other", predicate=predicate)
+    cancel, progress = threading.Event(), []
+
+    def report(text: str) -> None:
+        progress.append(text)
+        cancel.set()  # the person presses c as soon as the first progress line shows
+
+    with pytest.raises(Cancelled, match=r"validation of run 1 cancelled after \d of 4 labels; nothing was stored"):
+        validate_run(db, 1, FAST, report=report, n_jobs=n_jobs, cancel=cancel)
+    assert len(progress) == 1  # the start line only: no group's result was reported after the cancel
+    assert db.frame("SELECT label_id, mcc, created_at FROM validations ORDER BY label_id").equals(before)

@@ -2,11 +2,12 @@
 
 The list shows one row per pairing (feature × label); the panel beside or below it shows the selected
 pairing's confusion matrix, metrics with their intervals, decoding bars and signature units. `r` runs
-validation (in a thread worker; the screen stays live) and `e` writes the run's Markdown report.
+validation (in a thread worker; the screen stays live; `c` cancels it) and `e` writes the run's Markdown report.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +33,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move between pairings; the panel follows"),
     ("tab", "to the detail panel and back (then arrows scroll)"),
     ("r", "validate the run's accepted labels on the test split"),
+    ("c", "cancel the running validation (nothing of it is stored)"),
     ("e", "export the run's report (Markdown); asks where"),
     ("esc", "back"),
 )
@@ -73,6 +75,7 @@ class ValidationScreen(Screen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "validate", "Validate"),
+        Binding("c", "cancel_validation", "Cancel"),
         Binding("e", "export_report", "Report"),
         Binding("escape", "back", "Back"),
     ]
@@ -151,9 +154,12 @@ class ValidationScreen(Screen):
             self.outcome = outcome
 
     class ValidationFailed(Message):
-        def __init__(self, reason: str):
+        """Validation failed or (`cancelled`) was stopped by the person; `reason` says which, in a sentence."""
+
+        def __init__(self, reason: str, cancelled: bool = False):
             super().__init__()
             self.reason = reason
+            self.cancelled = cancelled
 
     class ReportWritten(Message):
         def __init__(self, path: Path, tables: Path, n_validations: int):
@@ -180,6 +186,8 @@ class ValidationScreen(Screen):
         self._units: dict[int, list[dict]] = {}
         self._filled_width = 0
         self.validating = False
+        self._cancel = threading.Event()
+        """Set by `c`: the running validation stops after the predicate group in hand."""
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -304,11 +312,26 @@ class ValidationScreen(Screen):
                         severity="warning")
             return
         self.validating = True
-        self._set_status(f"Validating run {self.run_id} on the test split…")
-        self.validate()
+        self.refresh_bindings()
+        self._cancel = threading.Event()
+        self._set_status(f"Validating run {self.run_id} on the test split… (c cancels)")
+        self.validate(self._cancel)
+
+    def action_cancel_validation(self) -> None:
+        if not self.validating:
+            self.notify("No validation is running.", title="Validation", timeout=2)
+            return
+        self._cancel.set()
+        self._set_status(f"Cancelling the validation of run {self.run_id} after the predicate in hand…")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_validation":
+            return self.validating  # the footer shows c only while there is something to cancel
+        return True
 
     @work(thread=True, exclusive=True, group="validation-run")
-    def validate(self) -> None:
+    def validate(self, cancel: threading.Event) -> None:
+        from engine.errors import Cancelled
         from engine.validate_run import validate_run
 
         worker = get_current_worker()
@@ -325,13 +348,16 @@ class ValidationScreen(Screen):
                 ready_for_process_pools()
             with self._stores.cursor() as db:
                 outcome = validate_run(db, self.run_id, self._validate_config, report=progressed,
-                                       n_jobs=self._validate_jobs)
+                                       n_jobs=self._validate_jobs, cancel=cancel)
+        except Cancelled as error:
+            message = self.ValidationFailed(f"{str(error)[:1].upper()}{str(error)[1:]}.", cancelled=True)
         except Exception as error:  # an InputError (no labels) or a failure: one sentence, app stays up
             message = self.ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
         else:
             message = self.ValidationFinished(outcome)
         if worker.is_cancelled:  # the screen was closed: say it in a notification instead
-            severity = "error" if isinstance(message, self.ValidationFailed) else "information"
+            failed = isinstance(message, self.ValidationFailed) and not message.cancelled
+            severity = "error" if failed else "information"
             app.call_from_thread(app.notify, _outcome_text(message), title="Validation", severity=severity,
                                  markup=False)
         else:
@@ -344,6 +370,7 @@ class ValidationScreen(Screen):
     @on(ValidationFinished)
     def validation_finished(self, message: ValidationFinished) -> None:
         self.validating = False
+        self.refresh_bindings()
         self._set_status(None)
         self.notify(_outcome_text(message), title="Validation", markup=False)
         self.load_pairings()
@@ -351,8 +378,10 @@ class ValidationScreen(Screen):
     @on(ValidationFailed)
     def validation_failed(self, message: ValidationFailed) -> None:
         self.validating = False
+        self.refresh_bindings()
         self._set_status(None)
-        self.notify(message.reason, title="Validation", severity="error", markup=False)
+        self.notify(message.reason, title="Validation", severity="information" if message.cancelled else "error",
+                    markup=False)
 
     def _set_status(self, text: str | None) -> None:
         status = self.query_one("#status", Static)
