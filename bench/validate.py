@@ -1,6 +1,6 @@
 """Validation benchmark: planted pairings validate, wrong ones do not; and speed at scale.
 
-    .venv/bin/python bench/validate.py                  # both parts (~15 min on 2 cores)
+    .venv/bin/python bench/validate.py                  # both parts (~40 min on 2 cores)
     .venv/bin/python bench/validate.py --skip-scale     # the science part only (~5 min)
 
 Science (the sample recording, 60,000 bins × 120 units, demo training settings): the metadata gets a
