@@ -133,22 +133,27 @@ def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -
     assert "auto: accepted automatically (top suggestion), not by a person" in detail
 
 
-def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Validation (the real one) starts only once the test sets this event, so what the screen shows
+    while it runs is seen on any machine, however fast (on a quick CI runner it used to finish before
+    the test's first look)."""
+    event = threading.Event()
+    real_validate_run = engine.validate_run.validate_run
+
+    def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
+        event.wait(timeout=60)
+        return real_validate_run(*args, **kwargs)
+
+    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
+    return event
+
+
+def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path, gate: threading.Event) -> None:
     with Store.open(app_db) as db:
         new_id = label_feature(db, 1, 5, sae_id=2, accept=1)
         untestable_id = label_feature(db, 1, 9, sae_id=1, name='a "quoted" 🧠 label')
     seen: dict[str, Any] = {}
-    # Validation waits at this gate, so what the screen shows while it runs is seen on any machine,
-    # however fast (on a quick CI runner it used to finish before the first look).
-    gate = threading.Event()
-    real_validate_run = engine.validate_run.validate_run
-
-    def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
-        gate.wait(timeout=60)
-        return real_validate_run(*args, **kwargs)
-
-    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = open_screen(app)
@@ -188,20 +193,11 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path,
                for note in seen["notes"])
 
 
-def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path, gate: threading.Event) -> None:
     with Store.open(app_db) as db:
         label_feature(db, 1, 5, sae_id=2, accept=1)
     before = query(app_db, "SELECT label_id, mcc, created_at FROM validations ORDER BY label_id")
     seen: dict[str, Any] = {}
-    gate = threading.Event()  # validation starts only once c has been pressed
-    real_validate_run = engine.validate_run.validate_run
-
-    def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
-        gate.wait(timeout=60)
-        return real_validate_run(*args, **kwargs)
-
-    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = open_screen(app)
@@ -216,7 +212,7 @@ def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path
         await pilot.press("c")
         await pilot.pause()
         seen["status"] = text_of(screen, "#status")
-        gate.set()
+        gate.set()  # validation starts only now, with c already pressed
         await settle(app, pilot)
         seen["validating"] = screen.validating
         seen["notes"] = notifications(app)
