@@ -87,14 +87,14 @@ def _target_key(label: dict) -> tuple:
 
 
 def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], kind: str,
-                    values: pl.DataFrame, config: ValidateConfig, threads: int | None) -> list[tuple[dict, dict]]:
+                    values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
     """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
 
-    `threads` caps the BLAS threads: 1 everywhere, in one process too. The decoders' matrices are small
+    One BLAS thread, in every worker and in one process too. The decoders' matrices are small
     (20,000 × tens of units), and a multithreaded BLAS made each logistic fit 3× slower on 2 cores (its
     threads spin on work too small to share), besides summing in an order that depends on the thread count.
     """
-    with threadpool_limits(threads):
+    with threadpool_limits(1):
         present, numbers = predicate_target(labels[0], values, kind, len(split.trials))
         # The claim under test is "the feature signals this predicate", so what is decoded is whether
         # the predicate holds, for ranges too: a place field's units cannot decode position along the
@@ -157,7 +157,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
     tasks = [delayed(_validate_group)(
         split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], kinds[group[0]["variable"]],
-        values.filter(pl.col("variable") == group[0]["variable"]), config, 1)
+        values.filter(pl.col("variable") == group[0]["variable"]), config)
         for group in groups.values()]
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
@@ -247,7 +247,7 @@ def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig
         weights = decoder_rows(db, wanted)
         row["weights"] = weights[key]
         group = _validate_group(split, [row], [activation], kinds[row["variable"]],
-                                values.filter(pl.col("variable") == row["variable"]), config, None)
+                                values.filter(pl.col("variable") == row["variable"]), config)
         results[label_id] = group[0]
     rows, signature_rows = _result_rows(label, results, weights)
     frame = pl.DataFrame(rows, infer_schema_length=None)

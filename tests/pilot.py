@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rich.console import Console
 from textual.pilot import Pilot
 
 from tui.app import MiniApp
@@ -19,6 +22,27 @@ async def settle(app: MiniApp, pilot: Pilot, rounds: int = 1) -> None:
     for _ in range(rounds):
         await app.workers.wait_for_complete()
         await pilot.pause()
+
+
+async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 20) -> None:
+    """Pause in 20 ms steps until `condition()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.02)
+
+
+def notifications(app: MiniApp) -> list[str]:
+    """The messages of the notifications shown so far."""
+    return [notification.message for notification in app._notifications]
+
+
+def plain(renderable: Any, width: int = 120) -> str:
+    """What a widget's content reads as, without colours."""
+    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    console.print(renderable)
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 async def columns_sized(pilot: Pilot, table: Any) -> None:

@@ -3,8 +3,6 @@ run 1 with two SAEs of 64 features, SAE 1's top six auto-accepted and validated.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from store import Store
-from tests.pilot import Script, run_app
+from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.feature_filter import FilterError, parse_filter
 from tui.screens.features import FeaturesScreen
@@ -28,14 +26,6 @@ def ranking(path: Path, sae_id: int = 1) -> pl.DataFrame:
     with Store.open(path, read_only=True) as db:
         return db.frame("SELECT r.feature_id, r.rank, r.score, r.mis, f.density, r.suggestion FROM rankings r"
                         " JOIN features f USING (sae_id, feature_id) WHERE sae_id = ? ORDER BY rank", [sae_id])
-
-
-async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.02)
 
 
 async def open_features(pilot: Pilot, **kwargs: Any) -> FeaturesScreen:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Static
 
 from store.db import Store
 from store.runs import set_run_status, start_run
-from tests.pilot import run_app
+from tests.pilot import plain, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.home import HomeScreen
@@ -24,13 +22,6 @@ from tui.widgets.train_plot import CurvePlot
 
 SIZE = (80, 24)
 SPLITS = ("train", "val", "test")
-
-
-def plain(renderable: Any, width: int = 120) -> str:
-    """What a widget's content reads as, without colours."""
-    console = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
-    console.print(renderable)
-    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def static_text(app: MiniApp, selector: str) -> str:

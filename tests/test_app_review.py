@@ -4,8 +4,6 @@ run 1, SAE 1 ranked, its top six features auto-accepted and validated."""
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from textual.widgets import Input, Static
 
 from store import Store
 from tests.app_data import APP_VALIDATE
-from tests.pilot import Script, run_app
+from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
 from tui.screens.review import ReviewScreen
@@ -35,14 +33,6 @@ def rank_order(path: Path) -> list[int]:
 def rows(path: Path, sql: str, params: list | None = None) -> list[dict]:
     with Store.open(path, read_only=True) as db:
         return db.frame(sql, params).to_dicts()
-
-
-async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.02)
 
 
 async def shown(pilot: Pilot, feature_id: int | None = None) -> ReviewScreen:

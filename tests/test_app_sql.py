@@ -16,7 +16,7 @@ from textual.widgets import Input, Static
 from store.db import Store
 from store.errors import StoreError
 from store.sql import WritesOffError, export_query_result, run_app_query
-from tests.pilot import columns_sized, run_app
+from tests.pilot import columns_sized, notifications, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -81,10 +81,6 @@ def shown_rows(app: MiniApp) -> list[tuple]:
 def direct(path: Path, sql: str) -> list[tuple]:
     with Store.open(path, read_only=True) as db:
         return db.con.execute(sql).fetchall()
-
-
-def notifications(app: MiniApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
 
 
 # -- the store's read-only guard ---------------------------------------------------------------------------

@@ -3,20 +3,19 @@ cancelled and quit from the keyboard through Textual's Pilot."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import Input, ProgressBar, Select, Static
 
 from store.db import Store
 from tests.conftest import absent_device
-from tests.pilot import run_app
+from tests.pilot import plain as plain_text
+from tests.pilot import run_app, until
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
@@ -33,10 +32,8 @@ LONG = {"d_sae": "16", "k": "4", "epochs": "1000", "batch_size": "64"}
 """A run that would take minutes: for cancelling it (86 steps an epoch, a progress event every 20)."""
 
 
-def plain(renderable: Any) -> str:
-    console = Console(width=200, file=io.StringIO(), color_system=None, legacy_windows=False)
-    console.print(renderable)
-    return console.file.getvalue()  # type: ignore[attr-defined]
+plain = partial(plain_text, width=200)  # the status lines are long: read them unwrapped
+wait_until = partial(until, timeout=120)  # a real training runs in these tests
 
 
 def drive(db_path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]], *,
@@ -64,15 +61,6 @@ def message(app: MiniApp, name: str) -> tuple[str, bool]:
     """(text beside a field, shown as an error?)"""
     widget = app.screen.query_one(f"#{name}-message", Static)
     return plain(widget.content).strip(), widget.has_class("-error")
-
-
-async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 120) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.05)
 
 
 def run_rows(db_path: Path) -> list[dict[str, Any]]:

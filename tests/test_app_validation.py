@@ -20,7 +20,7 @@ import engine.validate_run
 from engine.labels import label_feature
 from engine.validate import ValidateConfig
 from store.db import Store
-from tests.pilot import columns_sized, run_app
+from tests.pilot import columns_sized, notifications, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -60,10 +60,6 @@ def text_of(screen: ValidationScreen, selector: str) -> str:
 def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
     with Store.open(path, read_only=True) as db:
         return db.con.execute(sql, params or []).fetchall()
-
-
-def notifications(app: MiniApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
 
 
 def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> None:

@@ -1,4 +1,5 @@
-"""Label writes for the Review screen: one at a time, each on its own thread, never lost to a quit.
+"""Label writes for the Review screen: what each labelling key writes, and the writer that commits them
+one at a time, each on its own thread, never lost to a quit.
 
 A Textual worker starts on the next turn of the event loop, and a quit pressed right after a labelling
 key can cancel it before it runs; a label must survive that. So the write starts on a plain thread the
@@ -54,3 +55,36 @@ class LabelWriter:
         if thread is not None:
             thread.join(timeout)
         return not self.busy
+
+
+def note_action(label: dict | None, note: str) -> dict:
+    """What `n` writes: the feature's current label again (verdict, name, predicate, source) with `note`;
+    a feature without a label gets an 'unsure' one carrying the note."""
+    if label is None:
+        return dict(verdict="unsure", note=note)
+    if label["verdict"] == "accept":
+        return dict(name=label["name"], predicate=label["predicate"], note=note, source=label["source"])
+    return dict(verdict=label["verdict"], note=note, source=label["source"])
+
+
+def label_job(run_id: int, sae_id: int | None, feature_id: int, kind: str, what: dict, name: str | None) -> Job:
+    """The write of one labelling action (`kind`: accept, name, reject/unsure verdict, note, undo) as a job
+    for LabelWriter: it returns (label_id, name, a one-line summary for the screen). `what` holds
+    label_feature's keyword arguments, or {"undo": label_id}; `name` is the label's name, for the summary.
+    Labels go through engine.labels.label_feature, the function `mini label` uses."""
+    verdict = what.get("verdict") or ("accept" if kind in ("accept", "name") else None)
+
+    def job(db: Store) -> tuple[int, str | None, str]:
+        from engine.labels import label_feature
+        from store.labels import undo_label
+
+        if kind == "undo":
+            undo_label(db, what["undo"])
+            return what["undo"], None, f"undid label {what['undo']} on #{feature_id}"
+        label_id = label_feature(db, run_id, feature_id, sae_id=sae_id, **what)
+        if kind == "note":
+            return label_id, name, f"saved label {label_id}: a note on #{feature_id}"
+        text = f" {name}" if name else ""
+        return label_id, name, f"saved label {label_id}: {verdict}{text} on #{feature_id}"
+
+    return job

@@ -18,18 +18,25 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from tui.labelling import LabelWriter
+from tui.labelling import LabelWriter, label_job, note_action
+from tui.review_messages import (
+    ContextLoaded,
+    FeatureLoaded,
+    FeatureOrdered,
+    LabelFailed,
+    LabelSaved,
+    LoadFailed,
+    ValidationFinished,
+)
 from tui.widgets.activation_trace import ActivationTrace
 from tui.widgets.text_panel import TextPanel
 
 if TYPE_CHECKING:
     from engine.review import FeaturePanel, ReviewContext
     from engine.validate import ValidateConfig
-    from store.db import Store
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -99,60 +106,6 @@ class ReviewScreen(Screen):
     ReviewScreen.-wide #units { display: block; width: 44; }
     """
 
-    class ContextLoaded(Message):
-        def __init__(self, context: ReviewContext):
-            super().__init__()
-            self.context = context
-
-    class LoadFailed(Message):
-        """Reading the SAE or a feature failed; `reason` is a sentence for the person."""
-
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
-
-    class FeatureLoaded(Message):
-        def __init__(self, panel: FeaturePanel, version: int):
-            super().__init__()
-            self.panel = panel
-            self.version = version
-
-    class FeatureOrdered(Message):
-        """The SAE's activations were copied in feature order (rows written; None: already were)."""
-
-        def __init__(self, rows: int | None, seconds: float):
-            super().__init__()
-            self.rows = rows
-            self.seconds = seconds
-
-    class LabelSaved(Message):
-        """A labelling action committed: `label_id` on `feature_id`; `kind` says which action."""
-
-        def __init__(self, kind: str, feature_id: int, label_id: int, name: str | None, summary: str,
-                     committed_at: float):
-            super().__init__()
-            self.kind = kind
-            self.feature_id = feature_id
-            self.label_id = label_id
-            self.name = name
-            self.summary = summary
-            self.committed_at = committed_at
-            """time.perf_counter() when the commit returned (bench/app.py times key press to commit)."""
-
-    class LabelFailed(Message):
-        def __init__(self, kind: str, feature_id: int, reason: str):
-            super().__init__()
-            self.kind = kind
-            self.feature_id = feature_id
-            self.reason = reason
-
-    class ValidationFinished(Message):
-        def __init__(self, feature_id: int, row: dict | None, reason: str = ""):
-            super().__init__()
-            self.feature_id = feature_id
-            self.row = row
-            self.reason = reason
-
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None, feature_id: int | None = None,
                  *, validate_config: ValidateConfig | None = None):
         super().__init__()
@@ -178,7 +131,7 @@ class ReviewScreen(Screen):
         self._in_dialog = False
         self._validating: int | None = None
         self._status = ""
-        self.last_saved: ReviewScreen.LabelSaved | None = None
+        self.last_saved: LabelSaved | None = None
         """The last labelling action committed from this screen."""
 
     # -- layout ----------------------------------------------------------------------------------------
@@ -236,9 +189,9 @@ class ReviewScreen(Screen):
                     sae_id = int(saes["sae_id"][0])
                 context = load_context(db, self.run_id, sae_id)
         except Exception as error:  # shown on screen
-            self.post_message(self.LoadFailed(f"Could not read run {self.run_id}: {error}"))
+            self.post_message(LoadFailed(f"Could not read run {self.run_id}: {error}"))
             return
-        self.post_message(self.ContextLoaded(context))
+        self.post_message(ContextLoaded(context))
 
     @on(ContextLoaded)
     def _context_ready(self, message: ContextLoaded) -> None:
@@ -269,9 +222,9 @@ class ReviewScreen(Screen):
             with self._stores.cursor() as db:
                 rows = ensure_activations_by_feature(db, sae_id)
         except Exception as error:  # reading stays on the slower path
-            self.post_message(self.LoadFailed(f"Could not order activations by feature: {error}"))
+            self.post_message(LoadFailed(f"Could not order activations by feature: {error}"))
             return
-        self.post_message(self.FeatureOrdered(rows, time.perf_counter() - started))
+        self.post_message(FeatureOrdered(rows, time.perf_counter() - started))
 
     @on(FeatureOrdered)
     def _ordered(self, message: FeatureOrdered) -> None:
@@ -299,9 +252,9 @@ class ReviewScreen(Screen):
             with self._stores.cursor() as db:
                 panel = load_feature(db, context, feature_id)
         except Exception as error:  # shown on screen
-            self.post_message(self.LoadFailed(f"Could not read feature {feature_id}: {error}"))
+            self.post_message(LoadFailed(f"Could not read feature {feature_id}: {error}"))
             return
-        self.post_message(self.FeatureLoaded(panel, version))
+        self.post_message(FeatureLoaded(panel, version))
 
     @on(FeatureLoaded)
     def _feature_read(self, message: FeatureLoaded) -> None:
@@ -471,15 +424,8 @@ class ReviewScreen(Screen):
         current = None if label is None else f"{label['verdict']} {label['name'] or ''}".strip()
 
         def written(note: str | None) -> None:
-            if note is None:
-                return
-            if label is None:
-                what = dict(verdict="unsure", note=note)
-            elif label["verdict"] == "accept":
-                what = dict(name=label["name"], predicate=label["predicate"], note=note, source=label["source"])
-            else:
-                what = dict(verdict=label["verdict"], note=note, source=label["source"])
-            self._write("note", feature_id, what, advance=False)
+            if note is not None:
+                self._write("note", feature_id, note_action(label, note), advance=False)
 
         self._in_dialog = True
         self.app.push_screen(NoteDialog(feature_id, current), written)
@@ -495,32 +441,18 @@ class ReviewScreen(Screen):
 
     def _write(self, kind: str, feature_id: int, what: dict, *, advance: bool) -> None:
         """Start one write; LabelSaved / LabelFailed follow once it has committed or failed."""
-        run_id, sae_id = self.run_id, self.sae_id
         name = what.get("name")
         if kind == "accept":
             name = self.context.suggestions[feature_id][what["accept"] - 1]["predicate"]
-        verdict = what.get("verdict") or ("accept" if kind in ("accept", "name") else None)
-
-        def job(db: Store) -> tuple[int, str | None, str]:
-            from engine.labels import label_feature
-            from store.labels import undo_label
-
-            if kind == "undo":
-                undo_label(db, what["undo"])
-                return what["undo"], None, f"undid label {what['undo']} on #{feature_id}"
-            label_id = label_feature(db, run_id, feature_id, sae_id=sae_id, **what)
-            if kind == "note":
-                return label_id, name, f"saved label {label_id}: a note on #{feature_id}"
-            text = f" {name}" if name else ""
-            return label_id, name, f"saved label {label_id}: {verdict}{text} on #{feature_id}"
+        job = label_job(self.run_id, self.sae_id, feature_id, kind, what, name)
 
         def done(result: tuple[int, str | None, str] | None, error: Exception | None) -> None:
             committed_at = time.perf_counter()
             if error is not None:
-                self.post_message(self.LabelFailed(kind, feature_id, str(error)))
+                self.post_message(LabelFailed(kind, feature_id, str(error)))
             else:
-                self.post_message(self.LabelSaved(kind if not advance else f"{kind}+next", feature_id, *result,
-                                                  committed_at))
+                self.post_message(LabelSaved(kind if not advance else f"{kind}+next", feature_id, *result,
+                                             committed_at))
 
         self._writer.start(job, done)
 
@@ -601,9 +533,9 @@ class ReviewScreen(Screen):
             with self._stores.cursor() as db:
                 row = validate_label(db, self.run_id, label_id, self._validate_config)
         except Exception as error:  # shown on screen
-            self.post_message(self.ValidationFinished(feature_id, None, str(error)))
+            self.post_message(ValidationFinished(feature_id, None, str(error)))
             return
-        self.post_message(self.ValidationFinished(feature_id, row))
+        self.post_message(ValidationFinished(feature_id, row))
 
     @on(ValidationFinished)
     def _validated(self, message: ValidationFinished) -> None:

@@ -1,0 +1,71 @@
+"""What Review's workers tell the screen: past-tense messages, one per finished piece of work."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from engine.review import FeaturePanel, ReviewContext
+
+
+class ContextLoaded(Message):
+    def __init__(self, context: ReviewContext):
+        super().__init__()
+        self.context = context
+
+
+class LoadFailed(Message):
+    """Reading the SAE or a feature failed; `reason` is a sentence for the person."""
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+
+
+class FeatureLoaded(Message):
+    def __init__(self, panel: FeaturePanel, version: int):
+        super().__init__()
+        self.panel = panel
+        self.version = version
+
+
+class FeatureOrdered(Message):
+    """The SAE's activations were copied in feature order (rows written; None: already were)."""
+
+    def __init__(self, rows: int | None, seconds: float):
+        super().__init__()
+        self.rows = rows
+        self.seconds = seconds
+
+
+class LabelSaved(Message):
+    """A labelling action committed: `label_id` on `feature_id`; `kind` says which action."""
+
+    def __init__(self, kind: str, feature_id: int, label_id: int, name: str | None, summary: str,
+                 committed_at: float):
+        super().__init__()
+        self.kind = kind
+        self.feature_id = feature_id
+        self.label_id = label_id
+        self.name = name
+        self.summary = summary
+        self.committed_at = committed_at
+        """time.perf_counter() when the commit returned (bench/app.py times key press to commit)."""
+
+
+class LabelFailed(Message):
+    def __init__(self, kind: str, feature_id: int, reason: str):
+        super().__init__()
+        self.kind = kind
+        self.feature_id = feature_id
+        self.reason = reason
+
+
+class ValidationFinished(Message):
+    def __init__(self, feature_id: int, row: dict | None, reason: str = ""):
+        super().__init__()
+        self.feature_id = feature_id
+        self.row = row
+        self.reason = reason
