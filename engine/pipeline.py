@@ -11,13 +11,14 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
+from engine.epochs import Epoch, EpochSelection, select_epoch
 from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.sae import SAEConfig, SAEStack
@@ -56,6 +57,8 @@ class RunSpec:
     """First SAE seed."""
     normalize_units: bool = False
     """Divide each unit by its train standard deviation while training (folded back afterwards)."""
+    epoch: Epoch = field(default_factory=Epoch)
+    """The bins to train on (`--where`, `--around`): selected train bins, selected val bins for the val loss."""
 
 
 @dataclass
@@ -65,6 +68,8 @@ class RunOutcome:
     sae_ids: list[int]
     outcome: TrainOutcome
     seconds: float
+    epoch: EpochSelection | None = None
+    """The bins the run trained on and how many of each split."""
 
 
 def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, pl.DataFrame]:
@@ -121,11 +126,14 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
         spec = spec_from_config(run["config"])
     dataset = get_dataset(db, spec.dataset)
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    splits = examples["split"].to_numpy()
+    selection = select_epoch(db, dataset, examples, spec.epoch, "train")
+    # Bins outside the epoch belong to no split here: they are neither trained on nor scored by QC, but
+    # they are still encoded, so a later ranking or validation may read another epoch.
+    splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     stack, data = _build(spec, counts, splits, dataset["kind"])
     config = spec_to_config(spec)
     if resume_run is None:
-        run_id = start_run(db, dataset["dataset_id"], config, str(data.device))
+        run_id = start_run(db, dataset["dataset_id"], config, str(data.device), epoch=selection.row())
     else:
         run_id = resume_run
         reopen_run(db, run_id)
@@ -151,19 +159,20 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
         set_run_status(db, run_id, "failed" if isinstance(error, Exception) else "cancelled",
                        f"{type(error).__name__}: {error}")
         raise
-    return RunOutcome(run_id, outcome.status, sae_ids, outcome, time.perf_counter() - started)
+    return RunOutcome(run_id, outcome.status, sae_ids, outcome, time.perf_counter() - started, selection)
 
 
 def spec_to_config(spec: RunSpec) -> dict[str, Any]:
     return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
-            "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units}
+            "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units,
+            "epoch": spec.epoch.to_config()}
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
     sae = {k: tuple(v) if isinstance(v, list) else v for k, v in config["sae"].items()}
     return RunSpec(dataset=config["dataset"], sae=SAEConfig(**sae), train=TrainConfig(**config["train"]),
                    ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
-                   normalize_units=config["normalize_units"])
+                   normalize_units=config["normalize_units"], epoch=Epoch.from_config(config.get("epoch")))
 
 
 @torch.no_grad()

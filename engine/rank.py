@@ -30,6 +30,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import InputError
 from engine.mis import MISConfig, metadata_embedding, mis_scores
 from engine.nulls import benjamini_hochberg
@@ -62,6 +63,10 @@ class RankOutcome:
     run_id: int
     sae_ids: list[int]
     seconds: float
+    epoch: EpochSelection | None = None
+    """The bins ranked (selected train + val bins) and where the epoch came from."""
+    epoch_note: str | None = None
+    """Said when a given epoch replaces the run's."""
 
 
 def _variables(db: Store, dataset_id: int, keep: np.ndarray) -> list[Variable]:
@@ -172,8 +177,11 @@ def combine(sae_id: int, features: pl.DataFrame, assoc: pl.DataFrame, mis: pl.Da
 
 def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
-             on_progress: Callable[[int, int], None] = lambda done, total: None) -> RankOutcome:
-    """Rank every SAE of a finished run from train + val and store the results."""
+             on_progress: Callable[[int, int], None] = lambda done, total: None,
+             epoch: Epoch | None = None) -> RankOutcome:
+    """Rank every SAE of a finished run from train + val and store the results.
+
+    `epoch` (--where/--around) ranks on the train + val bins it selects; None: the run's epoch."""
     config = config or RankConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
@@ -182,7 +190,10 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
         raise InputError(f"run {run_id} has no trained SAEs (status {run['status']}); train or resume it first")
     dataset = get_dataset(db, run["config"]["dataset"])
     examples = load_examples(db, dataset["dataset_id"])
-    keep = examples.filter(pl.col("split") != "test")["example_id"].to_numpy()
+    epoch, source, note = resolve_epoch(db, run_id, "rank", epoch)
+    selection = select_epoch(db, dataset, examples, epoch, "rank", source)
+    # A trial whose selected bins have gaps stays one trial for the nulls and MIS (engine/epochs.py says why).
+    keep = examples["example_id"].to_numpy()[(examples["split"].to_numpy() != "test") & selection.selected]
     trial_ids = examples["trial_id"].to_numpy()[keep]
     variables = _variables(db, dataset["dataset_id"], keep)
     embedding, column_variable = _embedding(variables)
@@ -217,9 +228,9 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
                                          stable.filter(pl.col("sae_id") == sae_id), suggestions, config))
     results = RankingResults(**{name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items()},
                              feature_matches=matches)
-    save_ranking(db, sae_ids, results)
+    save_ranking(db, sae_ids, results, run_id=run_id, epoch=selection.row())
     on_progress(saes.height, saes.height)
-    return RankOutcome(run_id, sae_ids, time.perf_counter() - started)
+    return RankOutcome(run_id, sae_ids, time.perf_counter() - started, selection, note)
 
 
 def _with_range(assoc: pl.DataFrame) -> pl.DataFrame:

@@ -11,15 +11,20 @@ one intact.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
+from engine.epochs import Epoch, select_epoch
 from engine.errors import InputError
 from store import Store
+from store.datasets import load_examples
+from store.epochs import run_epochs
 from store.runs import get_run
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -114,6 +119,8 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
             f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
         "validations": db.frame(f"SELECT * FROM validations WHERE sae_id IN {saes} ORDER BY sae_id, feature_id",
                                 [run_id]),
+        "analysis_epochs": db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?"
+                                    " ORDER BY array_position(['train', 'rank', 'validate'], step)", [run_id]),
         "signatures": db.frame(
             "SELECT g.*, u.name AS unit_name FROM signatures g JOIN saes s USING (sae_id)"
             " JOIN runs r USING (run_id) JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
@@ -121,20 +128,22 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
     }
 
 
-def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: str, kind: str
-            ) -> list[tuple[str, float, str]]:
-    """The feature's mean activation per level or bin of the variable on train + val (what ranking saw)."""
+def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: str, kind: str,
+            ranked: np.ndarray | None = None) -> list[tuple[str, float, str]]:
+    """The feature's mean activation per level or bin of the variable on train + val (what ranking saw:
+    `ranked`, the example ids of the ranking's epoch, or every train + val bin when None)."""
     if kind in ("continuous", "circular"):
         curve = db.frame("SELECT low, high, mean, sem, n FROM tuning_curves WHERE sae_id = ? AND feature_id = ?"
                          " AND variable = ? ORDER BY bin", [sae_id, feature_id, variable])
         return [(f"[{r['low']:.3g}, {r['high']:.3g})", r["mean"],
                  f"{_number(r['mean'])} ± {_number(r['sem'])}") for r in curve.iter_rows(named=True)]
+    in_epoch = "" if ranked is None else " AND e.example_id IN (SELECT unnest(?))"
     levels = db.frame(
         "SELECT coalesce(v.category, CAST(v.value AS VARCHAR)) AS level, avg(coalesce(a.value, 0)) AS mean,"
         " count(*) AS n FROM natural_values v JOIN examples e USING (dataset_id, example_id)"
         " LEFT JOIN activations a ON a.sae_id = ? AND a.feature_id = ? AND a.example_id = v.example_id"
-        " WHERE v.dataset_id = ? AND v.variable = ? AND e.split <> 'test' GROUP BY 1 ORDER BY 1",
-        [sae_id, feature_id, dataset_id, variable])
+        f" WHERE v.dataset_id = ? AND v.variable = ? AND e.split <> 'test'{in_epoch} GROUP BY 1 ORDER BY 1",
+        [sae_id, feature_id, dataset_id, variable, *([ranked.tolist()] if ranked is not None else [])])
     return [(str(r["level"]), r["mean"], f"{_number(r['mean'])}  (n {r['n']:,})")
             for r in levels.iter_rows(named=True)]
 
@@ -158,9 +167,26 @@ def _header(db: Store, run: dict, dataset: dict) -> list[str]:
         f"{dataset['n_units']} units, {dataset['n_trials']:,} trials ({dataset['trial_source']}), bins of "
         f"{_number(dataset['bin_size_s'])} s. Splits are by whole trials (seed {dataset['split_seed']}); the test "
         "split informs no training, threshold or hyperparameter.", "",
-        *markdown_table(splits), "", "Natural features:", "", *markdown_table(variables), "",
-        "## SAE settings", "", *markdown_table(settings), "",
+        *markdown_table(splits), "", *_epochs(db, run["run_id"]), "Natural features:", "",
+        *markdown_table(variables), "", "## SAE settings", "", *markdown_table(settings), "",
     ]
+
+
+def _epochs(db: Store, run_id: int) -> list[str]:
+    """Which bins training, ranking and validation read (analysis epochs, `--where` / `--around`)."""
+    rows = {row["step"]: row for row in db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?",
+                                                 [run_id]).iter_rows(named=True)}
+    if not rows:
+        return ["Every step read every bin of its splits (no analysis epoch).", ""]
+    lines = ["Analysis epochs (the bins each step read; splits as imported):", ""]
+    reads = {"train": ("trained on", ("train", "val")), "rank": ("ranked on", ("train", "val")),
+             "validate": ("validated on", ("test", "train", "val"))}
+    for step, (verb, splits) in reads.items():
+        row = rows.get(step)
+        what = Epoch(row["where_sql"], row["around"]).describe() if row else "all bins"
+        sizes = " (" + ", ".join(f"{s} {row['n_' + s]:,}" for s in splits) + " bins)" if row else ""
+        lines.append(f"- {verb} {'`' + what + '`' if row else what}{sizes}")
+    return [*lines, ""]
 
 
 def _flatten(config: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -215,7 +241,7 @@ def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
 
 
 def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, label: dict,
-                signature: pl.DataFrame) -> list[str]:
+                signature: pl.DataFrame, ranked: np.ndarray | None) -> list[str]:
     title = f"### SAE {row['sae_id']} · feature {row['feature_id']}: {row['predicate'] or label['name']}"
     if not row["testable"]:
         return [title, "", f"{row['reason']}.", ""]
@@ -238,7 +264,8 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
     units = signature.filter(pl.col("in_signature")).select(
         "unit_id", "unit_name", "weight", "coactivation")
     variable = label["variable"]
-    tuning = _tuning(db, dataset["dataset_id"], row["sae_id"], row["feature_id"], variable, kinds[variable])
+    tuning = _tuning(db, dataset["dataset_id"], row["sae_id"], row["feature_id"], variable, kinds[variable],
+                     ranked)
     marked = {str(label["value"])} if label["low"] is None else {
         lvl for lvl, _, _ in tuning if _in_range(lvl, label["low"], label["high"])}
     return [
@@ -267,6 +294,17 @@ def _in_range(level: str, low: float | None, high: float | None) -> bool:
     return (low <= mid < high) if low <= high else (mid >= low or mid < high)
 
 
+def _ranked_bins(db: Store, run: dict, dataset: dict) -> np.ndarray | None:
+    """Example ids of the train + val bins the ranking's epoch selected; None when it read them all."""
+    row = run_epochs(db, run["run_id"]).get("rank")
+    if row is None:
+        return None
+    dataset = {**dataset, "options": json.loads(dataset["options"])}
+    examples = load_examples(db, dataset["dataset_id"])
+    selection = select_epoch(db, dataset, examples, Epoch(row["where_sql"], row["around"]), "rank", "the ranking's")
+    return examples["example_id"].to_numpy()[selection.selected & (examples["split"].to_numpy() != "test")]
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -285,6 +323,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
                           [dataset["dataset_id"]]).iter_rows())
     frames = _run_frames(db, run_id)
+    ranked = _ranked_bins(db, run, dataset)
     lines = [*_header(db, run, dataset), *_quality(frames), *_ranked(frames, config.top), *_labels(frames)]
     lines += ["## Validations", ""]
     validations = frames["validations"]
@@ -294,7 +333,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
     for row in validations.iter_rows(named=True):
         signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])
-        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature)
+        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature, ranked)
         if row["label_id"] not in labels:
             lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
     validated_ids = set(validations["label_id"].to_list())

@@ -18,6 +18,7 @@ import polars as pl
 from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 
+from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.nulls import benjamini_hochberg
 from engine.pipeline import dataset_matrix
@@ -31,7 +32,8 @@ from engine.validate import (
     verdict,
 )
 from store import Store
-from store.datasets import get_dataset, load_natural_values, load_natural_variables
+from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
+from store.epochs import write_epoch
 from store.runs import get_run
 from store.validations import accepted_labels, decoder_rows, feature_activations, save_validations
 
@@ -43,6 +45,10 @@ class ValidateOutcome:
     n_testable: int
     n_validated: int
     seconds: float
+    epoch: EpochSelection | None = None
+    """The bins validated on (selected test bins; selected train + val bins tune) and where the epoch came from."""
+    epoch_note: str | None = None
+    """Said when a given epoch replaces the ranking's."""
 
 
 def predicate_target(label: dict, values: pl.DataFrame, kind: str, n_examples: int
@@ -76,8 +82,9 @@ class _Split:
     """[examples × units] float32, every split."""
     trials: np.ndarray
     fit: np.ndarray
-    """Boolean mask of train + val rows: everything tuned is tuned on these."""
+    """Boolean mask of the epoch's train + val rows: everything tuned is tuned on these."""
     test: np.ndarray
+    """Boolean mask of the epoch's test rows: everything scored is scored on these."""
     fit_mean: np.ndarray
     fit_sd: np.ndarray
 
@@ -130,7 +137,7 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
 
 def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
                  report: Callable[[str], None] = lambda _: None, n_jobs: int = -1,
-                 cancel: threading.Event | None = None) -> ValidateOutcome:
+                 cancel: threading.Event | None = None, epoch: Epoch | None = None) -> ValidateOutcome:
     """Validate every accepted label of the run on its dataset's test split and store the results.
 
     Labels that share a predicate are validated together (one target, one all-unit decoder); the groups
@@ -139,6 +146,9 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
 
     `cancel` set stops it after the predicate group in hand (Cancelled); results are stored only at the
     end, in one transaction, so a cancelled validation leaves the stored ones as they were.
+
+    `epoch` (--where/--around) scores on the test bins it selects and tunes on its train + val bins;
+    None: the ranking's epoch (the run's when it was never ranked).
     """
     config = config or ValidateConfig()
     started = time.perf_counter()
@@ -146,7 +156,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     labels = accepted_labels(db, run_id)
     if labels.is_empty():
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
-    split, values, kinds = _read_split(db, run)
+    epoch, source, note = resolve_epoch(db, run_id, "validate", epoch)
+    split, values, kinds, selection = _read_split(db, run, epoch, source)
     testable = labels.filter(pl.col("predicate").is_not_null())
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
@@ -180,18 +191,21 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
     keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
     save_validations(db, run_id, frame.select(keep),
-                     pl.concat(signature_rows) if signature_rows else pl.DataFrame())
+                     pl.concat(signature_rows) if signature_rows else pl.DataFrame(), epoch=selection.row())
     n_validated = int(frame["validated"].sum()) if "validated" in frame.columns else 0
     return ValidateOutcome(run_id, frame.height, int(frame["testable"].sum()), n_validated,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, selection, note)
 
 
-def _read_split(db: Store, run: dict) -> tuple[_Split, pl.DataFrame, dict[str, str]]:
-    """The run's dataset as validation needs it: counts and splits, natural values, variable kinds."""
+def _read_split(db: Store, run: dict, epoch: Epoch, source: str
+                ) -> tuple[_Split, pl.DataFrame, dict[str, str], EpochSelection]:
+    """The run's dataset as validation needs it: counts and the epoch's splits, natural values, variable
+    kinds, and the epoch's selection (checked before the counts are read)."""
     dataset = get_dataset(db, run["config"]["dataset"])
+    selection = select_epoch(db, dataset, load_examples(db, dataset["dataset_id"]), epoch, "validate", source)
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    splits = examples["split"].to_numpy()
-    fit = splits != "test"
+    splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
+    fit = (splits == "train") | (splits == "val")
     fit_counts = counts[fit]  # one copy for both statistics (~0.4 GB at 10⁶ examples)
     sd = fit_counts.std(axis=0, dtype=np.float64)
     split = _Split(counts, examples["trial_id"].to_numpy(), fit, splits == "test",
@@ -199,7 +213,7 @@ def _read_split(db: Store, run: dict) -> tuple[_Split, pl.DataFrame, dict[str, s
     del fit_counts
     values = load_natural_values(db, dataset["dataset_id"])
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
-    return split, values, kinds
+    return split, values, kinds, selection
 
 
 def _result_rows(labels: pl.DataFrame, results: dict[int, tuple[dict, dict]],
@@ -239,7 +253,9 @@ def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig
         raise InputError(f"label {label_id} is not the current accepted label of a feature of run {run_id}")
     row = label.row(0, named=True)
     key = (row["sae_id"], row["feature_id"])
-    split, values, kinds = _read_split(db, run)
+    # The epoch of the run's stored validations (else the ranking's), so q-values compare like with like.
+    epoch, source, _ = resolve_epoch(db, run_id, "validate_label", None)
+    split, values, kinds, selection = _read_split(db, run, epoch, source)
     results, weights = {}, {}
     if row["predicate"] is not None:
         wanted = label.select("sae_id", "feature_id")
@@ -253,6 +269,7 @@ def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
     with db.transaction():
+        write_epoch(db, run_id, "validate", selection.row())
         for table in ("validations", "signatures"):
             db.con.execute(f"DELETE FROM {table} WHERE sae_id = ? AND feature_id = ?", list(key))
         db.insert_frame("validations", frame)

@@ -404,6 +404,22 @@ CREATE TABLE activations_by_feature_builds (
 );
 """
 
+# The bins a step read when it did not read them all (`--where`, `--around`): one row per run and step,
+# replaced with the step's results in one transaction. No row: every bin of the splits the step reads.
+V8_EPOCHS = """
+CREATE TABLE analysis_epochs (
+    run_id      INTEGER NOT NULL,
+    step        VARCHAR NOT NULL CHECK (step IN ('train', 'rank', 'validate')),
+    where_sql   VARCHAR,
+    around      VARCHAR,
+    n_train     INTEGER NOT NULL,
+    n_val       INTEGER NOT NULL,
+    n_test      INTEGER NOT NULL,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (run_id, step)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -413,6 +429,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "validations and signatures", V5_VALIDATIONS),
     Migration(6, "label_undos (undo keeps labels append-only), activations_by_feature for fast review",
               V6_REVIEW),
+    Migration(8, "analysis_epochs: the bins (--where, --around) each run, ranking and validation used", V8_EPOCHS),
 )
 
 _VERSION_TABLE = """

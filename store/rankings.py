@@ -7,6 +7,7 @@ transaction: a crash leaves the previous ranking or the new one, never a mixture
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -27,8 +28,15 @@ class RankingResults:
     suggestions: pl.DataFrame
 
 
-def save_ranking(db: Store, sae_ids: list[int], results: RankingResults) -> None:
+def save_ranking(db: Store, sae_ids: list[int], results: RankingResults, *, run_id: int | None = None,
+                 epoch: dict[str, Any] | None = None) -> None:
+    """Replace the ranking of `sae_ids`; with `run_id`, also the epoch it was computed on
+    (`store.epochs.epoch_row`; None: every train + val bin)."""
+    from store.epochs import write_epoch
+
     with db.transaction():
+        if run_id is not None:
+            write_epoch(db, run_id, "rank", epoch)
         for table in RANKING_TABLES:
             db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT unnest(?))", [sae_ids])
         for table in RANKING_TABLES:

@@ -32,13 +32,18 @@ class RunResults:
     train_log: pl.DataFrame
 
 
-def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str) -> int:
+def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
+              epoch: dict[str, Any] | None = None) -> int:
+    """Commit the run row (and the epoch it trains on, `store.epochs.epoch_row`; None: every bin)."""
+    from store.epochs import write_epoch
+
     with db.transaction():
         run_id = int(db.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
         db.con.execute(
             "INSERT INTO runs (run_id, dataset_id, status, config, device) VALUES (?, ?, 'running', ?, ?)",
             [run_id, dataset_id, json.dumps(config, sort_keys=True), device],
         )
+        write_epoch(db, run_id, "train", epoch)
     return run_id
 
 
@@ -151,7 +156,7 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
         deleted["feature_matches"] = _delete(
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
-        for table in ("saes", "checkpoints", "runs"):
+        for table in ("saes", "checkpoints", "analysis_epochs", "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     return deleted
 

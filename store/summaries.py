@@ -37,8 +37,8 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
 
 
 def run_summaries(db: Store) -> list[dict[str, Any]]:
-    """One row per run with its dataset, settings, QC headline (validation split) and how many of its
-    features are labelled (any current label) and validated."""
+    """One row per run with its dataset, settings, QC headline (validation split), how many of its
+    features are labelled (any current label) and validated, and the analysis epoch it trained on."""
     return db.records(
         """
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
@@ -49,11 +49,24 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
                    AS labelled,
                (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
                    WHERE x.run_id = r.run_id AND v.validated) AS validated,
+               (SELECT concat_ws(' and ', a.where_sql, 'around ' || a.around) FROM analysis_epochs a
+                   WHERE a.run_id = r.run_id AND a.step = 'train') AS epoch,
                r.started_at
         FROM runs r JOIN datasets d USING (dataset_id)
         LEFT JOIN saes s USING (run_id)
         LEFT JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val'
         GROUP BY r.run_id, d.name, r.status, r.examples_seen, r.device, r.started_at
         ORDER BY r.run_id
+        """
+    )
+
+
+def epoch_summaries(db: Store) -> list[dict[str, Any]]:
+    """One row per run and step that read an analysis epoch (`--where`, `--around`): run_id, step, epoch
+    (the text, `speed > 5 and around go:-0.5,0.5`), n_train, n_val, n_test (bins selected per split)."""
+    return db.records(
+        """
+        SELECT run_id, step, concat_ws(' and ', where_sql, 'around ' || around) AS epoch, n_train, n_val, n_test
+        FROM analysis_epochs ORDER BY run_id, array_position(['train', 'rank', 'validate'], step)
         """
     )

@@ -5,6 +5,8 @@ A validation run replaces the run's previous validations in one transaction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -42,8 +44,14 @@ def decoder_rows(db: Store, features: pl.DataFrame) -> dict[tuple[int, int], np.
             long.partition_by(["sae_id", "feature_id"], as_dict=True, maintain_order=True).items()}
 
 
-def save_validations(db: Store, run_id: int, validations: pl.DataFrame, signatures: pl.DataFrame) -> None:
+def save_validations(db: Store, run_id: int, validations: pl.DataFrame, signatures: pl.DataFrame, *,
+                     epoch: dict[str, Any] | None = None) -> None:
+    """Replace the run's validations, and the epoch they were scored on (`store.epochs.epoch_row`; None:
+    every test bin)."""
+    from store.epochs import write_epoch
+
     with db.transaction():
+        write_epoch(db, run_id, "validate", epoch)
         for table in ("validations", "signatures"):
             db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
                            [run_id])

@@ -92,6 +92,8 @@ def test_form_defaults_are_mini_trains() -> None:
     assert settings.seed == cli["seed"] == TrainConfig().seed
     assert settings.normalize is cli["normalize"] is False
     assert settings.device == cli["device"] == TrainConfig().device
+    assert settings.where is cli["where"] is None and settings.around is cli["around"] is None
+    assert not RunSpec(dataset="x", sae=SAEConfig(), train=TrainConfig()).epoch.is_set  # every bin
 
 
 @pytest.mark.parametrize(

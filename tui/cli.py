@@ -121,8 +121,27 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _epoch(args: argparse.Namespace):
+    """The analysis epoch --where / --around ask for (engine.epochs.Epoch), or None when neither is given."""
+    from engine.epochs import epoch_from_options
+
+    if args.where is None and args.around is None:
+        return None
+    return epoch_from_options(args.where, args.around)
+
+
+def _say_epoch(command: str, outcome, splits: tuple[str, ...]) -> None:
+    """The epoch a command read, on stderr; nothing when it read every bin and none was asked for."""
+    selection = getattr(outcome, "epoch", None)
+    if getattr(outcome, "epoch_note", None):
+        _say(f"{command}: note: {outcome.epoch_note}")
+    if selection is not None and (selection.epoch.is_set or getattr(outcome, "epoch_note", None)):
+        _say(f"{command}: {selection.summary(splits)}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     ks = _parse_ks(args.k)  # before the slow imports, so a typo is answered at once
+    epoch = _epoch(args)
     from engine.pipeline import RunSpec
     from engine.sae import SAEConfig
     from engine.train import TrainConfig
@@ -139,8 +158,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         from engine.errors import InputError
 
         raise InputError("--dataset NAME is required (or --resume RUN); `mini info` lists the datasets")
+    if epoch is not None:
+        from dataclasses import replace
+
+        from engine.errors import InputError
+
+        if args.resume is not None:
+            raise InputError("--where/--around: a resumed run keeps the epoch it started with")
+        spec = replace(spec, epoch=epoch)
     with _open_store(args, create=False) as db:
         outcome = run_with_progress(db, spec, resume_run=args.resume)
+    _say_epoch("train", outcome, ("train", "val"))
     if outcome.status == "cancelled":
         _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
              f"resume it with `mini train --resume {outcome.run_id}`")
@@ -156,8 +184,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     with _open_store(args, create=False) as db:
         with steps_progress("ranking SAEs") as on_progress:
-            outcome = rank_run(db, args.run, on_progress=on_progress,
+            outcome = rank_run(db, args.run, on_progress=on_progress, epoch=_epoch(args),
                                report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
+        _say_epoch("rank", outcome, ("train", "val"))
         _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
         for sae_id in outcome.sae_ids[: 1 if not args.all else None]:
             print(f"SAE {sae_id}: top features")
@@ -171,7 +200,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tui.table_text import render_table
 
     with _open_store(args, create=False) as db:
-        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs)
+        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs,
+                               epoch=_epoch(args))
+        _say_epoch("validate", outcome, ("test", "train", "val"))
         _say(f"validate: {outcome.n_validated} of {outcome.n_testable} testable labels validate on the test split"
              f" ({outcome.n_labels - outcome.n_testable} not testable), {outcome.seconds:.0f} s")
         print(render_table(validation_summary(db, args.run)))
@@ -206,11 +237,11 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from store.summaries import dataset_summaries, run_summaries
+    from store.summaries import dataset_summaries, epoch_summaries, run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
-        datasets, runs = dataset_summaries(db), run_summaries(db)
+        datasets, runs, epochs = dataset_summaries(db), run_summaries(db), epoch_summaries(db)
     print(f"database: {_db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
@@ -229,7 +260,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         runs = [{**run, "status": "interrupted" if run["status"] == "running" else run["status"]}
                 for run in runs]
         print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
+        for line in _epoch_lines(epochs):
+            print(line)
     return 0
+
+
+def _epoch_lines(epochs: list[dict]) -> list[str]:
+    """'run 2: trained on speed > 5 (train 1,234 · val 300 bins); ranked on …' for runs with an epoch."""
+    reads = {"train": ("trained on", ("train", "val")), "rank": ("ranked on", ("train", "val")),
+             "validate": ("validated on", ("test", "train", "val"))}
+    by_run: dict[int, list[str]] = {}
+    for row in epochs:
+        verb, splits = reads[row["step"]]
+        sizes = " · ".join(f"{s} {row['n_' + s]:,}" for s in splits)
+        by_run.setdefault(row["run_id"], []).append(f"{verb} {row['epoch']} ({sizes} bins)")
+    return [f"run {run_id}: " + "; ".join(parts) for run_id, parts in by_run.items()]
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -250,6 +295,17 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"mini: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_epoch_options(sub: argparse.ArgumentParser, use: str, inherits: str | None) -> None:
+    default = f"default: {inherits} epoch" if inherits else "default: every bin"
+    sub.add_argument("--where", metavar="PREDICATE",
+                     help=f"analysis epoch: {use}, e.g. \"phase in ('go', 'move')\" or \"speed > 5\"; one "
+                          f"expression over each bin's metadata (its variables, trial, time_s) ({default})")
+    sub.add_argument("--around", metavar="EVENT:START,STOP",
+                     help="analysis epoch: bins whose centre lies within START..STOP seconds of an onset of EVENT "
+                          "(a per-bin event column, or a trial-level event time), e.g. move_onset:-0.25,0.25; "
+                          "with --where, both must hold")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,16 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                        help="where to train (default auto: cuda, then mps, then cpu)")
     train.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or interrupted run")
+    _add_epoch_options(train, "train on the train bins it selects (val loss on the selected val bins)", None)
 
     rank = add("rank", cmd_rank, "rank a run's features by interpretability and suggest what each encodes")
     rank.add_argument("--run", type=int, required=True, help="run id (see `mini info`)")
     rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
     rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
+    _add_epoch_options(rank, "rank on the train + val bins it selects", "the run's")
 
     validate = add("validate", cmd_validate, "test every accepted label of a run on the held-out test split")
     validate.add_argument("--run", type=int, required=True, help="run id")
     validate.add_argument("--jobs", type=int, default=-1,
                           help="worker processes (default -1: one per core); results do not depend on it")
+    _add_epoch_options(validate, "score on the test bins it selects (tune on its train + val bins)",
+                       "the ranking's")
 
     report = add("report", cmd_report, "write a run's Markdown report with its tables beside it")
     report.add_argument("--run", type=int, required=True, help="run id")

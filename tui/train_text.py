@@ -61,6 +61,8 @@ def plan_text(settings: TrainSettings | None, errors: dict[str, str], n_train: i
         return f"fix {names} first"
     assert settings is not None
     saes = sae_count(settings.n_saes)
+    if settings.where is not None or settings.around is not None:
+        return f"{saes} · on the epoch's train bins × {settings.epochs} epochs"
     if n_train is None:
         return saes
     steps = max(1, n_train // min(settings.batch_size, n_train)) if n_train else 0

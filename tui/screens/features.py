@@ -110,11 +110,14 @@ class FeaturesScreen(Screen):
     """
 
     class FeaturesLoaded(Message):
-        def __init__(self, saes: pl.DataFrame, sae_id: int | None, features: pl.DataFrame):
+        def __init__(self, saes: pl.DataFrame, sae_id: int | None, features: pl.DataFrame,
+                     epoch: str | None = None):
             super().__init__()
             self.saes = saes
             self.sae_id = sae_id
             self.features = features
+            self.epoch = epoch
+            """The analysis epoch the ranking read (`speed > 5`), None for every bin."""
 
     class LoadFailed(Message):
         def __init__(self, reason: str):
@@ -135,6 +138,8 @@ class FeaturesScreen(Screen):
         self.descending = SORTS[0][1]
         self.filter_text = ""
         self.find_text = ""
+        self.epoch: str | None = None
+        """The analysis epoch the ranking read, shown in the summary line; None: every bin."""
         self._prompt_mode: str | None = None
         self._reviewed = False
 
@@ -173,6 +178,8 @@ class FeaturesScreen(Screen):
     # -- reading ---------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="features")
     def _load(self, sae_id: int | None) -> None:
+        from engine.epochs import Epoch
+        from store.epochs import run_epochs
         from store.review import ranked_features, run_saes
 
         try:
@@ -181,10 +188,12 @@ class FeaturesScreen(Screen):
                 if sae_id is None and saes.height:
                     sae_id = int(saes["sae_id"][0])
                 features = ranked_features(db, sae_id) if sae_id is not None else pl.DataFrame()
+                ranked_on = run_epochs(db, self.run_id).get("rank")
         except Exception as error:  # shown on screen
             self.post_message(self.LoadFailed(f"Could not read the features of run {self.run_id}: {error}"))
             return
-        self.post_message(self.FeaturesLoaded(saes, sae_id, features))
+        epoch = Epoch(ranked_on["where_sql"], ranked_on["around"]).describe() if ranked_on else None
+        self.post_message(self.FeaturesLoaded(saes, sae_id, features, epoch))
         if sae_id is not None:
             self._order_activations(sae_id)
 
@@ -203,6 +212,7 @@ class FeaturesScreen(Screen):
     def _loaded(self, message: FeaturesLoaded) -> None:
         self.saes = message.saes["sae_id"].to_list()
         self.sae_id = message.sae_id
+        self.epoch = message.epoch
         cursor_feature = self._cursor_feature()
         self.features = display_frame(message.features) if message.features.height else message.features
         self._refresh_view(keep_feature=cursor_feature)
@@ -258,6 +268,8 @@ class FeaturesScreen(Screen):
                  f"sort {SORT_NAMES.get(column, column)} {direction}"]
         if self.filter_text:
             parts.append(f"filter: {self.filter_text}")
+        if self.epoch:
+            parts.append(f"ranked on epoch: {self.epoch}")
         self.query_one("#summary", Static).update(" · ".join(parts))
 
     def _cursor_feature(self) -> int | None:

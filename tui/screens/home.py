@@ -49,6 +49,7 @@ RUN_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("val_dead_fraction", "dead", True),
     ("labelled", "labelled", True),
     ("validated", "valid", True),
+    ("epoch", "epoch", False),
 )
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (

@@ -42,14 +42,17 @@ RULE = "Rule: MCC 95% CI > 0, q < 0.05 (BH), signature > random p95; test split 
 LOADING_TEXT = "Reading validations…"
 
 
-def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame) -> Text:
-    """The run summary: labels, testable and validated per SAE, what is waiting, and the rule."""
+def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame,
+                 epoch: str | None = None) -> Text:
+    """The run summary: labels, testable and validated per SAE, what is waiting, the analysis epoch the
+    stored validations read (None: every bin), and the rule."""
     rows = list(pairings.iter_rows(named=True))
     states = [state(row) for row in rows]
     text = Text()
     text.append(f"Run {run_id} on '{dataset}'", style="bold")
     text.append(f" · {len(rows)} accepted labels, {sum(s in ('validated', 'failed') for s in states)} tested,"
-                f" {states.count('validated')} validated\n")
+                f" {states.count('validated')} validated")
+    text.append(f" · epoch: {epoch}\n" if epoch else "\n")
     parts = []
     for sae_id in saes:
         mine = [(row, s) for row, s in zip(rows, states, strict=True) if row["sae_id"] == sae_id]
@@ -129,8 +132,11 @@ class ValidationScreen(Screen):
     class PairingsLoaded(Message):
         """The run's pairings, their signature units and the run's SAEs were read."""
 
-        def __init__(self, dataset: str, saes: list[int], pairings: pl.DataFrame, units: pl.DataFrame):
+        def __init__(self, dataset: str, saes: list[int], pairings: pl.DataFrame, units: pl.DataFrame,
+                     epoch: str | None = None):
             super().__init__()
+            self.epoch = epoch
+            """The analysis epoch of the stored validations, with its test bins; None for every bin."""
             self.dataset = dataset
             self.saes = saes
             self.pairings = pairings
@@ -218,6 +224,8 @@ class ValidationScreen(Screen):
     # -- reading -------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="validation-read")
     def load_pairings(self) -> None:
+        from engine.epochs import Epoch
+        from store.epochs import run_epochs
         from store.runs import get_run, load_saes
         from store.validations import run_pairings, run_signature_units
 
@@ -228,12 +236,15 @@ class ValidationScreen(Screen):
                 saes = load_saes(db, self.run_id)["sae_id"].to_list()
                 pairings = run_pairings(db, self.run_id)
                 units = run_signature_units(db, self.run_id)
+                validated_on = run_epochs(db, self.run_id).get("validate")
         except Exception as error:  # shown on screen: a failed read must not take the app down
             if not worker.is_cancelled:
                 self.post_message(self.LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
             return
         if not worker.is_cancelled:
-            self.post_message(self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units))
+            epoch = (f"{Epoch(validated_on['where_sql'], validated_on['around']).describe()} "
+                     f"({validated_on['n_test']:,} test bins)" if validated_on else None)
+            self.post_message(self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch))
 
     @on(PairingsLoaded)
     def show_pairings(self, message: PairingsLoaded) -> None:
@@ -243,7 +254,7 @@ class ValidationScreen(Screen):
         self._units = {label_id: part.to_dicts() for (label_id,), part in
                        message.units.group_by("label_id", maintain_order=True)}
         self.query_one("#summary", Static).update(
-            summary_text(self.run_id, message.dataset, message.saes, message.pairings))
+            summary_text(self.run_id, message.dataset, message.saes, message.pairings, message.epoch))
         self._fill_table()
         has_rows = bool(self._pairings)
         self.query_one("#body").display = has_rows

@@ -52,12 +52,16 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "seed", "text", "0", "first seed (and the epoch order's)"),
     Field("normalize", "normalize", "select", "no", "yes: scale units by their train std", ("no", "yes")),
     Field("device", "device", "select", "auto", "auto: cuda, then mps, then cpu", DEVICES),
+    Field("where", "where", "text", "", "epoch: e.g. speed > 5; blank: every bin"),
+    Field("around", "around", "text", "", "epoch: EVENT:START,STOP s; blank: none"),
 )
+WIDE_FIELDS = ("where", "around")
+"""Fields that hold an expression rather than a number: their inputs are wider."""
 FIELD_BY_NAME = {field.name: field for field in FIELDS}
 
 CLI_FLAGS = {"--arch": "architecture", "--d-sae": "d_sae", "--k": "k", "--loss": "loss", "--output": "output",
              "--epochs": "epochs", "--batch-size": "batch_size", "--lr": "lr", "--instances": "instances",
-             "--seed": "seed", "--device": "device"}
+             "--seed": "seed", "--device": "device", "--where": "where", "--around": "around"}
 """The engine words its refusals after the CLI's flags; this says which field each one is about."""
 
 
@@ -77,6 +81,10 @@ class TrainSettings:
     seed: int
     normalize: bool
     device: str
+    where: str | None = None
+    """Analysis epoch: the predicate over each bin's metadata (None: every bin)."""
+    around: str | None = None
+    """Analysis epoch: EVENT:START,STOP (None: no window)."""
 
     @property
     def n_saes(self) -> int:
@@ -84,6 +92,7 @@ class TrainSettings:
 
     def to_spec(self, dataset: str) -> Any:
         """The engine's RunSpec, built as `mini train` builds it (imports torch: call it in a worker)."""
+        from engine.epochs import Epoch
         from engine.pipeline import RunSpec
         from engine.sae import SAEConfig
         from engine.train import TrainConfig
@@ -95,6 +104,7 @@ class TrainSettings:
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                               device=self.device),
             ks=self.ks, instances=self.instances, seed=self.seed, normalize_units=self.normalize,
+            epoch=Epoch(self.where, self.around),
         )
 
 
@@ -156,6 +166,19 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
     if "lr" not in errors and not (math.isfinite(lr) and lr > 0):
         errors["lr"] = f"lr must be positive, not {lr_text}"
 
+    where = str(values["where"]).strip() or None
+    if where is not None and ";" in where:
+        errors["where"] = "where must be one expression, without ';'"
+    around = str(values["around"]).strip() or None
+    if around is not None:
+        from engine.epochs import parse_around  # only once a window is typed: it imports polars
+        from engine.errors import InputError
+
+        try:
+            parse_around(around)
+        except InputError as error:
+            errors["around"] = str(error).split(": ", 1)[-1]
+
     if dataset_kind == "activations" and values["loss"] in ("msle", "poisson"):
         errors["loss"] = f"loss {values['loss']} needs spike counts, not activations"
     if errors:
@@ -165,7 +188,7 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
     return TrainSettings(
         architecture=values["architecture"], d_sae=d_sae, ks=ks, loss=values["loss"], output=values["output"],
         epochs=epochs, batch_size=batch_size, lr=lr, instances=instances, seed=seed,
-        normalize=values["normalize"] == "yes", device=values["device"],
+        normalize=values["normalize"] == "yes", device=values["device"], where=where, around=around,
     ), {}
 
 
@@ -191,6 +214,9 @@ class TrainForm(Vertical):
     }
     TrainForm .field > Input, TrainForm .field > Select {
         width: 16;
+    }
+    TrainForm .field > Input.-wide {
+        width: 30;
     }
     TrainForm .field > .message {
         width: 1fr;
@@ -225,7 +251,8 @@ class TrainForm(Vertical):
                     yield Select([(choice, choice) for choice in field.choices], value=field.default,
                                  allow_blank=False, compact=True, id=field.name)
                 else:
-                    yield Input(str(field.default), compact=True, id=field.name)
+                    yield Input(str(field.default), compact=True, id=field.name,
+                                classes="-wide" if field.name in WIDE_FIELDS else "")
                 yield Static(field.hint, classes="message", id=f"{field.name}-message")
         with Horizontal(id="start-row"):
             yield Button("Start  ctrl+s", id="start", compact=True, variant="primary")
