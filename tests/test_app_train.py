@@ -388,6 +388,46 @@ def test_a_setting_the_engine_refuses_is_marked_on_its_field(app_db: Path) -> No
     assert [row["run_id"] for row in run_rows(app_db)] == [1]  # refused before any run row
 
 
+def test_an_epoch_set_in_the_form_is_checked_trained_on_and_stored(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        await fill(app, pilot, TINY)
+        around, where = screen.query_one("#around", Input), screen.query_one("#where", Input)
+        around.value = "reward:1,-1"  # checked as it is typed
+        await pilot.pause()
+        seen["around"] = message(app, "around")
+        around.value = ""
+        where.value = "spede > 20"  # only the engine can judge a predicate: refused at the start, on its field
+        await pilot.pause()
+        seen["plan"] = plain(screen.query_one("#plan", Static).content).strip()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not screen.training)
+        await pilot.pause()
+        seen["where"] = message(app, "where")
+        seen["focused"] = app.focused.id if app.focused else None
+        where.value = "phase = 'run'"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.last_run_id is not None and not screen.training)
+
+    drive(app_db, script)
+    assert seen["around"] == ("START 1 is after STOP -1", True)
+    assert seen["plan"] == "1 SAE · on the epoch's train bins × 2 epochs"
+    text, is_error = seen["where"]
+    assert is_error and text.startswith('--where "spede > 20": unknown column \'spede\'')
+    assert seen["focused"] == "where"
+    assert [row["run_id"] for row in run_rows(app_db)] == [1, 2]  # the refused start wrote nothing
+    with Store.open(app_db, read_only=True) as db:
+        stored = db.records("SELECT where_sql, around, n_train FROM analysis_epochs WHERE run_id = 2")
+        running = db.scalar("SELECT count(*) FROM examples e JOIN natural_values v USING (dataset_id, example_id)"
+                            " WHERE e.split = 'train' AND v.variable = 'phase' AND v.category = 'run'")
+        assert db.scalar("SELECT n_examples FROM qc JOIN saes USING (sae_id) WHERE run_id = 2 AND split = 'train'"
+                         ) == running
+    assert stored == [{"where_sql": "phase = 'run'", "around": None, "n_train": running}]
+
+
 # -- snapshots ----------------------------------------------------------------------------------------------
 def snapshot_app(app_db: Path, monkeypatch: pytest.MonkeyPatch) -> MiniApp:
     """The app on the fixture database opened by a relative name, so the header shows no temporary path."""

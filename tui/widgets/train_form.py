@@ -52,8 +52,8 @@ FIELDS: tuple[Field, ...] = (
     Field("seed", "seed", "text", "0", "first seed (and the epoch order's)"),
     Field("normalize", "normalize", "select", "no", "yes: scale units by their train std", ("no", "yes")),
     Field("device", "device", "select", "auto", "auto: cuda, then mps, then cpu", DEVICES),
-    Field("where", "where", "text", "", "epoch: e.g. speed > 5; blank: every bin"),
-    Field("around", "around", "text", "", "epoch: EVENT:START,STOP s; blank: none"),
+    Field("where", "where", "text", "", "epoch: e.g. speed > 5; blank: all"),
+    Field("around", "around", "text", "", "epoch: EVENT:START,STOP seconds"),
 )
 WIDE_FIELDS = ("where", "around")
 """Fields that hold an expression rather than a number: their inputs are wider."""
@@ -216,7 +216,7 @@ class TrainForm(Vertical):
         width: 16;
     }
     TrainForm .field > Input.-wide {
-        width: 30;
+        width: 24;
     }
     TrainForm .field > .message {
         width: 1fr;
