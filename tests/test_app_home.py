@@ -359,7 +359,7 @@ def test_runs_are_listed_with_their_labels_and_validations(app_db: Path) -> None
     assert len(seen["rows"]) == 1
     row = seen["rows"][0]
     assert row[:7] == ["1", "sample", "finished", "batchtopk", "2", "64", "4"]
-    assert row[-2:] == [str(expected["labelled"]), str(expected["validated"])]
+    assert row[-3:] == [str(expected["labelled"]), str(expected["validated"]), "—"]  # trained on every bin
     assert expected["labelled"] == 6
 
 
