@@ -33,7 +33,7 @@ import polars as pl
 
 from engine.errors import InputError
 from store import Store
-from store.datasets import load_natural_variables
+from store.datasets import load_examples, load_natural_variables
 from store.epochs import PredicateError, bin_metadata, epoch_row, has_results, run_epochs, select_examples
 
 SPLITS = ("train", "val", "test")
@@ -212,18 +212,18 @@ def _around(db: Store, dataset: dict[str, Any], around: Around, text: str) -> np
     if around.event not in kinds:
         raise InputError(f"--around {text}: no variable '{around.event}' in dataset '{dataset['name']}' "
                          f"(variables: {', '.join(sorted(kinds)) or 'none'})")
-    bins = bin_metadata(db, dataset["dataset_id"])
-    times = bins["time_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    examples = load_examples(db, dataset["dataset_id"])  # not bin_metadata's: a variable may take those names
+    times = examples["time_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     if np.isnan(times).all():
         raise InputError(f"--around {text}: dataset '{dataset['name']}' has no bin times (imported without a "
                          "time column or --bin-size)")
     centres = times + _centre_offset(dataset)
-    column = bins[around.event]
+    column = bin_metadata(db, dataset["dataset_id"])[around.event]
     if not column.dtype.is_numeric():
         raise InputError(f"--around {text}: '{around.event}' is text; give a column of event counts (0/1) or "
                          "of event times in seconds")
     values = column.cast(pl.Float64).fill_null(np.nan).to_numpy()
-    trials = bins["trial_id"].to_numpy()
+    trials = examples["trial_id"].to_numpy()
     kind = kinds[around.event]
     if kind == "continuous" and _constant_within_trials(values, trials):
         onsets = np.unique(values[~np.isnan(values)])

@@ -343,3 +343,17 @@ def test_validate_refuses_an_epoch_without_test_bins_or_with_one_test_trial(rank
     assert_refused(mini("validate", "--run", "1", "--where", one_test, db=ranked),
                    ("test bins of only 1 trial", "at least 2 test trials"))
     assert state(ranked) == before
+
+
+def test_one_label_validated_later_keeps_the_stored_validations_epoch(ranked: Path) -> None:
+    """The app's `v` (validate_label) scores on the epoch the run's validations were stored with."""
+    from engine.validate import ValidateConfig
+    from engine.validate_run import validate_label
+    from store import Store
+
+    before = epoch_rows(ranked)
+    with Store.open(ranked) as db:
+        row = validate_label(db, 1, 1, ValidateConfig(n_bootstrap=50, n_shifts=20, n_random_subsets=10))
+    want = expected(ranked, set(range(10, 30)))
+    assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == want["test"]
+    assert epoch_rows(ranked) == before
