@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
+from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
 from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
 from engine.variables import describe_variables, long_values, variables_frame
@@ -57,6 +58,8 @@ class ImportResult:
     n_trials: int
     split_sizes: dict[str, int]
     notes: list[str]
+    flags: list[str] = field(default_factory=list)
+    """Quality flags found at import, one line each: what is wrong, then what to try."""
 
 
 def _pick_column(meta: pl.DataFrame, given: str | None, candidates: tuple[str, ...], label: str,
@@ -152,6 +155,8 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
     notes += variable_notes
 
     split_names = np.array(SPLITS)
+    in_train = split_of_trial[trial_of] == SPLITS.index("train")
+    flags = variance_flags(counts.values[in_train], counts.unit_names)
     first_example = np.r_[0, np.cumsum(trial_sizes)[:-1]].astype(np.int32)
     mean_count = counts.values.mean(axis=0, dtype=np.float64)
     rows, cols = np.nonzero(counts.values)
@@ -182,6 +187,7 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
                              "value": counts.values[rows, cols].astype(np.float32)}),
         variables=variables_frame(specs),
         values=long_values(meta, specs),
+        flags=flags_frame(flags),
     )
     return new, notes
 
@@ -202,8 +208,16 @@ def store_dataset(db: Store, new: NewDataset, notes: list[str]) -> ImportResult:
     """Write a prepared dataset in one transaction and describe what was stored."""
     dataset_id = add_dataset(db, new)
     split_sizes = dict(new.examples["split"].value_counts().iter_rows())
+    flags = [] if new.flags is None else [f"{r['message']} — try: {r['suggestion']}"
+                                          for r in new.flags.iter_rows(named=True)]
     return ImportResult(dataset_id, new.name, new.examples.height, new.units.height, new.trials.height,
-                        {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes)
+                        {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes, flags)
+
+
+def add_flags(new: NewDataset, flags: list[QualityFlag]) -> None:
+    """Append flags found outside prepare_dataset (e.g. by a behaviour reader) to a prepared dataset."""
+    if flags:
+        new.flags = pl.concat([frame for frame in (new.flags, flags_frame(flags)) if frame is not None])
 
 
 def import_files(db: Store, counts_path: str | Path, meta_path: str | Path, options: ImportOptions,

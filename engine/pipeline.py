@@ -11,7 +11,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,12 @@ import torch
 
 from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
+from engine.quality_flags import SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
 from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
+from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
-from store.datasets import get_dataset, load_counts_long, load_examples
+from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names
 from store.runs import (
     RunResults,
     get_run,
@@ -56,6 +58,10 @@ class RunSpec:
     """First SAE seed."""
     normalize_units: bool = False
     """Divide each unit by its train standard deviation while training (folded back afterwards)."""
+    auto: tuple[str, ...] = ()
+    """Settings to choose from the recording (engine.train_defaults.AUTO_SETTINGS); the rest are as given."""
+    chosen: dict[str, str] = field(default_factory=dict)
+    """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
 
 
 @dataclass
@@ -111,9 +117,36 @@ def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> 
     return stack, TrainData(train, torch.from_numpy(counts[splits == "val"]), device)
 
 
+def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
+    """The spec with every setting in `spec.auto` chosen from the training split, reasons in `chosen`."""
+    unknown = set(spec.auto) - set(AUTO_SETTINGS)
+    if unknown:
+        raise ValueError(f"cannot choose {sorted(unknown)} from the recording")
+    if not spec.auto:
+        return spec
+    chosen = choose_settings(recording_shape(train))
+    sae, config, ks = spec.sae, spec.train, spec.ks
+    if "d_sae" in spec.auto:
+        sae = replace(sae, d_sae=chosen.d_sae)
+    if "k" in spec.auto:
+        ks = (min(chosen.k, sae.d_sae),)
+    if "batch_size" in spec.auto:
+        config = replace(config, batch_size=chosen.batch_size)
+    if "epochs" in spec.auto:
+        config = replace(config, epochs=chosen.max_epochs, patience=chosen.patience)
+    sae = replace(sae, dead_after_examples=chosen.dead_after_examples)
+    reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
+    if "k" in spec.auto and ks[0] != chosen.k:
+        reasons["k"] = f"{ks[0]} (at most d_sae {sae.d_sae})"
+    return replace(spec, sae=sae, train=config, ks=ks, auto=(), chosen=reasons)
+
+
 def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress], None] | None = None,
-              cancel: threading.Event | None = None, resume_run: int | None = None) -> RunOutcome:
-    """Train (or resume) a run and store its results; returns the run id and what happened."""
+              cancel: threading.Event | None = None, resume_run: int | None = None,
+              report: Callable[[str], None] = lambda _: None) -> RunOutcome:
+    """Train (or resume) a run and store its results; returns the run id and what happened.
+
+    Settings named in `spec.auto` are chosen from the training split first, and `report` says which."""
     if resume_run is not None:
         run = get_run(db, resume_run)
         if run["status"] == "finished":
@@ -122,7 +155,10 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     dataset = get_dataset(db, spec.dataset)
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = examples["split"].to_numpy()
+    spec = resolve_settings(spec, counts[splits == "train"])
     stack, data = _build(spec, counts, splits, dataset["kind"])
+    if spec.chosen and resume_run is None:
+        report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
     if resume_run is None:
         run_id = start_run(db, dataset["dataset_id"], config, str(data.device))
@@ -142,7 +178,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             if saved is not None:
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         outcome = trainer.run()
-        results = collect_results(stack, counts, splits, outcome, dataset["kind"])
+        results = collect_results(stack, counts, splits, outcome, dataset["kind"],
+                                  load_unit_names(db, dataset["dataset_id"]))
         sae_ids = save_run_results(db, run_id, results, status=outcome.status,
                                    examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
@@ -156,14 +193,15 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
 
 def spec_to_config(spec: RunSpec) -> dict[str, Any]:
     return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
-            "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units}
+            "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units,
+            "chosen": spec.chosen}
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
     sae = {k: tuple(v) if isinstance(v, list) else v for k, v in config["sae"].items()}
     return RunSpec(dataset=config["dataset"], sae=SAEConfig(**sae), train=TrainConfig(**config["train"]),
                    ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
-                   normalize_units=config["normalize_units"])
+                   normalize_units=config["normalize_units"], chosen=dict(config.get("chosen", {})))
 
 
 @torch.no_grad()
@@ -194,8 +232,15 @@ def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192
     return activations, recon
 
 
+def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """Each unit's share of the summed squared reconstruction error."""
+    error = ((x.astype(np.float64) - x_hat) ** 2).sum(axis=0)
+    total = error.sum()
+    return error / total if total > 0 else np.zeros(len(error))
+
+
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
-                    kind: str) -> RunResults:
+                    kind: str, unit_names: list[str] | None = None) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index)."""
     activations, recon = encode_all(stack, counts)
     n, D, d = stack.n, stack.config.d_sae, stack.d_in
@@ -208,7 +253,8 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     act_value = activations["value"].to_numpy()
     train_mask = splits == "train"
     baselines: dict[tuple[str, int], tuple[float, float | None]] = {}
-    qc_frames, unit_frames, feature_frames = [], [], []
+    qc_frames, unit_frames, feature_frames, flags = [], [], [], []
+    names = unit_names or [str(u) for u in range(counts.shape[1])]
     for i in range(n):
         mine = act_sae == i
         examples, features, values = act_example[mine], act_feature[mine], act_value[mine]
@@ -241,6 +287,11 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
             report.pca_fvu, report.nmf_fvu = baselines[key]
             report.baseline_components = components
             qcs.append(report)
+        figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,
+                                         r.l0_histogram) for r in qcs}
+        val = splits == "val"
+        share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
+        flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names)
         qc_frame, unit_frame = qc_table_rows(i, qcs)
         qc_frames.append(qc_frame)
         unit_frames.append(unit_frame)
@@ -255,7 +306,9 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         "best_epoch": outcome.best_epoch, "val_loss": [float(v) for v in outcome.best_val_loss],
     })
     log = pl.DataFrame(outcome.log, schema={"sae": pl.Int32, "step": pl.Int32, "epoch": pl.Int32,
-                                            "examples_seen": pl.Int64, "loss": pl.Float64, "l0": pl.Float64,
+                                            "examples_seen": pl.Int64, "loss": pl.Float64,
+                                            "reconstruction_loss": pl.Float64, "auxiliary_loss": pl.Float64,
+                                            "l0": pl.Float64,
                                             "dead_fraction": pl.Float64, "lr": pl.Float64,
                                             "val_loss": pl.Float64}).rename({"sae": "sae_id"})
     return RunResults(
@@ -269,4 +322,5 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         qc=pl.concat(qc_frames, how="vertical_relaxed"),
         unit_qc=pl.concat(unit_frames, how="vertical_relaxed"),
         train_log=log,
+        flags=flags_frame(flags),
     )

@@ -28,8 +28,9 @@ from engine.behaviour import (
     read_events_table,
 )
 from engine.errors import InputError
-from engine.importer import ImportOptions, prepare_dataset
+from engine.importer import ImportOptions, add_flags, prepare_dataset
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.quality_flags import track_flag
 from engine.readers import CountMatrix
 from engine.spike_readers import read_spike_source
 from engine.spikes import (
@@ -208,6 +209,8 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     new.units = new.units.with_columns(pl.Series("firing_rate_hz", raw))
     new.options.update(_record(spikes, binning, window, names, metrics, trials, keep, behaviour_record,
                                recording.events))
+    add_flags(new, [flag for source in recording.behaviour
+                    if (flag := track_flag(source.label, source.details.get("axis_share", float("nan"))))])
     return new, notes + import_notes
 
 

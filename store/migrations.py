@@ -404,6 +404,27 @@ CREATE TABLE activations_by_feature_builds (
 );
 """
 
+# Quality flags: one row per finding about a dataset (run_id NULL) or one SAE of a run, with the figure,
+# the threshold it crossed and what to try next (engine/quality_flags.py). train_log splits the loss into
+# its reconstruction part and the AuxK/L1 part, which switches on only once latents count as dead and
+# otherwise reads as a late jump in the total.
+V7_QUALITY = """
+CREATE TABLE quality_flags (
+    dataset_id  INTEGER NOT NULL,
+    run_id      INTEGER,
+    sae_id      INTEGER,
+    split       VARCHAR,
+    unit_id     INTEGER,
+    flag        VARCHAR NOT NULL,
+    value       DOUBLE,
+    threshold   DOUBLE,
+    message     VARCHAR NOT NULL,
+    suggestion  VARCHAR NOT NULL
+);
+ALTER TABLE train_log ADD COLUMN reconstruction_loss DOUBLE;
+ALTER TABLE train_log ADD COLUMN auxiliary_loss DOUBLE;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -413,6 +434,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "validations and signatures", V5_VALIDATIONS),
     Migration(6, "label_undos (undo keeps labels append-only), activations_by_feature for fast review",
               V6_REVIEW),
+    Migration(7, "quality_flags; train_log's reconstruction and auxiliary losses", V7_QUALITY),
 )
 
 _VERSION_TABLE = """

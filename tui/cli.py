@@ -106,14 +106,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _print_imported(result) -> None:
     for note in result.notes:
         _say(f"note: {note}")
+    for flag in result.flags:
+        _say(f"flag: {flag}")
     sizes = ", ".join(f"{k} {v:,}" for k, v in result.split_sizes.items())
     print(f"imported '{result.name}' (dataset {result.dataset_id}): {result.n_examples:,} examples × "
           f"{result.n_units} units, {result.n_trials} trials; {sizes}")
 
 
-def _parse_ks(text: str) -> tuple[int, ...]:
+def _parse_ks(text: str | None) -> tuple[int, ...]:
     from engine.errors import InputError
 
+    if text is None:
+        return ()
     try:
         ks = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -121,26 +125,43 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _or(value: int | None, placeholder: int) -> int:
+    """A given setting as given (0 included, to be refused), or a placeholder for one to choose."""
+    return placeholder if value is None else value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     ks = _parse_ks(args.k)  # before the slow imports, so a typo is answered at once
+    from engine.errors import InputError
     from engine.pipeline import RunSpec
     from engine.sae import SAEConfig
     from engine.train import TrainConfig
     from tui.progress import run_with_progress
 
+    given = {"d_sae": args.d_sae, "k": ks or None, "batch_size": args.batch_size, "epochs": args.epochs}
+    if args.patience is not None and args.patience < 1:
+        raise InputError(f"--patience {args.patience}: must be at least 1 epoch")
     spec = RunSpec(
         dataset=args.dataset or "",
-        sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss, output=args.output),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          device=args.device),
-        ks=ks, instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+        sae=SAEConfig(architecture=args.arch, d_sae=_or(args.d_sae, 1), loss=args.loss, output=args.output),
+        train=TrainConfig(epochs=_or(args.epochs, 1), batch_size=_or(args.batch_size, 1), lr=args.lr, seed=args.seed,
+                          device=args.device, patience=args.patience),
+        ks=ks or (1,), instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+        auto=tuple(name for name, value in given.items() if value is None),
     )
     if args.resume is None and not args.dataset:
-        from engine.errors import InputError
-
         raise InputError("--dataset NAME is required (or --resume RUN); `mini info` lists the datasets")
     with _open_store(args, create=False) as db:
-        outcome = run_with_progress(db, spec, resume_run=args.resume)
+        outcome = run_with_progress(db, spec, resume_run=args.resume, report=lambda m: _say(f"train: {m}"))
+        from store.quality import run_flags
+
+        flags = run_flags(db, outcome.run_id)
+    trained = outcome.outcome
+    if trained.stopped_early:
+        _say(f"train: stopped early after epoch {trained.epochs} (the val loss stopped improving); each SAE "
+             f"keeps the weights of its best epoch ({', '.join(str(e) for e in trained.best_epoch)})")
+    for row in flags:
+        _say(f"flag: SAE {row['sae_id']}: {row['message']} — try: {row['suggestion']}")
     if outcome.status == "cancelled":
         _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
              f"resume it with `mini train --resume {outcome.run_id}`")
@@ -307,16 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="dataset name (see `mini info`)")
     train.add_argument("--arch", default="batchtopk", choices=["batchtopk", "topk", "matryoshka", "relu"],
                        help="architecture (default batchtopk)")
-    train.add_argument("--d-sae", type=int, default=512, help="latents per SAE (default 512)")
-    train.add_argument("--k", default="8", help="active latents per example; a list such as 4,8,16 sweeps "
-                                                 "(default 8)")
+    train.add_argument("--d-sae", type=int, help="latents per SAE (default: 2 × units, chosen from the recording)")
+    train.add_argument("--k", help="active latents per example; a list such as 4,8,16 sweeps (default: units / 8, "
+                                   "1 to 8, chosen from the recording)")
     train.add_argument("--loss", default="mse", choices=["mse", "msle", "poisson"],
                        help="reconstruction loss (default mse)")
     train.add_argument("--output", default="clamped", choices=["clamped", "linear"],
                        help="spike counts, MSE: train with the reconstruction clamped at 0 (default; decoder rows "
                             "match whole ensembles) or linear (lower FVU, mixed rows)")
-    train.add_argument("--epochs", type=int, default=30, help="passes over the train split (default 30)")
-    train.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
+    train.add_argument("--epochs", type=int, help="passes over the train split (default: early stopping on the val "
+                                                  "loss, at most about 8,000 steps)")
+    train.add_argument("--patience", type=int, help="stop once the val loss has not improved for this many epochs "
+                                                    "(default 10 when --epochs is not given, else off)")
+    train.add_argument("--batch-size", type=int, help="examples per step (default: training bins / 16, 32 to 1024)")
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
     train.add_argument("--instances", type=int, default=1, help="SAEs per k, with consecutive seeds (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")

@@ -404,7 +404,7 @@ class TrainScreen(Screen):
             return  # a late event of a training that has already ended
         assert self._settings is not None
         self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
-        self.query_one("#rate", Static).update(progress_line(event, self._settings.epochs))
+        self.query_one("#rate", Static).update(progress_line(event))
         if event.step >= event.total_steps and not self._cancel_requested():
             self._status("Every epoch ran: encoding all examples, QC against PCA and NMF, storing…")
         elif not self._cancel_requested():
