@@ -133,9 +133,12 @@ def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
     if "batch_size" in spec.auto:
         config = replace(config, batch_size=chosen.batch_size)
     if "epochs" in spec.auto:
-        config = replace(config, epochs=chosen.max_epochs, patience=chosen.patience)
+        patience = chosen.patience if config.patience is None else config.patience  # a given patience stays
+        config = replace(config, epochs=chosen.max_epochs, patience=patience)
     sae = replace(sae, dead_after_examples=chosen.dead_after_examples)
     reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
+    if "epochs" in spec.auto:
+        reasons["epochs"] = f"early stopping on val (patience {config.patience}), at most {config.epochs}"
     if "k" in spec.auto and ks[0] != chosen.k:
         reasons["k"] = f"{ks[0]} (at most d_sae {sae.d_sae})"
     return replace(spec, sae=sae, train=config, ks=ks, auto=(), chosen=reasons)
