@@ -210,7 +210,7 @@ class TrainScreen(Screen):
                 yield Static("", id="rate")
                 with Vertical(id="plots"):
                     with Vertical(id="loss-panel", classes="panel") as panel:
-                        panel.border_title = "loss per SAE · • val"
+                        panel.border_title = "reconstruction loss per SAE · • val"
                         yield CurvePlot(id="loss-plot", empty_text="loss appears here as training runs")
                     with Vertical(id="l0-panel", classes="panel") as panel:
                         panel.border_title = "L0"
@@ -421,8 +421,9 @@ class TrainScreen(Screen):
         x = [event.examples_seen for event in events]
         n = len(events[-1].loss)
         epoch_ends = [event for event in events if event.val_loss is not None]
+        # The reconstruction loss, as on val: the AuxK term joins the total only once latents count as dead.
         self.query_one("#loss-plot", CurvePlot).show_series(
-            [(x, [event.loss[i] for event in events]) for i in range(n)],
+            [(x, [(event.reconstruction_loss or event.loss)[i] for event in events]) for i in range(n)],
             points=[([e.examples_seen for e in epoch_ends], [e.val_loss[i] for e in epoch_ends])
                     for i in range(n)],
         )
