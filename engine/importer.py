@@ -209,7 +209,8 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
         if options.preprocess.normalize == "zscore" and kind != "activations":
             kind = "activations"
             notes.append("z-scored counts are signed: the dataset's kind is 'activations'")
-    value_type, value_notes = _value_type(values, kind, counts.label, counts.unit_names)
+    smoothed = f" after --smooth {options.preprocess.smooth_s:g}" if options.preprocess.smooth_s else ""
+    value_type, value_notes = _value_type(values, kind, counts.label + smoothed, counts.unit_names)
     notes += value_notes
 
     split_names = np.array(SPLITS)

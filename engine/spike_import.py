@@ -208,7 +208,8 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
         columns[TRIAL_COLUMN] = pl.Series(labels, dtype=pl.String)
     metadata = pl.DataFrame({**columns, **meta})
     names = [spikes.names[i] for i in kept_units]
-    matrix = CountMatrix(values=values, unit_names=names, label=spikes.label)
+    smoothed = f" after --smooth {binning.preprocess.smooth_s:g}" if binning.preprocess.smooth_s else ""
+    matrix = CountMatrix(values=values, unit_names=names, label=spikes.label + smoothed)
     new, import_notes = prepare_dataset(
         matrix, metadata,
         replace(options, kind=kind, trial_col=TRIAL_COLUMN if trials is not None else None, time_col=TIME_COLUMN,
