@@ -144,6 +144,19 @@ def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
     return replace(spec, sae=sae, train=config, ks=ks, auto=(), chosen=reasons)
 
 
+def check_loss_fits(loss: str, dataset: dict[str, Any]) -> None:
+    """Refuse a Poisson loss on rates (values that are not whole numbers, e.g. smoothed counts).
+
+    The Poisson likelihood assumes counts whose variance equals their mean; smoothing averages
+    neighbouring bins and shrinks the variance, so the loss would weight bins wrongly and its value
+    would not be a likelihood. MSE and MSLE make no such assumption.
+    """
+    if loss == "poisson" and dataset.get("value_type") == "rates":
+        raise InputError(f"--loss poisson: dataset '{dataset['name']}' holds rates (values that are not whole "
+                         "numbers, e.g. smoothed counts), and a Poisson likelihood needs whole spike counts; use "
+                         "--loss mse or msle, or import the counts unsmoothed")
+
+
 def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress], None] | None = None,
               cancel: threading.Event | None = None, resume_run: int | None = None,
               report: Callable[[str], None] = lambda _: None) -> RunOutcome:
@@ -156,6 +169,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             raise InputError(f"run {resume_run} already finished; nothing to resume")
         spec = spec_from_config(run["config"])
     dataset = get_dataset(db, spec.dataset)
+    check_loss_fits(spec.sae.loss, dataset)
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = examples["split"].to_numpy()
     spec = resolve_settings(spec, counts[splits == "train"])

@@ -154,10 +154,10 @@ def _header(db: Store, run: dict, dataset: dict) -> list[str]:
         f"Run status **{run['status']}**, device {run['device']}, started {run['started_at']:%Y-%m-%d %H:%M}, "
         f"{_number(run['seconds'])} s of training, {run['examples_seen']:,} examples seen.", "",
         "## Dataset", "",
-        f"'{dataset['name']}' ({dataset['kind']}) from `{dataset['source']}`: {dataset['n_examples']:,} examples × "
-        f"{dataset['n_units']} units, {dataset['n_trials']:,} trials ({dataset['trial_source']}), bins of "
-        f"{_number(dataset['bin_size_s'])} s. Splits are by whole trials (seed {dataset['split_seed']}); the test "
-        "split informs no training, threshold or hyperparameter.", "",
+        f"'{dataset['name']}' ({dataset['kind']}, values: {dataset.get('value_type')}) from `{dataset['source']}`: "
+        f"{dataset['n_examples']:,} examples × {dataset['n_units']} units, {dataset['n_trials']:,} trials "
+        f"({dataset['trial_source']}), bins of {_number(dataset['bin_size_s'])} s. Splits are by whole trials "
+        f"(seed {dataset['split_seed']}); the test split informs no training, threshold or hyperparameter.", "",
         *markdown_table(splits), "", "Natural features:", "", *markdown_table(variables), "",
         "## SAE settings", "", *markdown_table(settings), "",
     ]

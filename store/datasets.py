@@ -50,6 +50,9 @@ class NewDataset:
     ground_truth: GroundTruth | None = field(default=None)
     flags: pl.DataFrame | None = field(default=None)
     """quality_flags rows found at import (sae_id null), e.g. one unit holding most of the variance."""
+    value_type: str | None = None
+    """'counts' (whole numbers), 'rates' (non-negative, not all whole: smoothed counts) or 'activations';
+    None: 'activations' for kind activations, else 'counts'."""
 
 
 def add_dataset(db: Store, new: NewDataset) -> int:
@@ -61,10 +64,12 @@ def add_dataset(db: Store, new: NewDataset) -> int:
             )
         dataset_id = int(db.scalar("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets"))
         db.con.execute(
-            "INSERT INTO datasets (dataset_id, name, source, kind, bin_size_s, n_examples, n_units, n_trials,"
-            " trial_source, split_seed, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO datasets (dataset_id, name, source, kind, value_type, bin_size_s, n_examples, n_units,"
+            " n_trials, trial_source, split_seed, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                dataset_id, new.name, new.source, new.kind, new.bin_size_s, new.examples.height,
+                dataset_id, new.name, new.source, new.kind,
+                new.value_type or ("activations" if new.kind == "activations" else "counts"),
+                new.bin_size_s, new.examples.height,
                 new.units.height, new.trials.height, new.trial_source, new.split_seed,
                 json.dumps(new.options, sort_keys=True),
             ],

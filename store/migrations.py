@@ -425,6 +425,18 @@ ALTER TABLE train_log ADD COLUMN reconstruction_loss DOUBLE;
 ALTER TABLE train_log ADD COLUMN auxiliary_loss DOUBLE;
 """
 
+# What a dataset's values are, beyond its kind: 'counts' (whole spike counts), 'rates' (non-negative but
+# not all whole, e.g. smoothed counts: no Poisson likelihood) or 'activations'. Datasets stored before
+# are classified from their counts, so a smoothed import of an earlier version is marked 'rates' too.
+V9_VALUE_TYPE = """
+ALTER TABLE datasets ADD COLUMN value_type VARCHAR DEFAULT 'counts';
+UPDATE datasets SET value_type = CASE
+    WHEN kind = 'activations' THEN 'activations'
+    WHEN EXISTS (SELECT 1 FROM counts c WHERE c.dataset_id = datasets.dataset_id AND c.value <> round(c.value))
+        THEN 'rates'
+    ELSE 'counts' END
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -435,6 +447,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "label_undos (undo keeps labels append-only), activations_by_feature for fast review",
               V6_REVIEW),
     Migration(7, "quality_flags; train_log's reconstruction and auxiliary losses", V7_QUALITY),
+    Migration(9, "datasets.value_type: counts, rates (not whole numbers) or activations", V9_VALUE_TYPE),
 )
 
 _VERSION_TABLE = """

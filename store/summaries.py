@@ -15,7 +15,7 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per dataset with what the Home screen and `mini info` show."""
     return db.records(
         """
-        SELECT d.dataset_id, d.name, d.kind, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
+        SELECT d.dataset_id, d.name, d.kind, d.value_type, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
                coalesce(s.n_train, 0) AS n_train, coalesce(s.n_val, 0) AS n_val,
                coalesce(s.n_test, 0) AS n_test,
                coalesce(v.variables, '') AS variables, d.source, d.created_at

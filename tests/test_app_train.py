@@ -129,6 +129,14 @@ def test_count_losses_are_refused_for_activations() -> None:
     assert check_settings(values, dataset_kind="spike_counts")[1] == {}
 
 
+def test_poisson_is_refused_for_rates_and_msle_is_not() -> None:
+    values = {f.name: f.default for f in FIELDS} | {"loss": "poisson"}
+    assert check_settings(values, dataset_kind="spike_counts", value_type="rates")[1] == {
+        "loss": "loss poisson needs whole spike counts; this dataset holds rates (e.g. smoothed counts)"}
+    assert check_settings(values, dataset_kind="spike_counts", value_type="counts")[1] == {}
+    assert check_settings(values | {"loss": "msle"}, dataset_kind="spike_counts", value_type="rates")[1] == {}
+
+
 def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 

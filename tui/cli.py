@@ -90,11 +90,15 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from engine.importer import ImportOptions, prepare_files, store_dataset
+    from engine.preprocess import PreprocessOptions, check_preprocess
 
+    preprocess = PreprocessOptions(smooth_s=args.smooth, normalize=args.normalize)
+    check_preprocess(preprocess)  # option errors first, before any file is read
     options = ImportOptions(
         name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
         bin_size_s=args.bin_size, var_kinds=_parse_var_kinds(args.var_kind),
         split_fractions=_parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
+        preprocess=preprocess,
     )
     # Read and validate before opening the database, so a refused import leaves no file behind.
     new, notes = prepare_files(args.counts, args.meta, options)
@@ -237,7 +241,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
         return 0
     print(render_table(pl.DataFrame(datasets, infer_schema_length=None).select(
-        "dataset_id", "name", "kind", "n_examples", "n_units", "n_trials", "n_train", "n_val", "n_test",
+        "dataset_id", "name", "kind", "value_type", "n_examples", "n_units", "n_trials", "n_train", "n_val", "n_test",
         "bin_size_s")))
     for row in datasets:
         print(f"{row['name']}: {row['variables']}")
@@ -319,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     imp.add_argument("--blocks", type=int, default=40,
                      help="contiguous blocks used as trials when there is no trial column (default 40)")
+    imp.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                     help="Gaussian smoothing σ in seconds, within trials (needs the bin size; the values become "
+                          "rates; default 0: none)")
+    imp.add_argument("--normalize", default="none", choices=["none", "zscore"],
+                     help="zscore: per unit and trial (the dataset becomes signed activations); default none")
 
     from tui.cli_imports import add_recording_imports
 

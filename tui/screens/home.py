@@ -90,7 +90,8 @@ def details_text(summary: dict[str, Any]) -> Text:
     """What the details panel says about one dataset."""
     text = Text()
     text.append(f"{summary['name']}", style="bold")
-    text.append(f"  {summary['kind']}, dataset {summary['dataset_id']}\n", style="dim")
+    rates = " (rates: not whole counts)" if summary.get("value_type") == "rates" else ""
+    text.append(f"  {summary['kind']}{rates}, dataset {summary['dataset_id']}\n", style="dim")
     rows = [
         ("source", str(summary["source"])),
         ("bin size", _format_bin_size(summary["bin_size_s"])),

@@ -179,6 +179,7 @@ class TrainScreen(Screen):
         self._stores = stores
         self.dataset = dataset
         self._dataset_kind: str | None = None
+        self._value_type: str | None = None
         self._n_train: int | None = None
         self._dataset_missing = False
         self._cancel: threading.Event | None = None
@@ -239,7 +240,8 @@ class TrainScreen(Screen):
     # -- the form ------------------------------------------------------------------------------------
     def _check_form(self) -> tuple[TrainSettings | None, dict[str, str]]:
         form = self.query_one(TrainForm)
-        settings, errors = check_settings(form.values(), dataset_kind=self._dataset_kind)
+        settings, errors = check_settings(form.values(), dataset_kind=self._dataset_kind,
+                                          value_type=self._value_type)
         form.show_problems(errors)
         form.show_plan(plan_text(settings, errors, self._n_train), error=bool(errors))
         return settings, errors
@@ -393,6 +395,7 @@ class TrainScreen(Screen):
                             style="bold red"))
             return
         self._dataset_kind, self._n_train = summary["kind"], summary["n_train"]
+        self._value_type = summary.get("value_type")
         bar.update(f"{summary['kind']} · {summary['n_units']:,} units · train {summary['n_train']:,}"
                    f" · val {summary['n_val']:,} (best epoch) · test unused")
         self._check_form()

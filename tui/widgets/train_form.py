@@ -131,7 +131,7 @@ def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum
     return number
 
 
-def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
+def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None, value_type: str | None = None
                    ) -> tuple[TrainSettings | None, dict[str, str]]:
     """(settings, {}) when every value is usable, else (None, {field: one sentence naming it})."""
     errors: dict[str, str] = {}
@@ -171,6 +171,8 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
 
     if dataset_kind == "activations" and values["loss"] in ("msle", "poisson"):
         errors["loss"] = f"loss {values['loss']} needs spike counts, not activations"
+    elif value_type == "rates" and values["loss"] == "poisson":
+        errors["loss"] = "loss poisson needs whole spike counts; this dataset holds rates (e.g. smoothed counts)"
     if errors:
         return None, errors
     assert instances is not None and seed is not None
