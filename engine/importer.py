@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
-from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
 from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
 from engine.variables import VariableSpec, describe_variables, long_values, variables_frame
