@@ -37,14 +37,15 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
 
 
 def run_summaries(db: Store) -> list[dict[str, Any]]:
-    """One row per run with its dataset, settings, QC headline (validation split) and how many of its
-    features are labelled (any current label) and validated."""
+    """One row per run with its dataset, settings, QC headline (validation split), its number of quality
+    flags and how many of its features are labelled (any current label) and validated."""
     return db.records(
         """
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
                count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
                string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
                round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
+               (SELECT count(*) FROM quality_flags f WHERE f.run_id = r.run_id) AS flags,
                (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
                    AS labelled,
                (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)

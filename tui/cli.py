@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError("--dataset NAME is required (or --resume RUN); `mini info` lists the datasets")
     with _open_store(args, create=False) as db:
         outcome = run_with_progress(db, spec, resume_run=args.resume, report=lambda m: _say(f"train: {m}"))
-        from store.quality import run_flags
+        from store.quality import flag_line, run_flags
 
         flags = run_flags(db, outcome.run_id)
     trained = outcome.outcome
@@ -165,7 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"train: stopped early after epoch {trained.epochs} (the val loss stopped improving); each SAE "
              f"keeps the weights of its best epoch ({', '.join(str(e) for e in trained.best_epoch)})")
     for row in flags:
-        _say(f"flag: SAE {row['sae_id']}: {row['message']} — try: {row['suggestion']}")
+        _say(f"flag: {flag_line(row)}")
     if outcome.status == "cancelled":
         _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
              f"resume it with `mini train --resume {outcome.run_id}`")
@@ -231,11 +231,12 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from store.quality import all_flags, flag_line
     from store.summaries import dataset_summaries, run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
-        datasets, runs = dataset_summaries(db), run_summaries(db)
+        datasets, runs, flags = dataset_summaries(db), run_summaries(db), all_flags(db)
     print(f"database: {_db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
@@ -245,6 +246,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         "bin_size_s")))
     for row in datasets:
         print(f"{row['name']}: {row['variables']}")
+        for flag in flags:
+            if flag["run_id"] is None and flag["dataset_id"] == row["dataset_id"]:
+                print(f"{row['name']}: flag: {flag_line(flag)}")
     print()
     if not runs:
         print("no runs yet: `mini train --dataset NAME`")
@@ -254,6 +258,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         runs = [{**run, "status": "interrupted" if run["status"] == "running" else run["status"]}
                 for run in runs]
         print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
+        # The flags under the table, one line each, by run (sorted is stable: SAE order within a run).
+        run_flags = sorted((flag for flag in flags if flag["run_id"] is not None), key=lambda f: f["run_id"])
+        if run_flags:
+            print()
+        for flag in run_flags:
+            print(f"run {flag['run_id']}: flag: {flag_line(flag)}")
     return 0
 
 
