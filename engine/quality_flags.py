@@ -85,7 +85,7 @@ def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
         elif f.pca_fvu is not None and np.isfinite(f.pca_fvu) and f.fvu > f.pca_fvu:
             flags.append(QualityFlag(
                 "fvu_above_pca", f"{split} FVU {f.fvu:.3f} is above PCA's {f.pca_fvu:.3f} with "
-                f"{f.baseline_components} components",
+                f"{f.baseline_components} component{'' if f.baseline_components == 1 else 's'}",
                 f"a smaller --d-sae (such as {_smaller(d_sae)}) or --k, or smooth the counts at import "
                 "(--smooth 0.1)", f.fvu, f.pca_fvu, split, index))
     train, val = figures.get("train"), figures.get("val")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -222,7 +223,8 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     new.options.update(_record(spikes, binning, window, names, metrics, trials, keep, behaviour_record,
                                events_counted))
     add_flags(new, [flag for source in recording.behaviour
-                    if (flag := track_flag(source.label, source.details.get("axis_share", float("nan"))))])
+                    if (flag := track_flag(Path(source.label).name,
+                                           source.details.get("axis_share", float("nan"))))])
     return new, notes + import_notes
 
 

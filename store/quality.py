@@ -33,13 +33,6 @@ def all_flags(db: Store) -> list[dict[str, Any]]:
     return db.records(f"SELECT {_COLUMNS} FROM quality_flags"
                       " ORDER BY dataset_id, run_id NULLS FIRST, sae_id, flag, split")
 
-
-def flag_counts(db: Store) -> dict[int, int]:
-    """run_id → number of flags, for runs that have any."""
-    return {int(r["run_id"]): int(r["n"]) for r in db.records(
-        "SELECT run_id, count(*) AS n FROM quality_flags WHERE run_id IS NOT NULL GROUP BY run_id")}
-
-
 def report_flags(db: Store, run_id: int) -> pl.DataFrame:
     """The flags a run's report lists: its dataset's import flags (sae_id NULL) first, then its SAEs'."""
     return db.frame(
