@@ -49,6 +49,9 @@ class EventSource:
     """Event times in seconds (any order)."""
     names: np.ndarray
     """Event name per event; the variable each is counted in."""
+    required: bool = True
+    """False for events found in a file rather than asked for (an NWB trials table's `*_time` columns):
+    when none falls in the kept bins they are left out with a note instead of refusing the import."""
 
 
 def check_times(times: np.ndarray, label: str, what: str = "time") -> None:

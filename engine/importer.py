@@ -6,20 +6,27 @@ transaction, so a refused or interrupted import leaves the file as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from engine.errors import InputError
+from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
 from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
-from engine.variables import describe_variables, long_values, variables_frame
+from engine.variables import VariableSpec, describe_variables, long_values, variables_frame
 from store import Store
 from store.datasets import GroundTruth, NewDataset, add_dataset
 
 DATASET_KINDS = ("spike_counts", "activations")
+VALUE_TYPES = ("counts", "rates", "activations")
+"""What a dataset's values are (`datasets.value_type`): whole spike counts, non-negative values that are not
+all whole (smoothed counts, rates), or activations (kind 'activations': any finite value)."""
+GAP_BINS = 1.5
+"""A step of more than this many bins in the time column is a gap that smoothing does not bridge."""
 _TRIAL_NAMES = ("trial", "trial_id", "trial_index")
 _TIME_NAMES = ("time_s", "time", "t", "timestamp")
 
@@ -46,6 +53,9 @@ class ImportOptions:
     """Seed of the trial shuffle that assigns splits."""
     n_blocks: int = 40
     """Contiguous blocks that stand in for trials when there is no trial column."""
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
+    """Smoothing and z-scoring within trials (`mini import`); spike imports do theirs while binning and
+    leave this at its default."""
 
 
 @dataclass
@@ -57,6 +67,8 @@ class ImportResult:
     n_trials: int
     split_sizes: dict[str, int]
     notes: list[str]
+    flags: list[str] = field(default_factory=list)
+    """Quality flags found at import, one line each: what is wrong, then what to try."""
 
 
 def _pick_column(meta: pl.DataFrame, given: str | None, candidates: tuple[str, ...], label: str,
@@ -116,14 +128,52 @@ def _times(meta: pl.DataFrame, column: str | None, bin_size: float | None, label
     return times, bin_size, notes
 
 
+def _smoothing_segments(trial_of: np.ndarray, times: np.ndarray | None, bin_size: float | None
+                        ) -> tuple[np.ndarray, int]:
+    """Trials cut further at gaps in the bin times (the kernel must not bridge them), and the gap count."""
+    if times is None or bin_size is None:
+        return trial_of, 0
+    gap = np.r_[False, np.diff(times) > GAP_BINS * bin_size] & np.r_[False, trial_of[1:] == trial_of[:-1]]
+    return np.cumsum(np.r_[True, trial_of[1:] != trial_of[:-1]] | gap), int(gap.sum())
+
+
+def _value_type(values: np.ndarray, kind: str, label: str, unit_names: list[str]) -> tuple[str, list[str]]:
+    """'counts', 'rates' or 'activations', and a note when counts turn out not to be whole numbers."""
+    if kind == "activations":
+        return "activations", []
+    fraction = values != np.round(values)
+    if not fraction.any():
+        return "counts", []
+    row, col = np.argwhere(fraction)[0]
+    return "rates", [f"{label}: values are not whole numbers (row {row}, unit '{unit_names[col]}' is "
+                     f"{values[row, col]:.4g}), so the dataset holds rates, not spike counts (value_type 'rates'; "
+                     "`mini train --loss poisson` is refused on it)"]
+
+
+def _untestable(meta: pl.DataFrame, specs: list[VariableSpec], trial_of: np.ndarray) -> list[str]:
+    """Categorical variables each of whose values occurs in one trial only (e.g. a clip name per trial):
+    with splits by whole trials, no value seen in training ever comes back in the test split."""
+    if trial_of.max() < 1:
+        return []
+    names = []
+    for spec in specs:
+        if spec.kind not in ("categorical", "binary"):
+            continue
+        pairs = pl.DataFrame({"trial": trial_of, "value": meta[spec.name]}).drop_nulls()
+        if pairs.group_by("value").agg(pl.col("trial").n_unique())["trial"].max() == 1:
+            names.append(spec.name)
+    return names
+
+
 def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOptions, *, meta_label: str,
                     source: str) -> tuple[NewDataset, list[str]]:
-    """Validate counts and metadata together and build the frames to store (nothing is written)."""
+    """Validate counts and metadata together, preprocess, and build the frames to store (nothing is written)."""
     if options.kind not in DATASET_KINDS:
         raise InputError(f"--kind {options.kind}: unknown (use {' or '.join(DATASET_KINDS)})")
     if options.bin_size_s is not None and not (options.bin_size_s > 0 and np.isfinite(options.bin_size_s)):
         raise InputError(f"--bin-size {options.bin_size_s}: must be a positive number of seconds")
     check_fractions(options.split_fractions)
+    check_preprocess(options.preprocess)
     check_count_values(counts, allow_negative=options.kind == "activations")
     n_examples, n_units = counts.values.shape
     if meta.height != n_examples:
@@ -147,26 +197,48 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
         split_of_trial = assign_splits(trial_sizes, options.split_fractions, options.split_seed)
     except InputError as error:
         raise InputError(f"{meta_label}: {error}") from None
-    specs, variable_notes = describe_variables(meta, {c for c in (trial_col, time_col) if c}, options.var_kinds,
-                                               meta_label)
-    notes += variable_notes
+    described = describe_variables(meta, {c for c in (trial_col, time_col) if c}, options.var_kinds, meta_label)
+    specs, notes = described.specs, notes + described.notes
+    untestable = _untestable(meta, specs, trial_of)
+    notes += [f"'{name}': each of its values occurs in one trial only, so a label on it cannot be tested on "
+              "held-out trials (kept as a variable)" for name in untestable]
+
+    kind, values = options.kind, counts.values
+    if options.preprocess != PreprocessOptions():
+        smooth_of, gaps = _smoothing_segments(trial_of, times, bin_size)
+        values = preprocess(values, trial_of, bin_size, options.preprocess, smooth_of)
+        if gaps and options.preprocess.smooth_s:
+            notes.append(f"smoothing does not bridge the {gaps} gap(s) in '{time_col}' inside trials")
+        if options.preprocess.normalize == "zscore" and kind != "activations":
+            kind = "activations"
+            notes.append("z-scored counts are signed: the dataset's kind is 'activations'")
+    smoothed = f" after --smooth {options.preprocess.smooth_s:g}" if options.preprocess.smooth_s else ""
+    value_type, value_notes = _value_type(values, kind, counts.label + smoothed, counts.unit_names)
+    notes += value_notes
 
     split_names = np.array(SPLITS)
+    in_train = split_of_trial[trial_of] == SPLITS.index("train")
+    flags = variance_flags(values[in_train], counts.unit_names)  # what training will see
     first_example = np.r_[0, np.cumsum(trial_sizes)[:-1]].astype(np.int32)
-    mean_count = counts.values.mean(axis=0, dtype=np.float64)
-    rows, cols = np.nonzero(counts.values)
+    mean_count = values.mean(axis=0, dtype=np.float64)
+    # The rate of the values as read: after smoothing or z-scoring, mean value / bin width is not one.
+    mean_read = counts.values.mean(axis=0, dtype=np.float64)
+    rows, cols = np.nonzero(values)
     new = NewDataset(
         name=options.name or Path(counts.label).stem,
         source=source,
-        kind=options.kind,
+        kind=kind,
+        value_type=value_type,
         bin_size_s=bin_size,
         trial_source=trial_source,
         split_seed=options.split_seed,
         options={"split_fractions": list(options.split_fractions), "n_blocks": options.n_blocks,
-                 "trial_col": trial_col, "time_col": time_col, "var_kinds": options.var_kinds},
+                 "trial_col": trial_col, "time_col": time_col, "var_kinds": options.var_kinds,
+                 "preprocess": {**asdict(options.preprocess), "within": "trials" if trial_col else "blocks"},
+                 "constant_columns": described.constant, "untestable_variables": untestable},
         units=pl.DataFrame({
             "unit_id": np.arange(n_units, dtype=np.int32), "name": counts.unit_names, "mean_count": mean_count,
-            "firing_rate_hz": mean_count / bin_size if bin_size else np.full(n_units, None),
+            "firing_rate_hz": mean_read / bin_size if bin_size else np.full(n_units, None),
         }, schema_overrides={"firing_rate_hz": pl.Float64}),
         trials=pl.DataFrame({
             "trial_id": np.arange(len(trial_sizes), dtype=np.int32), "label": trial_labels,
@@ -179,9 +251,10 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
             "split": split_names[split_of_trial[trial_of]],
         }, schema_overrides={"time_s": pl.Float64}),
         counts=pl.DataFrame({"example_id": rows.astype(np.int32), "unit_id": cols.astype(np.int32),
-                             "value": counts.values[rows, cols].astype(np.float32)}),
+                             "value": values[rows, cols].astype(np.float32)}),
         variables=variables_frame(specs),
         values=long_values(meta, specs),
+        flags=flags_frame(flags),
     )
     return new, notes
 
@@ -202,8 +275,16 @@ def store_dataset(db: Store, new: NewDataset, notes: list[str]) -> ImportResult:
     """Write a prepared dataset in one transaction and describe what was stored."""
     dataset_id = add_dataset(db, new)
     split_sizes = dict(new.examples["split"].value_counts().iter_rows())
+    flags = [] if new.flags is None else [f"{r['message']} — try: {r['suggestion']}"
+                                          for r in new.flags.iter_rows(named=True)]
     return ImportResult(dataset_id, new.name, new.examples.height, new.units.height, new.trials.height,
-                        {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes)
+                        {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes, flags)
+
+
+def add_flags(new: NewDataset, flags: list[QualityFlag]) -> None:
+    """Append flags found outside prepare_dataset (e.g. by a behaviour reader) to a prepared dataset."""
+    if flags:
+        new.flags = pl.concat([frame for frame in (new.flags, flags_frame(flags)) if frame is not None])
 
 
 def import_files(db: Store, counts_path: str | Path, meta_path: str | Path, options: ImportOptions,

@@ -1,9 +1,15 @@
-"""NWB files (e.g. from DANDI): the Units table, the trials table and behavioural time series.
+"""NWB files (e.g. from DANDI): the Units table, interval tables (trials) and behavioural time series.
 
 pynwb is an optional extra (`pip install 'mini-sae[nwb]'`) and is imported only here, only when an
 NWB file is read, so `mini` starts without it. What is read:
 - `units`: one unit per row, its `spike_times` (seconds, the file's session clock), named `unit_<id>`;
-- `trials`: `start_time`, `stop_time`; every other scalar column is a trial-level variable;
+- `intervals/`: every TimeIntervals table (trials, epochs, and the task's own, e.g. `encoding_table`) is
+  listed in the notes. The trials are `trials`, or the table named by `trials_table`: `start_time`,
+  `stop_time`; each other column of numbers or text (text stored as bytes is decoded) is a trial-level
+  variable, except columns named `*_time` that hold times within the trials (a cue, a stimulus
+  boundary): those are moments on the session clock, counted per bin as events. Ragged, array-valued
+  and reference columns are skipped with a note. A table named in `events_tables` gives one event per
+  row (its `start_time`), counted per bin;
 - `processing/behavior` (or `behaviour`): every TimeSeries, also inside Position, BehavioralTimeSeries,
   CompassDirection … containers; a one-column series is a variable named after it, a multi-column
   one gives `<name>_x`, `<name>_y`, `<name>_z` (spatial) or `<name>_<i>`.
@@ -12,12 +18,14 @@ Everything is on the session clock, so no alignment between clocks is needed.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from engine.behaviour import BehaviourSource, check_times
+from engine.behaviour import BehaviourSource, EventSource, check_times
 from engine.errors import InputError
 from engine.spike_import import Recording
 from engine.spikes import SpikeTrains
@@ -34,8 +42,13 @@ def _pynwb():
     return pynwb
 
 
-def read_nwb(path: str | Path, *, behaviour: bool = True) -> Recording:
-    """Spike trains, behaviour sources and trials of an NWB file (nothing is binned yet)."""
+def read_nwb(path: str | Path, *, behaviour: bool = True, trials_table: str | None = None,
+             events_tables: Sequence[str] = ()) -> Recording:
+    """Spike trains, behaviour sources, trials and events of an NWB file (nothing is binned yet).
+
+    `trials_table` names the intervals table that gives the trials (default `trials`, when there is
+    one); each of `events_tables` gives one event per row.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -48,9 +61,17 @@ def read_nwb(path: str | Path, *, behaviour: bool = True) -> Recording:
         raise InputError(f"{path}: cannot read as NWB ({_first_line(error)})") from None
     try:
         try:
-            nwbfile = io.read()
+            with warnings.catch_warnings():
+                # pynwb warns about parts mini does not read (e.g. an OpticalSeries' frames); a warning
+                # would break the one-line error and bury the notes.
+                warnings.simplefilter("ignore")
+                nwbfile = io.read()
             spikes = _units(nwbfile, path)
-            trials = _trials(nwbfile, path)
+            tables = interval_tables(nwbfile)
+            notes = [_describe(path, name, table) for name, table in tables.items()]
+            trials, events, trial_notes = _trials(tables, trials_table, path)
+            events += [_row_events(_pick_table(tables, name, path, "--events-table"), name, path)
+                       for name in events_tables]
             sources = _behaviour(nwbfile, path) if behaviour else []
         except InputError:
             raise
@@ -58,7 +79,7 @@ def read_nwb(path: str | Path, *, behaviour: bool = True) -> Recording:
             raise InputError(f"{path}: cannot read as NWB ({_first_line(error)})") from None
     finally:
         io.close()
-    return Recording(spikes, sources, [], trials, str(path))
+    return Recording(spikes, sources, events, trials, str(path), notes=notes + trial_notes)
 
 
 def _first_line(error: Exception) -> str:
@@ -78,24 +99,135 @@ def _units(nwbfile, path: Path) -> SpikeTrains:
                        notes=[f"read {len(ids)} unit(s) from {path.name}'s Units table"])
 
 
-def _trials(nwbfile, path: Path) -> Trials | None:
-    table = nwbfile.trials
-    if table is None or len(table) == 0:
-        return None
-    where = f"{path}:trials"
+def interval_tables(nwbfile) -> dict[str, object]:
+    """Every TimeIntervals table of the file by name: `intervals/…`, trials, epochs, invalid_times."""
+    tables = dict(nwbfile.intervals or {})
+    for name in ("trials", "epochs", "invalid_times"):
+        table = getattr(nwbfile, name, None)
+        if table is not None:
+            tables.setdefault(name, table)
+    return {name: table for name, table in tables.items() if len(table) > 0}
+
+
+def _describe(path: Path, name: str, table) -> str:
+    return f"{path.name}: intervals table '{name}', {len(table)} rows: {', '.join(table.colnames)}"
+
+
+def _pick_table(tables: dict[str, object], name: str, path: Path, flag: str):
+    if name not in tables:
+        have = ", ".join(tables) if tables else "none"
+        raise InputError(f"{path}: no intervals table '{name}' ({flag} {name}); the file's intervals tables: {have}")
+    return tables[name]
+
+
+def _trials(tables: dict[str, object], name: str | None, path: Path
+            ) -> tuple[Trials | None, list[EventSource], list[str]]:
+    """The trials (the named table, else `trials`), the events in their `*_time` columns, and notes."""
+    if name is None:
+        if "trials" not in tables:
+            others = [t for t in tables if t not in ("epochs", "invalid_times")]
+            hint = (f"; --trials-table NAME takes them from one of: {', '.join(others)}" if others else "")
+            return None, [], [f"{path.name}: no trials table{hint}"]
+        name = "trials"
+    table = _pick_table(tables, name, path, "--trials-table")
+    where, short = f"{path}:intervals/{name}", f"{path.name}:intervals/{name}"
     start = np.asarray(table["start_time"][:], dtype=np.float64)
     stop = np.asarray(table["stop_time"][:], dtype=np.float64)
-    columns = {}
-    for name in table.colnames:
-        if name in ("start_time", "stop_time"):
+    columns, events, skipped = {}, [], []
+    moments, placeholders, elsewhere = [], [], []
+    for column in table.colnames:
+        if column in ("start_time", "stop_time"):
             continue
-        values = table[name][:]
-        array = np.asarray(values) if not isinstance(values, list) or all(np.isscalar(v) for v in values) else None
-        if array is None or array.ndim != 1 or (array.dtype == object and not all(isinstance(v, str) for v in array)):
-            continue  # ragged or reference columns (tags, timeseries) are not trial-level variables
-        columns[name] = array.astype(str) if array.dtype.kind in "SUO" else array
+        values, why = _column_values(table, column)
+        if values is None:
+            skipped.append(f"'{column}' ({why})")
+        elif _holds_moments(column, values, start, stop):
+            # A time equal to the trial's own start_time is what files write for "did not happen" (e.g. a
+            # second boundary in a clip that has one); were it real, it would only repeat the trial start.
+            # A moment outside its own trial (a fixation cross before it) is not counted: binned with the
+            # kept bins it would land in a neighbouring trial's edge.
+            at_start = values == start
+            inside = (values > start) & (values < stop)
+            if inside.any():
+                events.append(EventSource(f"{where}.{column}", values[inside],
+                                          np.full(int(inside.sum()), column, dtype=object), required=False))
+                moments.append(f"'{column}'")
+            if at_start.any():
+                placeholders.append(f"'{column}' {int(at_start.sum())} of {len(values)}")
+            outside = np.isfinite(values) & ~inside & ~at_start
+            if outside.any():
+                elsewhere.append(f"'{column}' {int(outside.sum())} of {len(values)}")
+        else:
+            columns[column] = values
+    notes = []
+    if moments:
+        notes.append(f"{short}: {', '.join(moments)} are moments within the trials: counted per bin as events, "
+                     "not trial-level variables")
+    if placeholders:
+        notes.append(f"{short}: times equal to the trial's start_time ({', '.join(placeholders)}) are read as "
+                     "'did not happen' and not counted")
+    if elsewhere:
+        notes.append(f"{short}: times outside their own trial ({', '.join(elsewhere)}) are not counted")
+    if skipped:
+        notes.append(f"{short}: skipped {', '.join(skipped)}: not one number or text per trial")
     variables = pl.DataFrame(columns).with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
-    return check_trials(Trials(where, start, stop, [str(i) for i in table.id[:]], variables))
+    empty = [c for c in variables.columns if variables[c].null_count() == variables.height]
+    if empty:
+        notes.append(f"{short}: skipped {', '.join(empty)}: no values")
+        variables = variables.drop(empty)
+    trials = check_trials(Trials(where, start, stop, [str(i) for i in table.id[:]], variables))
+    return trials, events, notes
+
+
+def _column_values(table, column: str) -> tuple[np.ndarray | None, str]:
+    """One number or text per row (bytes decoded), or None and why the column cannot be a variable."""
+    from hdmf.common import DynamicTableRegion, VectorIndex
+    from pynwb.base import TimeSeriesReferenceVectorData
+
+    data = table[column]
+    if isinstance(data, VectorIndex):
+        refs = isinstance(data.target, TimeSeriesReferenceVectorData)
+        return None, "references to time series" if refs else "several values per row"
+    if isinstance(data, TimeSeriesReferenceVectorData):
+        return None, "references to time series"
+    if isinstance(data, DynamicTableRegion):
+        return None, "references to rows of another table"
+    values = np.asarray(data[:])
+    if values.ndim != 1:
+        return None, f"an array of shape {values.shape[1:]} per row"
+    if values.dtype.kind == "S" or (values.dtype == object and all(isinstance(v, bytes) for v in values)):
+        return np.array([bytes(v).decode("utf-8", errors="replace") for v in values]), ""
+    if values.dtype.kind in "UO":
+        if all(isinstance(v, str) for v in values):
+            return values.astype(str), ""
+        return None, "values that are neither numbers nor text"
+    if values.dtype.kind not in "biuf":
+        return None, f"values of type {values.dtype}"
+    return values, ""
+
+
+def _holds_moments(column: str, values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> bool:
+    """A `*_time` column whose values lie in or near their own trial: times on the session clock.
+
+    As a trial-level variable such a time would only say when in the session the trial was; as an
+    event per bin it says when the cue or the boundary happened. A duration (e.g. a reaction time
+    named `reaction_time`) lies far from its trial's times and stays a variable.
+    """
+    if not column.endswith("_time") or values.dtype.kind != "f":
+        return False
+    present = np.isfinite(values)
+    if not present.any():
+        return False
+    slack = float(np.max(stop - start))
+    near = (values >= start - slack) & (values <= stop + slack)
+    return bool(near[present].all())
+
+
+def _row_events(table, name: str, path: Path) -> EventSource:
+    """One event per row of an intervals table, at its start_time, named after the table."""
+    times = np.asarray(table["start_time"][:], dtype=np.float64)
+    times = times[np.isfinite(times)]
+    return EventSource(f"{path}:intervals/{name}", times, np.full(len(times), name, dtype=object))
 
 
 def _series_in(container) -> list:

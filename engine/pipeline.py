@@ -21,10 +21,12 @@ import torch
 from engine.epochs import Epoch, EpochSelection, select_epoch
 from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
+from engine.quality_flags import SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
 from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
+from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
-from store.datasets import get_dataset, load_counts_long, load_examples
+from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names
 from store.runs import (
     RunResults,
     get_run,
@@ -59,6 +61,10 @@ class RunSpec:
     """Divide each unit by its train standard deviation while training (folded back afterwards)."""
     epoch: Epoch = field(default_factory=Epoch)
     """The bins to train on (`--where`, `--around`): selected train bins, selected val bins for the val loss."""
+    auto: tuple[str, ...] = ()
+    """Settings to choose from the recording (engine.train_defaults.AUTO_SETTINGS); the rest are as given."""
+    chosen: dict[str, str] = field(default_factory=dict)
+    """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
 
 
 @dataclass
@@ -116,21 +122,70 @@ def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> 
     return stack, TrainData(train, torch.from_numpy(counts[splits == "val"]), device)
 
 
+def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
+    """The spec with every setting in `spec.auto` chosen from the training split, reasons in `chosen`."""
+    unknown = set(spec.auto) - set(AUTO_SETTINGS)
+    if unknown:
+        raise ValueError(f"cannot choose {sorted(unknown)} from the recording")
+    if not spec.auto:
+        return spec
+    chosen = choose_settings(recording_shape(train))
+    sae, config, ks = spec.sae, spec.train, spec.ks
+    if "d_sae" in spec.auto:
+        sae = replace(sae, d_sae=chosen.d_sae)
+    if "k" in spec.auto:
+        ks = (min(chosen.k, sae.d_sae),)
+    if "batch_size" in spec.auto:
+        config = replace(config, batch_size=chosen.batch_size)
+    if "epochs" in spec.auto:
+        patience = chosen.patience if config.patience is None else config.patience  # a given patience stays
+        config = replace(config, epochs=chosen.max_epochs, patience=patience)
+    sae = replace(sae, dead_after_examples=chosen.dead_after_examples)
+    reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
+    if "epochs" in spec.auto:
+        reasons["epochs"] = f"early stopping on val (patience {config.patience}), at most {config.epochs}"
+    if "k" in spec.auto and ks[0] != chosen.k:
+        reasons["k"] = f"{ks[0]} (at most d_sae {sae.d_sae})"
+    return replace(spec, sae=sae, train=config, ks=ks, auto=(), chosen=reasons)
+
+
+def check_loss_fits(loss: str, dataset: dict[str, Any]) -> None:
+    """Refuse a Poisson loss on rates (values that are not whole numbers, e.g. smoothed counts).
+
+    The Poisson likelihood assumes counts whose variance equals their mean; smoothing averages
+    neighbouring bins and shrinks the variance, so the loss would weight bins wrongly and its value
+    would not be a likelihood. MSE and MSLE make no such assumption.
+    """
+    if loss == "poisson" and dataset.get("value_type") == "rates":
+        raise InputError(f"--loss poisson: dataset '{dataset['name']}' holds rates (values that are not whole "
+                         "numbers, e.g. smoothed counts), and a Poisson likelihood needs whole spike counts; use "
+                         "--loss mse or msle, or import the counts unsmoothed")
+
+
 def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress], None] | None = None,
-              cancel: threading.Event | None = None, resume_run: int | None = None) -> RunOutcome:
-    """Train (or resume) a run and store its results; returns the run id and what happened."""
+              cancel: threading.Event | None = None, resume_run: int | None = None,
+              report: Callable[[str], None] = lambda _: None) -> RunOutcome:
+    """Train (or resume) a run and store its results; returns the run id and what happened.
+
+    Settings named in `spec.auto` are chosen from the training split first, and `report` says which."""
     if resume_run is not None:
         run = get_run(db, resume_run)
         if run["status"] == "finished":
             raise InputError(f"run {resume_run} already finished; nothing to resume")
         spec = spec_from_config(run["config"])
     dataset = get_dataset(db, spec.dataset)
+    check_loss_fits(spec.sae.loss, dataset)
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     selection = select_epoch(db, dataset, examples, spec.epoch, "train")
     # Bins outside the epoch belong to no split here: they are neither trained on nor scored by QC, but
     # they are still encoded, so a later ranking or validation may read another epoch.
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
+    if spec.epoch.is_set:
+        report(selection.summary(("train", "val")))
+    spec = resolve_settings(spec, counts[splits == "train"])  # chosen for the epoch's train bins
     stack, data = _build(spec, counts, splits, dataset["kind"])
+    if spec.chosen and resume_run is None:
+        report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
     if resume_run is None:
         run_id = start_run(db, dataset["dataset_id"], config, str(data.device), epoch=selection.row())
@@ -150,7 +205,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             if saved is not None:
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         outcome = trainer.run()
-        results = collect_results(stack, counts, splits, outcome, dataset["kind"])
+        results = collect_results(stack, counts, splits, outcome, dataset["kind"],
+                                  load_unit_names(db, dataset["dataset_id"]))
         sae_ids = save_run_results(db, run_id, results, status=outcome.status,
                                    examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
@@ -165,14 +221,15 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
 def spec_to_config(spec: RunSpec) -> dict[str, Any]:
     return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
             "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units,
-            "epoch": spec.epoch.to_config()}
+            "chosen": spec.chosen, "epoch": spec.epoch.to_config()}
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
     sae = {k: tuple(v) if isinstance(v, list) else v for k, v in config["sae"].items()}
     return RunSpec(dataset=config["dataset"], sae=SAEConfig(**sae), train=TrainConfig(**config["train"]),
                    ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
-                   normalize_units=config["normalize_units"], epoch=Epoch.from_config(config.get("epoch")))
+                   normalize_units=config["normalize_units"], chosen=dict(config.get("chosen", {})),
+                   epoch=Epoch.from_config(config.get("epoch")))
 
 
 @torch.no_grad()
@@ -203,8 +260,15 @@ def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192
     return activations, recon
 
 
+def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """Each unit's share of the summed squared reconstruction error."""
+    error = ((x.astype(np.float64) - x_hat) ** 2).sum(axis=0)
+    total = error.sum()
+    return error / total if total > 0 else np.zeros(len(error))
+
+
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
-                    kind: str) -> RunResults:
+                    kind: str, unit_names: list[str] | None = None) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index)."""
     activations, recon = encode_all(stack, counts)
     n, D, d = stack.n, stack.config.d_sae, stack.d_in
@@ -217,7 +281,8 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     act_value = activations["value"].to_numpy()
     train_mask = splits == "train"
     baselines: dict[tuple[str, int], tuple[float, float | None]] = {}
-    qc_frames, unit_frames, feature_frames = [], [], []
+    qc_frames, unit_frames, feature_frames, flags = [], [], [], []
+    names = unit_names or [str(u) for u in range(counts.shape[1])]
     for i in range(n):
         mine = act_sae == i
         examples, features, values = act_example[mine], act_feature[mine], act_value[mine]
@@ -250,6 +315,11 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
             report.pca_fvu, report.nmf_fvu = baselines[key]
             report.baseline_components = components
             qcs.append(report)
+        figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,
+                                         r.l0_histogram) for r in qcs}
+        val = splits == "val"
+        share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
+        flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names)
         qc_frame, unit_frame = qc_table_rows(i, qcs)
         qc_frames.append(qc_frame)
         unit_frames.append(unit_frame)
@@ -264,7 +334,9 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         "best_epoch": outcome.best_epoch, "val_loss": [float(v) for v in outcome.best_val_loss],
     })
     log = pl.DataFrame(outcome.log, schema={"sae": pl.Int32, "step": pl.Int32, "epoch": pl.Int32,
-                                            "examples_seen": pl.Int64, "loss": pl.Float64, "l0": pl.Float64,
+                                            "examples_seen": pl.Int64, "loss": pl.Float64,
+                                            "reconstruction_loss": pl.Float64, "auxiliary_loss": pl.Float64,
+                                            "l0": pl.Float64,
                                             "dead_fraction": pl.Float64, "lr": pl.Float64,
                                             "val_loss": pl.Float64}).rename({"sae": "sae_id"})
     return RunResults(
@@ -278,4 +350,5 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         qc=pl.concat(qc_frames, how="vertical_relaxed"),
         unit_qc=pl.concat(unit_frames, how="vertical_relaxed"),
         train_log=log,
+        flags=flags_frame(flags),
     )

@@ -35,6 +35,20 @@ def check_preprocess(options: PreprocessOptions) -> None:
         raise InputError(f"--normalize {options.normalize}: unknown (use {', '.join(NORMALIZATIONS)})")
 
 
+def check_smoothing(options: PreprocessOptions, trial_of: np.ndarray, bin_size_s: float | None) -> None:
+    """Refuse a smoothing that cannot be done (no bin size) or that would flatten every trial."""
+    if options.smooth_s == 0:
+        return
+    if bin_size_s is None:
+        raise InputError(f"--smooth {options.smooth_s:g}: needs the bin size; give --bin-size S or a time column "
+                         "(--time-col)")
+    longest = max(s.stop - s.start for s in _segments(trial_of)) * bin_size_s
+    if options.smooth_s > longest:
+        # A kernel wider than the trial, renormalised to the trial, leaves little but the trial's mean.
+        raise InputError(f"--smooth {options.smooth_s:g}: σ is longer than the longest trial ({longest:g} s); "
+                         "smoothing within trials would flatten every trial to its mean")
+
+
 def _segments(trial_of: np.ndarray) -> list[slice]:
     """Runs of consecutive rows with the same trial."""
     bounds = np.flatnonzero(np.r_[True, trial_of[1:] != trial_of[:-1], True])
@@ -67,11 +81,17 @@ def zscore_within_trials(values: np.ndarray, trial_of: np.ndarray) -> np.ndarray
     return out
 
 
-def preprocess(counts: np.ndarray, trial_of: np.ndarray, bin_size_s: float, options: PreprocessOptions
-               ) -> np.ndarray:
-    """Counts after the options, in the order smoothing then normalisation."""
+def preprocess(counts: np.ndarray, trial_of: np.ndarray, bin_size_s: float | None, options: PreprocessOptions,
+               smooth_of: np.ndarray | None = None) -> np.ndarray:
+    """Counts after the options, in the order smoothing then normalisation.
+
+    `smooth_of` splits the trials further for smoothing only (e.g. at gaps in the bin times, which the
+    kernel must not bridge); z-scoring is always per whole trial.
+    """
     check_preprocess(options)
-    values = smooth_within_trials(counts, trial_of, options.smooth_s / bin_size_s)
+    check_smoothing(options, trial_of, bin_size_s)
+    sigma_bins = options.smooth_s / bin_size_s if bin_size_s else 0.0
+    values = smooth_within_trials(counts, trial_of if smooth_of is None else smooth_of, sigma_bins)
     if options.normalize == "zscore":
         values = zscore_within_trials(values, trial_of)
     return values

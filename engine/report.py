@@ -1,9 +1,10 @@
 """A run's Markdown report, with its tables beside it as CSV or Parquet.
 
 The report is what a scientist attaches to a lab notebook or a paper's supplement: the dataset and its
-splits, the SAE settings, quality against PCA and NMF, the ranked and labelled features, and every
-validation with its numbers, its neural signature and a text plot of the feature's tuning. Everything
-comes from the database; nothing is recomputed, so the report shows exactly what is stored.
+splits, the SAE settings, quality against PCA and NMF, the quality flags with what to try next, the
+ranked and labelled features, and every validation with its numbers, its neural signature and a text
+plot of the feature's tuning. Everything comes from the database; nothing is recomputed, so the report
+shows exactly what is stored.
 
 Files are written to temporary names and renamed at the end: an interrupted report leaves the previous
 one intact.
@@ -25,6 +26,7 @@ from engine.errors import InputError
 from store import Store
 from store.datasets import load_examples
 from store.epochs import run_epochs
+from store.quality import flag_line, report_flags
 from store.runs import get_run
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -125,6 +127,7 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
             "SELECT g.*, u.name AS unit_name FROM signatures g JOIN saes s USING (sae_id)"
             " JOIN runs r USING (run_id) JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
             " WHERE s.run_id = ? ORDER BY g.sae_id, g.feature_id, abs(g.weight) DESC", [run_id]),
+        "quality_flags": report_flags(db, run_id),
     }
 
 
@@ -163,10 +166,10 @@ def _header(db: Store, run: dict, dataset: dict) -> list[str]:
         f"Run status **{run['status']}**, device {run['device']}, started {run['started_at']:%Y-%m-%d %H:%M}, "
         f"{_number(run['seconds'])} s of training, {run['examples_seen']:,} examples seen.", "",
         "## Dataset", "",
-        f"'{dataset['name']}' ({dataset['kind']}) from `{dataset['source']}`: {dataset['n_examples']:,} examples × "
-        f"{dataset['n_units']} units, {dataset['n_trials']:,} trials ({dataset['trial_source']}), bins of "
-        f"{_number(dataset['bin_size_s'])} s. Splits are by whole trials (seed {dataset['split_seed']}); the test "
-        "split informs no training, threshold or hyperparameter.", "",
+        f"'{dataset['name']}' ({dataset['kind']}, values: {dataset.get('value_type')}) from `{dataset['source']}`: "
+        f"{dataset['n_examples']:,} examples × {dataset['n_units']} units, {dataset['n_trials']:,} trials "
+        f"({dataset['trial_source']}), bins of {_number(dataset['bin_size_s'])} s. Splits are by whole trials "
+        f"(seed {dataset['split_seed']}); the test split informs no training, threshold or hyperparameter.", "",
         *markdown_table(splits), "", *_epochs(db, run["run_id"]), "Natural features:", "",
         *markdown_table(variables), "", "## SAE settings", "", *markdown_table(settings), "",
     ]
@@ -210,6 +213,27 @@ def _quality(frames: dict[str, pl.DataFrame]) -> list[str]:
             "FVU is the fraction of variance unexplained (lower is better); PCA and NMF use as many components "
             "as the SAE's mean L0, fitted on train. Bad units are reconstructed with R² ≤ 0.1.", "",
             *markdown_table(qc), ""]
+
+
+def _flags(frames: dict[str, pl.DataFrame], dataset: dict) -> list[str]:
+    """The dataset's flags from import, then each SAE's, one line each with what to try next."""
+    flags = frames["quality_flags"]
+    lines = ["## Quality flags", "",
+             "Each flag is a check against a stated threshold (docs/schema.md, quality_flags) with what to try "
+             "next: the dataset's were found at import (on its train split), each SAE's after training, from its "
+             "QC on train, val and test. Flags only report; the test split sets no setting. The quality_flags "
+             "table beside this report holds each flag's value and threshold.", ""]
+
+    def listed(title: str, rows: list[dict]) -> list[str]:
+        if not rows:
+            return [f"{title}: none.", ""]
+        return [f"{title}:", "", *(f"- `{r['flag']}`: {flag_line(r, with_sae=False)}" for r in rows), ""]
+
+    rows = flags.to_dicts()
+    lines += listed(f"Dataset '{dataset['name']}' (at import)", [r for r in rows if r["run_id"] is None])
+    for sae_id in frames["saes"]["sae_id"].to_list():
+        lines += listed(f"SAE {sae_id}", [r for r in rows if r["sae_id"] == sae_id and r["run_id"] is not None])
+    return lines
 
 
 def _ranked(frames: dict[str, pl.DataFrame], top: int) -> list[str]:
@@ -324,7 +348,8 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
                           [dataset["dataset_id"]]).iter_rows())
     frames = _run_frames(db, run_id)
     ranked = _ranked_bins(db, run, dataset)
-    lines = [*_header(db, run, dataset), *_quality(frames), *_ranked(frames, config.top), *_labels(frames)]
+    lines = [*_header(db, run, dataset), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
+             *_labels(frames)]
     lines += ["## Validations", ""]
     validations = frames["validations"]
     if validations.is_empty():

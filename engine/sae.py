@@ -134,7 +134,10 @@ class ForwardOutput(NamedTuple):
     loss: torch.Tensor
     """Scalar: the sum over SAEs of each SAE's total loss, so each SAE's gradient is its own."""
     per_sae_loss: torch.Tensor
-    """[n] reconstruction loss (plus L1 or AuxK terms) per SAE, detached."""
+    """[n] total loss per SAE (reconstruction plus the L1 or AuxK term), detached."""
+    per_sae_reconstruction: torch.Tensor
+    """[n] reconstruction loss alone per SAE, detached: the figure comparable across steps (the AuxK term
+    appears only once latents count as dead, and would read as a jump in the total)."""
     l0: torch.Tensor
     """[n] mean active latents per example."""
 
@@ -361,6 +364,7 @@ class SAEStack(torch.nn.Module):
             decoded = decoded + sparse_decode(part_values, w_dec, part_entries).reshape(n, batch, d)
             reconstruction = self._output(decoded)
             loss_per_sae = loss_per_sae + weight * self._reconstruction_loss(target, reconstruction)
+        reconstruction_loss = loss_per_sae.detach()
         if self.config.architecture == "relu":
             norms = torch.linalg.vector_norm(w_dec, dim=1)
             weighted = values * norms[entries.latent]
@@ -369,7 +373,7 @@ class SAEStack(torch.nn.Module):
         if aux and self.training and self.config.architecture != "relu":
             loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction)
         l0 = torch.bincount(chosen[:, 0], minlength=n).float() / batch
-        return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), l0)
+        return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), reconstruction_loss, l0)
 
     def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
                   reconstruction: torch.Tensor) -> torch.Tensor:

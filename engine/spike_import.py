@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -28,8 +29,9 @@ from engine.behaviour import (
     read_events_table,
 )
 from engine.errors import InputError
-from engine.importer import ImportOptions, prepare_dataset
+from engine.importer import ImportOptions, add_flags, prepare_dataset
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.quality_flags import track_flag
 from engine.readers import CountMatrix
 from engine.spike_readers import read_spike_source
 from engine.spikes import (
@@ -85,6 +87,8 @@ class Recording:
     trials: Trials | None = None
     source: str = ""
     """What `datasets.source` says (the files, joined with ' + ')."""
+    notes: list[str] = field(default_factory=list)
+    """What the readers found worth saying (e.g. an NWB file's intervals tables)."""
 
 
 def _trials_for(recording: Recording, options: BinningOptions) -> Trials | None:
@@ -156,7 +160,7 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     edges = bin_edges(window, binning.bin_size_s)
     centres = (edges[:-1] + edges[1:]) / 2
     kept_units, metrics, notes = filter_units(spikes, (float(edges[0]), float(edges[-1])), binning.units)
-    notes = [*spikes.notes, *notes]
+    notes = [*recording.notes, *spikes.notes, *notes]
     counts = bin_spikes([spikes.times[i] for i in kept_units], edges)
 
     trials = _trials_for(recording, binning)
@@ -174,12 +178,21 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
         _add_columns(meta, aligned, source.label, owners)
         record["n_missing"] = {c: int(aligned[c].null_count()) for c in aligned.columns}
         behaviour_record.append(record)
+    events_counted = []
     for events in recording.events:
         counted = count_events(events, edges, keep)
-        if not counted.select(pl.all().sum()).sum_horizontal().item():
+        if not counted.width or not counted.select(pl.all().sum()).sum_horizontal().item():
+            if not events.required:
+                notes.append(f"{events.label}: none of its {len(events.times):,} events falls in the kept bins; "
+                             "left out")
+                continue
+            in_range = ((events.times >= edges[0]) & (events.times < edges[-1])).any()
+            why = ("they lie outside the trials (--outside-trials keep keeps the bins between trials)" if in_range
+                   else "same clock as the spikes?")
             raise InputError(f"{events.label}: none of its {len(events.times):,} events falls in the kept bins "
-                             f"({edges[0]:.3f}-{edges[-1]:.3f} s); same clock as the spikes?")
+                             f"({edges[0]:.3f}-{edges[-1]:.3f} s); {why}")
         _add_columns(meta, counted, events.label, owners)
+        events_counted.append(events)
     _add_columns(meta, _trial_variables(trials, trial_of[keep]), trials.label if trials else "", owners)
 
     if trials is not None:
@@ -197,7 +210,8 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
         columns[TRIAL_COLUMN] = pl.Series(labels, dtype=pl.String)
     metadata = pl.DataFrame({**columns, **meta})
     names = [spikes.names[i] for i in kept_units]
-    matrix = CountMatrix(values=values, unit_names=names, label=spikes.label)
+    smoothed = f" after --smooth {binning.preprocess.smooth_s:g}" if binning.preprocess.smooth_s else ""
+    matrix = CountMatrix(values=values, unit_names=names, label=spikes.label + smoothed)
     new, import_notes = prepare_dataset(
         matrix, metadata,
         replace(options, kind=kind, trial_col=TRIAL_COLUMN if trials is not None else None, time_col=TIME_COLUMN,
@@ -207,7 +221,10 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     raw = counts[keep].mean(axis=0) / binning.bin_size_s
     new.units = new.units.with_columns(pl.Series("firing_rate_hz", raw))
     new.options.update(_record(spikes, binning, window, names, metrics, trials, keep, behaviour_record,
-                               recording.events))
+                               events_counted))
+    add_flags(new, [flag for source in recording.behaviour
+                    if (flag := track_flag(Path(source.label).name,
+                                           source.details.get("axis_share", float("nan"))))])
     return new, notes + import_notes
 
 

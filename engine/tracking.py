@@ -125,14 +125,16 @@ def frozen_samples(times: np.ndarray, x: np.ndarray, y: np.ndarray, frozen_s: fl
     return lasting[run]
 
 
-def principal_axis(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and unit direction of largest variance of the valid (x, y); the direction points to +x."""
+def principal_axis(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre and unit direction of largest variance of the valid (x, y), the direction pointing to +x,
+    and the share of the 2-D variance along it (near 1 on a linear track, far less on a maze)."""
     valid = np.isfinite(x) & np.isfinite(y)
     points = np.c_[x[valid], y[valid]]
     centre = points.mean(axis=0)
-    _, vectors = np.linalg.eigh(np.cov((points - centre).T))
+    values, vectors = np.linalg.eigh(np.cov((points - centre).T))
     axis = vectors[:, -1]
-    return centre, axis if axis[0] >= 0 else -axis
+    share = float(values[-1] / values.sum()) if values.sum() > 0 else float("nan")
+    return centre, axis if axis[0] >= 0 else -axis, share
 
 
 def _smooth_segments(times: np.ndarray, values: np.ndarray, sigma_s: float, max_gap: float) -> np.ndarray:
@@ -165,7 +167,7 @@ def read_position_tracking(path: str | Path, options: TrackingOptions | None = N
     scale_match = re.match(r"([\d.]+)\s*pix/cm", settings.get("pixel scale", ""))
     per_cm = float(scale_match.group(1)) if scale_match else 0.0
     unit, factor = ("cm", 1 / per_cm) if per_cm > 0 else ("px", 1.0)
-    centre, axis = principal_axis(x, y)
+    centre, axis, axis_share = principal_axis(x, y)
     along = (x - centre[0]) * axis[0] + (y - centre[1]) * axis[1]
     origin = float(np.nanmin(along))
     max_gap = default_max_gap(times)
@@ -184,7 +186,7 @@ def read_position_tracking(path: str | Path, options: TrackingOptions | None = N
         notes.append(f"{path}: {int(frozen.sum()):,} samples where the position sat still for >= "
                      f"{options.frozen_s:g} s are treated as tracking lost (missing)")
     details = {"kind": "video_position_tracking", "clock_hz": float(settings["clockrate"]), "unit": unit,
-               "axis": axis.tolist(), "centre_px": centre.tolist(), "origin_px": origin,
+               "axis": axis.tolist(), "axis_share": axis_share, "centre_px": centre.tolist(), "origin_px": origin,
                "frozen_s": options.frozen_s, "n_frozen_samples": int(frozen.sum()),
                "speed_smooth_s": options.speed_smooth_s,
                "repeated_timestamps": int(settings["repeated_timestamps"])}

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from engine.errors import InputError
-from engine.sae import SAEStack
+from engine.sae import ForwardOutput, SAEStack
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class TrainConfig:
     """Steps between progress events and train_log rows."""
     select_on_val: bool = True
     """Keep each SAE's weights from the epoch with its lowest validation loss."""
+    patience: int | None = None
+    """Stop early once no SAE's validation loss has improved for this many epochs (None: train every
+    epoch). Small recordings overfit long before a fixed epoch count runs out; with select_on_val the
+    weights kept are those of each SAE's best epoch either way."""
 
 
 @dataclass
@@ -61,6 +65,11 @@ class TrainProgress:
     l0: list[float]
     dead_fraction: list[float]
     val_loss: list[float] | None = None
+    reconstruction_loss: list[float] | None = None
+    """The reconstruction part of `loss` (loss minus the AuxK or L1 term)."""
+    epochs: int = 0
+    """Epochs planned (the most there will be when `patience` may stop training early)."""
+    patience: int | None = None
 
 
 @dataclass
@@ -72,7 +81,12 @@ class TrainOutcome:
     best_epoch: list[int]
     best_val_loss: list[float]
     log: list[dict[str, Any]] = field(default_factory=list)
-    """One row per SAE per logged step: sae (index), step, epoch, examples_seen, loss, l0, dead_fraction, lr, val_loss."""
+    """One row per SAE per logged step: sae (index), step, epoch, examples_seen, loss, reconstruction_loss,
+    auxiliary_loss, l0, dead_fraction, lr, val_loss."""
+    epochs: int = 0
+    """Epochs trained."""
+    stopped_early: bool = False
+    """True when training stopped because validation loss stopped improving (TrainConfig.patience)."""
 
 
 def pick_device(requested: str) -> torch.device:
@@ -191,7 +205,7 @@ class Trainer:
             batch = val[start: start + 8192]
             with self._autocast():
                 out = self.stack(batch, use_threshold=use_threshold, aux=False)
-            total += out.per_sae_loss.float() * batch.shape[0]
+            total += out.per_sae_reconstruction.float() * batch.shape[0]
         self.stack.train()
         return (total / val.shape[0]).tolist()
 
@@ -219,6 +233,9 @@ class Trainer:
         config, stack = self.config, self.stack
         stack.train()
         started, seen_at_start = time.perf_counter(), self.examples_seen
+        if self.stalled():  # resumed after the stopping epoch's checkpoint, before its results were stored
+            self._restore_best()
+            return self._outcome("finished", stopped_early=True)
         while self.epoch < config.epochs:
             for batch in self.data.batches(self.epoch, config.batch_size, config.seed):
                 if self.cancel.is_set():
@@ -237,29 +254,44 @@ class Trainer:
                 self.examples_seen += batch.shape[0]
                 if self.step % config.log_every == 0:
                     elapsed = max(time.perf_counter() - started, 1e-9)
-                    self._emit(out.per_sae_loss, out.l0, lr, (self.examples_seen - seen_at_start) / elapsed)
+                    self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed)
             self.epoch += 1
             val_loss = self.validation_loss()
             self._keep_best(val_loss)
             elapsed = max(time.perf_counter() - started, 1e-9)
-            self._emit(out.per_sae_loss, out.l0, lr, (self.examples_seen - seen_at_start) / elapsed, val_loss)
+            self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed, val_loss)
             if self.on_checkpoint is not None:
                 self.on_checkpoint(self.state())
+            if self.stalled():
+                self._restore_best()
+                return self._outcome("finished", stopped_early=True)
         self._restore_best()
         return self._outcome("finished")
 
-    def _emit(self, loss: torch.Tensor, l0: torch.Tensor, lr: float, rate: float,
-              val_loss: list[float] | None = None) -> None:
+    def stalled(self) -> bool:
+        """Whether every SAE has gone `patience` epochs without a better validation loss.
+
+        Derived from best_epoch alone, so a resumed run stops where an uninterrupted one does."""
+        patience = self.config.patience
+        if patience is None or self.data.val.shape[0] == 0:
+            return False
+        return all(self.epoch - best >= patience for best in self.best_epoch)
+
+    def _emit(self, out: ForwardOutput, lr: float, rate: float, val_loss: list[float] | None = None) -> None:
         dead = self.stack.dead_mask().float().mean(1).tolist()
+        loss = out.per_sae_loss.float().tolist()
+        reconstruction = out.per_sae_reconstruction.float().tolist()
         progress = TrainProgress(self.step, self.total_steps, self.epoch, self.examples_seen, rate, lr,
-                                 loss.float().tolist(), l0.float().tolist(), dead, val_loss)
+                                 loss, out.l0.float().tolist(), dead, val_loss, reconstruction,
+                                 self.config.epochs, self.config.patience)
         for i in range(self.stack.n):
             self.log.append({"sae": i, "step": self.step, "epoch": self.epoch,
-                             "examples_seen": self.examples_seen, "loss": progress.loss[i],
+                             "examples_seen": self.examples_seen, "loss": loss[i],
+                             "reconstruction_loss": reconstruction[i], "auxiliary_loss": loss[i] - reconstruction[i],
                              "l0": progress.l0[i], "dead_fraction": dead[i], "lr": lr,
                              "val_loss": None if val_loss is None else val_loss[i]})
         self.on_progress(progress)
 
-    def _outcome(self, status: str) -> TrainOutcome:
+    def _outcome(self, status: str, stopped_early: bool = False) -> TrainOutcome:
         return TrainOutcome(status, self.step, self.examples_seen, list(self.best_epoch), list(self.best_val),
-                            self.log)
+                            self.log, self.epoch, stopped_early)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import polars as pl
 
@@ -77,10 +78,31 @@ def _check_declared(series: pl.Series, kind: str, label: str) -> None:
             )
 
 
+class DescribedVariables(NamedTuple):
+    specs: list[VariableSpec]
+    """The natural variables, in column order."""
+    notes: list[str]
+    """For the person: angle-like names, constant columns left out."""
+    constant: dict[str, object]
+    """Columns left out because they hold one value in every row that has one: column → that value."""
+
+
+def _constant_value(series: pl.Series) -> tuple[bool, object]:
+    values = series.drop_nulls().unique()
+    if values.len() != 1:
+        return False, None
+    value = values[0]
+    return True, value if isinstance(value, str | int | bool) or value is None else float(value)
+
+
 def describe_variables(
     meta: pl.DataFrame, exclude: set[str], declared: dict[str, str], label: str
-) -> tuple[list[VariableSpec], list[str]]:
-    """The natural variables of a metadata table, and notes for the person (e.g. angle-like names)."""
+) -> DescribedVariables:
+    """The natural variables of a metadata table, and notes for the person (e.g. angle-like names).
+
+    A column with a single value carries no information about the bins (nothing to tell apart), so it
+    never becomes a variable; it is named in a note and in `constant`.
+    """
     for name, kind in declared.items():
         if name not in meta.columns:
             raise InputError(f"{label}: --var-kind names column '{name}', which is not in the metadata")
@@ -88,11 +110,20 @@ def describe_variables(
             raise InputError(f"{label}: column '{name}' is the trial or time column, not a natural feature")
         if kind not in KINDS:
             raise InputError(f"{label}: --var-kind {name}={kind}: unknown kind (use {', '.join(KINDS)})")
-    specs, notes = [], []
+    specs, notes, constant = [], [], {}
     for name in meta.columns:
         if name in exclude:
             continue
         series = meta[name]
+        if series.null_count() == series.len():
+            raise InputError(f"{label}: column '{name}' has no values at all")
+        is_constant, value = _constant_value(series)
+        if is_constant:
+            constant[name] = value
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            notes.append(f"'{name}' is {shown} in every row{' that has a value' if series.null_count() else ''}: "
+                         "a constant carries no information, so it is not a variable")
+            continue
         if name in declared:
             kind, source = declared[name], "declared"
             _check_declared(series, kind, label)
@@ -100,12 +131,10 @@ def describe_variables(
             kind, source = _infer_kind(series), "inferred"
             if kind == "continuous" and _ANGLE_LIKE.search(name):
                 notes.append(f"'{name}' looks like an angle; pass --var-kind {name}=circular if it is one")
-        if series.null_count() == series.len():
-            raise InputError(f"{label}: column '{name}' has no values at all")
         period = _circular_period(series, label) if kind == "circular" else None
         n_levels = series.drop_nulls().n_unique() if kind in ("categorical", "binary") else None
         specs.append(VariableSpec(name, kind, period, n_levels, series.null_count(), source))
-    return specs, notes
+    return DescribedVariables(specs, notes, constant)
 
 
 def variables_frame(specs: list[VariableSpec]) -> pl.DataFrame:

@@ -39,6 +39,7 @@ from engine.rank import rank_run  # noqa: E402
 from engine.sae import SAEConfig  # noqa: E402
 from engine.train import TrainConfig  # noqa: E402
 from store import Store  # noqa: E402
+from store.quality import run_flags  # noqa: E402
 from store.rankings import top_features  # noqa: E402
 from store.runs import load_saes  # noqa: E402
 
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("precip"), help="folder for the model, data and database")
     parser.add_argument("--samples", type=int, default=10_000, help="precipitation reports (default 10000)")
     parser.add_argument("--epochs", type=int, default=20, help="MLP training epochs (default 20)")
-    parser.add_argument("--sae-epochs", type=int, default=20, help="SAE training epochs (default 20)")
+    parser.add_argument("--sae-epochs", type=int, help="SAE training epochs (default: early stopping on val, as "
+                                                       "`mini train` does)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,15 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     hidden = capture_activations(model, HIDDEN_LAYER, reports.select(INPUTS).to_numpy())
     new, notes = prepare_activation_dataset(hidden, reports, ImportOptions(name="precipitation"),
                                             layer=HIDDEN_LAYER, source=f"{model_path} + {data_path}")
+    new.options["model"] = {"held_out_accuracy": accuracy, "held_out_reports": args.samples // 5}
     db_path = args.out / "precip.duckdb"
     with Store.open(db_path) as db:
         imported = store_dataset(db, new, notes)
         print(f"imported '{imported.name}': {imported.n_examples:,} inputs × {imported.n_units} hidden units")
-        spec = RunSpec(dataset="precipitation", sae=SAEConfig(architecture="batchtopk", d_sae=64), ks=(4,),
-                       instances=2, seed=args.seed,
-                       train=TrainConfig(epochs=args.sae_epochs, batch_size=512, seed=args.seed, device="cpu"))
-        run = train_run(db, spec)
+        # Width, k, batch size and (unless given) epochs are chosen from the recording, as `mini train` does.
+        chosen = ("d_sae", "k", "batch_size") + (("epochs",) if args.sae_epochs is None else ())
+        spec = RunSpec(dataset="precipitation", sae=SAEConfig(architecture="batchtopk"), instances=2, seed=args.seed,
+                       train=TrainConfig(epochs=args.sae_epochs or 1, seed=args.seed, device="cpu"), auto=chosen)
+        run = train_run(db, spec, report=print)
         print(f"trained run {run.run_id} ({run.status}) in {run.seconds:.0f} s")
+        for flag in run_flags(db, run.run_id):
+            print(f"flag: SAE {flag['sae_id']}: {flag['message']} — try: {flag['suggestion']}")
         ranked = rank_run(db, run.run_id)
         print(f"ranked its features in {ranked.seconds:.0f} s")
         sae_id = int(load_saes(db, run.run_id)["sae_id"][0])

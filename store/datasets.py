@@ -48,6 +48,11 @@ class NewDataset:
     values: pl.DataFrame
     """Long format, missing values have no row: example_id, variable, value, category."""
     ground_truth: GroundTruth | None = field(default=None)
+    flags: pl.DataFrame | None = field(default=None)
+    """quality_flags rows found at import (sae_id null), e.g. one unit holding most of the variance."""
+    value_type: str | None = None
+    """'counts' (whole numbers), 'rates' (non-negative, not all whole: smoothed counts) or 'activations';
+    None: 'activations' for kind activations, else 'counts'."""
 
 
 def add_dataset(db: Store, new: NewDataset) -> int:
@@ -59,10 +64,12 @@ def add_dataset(db: Store, new: NewDataset) -> int:
             )
         dataset_id = int(db.scalar("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets"))
         db.con.execute(
-            "INSERT INTO datasets (dataset_id, name, source, kind, bin_size_s, n_examples, n_units, n_trials,"
-            " trial_source, split_seed, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO datasets (dataset_id, name, source, kind, value_type, bin_size_s, n_examples, n_units,"
+            " n_trials, trial_source, split_seed, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                dataset_id, new.name, new.source, new.kind, new.bin_size_s, new.examples.height,
+                dataset_id, new.name, new.source, new.kind,
+                new.value_type or ("activations" if new.kind == "activations" else "counts"),
+                new.bin_size_s, new.examples.height,
                 new.units.height, new.trials.height, new.trial_source, new.split_seed,
                 json.dumps(new.options, sort_keys=True),
             ],
@@ -77,6 +84,8 @@ def add_dataset(db: Store, new: NewDataset) -> int:
                 ("ground_truth_variables", truth.variables), ("ground_truth_latents", truth.latents),
                 ("ground_truth_loadings", truth.loadings), ("ground_truth_activity", truth.activity),
             ]
+        if new.flags is not None and new.flags.height:
+            tables.append(("quality_flags", new.flags))
         for table, frame in tables:
             db.insert_frame(table, _with_dataset_id(frame, dataset_id))
     return dataset_id
@@ -109,6 +118,12 @@ def load_examples(db: Store, dataset_id: int) -> pl.DataFrame:
         "SELECT example_id, trial_id, time_s, split FROM examples WHERE dataset_id = ? ORDER BY example_id",
         [dataset_id],
     )
+
+
+def load_unit_names(db: Store, dataset_id: int) -> list[str]:
+    """Unit names in unit_id order."""
+    return [r[0] for r in db.con.execute("SELECT name FROM units WHERE dataset_id = ? ORDER BY unit_id",
+                                         [dataset_id]).fetchall()]
 
 
 def load_counts_long(db: Store, dataset_id: int) -> pa.Table:

@@ -404,6 +404,27 @@ CREATE TABLE activations_by_feature_builds (
 );
 """
 
+# Quality flags: one row per finding about a dataset (run_id NULL) or one SAE of a run, with the figure,
+# the threshold it crossed and what to try next (engine/quality_flags.py). train_log splits the loss into
+# its reconstruction part and the AuxK/L1 part, which switches on only once latents count as dead and
+# otherwise reads as a late jump in the total.
+V7_QUALITY = """
+CREATE TABLE quality_flags (
+    dataset_id  INTEGER NOT NULL,
+    run_id      INTEGER,
+    sae_id      INTEGER,
+    split       VARCHAR,
+    unit_id     INTEGER,
+    flag        VARCHAR NOT NULL,
+    value       DOUBLE,
+    threshold   DOUBLE,
+    message     VARCHAR NOT NULL,
+    suggestion  VARCHAR NOT NULL
+);
+ALTER TABLE train_log ADD COLUMN reconstruction_loss DOUBLE;
+ALTER TABLE train_log ADD COLUMN auxiliary_loss DOUBLE;
+"""
+
 # The bins a step read when it did not read them all (`--where`, `--around`): one row per run and step,
 # replaced with the step's results in one transaction. No row: every bin of the splits the step reads.
 V8_EPOCHS = """
@@ -420,6 +441,18 @@ CREATE TABLE analysis_epochs (
 );
 """
 
+# What a dataset's values are, beyond its kind: 'counts' (whole spike counts), 'rates' (non-negative but
+# not all whole, e.g. smoothed counts: no Poisson likelihood) or 'activations'. Datasets stored before
+# are classified from their counts, so a smoothed import of an earlier version is marked 'rates' too.
+V9_VALUE_TYPE = """
+ALTER TABLE datasets ADD COLUMN value_type VARCHAR DEFAULT 'counts';
+UPDATE datasets SET value_type = CASE
+    WHEN kind = 'activations' THEN 'activations'
+    WHEN EXISTS (SELECT 1 FROM counts c WHERE c.dataset_id = datasets.dataset_id AND c.value <> round(c.value))
+        THEN 'rates'
+    ELSE 'counts' END
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -429,7 +462,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "validations and signatures", V5_VALIDATIONS),
     Migration(6, "label_undos (undo keeps labels append-only), activations_by_feature for fast review",
               V6_REVIEW),
+    Migration(7, "quality_flags; train_log's reconstruction and auxiliary losses", V7_QUALITY),
     Migration(8, "analysis_epochs: the bins (--where, --around) each run, ranking and validation used", V8_EPOCHS),
+    Migration(9, "datasets.value_type: counts, rates (not whole numbers) or activations", V9_VALUE_TYPE),
 )
 
 _VERSION_TABLE = """

@@ -17,9 +17,10 @@ SPLIT_ORDER = "CASE split WHEN 'train' THEN 0 WHEN 'val' THEN 1 WHEN 'test' THEN
 
 
 def run_header(db: Store, run_id: int) -> dict[str, Any]:
-    """run_id, status, message, device, dataset (name), dataset_kind, n_units of one run."""
+    """run_id, status, message, device, dataset_id, dataset (name), dataset_kind, n_units of one run."""
     rows = db.frame(
-        "SELECT r.run_id, r.status, r.message, r.device, d.name AS dataset, d.kind AS dataset_kind, d.n_units"
+        "SELECT r.run_id, r.status, r.message, r.device, r.dataset_id, d.name AS dataset, d.kind AS dataset_kind,"
+        " d.n_units"
         " FROM runs r JOIN datasets d USING (dataset_id) WHERE r.run_id = ?",
         [run_id],
     ).to_dicts()

@@ -30,6 +30,8 @@ class RunResults:
     qc: pl.DataFrame
     unit_qc: pl.DataFrame
     train_log: pl.DataFrame
+    flags: pl.DataFrame | None = None
+    """quality_flags rows (sae_id = instance index; dataset_id and run_id are added here)."""
 
 
 def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
@@ -115,6 +117,7 @@ def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str
             for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
                 db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
                                [run_id])
+            db.con.execute("DELETE FROM quality_flags WHERE run_id = ?", [run_id])
             db.con.execute("DELETE FROM saes WHERE run_id = ?", [run_id])
         first = int(db.scalar("SELECT coalesce(max(sae_id), 0) + 1 FROM saes"))
         n = results.saes.height
@@ -129,6 +132,10 @@ def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str
                              ("activations", results.activations), ("qc", results.qc),
                              ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
             db.insert_frame(table, with_ids(frame))
+        if results.flags is not None and results.flags.height:
+            dataset_id = db.scalar("SELECT dataset_id FROM runs WHERE run_id = ?", [run_id])
+            db.insert_frame("quality_flags", with_ids(results.flags).with_columns(
+                pl.lit(dataset_id, pl.Int32).alias("dataset_id"), pl.lit(run_id, pl.Int32).alias("run_id")))
         db.con.execute(
             "UPDATE runs SET status = ?, finished_at = current_timestamp, examples_seen = ?, seconds = ?,"
             " message = NULL WHERE run_id = ?",
@@ -156,7 +163,7 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
         deleted["feature_matches"] = _delete(
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
-        for table in ("saes", "checkpoints", "analysis_epochs", "runs"):
+        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     return deleted
 

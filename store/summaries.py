@@ -15,7 +15,7 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per dataset with what the Home screen and `mini info` show."""
     return db.records(
         """
-        SELECT d.dataset_id, d.name, d.kind, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
+        SELECT d.dataset_id, d.name, d.kind, d.value_type, d.n_examples, d.n_units, d.n_trials, d.bin_size_s,
                coalesce(s.n_train, 0) AS n_train, coalesce(s.n_val, 0) AS n_val,
                coalesce(s.n_test, 0) AS n_test,
                coalesce(v.variables, '') AS variables, d.source, d.created_at
@@ -37,14 +37,16 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
 
 
 def run_summaries(db: Store) -> list[dict[str, Any]]:
-    """One row per run with its dataset, settings, QC headline (validation split), how many of its
-    features are labelled (any current label) and validated, and the analysis epoch it trained on."""
+    """One row per run with its dataset, settings, QC headline (validation split), its number of quality
+    flags, how many of its features are labelled (any current label) and validated, and the analysis epoch
+    it trained on."""
     return db.records(
         """
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
                count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
                string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
                round(avg(q.fvu), 4) AS val_fvu, round(avg(q.dead_fraction), 4) AS val_dead_fraction,
+               (SELECT count(*) FROM quality_flags f WHERE f.run_id = r.run_id) AS flags,
                (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
                    AS labelled,
                (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+import polars as pl
+
 from engine.demo import auto_accept_top
 from engine.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, train_run
@@ -55,3 +58,22 @@ def copy_database(template: Path, folder: Path, name: str = "app.duckdb") -> Pat
     target = folder / name
     shutil.copy(template, target)
     return target
+
+
+LOUD_UNIT = "loud"
+"""The unit of the flagged recording that holds most of the variance (as multi-unit noise would)."""
+
+
+def write_flagged_recording(folder: Path, n_bins: int = 3000, n_units: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """Counts and metadata of a small recording whose unit `loud` fires at 40 per bin against 1 for the
+    rest, so it holds ~85 % of the variance: `mini import` flags it (unit_dominates_variance)."""
+    rng = np.random.default_rng(seed)
+    rates = np.full(n_units, 1.0)
+    rates[0] = 40.0
+    counts = rng.poisson(rates, size=(n_bins, n_units)).astype(np.int32)
+    folder.mkdir(parents=True, exist_ok=True)
+    counts_path, meta_path = folder / "loud.npz", folder / "loud_meta.csv"
+    np.savez(counts_path, counts=counts, unit_names=np.array([LOUD_UNIT, *(f"u{i}" for i in range(1, n_units))]))
+    pl.DataFrame({"trial": np.arange(n_bins) // 50, "time_s": np.arange(n_bins) * 0.05,
+                  "condition": (np.arange(n_bins) // 50) % 3}).write_csv(meta_path)
+    return counts_path, meta_path

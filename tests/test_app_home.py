@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 
 from store.datasets import NewDataset, add_dataset
 from store.db import Store
-from tests.pilot import run_app, settle
+from tests.pilot import plain, run_app, settle
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
 from tui.screens.home import EMPTY_TEXT, HomeScreen
@@ -418,3 +418,86 @@ def test_d_deletes_a_run_only_after_yes(app_db: Path) -> None:
         for table in tables:
             assert db.scalar(f"SELECT count(*) FROM {table}") == 0, table
         assert db.scalar("SELECT count(*) FROM datasets") == 1  # the dataset stays
+
+
+# -- quality flags ------------------------------------------------------------------------------------------
+
+
+def stored_flags(db_path: Path, where: str) -> list[dict[str, Any]]:
+    with Store.open(db_path, read_only=True) as db:
+        return db.records(f"SELECT * FROM quality_flags WHERE {where} ORDER BY sae_id, flag, split")
+
+
+def flags_panel(app: MiniApp) -> dict[str, Any]:
+    panel = app.screen.query_one("#flags", Static)
+    return {"shown": panel.display, "lines": plain(panel.content, width=1000).splitlines(),
+            "height": panel.size.height}
+
+
+def test_runs_show_how_many_flags_and_the_focused_runs_flags_below(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        runs = app.screen.query_one("#runs", DataTable)
+        seen["headers"] = [str(column.label) for column in runs.ordered_columns]
+        seen["row"] = [str(cell) for cell in runs.get_row_at(0)]
+        seen["on_datasets"] = flags_panel(app)  # 'sample' has no flags from its import
+        await pilot.press("tab")
+        await pilot.pause()
+        seen["on_runs"] = flags_panel(app)
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        seen["back"] = flags_panel(app)
+
+    run = stored_flags(app_db, "run_id = 1")
+    drive(Store.open(app_db), script)
+    assert run and all(row["flag"] == "l0_tail" for row in run)  # k 4 and a short training: bursts get through
+    assert seen["row"][seen["headers"].index("flags")] == str(len(run))
+    assert not seen["on_datasets"]["shown"] and not seen["back"]["shown"]
+    on_runs = seen["on_runs"]
+    assert on_runs["shown"]
+    assert on_runs["lines"] == [f"run 1 · {len(run)} flags",
+                                *(f"⚑ SAE {row['sae_id']}: {row['message']} — try: {row['suggestion']}" for row in run)]
+    # At 80 columns each flag keeps to one line (cut to the width) under its title.
+    assert on_runs["height"] == 1 + len(run)
+
+
+def test_a_datasets_import_flags_show_while_the_cursor_is_on_it(app_db: Path, tmp_path: Path) -> None:
+    from engine.importer import ImportOptions, import_files
+    from tests.app_data import write_flagged_recording
+
+    counts, meta = write_flagged_recording(tmp_path / "loud")
+    with Store.open(app_db) as db:
+        import_files(db, counts, meta, ImportOptions(name="loud"))
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await pilot.press("down")
+        await pilot.pause()
+        seen["loud"] = flags_panel(app)
+        await pilot.press("up")
+        await pilot.pause()
+        seen["sample"] = flags_panel(app)
+
+    drive(Store.open(app_db), script)
+    at_import = stored_flags(app_db, "dataset_id = 2")
+    assert [row["flag"] for row in at_import] == ["unit_dominates_variance"] and at_import[0]["run_id"] is None
+    assert seen["loud"]["shown"]
+    assert seen["loud"]["lines"] == ["loud · 1 flag at import",
+                                     f"⚑ {at_import[0]['message']} — try: {at_import[0]['suggestion']}"]
+    assert not seen["sample"]["shown"]
+
+
+def test_flag_lines_wrap_at_160_columns(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await pilot.press("tab")
+        await pilot.pause()
+        seen.update(flags_panel(app))
+
+    run_app(MiniApp(Store.open(app_db)), script, size=(160, 48), before=settle)
+    run = stored_flags(app_db, "run_id = 1")
+    longest = max(len(f"⚑ SAE {row['sae_id']}: {row['message']} — try: {row['suggestion']}") for row in run)
+    assert longest > 160 - 2  # too long for one line: the whole line shows, wrapped
+    assert seen["shown"] and seen["height"] == 1 + 2 * len(run)

@@ -232,6 +232,74 @@ def test_a_run_without_saes_says_so(app_db: Path) -> None:
     assert isinstance(seen["screen"], QCScreen)
 
 
+# -- quality flags ------------------------------------------------------------------------------------------
+def stored_flags(db_path: Path, where: str) -> list[dict[str, Any]]:
+    with Store.open(db_path, read_only=True) as db:
+        return db.records(f"SELECT * FROM quality_flags WHERE {where} ORDER BY sae_id, flag, split")
+
+
+def read_flags(app: MiniApp) -> dict[str, Any]:
+    return {"title": str(app.screen.query_one("#flags-panel").border_title),
+            "lines": plain(app.screen.query_one("#flags", Static).content, width=1000).splitlines()}
+
+
+def test_the_flags_panel_lists_the_shown_saes_flags_with_what_to_try(app_db: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen.append(read_flags(app))
+        await pilot.press("right_square_bracket")
+        await settle(app, pilot)
+        seen.append(read_flags(app))
+
+    drive(app_db, script)
+    for view, sae_id in zip(seen, (1, 2), strict=True):
+        mine = stored_flags(app_db, f"sae_id = {sae_id}")
+        assert mine, "the fixture's SAEs are flagged (l0_tail)"
+        assert view["title"] == f"Flags · {len(mine)} for this SAE · 0 at import"
+        assert view["lines"] == [f"⚑ {row['message']} — try: {row['suggestion']}" for row in mine]
+
+
+def test_no_flags_says_so(app_db: Path) -> None:
+    with Store.open(app_db) as db:
+        db.con.execute("DELETE FROM quality_flags")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen.update(read_flags(app))
+
+    drive(app_db, script)
+    assert seen["title"] == "Flags"
+    assert len(seen["lines"]) == 1 and seen["lines"][0].startswith("no flags")
+
+
+def test_the_datasets_import_flags_are_listed_after_the_saes(app_db: Path, tmp_path: Path) -> None:
+    from engine.importer import ImportOptions, import_files
+    from engine.pipeline import RunSpec, train_run
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from tests.app_data import write_flagged_recording
+
+    counts, meta = write_flagged_recording(tmp_path / "loud")
+    with Store.open(app_db) as db:
+        import_files(db, counts, meta, ImportOptions(name="loud"))
+        run_id = train_run(db, RunSpec(dataset="loud", sae=SAEConfig(d_sae=64), ks=(2,),
+                                       train=TrainConfig(epochs=1, batch_size=256))).run_id
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen.update(read_flags(app))
+
+    drive(app_db, script, run_id=run_id)
+    at_import = stored_flags(app_db, "dataset_id = 2 AND run_id IS NULL")
+    mine = stored_flags(app_db, f"run_id = {run_id}")
+    assert [row["flag"] for row in at_import] == ["unit_dominates_variance"]
+    assert "dead_on_val" in {row["flag"] for row in mine}  # 64 latents for 8 units
+    assert seen["title"] == f"Flags · {len(mine)} for this SAE · 1 at import"
+    assert seen["lines"] == [*(f"⚑ {row['message']} — try: {row['suggestion']}" for row in mine),
+                             f"⚑ at import: {at_import[0]['message']} — try: {at_import[0]['suggestion']}"]
+
+
 # -- snapshots ----------------------------------------------------------------------------------------------
 def snapshot_app(app_db: Path, monkeypatch: pytest.MonkeyPatch) -> MiniApp:
     """The app on the fixture database opened by a relative name, so the header shows no temporary path."""

@@ -81,12 +81,14 @@ def test_form_defaults_are_mini_trains() -> None:
     settings, errors = check_settings(defaults)
     assert errors == {} and settings is not None
     assert settings.architecture == cli["arch"] == SAEConfig().architecture
-    assert settings.d_sae == cli["d_sae"] == SAEConfig().d_sae
-    assert settings.ks == (int(cli["k"]),) == RunSpec.__dataclass_fields__["ks"].default
+    # Width, k, batch size and epochs are chosen from the recording unless given, in both.
+    assert settings.d_sae is cli["d_sae"] is None
+    assert settings.ks is cli["k"] is None
+    assert settings.epochs is cli["epochs"] is None
+    assert settings.batch_size is cli["batch_size"] is None
+    assert settings.to_spec("x").auto == ("d_sae", "k", "batch_size", "epochs")
     assert settings.loss == cli["loss"] == SAEConfig().loss
     assert settings.output == cli["output"] == SAEConfig().output
-    assert settings.epochs == cli["epochs"] == TrainConfig().epochs
-    assert settings.batch_size == cli["batch_size"] == TrainConfig().batch_size
     assert settings.lr == cli["lr"] == TrainConfig().lr
     assert settings.instances == cli["instances"] == RunSpec.__dataclass_fields__["instances"].default
     assert settings.seed == cli["seed"] == TrainConfig().seed
@@ -102,7 +104,9 @@ def test_form_defaults_are_mini_trains() -> None:
         ({"d_sae": "12.5"}, "d_sae", "d_sae must be a whole number, not '12.5'"),
         ({"d_sae": "0"}, "d_sae", "d_sae must be at least 1, not 0"),
         ({"d_sae": "16", "k": "16"}, "k", "k 16 must be below d_sae (16)"),
-        ({"k": "4,x"}, "k", "k must be whole numbers such as 8 or 4,8,16, not '4,x'"),
+        ({"k": "4,x"}, "k", "k must be auto or whole numbers such as 8 or 4,8,16, not '4,x'"),
+        ({"lr": "auto"}, "lr", "lr must be a number such as 0.002, not 'auto'"),
+        ({"instances": "auto"}, "instances", "instances must be a whole number, not 'auto'"),
         ({"k": "4,4"}, "k", "k 4 is listed twice"),
         ({"lr": "-0.01"}, "lr", "lr must be positive, not -0.01"),
         ({"lr": "fast"}, "lr", "lr must be a number such as 0.002, not 'fast'"),
@@ -127,6 +131,14 @@ def test_count_losses_are_refused_for_activations() -> None:
     assert check_settings(values, dataset_kind="spike_counts")[1] == {}
 
 
+def test_poisson_is_refused_for_rates_and_msle_is_not() -> None:
+    values = {f.name: f.default for f in FIELDS} | {"loss": "poisson"}
+    assert check_settings(values, dataset_kind="spike_counts", value_type="rates")[1] == {
+        "loss": "loss poisson needs whole spike counts; this dataset holds rates (e.g. smoothed counts)"}
+    assert check_settings(values, dataset_kind="spike_counts", value_type="counts")[1] == {}
+    assert check_settings(values | {"loss": "msle"}, dataset_kind="spike_counts", value_type="rates")[1] == {}
+
+
 def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
@@ -145,7 +157,7 @@ def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Pa
 
     drive(app_db, script)
     messages = seen["messages"]
-    assert messages["d_sae"] == ("latents (features) per SAE", False)
+    assert messages["d_sae"] == ("latents per SAE; auto: from units and bins", False)
     assert messages["k"] == ("k 32 must be below d_sae (16)", True)
     assert messages["lr"] == ("lr must be positive, not -1", True)
     assert messages["epochs"] == ("epochs must be a whole number, not 'two'", True)
@@ -154,7 +166,8 @@ def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Pa
     assert seen["training"] is False and seen["focused"] == "k"  # the first field to fix
     assert [row["run_id"] for row in run_rows(app_db)] == [1]  # nothing was written
     assert all(not error for _, error in seen["fixed"].values())
-    assert seen["plan_fixed"] == "2 SAEs · 5 steps per epoch × 3"  # 5,558 train examples // 1024
+    # The batch size is still 'auto': chosen from the recording when training starts.
+    assert seen["plan_fixed"] == "2 SAEs · batch_size chosen from the recording"
 
 
 def test_tab_and_shift_tab_move_through_the_settings(app_db: Path) -> None:
@@ -414,7 +427,7 @@ def test_an_epoch_set_in_the_form_is_checked_trained_on_and_stored(app_db: Path)
 
     drive(app_db, script)
     assert seen["around"] == ("START 1 is after STOP -1", True)
-    assert seen["plan"] == "1 SAE · on the epoch's train bins × 2 epochs"
+    assert seen["plan"] == "1 SAE · on the epoch's train bins"
     text, is_error = seen["where"]
     assert is_error and text.startswith('--where "spede > 20": unknown column \'spede\'')
     assert seen["focused"] == "where"

@@ -128,5 +128,9 @@ def test_tracking_reader_finds_the_track_and_drops_frozen_samples(tmp_path: Path
     true_speed = np.abs(np.gradient(along, t))[~frozen]
     assert np.median(np.abs(speed - true_speed)) < 5  # px/s, after 0.1 s smoothing of 1 px steps
     assert frozen_samples(np.arange(5.0), np.zeros(5), np.zeros(5), 0).sum() == 0
-    centre, axis = principal_axis(np.array([0.0, 1, 2, 3]), np.array([0.0, 0, 0, 0.1]))
-    assert axis[0] > 0.99 and centre[0] == pytest.approx(1.5)
+    centre, axis, share = principal_axis(np.array([0.0, 1, 2, 3]), np.array([0.0, 0, 0, 0.1]))
+    assert axis[0] > 0.99 and centre[0] == pytest.approx(1.5) and share > 0.99  # a line
+    # An L-shaped path (two arms at right angles): no axis holds most of its movement.
+    arm = np.linspace(0, 10, 50)
+    _, _, l_share = principal_axis(np.r_[arm, np.zeros(50)], np.r_[np.zeros(50), arm])
+    assert 0.4 < l_share < 0.9

@@ -181,6 +181,17 @@ CASES: dict[str, Case] = {
     "bin_size_zero": Case(lambda d, r: _files(d, r, extra=("--bin-size", "0")), ("--bin-size", "positive")),
     "split_two_numbers": Case(
         lambda d, r: _files(d, r, extra=("--split", "0.5,0.5")), ("--split 0.5,0.5", "three numbers")),
+    "smooth_negative": Case(lambda d, r: _files(d, r, extra=("--smooth", "-0.1")), ("--smooth -0.1", ">= 0")),
+    "smooth_nan": Case(lambda d, r: _files(d, r, extra=("--smooth", "nan")), ("--smooth nan", ">= 0")),
+    "smooth_inf": Case(lambda d, r: _files(d, r, extra=("--smooth", "inf")), ("--smooth inf", ">= 0")),
+    "smooth_huge": Case(
+        lambda d, r: _files(d, r, extra=("--smooth", "1e300")), ("--smooth 1e+300", "longest trial (0.4 s)")),
+    "smooth_longer_than_trials": Case(
+        lambda d, r: _files(d, r, extra=("--smooth", "0.5")), ("--smooth 0.5", "longest trial (0.4 s)", "flatten")),
+    "smooth_without_bin_size": Case(
+        lambda d, r: _files(d, r, meta=r.meta.drop("time_s"), extra=("--smooth", "0.05")),
+        ("--smooth 0.05", "needs the bin size", "--bin-size")),
+    "normalize_unknown": Case(lambda d, r: _files(d, r, extra=("--normalize", "max")), ("--normalize", "'max'")),
 }
 
 

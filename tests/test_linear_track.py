@@ -3,12 +3,13 @@ command from its MATLAB spike file and its video tracking file, trained and rank
 are place fields.
 
 The files are read where they are (`shared/data/` beside the project, never copied in). Without them
-this test fails, saying where it looked: it is the check that mini works on a real recording.
+these tests skip, saying where they looked, and fail under CI (CI=true), where shared/ is always there.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,11 @@ def find_recording() -> Path:
         candidate = folder / RECORDING
         if (candidate / "spikes.mat").is_file() and (candidate / "trajectory.videoPositionTracking").is_file():
             return candidate
-    pytest.fail(f"the real recording is missing: no {RECORDING} with spikes.mat and trajectory.videoPositionTracking "
-                f"in {ROOT} or any folder above it (see shared/data/README.md)")
+    reason = (f"the real recording is missing: no {RECORDING} with spikes.mat and trajectory.videoPositionTracking "
+              f"in {ROOT} or any folder above it (see shared/data/README.md)")
+    if os.environ.get("CI"):
+        pytest.fail(reason)  # CI always has shared/ beside the clone: its absence there is a broken setup
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

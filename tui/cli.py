@@ -90,11 +90,15 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from engine.importer import ImportOptions, prepare_files, store_dataset
+    from engine.preprocess import PreprocessOptions, check_preprocess
 
+    preprocess = PreprocessOptions(smooth_s=args.smooth, normalize=args.normalize)
+    check_preprocess(preprocess)  # option errors first, before any file is read
     options = ImportOptions(
         name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
         bin_size_s=args.bin_size, var_kinds=_parse_var_kinds(args.var_kind),
         split_fractions=_parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
+        preprocess=preprocess,
     )
     # Read and validate before opening the database, so a refused import leaves no file behind.
     new, notes = prepare_files(args.counts, args.meta, options)
@@ -106,14 +110,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _print_imported(result) -> None:
     for note in result.notes:
         _say(f"note: {note}")
+    for flag in result.flags:
+        _say(f"flag: {flag}")
     sizes = ", ".join(f"{k} {v:,}" for k, v in result.split_sizes.items())
     print(f"imported '{result.name}' (dataset {result.dataset_id}): {result.n_examples:,} examples × "
           f"{result.n_units} units, {result.n_trials} trials; {sizes}")
 
 
-def _parse_ks(text: str) -> tuple[int, ...]:
+def _parse_ks(text: str | None) -> tuple[int, ...]:
     from engine.errors import InputError
 
+    if text is None:
+        return ()
     try:
         ks = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -139,36 +147,50 @@ def _say_epoch(command: str, outcome, splits: tuple[str, ...]) -> None:
         _say(f"{command}: {selection.summary(splits)}")
 
 
+def _or(value: int | None, placeholder: int) -> int:
+    """A given setting as given (0 included, to be refused), or a placeholder for one to choose."""
+    return placeholder if value is None else value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     ks = _parse_ks(args.k)  # before the slow imports, so a typo is answered at once
     epoch = _epoch(args)
+    from engine.errors import InputError
     from engine.pipeline import RunSpec
     from engine.sae import SAEConfig
     from engine.train import TrainConfig
     from tui.progress import run_with_progress
 
+    given = {"d_sae": args.d_sae, "k": ks or None, "batch_size": args.batch_size, "epochs": args.epochs}
+    if args.patience is not None and args.patience < 1:
+        raise InputError(f"--patience {args.patience}: must be at least 1 epoch")
     spec = RunSpec(
         dataset=args.dataset or "",
-        sae=SAEConfig(architecture=args.arch, d_sae=args.d_sae, loss=args.loss, output=args.output),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          device=args.device),
-        ks=ks, instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+        sae=SAEConfig(architecture=args.arch, d_sae=_or(args.d_sae, 1), loss=args.loss, output=args.output),
+        train=TrainConfig(epochs=_or(args.epochs, 1), batch_size=_or(args.batch_size, 1), lr=args.lr, seed=args.seed,
+                          device=args.device, patience=args.patience),
+        ks=ks or (1,), instances=args.instances, seed=args.seed, normalize_units=args.normalize,
+        auto=tuple(name for name, value in given.items() if value is None),
     )
     if args.resume is None and not args.dataset:
-        from engine.errors import InputError
-
         raise InputError("--dataset NAME is required (or --resume RUN); `mini info` lists the datasets")
     if epoch is not None:
         from dataclasses import replace
-
-        from engine.errors import InputError
 
         if args.resume is not None:
             raise InputError("--where/--around: a resumed run keeps the epoch it started with")
         spec = replace(spec, epoch=epoch)
     with _open_store(args, create=False) as db:
-        outcome = run_with_progress(db, spec, resume_run=args.resume)
-    _say_epoch("train", outcome, ("train", "val"))
+        outcome = run_with_progress(db, spec, resume_run=args.resume, report=lambda m: _say(f"train: {m}"))
+        from store.quality import flag_line, run_flags
+
+        flags = run_flags(db, outcome.run_id)
+    trained = outcome.outcome
+    if trained.stopped_early:
+        _say(f"train: stopped early after epoch {trained.epochs} (the val loss stopped improving); each SAE "
+             f"keeps the weights of its best epoch ({', '.join(str(e) for e in trained.best_epoch)})")
+    for row in flags:
+        _say(f"flag: {flag_line(row)}")
     if outcome.status == "cancelled":
         _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
              f"resume it with `mini train --resume {outcome.run_id}`")
@@ -237,20 +259,25 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from store.quality import all_flags, flag_line
     from store.summaries import dataset_summaries, epoch_summaries, run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
-        datasets, runs, epochs = dataset_summaries(db), run_summaries(db), epoch_summaries(db)
+        datasets, runs, flags = dataset_summaries(db), run_summaries(db), all_flags(db)
+        epochs = epoch_summaries(db)
     print(f"database: {_db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
         return 0
     print(render_table(pl.DataFrame(datasets, infer_schema_length=None).select(
-        "dataset_id", "name", "kind", "n_examples", "n_units", "n_trials", "n_train", "n_val", "n_test",
+        "dataset_id", "name", "kind", "value_type", "n_examples", "n_units", "n_trials", "n_train", "n_val", "n_test",
         "bin_size_s")))
     for row in datasets:
         print(f"{row['name']}: {row['variables']}")
+        for flag in flags:
+            if flag["run_id"] is None and flag["dataset_id"] == row["dataset_id"]:
+                print(f"{row['name']}: flag: {flag_line(flag)}")
     print()
     if not runs:
         print("no runs yet: `mini train --dataset NAME`")
@@ -262,6 +289,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
         for line in _epoch_lines(epochs):
             print(line)
+        # The flags under the table, one line each, by run (sorted is stable: SAE order within a run).
+        run_flags = sorted((flag for flag in flags if flag["run_id"] is not None), key=lambda f: f["run_id"])
+        if run_flags:
+            print()
+        for flag in run_flags:
+            print(f"run {flag['run_id']}: flag: {flag_line(flag)}")
     return 0
 
 
@@ -354,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     imp.add_argument("--blocks", type=int, default=40,
                      help="contiguous blocks used as trials when there is no trial column (default 40)")
+    imp.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                     help="Gaussian smoothing σ in seconds, within trials (needs the bin size; the values become "
+                          "rates; default 0: none)")
+    imp.add_argument("--normalize", default="none", choices=["none", "zscore"],
+                     help="zscore: per unit and trial (the dataset becomes signed activations); default none")
 
     from tui.cli_imports import add_recording_imports
 
@@ -363,16 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="dataset name (see `mini info`)")
     train.add_argument("--arch", default="batchtopk", choices=["batchtopk", "topk", "matryoshka", "relu"],
                        help="architecture (default batchtopk)")
-    train.add_argument("--d-sae", type=int, default=512, help="latents per SAE (default 512)")
-    train.add_argument("--k", default="8", help="active latents per example; a list such as 4,8,16 sweeps "
-                                                 "(default 8)")
+    train.add_argument("--d-sae", type=int, help="latents per SAE (default: 2 × units, chosen from the recording)")
+    train.add_argument("--k", help="active latents per example; a list such as 4,8,16 sweeps (default: units / 8, "
+                                   "1 to 8, chosen from the recording)")
     train.add_argument("--loss", default="mse", choices=["mse", "msle", "poisson"],
                        help="reconstruction loss (default mse)")
     train.add_argument("--output", default="clamped", choices=["clamped", "linear"],
                        help="spike counts, MSE: train with the reconstruction clamped at 0 (default; decoder rows "
                             "match whole ensembles) or linear (lower FVU, mixed rows)")
-    train.add_argument("--epochs", type=int, default=30, help="passes over the train split (default 30)")
-    train.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
+    train.add_argument("--epochs", type=int, help="passes over the train split (default: early stopping on the val "
+                                                  "loss, at most about 8,000 steps)")
+    train.add_argument("--patience", type=int, help="stop once the val loss has not improved for this many epochs "
+                                                    "(default 10 when --epochs is not given, else off)")
+    train.add_argument("--batch-size", type=int, help="examples per step (default: training bins / 16, 32 to 1024)")
     train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
     train.add_argument("--instances", type=int, default=1, help="SAEs per k, with consecutive seeds (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")

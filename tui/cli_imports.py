@@ -86,15 +86,21 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
     from engine.tracking import TrackingOptions
     from engine.trials import read_trials_table
 
+    if args.trials_table is not None and args.trials is not None:
+        from engine.errors import InputError
+
+        raise InputError(f"--trials-table {args.trials_table} and --trials {args.trials} both say where the trials "
+                         "are; give one")
     trials, trials_file = _trials_mode(args.trials)
     binning = _binning(args, trials)
     options = _import_options(args, Path(args.file).stem)
-    recording = read_nwb(args.file, behaviour=not args.no_behaviour)
+    recording = read_nwb(args.file, behaviour=not args.no_behaviour, trials_table=args.trials_table,
+                         events_tables=args.events_table)
     recording.behaviour += read_behaviour_files(args.behaviour, TrackingOptions(frozen_s=args.frozen_s))
     if trials_file is not None:
         recording.trials = read_trials_table(trials_file)
     elif args.trials is None and recording.trials is not None:
-        binning = _binning(args, "table")  # the file's own trials table, unless told otherwise
+        binning = _binning(args, "table")  # the file's own trials (or --trials-table), unless told otherwise
     new, notes = prepare_spike_dataset(recording, binning, options)
     with _open_store(args) as db:
         _print_imported(store_dataset(db, new, notes))
@@ -184,6 +190,12 @@ def add_recording_imports(add: Callable[..., argparse.ArgumentParser]) -> None:
     nwb.add_argument("file", help="an .nwb file")
     nwb.add_argument("--trials", metavar="FILE|laps|runs|none",
                      help="default: the file's trials table if it has one, else contiguous blocks")
+    nwb.add_argument("--trials-table", metavar="NAME",
+                     help="take the trials from this intervals table (e.g. encoding_table): start_time, stop_time; "
+                          "its other columns become trial-level variables (the import's notes list the tables)")
+    nwb.add_argument("--events-table", action="append", default=[], metavar="NAME",
+                     help="count the rows of this intervals table per bin, as events at their start_time "
+                          "(repeatable)")
     nwb.add_argument("--no-behaviour", action="store_true",
                      help="leave out the time series in processing/behavior")
     _add_binning_options(nwb)

@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 def _summary(event: TrainProgress) -> str:
     n = len(event.loss)
     mean = lambda values: sum(values) / len(values)  # noqa: E731 - one-liner for the three columns
-    text = (f"{event.examples_per_s:>9,.0f} ex/s  loss {mean(event.loss):.4f}  L0 {mean(event.l0):.1f}  "
-            f"dead {100 * mean(event.dead_fraction):.1f}%")
+    # The reconstruction loss is the figure to follow; the AuxK term appears once latents count as dead.
+    recon = event.reconstruction_loss or event.loss
+    aux = mean(event.loss) - mean(recon)
+    text = (f"{event.examples_per_s:>9,.0f} ex/s  recon {mean(recon):.4f}"
+            + (f" + aux {aux:.4f}" if aux > 0 else "")
+            + f"  L0 {mean(event.l0):.1f}  dead {100 * mean(event.dead_fraction):.1f}%")
     if event.val_loss is not None:
         text += f"  val {mean(event.val_loss):.4f}"
     return text + (f"  ({n} SAEs)" if n > 1 else "")
@@ -62,11 +66,12 @@ def training_progress() -> Iterator[tuple[Callable[[TrainProgress], None], threa
         signal.signal(signal.SIGINT, previous)
 
 
-def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None) -> RunOutcome:
+def run_with_progress(db: Store, spec: RunSpec, resume_run: int | None = None,
+                      report: Callable[[str], None] = lambda _: None) -> RunOutcome:
     from engine.pipeline import train_run
 
     with training_progress() as (on_progress, cancel):
-        return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run)
+        return train_run(db, spec, on_progress=on_progress, cancel=cancel, resume_run=resume_run, report=report)
 
 
 @contextmanager

@@ -36,11 +36,16 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def progress_line(event: TrainProgress, epochs: int) -> str:
-    """Where training is and how it goes, averaged over the SAEs of the stack."""
-    return (f"epoch {min(event.epoch + 1, epochs)}/{epochs} · {event.examples_per_s:,.0f} examples/s · "
-            f"loss {_mean(event.loss):.4f} · L0 {_mean(event.l0):.1f} · "
-            f"dead {100 * _mean(event.dead_fraction):.1f}%")
+def progress_line(event: TrainProgress) -> str:
+    """Where training is and how it goes, averaged over the SAEs of the stack. The loss shown is the
+    reconstruction loss, with the AuxK (or L1) term beside it: that term starts only once latents count as
+    dead, and inside a total it reads as a sudden jump."""
+    epochs = event.epochs
+    recon = _mean(event.reconstruction_loss or event.loss)
+    aux = _mean(event.loss) - recon
+    return (f"epoch {min(event.epoch + 1, epochs)}/{epochs}{' max' if event.patience else ''} · "
+            f"{event.examples_per_s:,.0f} examples/s · loss {recon:.4f}" + (f" + aux {aux:.4f}" if aux > 0 else "")
+            + f" · L0 {_mean(event.l0):.1f} · dead {100 * _mean(event.dead_fraction):.1f}%")
 
 
 def quality_line(headline: dict[str, Any]) -> str:
@@ -61,9 +66,10 @@ def plan_text(settings: TrainSettings | None, errors: dict[str, str], n_train: i
         return f"fix {names} first"
     assert settings is not None
     saes = sae_count(settings.n_saes)
+    chosen = f" · {', '.join(settings.auto)} chosen from the recording" if settings.auto else ""
     if settings.where is not None or settings.around is not None:
-        return f"{saes} · on the epoch's train bins × {settings.epochs} epochs"
-    if n_train is None:
-        return saes
+        return saes + " · on the epoch's train bins" + chosen
+    if n_train is None or settings.batch_size is None or settings.epochs is None:
+        return saes + chosen
     steps = max(1, n_train // min(settings.batch_size, n_train)) if n_train else 0
-    return f"{saes} · {steps:,} steps per epoch × {settings.epochs}"
+    return f"{saes} · {steps:,} steps per epoch × {settings.epochs}{chosen}"

@@ -1,4 +1,8 @@
-"""Home: the datasets and runs in this database; open a run, train a new one, delete one."""
+"""Home: the datasets and runs in this database; open a run, train a new one, delete one.
+
+Under the tables, the quality flags of the row under the cursor in the focused table (a dataset's from
+its import, a run's from its training), each as one line with what to try next.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
+
+from store.quality import flag_line
 
 if TYPE_CHECKING:
     from tui.app import ThreadStores
@@ -47,19 +53,24 @@ RUN_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("k", "k", True),
     ("val_fvu", "val FVU", True),
     ("val_dead_fraction", "dead", True),
+    ("flags", "flags", True),
     ("labelled", "labelled", True),
     ("validated", "valid", True),
     ("epoch", "epoch", False),
 )
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("up, down", "move in the focused table"),
+    ("up, down", "move in the focused table; the quality flags of the row under the cursor show below"),
     ("tab, shift+tab", "switch between the datasets and the runs"),
     ("enter", "on a dataset: its details; on a run: open its ranked features"),
     ("t", "train a new run on the selected dataset"),
     ("d", "delete the selected run (asks first)"),
     ("r", "read the datasets and runs again"),
 )
+
+
+FLAGS_SHOWN = 4
+"""Flag lines shown for one dataset or run; the QC screen and `mini info` list every one."""
 
 
 def _run_cell(column: str, value: Any) -> str:
@@ -70,6 +81,16 @@ def _run_cell(column: str, value: Any) -> str:
     if column == "val_dead_fraction":
         return f"{100 * value:.1f}%"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _run_row(row: dict[str, Any]) -> list[str | Text]:
+    """The cells of one run; numbers right-aligned, a flag count above 0 in yellow so it stands out."""
+    cells: list[str | Text] = []
+    for column, _, right in RUN_COLUMNS:
+        cell = _run_cell(column, row[column])
+        flagged = column == "flags" and bool(row[column])
+        cells.append(Text(cell, justify="right", style="yellow" if flagged else "") if right else cell)
+    return cells
 
 
 def _format_bin_size(bin_size_s: float | None) -> str:
@@ -91,7 +112,8 @@ def details_text(summary: dict[str, Any]) -> Text:
     """What the details panel says about one dataset."""
     text = Text()
     text.append(f"{summary['name']}", style="bold")
-    text.append(f"  {summary['kind']}, dataset {summary['dataset_id']}\n", style="dim")
+    rates = " (rates: not whole counts)" if summary.get("value_type") == "rates" else ""
+    text.append(f"  {summary['kind']}{rates}, dataset {summary['dataset_id']}\n", style="dim")
     rows = [
         ("source", str(summary["source"])),
         ("bin size", _format_bin_size(summary["bin_size_s"])),
@@ -103,6 +125,23 @@ def details_text(summary: dict[str, Any]) -> Text:
         text.append(f"{value}\n")
     text.rstrip()
     return text
+
+
+def flags_text(title: str, flags: list[dict[str, Any]]) -> Text:
+    """A title line, then one line per flag (what is wrong — try: what to do), at most FLAGS_SHOWN."""
+    text = Text()
+    text.append(title, style="bold")
+    for flag in flags[:FLAGS_SHOWN]:
+        text.append("\n⚑ ", style="yellow")
+        text.append(flag_line(flag))
+    if len(flags) > FLAGS_SHOWN:
+        text.append(f"\n… and {len(flags) - FLAGS_SHOWN} more: the QC screen and `mini info` list them all",
+                    style="dim")
+    return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 class DatasetTable(DataTable):
@@ -119,6 +158,8 @@ class RunTable(DataTable):
 
 class HomeScreen(Screen):
     """The list of datasets. Reads run in a thread worker; results arrive as messages."""
+
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("t", "train", "Train"),
@@ -146,6 +187,16 @@ class HomeScreen(Screen):
         content-align: center middle;
         color: $text-muted;
     }
+    HomeScreen #flags {
+        height: auto;
+        max-height: 30%;
+        padding: 0 1;
+        border-top: solid $warning 50%;
+    }
+    HomeScreen.-narrow #flags {
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
     HomeScreen #details {
         height: auto;
         max-height: 7;
@@ -167,6 +218,13 @@ class HomeScreen(Screen):
         def __init__(self, runs: list[dict[str, Any]]):
             super().__init__()
             self.runs = runs
+
+    class FlagsLoaded(Message):
+        """Every quality flag was read (datasets' and runs', maybe none)."""
+
+        def __init__(self, flags: list[dict[str, Any]]):
+            super().__init__()
+            self.flags = flags
 
     class RunDeleted(Message):
         """A run and everything derived from it were deleted; `rows` is what went, per table."""
@@ -190,6 +248,7 @@ class HomeScreen(Screen):
         """Latest summary row per dataset, keyed like the table's rows (str(dataset_id))."""
         self._details_key: str | None = None
         self._runs: dict[str, dict[str, Any]] = {}
+        self._flags: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -207,6 +266,9 @@ class HomeScreen(Screen):
         no_runs = Static(NO_RUNS_TEXT, id="no-runs")
         no_runs.display = False
         yield no_runs
+        flags = Static(id="flags")
+        flags.display = False
+        yield flags
         details = Static(id="details")
         details.display = False
         yield details
@@ -221,6 +283,7 @@ class HomeScreen(Screen):
     # -- reading -------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="datasets")
     def load_datasets(self) -> None:
+        from store.quality import all_flags
         from store.summaries import dataset_summaries, run_summaries
 
         worker = get_current_worker()
@@ -228,6 +291,7 @@ class HomeScreen(Screen):
             with self._stores.cursor() as db:
                 summaries = dataset_summaries(db)
                 runs = run_summaries(db)
+                flags = all_flags(db)
         except Exception as error:  # shown on screen: a failed read must not take the app down
             if not worker.is_cancelled:
                 self.post_message(self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
@@ -236,6 +300,7 @@ class HomeScreen(Screen):
         if not worker.is_cancelled:
             self.post_message(self.DatasetsLoaded(summaries))
             self.post_message(self.RunsLoaded(runs))
+            self.post_message(self.FlagsLoaded(flags))
 
     @on(DatasetsLoaded)
     def show_datasets(self, message: DatasetsLoaded) -> None:
@@ -277,8 +342,7 @@ class HomeScreen(Screen):
         self._runs = {str(row["run_id"]): row for row in message.runs}
         table.clear()
         for key, row in self._runs.items():
-            table.add_row(*[Text(_run_cell(c, row[c]), justify="right") if right else _run_cell(c, row[c])
-                            for c, _, right in RUN_COLUMNS], key=key)
+            table.add_row(*_run_row(row), key=key)
         table.display = bool(self._runs)
         self.query_one("#no-runs", Static).display = not self._runs and bool(self._summaries)
         # The open run wins over the old cursor: a run trained meanwhile has become the open run.
@@ -290,11 +354,13 @@ class HomeScreen(Screen):
     def remember_dataset(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value in self._summaries:
             self.app.dataset = self._summaries[event.row_key.value]["name"]
+        self._show_flags()
 
     @on(DataTable.RowHighlighted, "#runs")
     def remember_run(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value in self._runs:
             self.app.run_id = int(event.row_key.value)
+        self._show_flags()
 
     @on(DataTable.RowSelected, "#runs")
     def open_run(self, event: DataTable.RowSelected) -> None:
@@ -356,6 +422,34 @@ class HomeScreen(Screen):
         self.notify(message.reason, title="Datasets", severity="error")
         if not self._summaries:
             self.query_one("#empty", Static).update(message.reason)
+
+    # -- flags ---------------------------------------------------------------------------------------
+    @on(FlagsLoaded)
+    def flags_loaded(self, message: FlagsLoaded) -> None:
+        self._flags = message.flags
+        self._show_flags()
+
+    def on_descendant_focus(self) -> None:
+        self._show_flags()
+
+    def _show_flags(self) -> None:
+        """The flags of the run under the cursor when the runs have focus, else of the dataset under it."""
+        panel = self.query_one("#flags", Static)
+        run_key = self._selected_run_key() if isinstance(self.focused, RunTable) else None
+        if run_key in self._runs:
+            mine = [f for f in self._flags if f["run_id"] == int(run_key)]
+            title = f"run {run_key} · {_count(len(mine), 'flag')}"
+        else:
+            table = self.query_one(DatasetTable)
+            key = self._row_key_at(table.cursor_row) if table.row_count else None
+            if key not in self._summaries:
+                panel.display = False
+                return
+            mine = [f for f in self._flags if f["run_id"] is None and f["dataset_id"] == int(key)]
+            title = f"{self._summaries[key]['name']} · {_count(len(mine), 'flag')} at import"
+        panel.display = bool(mine)
+        if mine:
+            panel.update(flags_text(title, mine))
 
     # -- details -------------------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#datasets")

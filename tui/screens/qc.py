@@ -1,8 +1,8 @@
 """QC: how sparse each SAE of a run is and how well it reconstructs the recording, one SAE at a time.
 
-For the SAE shown: its numbers on every split (L0, dead fraction, FVU against PCA and NMF with as many
-components as its mean L0, cosine, summed-count R², median example R², bad units), and for one split at a
-time the L0 distribution, the feature-density histogram (log10), R² of every unit and the units it
+For the SAE shown: its quality flags and its dataset's (each with what to try next), its numbers on every
+split (L0, dead fraction, FVU against PCA and NMF with as many components as its mean L0, cosine,
+summed-count R², median example R², bad units), and for one split at a time the L0 distribution, the feature-density histogram (log10), R² of every unit and the units it
 reconstructs badly; and its training curve. `[`/`]` step through the run's SAEs, `s` through the splits.
 """
 
@@ -18,7 +18,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
@@ -117,6 +117,28 @@ METRICS_NOTE = (
 )
 
 
+def flags_text(sae_flags: list[dict[str, Any]], dataset_flags: list[dict[str, Any]]) -> Text:
+    """The SAE's quality flags, then its dataset's from import: each what is wrong — try: what to do."""
+    text = Text()
+    if not sae_flags and not dataset_flags:
+        text.append("no flags: this SAE and its dataset pass every check (docs/schema.md, quality_flags)",
+                    style="dim")
+        return text
+    lines = [("", flag) for flag in sae_flags] + [("at import: ", flag) for flag in dataset_flags]
+    for i, (where, flag) in enumerate(lines):
+        text.append("\n" if i else "")
+        text.append("⚑ ", style="yellow")
+        text.append(where, style="dim")
+        text.append(flag["message"])
+        text.append(" — try: ", style="bold")
+        text.append(flag["suggestion"])
+    return text
+
+
+def flags_title(n_sae: int, n_dataset: int) -> str:
+    return f"Flags · {n_sae} for this SAE · {n_dataset} at import" if n_sae or n_dataset else "Flags"
+
+
 def l0_bars(qc_row: dict[str, Any]) -> tuple[list[float], list[float]]:
     pairs = json.loads(qc_row["l0_histogram"] or "[]")
     return [float(l0) for l0, _ in pairs], [float(n) for _, n in pairs]
@@ -175,16 +197,26 @@ class QCScreen(Screen):
     }
     QCScreen #panels {
         scrollbar-size-vertical: 1;
-        layout: grid;
+        height: 1fr;
+    }
+    QCScreen #grid {
         grid-size: 2;
         grid-columns: 1fr 1fr;
         grid-rows: 13;
-        height: 1fr;
+        height: auto;
     }
-    QCScreen.-wide #panels {
+    QCScreen.-wide #grid {
         grid-size: 3;
         grid-columns: 1fr 1fr 1fr;
         grid-rows: 1fr;
+        height: 1fr;
+        min-height: 34;
+    }
+    QCScreen #flags-panel {
+        height: auto;
+    }
+    QCScreen #flags-panel.-flagged {
+        border: round $warning 70%;
     }
     QCScreen .panel {
         height: 100%;
@@ -208,12 +240,15 @@ class QCScreen(Screen):
     """
 
     class RunLoaded(Message):
-        """The run and its SAEs were read."""
+        """The run, its SAEs and the quality flags of both the run and its dataset were read."""
 
-        def __init__(self, run: dict[str, Any], saes: list[dict[str, Any]]):
+        def __init__(self, run: dict[str, Any], saes: list[dict[str, Any]], flags: list[dict[str, Any]],
+                     dataset_flags: list[dict[str, Any]]):
             super().__init__()
             self.run = run
             self.saes = saes
+            self.flags = flags
+            self.dataset_flags = dataset_flags
 
     class SAELoaded(Message):
         """One SAE's QC, unit QC and training log were read."""
@@ -243,6 +278,10 @@ class QCScreen(Screen):
         """The split of the per-split panels: val by default, as on Home (held out from training)."""
         self._views: dict[int, SAEView] = {}
         """SAEs read so far, by sae_id: switching back to one is instant."""
+        self._flags: list[dict[str, Any]] = []
+        """The run's quality flags (every SAE's)."""
+        self._dataset_flags: list[dict[str, Any]] = []
+        """The flags found when the run's dataset was imported."""
 
     @property
     def sae_id(self) -> int | None:
@@ -252,25 +291,29 @@ class QCScreen(Screen):
         yield Header()
         yield Static("Reading QC…", id="sae-bar")
         with VerticalScroll(id="panels"):
-            with Vertical(id="metrics-panel", classes="panel") as panel:
-                panel.border_title = "Reconstruction and sparsity"
-                yield Static(id="metrics")
-                yield Static(id="metrics-note")
-            with Vertical(id="l0-panel", classes="panel") as panel:
-                panel.border_title = "L0 per example"
-                yield BarPlot(id="l0-plot", empty_text="no L0 histogram stored")
-            with Vertical(id="density-panel", classes="panel") as panel:
-                panel.border_title = "Density"
-                yield BarPlot(id="density-plot", empty_text="no feature fired on this split")
-            with Vertical(id="unit-r2-panel", classes="panel") as panel:
-                panel.border_title = "R² per unit"
-                yield CurvePlot(id="unit-r2-plot", empty_text="no unit has an R² on this split")
-            with Vertical(id="bad-units-panel", classes="panel") as panel:
-                panel.border_title = "Badly reconstructed units"
-                yield Static(id="bad-units")
-            with Vertical(id="training-panel", classes="panel") as panel:
-                panel.border_title = "Training"
-                yield CurvePlot(id="training-plot", empty_text="no training log stored")
+            with Vertical(id="flags-panel", classes="panel") as panel:
+                panel.border_title = "Flags"
+                yield Static(id="flags")
+            with Grid(id="grid"):
+                with Vertical(id="metrics-panel", classes="panel") as panel:
+                    panel.border_title = "Reconstruction and sparsity"
+                    yield Static(id="metrics")
+                    yield Static(id="metrics-note")
+                with Vertical(id="l0-panel", classes="panel") as panel:
+                    panel.border_title = "L0 per example"
+                    yield BarPlot(id="l0-plot", empty_text="no L0 histogram stored")
+                with Vertical(id="density-panel", classes="panel") as panel:
+                    panel.border_title = "Density"
+                    yield BarPlot(id="density-plot", empty_text="no feature fired on this split")
+                with Vertical(id="unit-r2-panel", classes="panel") as panel:
+                    panel.border_title = "R² per unit"
+                    yield CurvePlot(id="unit-r2-plot", empty_text="no unit has an R² on this split")
+                with Vertical(id="bad-units-panel", classes="panel") as panel:
+                    panel.border_title = "Badly reconstructed units"
+                    yield Static(id="bad-units")
+                with Vertical(id="training-panel", classes="panel") as panel:
+                    panel.border_title = "Training"
+                    yield CurvePlot(id="training-plot", empty_text="no training log stored")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -298,15 +341,17 @@ class QCScreen(Screen):
     @work(thread=True, exclusive=True, group="qc-run")
     def load_run(self) -> None:
         from store.qc import run_header, run_saes
+        from store.quality import dataset_flags, run_flags
 
         try:
             with self._stores.cursor() as db:
                 run = run_header(db, self.run_id)
                 saes = run_saes(db, self.run_id).to_dicts()
+                flags, at_import = run_flags(db, self.run_id), dataset_flags(db, run["dataset_id"])
         except Exception as error:  # shown on screen: a failed read must not take the app down
             self.post_message(self.QCLoadFailed(f"Could not read run {self.run_id}: {error}"))
             return
-        self.post_message(self.RunLoaded(run, saes))
+        self.post_message(self.RunLoaded(run, saes, flags, at_import))
 
     @work(thread=True, exclusive=True, group="qc-sae")
     def load_sae(self, sae: dict[str, Any]) -> None:
@@ -327,6 +372,7 @@ class QCScreen(Screen):
     @on(RunLoaded)
     def run_loaded(self, message: RunLoaded) -> None:
         self._run, self._saes = message.run, message.saes
+        self._flags, self._dataset_flags = message.flags, message.dataset_flags
         self.title = f"QC · run {self.run_id} on {message.run['dataset']}"
         if not self._saes:
             reason = f": {message.run['message']}" if message.run.get("message") else ""
@@ -355,6 +401,11 @@ class QCScreen(Screen):
         sae = self._saes[self._position]
         assert self._run is not None
         self.query_one("#sae-bar", Static).update(sae_title(sae, self._position, len(self._saes), self._run))
+        mine = [flag for flag in self._flags if flag["sae_id"] == sae["sae_id"]]
+        panel = self.query_one("#flags-panel")
+        panel.border_title = flags_title(len(mine), len(self._dataset_flags))
+        panel.set_class(bool(mine or self._dataset_flags), "-flagged")
+        self.query_one("#flags", Static).update(flags_text(mine, self._dataset_flags))
         if sae["sae_id"] in self._views:
             self._show_view(self._views[sae["sae_id"]])
         else:

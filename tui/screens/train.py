@@ -179,6 +179,7 @@ class TrainScreen(Screen):
         self._stores = stores
         self.dataset = dataset
         self._dataset_kind: str | None = None
+        self._value_type: str | None = None
         self._n_train: int | None = None
         self._dataset_missing = False
         self._cancel: threading.Event | None = None
@@ -210,7 +211,7 @@ class TrainScreen(Screen):
                 yield Static("", id="rate")
                 with Vertical(id="plots"):
                     with Vertical(id="loss-panel", classes="panel") as panel:
-                        panel.border_title = "loss per SAE · • val"
+                        panel.border_title = "reconstruction loss per SAE · • val"
                         yield CurvePlot(id="loss-plot", empty_text="loss appears here as training runs")
                     with Vertical(id="l0-panel", classes="panel") as panel:
                         panel.border_title = "L0"
@@ -239,7 +240,8 @@ class TrainScreen(Screen):
     # -- the form ------------------------------------------------------------------------------------
     def _check_form(self) -> tuple[TrainSettings | None, dict[str, str]]:
         form = self.query_one(TrainForm)
-        settings, errors = check_settings(form.values(), dataset_kind=self._dataset_kind)
+        settings, errors = check_settings(form.values(), dataset_kind=self._dataset_kind,
+                                          value_type=self._value_type)
         form.show_problems(errors)
         form.show_plan(plan_text(settings, errors, self._n_train), error=bool(errors))
         return settings, errors
@@ -393,6 +395,7 @@ class TrainScreen(Screen):
                             style="bold red"))
             return
         self._dataset_kind, self._n_train = summary["kind"], summary["n_train"]
+        self._value_type = summary.get("value_type")
         bar.update(f"{summary['kind']} · {summary['n_units']:,} units · train {summary['n_train']:,}"
                    f" · val {summary['n_val']:,} (best epoch) · test unused")
         self._check_form()
@@ -404,7 +407,7 @@ class TrainScreen(Screen):
             return  # a late event of a training that has already ended
         assert self._settings is not None
         self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
-        self.query_one("#rate", Static).update(progress_line(event, self._settings.epochs))
+        self.query_one("#rate", Static).update(progress_line(event))
         if event.step >= event.total_steps and not self._cancel_requested():
             self._status("Every epoch ran: encoding all examples, QC against PCA and NMF, storing…")
         elif not self._cancel_requested():
@@ -421,8 +424,9 @@ class TrainScreen(Screen):
         x = [event.examples_seen for event in events]
         n = len(events[-1].loss)
         epoch_ends = [event for event in events if event.val_loss is not None]
+        # The reconstruction loss, as on val: the AuxK term joins the total only once latents count as dead.
         self.query_one("#loss-plot", CurvePlot).show_series(
-            [(x, [event.loss[i] for event in events]) for i in range(n)],
+            [(x, [(event.reconstruction_loss or event.loss)[i] for event in events]) for i in range(n)],
             points=[([e.examples_seen for e in epoch_ends], [e.val_loss[i] for e in epoch_ends])
                     for i in range(n)],
         )

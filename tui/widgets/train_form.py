@@ -41,12 +41,12 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("architecture", "architecture", "select", "batchtopk", "relu: L1 penalty instead of k",
           ARCHITECTURES),
-    Field("d_sae", "d_sae", "text", "512", "latents (features) per SAE"),
-    Field("k", "k", "text", "8", "active latents; 4,8,16 trains one SAE per k"),
+    Field("d_sae", "d_sae", "text", "auto", "latents per SAE; auto: from units and bins"),
+    Field("k", "k", "text", "auto", "active latents; 4,8,16: one SAE per k"),
     Field("loss", "loss", "select", "mse", "msle, poisson: spike counts only", LOSSES),
     Field("output", "output", "select", "clamped", "linear: lower FVU, mixed rows", OUTPUTS),
-    Field("epochs", "epochs", "text", "30", "passes over the train split"),
-    Field("batch_size", "batch size", "text", "1024", "examples per step"),
+    Field("epochs", "epochs", "text", "auto", "auto: early stopping on val"),
+    Field("batch_size", "batch size", "text", "auto", "examples per step; auto: ≥ 16 steps/epoch"),
     Field("lr", "lr", "text", "0.002", "peak learning rate of Adam"),
     Field("instances", "instances", "text", "1", "SAEs per k, seeds seed, seed+1, …"),
     Field("seed", "seed", "text", "0", "first seed (and the epoch order's)"),
@@ -70,12 +70,13 @@ class TrainSettings:
     """Checked settings of one run, in the types RunSpec wants."""
 
     architecture: str
-    d_sae: int
-    ks: tuple[int, ...]
+    d_sae: int | None
+    """None: chosen from the recording (as every setting left None here)."""
+    ks: tuple[int, ...] | None
     loss: str
     output: str
-    epochs: int
-    batch_size: int
+    epochs: int | None
+    batch_size: int | None
     lr: float
     instances: int
     seed: int
@@ -88,7 +89,13 @@ class TrainSettings:
 
     @property
     def n_saes(self) -> int:
-        return len(self.ks) * self.instances
+        return len(self.ks or (0,)) * self.instances
+
+    @property
+    def auto(self) -> tuple[str, ...]:
+        """The settings `mini train` would choose from the recording."""
+        given = {"d_sae": self.d_sae, "k": self.ks, "batch_size": self.batch_size, "epochs": self.epochs}
+        return tuple(name for name, value in given.items() if value is None)
 
     def to_spec(self, dataset: str) -> Any:
         """The engine's RunSpec, built as `mini train` builds it (imports torch: call it in a worker)."""
@@ -99,11 +106,12 @@ class TrainSettings:
 
         return RunSpec(
             dataset=dataset,
-            sae=SAEConfig(architecture=self.architecture, d_sae=self.d_sae, loss=self.loss,
-                          output=self.output),
-            train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+            sae=SAEConfig(architecture=self.architecture, d_sae=self.d_sae or 1, loss=self.loss,
+                          output=self.output),  # `or 1`: a placeholder for a setting in `auto` (never 0 here)
+            train=TrainConfig(epochs=self.epochs or 1, batch_size=self.batch_size or 1, lr=self.lr, seed=self.seed,
                               device=self.device),
-            ks=self.ks, instances=self.instances, seed=self.seed, normalize_units=self.normalize,
+            ks=self.ks or (1,), instances=self.instances, seed=self.seed, normalize_units=self.normalize,
+            auto=self.auto,
             epoch=Epoch(self.where, self.around),
         )
 
@@ -113,9 +121,14 @@ def _short(text: str) -> str:
     return text if len(text) <= 10 else text[:9] + "…"
 
 
+AUTO = "auto"
+
+
 def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum: int) -> int | None:
     text = str(values[name]).strip().replace("_", "")
     label = FIELD_BY_NAME[name].label
+    if text.lower() == AUTO and FIELD_BY_NAME[name].default == AUTO:
+        return None
     try:
         number = int(text)
     except ValueError:
@@ -128,7 +141,7 @@ def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum
     return number
 
 
-def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
+def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None, value_type: str | None = None
                    ) -> tuple[TrainSettings | None, dict[str, str]]:
     """(settings, {}) when every value is usable, else (None, {field: one sentence naming it})."""
     errors: dict[str, str] = {}
@@ -141,12 +154,12 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
     instances = _whole(values, "instances", errors, minimum=1)
     seed = _whole(values, "seed", errors, minimum=0)
 
-    ks: tuple[int, ...] = ()
+    ks: tuple[int, ...] | None = ()
     k_text = str(values["k"]).replace(" ", "")
     try:
-        ks = tuple(int(part) for part in k_text.split(","))
+        ks = None if k_text.lower() == AUTO else tuple(int(part) for part in k_text.split(","))
     except ValueError:
-        errors["k"] = f"k must be whole numbers such as 8 or 4,8,16, not '{_short(values['k'])}'"
+        errors["k"] = f"k must be auto or whole numbers such as 8 or 4,8,16, not '{_short(values['k'])}'"
     if ks:
         repeated = sorted({k for k in ks if ks.count(k) > 1})
         if repeated:
@@ -181,9 +194,10 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None
 
     if dataset_kind == "activations" and values["loss"] in ("msle", "poisson"):
         errors["loss"] = f"loss {values['loss']} needs spike counts, not activations"
+    elif value_type == "rates" and values["loss"] == "poisson":
+        errors["loss"] = "loss poisson needs whole spike counts; this dataset holds rates (e.g. smoothed counts)"
     if errors:
         return None, errors
-    assert d_sae is not None and epochs is not None and batch_size is not None
     assert instances is not None and seed is not None
     return TrainSettings(
         architecture=values["architecture"], d_sae=d_sae, ks=ks, loss=values["loss"], output=values["output"],
