@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from store.errors import StoreError, StoreLockedError
-from store.migrations import MIGRATIONS, Migration, apply_migrations, schema_version
+from store.migrations import MIGRATIONS, Migration, apply_migrations, missing_versions, schema_version
 
 if TYPE_CHECKING:  # polars and pyarrow cost ~0.3 s to import; the app's first frame needs neither
     import polars as pl
@@ -111,10 +111,11 @@ class Store:
                 from store.runs import mark_stale_runs_interrupted  # runs imports this module
 
                 mark_stale_runs_interrupted(cls(con, path, read_only))
-            elif current < latest:
+            elif missing := missing_versions(con, migrations):
+                older = (f"schema version {current} is older than this mini's {latest}" if current < latest
+                         else f"lacks schema migration {', '.join(map(str, missing))}")
                 raise StoreError(
-                    f"{path}: schema version {current} is older than this mini's {latest}; "
-                    "open it once read-write (e.g. `mini sql --write \"SELECT 1\"`) to upgrade it"
+                    f"{path}: {older}; open it once read-write (e.g. `mini sql --write \"SELECT 1\"`) to upgrade it"
                 )
         except BaseException:
             con.close()

@@ -487,11 +487,26 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
 
 
+def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
+    """Every migration the file has (empty for a new file)."""
+    if not schema_version(con):
+        return set()
+    return {int(row[0]) for row in con.execute("SELECT version FROM schema_version").fetchall()}
+
+
+def missing_versions(con: duckdb.DuckDBPyConnection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Migrations of this mini that the file lacks, older ones included: versions were developed side by side
+    and merged out of order, so a file can hold 9 without 8."""
+    have = applied_versions(con)
+    return [m.version for m in migrations if m.version not in have]
+
+
 def apply_migrations(
     con: duckdb.DuckDBPyConnection, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS
 ) -> list[int]:
-    """Apply every migration newer than the file's version; each one is all-or-nothing."""
+    """Apply every migration the file lacks, in order; each one is all-or-nothing."""
     current = schema_version(con)
+    have = applied_versions(con)
     if current == 0:
         has_tables = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
@@ -500,7 +515,7 @@ def apply_migrations(
             raise StoreError(f"{path}: a DuckDB file with tables that are not mini's; use another --db path")
     applied = []
     for migration in migrations:
-        if migration.version <= current:
+        if migration.version in have:
             continue
         con.execute("BEGIN TRANSACTION")
         try:

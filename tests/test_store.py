@@ -75,6 +75,22 @@ def test_read_only_open_of_an_old_file_asks_for_an_upgrade(tmp_path):
         Store.open(path, read_only=True, migrations=MIGRATIONS)
 
 
+def test_a_migration_merged_out_of_order_is_applied_later(tmp_path):
+    """Versions are developed side by side: a file can hold 9 without 8. A read-only open names what is
+    missing; the next read-write open applies it and keeps the data."""
+    path = tmp_path / "gap.duckdb"
+    without_8 = tuple(m for m in MIGRATIONS if m.version != 8)
+    with Store.open(path, migrations=without_8) as db:
+        db.con.execute("INSERT INTO activations VALUES (1, 2, 3, 0.5)")
+        assert db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'analysis_epochs'") == 0
+    with pytest.raises(StoreError, match="lacks schema migration 8; open it once read-write"):
+        Store.open(path, read_only=True)
+    with Store.open(path) as db:
+        assert db.scalar("SELECT count(*) FROM analysis_epochs") == 0
+        assert db.scalar("SELECT value FROM activations WHERE sae_id = 1") == 0.5
+        assert sorted(db.frame("SELECT version FROM schema_version")["version"]) == [m.version for m in MIGRATIONS]
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "no such database"),
     (lambda p: p.mkdir(), "is a directory"),
