@@ -125,7 +125,7 @@ KNOWN = {
     "w-maze": ("position",),
     "chewie": ("target",),
     "nwb": ("stimCategory",),
-    "sample": ("condition", "position", "speed", "reward", "cue"),
+    "sample": ("condition", "phase", "position", "speed", "reward"),
 }
 """The variables a correct analysis finds in each recording (shared/data/README.md)."""
 
@@ -145,12 +145,14 @@ def first_ranks(db: Store, sae_id: int, variables: tuple[str, ...]) -> dict[str,
     return {v: found.get(v) for v in variables}
 
 
-def planted(db: Store, sae_id: int) -> dict[str, object]:
+def planted(db: Store, sae_id: int, truth_folder: Path) -> dict[str, object]:
+    """Planted latents recovered in the top 30 and the decoder's MMCS, against the ground truth that the
+    sample's files carry beside the counts (`mini import` does not read it: a user's import)."""
     top = db.records("SELECT r.rank, s.variable, s.value, s.low, s.high FROM rankings r JOIN suggestions s"
                      " USING (sae_id, feature_id) WHERE r.sae_id = ? AND s.position = 1 AND r.rank <= 30", [sae_id])
-    latents = db.records("SELECT name, variable, category, low, high FROM ground_truth_latents")
+    latents = pl.read_parquet(truth_folder / "ground_truth_latents.parquet").to_dicts()
     recovered = sum(any(matches(s, latent) for s in top) for latent in latents)
-    loadings = db.frame("SELECT latent_id, unit_id, weight FROM ground_truth_loadings")
+    loadings = pl.read_parquet(truth_folder / "ground_truth_loadings.parquet")
     decoder = db.frame("SELECT feature_id, unit_id, weight FROM decoder WHERE sae_id = ?", [sae_id])
     n_units = int(max(loadings["unit_id"].max(), decoder["unit_id"].max())) + 1
     truth = np.zeros((int(loadings["latent_id"].max()) + 1, n_units))
@@ -214,7 +216,7 @@ def run_recording(name: str, data: Path | None, folder: Path, top: int) -> dict[
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
         if name == "sample":
-            result.update(planted(db, sae_id))
+            result.update(planted(db, sae_id, work / "sample"))
     log(f"{name}: {json.dumps(result)}")
     return result
 

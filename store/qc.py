@@ -64,9 +64,11 @@ def sae_unit_qc(db: Store, sae_id: int) -> pl.DataFrame:
 
 
 def sae_train_log(db: Store, sae_id: int) -> pl.DataFrame:
-    """The SAE's logged steps in order: step, epoch, examples_seen, loss, l0, dead_fraction, val_loss."""
+    """The SAE's logged steps in order: step, epoch, examples_seen, loss, reconstruction_loss (the loss itself
+    for runs trained before it was logged apart), l0, dead_fraction, val_loss."""
     return db.frame(
-        "SELECT step, epoch, examples_seen, loss, l0, dead_fraction, val_loss FROM train_log"
+        "SELECT step, epoch, examples_seen, loss, coalesce(reconstruction_loss, loss) AS reconstruction_loss, l0,"
+        " dead_fraction, val_loss FROM train_log"
         " WHERE sae_id = ? ORDER BY step, val_loss NULLS FIRST",
         [sae_id],
     )

@@ -460,10 +460,11 @@ class QCScreen(Screen):
 
         log = view.log
         self.query_one("#training-panel").border_title = (
-            f"Loss, • val · best epoch {view.sae['best_epoch']}")
+            f"Reconstruction loss, • val · best epoch {view.sae['best_epoch']}")
         epoch_ends = log.filter(log["val_loss"].is_not_null())
         self.query_one("#training-plot", CurvePlot).show_series(
-            [(log["examples_seen"].to_list(), log["loss"].to_list())],
+            # The AuxK term joins the total only once latents count as dead: as a curve it reads as a jump.
+            [(log["examples_seen"].to_list(), log["reconstruction_loss"].to_list())],
             points=[(epoch_ends["examples_seen"].to_list(), epoch_ends["val_loss"].to_list())],
             xlabel="examples seen",
         )
