@@ -131,7 +131,11 @@ def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
         return spec
     chosen = choose_settings(recording_shape(train))
     sae, config, ks = spec.sae, spec.train, spec.ks
+    reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
     if "d_sae" in spec.auto:
+        if "k" not in spec.auto and max(ks) > chosen.d_sae // 2 and sae.architecture != "relu":
+            raise InputError(f"--k {max(ks)}: the d_sae chosen from the recording is {chosen.d_sae}, too few latents "
+                             f"to choose {max(ks)} from; give --d-sae too (at least {2 * max(ks)}) or a smaller --k")
         sae = replace(sae, d_sae=chosen.d_sae)
     if "k" in spec.auto:
         ks = (min(chosen.k, sae.d_sae),)
@@ -141,7 +145,6 @@ def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
         patience = chosen.patience if config.patience is None else config.patience  # a given patience stays
         config = replace(config, epochs=chosen.max_epochs, patience=patience)
     sae = replace(sae, dead_after_examples=chosen.dead_after_examples)
-    reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
     if "epochs" in spec.auto:
         reasons["epochs"] = f"early stopping on val (patience {config.patience}), at most {config.epochs}"
     if "k" in spec.auto and ks[0] != chosen.k:

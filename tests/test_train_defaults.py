@@ -157,6 +157,17 @@ def test_given_settings_are_kept_and_trained_for_every_epoch(tmp_path: Path) -> 
     assert config["chosen"] == {} and config["sae"]["d_sae"] == 40 and config["train"]["patience"] is None
 
 
+def test_a_given_k_too_large_for_the_chosen_width_is_refused_in_one_line(tmp_path: Path) -> None:
+    counts, meta = write_recording(tmp_path / "rec", 600, 8)
+    assert run_cli("import", str(counts), "--meta", str(meta), "--name", "rec", cwd=tmp_path).returncode == 0
+    done = run_cli("train", "--dataset", "rec", "--k", "6", cwd=tmp_path)  # 8 units, ~420 training bins: d_sae 8
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("mini: error: --k 6: the d_sae chosen from the recording is 8, too few latents to "
+                                   "choose 6 from; give --d-sae too (at least 12) or a smaller --k")
+    with Store.open(tmp_path / "mini.duckdb", read_only=True) as db:
+        assert db.scalar("SELECT count(*) FROM runs") == 0
+
+
 @pytest.mark.parametrize("patience", ["0", "-3"])
 def test_a_bad_patience_is_refused_before_anything_is_written(tmp_path: Path, patience: str) -> None:
     counts, meta = write_recording(tmp_path / "rec", 600, 8)
