@@ -21,7 +21,7 @@ import torch
 from engine.epochs import Epoch, EpochSelection, select_epoch
 from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
-from engine.quality_flags import SplitFigures, flags_frame, sae_flags
+from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
 from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
 from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
@@ -208,8 +208,10 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             if saved is not None:
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         outcome = trainer.run()
+        context = FlagContext(normalized=spec.normalize_units,
+                              raw_counts=dataset.get("value_type", "counts") == "counts")
         results = collect_results(stack, counts, splits, outcome, dataset["kind"],
-                                  load_unit_names(db, dataset["dataset_id"]))
+                                  load_unit_names(db, dataset["dataset_id"]), context)
         sae_ids = save_run_results(db, run_id, results, status=outcome.status,
                                    examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
@@ -271,7 +273,8 @@ def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
 
 
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
-                    kind: str, unit_names: list[str] | None = None) -> RunResults:
+                    kind: str, unit_names: list[str] | None = None,
+                    context: FlagContext = RAW_COUNTS) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index)."""
     activations, recon = encode_all(stack, counts)
     n, D, d = stack.n, stack.config.d_sae, stack.d_in
@@ -322,7 +325,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
                                          r.l0_histogram) for r in qcs}
         val = splits == "val"
         share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
-        flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names)
+        flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names, context)
         qc_frame, unit_frame = qc_table_rows(i, qcs)
         qc_frames.append(qc_frame)
         unit_frames.append(unit_frame)

@@ -56,6 +56,19 @@ class SplitFigures(NamedTuple):
     l0_histogram: Sequence[tuple[int, int]]
 
 
+class FlagContext(NamedTuple):
+    """How the run was trained, so that a suggestion never asks for what was already done."""
+
+    normalized: bool = False
+    """Units were scaled by their train std while training (mini train --normalize)."""
+    raw_counts: bool = True
+    """The dataset holds whole spike counts, not smoothed rates or activations (smoothing is worth a try)."""
+
+
+RAW_COUNTS = FlagContext()
+"""The context when nothing is known: whole counts, units not scaled."""
+
+
 def _l0_quantile(histogram: Sequence[tuple[int, int]], q: float) -> float:
     if not histogram:
         return 0.0
@@ -70,9 +83,15 @@ def _smaller(d_sae: int) -> int:
 
 
 def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
-              unit_error_share: np.ndarray | None, unit_names: Sequence[str]) -> list[QualityFlag]:
+              unit_error_share: np.ndarray | None, unit_names: Sequence[str],
+              context: FlagContext = RAW_COUNTS) -> list[QualityFlag]:
     """Every flag of one SAE, from its QC per split and each unit's share of its val error."""
     flags: list[QualityFlag] = []
+    smooth = ", or smooth the counts at import (--smooth 0.1)" if context.raw_counts else ""
+    # FVU weighs units by their variance; a normalised SAE weighs them equally, so against PCA it loses
+    # on the loud units by design.
+    scaled = ("; with --normalize every unit weighs the same in training but not in FVU: compare without it"
+              if context.normalized else "")
     for split in ("val", "test"):
         f = figures.get(split)
         if f is None or not np.isfinite(f.fvu):
@@ -86,8 +105,8 @@ def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
             flags.append(QualityFlag(
                 "fvu_above_pca", f"{split} FVU {f.fvu:.3f} is above PCA's {f.pca_fvu:.3f} with "
                 f"{f.baseline_components} component{'' if f.baseline_components == 1 else 's'}",
-                f"a smaller --d-sae (such as {_smaller(d_sae)}) or --k, or smooth the counts at import "
-                "(--smooth 0.1)", f.fvu, f.pca_fvu, split, index))
+                f"a smaller --d-sae (such as {_smaller(d_sae)}) or --k{smooth}{scaled}", f.fvu, f.pca_fvu, split,
+                index))
     train, val = figures.get("train"), figures.get("val")
     if train is not None and val is not None and np.isfinite(train.fvu) and np.isfinite(val.fvu):
         gap = val.fvu - train.fvu
@@ -95,8 +114,8 @@ def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
             flags.append(QualityFlag(
                 "train_val_gap", f"val FVU {val.fvu:.3f} against train {train.fvu:.3f}: it fits the "
                 "training bins far better than unseen ones (overfitting)",
-                f"a smaller --d-sae (such as {_smaller(d_sae)}), early stopping (leave out --epochs), or "
-                "smoothing at import (--smooth 0.1)", gap, TRAIN_VAL_GAP, "val", index))
+                f"a smaller --d-sae (such as {_smaller(d_sae)}) or early stopping (leave out --epochs){smooth}",
+                gap, TRAIN_VAL_GAP, "val", index))
     if val is not None and val.dead_fraction > DEAD_ON_VAL:
         alive = max(8, int(np.ceil(d_sae * (1 - val.dead_fraction) / 8)) * 8)
         flags.append(QualityFlag(
@@ -120,6 +139,7 @@ def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
         if share > DOMINANT_SHARE:
             flags.append(QualityFlag(
                 "unit_dominates_error", f"unit {unit_names[unit]} holds {share:.0%} of the val error",
+                "leave the unit out of the recording (it is scaled already)" if context.normalized else
                 "scale the units while training (mini train --normalize) or leave the unit out of the recording",
                 share, DOMINANT_SHARE, "val", index, unit))
     return flags

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.quality_flags import SplitFigures, sae_flags, track_flag, variance_flags
+from engine.quality_flags import FlagContext, SplitFigures, sae_flags, track_flag, variance_flags
 from engine.train_defaults import RecordingShape, choose_settings
 from store import Store
 from tests.conftest import run_cli
@@ -83,6 +83,21 @@ def test_thresholds_are_not_crossed_by_a_hair() -> None:
     near = {"train": figures("train", 0.20), "val": figures("val", 0.34, dead=0.05),
             "test": figures("test", 0.49, pca=0.5, l0=((4, 99), (12, 1)))}
     assert sae_flags(0, near, k=4, d_sae=64, unit_error_share=None, unit_names=[]) == []
+
+
+def test_suggestions_never_ask_for_what_was_done_already() -> None:
+    split_figures = {"train": figures("train", 0.2), "val": figures("val", 0.45),
+                     "test": figures("test", 0.6, pca=0.3)}
+    share = np.array([0.9, 0.1])
+    plain = {f.flag: f.suggestion for f in sae_flags(0, split_figures, 4, 64, share, ["a", "b"])}
+    assert "--smooth" in plain["fvu_above_pca"] and "--smooth" in plain["train_val_gap"]
+    assert "--normalize" in plain["unit_dominates_error"]
+    done = FlagContext(normalized=True, raw_counts=False)  # smoothed at import, trained with --normalize
+    tried = {f.flag: f.suggestion for f in sae_flags(0, split_figures, 4, 64, share, ["a", "b"], done)}
+    assert set(tried) == set(plain)
+    assert not any("--smooth" in text for text in tried.values())
+    assert "mini train --normalize" not in tried["unit_dominates_error"]
+    assert "compare without it" in tried["fvu_above_pca"]
 
 
 def test_a_unit_that_holds_the_error_or_the_variance_is_named() -> None:
