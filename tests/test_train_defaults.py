@@ -211,3 +211,31 @@ def test_flags_are_printed_and_stored_at_import_and_after_training(tmp_path: Pat
     assert "dead_on_val" in {f["flag"] for f in after_training}
     assert len(flag_lines) == len(after_training) and all(" — try: " in line for line in flag_lines)
     assert all(f["sae_id"] == 1 for f in after_training)
+
+
+def test_the_real_w_maze_is_flagged_at_import_and_the_linear_track_is_not(tmp_path: Path) -> None:
+    """On the real recordings (shared/data): the W-maze's tracking is not a line and one unit (likely
+    multi-unit activity) holds most of its variance; the linear track has neither."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    data = next((folder / "shared" / "data" / "nelpy-example-data" for folder in (root, *root.parents)
+                 if (folder / "shared" / "data" / "nelpy-example-data" / "w-maze" / "spikes.mat").is_file()), None)
+    if data is None:
+        reason = "shared/data/nelpy-example-data is not beside the project (see shared/data/README.md)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    for name, extra in (("w-maze", []), ("linear-track", ["--trials", "runs"])):
+        done = run_cli("import-spikes", str(data / name / "spikes.mat"), "--behaviour",
+                       str(data / name / "trajectory.videoPositionTracking"), "--bin-size", "0.1", *extra,
+                       "--name", name, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, done.stderr
+    with Store.open(tmp_path / "mini.duckdb", read_only=True) as db:
+        flags = db.records("SELECT d.name, f.flag, f.value, f.message FROM quality_flags f JOIN datasets d "
+                           "USING (dataset_id) ORDER BY d.name, f.flag")
+    by_dataset = {(f["name"], f["flag"]): f for f in flags}
+    assert set(by_dataset) == {("w-maze", "track_not_a_line"), ("w-maze", "unit_dominates_variance")}
+    assert 0.5 < by_dataset[("w-maze", "track_not_a_line")]["value"] < 0.8
+    assert by_dataset[("w-maze", "track_not_a_line")]["message"].startswith("trajectory.videoPositionTracking: ")
+    assert by_dataset[("w-maze", "unit_dominates_variance")]["value"] > 0.9
