@@ -24,6 +24,7 @@ from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, dataset_names, get_dataset
 from store.labels import labels_exist
+from store.quality import flag_line, run_flags
 from store.rankings import ranking_exists, top_features
 from store.runs import finished_run_for, load_saes
 
@@ -64,6 +65,8 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
             return result
         run_id = outcome.run_id
         report(f"trained run {run_id} in {outcome.seconds:.0f} s")
+        for flag in run_flags(db, run_id):
+            report(f"flag: {flag_line(flag)}")
     result.run_id = run_id
     if not ranking_exists(db, run_id):
         report(f"ranking the features of run {run_id} (train + val only)")
