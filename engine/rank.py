@@ -17,6 +17,12 @@ The score of a feature is the mean of three pieces of evidence, each in [0, 1]:
 Equal weights because there are no labelled features to fit weights on; each piece is reported
 beside the score so a person can sort by any of them. Dead features (never active on train) and
 near-constant ones (active on more than half the examples) are ranked last with the reason.
+
+Suggestions are significant associations only (q < 0.05), never for a dead feature, and never from a
+variable that cannot be tested on held-out trials: one with a single value in the ranked bins, or a
+categorical one whose every value lies in one trial (a clip name per trial). A feature with no suggestion
+ranks below every feature with one, whatever its MIS and stability: on a real NWB recording, 500 of 512
+features were once labelled from a column that was 70 in every trial.
 """
 
 from __future__ import annotations
@@ -131,10 +137,38 @@ def predicate(variable: str, kind: str, value: str, low: float | None, high: flo
     return f"{variable} in [{low:.3g}, {high:.3g})"
 
 
-def _suggestions(sae_id: int, assoc: pl.DataFrame, config: RankConfig) -> pl.DataFrame:
-    """Up to max_suggestions per feature: significant ones first, then by effect size."""
-    ordered = assoc.with_columns((pl.col("q_value") < config.q_threshold).alias("significant")).sort(
-        ["feature_id", "significant", "effect_size"], descending=[False, True, True])
+def rankable_variables(variables: list[Variable], trial_ids: np.ndarray) -> tuple[list[Variable], list[str]]:
+    """The variables a label could be tested on held-out trials, and the names of the others with why.
+
+    A variable with one value in the ranked bins says nothing; a categorical one whose every value lies
+    in one trial names trials, and splits by whole trials leave no held-out trial to test it on."""
+    kept, skipped = [], []
+    for v in variables:
+        if v.kind == "categorical":
+            seen = v.categories >= 0
+            codes, trials = v.categories[seen], trial_ids[seen]
+            levels = np.unique(codes)
+            if len(levels) < 2:
+                skipped.append(f"{v.name} (one value)")
+                continue
+            trials_per_level = [len(np.unique(trials[codes == level])) for level in levels]
+            if max(trials_per_level) == 1:
+                skipped.append(f"{v.name} (each value lies in one trial)")
+                continue
+        else:
+            values = v.values[np.isfinite(v.values)]
+            if len(values) == 0 or values.min() == values.max():
+                skipped.append(f"{v.name} (one value)")
+                continue
+        kept.append(v)
+    return kept, skipped
+
+
+def _suggestions(sae_id: int, assoc: pl.DataFrame, dead: pl.Series, config: RankConfig) -> pl.DataFrame:
+    """Up to max_suggestions per feature: its significant associations by effect size; none for a dead one."""
+    ordered = assoc.filter((pl.col("q_value") < config.q_threshold) & pl.col("effect_size").is_not_null()
+                           & ~pl.col("feature_id").is_in(dead.implode())).sort(
+        ["feature_id", "effect_size"], descending=[False, True])
     top = ordered.group_by("feature_id", maintain_order=True).head(config.max_suggestions)
     return top.with_columns(
         pl.lit(sae_id, pl.Int32).alias("sae_id"),
@@ -168,7 +202,9 @@ def combine(sae_id: int, features: pl.DataFrame, assoc: pl.DataFrame, mis: pl.Da
               .then(pl.lit(f"near-constant: active on more than {NEAR_CONSTANT_DENSITY:.0%} of examples"))
               .otherwise(None))
     frame = frame.with_columns((pl.sum_horizontal(pieces) / len(pieces)).alias("score"), reason.alias("reason"))
-    frame = frame.sort([pl.col("reason").is_not_null(), "score"], descending=[False, True])
+    # A feature without a significant suggestion never outranks one with: it offers nothing to label or test.
+    frame = frame.sort([pl.col("reason").is_not_null(), pl.col("suggestion").is_null(), "score"],
+                       descending=[False, False, True])
     return frame.with_columns(
         pl.lit(sae_id, pl.Int32).alias("sae_id"),
         pl.int_range(1, frame.height + 1, dtype=pl.Int32).alias("rank"),
@@ -195,7 +231,13 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     # A trial whose selected bins have gaps stays one trial for the nulls and MIS (engine/epochs.py says why).
     keep = examples["example_id"].to_numpy()[(examples["split"].to_numpy() != "test") & selection.selected]
     trial_ids = examples["trial_id"].to_numpy()[keep]
-    variables = _variables(db, dataset["dataset_id"], keep)
+    variables, skipped = rankable_variables(_variables(db, dataset["dataset_id"], keep), trial_ids)
+    if skipped:
+        report(f"not ranked against {', '.join(skipped)}: no held-out trial could test a label on it")
+    if not variables:
+        raise InputError(f"run {run_id}: dataset '{dataset['name']}' has no variable a label could be tested on in "
+                         f"the ranked bins{' (' + ', '.join(skipped) + ')' if skipped else ''}; import behaviour or "
+                         "trial variables with it")
     embedding, column_variable = _embedding(variables)
     position = np.full(dataset["n_examples"], -1, dtype=np.int64)
     position[keep] = np.arange(len(keep))
@@ -219,12 +261,13 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
         curves = tuning_curves(matrix, variables, config.associations).with_columns(
             pl.lit(sae_id, pl.Int32).alias("sae_id"))
         mis = mis_scores(matrix, trial_ids, embedding, column_variable, config.mis)
-        suggestions = _suggestions(sae_id, assoc, config)
+        features = load_features(db, sae_id)
+        suggestions = _suggestions(sae_id, assoc, features.filter(pl.col("dead"))["feature_id"], config)
         parts["associations"].append(assoc)
         parts["tuning_curves"].append(curves)
         parts["mis"].append(_mis_long(sae_id, mis))
         parts["suggestions"].append(suggestions)
-        parts["rankings"].append(combine(sae_id, load_features(db, sae_id), assoc, mis,
+        parts["rankings"].append(combine(sae_id, features, assoc, mis,
                                          stable.filter(pl.col("sae_id") == sae_id), suggestions, config))
     results = RankingResults(**{name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items()},
                              feature_matches=matches)

@@ -8,7 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.rank import RankConfig, combine, per_variable_fdr, predicate, rank_run
+from engine.associations import Variable
+from engine.rank import (
+    RankConfig,
+    _suggestions,
+    combine,
+    per_variable_fdr,
+    predicate,
+    rank_run,
+    rankable_variables,
+)
 from engine.stability import stability
 from sample_data import SampleConfig, generate
 from store import Store
@@ -47,6 +56,47 @@ def test_score_is_the_mean_of_the_evidence_and_dead_features_go_last():
     # Dead and near-constant features are last whatever their score, with the reason.
     assert {rows[2]["rank"], rows[3]["rank"]} == {3, 4}
     assert rows[2]["reason"].startswith("dead") and rows[3]["reason"].startswith("near-constant")
+
+
+def test_a_feature_without_a_significant_suggestion_ranks_below_every_feature_with_one():
+    features = pl.DataFrame({"feature_id": [0, 1, 2], "density": [0.1, 0.1, 0.1], "dead": [False] * 3})
+    assoc = pl.DataFrame({"feature_id": [0, 1, 2], "effect_size": [0.05, 0.9, 0.2], "q_value": [0.01, 0.3, 0.02]})
+    mis = pl.DataFrame({"feature_id": [0, 1, 2], "mis": [0.5, 1.0, 0.5]})  # feature 1: perfect MIS ...
+    stable = pl.DataFrame({"feature_id": [0, 1, 2], "stability": [0.1, 1.0, 0.1]})  # ... and stability
+    suggestions = _suggestions(7, assoc.with_columns(pl.lit("x").alias("variable"), pl.lit("categorical").alias("kind"),
+                                                     pl.lit("1").alias("value"), pl.lit(None, pl.Float64).alias("low"),
+                                                     pl.lit(None, pl.Float64).alias("high"),
+                                                     pl.col("q_value").alias("p_value")),
+                               pl.Series([], dtype=pl.Int32), RankConfig())
+    ranked = {r["feature_id"]: r for r in combine(7, features, assoc, mis, stable, suggestions, RankConfig()).to_dicts()}
+    assert ranked[1]["score"] > ranked[2]["score"] > ranked[0]["score"]
+    assert [ranked[f]["rank"] for f in (2, 0, 1)] == [1, 2, 3]  # feature 1 has no significant suggestion
+    assert ranked[1]["suggestion"] is None and ranked[0]["suggestion"] == "x = 1"
+
+
+def test_suggestions_are_significant_and_never_for_a_dead_feature():
+    assoc = pl.DataFrame({
+        "feature_id": [0, 0, 0, 1, 2], "variable": ["a", "b", "c", "a", "a"],
+        "kind": ["categorical"] * 5, "value": ["1", "2", "3", "1", "1"], "low": [None] * 5, "high": [None] * 5,
+        "effect_size": [0.2, 0.6, None, 0.9, 0.4], "p_value": [0.01, 0.001, 0.01, 0.001, 0.5],
+        "q_value": [0.02, 0.004, 0.02, 0.004, 0.5]},
+        schema_overrides={"low": pl.Float64, "high": pl.Float64})
+    found = _suggestions(3, assoc, pl.Series([1], dtype=pl.Int32), RankConfig())
+    # Feature 0: b (0.6) then a (0.2); c has no effect size; feature 1 is dead; feature 2 is not significant.
+    assert found.select("feature_id", "position", "predicate").rows() == [(0, 1, "b = 2"), (0, 2, "a = 1")]
+
+
+def test_variables_no_held_out_trial_can_test_are_not_ranked_against():
+    trials = np.repeat(np.arange(6), 10)
+    n = len(trials)
+    clip = Variable("clip", "categorical", categories=trials.copy(), labels=[f"c{i}" for i in range(6)])
+    constant = Variable("experiment", "categorical", categories=np.zeros(n, dtype=np.int64), labels=["70"])
+    flat = Variable("gain", "continuous", values=np.full(n, 2.0))
+    stimulus = Variable("stimulus", "categorical", categories=trials % 3, labels=["0", "1", "2"])
+    speed = Variable("speed", "continuous", values=np.linspace(0, 1, n))
+    kept, skipped = rankable_variables([clip, constant, flat, stimulus, speed], trials)
+    assert [v.name for v in kept] == ["stimulus", "speed"]
+    assert skipped == ["clip (each value lies in one trial)", "experiment (one value)", "gain (one value)"]
 
 
 def test_stability_finds_a_direction_again_in_another_instance():
