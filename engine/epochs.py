@@ -33,7 +33,7 @@ import polars as pl
 
 from engine.errors import InputError
 from store import Store
-from store.datasets import load_examples, load_natural_variables
+from store.datasets import load_natural_variables
 from store.epochs import PredicateError, bin_metadata, epoch_row, has_results, run_epochs, select_examples
 
 SPLITS = ("train", "val", "test")
@@ -44,6 +44,14 @@ NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "validate": (("test",), ("train", "val")),
 }
 """The splits (or pooled splits) each step reads; an epoch must leave bins in every one of them."""
+
+STEP_VERBS = {"train": "trained on", "rank": "ranked on", "validate": "validated on"}
+"""How a summary (`mini info`, the report) says what each step read."""
+
+
+def read_splits(step: str) -> tuple[str, ...]:
+    """The splits a step reads, in the order summaries list them: ('test', 'train', 'val') for validate."""
+    return tuple(split for group in NEEDS[step] for split in group)
 
 MIN_TRIALS = 2
 """An epoch must leave bins of at least this many trials in each split a step reads (or all of the split's
@@ -157,16 +165,17 @@ def select_epoch(db: Store, dataset: dict[str, Any], examples: pl.DataFrame, epo
         return EpochSelection(epoch, np.ones(len(splits), dtype=bool), _counts(splits, None), source)
     label = epoch.options() if source == "given" else f"{source} epoch ({epoch.options()})"
     selected = np.ones(len(splits), dtype=bool)
+    bins = bin_metadata(db, dataset["dataset_id"])  # one pivot of the metadata for both options
     if epoch.where is not None:
         try:
-            ids = select_examples(db, dataset["dataset_id"], epoch.where).to_numpy()
+            ids = select_examples(bins, epoch.where).to_numpy()
         except PredicateError as error:
             raise InputError(f'--where "{epoch.where}": {error}') from None
         chosen = np.zeros(len(splits), dtype=bool)
         chosen[ids] = True
         selected &= chosen
     if epoch.around is not None:
-        selected &= _around(db, dataset, parse_around(epoch.around), epoch.around)
+        selected &= _around(db, dataset, examples, bins, parse_around(epoch.around), epoch.around)
     _check(selected, splits, examples["trial_id"].to_numpy(), step, label)
     return EpochSelection(epoch, selected, _counts(splits, selected), source)
 
@@ -206,19 +215,21 @@ def _centre_offset(dataset: dict[str, Any]) -> float:
     return bin_size / 2 if starts else 0.0
 
 
-def _around(db: Store, dataset: dict[str, Any], around: Around, text: str) -> np.ndarray:
-    """[n_examples] bool: bins whose centre lies in [onset + start, onset + stop] of some onset."""
+def _around(db: Store, dataset: dict[str, Any], examples: pl.DataFrame, bins: pl.DataFrame, around: Around,
+            text: str) -> np.ndarray:
+    """[n_examples] bool: bins whose centre lies in [onset + start, onset + stop] of some onset.
+
+    Times and trials come from `examples`, not from `bins`: a variable may take those columns' names."""
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
     if around.event not in kinds:
         raise InputError(f"--around {text}: no variable '{around.event}' in dataset '{dataset['name']}' "
                          f"(variables: {', '.join(sorted(kinds)) or 'none'})")
-    examples = load_examples(db, dataset["dataset_id"])  # not bin_metadata's: a variable may take those names
     times = examples["time_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     if np.isnan(times).all():
         raise InputError(f"--around {text}: dataset '{dataset['name']}' has no bin times (imported without a "
                          "time column or --bin-size)")
     centres = times + _centre_offset(dataset)
-    column = bin_metadata(db, dataset["dataset_id"])[around.event]
+    column = bins[around.event]
     if not column.dtype.is_numeric():
         raise InputError(f"--around {text}: '{around.event}' is text; give a column of event counts (0/1) or "
                          "of event times in seconds")

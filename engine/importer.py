@@ -17,9 +17,16 @@ from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
 from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
 from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
-from engine.variables import VariableSpec, describe_variables, long_values, variables_frame
+from engine.variables import (
+    VariableSpec,
+    describe_variables,
+    each_value_in_one_trial,
+    long_values,
+    variables_frame,
+)
 from store import Store
 from store.datasets import GroundTruth, NewDataset, add_dataset
+from store.quality import flag_line
 
 DATASET_KINDS = ("spike_counts", "activations")
 VALUE_TYPES = ("counts", "rates", "activations")
@@ -151,16 +158,15 @@ def _value_type(values: np.ndarray, kind: str, label: str, unit_names: list[str]
 
 
 def _untestable(meta: pl.DataFrame, specs: list[VariableSpec], trial_of: np.ndarray) -> list[str]:
-    """Categorical variables each of whose values occurs in one trial only (e.g. a clip name per trial):
-    with splits by whole trials, no value seen in training ever comes back in the test split."""
+    """Categorical variables each of whose values occurs in one trial only (e.g. a clip name per trial)."""
     if trial_of.max() < 1:
         return []
     names = []
     for spec in specs:
         if spec.kind not in ("categorical", "binary"):
             continue
-        pairs = pl.DataFrame({"trial": trial_of, "value": meta[spec.name]}).drop_nulls()
-        if pairs.group_by("value").agg(pl.col("trial").n_unique())["trial"].max() == 1:
+        codes = meta[spec.name].cast(pl.String).rank("dense").fill_null(0).to_numpy().astype(np.int64) - 1
+        if each_value_in_one_trial(codes, trial_of):
             names.append(spec.name)
     return names
 
@@ -275,8 +281,7 @@ def store_dataset(db: Store, new: NewDataset, notes: list[str]) -> ImportResult:
     """Write a prepared dataset in one transaction and describe what was stored."""
     dataset_id = add_dataset(db, new)
     split_sizes = dict(new.examples["split"].value_counts().iter_rows())
-    flags = [] if new.flags is None else [f"{r['message']} — try: {r['suggestion']}"
-                                          for r in new.flags.iter_rows(named=True)]
+    flags = [] if new.flags is None else [flag_line(r, with_sae=False) for r in new.flags.iter_rows(named=True)]
     return ImportResult(dataset_id, new.name, new.examples.height, new.units.height, new.trials.height,
                         {s: int(split_sizes.get(s, 0)) for s in SPLITS}, notes, flags)
 

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from engine.epochs import Epoch, EpochSelection, select_epoch
+from engine.epochs import Epoch, EpochSelection, read_splits, select_epoch
 from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
@@ -78,12 +78,17 @@ class RunOutcome:
     """The bins the run trained on and how many of each split."""
 
 
-def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, pl.DataFrame]:
-    """Dense counts [examples × units] (float32) and the examples (trial_id, split, …) in example order."""
+def dense_counts(db: Store, dataset_id: int, n_examples: int, n_units: int) -> np.ndarray:
+    """Dense counts [examples × units] (float32) in example order."""
     long = load_counts_long(db, dataset_id)
     counts = np.zeros((n_examples, n_units), dtype=np.float32)
     counts[long["example_id"].to_numpy(), long["unit_id"].to_numpy()] = long["value"].to_numpy()
-    return counts, load_examples(db, dataset_id)
+    return counts
+
+
+def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, pl.DataFrame]:
+    """Dense counts [examples × units] (float32) and the examples (trial_id, split, …) in example order."""
+    return dense_counts(db, dataset_id, n_examples, n_units), load_examples(db, dataset_id)
 
 
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -122,14 +127,15 @@ def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> 
     return stack, TrainData(train, torch.from_numpy(counts[splits == "val"]), device)
 
 
-def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
-    """The spec with every setting in `spec.auto` chosen from the training split, reasons in `chosen`."""
+def resolve_settings(spec: RunSpec, counts: np.ndarray, train: np.ndarray) -> RunSpec:
+    """The spec with every setting in `spec.auto` chosen from the training rows (`train`, a mask of
+    `counts`), reasons in `chosen`."""
     unknown = set(spec.auto) - set(AUTO_SETTINGS)
     if unknown:
         raise ValueError(f"cannot choose {sorted(unknown)} from the recording")
     if not spec.auto:
         return spec
-    chosen = choose_settings(recording_shape(train))
+    chosen = choose_settings(recording_shape(counts, train))
     sae, config, ks = spec.sae, spec.train, spec.ks
     reasons = {name: chosen.reasons[name] for name in AUTO_SETTINGS if name in spec.auto}
     if "d_sae" in spec.auto:
@@ -139,16 +145,15 @@ def resolve_settings(spec: RunSpec, train: np.ndarray) -> RunSpec:
         sae = replace(sae, d_sae=chosen.d_sae)
     if "k" in spec.auto:
         ks = (min(chosen.k, sae.d_sae),)
+        if ks[0] != chosen.k:
+            reasons["k"] = f"{ks[0]} (at most d_sae {sae.d_sae})"
     if "batch_size" in spec.auto:
         config = replace(config, batch_size=chosen.batch_size)
     if "epochs" in spec.auto:
         patience = chosen.patience if config.patience is None else config.patience  # a given patience stays
         config = replace(config, epochs=chosen.max_epochs, patience=patience)
+        reasons["epochs"] = f"early stopping on val (patience {patience}), at most {config.epochs}"
     sae = replace(sae, dead_after_examples=chosen.dead_after_examples)
-    if "epochs" in spec.auto:
-        reasons["epochs"] = f"early stopping on val (patience {config.patience}), at most {config.epochs}"
-    if "k" in spec.auto and ks[0] != chosen.k:
-        reasons["k"] = f"{ks[0]} (at most d_sae {sae.d_sae})"
     return replace(spec, sae=sae, train=config, ks=ks, auto=(), chosen=reasons)
 
 
@@ -184,8 +189,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     # they are still encoded, so a later ranking or validation may read another epoch.
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     if spec.epoch.is_set:
-        report(selection.summary(("train", "val")))
-    spec = resolve_settings(spec, counts[splits == "train"])  # chosen for the epoch's train bins
+        report(selection.summary(read_splits("train")))
+    spec = resolve_settings(spec, counts, splits == "train")  # chosen for the epoch's train bins
     stack, data = _build(spec, counts, splits, dataset["kind"])
     if spec.chosen and resume_run is None:
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
@@ -289,6 +294,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     baselines: dict[tuple[str, int], tuple[float, float | None]] = {}
     qc_frames, unit_frames, feature_frames, flags = [], [], [], []
     names = unit_names or [str(u) for u in range(counts.shape[1])]
+    val = splits == "val"
     for i in range(n):
         mine = act_sae == i
         examples, features, values = act_example[mine], act_feature[mine], act_value[mine]
@@ -323,7 +329,6 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
             qcs.append(report)
         figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,
                                          r.l0_histogram) for r in qcs}
-        val = splits == "val"
         share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
         flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names, context)
         qc_frame, unit_frame = qc_table_rows(i, qcs)

@@ -41,6 +41,7 @@ from engine.errors import InputError
 from engine.mis import MISConfig, metadata_embedding, mis_scores
 from engine.nulls import benjamini_hochberg
 from engine.stability import stability
+from engine.variables import each_value_in_one_trial
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
 from store.rankings import RankingResults, load_activations, load_decoder, load_features, save_ranking
@@ -145,14 +146,10 @@ def rankable_variables(variables: list[Variable], trial_ids: np.ndarray) -> tupl
     kept, skipped = [], []
     for v in variables:
         if v.kind == "categorical":
-            seen = v.categories >= 0
-            codes, trials = v.categories[seen], trial_ids[seen]
-            levels = np.unique(codes)
-            if len(levels) < 2:
+            if len(np.unique(v.categories[v.categories >= 0])) < 2:
                 skipped.append(f"{v.name} (one value)")
                 continue
-            trials_per_level = [len(np.unique(trials[codes == level])) for level in levels]
-            if max(trials_per_level) == 1:
+            if each_value_in_one_trial(v.categories, trial_ids):
                 skipped.append(f"{v.name} (each value lies in one trial)")
                 continue
         else:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.epochs import Epoch, select_epoch
+from engine.epochs import STEP_VERBS, Epoch, read_splits, select_epoch
 from engine.errors import InputError
 from store import Store
 from store.datasets import load_examples
@@ -154,7 +154,7 @@ def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: 
 # --------------------------------------------------------------------------- sections
 
 
-def _header(db: Store, run: dict, dataset: dict) -> list[str]:
+def _header(db: Store, run: dict, dataset: dict, epochs: dict[str, dict]) -> list[str]:
     splits = db.frame("SELECT split, count(*) AS examples, count(DISTINCT trial_id) AS trials FROM examples"
                       " WHERE dataset_id = ? GROUP BY split ORDER BY array_position(['train', 'val', 'test'], split)",
                       [dataset["dataset_id"]])
@@ -170,24 +170,20 @@ def _header(db: Store, run: dict, dataset: dict) -> list[str]:
         f"{dataset['n_examples']:,} examples × {dataset['n_units']} units, {dataset['n_trials']:,} trials "
         f"({dataset['trial_source']}), bins of {_number(dataset['bin_size_s'])} s. Splits are by whole trials "
         f"(seed {dataset['split_seed']}); the test split informs no training, threshold or hyperparameter.", "",
-        *markdown_table(splits), "", *_epochs(db, run["run_id"]), "Natural features:", "",
+        *markdown_table(splits), "", *_epochs(epochs), "Natural features:", "",
         *markdown_table(variables), "", "## SAE settings", "", *markdown_table(settings), "",
     ]
 
 
-def _epochs(db: Store, run_id: int) -> list[str]:
-    """Which bins training, ranking and validation read (analysis epochs, `--where` / `--around`)."""
-    rows = {row["step"]: row for row in db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?",
-                                                 [run_id]).iter_rows(named=True)}
-    if not rows:
+def _epochs(epochs: dict[str, dict]) -> list[str]:
+    """Which bins training, ranking and validation read (`store.epochs.run_epochs`: --where / --around)."""
+    if not epochs:
         return ["Every step read every bin of its splits (no analysis epoch).", ""]
     lines = ["Analysis epochs (the bins each step read; splits as imported):", ""]
-    reads = {"train": ("trained on", ("train", "val")), "rank": ("ranked on", ("train", "val")),
-             "validate": ("validated on", ("test", "train", "val"))}
-    for step, (verb, splits) in reads.items():
-        row = rows.get(step)
+    for step, verb in STEP_VERBS.items():
+        row = epochs.get(step)
         what = Epoch(row["where_sql"], row["around"]).describe() if row else "all bins"
-        sizes = " (" + ", ".join(f"{s} {row['n_' + s]:,}" for s in splits) + " bins)" if row else ""
+        sizes = " (" + ", ".join(f"{s} {row['n_' + s]:,}" for s in read_splits(step)) + " bins)" if row else ""
         lines.append(f"- {verb} {'`' + what + '`' if row else what}{sizes}")
     return [*lines, ""]
 
@@ -318,9 +314,9 @@ def _in_range(level: str, low: float | None, high: float | None) -> bool:
     return (low <= mid < high) if low <= high else (mid >= low or mid < high)
 
 
-def _ranked_bins(db: Store, run: dict, dataset: dict) -> np.ndarray | None:
+def _ranked_bins(db: Store, dataset: dict, epochs: dict[str, dict]) -> np.ndarray | None:
     """Example ids of the train + val bins the ranking's epoch selected; None when it read them all."""
-    row = run_epochs(db, run["run_id"]).get("rank")
+    row = epochs.get("rank")
     if row is None:
         return None
     dataset = {**dataset, "options": json.loads(dataset["options"])}
@@ -347,8 +343,9 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
                           [dataset["dataset_id"]]).iter_rows())
     frames = _run_frames(db, run_id)
-    ranked = _ranked_bins(db, run, dataset)
-    lines = [*_header(db, run, dataset), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
+    epochs = run_epochs(db, run_id)
+    ranked = _ranked_bins(db, dataset, epochs)
+    lines = [*_header(db, run, dataset, epochs), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
              *_labels(frames)]
     lines += ["## Validations", ""]
     validations = frames["validations"]

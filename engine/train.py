@@ -71,6 +71,14 @@ class TrainProgress:
     """Epochs planned (the most there will be when `patience` may stop training early)."""
     patience: int | None = None
 
+    def mean_losses(self) -> tuple[float, float]:
+        """(reconstruction, auxiliary) loss averaged over the SAEs: the figure to follow, and the AuxK (or L1)
+        term beside it, which starts only once latents count as dead and inside a total reads as a jump."""
+        total = sum(self.loss) / len(self.loss)
+        recon = self.reconstruction_loss or self.loss
+        reconstruction = sum(recon) / len(recon)
+        return reconstruction, total - reconstruction
+
 
 @dataclass
 class TrainOutcome:

@@ -3,7 +3,8 @@
 A fixed d_sae 512, k 8, batch 1024, 30 epochs suits the sample recording (120 units, 42k training bins)
 and overfits a real session of 30 units and 2k training bins: 2 optimiser steps per epoch, val FVU 1.65
 on the rat linear track, half the latents dead. The rule below was measured on the four real recordings in
-shared/data and the sample (docs/training-defaults.md has the table); every choice is printed with its
+shared/data and the sample (docs/architecture.md, "Training settings chosen from the recording", has
+the table); every choice is printed with its
 reason, and any setting given on the command line is kept as given.
 
 - d_sae = one latent per 75 training bins, but at least 1 × and at most 4 × the units (a multiple of 8, at
@@ -67,11 +68,14 @@ class ChosenSettings(NamedTuple):
     """setting → 'value (why)'."""
 
 
-def recording_shape(train: np.ndarray) -> RecordingShape:
-    """The shape the rule needs, from the training split [bins × units]."""
-    n_train, n_units = train.shape
-    active = float(np.count_nonzero(train, axis=1).mean()) if n_train else 0.0
-    return RecordingShape(n_units, n_train, active)
+def recording_shape(counts: np.ndarray, train: np.ndarray) -> RecordingShape:
+    """The shape the rule needs, from the training rows (`train`, a mask) of counts [bins × units].
+
+    Active units are counted per row of the whole matrix and then masked: the training rows are never
+    copied out (the trainer makes its own copy of them)."""
+    n_train = int(np.count_nonzero(train))
+    active = float(np.count_nonzero(counts, axis=1)[train].mean()) if n_train else 0.0
+    return RecordingShape(counts.shape[1], n_train, active)
 
 
 def _power_of_two_at_most(value: float) -> int:
@@ -84,7 +88,8 @@ def choose_settings(shape: RecordingShape) -> ChosenSettings:
     by_bins = n_train / BINS_PER_LATENT
     latents = min(max(by_bins, units), MAX_LATENTS_PER_UNIT * units)
     d_sae = max(8, math.ceil(latents / 8) * 8)
-    d_reason = (f"one latent per {BINS_PER_LATENT} of {n_train:,} training bins" if units < by_bins < 4 * units
+    d_reason = (f"one latent per {BINS_PER_LATENT} of {n_train:,} training bins"
+                if units < by_bins < MAX_LATENTS_PER_UNIT * units
                 else f"{units} units" if by_bins <= units else f"{MAX_LATENTS_PER_UNIT} × {units} units")
     k_limits = [
         (max(1, round(units / UNITS_PER_ACTIVE_LATENT)), f"{units} units / {UNITS_PER_ACTIVE_LATENT}"),

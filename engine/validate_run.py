@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.nulls import benjamini_hochberg
-from engine.pipeline import dataset_matrix
+from engine.pipeline import dense_counts
 from engine.validate import (
     ValidateConfig,
     choose_threshold,
@@ -202,8 +202,9 @@ def _read_split(db: Store, run: dict, epoch: Epoch, source: str
     """The run's dataset as validation needs it: counts and the epoch's splits, natural values, variable
     kinds, and the epoch's selection (checked before the counts are read)."""
     dataset = get_dataset(db, run["config"]["dataset"])
-    selection = select_epoch(db, dataset, load_examples(db, dataset["dataset_id"]), epoch, "validate", source)
-    counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    examples = load_examples(db, dataset["dataset_id"])
+    selection = select_epoch(db, dataset, examples, epoch, "validate", source)  # before the counts are read
+    counts = dense_counts(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     fit = (splits == "train") | (splits == "val")
     fit_counts = counts[fit]  # one copy for both statistics (~0.4 GB at 10⁶ examples)

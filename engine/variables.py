@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import polars as pl
 
 from engine.errors import InputError
@@ -76,6 +77,14 @@ def _check_declared(series: pl.Series, kind: str, label: str) -> None:
                 f"{label}: column '{series.name}' is declared binary but holds {shown}; binary values are "
                 "0/1 or true/false"
             )
+
+
+def each_value_in_one_trial(codes: np.ndarray, trials: np.ndarray) -> bool:
+    """Whether every value (an integer code per bin, -1 missing) occurs in one trial only, e.g. a clip name
+    per trial: with splits by whole trials, no value seen in training ever comes back in the test split."""
+    seen = codes >= 0
+    pairs = np.unique(np.c_[codes[seen], trials[seen]], axis=0)  # (value, trial) pairs that occur
+    return bool(len(pairs)) and len(np.unique(pairs[:, 0])) == len(pairs)
 
 
 class DescribedVariables(NamedTuple):

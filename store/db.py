@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from store.errors import StoreError, StoreLockedError
-from store.migrations import MIGRATIONS, Migration, apply_migrations, missing_versions, schema_version
+from store.migrate import apply_migrations, missing_versions, schema_version
+from store.migrations import MIGRATIONS, Migration
 
 if TYPE_CHECKING:  # polars and pyarrow cost ~0.3 s to import; the app's first frame needs neither
     import polars as pl

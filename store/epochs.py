@@ -159,16 +159,15 @@ def _check_expression(con: duckdb.DuckDBPyConnection, expression: dict) -> None:
                 raise PredicateError(f"{name}() is {what}; the predicate is about one bin at a time")
 
 
-def select_examples(db: Store, dataset_id: int, where: str) -> pl.Series:
-    """The example ids (sorted) of the bins where `where` is true; NULL counts as false, so a comparison
-    on a variable a bin has no value for does not select it. PredicateError (one line) when the text is
-    not one true/false expression over the bins' columns."""
+def select_examples(bins: pl.DataFrame, where: str) -> pl.Series:
+    """The example ids (sorted) of the bins (`bin_metadata`) where `where` is true; NULL counts as false, so
+    a comparison on a variable a bin has no value for does not select it. PredicateError (one line) when
+    the text is not one true/false expression over the bins' columns."""
     text = where.strip()
     if not text:
         raise PredicateError("is empty; write a condition such as speed > 5")
     if ";" in text:
         raise PredicateError("must be one expression, without ';'")
-    bins = bin_metadata(db, dataset_id)
     con = _sandbox(bins)
     try:
         # On lines of its own, so that a trailing `-- comment` ends with the predicate's line.

@@ -1,4 +1,5 @@
-"""Versioned schema migrations, applied in order, each in its own transaction.
+"""Versioned schema migrations: what each version adds (store/migrate.py applies them, in order, each in
+its own transaction).
 
 Table and column names are a contract with SQL users: add, never rename silently. Every table is
 described in docs/schema.md. Big tables (counts, natural_values, activations) carry no primary key:
@@ -14,11 +15,6 @@ file size as DuckDB's own choice (bench/ingest.py measures both).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-import duckdb
-
-from store.errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -466,72 +462,3 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "analysis_epochs: the bins (--where, --around) each run, ranking and validation used", V8_EPOCHS),
     Migration(9, "datasets.value_type: counts, rates (not whole numbers) or activations", V9_VALUE_TYPE),
 )
-
-_VERSION_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version      INTEGER PRIMARY KEY,
-    description  VARCHAR NOT NULL,
-    applied_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
-)
-"""
-
-
-def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The highest applied migration; 0 for a new file (or one that has no mini schema)."""
-    # fetchall, not fetchone: DuckDB 2 refuses new work on a connection with an unfinished result.
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-    ).fetchall()
-    if exists[0][0] == 0:
-        return 0
-    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
-
-
-def applied_versions(con: duckdb.DuckDBPyConnection) -> set[int]:
-    """Every migration the file has (empty for a new file)."""
-    if not schema_version(con):
-        return set()
-    return {int(row[0]) for row in con.execute("SELECT version FROM schema_version").fetchall()}
-
-
-def missing_versions(con: duckdb.DuckDBPyConnection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
-    """Migrations of this mini that the file lacks, older ones included: versions were developed side by side
-    and merged out of order, so a file can hold 9 without 8."""
-    have = applied_versions(con)
-    return [m.version for m in migrations if m.version not in have]
-
-
-def apply_migrations(
-    con: duckdb.DuckDBPyConnection, path: Path, migrations: tuple[Migration, ...] = MIGRATIONS
-) -> list[int]:
-    """Apply every migration the file lacks, in order; each one is all-or-nothing."""
-    current = schema_version(con)
-    have = applied_versions(con)
-    if current == 0:
-        has_tables = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'"
-        ).fetchall()[0][0]
-        if has_tables:
-            raise StoreError(f"{path}: a DuckDB file with tables that are not mini's; use another --db path")
-    applied = []
-    for migration in migrations:
-        if migration.version in have:
-            continue
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(_VERSION_TABLE)
-            for statement in filter(str.strip, migration.sql.split(";")):
-                con.execute(statement)
-            con.execute(
-                "INSERT INTO schema_version (version, description) VALUES (?, ?)",
-                [migration.version, migration.description],
-            )
-        except duckdb.Error as error:
-            con.execute("ROLLBACK")
-            raise StoreError(
-                f"{path}: migration to schema version {migration.version} failed and was rolled back "
-                f"({str(error).splitlines()[0]})"
-            ) from None
-        con.execute("COMMIT")
-        applied.append(migration.version)
-    return applied

@@ -33,6 +33,7 @@ def all_flags(db: Store) -> list[dict[str, Any]]:
     return db.records(f"SELECT {_COLUMNS} FROM quality_flags"
                       " ORDER BY dataset_id, run_id NULLS FIRST, sae_id, flag, split")
 
+
 def report_flags(db: Store, run_id: int) -> pl.DataFrame:
     """The flags a run's report lists: its dataset's import flags (sae_id NULL) first, then its SAEs'."""
     return db.frame(

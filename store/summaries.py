@@ -11,6 +11,12 @@ from typing import Any
 from store.db import Store
 
 
+def _epoch_text(alias: str = "") -> str:
+    """SQL for an analysis_epochs row as text, as engine.epochs.Epoch.describe writes it: `speed > 5 and
+    around go:-0.5,0.5`."""
+    return f"concat_ws(' and ', {alias}where_sql, 'around ' || {alias}around)"
+
+
 def dataset_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per dataset with what the Home screen and `mini info` show."""
     return db.records(
@@ -41,7 +47,7 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
     flags, how many of its features are labelled (any current label) and validated, and the analysis epoch
     it trained on."""
     return db.records(
-        """
+        f"""
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
                count(s.sae_id) AS n_saes, any_value(s.d_sae) AS d_sae,
                string_agg(DISTINCT s.k::VARCHAR, ',') AS k, r.examples_seen, r.device,
@@ -51,7 +57,7 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
                    AS labelled,
                (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
                    WHERE x.run_id = r.run_id AND v.validated) AS validated,
-               (SELECT concat_ws(' and ', a.where_sql, 'around ' || a.around) FROM analysis_epochs a
+               (SELECT {_epoch_text("a.")} FROM analysis_epochs a
                    WHERE a.run_id = r.run_id AND a.step = 'train') AS epoch,
                r.started_at
         FROM runs r JOIN datasets d USING (dataset_id)
@@ -67,8 +73,8 @@ def epoch_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per run and step that read an analysis epoch (`--where`, `--around`): run_id, step, epoch
     (the text, `speed > 5 and around go:-0.5,0.5`), n_train, n_val, n_test (bins selected per split)."""
     return db.records(
-        """
-        SELECT run_id, step, concat_ws(' and ', where_sql, 'around ' || around) AS epoch, n_train, n_val, n_test
+        f"""
+        SELECT run_id, step, {_epoch_text()} AS epoch, n_train, n_val, n_test
         FROM analysis_epochs ORDER BY run_id, array_position(['train', 'rank', 'validate'], step)
         """
     )

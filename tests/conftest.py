@@ -33,6 +33,21 @@ def cli(tmp_path: Path):
     return call
 
 
+def shared_file(relative: str | Path) -> Path:
+    """A file of the shared recordings (`shared/data/…`, beside the project or in any folder above it).
+
+    Where it is absent the test skips, saying where it looked; under CI (CI=true) it fails instead, since
+    CI always has shared/ beside the clone and its absence there is a broken setup, not a missing extra."""
+    for folder in (ROOT, *ROOT.parents):
+        if (folder / relative).is_file():
+            return folder / relative
+    reason = (f"the real recording is missing: no {relative} in {ROOT} or any folder above it "
+              "(see shared/data/README.md)")
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def absent_device() -> str:
     """A --device this machine lacks: cuda where no CUDA GPU is visible, else mps (Apple's Metal and CUDA
     never share a machine), so the refusal of a missing device is tested on every machine."""

@@ -9,18 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import shared_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_real_bench_runs_chewie_end_to_end(tmp_path: Path) -> None:
-    if not any((folder / "shared" / "data" / "dad-chewie" / "chewie_demo.mat").is_file()
-               for folder in (ROOT, *ROOT.parents)):
-        reason = "shared/data/dad-chewie/chewie_demo.mat is not beside the project (see shared/data/README.md)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    shared_file(Path("shared", "data", "dad-chewie", "chewie_demo.mat"))  # skips (or fails under CI) without it
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "real.py"), "--only", "chewie", "--top", "2",
                            "--dir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -4,7 +4,6 @@ real DuckDB file; damaged files and files without units refused with one line, n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ import pytest
 from spike_cases import UNIT_NAMES, Session, assert_refused, make_session, run_mini
 
 from store import Store
+from tests.conftest import shared_file
 
 
 def write_nwb(path: Path, session: Session, *, units: bool = True, trials: bool = True) -> Path:
@@ -256,22 +256,10 @@ def test_bad_table_options_are_refused(tmp_path: Path, args: tuple[str, ...], wo
 PYNAPPLE_FILE = Path("shared", "data", "pynapple-nwb", "sub-4_ses-4_ecephys+image.nwb")
 
 
-def _find_shared(relative: Path) -> Path:
-    """`shared/data/…` in the project root or a folder above it; skip where absent, fail on CI."""
-    root = Path(__file__).resolve().parents[1]
-    for folder in (root, *root.parents):
-        if (folder / relative).is_file():
-            return folder / relative
-    message = f"the real recording is missing: no {relative} in {root} or any folder above it"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def test_real_nwb_file_with_its_task_in_an_intervals_table(tmp_path: Path) -> None:
     """pynapple's example file (human MTL, 35 units): no trials table, the encoding task in
     `intervals/encoding_table` with a constant ExperimentID and a clip name per trial stored as bytes."""
-    path = _find_shared(PYNAPPLE_FILE)
+    path = shared_file(PYNAPPLE_FILE)
     done = run_mini("import-nwb", str(path), "--trials-table", "encoding_table", "--db", "x.duckdb", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for table, rows in (("encoding_table", 90), ("recognition_table", 180), ("timediscrimination_table", 180)):

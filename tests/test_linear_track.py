@@ -9,7 +9,6 @@ these tests skip, saying where they looked, and fail under CI (CI=true), where s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,14 @@ import pytest
 from spike_cases import run_mini
 
 from store import Store
+from tests.conftest import shared_file
 
-ROOT = Path(__file__).resolve().parents[1]
 RECORDING = Path("shared", "data", "nelpy-example-data", "linear-track")
 
 
 def find_recording() -> Path:
     """`shared/data/…/linear-track` in the project root or any folder above it (../shared/data/ in a checkout)."""
-    for folder in (ROOT, *ROOT.parents):
-        candidate = folder / RECORDING
-        if (candidate / "spikes.mat").is_file() and (candidate / "trajectory.videoPositionTracking").is_file():
-            return candidate
-    reason = (f"the real recording is missing: no {RECORDING} with spikes.mat and trajectory.videoPositionTracking "
-              f"in {ROOT} or any folder above it (see shared/data/README.md)")
-    if os.environ.get("CI"):
-        pytest.fail(reason)  # CI always has shared/ beside the clone: its absence there is a broken setup
-    pytest.skip(reason)
+    return shared_file(RECORDING / "spikes.mat").parent
 
 
 @pytest.fixture(scope="module")

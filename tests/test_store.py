@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from store import Store, StoreError, StoreLockedError
-from store.migrations import MIGRATIONS, Migration, schema_version
+from store.migrate import schema_version
+from store.migrations import MIGRATIONS, Migration
 
 LATEST = MIGRATIONS[-1].version
 NEXT = Migration(LATEST + 1, "test: extra table", "CREATE TABLE extra (a INTEGER); INSERT INTO extra VALUES (7)")

@@ -14,7 +14,7 @@ import pytest
 from engine.quality_flags import FlagContext, SplitFigures, sae_flags, track_flag, variance_flags
 from engine.train_defaults import RecordingShape, choose_settings
 from store import Store
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shared_file
 
 
 @pytest.fixture(autouse=True)
@@ -216,16 +216,7 @@ def test_flags_are_printed_and_stored_at_import_and_after_training(tmp_path: Pat
 def test_the_real_w_maze_is_flagged_at_import_and_the_linear_track_is_not(tmp_path: Path) -> None:
     """On the real recordings (shared/data): the W-maze's tracking is not a line and one unit (likely
     multi-unit activity) holds most of its variance; the linear track has neither."""
-    import os
-
-    root = Path(__file__).resolve().parents[1]
-    data = next((folder / "shared" / "data" / "nelpy-example-data" for folder in (root, *root.parents)
-                 if (folder / "shared" / "data" / "nelpy-example-data" / "w-maze" / "spikes.mat").is_file()), None)
-    if data is None:
-        reason = "shared/data/nelpy-example-data is not beside the project (see shared/data/README.md)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    data = shared_file(Path("shared", "data", "nelpy-example-data", "w-maze", "spikes.mat")).parents[1]
     for name, extra in (("w-maze", []), ("linear-track", ["--trials", "runs"])):
         done = run_cli("import-spikes", str(data / name / "spikes.mat"), "--behaviour",
                        str(data / name / "trajectory.videoPositionTracking"), "--bin-size", "0.1", *extra,

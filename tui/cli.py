@@ -138,13 +138,15 @@ def _epoch(args: argparse.Namespace):
     return epoch_from_options(args.where, args.around)
 
 
-def _say_epoch(command: str, outcome, splits: tuple[str, ...]) -> None:
-    """The epoch a command read, on stderr; nothing when it read every bin and none was asked for."""
-    selection = getattr(outcome, "epoch", None)
-    if getattr(outcome, "epoch_note", None):
+def _say_epoch(command: str, outcome) -> None:
+    """The epoch a command (rank, validate) read, on stderr; nothing when it read every bin and none was
+    asked for."""
+    from engine.epochs import read_splits
+
+    if outcome.epoch_note:
         _say(f"{command}: note: {outcome.epoch_note}")
-    if selection is not None and (selection.epoch.is_set or getattr(outcome, "epoch_note", None)):
-        _say(f"{command}: {selection.summary(splits)}")
+    if outcome.epoch is not None and (outcome.epoch.epoch.is_set or outcome.epoch_note):
+        _say(f"{command}: {outcome.epoch.summary(read_splits(command))}")
 
 
 def _or(value: int | None, placeholder: int) -> int:
@@ -208,7 +210,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         with steps_progress("ranking SAEs") as on_progress:
             outcome = rank_run(db, args.run, on_progress=on_progress, epoch=_epoch(args),
                                report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
-        _say_epoch("rank", outcome, ("train", "val"))
+        _say_epoch("rank", outcome)
         _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
         for sae_id in outcome.sae_ids[: 1 if not args.all else None]:
             print(f"SAE {sae_id}: top features")
@@ -224,7 +226,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with _open_store(args, create=False) as db:
         outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs,
                                epoch=_epoch(args))
-        _say_epoch("validate", outcome, ("test", "train", "val"))
+        _say_epoch("validate", outcome)
         _say(f"validate: {outcome.n_validated} of {outcome.n_testable} testable labels validate on the test split"
              f" ({outcome.n_labels - outcome.n_testable} not testable), {outcome.seconds:.0f} s")
         print(render_table(validation_summary(db, args.run)))
@@ -300,13 +302,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _epoch_lines(epochs: list[dict]) -> list[str]:
     """'run 2: trained on speed > 5 (train 1,234 · val 300 bins); ranked on …' for runs with an epoch."""
-    reads = {"train": ("trained on", ("train", "val")), "rank": ("ranked on", ("train", "val")),
-             "validate": ("validated on", ("test", "train", "val"))}
+    from engine.epochs import STEP_VERBS, read_splits
+
     by_run: dict[int, list[str]] = {}
     for row in epochs:
-        verb, splits = reads[row["step"]]
-        sizes = " · ".join(f"{s} {row['n_' + s]:,}" for s in splits)
-        by_run.setdefault(row["run_id"], []).append(f"{verb} {row['epoch']} ({sizes} bins)")
+        step = row["step"]
+        sizes = " · ".join(f"{s} {row['n_' + s]:,}" for s in read_splits(step))
+        by_run.setdefault(row["run_id"], []).append(f"{STEP_VERBS[step]} {row['epoch']} ({sizes} bins)")
     return [f"run {run_id}: " + "; ".join(parts) for run_id, parts in by_run.items()]
 
 

@@ -25,10 +25,8 @@ if TYPE_CHECKING:
 def _summary(event: TrainProgress) -> str:
     n = len(event.loss)
     mean = lambda values: sum(values) / len(values)  # noqa: E731 - one-liner for the three columns
-    # The reconstruction loss is the figure to follow; the AuxK term appears once latents count as dead.
-    recon = event.reconstruction_loss or event.loss
-    aux = mean(event.loss) - mean(recon)
-    text = (f"{event.examples_per_s:>9,.0f} ex/s  recon {mean(recon):.4f}"
+    recon, aux = event.mean_losses()
+    text = (f"{event.examples_per_s:>9,.0f} ex/s  recon {recon:.4f}"
             + (f" + aux {aux:.4f}" if aux > 0 else "")
             + f"  L0 {mean(event.l0):.1f}  dead {100 * mean(event.dead_fraction):.1f}%")
     if event.val_loss is not None:

@@ -41,8 +41,7 @@ def progress_line(event: TrainProgress) -> str:
     reconstruction loss, with the AuxK (or L1) term beside it: that term starts only once latents count as
     dead, and inside a total it reads as a sudden jump."""
     epochs = event.epochs
-    recon = _mean(event.reconstruction_loss or event.loss)
-    aux = _mean(event.loss) - recon
+    recon, aux = event.mean_losses()
     return (f"epoch {min(event.epoch + 1, epochs)}/{epochs}{' max' if event.patience else ''} · "
             f"{event.examples_per_s:,.0f} examples/s · loss {recon:.4f}" + (f" + aux {aux:.4f}" if aux > 0 else "")
             + f" · L0 {_mean(event.l0):.1f} · dead {100 * _mean(event.dead_fraction):.1f}%")

@@ -2,8 +2,9 @@
 
 For the SAE shown: its quality flags and its dataset's (each with what to try next), its numbers on every
 split (L0, dead fraction, FVU against PCA and NMF with as many components as its mean L0, cosine,
-summed-count R², median example R², bad units), and for one split at a time the L0 distribution, the feature-density histogram (log10), R² of every unit and the units it
-reconstructs badly; and its training curve. `[`/`]` step through the run's SAEs, `s` through the splits.
+summed-count R², median example R², bad units), and for one split at a time the L0 distribution, the
+feature-density histogram (log10), R² of every unit and the units it reconstructs badly; and its training
+curve. `[`/`]` step through the run's SAEs, `s` through the splits.
 """
 
 from __future__ import annotations
