@@ -2,34 +2,33 @@
 
 The caller passes train + val examples only (the test split stays out): nonnegative sparse activations
 [examples × features], a trial id per example, and the natural variables aligned to the examples. Every
-number below comes from per-(feature, value) sums over the active entries only: never a dense
+number below comes from per-(feature, code) sums over the active entries only: never a dense
 examples × features array, never a loop over features.
 
-Rows: categorical and binary variables give one row per (feature, value); continuous and circular
-variables give one row per (feature, variable) for the feature's best range of the variable. Examples
-where the variable is missing (NaN, or category code -1) are left out of everything: N examples remain,
-n_in with the value (or in the range), A where the feature is active (> 0), m_in = n_on active and in.
+Rows (engine.selectivity says how variables are binned and fields and conjunctions chosen):
+- categorical and binary variables: one row per (feature, value), 'in' = the value;
+- continuous and circular variables: one row per (feature, variable) for the feature's field on its tuning
+  curve, 'in' = the field, text 'in [lo, hi)' with the bins' readable edges;
+- conjunctions (kind 'conjunction', variable 'x and v'): one row per feature and pair of a continuous or
+  circular x with a categorical or binary v of 2 … max_conjunction_levels levels, 'in' = the field of x
+  among bins with the chosen level of v, text 'x in [lo, hi) and v = c'.
+Examples where a variable is missing (NaN, or category code -1) are left out of its rows: N examples
+remain, n_in of them in, A where the feature is active (> 0), m_in = n_on active and in.
 
-  selectivity         f_in / (f_in + f_out), f_in = m_in / n_in, f_out = (A - m_in) / (N - n_in) (NLDisco)
-  auroc               P(act_in > act_out) + ½ P(tie): midranks, where all zeros tie and only each
-                      feature's nonzeros are sorted (once)
-  contrast            (mean_in - mean_out) / (mean + 1e-12), mean over all N: in units of the feature's
-                      own mean, so dense and rare features compare
-  effect_size         2 · auroc - 1 (rank-biserial correlation, -1 … 1)
-  mutual_information  bits between on/off (activation > 0) and the variable's value or bin. On/off, not
-                      activation quantiles: SAE features are mostly zero, so quantiles of a feature would
-                      be mostly ties; categorical rows repeat the MI with the whole variable
-  best range          contiguous bins (wrapping through 0 for circular variables; low > high then) that
-                      maximise Σ (share of the feature's activation − share of examples) over the range,
-                      i.e. where the tuning curve sits above the feature's mean; selectivity, auroc,
-                      contrast and n_on of a range row describe 'in the range' against 'outside it'.
-                      Text 'in [lo, hi)'; the top quantile bin also holds its upper edge (the maximum)
-  statistic           what the null is computed for. Categorical/binary: the AUROC of the value against
-                      the other non-missing examples from midranks over all examples (equals auroc when
-                      nothing is missing); one-sided: the feature is more active with the value.
-                      Continuous/circular: mutual_information (any tuning shape).
-  p_value             (1 + shuffles with statistic ≥ observed) / (1 + n_shuffles); see engine.nulls
-  q_value             Benjamini–Hochberg over every row of the call
+  statistic           the selectivity index SI = (μ_in − μ_out) / (μ_in + μ_out) of mean activations: what
+                      suggestions and rankings sort by (engine.selectivity says why not an AUROC)
+  selectivity         f_in / (f_in + f_out), f_in = m_in / n_in, f_out = (A - m_in) / (N - n_in) (on/off)
+  auroc               P(act_in > act_out) + ½ P(tie) (midranks; every zero ties), effect_size = 2·auroc − 1
+  contrast            (mean_in - mean_out) / (mean + 1e-12), in units of the feature's own mean
+  mutual_information  bits between on/off and the variable's value or bin (conjunctions: the pair's cell)
+  p_value             exact Monte-Carlo p, (1 + shuffles whose statistic reached the observed) / (1 + shuffles),
+                      one-sided (more active in); the null repeats the choice of field and of conjunction.
+                      A conjunction has two tests (it beats each part) and its p is the larger
+  n_shuffles          shuffles behind the p-value: n_shuffles for all, then ×5 while a p-value has fewer than
+                      `continue_below` shuffles reaching it, up to max_shuffles (sequential Monte Carlo,
+                      Besag & Clifford 1991): a p below 1/201 is then a count, never an extrapolation
+  q_value             FDR over all rows of the call as one family: engine.nulls.family_q_values (BH within
+                      each variable or pair, times their number)
 
 Undefined numbers (a feature never active, a value held by every example) are null.
 """
@@ -46,14 +45,24 @@ import scipy.sparse as sp
 from engine.nulls import (
     Member,
     Trials,
-    benjamini_hochberg,
+    family_q_values,
     feature_code_table,
     group_members,
     mi_bits,
-    mi_statistic,
+    monte_carlo_p,
     null_exceedances,
-    null_tail_p,
-    rank_statistic,
+)
+from engine.selectivity import (
+    Binning,
+    Coded,
+    conjunction,
+    conjunction_statistic,
+    encode,
+    field_bounds,
+    field_mask,
+    field_statistic,
+    tuning_means,
+    value_statistic,
 )
 
 KINDS = ("categorical", "binary", "continuous", "circular")
@@ -63,18 +72,30 @@ EPS = 1e-12
 COLUMNS = {"feature_id": pl.Int32, "variable": pl.String, "kind": pl.String, "value": pl.String,
            "low": pl.Float64, "high": pl.Float64, "selectivity": pl.Float64, "auroc": pl.Float64,
            "contrast": pl.Float64, "mutual_information": pl.Float64, "statistic": pl.Float64,
-           "p_value": pl.Float64, "q_value": pl.Float64, "effect_size": pl.Float64, "n_on": pl.Int64}
+           "p_value": pl.Float64, "q_value": pl.Float64, "effect_size": pl.Float64, "n_on": pl.Int64,
+           "n_shuffles": pl.Int64}
 CURVE_COLUMNS = {"feature_id": pl.Int32, "variable": pl.String, "bin": pl.Int32, "low": pl.Float64,
                  "high": pl.Float64, "mean": pl.Float64, "sem": pl.Float64, "n": pl.Int64}
 
 
 @dataclass(frozen=True)
 class AssociationConfig:
-    n_bins: int = 10
-    """Quantile bins for continuous variables (fewer when quantiles tie); circular variables get this many
-    equal-width bins over the period."""
+    n_bins: int | None = None
+    """Bins per continuous or circular variable; None: chosen from the data (engine.selectivity)."""
+    min_rows_per_bin: int = 150
+    """When bins are chosen: examples a bin should hold (between 8 and 40 bins)."""
     n_shuffles: int = 200
-    """Shuffles in each null; p-values are multiples of 1 / (1 + n_shuffles)."""
+    """Shuffles every p-value gets first."""
+    max_shuffles: int = 5_000
+    """Most shuffles a p-value gets (its floor is then 1 / (1 + max_shuffles)): a variable that one feature
+    of a thousand encodes needs more (`mini rank --max-shuffles`)."""
+    continue_below: int = 10
+    """A p-value gets five times more shuffles while fewer than this many reached its statistic."""
+    fdr_level: float = 0.05
+    """The FDR level of the decisions that more shuffles could change (rows with q at or above it)."""
+    max_conjunction_levels: int = 8
+    """Categorical or binary variables with 2 … this many levels pair with continuous ones in conjunctions;
+    0: no conjunctions."""
     min_shift_fraction: float = 0.1
     """A circular shift moves a trial by at least this share of its length, either way round (0 … 0.5):
     a tiny shift of a slow series would leave it almost aligned and make the null too close to observed."""
@@ -84,8 +105,15 @@ class AssociationConfig:
     """Threads running shuffles; None: every core this process may use."""
 
     def __post_init__(self) -> None:
-        if self.n_bins < 1 or self.n_shuffles < 0 or not 0 <= self.min_shift_fraction <= 0.5:
-            raise ValueError(f"{self}: need n_bins ≥ 1, n_shuffles ≥ 0, 0 ≤ min_shift_fraction ≤ 0.5")
+        if (self.n_bins is not None and self.n_bins < 1) or self.min_rows_per_bin < 1 or self.n_shuffles < 0 \
+                or self.max_shuffles < self.n_shuffles or self.continue_below < 1 or not 0 < self.fdr_level < 1 \
+                or self.max_conjunction_levels < 0 or not 0 <= self.min_shift_fraction <= 0.5:
+            raise ValueError(f"{self}: need n_bins ≥ 1, min_rows_per_bin ≥ 1, 0 ≤ n_shuffles ≤ max_shuffles, "
+                             "continue_below ≥ 1, max_conjunction_levels ≥ 0, 0 ≤ min_shift_fraction ≤ 0.5")
+
+    @property
+    def binning(self) -> Binning:
+        return Binning(self.n_bins, self.min_rows_per_bin)
 
 
 @dataclass
@@ -107,17 +135,6 @@ class Variable:
 
 
 @dataclass
-class _Coded:
-    """A variable as one code per example: 0 … n_values-1, and n_values for missing."""
-
-    variable: Variable
-    codes: np.ndarray
-    n_values: int
-    labels: list[str] | None
-    edges: np.ndarray | None
-
-
-@dataclass
 class _Entries:
     """The active (nonzero) entries in feature-major order (CSC), with what ranking them needs."""
 
@@ -127,6 +144,7 @@ class _Entries:
     feature: np.ndarray
     values: np.ndarray
     indptr: np.ndarray
+    matrix: sp.csc_matrix
 
     @classmethod
     def build(cls, activations) -> _Entries:
@@ -140,7 +158,11 @@ class _Entries:
         # int64 rows: np.take would otherwise convert 8M indices on every shuffle; int32 offsets (when
         # they fit) so that the per-shuffle sparse tables need no index conversion either
         offsets = matrix.indptr.astype(np.int32 if matrix.nnz < 2**31 else np.int64)
-        return cls(n_rows, n_features, matrix.indices.astype(np.int64), feature, matrix.data, offsets)
+        return cls(n_rows, n_features, matrix.indices.astype(np.int64), feature, matrix.data, offsets, matrix)
+
+    def subset(self, features: np.ndarray) -> _Entries:
+        """The entries of some features only (renumbered 0 … len(features)-1)."""
+        return _Entries.build(self.matrix[:, features])
 
     @cached_property
     def per_feature(self) -> np.ndarray:
@@ -195,48 +217,6 @@ class _Entries:
         return feature_code_table(self.indptr, entry_codes, data, n_codes)
 
 
-def _encode(variable: Variable, n_rows: int, n_bins: int) -> _Coded:
-    kind = variable.kind
-    if kind not in KINDS:
-        raise ValueError(f"variable '{variable.name}': kind {kind!r} is not one of {', '.join(KINDS)}")
-    source = variable.categories if kind == "categorical" else variable.values
-    if source is None or len(source) != n_rows:
-        raise ValueError(f"variable '{variable.name}': needs {'categories' if kind == 'categorical' else 'values'} "
-                         f"for all {n_rows} examples")
-    if kind in ("categorical", "binary"):
-        if kind == "binary":
-            values = np.asarray(source, dtype=np.float64)
-            missing = ~np.isfinite(values)
-            if np.any((values[~missing] != 0) & (values[~missing] != 1)):
-                raise ValueError(f"variable '{variable.name}': binary values must be 0, 1 or NaN")
-            raw, given = np.where(missing, -1, values).astype(np.int64), variable.labels or ["0", "1"]
-        else:
-            raw, given = np.asarray(source).astype(np.int64), variable.labels
-            missing = raw < 0
-        present = np.unique(raw[~missing])  # only values that occur get a row
-        codes = np.where(missing, len(present), np.searchsorted(present, raw)).astype(np.int64)
-        labels = [given[c] if given is not None and c < len(given) else str(c) for c in present.tolist()]
-        return _Coded(variable, codes, len(present), labels, None)
-    values = np.asarray(source, dtype=np.float64)
-    missing = ~np.isfinite(values)
-    if missing.all():  # nothing to bin: the variable gives no rows
-        return _Coded(variable, np.zeros(n_rows, np.int64), 0, None, np.zeros(0))
-    if kind == "circular":
-        period = variable.period
-        if period is None or not period > 0:
-            raise ValueError(f"variable '{variable.name}': circular needs a positive period")
-        phase = np.mod(np.where(missing, 0.0, values), period)
-        edges = np.linspace(0.0, period, n_bins + 1)
-        codes = np.minimum((phase / period * n_bins).astype(np.int64), n_bins - 1)
-    else:
-        finite = values[~missing]
-        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)))  # ties merge bins
-        edges = np.r_[edges, edges] if len(edges) == 1 else edges
-        codes = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    n_values = len(edges) - 1
-    return _Coded(variable, np.where(missing, n_values, codes).astype(np.int64), n_values, None, edges)
-
-
 def _by_trial(codes: np.ndarray, trials: Trials) -> np.ndarray | None:
     """The code of each trial when the variable is constant within every trial (else None)."""
     if trials.n_trials < 2 or np.any((codes[1:] != codes[:-1]) & (trials.row_pos[1:] > 0)):
@@ -244,9 +224,8 @@ def _by_trial(codes: np.ndarray, trials: Trials) -> np.ndarray | None:
     return codes[trials.starts]
 
 
-def _sums(entries: _Entries, coded: _Coded) -> dict[str, np.ndarray]:
-    """Observed per-(feature, value) sums; missing examples dropped."""
-    k, codes = coded.n_values, coded.codes
+def _sums(entries: _Entries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Observed per-(feature, code) sums for codes 0 … k-1 (k = missing, dropped)."""
     cells = entries.codes_at(codes)
     on = entries.table(cells, k + 1)[:, :k]
     n_in = np.bincount(codes, minlength=k + 1)[:k].astype(np.float64)
@@ -258,8 +237,16 @@ def _sums(entries: _Entries, coded: _Coded) -> dict[str, np.ndarray]:
             "ranks": entries.table(cells, k + 1, rank_weights)[:, :k], "zeros": zeros}
 
 
-def _scores(on, n_in, total, ranks, s: dict[str, np.ndarray], expand) -> dict[str, np.ndarray]:
-    """selectivity, auroc, contrast, effect_size of 'in' (a value or a range) against the rest."""
+def _scores(s: dict[str, np.ndarray], inside: np.ndarray | None) -> dict[str, np.ndarray]:
+    """selectivity, auroc, contrast, effect_size, n_on of 'in' against the rest: per code ([F, k], inside
+    None) or for one set of codes per feature (inside [F, k] bool → [F])."""
+    if inside is None:
+        on, n_in, total, ranks = s["on"], s["n_in"][None, :], s["sum"], s["ranks"]
+        expand = lambda x: x[:, None]  # noqa: E731
+    else:
+        on, n_in, total, ranks = ((x * inside).sum(axis=1) for x in (s["on"], s["n_in"][None, :], s["sum"],
+                                                                      s["ranks"]))
+        expand = lambda x: x  # noqa: E731
     big_n = s["n_in"].sum()
     active, zeros, all_sum = expand(s["on"].sum(axis=1)), expand(s["zeros"]), expand(s["sum"].sum(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,94 +258,192 @@ def _scores(on, n_in, total, ranks, s: dict[str, np.ndarray], expand) -> dict[st
                 "effect_size": 2 * auroc - 1, "n_on": on}
 
 
-def _value_frame(coded: _Coded, s: dict[str, np.ndarray], observed, reached) -> pl.DataFrame:
+def _edge_text(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _field_edges(coded: Coded, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high edge of each feature's field (NaN where it has none)."""
+    k, edges = coded.n_values, coded.edges
+    start, length = field_bounds(mask, coded.variable.kind == "circular")
+    end = start + length
+    none = length == 0
+    low = np.where(none, np.nan, edges[np.maximum(start, 0)])
+    high = np.where(none, np.nan, edges[np.where(end > k, end - k, np.minimum(end, k))])
+    return low, high
+
+
+@dataclass
+class _Test:
+    """One row set of the result and the null members behind its p-values."""
+
+    coded: Coded
+    members: list[Member]
+    partner: Coded | None = None
+    """The categorical v of a conjunction (coded is its x)."""
+
+
+def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> list[_Test]:
+    tests: list[_Test] = []
+
+    def key() -> int:
+        return sum(len(t.members) for t in tests)
+
+    for c in coded:
+        if c.n_values == 0:
+            continue
+        categorical = c.variable.kind in ("categorical", "binary")
+        statistic = value_statistic if categorical else field_statistic(c.variable.kind == "circular")
+        tests.append(_Test(c, [Member(key(), c.n_values + 1, c.codes, _by_trial(c.codes, trials), statistic)]))
+    for x in coded:
+        for v in coded:
+            if x.variable.kind not in ("continuous", "circular") or x.n_values < 2 \
+                    or v.variable.kind not in ("categorical", "binary") \
+                    or not 2 <= v.n_values <= config.max_conjunction_levels:
+                continue
+            kx, kv, circular = x.n_values, v.n_values, x.variable.kind == "circular"
+            first = key()
+            members = [Member(first, (kx + 1) * (kv + 1), x.codes, _by_trial(x.codes, trials),
+                              conjunction_statistic(kx, kv, circular, "x"), v.codes, kv + 1),
+                       Member(first + 1, (kv + 1) * (kx + 1), v.codes, _by_trial(v.codes, trials),
+                              conjunction_statistic(kx, kv, circular, "v"), x.codes, kx + 1)]
+            tests.append(_Test(x, members, v))
+    return tests
+
+
+def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: AssociationConfig
+              ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per member key: observed statistic, Monte-Carlo p-value and the shuffles behind it.
+
+    Every statistic gets n_shuffles. Then, while the FDR decision of a row is still open (q ≥ fdr_level)
+    and fewer than continue_below shuffles reached one of its statistics, that statistic gets five times as
+    many shuffles, on the features that hold such rows only, until max_shuffles (later shuffles continue
+    the same seeded sequence). A p-value that many shuffles reached cannot become small, and a row already
+    significant stays so as others' p-values fall (BH is monotone), so neither needs more."""
+    members = [m for t in tests for m in t.members]
+
+    def run(part: _Entries, shuffles: range):
+        return null_exceedances(group_members(members), part.rows, part.indptr, part.values, trials, shuffles,
+                                config.min_shift_fraction, config.seed, config.n_threads)
+
+    def p_values() -> dict[int, np.ndarray]:
+        return {k: np.where(np.isnan(observed[k]), np.nan, monte_carlo_p(reached[k], used[k])) for k in observed}
+
+    first = run(entries, range(config.n_shuffles))
+    observed = {k: v[0] for k, v in first.items()}
+    reached = {k: v[1].copy() for k, v in first.items()}
+    used = {k: np.full(v[0].shape, config.n_shuffles, np.int64) for k, v in first.items()}
+    done = config.n_shuffles
+    while done < config.max_shuffles:
+        p = p_values()
+        rows = [np.maximum.reduce([p[m.key] for m in t.members]) for t in tests]  # a conjunction: the larger
+        q = family_q_values(np.concatenate([r.ravel() for r in rows]),
+                            np.concatenate([np.full(r.size, _family(t)) for r, t in zip(rows, tests, strict=True)]))
+        going, offset = {}, 0
+        for t, r in zip(tests, rows, strict=True):
+            open_ = q[offset:offset + r.size].reshape(r.shape) >= config.fdr_level
+            offset += r.size
+            for m in t.members:
+                going[m.key] = open_ & (reached[m.key] < config.continue_below) & (used[m.key] == done)
+        features = np.flatnonzero(np.any([g.reshape(len(g), -1).any(axis=1) for g in going.values()], axis=0))
+        if not len(features):
+            break
+        more = min(done * 5, config.max_shuffles) if done else config.max_shuffles
+        extra = run(entries.subset(features), range(done, more))
+        for k, (_, count) in extra.items():
+            keep = going[k][features]
+            reached[k][features] += np.where(keep, count, 0)
+            used[k][features] = np.where(keep, more, used[k][features])
+        done = more
+    # an undefined statistic (a feature never active where the variable has a value) is no test: NaN p,
+    # left out of the FDR family
+    p = p_values()
+    return {k: (observed[k], p[k], used[k]) for k in observed}
+
+
+def _family(test: _Test) -> str:
+    """The FDR sub-family of a test's rows: its variable, or its pair of variables."""
+    name = test.coded.variable.name
+    return name if test.partner is None else f"{name} and {test.partner.variable.name}"
+
+
+def _value_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+    c = test.coded
+    observed, p, used = result[test.members[0].key]
+    s = _sums(entries, c.codes, c.n_values)
     n_features, k = s["on"].shape
-    scores = _scores(s["on"], s["n_in"], s["sum"], s["ranks"], s, lambda x: x[:, None])
     return pl.DataFrame({
-        "feature_id": np.repeat(np.arange(n_features), k), "value": np.tile(np.array(coded.labels), n_features),
+        "feature_id": np.repeat(np.arange(n_features), k), "value": np.tile(np.array(c.labels), n_features),
         "low": np.full(n_features * k, np.nan), "high": np.full(n_features * k, np.nan),
-        **{name: x.ravel() for name, x in scores.items()},
+        **{name: x.ravel() for name, x in _scores(s, None).items()},
         "mutual_information": np.repeat(mi_bits(s["on"], s["n_in"]), k),
-        "statistic": observed.ravel(), "reached": reached.ravel(),
+        "statistic": observed.ravel(), "p_value": p.ravel(), "n_shuffles": used.ravel(),
     })
 
 
-def _candidate_ranges(k: int, circular: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(start, length) of every contiguous run of bins, shortest first; circular runs may wrap."""
-    pairs = [(start, length) for length in range(1, k + 1) for start in range(k)
-             if (start + length <= k if not circular else length < k or start == 0)]
-    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-
-
-def _range_frame(coded: _Coded, s: dict[str, np.ndarray], observed, reached) -> pl.DataFrame:
-    n_features, k = s["on"].shape
-    edges, circular = coded.edges, coded.variable.kind == "circular"
-    starts, lengths = _candidate_ranges(k, circular)
-    ends = starts + lengths
-
-    def over(x: np.ndarray) -> np.ndarray:  # [..., k] → sum over each candidate range [..., ranges]
-        doubled = np.concatenate([x, x], axis=-1)
-        cumulative = np.concatenate([np.zeros((*x.shape[:-1], 1)), np.cumsum(doubled, axis=-1)], axis=-1)
-        return cumulative[..., ends] - cumulative[..., starts]
-
-    all_sum = s["sum"].sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        excess = np.where(all_sum > 0, s["sum"] / all_sum, 0.0) - s["n_in"] / s["n_in"].sum()
-    best = np.argmax(over(excess), axis=1)
-    pick = np.arange(n_features), best
-    scores = _scores(over(s["on"])[pick], over(s["n_in"])[best], over(s["sum"])[pick],
-                     over(s["ranks"])[pick], s, lambda x: x)
-    low_edge, high_edge = edges[starts], edges[np.where(ends > k, ends - k, ends)]
-    texts = np.array([f"in [{lo:.4g}, {hi:.4g})" for lo, hi in zip(low_edge, high_edge, strict=True)])
-    dead = s["on"].sum(axis=1) == 0  # no activation: no best range
+def _field_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+    c = test.coded
+    observed, p, used = result[test.members[0].key]
+    s = _sums(entries, c.codes, c.n_values)
+    mask = field_mask(tuning_means(s["sum"], s["n_in"][None, :]), c.variable.kind == "circular")
+    low, high = _field_edges(c, mask)
+    texts = [None if np.isnan(lo) else f"in [{_edge_text(lo)}, {_edge_text(hi)})"
+             for lo, hi in zip(low, high, strict=True)]
     return pl.DataFrame({
-        "feature_id": np.arange(n_features), "value": texts[best],
-        "low": np.where(dead, np.nan, low_edge[best]), "high": np.where(dead, np.nan, high_edge[best]),
-        **scores, "mutual_information": observed, "statistic": observed, "reached": reached,
-    }).with_columns(value=pl.when(pl.Series(dead)).then(None).otherwise(pl.col("value")))
+        "feature_id": np.arange(len(low)), "value": pl.Series(texts, dtype=pl.String), "low": low, "high": high,
+        **_scores(s, mask), "mutual_information": mi_bits(s["on"], s["n_in"]),
+        "statistic": observed, "p_value": p, "n_shuffles": used,
+    })
+
+
+def _conjunction_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+    x, v = test.coded, test.partner
+    kx, kv = x.n_values, v.n_values
+    pair = np.where((x.codes < kx) & (v.codes < kv), x.codes * kv + v.codes, kx * kv)
+    s = _sums(entries, pair, kx * kv)
+    n_features = s["on"].shape[0]
+    chosen = conjunction(s["sum"].reshape(-1, kx, kv), s["n_in"].reshape(kx, kv), x.variable.kind == "circular")
+    inside = (chosen.mask[:, :, None] & (np.arange(kv)[None, None, :] == chosen.level[:, None, None]))
+    low, high = _field_edges(x, chosen.mask)
+    (_, p_x, used_x), (_, p_v, used_v) = (result[m.key] for m in test.members)
+    texts = [None if np.isnan(lo) else
+             f"{x.variable.name} in [{_edge_text(lo)}, {_edge_text(hi)}) and {v.variable.name} = {v.labels[c]}"
+             for lo, hi, c in zip(low, high, chosen.level, strict=True)]
+    return pl.DataFrame({
+        "feature_id": np.arange(n_features), "value": pl.Series(texts, dtype=pl.String), "low": low, "high": high,
+        **_scores(s, inside.reshape(n_features, -1)), "mutual_information": mi_bits(s["on"], s["n_in"]),
+        "statistic": chosen.overall, "p_value": np.maximum(p_x, p_v), "n_shuffles": np.minimum(used_x, used_v),
+    }).with_columns(variable=pl.lit(f"{x.variable.name} and {v.variable.name}"), kind=pl.lit("conjunction"))
 
 
 def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
               config: AssociationConfig = AssociationConfig()) -> pl.DataFrame:
-    """One row per (feature, variable, value or best range), columns COLUMNS; see the module docstring."""
+    """One row per (feature, value, field or conjunction), columns COLUMNS; see the module docstring."""
     entries = _Entries.build(activations)
     trial_ids = np.asarray(trial_ids)
     if len(trial_ids) != entries.n_rows:
         raise ValueError(f"{len(trial_ids)} trial ids for {entries.n_rows} examples")
+    for v in variables:
+        if v.kind not in KINDS:
+            raise ValueError(f"variable '{v.name}': kind {v.kind!r} is not one of {', '.join(KINDS)}")
     trials = Trials.from_ids(trial_ids)
-    coded = [_encode(v, entries.n_rows, config.n_bins) for v in variables]
-    zeros_all = entries.n_rows - entries.per_feature
-    by_rank = rank_statistic(entries.n_rows, zeros_all)
-    ranked, counted = [], []
-    for key, c in enumerate(coded):
-        if c.n_values == 0:
-            continue
-        categorical = c.variable.kind in ("categorical", "binary")
-        member = Member(key, c.n_values + 1, c.codes, _by_trial(c.codes, trials),
-                        by_rank if categorical else mi_statistic)
-        (ranked if categorical else counted).append(member)
-    groups = []
-    if ranked:
-        groups += group_members(ranked, entries.global_ranks + (zeros_all[entries.feature] - 1) / 2)
-    if counted:  # float32 ones count exactly below 2^24 per cell, and read half the memory
-        ones = np.ones(len(entries.rows), np.float32 if entries.n_rows < 2**24 else np.float64)
-        groups += group_members(counted, ones)
-    results = null_exceedances(groups, entries.rows, entries.indptr, trials, config.n_shuffles,
-                               config.min_shift_fraction, config.seed, config.n_threads)
-    frames = []
-    for key, summary in sorted(results.items()):
-        c = coded[key]
-        categorical = c.variable.kind in ("categorical", "binary")
-        build = _value_frame if categorical else _range_frame
-        frame = build(c, _sums(entries, c), summary.observed, summary.reached)
-        p_values = null_tail_p(summary, config.n_shuffles, cube_root=not categorical).ravel()
-        frames.append(frame.with_columns(variable=pl.lit(c.variable.name), kind=pl.lit(c.variable.kind),
-                                         p_value=pl.Series(p_values)))
-    if not frames:
+    coded = [encode(v, entries.n_rows, config.binning) for v in variables]
+    tests = _tests(coded, trials, config)
+    if not tests:
         return pl.DataFrame(schema=COLUMNS)
-    result = pl.concat(frames, how="diagonal_relaxed")
-    result = result.with_columns(q_value=pl.Series(benjamini_hochberg(result["p_value"].to_numpy())))
-    return _finish(result, COLUMNS)
+    result = _p_values(entries, trials, tests, config)
+    frames = []
+    for test in tests:
+        if test.partner is not None:
+            frames.append(_conjunction_frame(entries, test, result))
+            continue
+        categorical = test.coded.variable.kind in ("categorical", "binary")
+        frame = (_value_frame if categorical else _field_frame)(entries, test, result)
+        frames.append(frame.with_columns(variable=pl.lit(test.coded.variable.name),
+                                         kind=pl.lit(test.coded.variable.kind)))
+    out = pl.concat(frames, how="diagonal_relaxed")
+    out = out.with_columns(q_value=pl.Series(family_q_values(out["p_value"].to_numpy(), out["variable"].to_numpy())))
+    return _finish(out, COLUMNS)
 
 
 def tuning_curves(activations, variables: list[Variable],
@@ -370,7 +455,7 @@ def tuning_curves(activations, variables: list[Variable],
     for variable in variables:
         if variable.kind not in ("continuous", "circular"):
             continue
-        c = _encode(variable, entries.n_rows, config.n_bins)
+        c = encode(variable, entries.n_rows, config.binning)
         k = c.n_values
         if k == 0:
             continue

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import special
 from scipy.special import xlogy
 
 MIN_SHIFT_TRIAL = 5
@@ -125,22 +124,29 @@ def shift_sources(trials: Trials, rng: np.random.Generator, min_shift_fraction: 
 
 @dataclass
 class Member:
-    """One variable inside a CodeGroup: its codes (0 … n_codes-1; the last code is 'missing') and the
-    statistic computed from its [features, n_codes] table."""
+    """One test inside a CodeGroup: the codes that move under the null, optionally codes that stay put,
+    and the statistic computed from the member's [features, n_codes] table.
+
+    A member's code is moving × n_fixed + fixed: the conjunction tests shuffle one variable while the
+    other stays aligned with the features ("does direction add to this place field?")."""
 
     key: int
-    """Caller's index of the variable."""
+    """Caller's index of the test."""
     n_codes: int
-    """Values + 1 (the missing code)."""
+    """Codes of the member: (moving values + 1 for missing) × n_fixed."""
     codes: np.ndarray
-    """[n] int64 code per row."""
+    """[n] int64 moving code per row (its last value is 'missing')."""
     by_trial: np.ndarray | None
-    """[n_trials] code per trial when the variable is constant within every trial: then whole trials swap
+    """[n_trials] moving code per trial when it is constant within every trial: then whole trials swap
     values in the null; None: shift within trials."""
     statistic: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    """(table [features, n_codes] of summed entry weights, rows per code [n_codes]) → statistic array."""
+    """(table [features, n_codes] of summed activations, rows per code [n_codes]) → statistic array."""
+    fixed: np.ndarray | None = None
+    """[n] int64 code per row that no shuffle moves; None: none."""
+    n_fixed: int = 1
+    """Values of `fixed` (1 when None)."""
     code_rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Rows per code as observed (set by CodeGroup.prepare); a shift keeps it."""
+    """Rows per code as observed (set by CodeGroup.prepare); a shift keeps it unless part is fixed."""
 
 
 def feature_code_table(indptr: np.ndarray, entry_codes: np.ndarray, data: np.ndarray,
@@ -156,56 +162,74 @@ def feature_code_table(indptr: np.ndarray, entry_codes: np.ndarray, data: np.nda
 
 @dataclass
 class CodeGroup:
-    """Variables whose codes are combined into one code per row, so that one gather and one pass over
+    """Members whose codes are combined into one code per row, so that one gather and one pass over
     the active entries give every member's [feature, code] table (as marginals of the combined table)."""
 
     members: list[Member]
-    data: np.ndarray
-    """Per active entry: the weight summed into the tables (ones to count)."""
     size: int = 0
     marginals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     shifted: np.ndarray | None = None
     swapped: np.ndarray | None = None
+    fixed: np.ndarray | None = None
 
     def prepare(self) -> None:
         dims = [m.n_codes for m in self.members]
         self.size = int(np.prod(dims))
         strides = np.cumprod([1, *dims[::-1]])[:-1][::-1]  # first member varies slowest
-        for member in self.members:
-            member.code_rows = np.bincount(member.codes, minlength=member.n_codes).astype(np.float64)
         grid = np.indices(dims).reshape(len(dims), -1)
         offsets = np.cumsum([0, *dims[:-1]])
         self.marginals = np.zeros((self.size, sum(dims)))
         for j in range(len(dims)):  # a handful of variables, not features
             self.marginals[np.arange(self.size), offsets[j] + grid[j]] = 1.0
+        shifted, swapped, fixed = [], [], []
+        for member, stride in zip(self.members, strides, strict=True):
+            full = member.codes * member.n_fixed + (0 if member.fixed is None else member.fixed)
+            member.code_rows = np.bincount(full, minlength=member.n_codes).astype(np.float64)
+            moving_stride = stride * member.n_fixed
+            if member.by_trial is None:
+                shifted.append(member.codes * moving_stride)
+            else:
+                swapped.append(member.by_trial * moving_stride)
+            if member.fixed is not None:
+                fixed.append(member.fixed * stride)
         # int32 codes: the per-shuffle gather reads a 4 MB array per million examples, not 8 MB
-        shifted = [m.codes * s for m, s in zip(self.members, strides, strict=True) if m.by_trial is None]
-        swapped = [m.by_trial * s for m, s in zip(self.members, strides, strict=True) if m.by_trial is not None]
         self.shifted = np.sum(shifted, axis=0).astype(np.int32) if shifted else None
         self.swapped = np.sum(swapped, axis=0).astype(np.int32) if swapped else None
+        self.fixed = np.sum(fixed, axis=0).astype(np.int32) if fixed else None
 
-    def tables(self, entry_rows: np.ndarray, indptr: np.ndarray, trials: Trials, source: np.ndarray | None,
-               order: np.ndarray | None, buffer: np.ndarray) -> list[np.ndarray]:
-        """Each member's [features, n_codes] table under one shuffle (source/order None: as observed)."""
+    def tables(self, entry_rows: np.ndarray, indptr: np.ndarray, data: np.ndarray, trials: Trials,
+               source: np.ndarray | None, order: np.ndarray | None,
+               buffer: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each member's [features, n_codes] table and rows per code under one shuffle (source/order None:
+        as observed)."""
         combined = np.zeros(len(trials.row_start), np.int32)
         if self.shifted is not None:
             combined += self.shifted if source is None else np.take(self.shifted, source, mode="clip")
         if self.swapped is not None:
             by_trial = self.swapped if order is None else self.swapped[order]
             combined += np.repeat(by_trial, trials.lengths)
+        if self.fixed is not None:
+            combined += self.fixed
         np.take(combined, entry_rows, out=buffer, mode="clip")  # 'clip' skips the bounds check
-        table = feature_code_table(indptr, buffer, self.data, self.size)
+        table = feature_code_table(indptr, buffer, data, self.size)
         # marginals by one small matmul: summing a 5-axis table over 4 axes at a time is ~10x slower
         table = table.astype(np.float64, copy=False) @ self.marginals
-        return np.split(table, np.cumsum([m.n_codes for m in self.members])[:-1], axis=1)
+        bounds = np.cumsum([m.n_codes for m in self.members])[:-1]
+        if self.fixed is not None and (source is not None or order is not None):  # joint counts change
+            rows = np.split(np.bincount(combined, minlength=self.size) @ self.marginals, bounds)
+        else:
+            rows = [self._rows(m, trials, order) for m in self.members]
+        return np.split(table, bounds, axis=1), rows
 
-    def rows_per_code(self, member: Member, trials: Trials, order: np.ndarray | None) -> np.ndarray:
+    def _rows(self, member: Member, trials: Trials, order: np.ndarray | None) -> np.ndarray:
         if member.by_trial is None or order is None:  # a shift moves rows within trials: counts unchanged
             return member.code_rows
-        return np.bincount(member.by_trial[order], trials.lengths, minlength=member.n_codes)
+        moving = np.repeat(member.by_trial[order], trials.lengths)
+        full = moving * member.n_fixed + (0 if member.fixed is None else member.fixed)
+        return np.bincount(full, minlength=member.n_codes).astype(np.float64)
 
 
-def group_members(members: list[Member], data: np.ndarray) -> list[CodeGroup]:
+def group_members(members: list[Member]) -> list[CodeGroup]:
     """First-fit decreasing: fewest groups whose code products stay within MAX_GROUP_CODES."""
     groups: list[CodeGroup] = []
     sizes: list[int] = []
@@ -216,16 +240,21 @@ def group_members(members: list[Member], data: np.ndarray) -> list[CodeGroup]:
                 sizes[i] *= member.n_codes
                 break
         else:
-            groups.append(CodeGroup([member], data))
+            groups.append(CodeGroup([member]))
             sizes.append(member.n_codes)
     return groups
 
 
-def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np.ndarray, trials: Trials,
-                     n_shuffles: int, min_shift_fraction: float, seed: int,
+def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np.ndarray, data: np.ndarray,
+                     trials: Trials, shuffles: range, min_shift_fraction: float, seed: int,
                      n_threads: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For each member key: (observed statistic, number of shuffles whose statistic reached it).
-    entry_rows: int64 row of each active entry, feature-major; indptr: int32 feature offsets (CSC).
+    """For each member key: (observed statistic, number of the given shuffles whose statistic reached it).
+    entry_rows: int64 row of each active entry, feature-major; indptr: int32 feature offsets (CSC); data:
+    the weight each entry adds to the tables (its activation).
+
+    Shuffle s is drawn from the generator seeded [seed, 1 + s], whatever the features passed: a second
+    call with later shuffles on fewer features (engine.associations asks for more shuffles where a
+    p-value is at its floor) continues the same sequence.
 
     Shifts of at least a minimum size are not a group (two of them can add up to almost no shift), so
     nulls drawn directly from the observed alignment resemble each other more than they resemble it, and
@@ -243,79 +272,38 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     def statistics(source, order, buffer) -> dict[int, np.ndarray]:
         out = {}
         for group in groups:
-            tables = group.tables(entry_rows, indptr, trials, source, order, buffer)
-            for member, table in zip(group.members, tables, strict=True):
-                out[member.key] = member.statistic(table, group.rows_per_code(member, trials, order))
+            tables, rows = group.tables(entry_rows, indptr, data, trials, source, order, buffer)
+            for member, table, code_rows in zip(group.members, tables, rows, strict=True):
+                out[member.key] = member.statistic(table, code_rows)
         return out
 
     hub = shift_offsets(trials, np.random.default_rng([seed, 0]), min_shift_fraction)
     buffer = np.empty(len(entry_rows), indptr.dtype)
     observed = statistics(None, None, buffer)
 
-    def run(shuffles: range) -> dict[int, np.ndarray]:
+    def run(block: range) -> dict[int, np.ndarray]:
         own = np.empty(len(entry_rows), indptr.dtype)
-        # Per key: [shuffles reaching the observed, Σ null, Σ null², Σ ∛null, Σ ∛null²] (see null_tail_p).
-        sums = {k: np.zeros((5, *v.shape)) for k, v in observed.items()}
-        for s in shuffles:
+        reached = {k: np.zeros(v.shape, np.int64) for k, v in observed.items()}
+        for s in block:
             rng = np.random.default_rng([seed, 1 + s])  # by index: the same shuffles on any thread count
             source = shift_sources(trials, rng, min_shift_fraction, hub) if needs_shift else None
             order = rng.permutation(trials.n_trials)
             for key, null in statistics(source, order, own).items():
                 with np.errstate(invalid="ignore"):
-                    sums[key][0] += null >= observed[key] - TIE_TOLERANCE
-                finite = np.nan_to_num(null)
-                root = np.cbrt(finite)
-                sums[key][1:] += (finite, finite * finite, root, root * root)
-        return sums
+                    reached[key] += null >= observed[key] - TIE_TOLERANCE
+        return reached
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n_threads = max(1, min(n_threads or cores, n_shuffles))
-    # Fixed blocks of shuffles, summed block by block in index order: the float sums of the null's
-    # moments are then the same whatever the number of threads.
-    chunks = [range(start, min(start + SHUFFLE_BLOCK, n_shuffles)) for start in range(0, n_shuffles, SHUFFLE_BLOCK)]
+    n_threads = max(1, min(n_threads or cores, len(shuffles) or 1))
+    blocks = [range(start, min(start + SHUFFLE_BLOCK, shuffles.stop))
+              for start in range(shuffles.start, shuffles.stop, SHUFFLE_BLOCK)]
     with ThreadPoolExecutor(n_threads) as pool:
-        results = list(pool.map(run, chunks))
+        results = list(pool.map(run, blocks))
     out = {}
     for key, obs in observed.items():
-        total = np.sum([r[key] for r in results], axis=0) if results else np.zeros((5, *obs.shape))
-        reached = np.where(np.isnan(obs), n_shuffles, total[0]).astype(np.int64)  # undefined statistic: p = 1
-        out[key] = NullSummary(obs, reached, total[1:] / max(n_shuffles, 1))
+        total = np.sum([r[key] for r in results], axis=0) if results else np.zeros(obs.shape, np.int64)
+        out[key] = (obs, np.where(np.isnan(obs), len(shuffles), total).astype(np.int64))  # undefined: p = 1
     return out
-
-
-@dataclass
-class NullSummary:
-    """What the shuffles said about one member's statistics."""
-
-    observed: np.ndarray
-    reached: np.ndarray
-    """Shuffles whose statistic reached the observed one."""
-    moments: np.ndarray
-    """[4, …]: mean null, mean null², mean ∛null, mean (∛null)², for null_tail_p."""
-
-    def __iter__(self):  # unpacks as (observed, reached), as before moments were kept
-        return iter((self.observed, self.reached))
-
-
-def null_tail_p(summary: NullSummary, n_shuffles: int, cube_root: bool) -> np.ndarray:
-    """Monte-Carlo p-values, refined where the observed statistic beat every shuffle.
-
-    200 shuffles cannot give a p below 1/201, and Benjamini–Hochberg within one variable's family of
-    thousands of tests needs far smaller ones to find a handful of real features. Where no shuffle
-    reached the observed statistic, the p-value is the normal tail of the null's own mean and
-    spread: rank statistics (AUROC) are asymptotically normal under the null, and mutual information
-    (a scaled χ²) is after a cube root (Wilson–Hilferty). A null-like feature that happens to beat
-    all 200 shuffles lands near z ≈ 2.8 (p ≈ 0.003); only a feature far beyond its null gets a tiny p.
-    """
-    p = monte_carlo_p(summary.reached, n_shuffles)
-    mean, square = (summary.moments[2], summary.moments[3]) if cube_root else summary.moments[:2]
-    observed = np.cbrt(summary.observed) if cube_root else summary.observed
-    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (observed - mean) / spread
-    tail = special.ndtr(-np.nan_to_num(z, nan=-np.inf))
-    beyond = (summary.reached == 0) & (spread > 0) & np.isfinite(z)
-    return np.where(beyond, np.minimum(p, np.maximum(tail, 1e-300)), p)
 
 
 def mi_bits(on: np.ndarray, n_in: np.ndarray) -> np.ndarray:
@@ -328,24 +316,6 @@ def mi_bits(on: np.ndarray, n_in: np.ndarray) -> np.ndarray:
     cells = xlogy(on, on).sum(axis=1) + xlogy(n_in - on, n_in - on).sum(axis=1)
     margins = xlogy(active, active) + xlogy(total - active, total - active) + xlogy(n_in, n_in).sum()
     return np.maximum((cells - margins + xlogy(total, total)) / (total * math.log(2)), 0.0)
-
-
-def rank_statistic(n_rows: int, zeros_all: np.ndarray):
-    """The categorical statistic from summed weights rank + (zeros - 1)/2 (ranks over all n_rows examples):
-    0.5 + (mean rank with the value − mean rank of the other non-missing examples) / n_rows. Without
-    missing values this is exactly the AUROC; with them it stays a fixed-weight sum, so each shuffle costs
-    one pass over the entries instead of re-ranking every feature."""
-    def statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
-        n_in = code_rows[:-1]
-        rank_sum = n_in * (zeros_all[:, None] + 1) / 2 + table[:, :-1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gap = rank_sum / n_in - (rank_sum.sum(axis=1, keepdims=True) - rank_sum) / (n_in.sum() - n_in)
-        return 0.5 + gap / n_rows
-    return statistic
-
-
-def mi_statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
-    return mi_bits(table[:, :-1], code_rows[:-1])
 
 
 def monte_carlo_p(reached: np.ndarray, n_shuffles: int) -> np.ndarray:
@@ -369,3 +339,24 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     scaled = p[order] * m / np.arange(1, m + 1)
     q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return q
+
+
+def family_q_values(p_values: np.ndarray, families: np.ndarray) -> np.ndarray:
+    """q-values for one false-discovery family made of several sub-families (one per variable, or per pair
+    of variables for conjunctions): Benjamini–Hochberg within each sub-family, times the number of
+    sub-families that hold a defined p-value, capped at 1.
+
+    q < α is BH at α / G within each of the G sub-families, which keeps the false discovery rate over
+    all the tests at most α: the false share of all discoveries is at most the sum of the sub-families'
+    false shares, each at most α / G. A variable that nothing encodes then gets any discovery at all with
+    probability at most α / G, however many discoveries the encoded variables make; a plain BH over the
+    pooled tests would let it through at a rate that grows with them."""
+    p = np.asarray(p_values, dtype=np.float64)
+    families = np.asarray(families)
+    q = np.full(p.shape, np.nan)
+    defined = ~np.isnan(p)
+    names = np.unique(families[defined])
+    for name in names:
+        where = np.flatnonzero(families == name)
+        q[where] = benjamini_hochberg(p[where])
+    return np.minimum(q * max(len(names), 1), 1.0)

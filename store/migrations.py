@@ -449,6 +449,12 @@ UPDATE datasets SET value_type = CASE
     ELSE 'counts' END
 """
 
+# How many shuffles each association's p-value used: 200 for most, more where a p-value sat at its floor
+# (engine.associations). Rankings store the selectivity index of their first suggestion in `association`.
+V10_SHUFFLES = """
+ALTER TABLE associations ADD COLUMN n_shuffles INTEGER
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -461,4 +467,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "quality_flags; train_log's reconstruction and auxiliary losses", V7_QUALITY),
     Migration(8, "analysis_epochs: the bins (--where, --around) each run, ranking and validation used", V8_EPOCHS),
     Migration(9, "datasets.value_type: counts, rates (not whole numbers) or activations", V9_VALUE_TYPE),
+    Migration(10, "associations.n_shuffles: shuffles behind each p-value (more where needed)", V10_SHUFFLES),
 )

@@ -36,7 +36,8 @@ def test_selectivity_auroc_contrast_on_a_ten_example_toy():
     # AUROC over the 25 (in, out) pairs, out = {0,0,1,0,0}: in 0 → 4 ties = 2; in 2 → 5; in 0 → 2;
     # in 1 → 4 below + 1 tie = 4.5; in 3 → 5. (2 + 5 + 2 + 4.5 + 5) / 25 = 0.74
     assert row["auroc"] == pytest.approx(0.74)
-    assert row["statistic"] == pytest.approx(0.74)  # nothing missing: the null's statistic is the AUROC
+    # selectivity index of mean activations: (6/5 − 1/5) / (6/5 + 1/5) = 5/7; what the null is computed for
+    assert row["statistic"] == pytest.approx(5 / 7)
     assert row["effect_size"] == pytest.approx(0.48)  # 2 · 0.74 − 1
     # contrast: (6/5 − 1/5) / (7/10 + eps) = 1 / 0.7
     assert row["contrast"] == pytest.approx(1 / 0.7)
@@ -51,9 +52,9 @@ def test_selectivity_auroc_contrast_on_a_ten_example_toy():
     assert (other["selectivity"], other["auroc"], other["contrast"], other["n_on"]) == pytest.approx(
         (0.25, 0.26, -1 / 0.7, 1))
     dead = rows_of(out, feature_id=1, value="A")
-    # never active: selectivity 0/0 is undefined, all ties give AUROC ½, and no shuffle can beat that
+    # never active: selectivity 0/0 is undefined, all ties give AUROC ½, and there is nothing to test
     assert dead["selectivity"] is None and dead["auroc"] == 0.5 and dead["contrast"] == 0.0
-    assert dead["p_value"] == 1.0
+    assert dead["statistic"] is None and dead["p_value"] is None and dead["q_value"] is None
 
 
 def test_mutual_information_of_a_perfectly_informative_feature_is_one_bit():
@@ -71,21 +72,21 @@ def test_mutual_information_of_a_perfectly_informative_feature_is_one_bit():
     assert rows_of(out, feature_id=0, variable="flag", value="0")["mutual_information"] == pytest.approx(1.0)
     # on/off independent of the flag (25 of 50 in each): I = 0 exactly
     assert rows_of(out, feature_id=1, variable="flag", value="1")["mutual_information"] == pytest.approx(0.0)
-    # two quantile bins of x, active exactly in the upper one: 1 bit, and that bin is the best range
+    # two readable bins of x (step 50), active exactly in the upper one: 1 bit, and that bin is the field
     row = rows_of(out, feature_id=2, variable="x")
     assert row["mutual_information"] == pytest.approx(1.0) and row["statistic"] == pytest.approx(1.0)
-    assert (row["low"], row["high"], row["value"]) == (49.5, 99.0, "in [49.5, 99)")
+    assert (row["low"], row["high"], row["value"]) == (50.0, 100.0, "in [50, 100)")
     assert row["selectivity"] == 1.0 and row["auroc"] == 1.0 and row["n_on"] == 50
 
 
 def test_tuning_curve_bins_means_and_sem():
-    # x = 0 … 7 and one missing; 2 quantile bins split at the median 3.5: {0,1,2,3} and {4,5,6,7}
-    x = np.r_[np.arange(8.0), np.nan]
+    # x = 0 … 3, 10 … 13 and one missing; 2 bins of the readable width 10: {0,1,2,3} and {10,…,13}
+    x = np.r_[np.arange(4.0), np.arange(10.0, 14.0), np.nan]
     a = np.array([0, 1, 0, 1, 2, 4, 0, 2, 100.0])  # the 100 sits on the missing x: must not count
     curves = tuning_curves(sp.csr_matrix(a[:, None]), [Variable("x", "continuous", values=x)],
                            AssociationConfig(n_bins=2)).sort("bin")
     assert curves["bin"].to_list() == [0, 1]
-    assert curves["low"].to_list() == [0.0, 3.5] and curves["high"].to_list() == [3.5, 7.0]
+    assert curves["low"].to_list() == [0.0, 10.0] and curves["high"].to_list() == [10.0, 20.0]
     assert curves["n"].to_list() == [4, 4]
     # bin 0: 0 1 0 1 → mean 0.5, sample variance (4 · 0.25) / 3 = 1/3, SEM √(1/3 / 4) = √(1/12)
     # bin 1: 2 4 0 2 → mean 2, sample variance (0 + 4 + 4 + 0) / 3 = 8/3, SEM √(8/3 / 4) = √(2/3)
@@ -113,8 +114,8 @@ def test_null_gives_uniform_p_values_for_independent_features():
         assert len(p) == n_tests
         assert 0.02 <= (p < 0.05).mean() <= 0.07, name
         assert 0.4 <= (p < 0.5).mean() <= 0.6, name
-        # Below the Monte-Carlo floor only through the normal tail, and for null features not far below.
-        assert p.min() > 1e-4, name
+        # exact Monte-Carlo p-values: never below 1 / (1 + max_shuffles)
+        assert p.min() >= 1 / 5001, name
 
 
 def test_planted_feature_reaches_the_p_floor_and_survives_fdr():
@@ -126,8 +127,8 @@ def test_planted_feature_reaches_the_p_floor_and_survives_fdr():
     out = associate(acts, np.arange(n) // 100, [Variable("cat", "categorical", categories=category)],
                     AssociationConfig(n_shuffles=200))
     row = rows_of(out, feature_id=0, value="0")
-    # No shuffle reaches it, so the normal tail of the null refines the 1/201 floor by many decades.
-    assert row["p_value"] < 1e-10
+    # No shuffle reaches it: the exact floor 1/201 already passes the FDR in a family of 9 tests
+    assert row["p_value"] == pytest.approx(1 / 201) and row["n_shuffles"] == 200
     assert row["q_value"] < 0.05
     assert row["selectivity"] == 1.0 and row["auroc"] == 1.0
 
@@ -166,9 +167,9 @@ def test_circular_best_range_wraps_through_zero():
                      Variable("heading_linear", "continuous", values=angle)],
                     AssociationConfig(n_bins=10))
     row = rows_of(out, variable="heading")
-    # 10 bins of width 2π/10: the tuning sits in the last bin and the first; the range runs 9 → 0
+    # 10 bins of width 2π/10: the tuning sits in the last bin and the first; the field runs 9 → 0
     assert row["low"] == pytest.approx(0.9 * 2 * np.pi) and row["high"] == pytest.approx(0.1 * 2 * np.pi)
-    assert row["value"] == "in [5.655, 0.6283)"
+    assert row["value"] == "in [5.65487, 0.628319)"
     assert row["selectivity"] > 0.95 and row["p_value"] <= 1 / 201
     linear = rows_of(out, variable="heading_linear")
     assert linear["low"] < linear["high"]  # a continuous variable has no wrap: one side only

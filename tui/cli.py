@@ -201,14 +201,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from engine.rank import rank_run
+    from engine.rank import rank_config, rank_run
     from store.rankings import top_features
     from tui.progress import steps_progress
     from tui.table_text import render_table
 
+    config = rank_config(args.max_shuffles)
     with _open_store(args, create=False) as db:
         with steps_progress("ranking SAEs") as on_progress:
-            outcome = rank_run(db, args.run, on_progress=on_progress, epoch=_epoch(args),
+            outcome = rank_run(db, args.run, config, on_progress=on_progress, epoch=_epoch(args),
                                report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
         _say_epoch("rank", outcome)
         _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
@@ -429,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--run", type=int, required=True, help="run id (see `mini info`)")
     rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
     rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
+    rank.add_argument("--max-shuffles", type=int, default=None, metavar="N",
+                      help="most shuffles behind one p-value (default 5000; p-values cannot go below 1/(N+1))")
     _add_epoch_options(rank, "rank on the train + val bins it selects", "the run's")
 
     validate = add("validate", cmd_validate, "test every accepted label of a run on the held-out test split")
