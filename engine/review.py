@@ -23,6 +23,7 @@ from engine.tuning import (
     SplitTuning,
     TuningInputs,
     peri_event,
+    ranked_rows,
     split_tunings,
     tuned_variable,
     tuning_inputs,
@@ -176,7 +177,7 @@ def load_context(db: Store, run_id: int, sae_id: int) -> ReviewContext:
     for row in queries.sae_suggestions(db, sae_id).iter_rows(named=True):
         suggestions.setdefault(row["feature_id"], []).append(row)
     names, predicates = queries.label_vocabulary(db, run_id)
-    inputs = tuning_inputs(db, dataset, run_id, data)
+    inputs = tuning_inputs(dataset, data, ranked_rows(db, dataset, run_id))
     return ReviewContext(
         run_id, sae_id, data, ranked["feature_id"].to_list(),
         {row["feature_id"]: row for row in ranked.iter_rows(named=True)},

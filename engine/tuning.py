@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -114,10 +115,10 @@ def ranked_rows(db: Store, dataset: dict[str, Any], run_id: int) -> np.ndarray |
     return examples["example_id"].to_numpy()[selection.selected & (examples["split"].to_numpy() != "test")]
 
 
-def tuning_inputs(db: Store, dataset: dict[str, Any], run_id: int, data: DatasetArrays,
+def tuning_inputs(dataset: dict[str, Any], data: DatasetArrays, ranked: np.ndarray | None,
                   config: TuningConfig | None = None) -> TuningInputs:
+    """`ranked`: the example ids `ranked_rows` gives (None: every train + val bin)."""
     config = config or TuningConfig()
-    ranked = ranked_rows(db, dataset, run_id)
     rows = np.flatnonzero(data.fit) if ranked is None else np.sort(ranked)
     splits = []
     for variable, code in data.codes.items():
@@ -206,10 +207,15 @@ def peri_event(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray
 
     `activation`: [n_examples] the feature's activation (0 where inactive; test bins are never read)."""
     start, stop = inputs.config.peri_window_s
-    n_bins = inputs.config.peri_bins
     if bin_size_s:
-        n_bins = max(1, min(n_bins, round((stop - start) / bin_size_s)))
-    edges = np.linspace(start, stop, n_bins + 1)
+        # Bins centred on whole lags (multiples of the bin size): each holds whole lags, none on an edge.
+        step = bin_size_s * max(1, math.ceil((stop - start) / bin_size_s / inputs.config.peri_bins - 1e-9))
+        lags = np.arange(math.ceil(start / step - 1e-9), math.floor(stop / step + 1e-9) + 1) * step
+        edges = np.r_[lags - step / 2, lags[-1] + step / 2]
+    else:
+        edges = np.linspace(start, stop, inputs.config.peri_bins + 1)
+    n_bins = len(edges) - 1
+    start, stop = edges[0], edges[-1]
     onsets = inputs.events[event]
     usable = data.fit & ~np.isnan(inputs.centres)
     ids = np.flatnonzero(usable)
