@@ -112,7 +112,7 @@ class ReviewScreen(Screen):
     ReviewScreen.-narrow.-units #units { display: block; }
     ReviewScreen.-wide #top { height: 14; }
     ReviewScreen.-wide #suggestions { width: 64; }
-    ReviewScreen.-wide #tuning { width: 64; }
+    ReviewScreen.-wide #tuning { width: 1fr; }
     ReviewScreen.-wide #units { display: block; width: 44; }
     """
 

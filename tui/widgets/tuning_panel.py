@@ -45,6 +45,9 @@ def _table(text: Text, lines: LineBins, what: str, labels: list[str], columns: l
         widths = [max(len(columns[c]), *(len(row[c]) for row in cells)) for c in range(len(columns))]
         if label_width + sum(w + 1 for w in widths) <= width:
             break
+    # Still too wide (many levels on a narrow panel): the bin labels give way, the numbers stay whole.
+    label_width = max(6, min(label_width, width - sum(w + 1 for w in widths)))
+    labels = [label if len(label) <= label_width else label[: label_width - 1] + "…" for label in labels]
     text.append("\n" + " " * label_width + "".join(f" {name[:w]:>{w}}" for name, w in zip(columns, widths,
                                                                                                 strict=True)),
                 style="dim")
@@ -218,6 +221,6 @@ class TuningPanel(TextPanel):
             top = int(self.scroll_offset.y)
             below = top + (self.scrollable_content_region.height or 0) < len(self._line_bins)
             arrows = ("↑" if top > 0 else "") + ("↓" if below else "")
-            where = f"{first}–{last}" if first else "below"
-            title = f"{TITLES[self.view]} · {what} {where} of {total} {arrows}"
+            where = f"{what} {first}–{last} of {total}" if first else f"{total} {what}, rows below"
+            title = f"{TITLES[self.view]} · {where} {arrows}"
         self.border_title = title
