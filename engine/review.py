@@ -283,7 +283,7 @@ def _split_and_peri(context: ReviewContext, feature_id: int, examples: np.ndarra
     spreads = {}
     if not any(s["variable"] in context.curve_edges for s in suggestions):
         curves = context.tuning_curves.filter(pl.col("feature_id") == feature_id)
-        spreads = {v: float(np.nanmax(p["mean"].to_numpy(np.float64)) - np.nanmin(p["mean"].to_numpy(np.float64)))
+        spreads = {v: float(p["mean"].max() - p["mean"].min())
                    for (v,), p in curves.partition_by("variable", as_dict=True).items() if p["mean"].is_not_null().any()}
     variable, preferred = tuned_variable(suggestions, context.data, context.curve_edges, spreads)
     splits = ([] if variable is None else

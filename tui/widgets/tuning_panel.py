@@ -82,8 +82,8 @@ def _sparks(text: Text, lines: LineBins, names: list[str], means: np.ndarray, n:
 def split_text(splits: list[SplitTuning], index: int, width: int) -> tuple[Text, LineBins]:
     text, lines = Text(no_wrap=True, overflow="ellipsis"), []
     if not splits:
-        text.append("no split: the feature has no continuous tuning curve, or the dataset no categorical "
-                    "variable with 2–8 levels", style="dim")
+        text.append("no split: no continuous tuning curve\nfor this feature, or no categorical\nvariable with 2–8 levels",
+                    style="dim")
         return text, [None]
     split = splits[index % len(splits)]
     text.append(split.variable, style="bold")
@@ -101,8 +101,8 @@ def split_text(splits: list[SplitTuning], index: int, width: int) -> tuple[Text,
 def peri_text(events: list[PeriEvent], index: int, width: int) -> tuple[Text, LineBins]:
     text, lines = Text(no_wrap=True, overflow="ellipsis"), []
     if not events:
-        text.append("no events: the dataset has no per-bin event column (counts or 0/1 flags) and no trial "
-                    "column of event times", style="dim")
+        text.append("no events in this dataset: none of\nits columns holds per-bin counts or\n0/1 flags, or trial event times",
+                    style="dim")
         return text, [None]
     peth = events[index % len(events)]
     text.append(f"around {peth.event}", style="bold")
@@ -209,9 +209,14 @@ class TuningPanel(TextPanel):
         if not visible:
             entry = next(e for e in self._line_bins[top + height:] + self._line_bins[:top] if e is not None)
             return entry[0], 0, 0, entry[2]
-        what = visible[0][0]
+        # Name the group whose bins are cut (direction's levels may all show while position's are cut).
+        cut = {entry[0] for entry in self._line_bins[:top] + self._line_bins[top + height:] if entry is not None}
+        what = next((entry[0] for entry in visible if entry[0] in cut), visible[0][0])
         numbers = [entry[1] for entry in visible if entry[0] == what]
-        return what, numbers[0], numbers[-1], visible[0][2]
+        if not numbers:
+            entry = next(e for e in self._line_bins if e is not None and e[0] == what)
+            return what, 0, 0, entry[2]
+        return what, numbers[0], numbers[-1], next(e[2] for e in visible if e[0] == what)
 
     def _hint(self) -> None:
         title = FULL_TITLES[self.view]
