@@ -204,7 +204,7 @@ def _check(selected: np.ndarray, splits: np.ndarray, trials: np.ndarray, step: s
                              "intervals compare or resample whole trials")
 
 
-def _centre_offset(dataset: dict[str, Any]) -> float:
+def centre_offset(dataset: dict[str, Any]) -> float:
     """Seconds from a bin's time_s to its centre: half a bin where time_s is the bin's start (spike imports,
     and count imports without a time column, whose times are k × bin size), 0 where it is the time
     column of `mini import` (taken as the bin's own time)."""
@@ -228,7 +228,7 @@ def _around(db: Store, dataset: dict[str, Any], examples: pl.DataFrame, bins: pl
     if np.isnan(times).all():
         raise InputError(f"--around {text}: dataset '{dataset['name']}' has no bin times (imported without a "
                          "time column or --bin-size)")
-    centres = times + _centre_offset(dataset)
+    centres = times + centre_offset(dataset)
     column = bins[around.event]
     if not column.dtype.is_numeric():
         raise InputError(f"--around {text}: '{around.event}' is text; give a column of event counts (0/1) or "

@@ -12,7 +12,6 @@ one intact.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.epochs import STEP_VERBS, Epoch, read_splits, select_epoch
+from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
+from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from store import Store
-from store.datasets import load_examples
 from store.epochs import run_epochs
 from store.quality import flag_line, report_flags
 from store.runs import get_run
@@ -40,6 +39,9 @@ class ReportConfig:
 
     top: int = 30
     """Ranked features listed per SAE (the tables beside the report hold all of them)."""
+    tuning_top: int = 5
+    """Top-ranked features per SAE whose split tuning and peri-event histograms the report draws (every
+    validated feature's are drawn in its validation section as well)."""
     table_format: str = "csv"
     """Format of the tables written beside the report: csv or parquet."""
 
@@ -260,8 +262,45 @@ def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
             *markdown_table(summary), ""]
 
 
+class _Tunings:
+    """Split tuning and peri-event histograms of a run's features, as text; each SAE's shared inputs read once."""
+
+    def __init__(self, db: Store, run_id: int):
+        self.db, self.run_id, self.contexts = db, run_id, {}
+
+    def lines(self, sae_id: int, feature_id: int) -> list[str]:
+        from engine.review import load_context, load_feature
+
+        if sae_id not in self.contexts:
+            self.contexts[sae_id] = load_context(self.db, self.run_id, sae_id)
+        panel = load_feature(self.db, self.contexts[sae_id], feature_id)
+        out = []
+        if panel.splits:
+            out += ["Split tuning (mean activation ± SEM per bin and level; train + val bins of the ranking's "
+                    "epoch):", "", "```", *split_tuning_lines(panel.splits[0]), "```", ""]
+        for peth in panel.peri_events:
+            out += ["Peri-event histogram (mean over events of the activation in each bin ± SEM across events; "
+                    "train + val):", "", "```", *peri_event_lines(peth), "```", ""]
+        return out
+
+
+def _top_tunings(frames: dict[str, pl.DataFrame], tunings: _Tunings, top: int) -> list[str]:
+    if top <= 0:
+        return []
+    lines = ["## Tuning of the top features", "",
+             f"For the top {top} features of each SAE: the tuning curve split by the categorical variable that "
+             "separates it best (or the one its conjunctive suggestion names), and the histogram around each "
+             "event of the dataset.", ""]
+    for (sae_id,), part in frames["rankings"].group_by("sae_id", maintain_order=True):
+        for row in part.head(top).iter_rows(named=True):
+            lines += [f"### SAE {sae_id} · rank {row['rank']} · feature {row['feature_id']}: "
+                      f"{row['suggestion'] or 'no suggestion'}", "", *(tunings.lines(sae_id, row["feature_id"])
+                                                                      or ["(no split or event to show)", ""])]
+    return lines
+
+
 def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, label: dict,
-                signature: pl.DataFrame, ranked: np.ndarray | None) -> list[str]:
+                signature: pl.DataFrame, ranked: np.ndarray | None, tunings: _Tunings) -> list[str]:
     title = f"### SAE {row['sae_id']} · feature {row['feature_id']}: {row['predicate'] or label['name']}"
     if not row["testable"]:
         return [title, "", f"{row['reason']}.", ""]
@@ -301,7 +340,7 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
         "each unit's mean z-scored count while the feature is on (train + val).", "",
         *markdown_table(units), "",
         f"Tuning to {variable} (mean activation on train + val; ◀ the labelled value or range):", "",
-        *bar_chart(tuning, marked), "",
+        *bar_chart(tuning, marked), "", *tunings.lines(row["sae_id"], row["feature_id"]),
     ]
 
 
@@ -312,17 +351,6 @@ def _in_range(level: str, low: float | None, high: float | None) -> bool:
     a, b = (float(x) for x in level.strip("[)").split(","))
     mid, high = (a + b) / 2, math.inf if high is None else high
     return (low <= mid < high) if low <= high else (mid >= low or mid < high)
-
-
-def _ranked_bins(db: Store, dataset: dict, epochs: dict[str, dict]) -> np.ndarray | None:
-    """Example ids of the train + val bins the ranking's epoch selected; None when it read them all."""
-    row = epochs.get("rank")
-    if row is None:
-        return None
-    dataset = {**dataset, "options": json.loads(dataset["options"])}
-    examples = load_examples(db, dataset["dataset_id"])
-    selection = select_epoch(db, dataset, examples, Epoch(row["where_sql"], row["around"]), "rank", "the ranking's")
-    return examples["example_id"].to_numpy()[selection.selected & (examples["split"].to_numpy() != "test")]
 
 
 # --------------------------------------------------------------------------- entry point
@@ -344,9 +372,10 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
                           [dataset["dataset_id"]]).iter_rows())
     frames = _run_frames(db, run_id)
     epochs = run_epochs(db, run_id)
-    ranked = _ranked_bins(db, dataset, epochs)
+    ranked = ranked_rows(db, dataset, run_id)
+    tunings = _Tunings(db, run_id)
     lines = [*_header(db, run, dataset, epochs), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
-             *_labels(frames)]
+             *_top_tunings(frames, tunings, config.tuning_top), *_labels(frames)]
     lines += ["## Validations", ""]
     validations = frames["validations"]
     if validations.is_empty():
@@ -355,7 +384,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
     for row in validations.iter_rows(named=True):
         signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])
-        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature, ranked)
+        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature, ranked, tunings)
         if row["label_id"] not in labels:
             lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
     validated_ids = set(validations["label_id"].to_list())

@@ -18,6 +18,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from engine.tuning import (
+    PeriEvent,
+    SplitTuning,
+    TuningInputs,
+    peri_event,
+    ranked_rows,
+    split_tunings,
+    tuned_variable,
+    tuning_inputs,
+)
 from store import Store
 from store import review as queries
 
@@ -136,9 +146,18 @@ class ReviewContext:
     """Features with a current label when the context was read (Review starts at the first without)."""
     by_feature: bool = False
     """Whether activations_by_feature is current for this SAE (then a feature reads in ~2 ms)."""
+    tuning_inputs: TuningInputs | None = None
+    """What split tuning and peri-event histograms read (engine.tuning)."""
+    bin_size_s: float | None = None
 
     def __post_init__(self) -> None:
         self._positions = {feature_id: i for i, feature_id in enumerate(self.order)}
+        # Every feature's stored curve of a variable has the same bins: their edges, read once.
+        first = self.tuning_curves.filter(pl.col("feature_id") == self.tuning_curves["feature_id"].min()) \
+            if self.tuning_curves.height else self.tuning_curves
+        self.curve_edges: dict[str, np.ndarray] = {
+            variable: np.r_[part["low"].to_numpy(), part["high"].to_numpy()[-1:]]
+            for (variable,), part in first.partition_by("variable", as_dict=True, maintain_order=True).items()}
 
     def position(self, feature_id: int) -> int | None:
         """Index of the feature in rank order (None: not ranked)."""
@@ -158,13 +177,15 @@ def load_context(db: Store, run_id: int, sae_id: int) -> ReviewContext:
     for row in queries.sae_suggestions(db, sae_id).iter_rows(named=True):
         suggestions.setdefault(row["feature_id"], []).append(row)
     names, predicates = queries.label_vocabulary(db, run_id)
+    inputs = tuning_inputs(dataset, data, ranked_rows(db, dataset, run_id))
     return ReviewContext(
         run_id, sae_id, data, ranked["feature_id"].to_list(),
         {row["feature_id"]: row for row in ranked.iter_rows(named=True)},
         {row["feature_id"]: row for row in queries.feature_rows(db, sae_id).iter_rows(named=True)},
         suggestions, queries.sae_tuning_curves(db, sae_id),
         queries.decoder_matrix(db, sae_id, int(sae["d_sae"][0]), len(data.unit_names)), names, predicates,
-        queries.labelled_features(db, sae_id), queries.activations_by_feature_current(db, sae_id))
+        queries.labelled_features(db, sae_id), queries.activations_by_feature_current(db, sae_id), inputs,
+        dataset["bin_size_s"])
 
 
 # -- one feature -----------------------------------------------------------------------------------------
@@ -226,6 +247,10 @@ class FeaturePanel:
     """unit_id, name, weight, coactivation, in_signature."""
     units_source: str
     """'signature' (from the validation of the current label) or 'decoder' (largest weights)."""
+    splits: list[SplitTuning] = field(default_factory=list)
+    """The tuning of one continuous variable split by each categorical one, the one to show first first."""
+    peri_events: list[PeriEvent] = field(default_factory=list)
+    """The peri-event histogram around each event of the dataset."""
 
 
 def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeaturePanel:
@@ -244,7 +269,27 @@ def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeatureP
         context.features[feature_id], suggestions, label, len(history), validation, len(examples),
         _trace(data, examples, values, _context_predicate(label, suggestions)),
         _tunings(context, feature_id, examples, values, suggestions),
-        _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature))
+        _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature),
+        *_split_and_peri(context, feature_id, examples, values, suggestions))
+
+
+def _split_and_peri(context: ReviewContext, feature_id: int, examples: np.ndarray, values: np.ndarray,
+                    suggestions: list[dict]) -> tuple[list[SplitTuning], list[PeriEvent]]:
+    inputs = context.tuning_inputs
+    if inputs is None:
+        return [], []
+    activation = np.zeros(context.data.n_examples, dtype=np.float32)
+    activation[examples] = values  # train + val only: test bins stay 0 and are never read
+    spreads = {}
+    if not any(s["variable"] in context.curve_edges for s in suggestions):
+        curves = context.tuning_curves.filter(pl.col("feature_id") == feature_id)
+        spreads = {v: float(p["mean"].max() - p["mean"].min())
+                   for (v,), p in curves.partition_by("variable", as_dict=True).items() if p["mean"].is_not_null().any()}
+    variable, preferred = tuned_variable(suggestions, context.data, context.curve_edges, spreads)
+    splits = ([] if variable is None else
+              split_tunings(inputs, context.data, activation, variable, context.curve_edges[variable], preferred))
+    peri = [peri_event(inputs, context.data, activation, event, context.bin_size_s) for event in inputs.events]
+    return splits, peri
 
 
 def _context_predicate(label: dict | None, suggestions: list[dict]) -> dict | None:

@@ -560,3 +560,82 @@ def test_only_the_current_label_can_be_undone(app_db: Path) -> None:
             undo_label(db, first)  # already undone
         assert db.scalar("SELECT count(*) FROM current_labels WHERE sae_id = 1 AND feature_id = ?", [order[6]]) == 0
         assert db.scalar("SELECT count(*) FROM labels WHERE sae_id = 1 AND feature_id = ?", [order[6]]) == 2
+
+
+# -- the tuning panel: split tuning, peri-event histogram, every bin reachable -------------------------------
+
+
+def continuous_feature(path: Path) -> int:
+    """The best-ranked feature whose first suggestion is a range of a continuous variable."""
+    return rows(path, "SELECT r.feature_id FROM rankings r JOIN suggestions s USING (sae_id, feature_id)"
+                      " WHERE r.sae_id = 1 AND s.position = 1 AND s.low IS NOT NULL ORDER BY r.rank LIMIT 1"
+                )[0]["feature_id"]
+
+
+def test_tuning_keys_reach_the_last_bin_and_cycle_split_and_event(app_db: Path) -> None:
+    from tui.widgets.tuning_panel import TuningPanel
+
+    feature = continuous_feature(app_db)
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = await open_review(pilot, feature_id=feature)
+        tuning = screen.query_one(TuningPanel)
+        await pilot.pause()
+        seen["first_title"] = tuning.border_title
+        await pilot.press("s")  # tuning → split
+        await pilot.pause()
+        seen["split_title"] = tuning.border_title
+        seen["split_text"] = tuning.plain
+        seen["splits"] = [s.split_by for s in screen.shown.splits]
+        spans = [tuning.bins_in_view()]
+        for _ in range(40):  # page down until the last bin is in view
+            if spans[-1] is None or spans[-1][2] == spans[-1][3]:
+                break
+            await pilot.press("right_square_bracket")
+            await pilot.pause()
+            spans.append(tuning.bins_in_view())
+        seen["spans"], seen["last_title"] = spans, tuning.border_title
+        shown_by = []
+        for _ in seen["splits"]:
+            shown_by.append(tuning.plain.splitlines()[0])
+            await pilot.press("b")
+            await pilot.pause()
+        seen["shown_by"], seen["wrapped"] = shown_by, tuning.plain.splitlines()[0]
+        await pilot.press("e")
+        await pilot.pause()
+        seen["peri_text"], seen["peri_title"] = tuning.plain, tuning.border_title
+        await pilot.press("s")  # peri → back to the tuning bars
+        await pilot.pause()
+        seen["back"] = tuning.view
+
+    drive(app_db, script)
+    assert "bins 1–" in seen["first_title"] and "↓" in seen["first_title"]  # 6 rows of 10 bins: a hint
+    # Four sparklines (one per level, every bin in each) fill the 7 rows: the rows of numbers lie below.
+    assert seen["split_title"].startswith("Split · ") and "↓" in seen["split_title"]
+    first, last = seen["spans"][0], seen["spans"][-1]
+    assert first[1] in (0, 1) and last[2] == last[3] == first[3] >= 10  # paged to the last bin
+    assert seen["last_title"].endswith("↑") and f"of {last[3]}" in seen["last_title"]
+    # Sample: condition, phase, reward and house light can split; each is shown once, then it wraps around.
+    assert len(seen["splits"]) >= 3 and len(set(seen["splits"])) == len(seen["splits"])
+    assert [f" by {s} " in line + " " for s, line in zip(seen["splits"], seen["shown_by"], strict=True)] == [
+        True] * len(seen["splits"])
+    assert seen["wrapped"] == seen["shown_by"][0]
+    assert seen["peri_text"].startswith("around reward") and "events" in seen["peri_text"]
+    assert seen["back"] == "tuning"
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_tuning_panel_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
+    feature = continuous_feature(app_db)
+
+    async def run_before(pilot: Pilot) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await open_review(pilot, feature_id=feature)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        pilot.app.clear_notifications()
+        await pilot.press("s")  # the split view, with its hint
+        await pilot.pause()
+
+    assert snap_compare(MiniApp(Store.open(app_db), run_id=1), terminal_size=size, run_before=run_before)

@@ -33,6 +33,7 @@ from tui.review_messages import (
 )
 from tui.widgets.activation_trace import ActivationTrace
 from tui.widgets.text_panel import TextPanel
+from tui.widgets.tuning_panel import TuningPanel
 
 if TYPE_CHECKING:
     from engine.review import FeaturePanel, ReviewContext
@@ -50,6 +51,10 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("n", "write a note on the feature's label"),
     ("v", "validate this feature's accepted label on the test split now"),
     ("t", "show top examples or signature units (narrow terminals)"),
+    ("s", "tuning panel: tuning → split by a second variable → peri-event histogram"),
+    ("b", "split the tuning by the next categorical variable"),
+    ("e", "peri-event histogram around the next event"),
+    ("], [", "page the tuning panel down / up (the title says which bins are in view)"),
     ("tab", "focus the next panel; up/down then scroll it"),
     ("esc", "back"),
 )
@@ -76,6 +81,11 @@ class ReviewScreen(Screen):
         Binding("g", "jump('first')", "First", show=False),
         Binding("G", "jump('last')", "Last", show=False),
         Binding("t", "toggle_side", "Examples/units", show=False),
+        Binding("s", "tuning_view", "Split/PETH", show=False),
+        Binding("b", "next_split", "Split by", show=False),
+        Binding("e", "next_event", "Event", show=False),
+        Binding("right_square_bracket", "page_tuning(1)", "Bins ↓", show=False),
+        Binding("left_square_bracket", "page_tuning(-1)", "Bins ↑", show=False),
         Binding("escape", "back", "Back"),
     ]
 
@@ -102,7 +112,7 @@ class ReviewScreen(Screen):
     ReviewScreen.-narrow.-units #units { display: block; }
     ReviewScreen.-wide #top { height: 14; }
     ReviewScreen.-wide #suggestions { width: 64; }
-    ReviewScreen.-wide #tuning { width: 64; }
+    ReviewScreen.-wide #tuning { width: 1fr; }
     ReviewScreen.-wide #units { display: block; width: 44; }
     """
 
@@ -146,8 +156,8 @@ class ReviewScreen(Screen):
             trace.border_title = "Activation"
             yield trace
         with Horizontal(id="bottom"):
-            for id_, title in (("tuning", "Tuning (train + val)"), ("examples", "Top examples (train + val)"),
-                               ("units", "Units")):
+            yield TuningPanel(id="tuning", classes="panel")
+            for id_, title in (("examples", "Top examples (train + val)"), ("units", "Units")):
                 panel = TextPanel(id=id_, classes="panel")
                 panel.border_title = title
                 yield panel
@@ -311,7 +321,6 @@ class ReviewScreen(Screen):
             units_title,
             validation_text,
         )
-        from tui.widgets.tuning_bars import render_tunings
 
         wide = self.wide
         third = validation_text(panel)
@@ -327,7 +336,7 @@ class ReviewScreen(Screen):
         widget.border_title = ("Activation (train + val)" if trace is None or trace.context is None
                                else f"Activation · beneath: {trace.context}")
         widget.show(trace, "never active on train or val")
-        self.query_one("#tuning", TextPanel).show(lambda width: render_tunings(panel.tuning, width))
+        self.query_one(TuningPanel).show_feature(panel)
         self.query_one("#examples", TextPanel).show(lambda width: examples_text(panel, width, wide=wide))
         units = self.query_one("#units", TextPanel)
         units.border_title = units_title(panel)
@@ -369,6 +378,18 @@ class ReviewScreen(Screen):
 
     def action_toggle_side(self) -> None:
         self.toggle_class("-units")
+
+    def action_tuning_view(self) -> None:
+        self.query_one(TuningPanel).cycle_view()
+
+    def action_next_split(self) -> None:
+        self.query_one(TuningPanel).next_split()
+
+    def action_next_event(self) -> None:
+        self.query_one(TuningPanel).next_event()
+
+    def action_page_tuning(self, direction: int) -> None:
+        self.query_one(TuningPanel).page(direction)
 
     # -- labelling -------------------------------------------------------------------------------------
     def action_accept(self, position: int) -> None:

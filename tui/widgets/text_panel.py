@@ -86,4 +86,4 @@ class TextPanel(ScrollView, can_focus=True):
             base, line = self._base, self._lines[index]
             segments = [Segment(s.text, base + s.style if s.style else base) for s in line.render(self.app.console)]
             strip = self._strips[index] = Strip(segments, line.cell_len)
-        return strip.crop_extend(0, width, base if self._base is not None else self.rich_style)
+        return strip.crop_extend(0, width, self._base if self._base is not None else self.rich_style)
