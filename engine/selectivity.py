@@ -162,7 +162,8 @@ def field_mask(means: np.ndarray, circular: bool) -> np.ndarray:
     peak = np.argmax(filled, axis=1)
     top = filled[np.arange(n_features), peak]
     bottom = np.min(np.where(np.isnan(means), np.inf, means), axis=1)
-    above = (filled >= (bottom + (top - bottom) / 2)[:, None]) & (top > bottom)[:, None]
+    with np.errstate(invalid="ignore"):  # flat or empty curves: inf - inf, masked out below
+        above = (filled >= (bottom + (top - bottom) / 2)[:, None]) & (top > bottom)[:, None]
     # The run of bins above half height that holds the peak, bounded by the nearest bin below it on each
     # side: on a circle, three copies side by side with the peak in the middle one (a bin below half
     # height always exists, so the run is shorter than the circle).

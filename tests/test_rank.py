@@ -13,7 +13,6 @@ from engine.rank import (
     RankConfig,
     _suggestions,
     combine,
-    per_variable_fdr,
     predicate,
     rank_run,
     rankable_variables,
@@ -25,32 +24,25 @@ from tests.conftest import run_cli
 
 
 def test_predicates_read_as_a_person_writes_them():
-    assert predicate("condition", "categorical", "3", None, None) == "condition = 3"
-    assert predicate("reward", "binary", "1", None, None) == "reward = 1"
-    assert predicate("speed", "continuous", "", 20.0, 35.0) == "speed in [20, 35)"
-    assert predicate("position", "continuous", "", 0.4, 0.55) == "position in [0.4, 0.55)"
-
-
-def test_fdr_is_per_variable_family():
-    assoc = pl.DataFrame({"variable": ["a", "a", "b", "b"], "p_value": [0.01, 0.04, 0.01, 0.5]})
-    q = per_variable_fdr(assoc)["q_value"].to_list()
-    # Family a: p sorted 0.01, 0.04 with m = 2 → q = min(0.02, 0.04) = 0.02, then 0.04.
-    # Family b: 0.01·2/1 = 0.02, 0.5·2/2 = 0.5.
-    assert q == pytest.approx([0.02, 0.04, 0.02, 0.5])
+    assert predicate("condition", "categorical", "3") == "condition = 3"
+    assert predicate("reward", "binary", "1") == "reward = 1"
+    assert predicate("speed", "continuous", "in [20, 35)") == "speed in [20, 35)"
+    text = "position in [0.4, 0.55) and direction = left"
+    assert predicate("position and direction", "conjunction", text) == text
 
 
 def test_score_is_the_mean_of_the_evidence_and_dead_features_go_last():
     features = pl.DataFrame({"feature_id": [0, 1, 2, 3], "density": [0.1, 0.2, 0.0, 0.9],
                              "dead": [False, False, True, False]})
-    assoc = pl.DataFrame({"feature_id": [0, 1, 3], "effect_size": [0.9, 0.3, 1.0], "q_value": [0.001, 0.2, 0.001]})
+    assoc = pl.DataFrame({"feature_id": [0, 1, 3], "statistic": [0.9, 0.3, 1.0], "q_value": [0.001, 0.2, 0.001]})
     mis = pl.DataFrame({"feature_id": [0, 1, 2, 3], "mis": [0.9, 0.6, None, 1.0]})
     stable = pl.DataFrame({"feature_id": [0, 1, 2, 3], "stability": [0.8, 0.5, 0.1, 1.0]})
-    suggestions = pl.DataFrame({"feature_id": [0], "position": [1], "predicate": ["x = 1"]})
+    suggestions = pl.DataFrame({"feature_id": [0], "position": [1], "predicate": ["x = 1"], "score": [0.9]})
     ranked = combine(7, features, assoc, mis, stable, suggestions, RankConfig())
     rows = {r["feature_id"]: r for r in ranked.to_dicts()}
-    # Feature 0: association 0.9, MIS 2·(0.9−0.5) = 0.8, stability 0.8 → 2.5 / 3.
+    # Feature 0: association 0.9 (its first suggestion's SI), MIS 2·(0.9−0.5) = 0.8, stability 0.8 → 2.5 / 3.
     assert rows[0]["score"] == pytest.approx(2.5 / 3) and rows[0]["suggestion"] == "x = 1"
-    # Feature 1: its association is not significant (q 0.2) → 0; MIS 0.2; stability 0.5.
+    # Feature 1: no suggestion (its association is not significant, q 0.2) → 0; MIS 0.2; stability 0.5.
     assert rows[1]["score"] == pytest.approx(0.7 / 3)
     assert [rows[f]["rank"] for f in (0, 1)] == [1, 2]
     # Dead and near-constant features are last whatever their score, with the reason.
@@ -60,13 +52,14 @@ def test_score_is_the_mean_of_the_evidence_and_dead_features_go_last():
 
 def test_a_feature_without_a_significant_suggestion_ranks_below_every_feature_with_one():
     features = pl.DataFrame({"feature_id": [0, 1, 2], "density": [0.1, 0.1, 0.1], "dead": [False] * 3})
-    assoc = pl.DataFrame({"feature_id": [0, 1, 2], "effect_size": [0.05, 0.9, 0.2], "q_value": [0.01, 0.3, 0.02]})
+    assoc = pl.DataFrame({"feature_id": [0, 1, 2], "statistic": [0.05, 0.9, 0.2], "q_value": [0.01, 0.3, 0.02]})
     mis = pl.DataFrame({"feature_id": [0, 1, 2], "mis": [0.5, 1.0, 0.5]})  # feature 1: perfect MIS ...
     stable = pl.DataFrame({"feature_id": [0, 1, 2], "stability": [0.1, 1.0, 0.1]})  # ... and stability
     suggestions = _suggestions(7, assoc.with_columns(pl.lit("x").alias("variable"), pl.lit("categorical").alias("kind"),
                                                      pl.lit("1").alias("value"), pl.lit(None, pl.Float64).alias("low"),
                                                      pl.lit(None, pl.Float64).alias("high"),
-                                                     pl.col("q_value").alias("p_value")),
+                                                     pl.col("q_value").alias("p_value"),
+                                                     pl.col("statistic").alias("effect_size")),
                                pl.Series([], dtype=pl.Int32), RankConfig())
     ranked = {r["feature_id"]: r for r in combine(7, features, assoc, mis, stable, suggestions, RankConfig()).to_dicts()}
     assert ranked[1]["score"] > ranked[2]["score"] > ranked[0]["score"]
@@ -78,11 +71,11 @@ def test_suggestions_are_significant_and_never_for_a_dead_feature():
     assoc = pl.DataFrame({
         "feature_id": [0, 0, 0, 1, 2], "variable": ["a", "b", "c", "a", "a"],
         "kind": ["categorical"] * 5, "value": ["1", "2", "3", "1", "1"], "low": [None] * 5, "high": [None] * 5,
-        "effect_size": [0.2, 0.6, None, 0.9, 0.4], "p_value": [0.01, 0.001, 0.01, 0.001, 0.5],
-        "q_value": [0.02, 0.004, 0.02, 0.004, 0.5]},
+        "statistic": [0.2, 0.6, None, 0.9, 0.4], "p_value": [0.01, 0.001, 0.01, 0.001, 0.5],
+        "q_value": [0.02, 0.004, 0.02, 0.004, 0.5], "effect_size": [0.1, 0.3, None, 0.5, 0.2]},
         schema_overrides={"low": pl.Float64, "high": pl.Float64})
     found = _suggestions(3, assoc, pl.Series([1], dtype=pl.Int32), RankConfig())
-    # Feature 0: b (0.6) then a (0.2); c has no effect size; feature 1 is dead; feature 2 is not significant.
+    # Feature 0: b (SI 0.6) then a (0.2); c has no SI; feature 1 is dead; feature 2 is not significant.
     assert found.select("feature_id", "position", "predicate").rows() == [(0, 1, "b = 2"), (0, 2, "a = 1")]
 
 
