@@ -142,7 +142,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     epoch, source, note = resolve_epoch(db, run_id, "validate", epoch)
     split, values, kinds, selection = _read_split(db, run, epoch, source)
     parsed, unparsed = _parse_predicates(labels, kinds)
-    testable = labels.filter(pl.col("label_id").is_in(pl.Series(list(parsed), dtype=labels["label_id"].dtype)))
+    testable = labels.filter(pl.col("label_id").is_in(list(parsed)))
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
     # Labels whose predicates have one target (the same clauses, however spaced or ordered) share it.
