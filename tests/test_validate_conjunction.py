@@ -102,3 +102,9 @@ def test_a_conjunction_validates_and_either_clause_alone_scores_clearly_worse(tr
         {k: v for k, v in conjunction.items() if k not in ("label_id", "feature_id", "predicate", "created_at")}
     for part in (rows[2], rows[3]):  # the same activation, labelled with one clause only
         assert part["testable"] and part["mcc"] < conjunction["mcc"] - 0.25, part
+    # The report shows the conjunction, with the tuning to its first clause's variable.
+    result = run_cli("report", "--run", "1", "--out", "r.md", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "r.md").read_text()
+    assert f"feature 0: {CONJUNCTION}" in report
+    assert "Tuning to x (mean activation on train + val; ◀ the first clause's range)" in report
