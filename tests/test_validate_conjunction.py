@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from store import Store
+from store.labels import Label, add_label
 from tests.conftest import run_cli
 
 TRIALS, BINS_PER_TRIAL, UNITS = 120, 50, 24
@@ -87,6 +88,10 @@ def test_a_conjunction_validates_and_either_clause_alone_scores_clearly_worse(tr
         result = run_cli("label", "--run", "1", "--feature", str(feature), "--name", f"f{feature}",
                          "--predicate", predicate, "--db", str(db), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
+    # A stored text that does not parse (here written past `mini label`, which would refuse it) is not
+    # testable, with the parser's reason; it does not stop the others.
+    with Store.open(db) as store:
+        add_label(store, Label(1, 5, "accept", name="odd", predicate="side = left and mood = 1"))
     result = run_cli("validate", "--run", "1", "--jobs", "1", "--db", str(db), cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "4 labels, 3 predicates" in result.stderr  # the two spellings of the conjunction share one target
@@ -100,6 +105,9 @@ def test_a_conjunction_validates_and_either_clause_alone_scores_clearly_worse(tr
     assert conjunction["tp"] > 0 and conjunction["fp"] == 0 and conjunction["fn"] == 0
     assert {k: v for k, v in rows[1].items() if k not in ("label_id", "feature_id", "predicate", "created_at")} == \
         {k: v for k, v in conjunction.items() if k not in ("label_id", "feature_id", "predicate", "created_at")}
+    assert rows[5]["testable"] is False and rows[5]["reason"] == (
+        "not testable: predicate 'side = left and mood = 1': clause 2 'mood = 1': no natural variable 'mood'"
+        " (variables: side, x)")
     for part in (rows[2], rows[3]):  # the same activation, labelled with one clause only
         assert part["testable"] and part["mcc"] < conjunction["mcc"] - 0.25, part
     # The report shows the conjunction, with the tuning to its first clause's variable.
