@@ -52,6 +52,7 @@ from engine.demo import DEMO_RUN, auto_accept_top
 from engine.importer import ImportOptions, import_files
 from engine.labels import label_feature
 from engine.pipeline import RunSpec, dataset_matrix, train_run
+from engine.predicates import parse_predicate
 from engine.rank import rank_run
 from engine.sae import SAEConfig
 from engine.train import TrainConfig
@@ -130,11 +131,7 @@ def pair_across_saes(db: Store, run_id: int, dataset_id: int, fit: np.ndarray) -
 def ceiling(db: Store, dataset_id: int, latent: dict, splits: np.ndarray, trials: np.ndarray,
             kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> float:
     """MCC on test of the planted latent's own activity against its predicate (threshold on train + val)."""
-    from engine.labels import parse_predicate
-
-    parsed = parse_predicate(latent["predicate"], kinds)
-    label = {"variable": parsed.variable, "value": parsed.value, "low": parsed.low, "high": parsed.high}
-    present, _ = predicate_target(label, values, kinds[parsed.variable], len(splits))
+    present, _ = predicate_target(parse_predicate(latent["predicate"], kinds), values, kinds, len(splits))
     act = db.frame("SELECT example_id, value FROM ground_truth_activity WHERE latent_id = ?", [latent["latent_id"]])
     activity = np.zeros(len(splits))
     activity[act["example_id"].to_numpy()] = act["value"].to_numpy()
@@ -290,7 +287,7 @@ def scale(n_examples: int, n_labels: int, n_baseline: int) -> dict[str, object]:
         weights = decoder_rows(db, first.select("sae_id", "feature_id"))
         start, cpu = time.perf_counter(), time.process_time()
         for label in first.iter_rows(named=True):
-            present, _ = predicate_target(label, values, kinds[label["variable"]], n_examples)
+            present, _ = predicate_target(parse_predicate(label["predicate"], kinds), values, kinds, n_examples)
             key = (sae_id, label["feature_id"])
             naive_pairing(counts, present.astype(float), trials, splits != "test", splits == "test", acts[key],
                           weights[key], config)

@@ -1,63 +1,18 @@
 """Label a feature: accept one of its suggestions, name it (with or without a predicate), reject it,
 or mark it unsure. The CLI (`mini label`) and the app's review screen both come through here.
 
-A predicate is what validation tests on held-out data, so it is parsed and checked against the
-dataset's natural variables now, not when it is first tested.
+A predicate (one clause or a conjunction, engine.predicates) is what validation tests on held-out data,
+so it is parsed and checked against the dataset's natural variables now, not when it is first tested.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-
 from engine.errors import InputError
+from engine.predicates import Predicate, parse_predicate
 from store import Store
 from store.datasets import get_dataset, load_natural_variables
 from store.labels import Label, add_label, run_sae_ids, suggestion
 from store.runs import get_run
-
-_EQUALS = re.compile(r"^\s*(?P<variable>[^=\s][^=]*?)\s*=\s*(?P<value>.+?)\s*$")
-_RANGE = re.compile(r"^\s*(?P<variable>\S+)\s+in\s+\[\s*(?P<low>[^,\s]+)\s*,\s*(?P<high>[^)\s]+)\s*\)\s*$")
-
-
-@dataclass(frozen=True)
-class Predicate:
-    text: str
-    variable: str
-    value: str | None = None
-    low: float | None = None
-    high: float | None = None
-
-
-def parse_predicate(text: str, kinds: dict[str, str]) -> Predicate:
-    """`condition = 3`, `reward = 1`, `speed in [20, 35)` (high may be inf), checked against `kinds`
-    (variable -> kind). Raises InputError with one line saying what is wrong."""
-    match = _RANGE.match(text)
-    if match:
-        variable = match["variable"]
-        try:
-            low, high = float(match["low"]), float(match["high"])
-        except ValueError:
-            raise InputError(f"predicate '{text}': the range bounds must be numbers") from None
-        if _known(variable, kinds, text) not in ("continuous", "circular"):
-            raise InputError(f"predicate '{text}': '{variable}' is {kinds[variable]}; use `{variable} = VALUE`")
-        if math.isnan(low) or math.isnan(high) or (low >= high and kinds[variable] != "circular"):
-            raise InputError(f"predicate '{text}': the range must have low < high")
-        return Predicate(text.strip(), variable, None, low, None if math.isinf(high) else high)
-    match = _EQUALS.match(text)
-    if match:
-        variable, value = match["variable"], match["value"].strip("'\"")
-        if _known(variable, kinds, text) in ("continuous", "circular"):
-            raise InputError(f"predicate '{text}': '{variable}' is continuous; use `{variable} in [LOW, HIGH)`")
-        return Predicate(text.strip(), variable, value)
-    raise InputError(f"predicate '{text}': expected `VARIABLE = VALUE` or `VARIABLE in [LOW, HIGH)`")
-
-
-def _known(variable: str, kinds: dict[str, str], text: str) -> str:
-    if variable not in kinds:
-        raise InputError(f"predicate '{text}': no natural variable '{variable}' (variables: {', '.join(sorted(kinds))})")
-    return kinds[variable]
 
 
 def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None = None,
@@ -87,7 +42,7 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
     elif name is not None:
         if not name.strip():
             raise InputError("--name: a label needs some text")
-        parsed = None
+        parsed: Predicate | None = None
         if predicate is not None:
             dataset = get_dataset(db, get_run(db, run_id)["config"]["dataset"])
             kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())

@@ -22,6 +22,7 @@ import polars as pl
 
 from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
+from engine.predicates import parse_predicate
 from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from store import Store
 from store.epochs import run_epochs
@@ -322,11 +323,14 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
                 ("feature alone", row["decode_feature"], _number(row["decode_feature"]))]
     units = signature.filter(pl.col("in_signature")).select(
         "unit_id", "unit_name", "weight", "coactivation")
-    variable = label["variable"]
-    tuning = _tuning(db, dataset["dataset_id"], row["sae_id"], row["feature_id"], variable, kinds[variable],
-                     ranked)
-    marked = {str(label["value"])} if label["low"] is None else {
-        lvl for lvl, _, _ in tuning if _in_range(lvl, label["low"], label["high"])}
+    # Tuning to the first clause's variable, marked by that clause (the whole predicate for one clause).
+    clauses = parse_predicate(row["predicate"], kinds).clauses
+    clause = clauses[0]
+    variable = clause.variable
+    tuning = _tuning(db, dataset["dataset_id"], row["sae_id"], row["feature_id"], variable, clause.kind, ranked)
+    marked = {str(clause.value)} if clause.low is None else {
+        lvl for lvl, _, _ in tuning if _in_range(lvl, clause.low, clause.high)}
+    marking = "the labelled value or range" if len(clauses) == 1 else f"the first clause's {'range' if clause.low is not None else 'value'}"
     return [
         title, "", f"{mark} **{row['reason'][:1].upper() + row['reason'][1:]}.**", "",
         f"Label: {'accepted automatically (not a person)' if label['source'] == 'auto' else 'by a person'}"
@@ -339,7 +343,7 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
         f"Neural signature: {units.height} units hold 80 % of the decoder row's squared norm; coactivation is "
         "each unit's mean z-scored count while the feature is on (train + val).", "",
         *markdown_table(units), "",
-        f"Tuning to {variable} (mean activation on train + val; ◀ the labelled value or range):", "",
+        f"Tuning to {variable} (mean activation on train + val; ◀ {marking}):", "",
         *bar_chart(tuning, marked), "", *tunings.lines(row["sae_id"], row["feature_id"]),
     ]
 

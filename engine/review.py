@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from engine.errors import InputError
+from engine.predicates import VariableValues, evaluate, parse_predicate
 from engine.tuning import (
     PeriEvent,
     SplitTuning,
@@ -299,19 +301,19 @@ def _context_predicate(label: dict | None, suggestions: list[dict]) -> dict | No
 
 
 def predicate_holds(data: DatasetArrays, predicate: dict, rows: np.ndarray) -> np.ndarray:
-    """Whether `predicate` (variable, value | low, high) holds on each example of `rows`."""
-    variable = predicate["variable"]
-    if variable not in data.kinds:
+    """Whether `predicate` (a label's or suggestion's; its text, one clause or a conjunction) holds on
+    each example of `rows`; nowhere when its text does not parse against the dataset's variables."""
+    try:
+        parsed = parse_predicate(predicate["predicate"], data.kinds)
+    except InputError:
         return np.zeros(len(rows), dtype=bool)
-    if predicate["low"] is None:
-        if variable not in data.levels or predicate["value"] not in data.levels[variable]:
-            return np.zeros(len(rows), dtype=bool)
-        return data.codes[variable][rows] == data.levels[variable].index(predicate["value"])
-    number = data.numbers[variable][rows]
-    low, high = predicate["low"], np.inf if predicate["high"] is None else predicate["high"]
-    with np.errstate(invalid="ignore"):
-        inside = (number >= low) | (number < high) if low > high else (number >= low) & (number < high)
-    return inside & ~np.isnan(number)
+
+    def values(variable: str) -> VariableValues:
+        categorical = data.kinds[variable] == "categorical"
+        return VariableValues(None if categorical else data.numbers[variable][rows],
+                              data.codes[variable][rows] if categorical else None, data.levels.get(variable, ()))
+
+    return evaluate(parsed, values, len(rows)).holds
 
 
 def _trace(data: DatasetArrays, examples: np.ndarray, values: np.ndarray, predicate: dict | None) -> Trace | None:

@@ -22,6 +22,7 @@ from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.nulls import benjamini_hochberg
 from engine.pipeline import dense_counts
+from engine.predicates import Predicate, PredicateMask, evaluate, long_values, parse_predicate
 from engine.validate import (
     ValidateConfig,
     choose_threshold,
@@ -51,27 +52,14 @@ class ValidateOutcome:
     """Said when a given epoch replaces the ranking's."""
 
 
-def predicate_target(label: dict, values: pl.DataFrame, kind: str, n_examples: int
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(present [n] bool: the predicate holds; continuous values [n] with NaN, for ridge decoding).
+def predicate_target(predicate: Predicate, values: pl.DataFrame, kinds: dict[str, str], n_examples: int
+                     ) -> PredicateMask:
+    """Where the predicate holds over the examples, and where its range variables are measured (the rows
+    a range is scored on), from the natural values in long form.
 
     A missing value counts as the predicate not holding: the natural feature is absent there.
     """
-    rows = values.filter(pl.col("variable") == label["variable"])
-    example = rows["example_id"].to_numpy()
-    present = np.zeros(n_examples, dtype=bool)
-    if label["low"] is None:  # category (or binary) value
-        if kind == "binary":
-            present[example] = rows["value"].to_numpy() == float(label["value"])
-        else:
-            present[example] = rows["category"].to_numpy() == label["value"]
-        return present, None
-    numbers = np.full(n_examples, np.nan)
-    numbers[example] = rows["value"].to_numpy()
-    low, high = label["low"], label["high"] if label["high"] is not None else np.inf
-    with np.errstate(invalid="ignore"):
-        inside = (numbers >= low) | (numbers < high) if low > high else (numbers >= low) & (numbers < high)
-    return inside & ~np.isnan(numbers), numbers
+    return evaluate(predicate, long_values(values, kinds, n_examples), n_examples)
 
 
 @dataclass
@@ -89,12 +77,8 @@ class _Split:
     fit_sd: np.ndarray
 
 
-def _target_key(label: dict) -> tuple:
-    return (label["variable"], label["value"], label["low"], label["high"])
-
-
-def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], kind: str,
-                    values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
+def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], predicate: Predicate,
+                    kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
     """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
 
     One BLAS thread, in every worker and in one process too. The decoders' matrices are small
@@ -102,13 +86,12 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
     threads spin on work too small to share), besides summing in an order that depends on the thread count.
     """
     with threadpool_limits(1):
-        present, numbers = predicate_target(labels[0], values, kind, len(split.trials))
+        present, measured = predicate_target(predicate, values, kinds, len(split.trials))
         # The claim under test is "the feature signals this predicate", so what is decoded is whether
-        # the predicate holds, for ranges too: a place field's units cannot decode position along the
-        # whole track (ridge R² near 0) and should not have to.
+        # the predicate holds, for ranges and conjunctions too: a place field's units cannot decode
+        # position along the whole track (ridge R² near 0) and should not have to.
         target = present.astype(float)
-        usable = np.ones(len(present), dtype=bool) if numbers is None else ~np.isnan(numbers)
-        f, t = split.fit & usable, split.test & usable
+        f, t = split.fit & measured, split.test & measured
         # The decoders' fit rows (a seeded sample when there are many) picked before any copy: at 10⁶
         # examples a copy of every fit row would be ~0.5 GB per predicate for 20,000 rows used.
         rows = np.flatnonzero(f)[fit_rows(int(f.sum()), config)]
@@ -158,17 +141,19 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
     epoch, source, note = resolve_epoch(db, run_id, "validate", epoch)
     split, values, kinds, selection = _read_split(db, run, epoch, source)
-    testable = labels.filter(pl.col("predicate").is_not_null())
+    parsed, unparsed = _parse_predicates(labels, kinds)
+    testable = labels.filter(pl.col("label_id").is_in(list(parsed)))
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
+    # Labels whose predicates have one target (the same clauses, however spaced or ordered) share it.
     groups: dict[tuple, list[dict]] = {}
     for label in testable.iter_rows(named=True):
         label["weights"] = weights[(label["sae_id"], label["feature_id"])]
-        groups.setdefault(_target_key(label), []).append(label)
+        groups.setdefault(parsed[label["label_id"]].target, []).append(label)
     n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
     tasks = [delayed(_validate_group)(
-        split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], kinds[group[0]["variable"]],
-        values.filter(pl.col("variable") == group[0]["variable"]), config)
+        split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], parsed[group[0]["label_id"]],
+        kinds, _values_of(values, parsed[group[0]["label_id"]]), config)
         for group in groups.values()]
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
@@ -187,7 +172,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         with warnings.catch_warnings():  # joblib warns that it cancelled the groups in flight: as asked
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
             outcomes.close()  # a cancel or a failure stops the workers' remaining groups
-    rows, signature_rows = _result_rows(labels, results, weights)
+    rows, signature_rows = _result_rows(labels, results, weights, unparsed)
     frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
     keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
     save_validations(db, run_id, frame.select(keep),
@@ -217,15 +202,36 @@ def _read_split(db: Store, run: dict, epoch: Epoch, source: str
     return split, values, kinds, selection
 
 
+def _parse_predicates(labels: pl.DataFrame, kinds: dict[str, str]) -> tuple[dict[int, Predicate], dict[int, str]]:
+    """Each label's predicate parsed from its text (label_id -> Predicate), and why a stored text no longer
+    parses (label_id -> reason; labels are checked when made, so only a text written some other way)."""
+    parsed, unparsed = {}, {}
+    for label_id, text in labels.select("label_id", "predicate").iter_rows():
+        if text is None:
+            continue
+        try:
+            parsed[label_id] = parse_predicate(text, kinds)
+        except InputError as error:
+            unparsed[label_id] = f"not testable: {error}"
+    return parsed, unparsed
+
+
+def _values_of(values: pl.DataFrame, predicate: Predicate) -> pl.DataFrame:
+    """The natural values a predicate's target is built from (what a worker process is sent)."""
+    return values.filter(pl.col("variable").is_in(list(predicate.variables)))
+
+
 def _result_rows(labels: pl.DataFrame, results: dict[int, tuple[dict, dict]],
-                 weights: dict[tuple[int, int], np.ndarray]) -> tuple[list[dict], list[pl.DataFrame]]:
+                 weights: dict[tuple[int, int], np.ndarray], unparsed: dict[int, str]
+                 ) -> tuple[list[dict], list[pl.DataFrame]]:
     """validations rows (labels without a result are not testable) and signatures frames."""
     rows, signature_rows = [], []
     for label in labels.iter_rows(named=True):
         base = {"label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
                 "predicate": label["predicate"]}
         if label["label_id"] not in results:
-            rows.append({**base, "testable": False, "reason": "no predicate: not testable"})
+            reason = unparsed.get(label["label_id"], "no predicate: not testable")
+            rows.append({**base, "testable": False, "reason": reason})
             continue
         row, extra = results[label["label_id"]]
         rows.append({**base, "testable": True, **row})
@@ -258,15 +264,16 @@ def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig
     epoch, source, _ = resolve_epoch(db, run_id, "validate_label", None)
     split, values, kinds, selection = _read_split(db, run, epoch, source)
     results, weights = {}, {}
-    if row["predicate"] is not None:
+    parsed, unparsed = _parse_predicates(label, kinds)
+    if label_id in parsed:
         wanted = label.select("sae_id", "feature_id")
         activation = feature_activations(db, wanted, len(split.trials))[key]
         weights = decoder_rows(db, wanted)
         row["weights"] = weights[key]
-        group = _validate_group(split, [row], [activation], kinds[row["variable"]],
-                                values.filter(pl.col("variable") == row["variable"]), config)
+        group = _validate_group(split, [row], [activation], parsed[label_id], kinds,
+                                _values_of(values, parsed[label_id]), config)
         results[label_id] = group[0]
-    rows, signature_rows = _result_rows(label, results, weights)
+    rows, signature_rows = _result_rows(label, results, weights, unparsed)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
     with db.transaction():

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from rich.console import Console
 from textual.pilot import Pilot
@@ -344,6 +345,77 @@ def test_l_with_a_predicate_is_testable_and_a_bad_predicate_is_refused_inline(ap
     assert stored == [{"name": "fast running", "predicate": "speed in [20, 35)", "variable": "speed", "low": 20.0,
                        "high": 35.0}]
     assert rows(app_db, "SELECT count(*) AS n FROM labels")[0]["n"] == before + 1
+
+
+CONJUNCTION = "position in [0.2, 0.5) and condition = 1"
+BY_SQL = {  # where each clause holds, read straight from natural_values
+    "position in [0.2, 0.5)": "variable = 'position' AND value >= 0.2 AND value < 0.5",
+    "condition = 1": "variable = 'condition' AND category = '1'",
+    "house_light = 1": "variable = 'house_light' AND value = 1",
+}
+
+
+def holds_by_sql(path: Path, predicate: str) -> set[int]:
+    """The examples where every clause of `predicate` (clauses of BY_SQL) holds."""
+    query = " INTERSECT ".join(f"SELECT example_id FROM natural_values WHERE {BY_SQL[clause]}"
+                               for clause in predicate.split(" and "))
+    return {r["example_id"] for r in rows(path, query)}
+
+
+def test_l_with_a_conjunction_stores_it_and_a_bad_one_is_refused_inline(app_db: Path) -> None:
+    order = rank_order(app_db)
+    before = rows(app_db, "SELECT * FROM labels ORDER BY label_id")
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = await open_review(pilot)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LabelDialog))
+        await pilot.press(*"run zone", "tab", *"position in [0.2, 0.5) and position in [0.6, 0.7)", "enter")
+        seen["error"] = str(app.screen.query_one("#predicate-error", Static).render())
+        seen["still_open"] = isinstance(app.screen, LabelDialog)
+        await pilot.press("escape")  # nothing written for the bad one
+        await until(pilot, lambda: app.screen is screen)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LabelDialog))
+        await pilot.press(*"run zone", "tab", *CONJUNCTION)
+        seen["outcome"] = str(app.screen.query_one("#outcome", Static).render())
+        await pilot.press("enter")
+        await shown(pilot, order[7])
+        await pilot.press("k")  # back to it: its trace is drawn against the conjunction now
+        panel = (await shown(pilot, order[6])).shown
+        seen["trace"] = (panel.trace.context, panel.trace.example_ids, panel.trace.holds)
+
+    drive(app_db, script)
+    assert seen["still_open"] and seen["error"] == (
+        "predicate 'position in [0.2, 0.5) and position in [0.6, 0.7)': 'position' appears in two clauses; "
+        "give each variable once")
+    assert seen["outcome"] == f"will be validated as: {CONJUNCTION}"
+    after = rows(app_db, "SELECT feature_id, name, predicate, variable, value, low, high FROM labels ORDER BY label_id")
+    assert len(after) == len(before) + 1  # the conjunction, and nothing for the refused one
+    assert after[-1] == {"feature_id": order[6], "name": "run zone", "predicate": CONJUNCTION,
+                         "variable": "position and condition", "value": None, "low": None, "high": None}
+    context, examples, holds = seen["trace"]
+    expected = holds_by_sql(app_db, CONJUNCTION)
+    assert context == CONJUNCTION and holds.tolist() == [int(e) in expected for e in examples]
+
+
+def test_predicate_holds_evaluates_a_conjunction_as_the_data_say(app_db: Path) -> None:
+    from engine.review import dataset_arrays, predicate_holds
+
+    with Store.open(app_db, read_only=True) as db:
+        dataset = db.frame("SELECT * FROM datasets").to_dicts()[0]
+        data = dataset_arrays(db, dataset)
+    every = np.arange(data.n_examples)
+    conjunctions = (CONJUNCTION, f"{CONJUNCTION} and house_light = 1")
+    for predicate in conjunctions:
+        expected = np.isin(every, list(holds_by_sql(app_db, predicate)))
+        holds = predicate_holds(data, {"predicate": predicate}, every)
+        assert 0 < expected.sum() < len(every) and np.array_equal(holds, expected), predicate
+    # A clause more holds on fewer examples; a text that does not parse holds nowhere.
+    assert predicate_holds(data, {"predicate": conjunctions[1]}, every).sum() < \
+        predicate_holds(data, {"predicate": conjunctions[0]}, every).sum()
+    assert not predicate_holds(data, {"predicate": "condition = 1 and mood = 1"}, every).any()
 
 
 def test_l_completes_a_known_predicate_and_escape_writes_nothing(app_db: Path) -> None:

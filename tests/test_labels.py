@@ -42,6 +42,52 @@ def test_bad_predicates_say_what_is_wrong(text, words):
     assert "\n" not in str(info.value)
 
 
+CONJUNCTION_KINDS = {**KINDS, "position": "continuous", "direction": "categorical", "target": "categorical"}
+
+
+@pytest.mark.parametrize(("text", "clauses"), [
+    ("position in [0.2, 0.5) and direction = left",
+     [("position", None, 0.2, 0.5), ("direction", "left", None, None)]),
+    ("condition = 3 AND target = 7 and speed in [25, inf)",
+     [("condition", "3", None, None), ("target", "7", None, None), ("speed", None, 25.0, None)]),
+    ("heading in [5.5, 0.6) and reward = 1",  # a circular clause may wrap through 0
+     [("heading", None, 5.5, 0.6), ("reward", "1", None, None)]),
+    ("direction = 'left and back' and condition = left turn",  # values with spaces, quoted or not
+     [("direction", "left and back", None, None), ("condition", "left turn", None, None)]),
+])
+def test_conjunctions_parse_clause_by_clause(text, clauses):
+    parsed = parse_predicate(text, CONJUNCTION_KINDS)
+    assert [(c.variable, c.value, c.low, c.high) for c in parsed.clauses] == clauses
+    assert parsed.text == text and parsed.variable == " and ".join(c[0] for c in clauses)
+    assert (parsed.value, parsed.low, parsed.high) == (None, None, None)  # the columns a conjunction leaves NULL
+
+
+def test_a_value_that_holds_and_stays_one_clause():
+    # What a single clause meant before conjunctions, it still means: no clause follows the ` and `.
+    parsed = parse_predicate("condition = rock and roll", KINDS)
+    assert (parsed.variable, parsed.value, len(parsed.clauses)) == ("condition", "rock and roll", 1)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("speed in [1, 2) and speed in [3, 4)", "'speed' appears in two clauses"),
+    ("speed in [1, 2) and and condition = 3", "clause 2 is empty"),
+    ("speed in [1, 2) and", "`and` at the start or end"),
+    ("and condition = 3", "`and` at the start or end"),
+    ("condition = 3 and mood = 1", "clause 2 'mood = 1': no natural variable 'mood'"),
+    ("condition = 3 and speed = 4", "clause 2 'speed = 4': 'speed' is continuous"),
+    ("speed in [1, 2) and direction in [0, 1)", "clause 2 'direction in [0, 1)': 'direction' is categorical"),
+    ("condition = 3 and speed in [nan, 2)", "clause 2 'speed in [nan, 2)': the range must have low < high"),
+    ("condition = 3 and speed in [5, 2)", "low < high"),
+    ("condition = 3 and heading in [1, inf)", "a circular range needs finite bounds"),
+    ("condition = 3 and reward = yes", "'reward' is binary; its value is 0 or 1"),
+    ("speed in [1, 2) and direction left", "clause 2 'direction left': expected `VARIABLE = VALUE`"),
+])
+def test_bad_conjunctions_say_which_clause_is_wrong(text, words):
+    with pytest.raises(InputError) as info:
+        parse_predicate(text, CONJUNCTION_KINDS)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("labels")
@@ -128,3 +174,38 @@ def test_validate_scores_labels_on_test_and_a_wrong_label_does_not_validate(rank
     assert distractor[0]["validated"] is False and "not validated" in distractor[0]["reason"]
     signature = _json(folder, db, "SELECT count(*) AS n FROM signatures WHERE in_signature")
     assert signature[0]["n"] >= 3
+
+
+def test_a_conjunctive_label_round_trips_through_the_cli(ranked, tmp_path):
+    folder, source = ranked
+    db = str(tmp_path / "c.duckdb")
+    (tmp_path / "c.duckdb").write_bytes(Path(source).read_bytes())
+    text = "position in [0.2, 0.5) and phase = cue and reward = 1"
+    result = run_cli("label", "--run", "1", "--feature", "3", "--name", "cue in the middle", "--predicate", text,
+                     "--db", db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert text in result.stdout
+    stored = _json(folder, db, "SELECT name, predicate, variable, value, low, high FROM current_labels"
+                               " WHERE feature_id = 3")
+    assert stored == [{"name": "cue in the middle", "predicate": text, "variable": "position and phase and reward",
+                       "value": None, "low": None, "high": None}]
+
+
+@pytest.mark.parametrize(("predicate", "words"), [
+    ("position in [0.2, 0.5) and position in [0.6, 0.7)", "'position' appears in two clauses"),
+    ("position in [0.2, 0.5) and and phase = cue", "clause 2 is empty"),
+    ("position in [0.2, 0.5) and", "`and` at the start or end"),
+    ("AND phase = cue", "`and` at the start or end"),
+    ("phase = cue and mood = 3", "clause 2 'mood = 3': no natural variable 'mood'"),
+    ("phase = cue and speed in [inf, 3)", "clause 2 'speed in [inf, 3)': the range must have low < high"),
+])
+def test_a_bad_conjunction_is_one_line_exit_2_and_writes_nothing(ranked, tmp_path, predicate, words):
+    folder, source = ranked
+    path = tmp_path / "bad.duckdb"
+    path.write_bytes(Path(source).read_bytes())
+    before = _json(folder, str(path), "SELECT * FROM labels")
+    result = run_cli("label", "--run", "1", "--feature", "3", "--name", "x", "--predicate", predicate,
+                     "--db", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("mini: error: ") and words in result.stderr, result.stderr
+    assert _json(folder, str(path), "SELECT * FROM labels") == before

@@ -98,7 +98,7 @@ class LabelDialog(ModalScreen[LabelEntry | None]):
                         suggester=SuggestFromList(self._names, case_sensitive=False))
             yield Static("", id="name-error", classes="error")
             yield Static("predicate  (optional: what validation tests)", classes="field")
-            yield Input(id="predicate", placeholder="e.g. condition = 3 or speed in [20, 35)",
+            yield Input(id="predicate", placeholder="e.g. condition = 3, speed in [20, 35), or both joined by and",
                         suggester=SuggestFromList(self._predicates, case_sensitive=False))
             yield Static("", id="predicate-error", classes="error")
             yield Static("", id="outcome", classes="field")
