@@ -128,6 +128,8 @@ KNOWN = {
     "sample": ("condition", "phase", "position", "speed", "reward"),
 }
 """The variables a correct analysis finds in each recording (shared/data/README.md)."""
+DISTRACTORS = {"sample": ("distractor", "house_light")}
+"""Variables that no unit encodes (sample_data/generator.py plants them)."""
 
 
 # -- what is read back ------------------------------------------------------------------------------------
@@ -139,10 +141,38 @@ def qc(db: Store, run_id: int) -> dict[str, dict[str, float]]:
 
 
 def first_ranks(db: Store, sae_id: int, variables: tuple[str, ...]) -> dict[str, int | None]:
+    """The rank of the first feature whose first suggestion names each variable, alone or in a conjunction
+    (`position and direction` names both)."""
     rows = db.records("SELECT s.variable, min(r.rank) AS rank FROM rankings r JOIN suggestions s USING (sae_id, "
                       "feature_id) WHERE r.sae_id = ? AND s.position = 1 GROUP BY s.variable", [sae_id])
-    found = {r["variable"]: int(r["rank"]) for r in rows}
+    found: dict[str, int] = {}
+    for r in rows:
+        for name in r["variable"].split(" and "):
+            found[name] = min(found.get(name, r["rank"]), int(r["rank"]))
     return {v: found.get(v) for v in variables}
+
+
+def suggestion_checks(db: Store, name: str, sae_id: int, run_id: int) -> dict[str, object]:
+    """What issue 14 asks of the suggestions: how many name a variable with one value in the ranked bins, or
+    a distractor; how many first suggestions are conjunctions; and each labelled variable's validations."""
+    variables = db.records("SELECT variable, count(DISTINCT coalesce(category, CAST(value AS VARCHAR))) AS n"
+                           " FROM natural_values GROUP BY variable")
+    constant = {v["variable"] for v in variables if v["n"] < 2}
+    named = [r["variable"] for r in db.records("SELECT variable FROM suggestions WHERE sae_id = ?", [sae_id])]
+    distractors = set(DISTRACTORS.get(name, ()))
+    tested = db.records("SELECT l.variable, count(*) AS labels, count(*) FILTER (WHERE v.testable) AS testable,"
+                        " count(*) FILTER (WHERE v.validated) AS validated FROM validations v JOIN current_labels l"
+                        " USING (label_id) JOIN saes s ON s.sae_id = v.sae_id WHERE s.run_id = ? GROUP BY 1",
+                        [run_id])
+    return {
+        "suggestions": len(named),
+        "suggestions_from_constant": sum(any(p in constant for p in n.split(" and ")) for n in named),
+        "suggestions_from_distractor": sum(any(p in distractors for p in n.split(" and ")) for n in named),
+        "first_suggestions_conjunctive": db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND position = 1"
+                                                   " AND variable LIKE '% and %'", [sae_id]),
+        "validations_by_variable": {t["variable"]: {k: t[k] for k in ("labels", "testable", "validated")}
+                                    for t in tested},
+    }
 
 
 def planted(db: Store, sae_id: int, truth_folder: Path) -> dict[str, object]:
@@ -194,7 +224,8 @@ def run_recording(name: str, data: Path | None, folder: Path, top: int) -> dict[
     start = time.perf_counter()
     accepted = accept_top(db_path, work, run_id, top)
     seconds["label"] = time.perf_counter() - start
-    _, seconds["validate"] = mini("validate", "--run", str(run_id), "--db", str(db_path), cwd=work)
+    if accepted:  # nothing significant to accept: nothing to validate (reported as 0 accepted)
+        _, seconds["validate"] = mini("validate", "--run", str(run_id), "--db", str(db_path), cwd=work)
     with Store.open(db_path, read_only=True) as db:
         sae_id = db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id])
         config = json.loads(db.scalar("SELECT config FROM runs WHERE run_id = ?", [run_id]))
@@ -212,6 +243,7 @@ def run_recording(name: str, data: Path | None, folder: Path, top: int) -> dict[
             "flags": [f"{f['flag']}:{f['split']}" for f in flags if f["run_id"] == run_id],
             "flags_fixed": [f"{f['flag']}:{f['split']}" for f in flags if f["run_id"] == fixed_id],
             "first_rank_of": first_ranks(db, sae_id, KNOWN[name]),
+            **suggestion_checks(db, name, sae_id, run_id),
             "accepted": accepted, "validations": validations,
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
@@ -251,14 +283,21 @@ def targets(results: dict[str, dict]) -> dict[str, object]:
             out[f"{name}_dead_under_5pc_or_flagged"] = dead_ok or "dead_on_val:val" in flags
         out[f"{name}_fvu_above_1_flagged"] = all(
             (q.get(s, {}).get("fvu") or 0) <= 1 or f"fvu_above_one:{s}" in flags for s in ("val", "test"))
-    if "linear-track" in results:
-        ranks = results["linear-track"]["first_rank_of"]
-        out["linear_track_position_and_direction_in_top10"] = all(
-            ranks.get(v) is not None and ranks[v] <= 10 for v in ("position", "direction"))
+    for name, variables in (("linear-track", ("position", "direction")), ("w-maze", ("position",)),
+                            ("chewie", ("target",))):
+        if name in results:
+            ranks = results[name]["first_rank_of"]
+            out[f"{name.replace('-', '_')}_{'_and_'.join(variables)}_in_top10"] = all(
+                ranks.get(v) is not None and ranks[v] <= 10 for v in variables)
+    if "nwb" in results:
+        r = results["nwb"]
+        out["nwb_no_suggestion_from_a_constant_column"] = r["suggestions_from_constant"] == 0
+        out["nwb_stimCategory_tested"] = r["validations_by_variable"].get("stimCategory", {}).get("testable", 0) > 0
     if "sample" in results:
         s = results["sample"]
         out["sample_planted_15_in_top30"] = s["planted_in_top30"] == s["planted"]
         out["sample_mmcs_at_least_0_95"] = s["mmcs"] >= 0.95
+        out["sample_no_distractor_suggested"] = s["suggestions_from_distractor"] == 0
     return out
 
 

@@ -86,10 +86,10 @@ class AssociationConfig:
     """When bins are chosen: examples a bin should hold (between 8 and 40 bins)."""
     n_shuffles: int = 200
     """Shuffles every p-value gets first."""
-    max_shuffles: int = 5_000
+    max_shuffles: int = 25_000
     """Most shuffles a p-value gets (its floor is then 1 / (1 + max_shuffles)): a variable that one feature
     of a thousand encodes needs more (`mini rank --max-shuffles`)."""
-    continue_below: int = 10
+    continue_below: int = 1
     """A p-value gets five times more shuffles while fewer than this many reached its statistic."""
     fdr_level: float = 0.05
     """The FDR level of the decisions that more shuffles could change (rows with q at or above it)."""
@@ -311,8 +311,8 @@ def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> lis
     return tests
 
 
-def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: AssociationConfig
-              ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: AssociationConfig,
+              n_families: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per member key: observed statistic, Monte-Carlo p-value and the shuffles behind it.
 
     Every statistic gets n_shuffles. Then, while the FDR decision of a row is still open (q ≥ fdr_level)
@@ -338,13 +338,17 @@ def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: Ass
         p = p_values()
         rows = [np.maximum.reduce([p[m.key] for m in t.members]) for t in tests]  # a conjunction: the larger
         q = family_q_values(np.concatenate([r.ravel() for r in rows]),
-                            np.concatenate([np.full(r.size, _family(t)) for r, t in zip(rows, tests, strict=True)]))
+                            np.concatenate([np.full(r.size, _family(t)) for r, t in zip(rows, tests, strict=True)]),
+                            n_families)
         going, offset = {}, 0
         for t, r in zip(tests, rows, strict=True):
             open_ = q[offset:offset + r.size].reshape(r.shape) >= config.fdr_level
             offset += r.size
+            # a conjunction's p is the larger of its two: more shuffles help only while both are at the floor
+            floor = np.logical_and.reduce([(reached[m.key] < config.continue_below) & (used[m.key] == done)
+                                           for m in t.members])
             for m in t.members:
-                going[m.key] = open_ & (reached[m.key] < config.continue_below) & (used[m.key] == done)
+                going[m.key] = open_ & floor
         features = np.flatnonzero(np.any([g.reshape(len(g), -1).any(axis=1) for g in going.values()], axis=0))
         if not len(features):
             break
@@ -361,10 +365,13 @@ def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: Ass
     return {k: (observed[k], p[k], used[k]) for k in observed}
 
 
+CONJUNCTIONS = "conjunctions"
+"""The FDR sub-family of every conjunction row (one sub-family per pair would divide 5 % by many more)."""
+
+
 def _family(test: _Test) -> str:
-    """The FDR sub-family of a test's rows: its variable, or its pair of variables."""
-    name = test.coded.variable.name
-    return name if test.partner is None else f"{name} and {test.partner.variable.name}"
+    """The FDR sub-family of a test's rows: its variable, or CONJUNCTIONS."""
+    return test.coded.variable.name if test.partner is None else CONJUNCTIONS
 
 
 def _value_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
@@ -431,19 +438,47 @@ def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
     tests = _tests(coded, trials, config)
     if not tests:
         return pl.DataFrame(schema=COLUMNS)
-    result = _p_values(entries, trials, tests, config)
+    single = [t for t in tests if t.partner is None]
+    pairs = [t for t in tests if t.partner is not None]
+    n_families = len(single) + bool(pairs)
+    result = _p_values(entries, trials, single, config, n_families)
     frames = []
-    for test in tests:
-        if test.partner is not None:
-            frames.append(_conjunction_frame(entries, test, result))
-            continue
+    for test in single:
         categorical = test.coded.variable.kind in ("categorical", "binary")
         frame = (_value_frame if categorical else _field_frame)(entries, test, result)
         frames.append(frame.with_columns(variable=pl.lit(test.coded.variable.name),
                                          kind=pl.lit(test.coded.variable.kind)))
     out = pl.concat(frames, how="diagonal_relaxed")
-    out = out.with_columns(q_value=pl.Series(family_q_values(out["p_value"].to_numpy(), out["variable"].to_numpy())))
+    significant = family_q_values(out["p_value"].to_numpy(), out["variable"].to_numpy(), n_families) < config.fdr_level
+    found = out.filter(pl.Series(significant) & (pl.col("statistic") > 0))
+    for test in pairs:
+        result.update(_conjunction_p_values(entries, trials, test, found, config, n_families))
+        frames.append(_conjunction_frame(entries, test, result))
+    out = pl.concat(frames, how="diagonal_relaxed")
+    families = np.where(out["kind"].to_numpy() == "conjunction", CONJUNCTIONS, out["variable"].to_numpy())
+    out = out.with_columns(q_value=pl.Series(family_q_values(out["p_value"].to_numpy(), families, n_families)))
     return _finish(out, COLUMNS)
+
+
+def _conjunction_p_values(entries: _Entries, trials: Trials, test: _Test, found: pl.DataFrame,
+                          config: AssociationConfig, n_families: int) -> dict[int, tuple]:
+    """A conjunction's two tests, for the features with a significant field of x and a significant value
+    of v (both parts already found); NaN elsewhere: a conjunction is only offered over two parts, and
+    testing every feature and pair would cost a pass over all entries per pair and shuffle."""
+    x, v = test.coded.variable.name, test.partner.variable.name
+    with_x = set(found.filter(pl.col("variable") == x)["feature_id"].to_list())
+    features = np.array(sorted(with_x & set(found.filter(pl.col("variable") == v)["feature_id"].to_list())),
+                        dtype=np.int64)
+    out = {}
+    tested = _p_values(entries.subset(features), trials, [test], config, n_families) if len(features) else {}
+    for member in test.members:
+        full = [np.full(entries.n_features, np.nan), np.full(entries.n_features, np.nan),
+                np.zeros(entries.n_features, np.int64)]
+        if len(features):
+            for i, part in enumerate(tested[member.key]):
+                full[i][features] = part
+        out[member.key] = tuple(full)
+    return out
 
 
 def tuning_curves(activations, variables: list[Variable],

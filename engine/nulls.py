@@ -69,6 +69,10 @@ class Trials:
     """[n] length of each row's trial."""
     short_rows: np.ndarray
     """Rows of trials shorter than MIN_SHIFT_TRIAL, trial by trial: where the block permutation writes."""
+    row_trial: np.ndarray
+    """[n] trial index of each row."""
+    short_slot: np.ndarray
+    """[n] position of each row in short_rows, -1 for rows of trials long enough to shift."""
 
     @classmethod
     def from_ids(cls, trial_ids: np.ndarray) -> Trials:
@@ -80,8 +84,11 @@ class Trials:
         starts = starts.astype(np.int64)
         row_start = np.repeat(starts, lengths)
         short = lengths < MIN_SHIFT_TRIAL
+        short_rows = concat_ranges(starts[short], lengths[short])
+        short_slot = np.full(n, -1, np.int64)
+        short_slot[short_rows] = np.arange(len(short_rows))
         return cls(starts, lengths, row_start, np.arange(n, dtype=np.int64) - row_start,
-                   np.repeat(lengths, lengths), concat_ranges(starts[short], lengths[short]))
+                   np.repeat(lengths, lengths), short_rows, np.repeat(np.arange(len(starts)), lengths), short_slot)
 
     @property
     def n_trials(self) -> int:
@@ -105,21 +112,56 @@ def shift_offsets(trials: Trials, rng: np.random.Generator, min_shift_fraction: 
     return offsets
 
 
-def shift_sources(trials: Trials, rng: np.random.Generator, min_shift_fraction: float,
-                  hub: np.ndarray) -> np.ndarray:
-    """Row whose variable value each row receives in one shuffle: the hub's shift plus a random shift of
-    its own within each trial (see null_exceedances), and a random order of the short trials' blocks
-    written back over their rows."""
-    lengths = trials.lengths
-    offsets = (hub + shift_offsets(trials, rng, min_shift_fraction)) % np.maximum(lengths, 1)
-    pos = trials.row_pos + np.repeat(offsets, lengths)
-    pos -= trials.row_len * (pos >= trials.row_len)  # offset < length: one wrap at most
-    source = trials.row_start + pos
-    short = np.flatnonzero(lengths < MIN_SHIFT_TRIAL)
-    if len(short) > 1:
-        order = rng.permutation(short)
-        source[trials.short_rows] = concat_ranges(trials.starts[order], lengths[order])
-    return source
+@dataclass(frozen=True)
+class Shuffle:
+    """One draw of the null: a shift per trial (through the hub), an order of the short trials' blocks and a
+    permutation of whole trials."""
+
+    offsets: np.ndarray | None
+    short_order: np.ndarray | None
+    order: np.ndarray
+
+    @classmethod
+    def draw(cls, trials: Trials, rng: np.random.Generator, min_shift_fraction: float, hub: np.ndarray,
+             shifts: bool) -> Shuffle:
+        offsets = short_order = None
+        if shifts:
+            offsets = (hub + shift_offsets(trials, rng, min_shift_fraction)) % np.maximum(trials.lengths, 1)
+            short = np.flatnonzero(trials.lengths < MIN_SHIFT_TRIAL)
+            short_order = rng.permutation(short) if len(short) > 1 else None
+        return cls(offsets, short_order, rng.permutation(trials.n_trials))
+
+
+@dataclass(frozen=True)
+class RowView:
+    """What a shuffle needs to know about some rows (the rows of the active entries, or every row), so that
+    a shuffle costs work in proportion to them rather than to the recording."""
+
+    rows: np.ndarray
+    trial: np.ndarray
+    pos: np.ndarray
+    length: np.ndarray
+    start: np.ndarray
+    short_slot: np.ndarray
+    in_short: np.ndarray
+
+    @classmethod
+    def of(cls, trials: Trials, rows: np.ndarray) -> RowView:
+        slot = trials.short_slot[rows]
+        return cls(rows, trials.row_trial[rows], trials.row_pos[rows], trials.row_len[rows], trials.row_start[rows],
+                   slot, np.flatnonzero(slot >= 0))
+
+    def sources(self, trials: Trials, shuffle: Shuffle) -> np.ndarray:
+        """Row whose variable value each of these rows receives: its trial's shift (wrapping within the
+        trial), or for rows of short trials the row at the same place of the block order."""
+        pos = self.pos + shuffle.offsets[self.trial]
+        pos -= self.length * (pos >= self.length)  # offset < length: one wrap at most
+        source = self.start + pos
+        if shuffle.short_order is not None and len(self.in_short):
+            order = shuffle.short_order
+            blocks = concat_ranges(trials.starts[order], trials.lengths[order])
+            source[self.in_short] = blocks[self.short_slot[self.in_short]]
+        return source
 
 
 @dataclass
@@ -197,36 +239,43 @@ class CodeGroup:
         self.swapped = np.sum(swapped, axis=0).astype(np.int32) if swapped else None
         self.fixed = np.sum(fixed, axis=0).astype(np.int32) if fixed else None
 
-    def tables(self, entry_rows: np.ndarray, indptr: np.ndarray, data: np.ndarray, trials: Trials,
-               source: np.ndarray | None, order: np.ndarray | None,
+    def tables(self, entries: RowView, everything: RowView | None, data: np.ndarray, indptr: np.ndarray,
+               trials: Trials, shuffle: Shuffle | None, source: np.ndarray | None,
                buffer: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each member's [features, n_codes] table and rows per code under one shuffle (source/order None:
-        as observed)."""
-        combined = np.zeros(len(trials.row_start), np.int32)
-        if self.shifted is not None:
-            combined += self.shifted if source is None else np.take(self.shifted, source, mode="clip")
-        if self.swapped is not None:
-            by_trial = self.swapped if order is None else self.swapped[order]
-            combined += np.repeat(by_trial, trials.lengths)
-        if self.fixed is not None:
-            combined += self.fixed
-        np.take(combined, entry_rows, out=buffer, mode="clip")  # 'clip' skips the bounds check
-        table = feature_code_table(indptr, buffer, data, self.size)
+        """Each member's [features, n_codes] table and rows per code under one shuffle (None: as observed).
+        `source`: the entries' source rows under the shuffle (computed once for all groups); `everything`
+        views every row: needed only when a member keeps part of its code fixed."""
+        codes = self.codes_at(entries, trials, shuffle, buffer, source)
+        table = feature_code_table(indptr, codes, data, self.size)
         # marginals by one small matmul: summing a 5-axis table over 4 axes at a time is ~10x slower
         table = table.astype(np.float64, copy=False) @ self.marginals
         bounds = np.cumsum([m.n_codes for m in self.members])[:-1]
-        if self.fixed is not None and (source is not None or order is not None):  # joint counts change
-            rows = np.split(np.bincount(combined, minlength=self.size) @ self.marginals, bounds)
+        if self.fixed is not None and shuffle is not None:  # part moves, part stays: joint counts change
+            every = self.codes_at(everything, trials, shuffle, np.empty(len(everything.rows), np.int32))
+            rows = np.split(np.bincount(every, minlength=self.size) @ self.marginals, bounds)
         else:
-            rows = [self._rows(m, trials, order) for m in self.members]
+            rows = [self._rows(m, trials, shuffle) for m in self.members]
         return np.split(table, bounds, axis=1), rows
 
-    def _rows(self, member: Member, trials: Trials, order: np.ndarray | None) -> np.ndarray:
-        if member.by_trial is None or order is None:  # a shift moves rows within trials: counts unchanged
+    def codes_at(self, view: RowView, trials: Trials, shuffle: Shuffle | None, out: np.ndarray,
+                 source: np.ndarray | None = None) -> np.ndarray:
+        """The group's combined code at each row of `view` under `shuffle`."""
+        out[:] = 0
+        if self.shifted is not None:
+            if source is None:
+                source = view.rows if shuffle is None else view.sources(trials, shuffle)
+            out += np.take(self.shifted, source, mode="clip")  # 'clip' skips the bounds check
+        if self.swapped is not None:
+            by_trial = self.swapped if shuffle is None else self.swapped[shuffle.order]
+            out += np.take(by_trial, view.trial, mode="clip")
+        if self.fixed is not None:
+            out += np.take(self.fixed, view.rows, mode="clip")
+        return out
+
+    def _rows(self, member: Member, trials: Trials, shuffle: Shuffle | None) -> np.ndarray:
+        if member.by_trial is None or shuffle is None:  # a shift moves rows within trials: counts unchanged
             return member.code_rows
-        moving = np.repeat(member.by_trial[order], trials.lengths)
-        full = moving * member.n_fixed + (0 if member.fixed is None else member.fixed)
-        return np.bincount(full, minlength=member.n_codes).astype(np.float64)
+        return np.bincount(member.by_trial[shuffle.order], trials.lengths, minlength=member.n_codes)
 
 
 def group_members(members: list[Member]) -> list[CodeGroup]:
@@ -268,27 +317,29 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
         group.prepare()
     members = [m for g in groups for m in g.members]
     needs_shift = any(m.by_trial is None for m in members)
+    entries = RowView.of(trials, entry_rows)
+    everything = RowView.of(trials, np.arange(len(trials.row_start))) if any(g.fixed is not None for g in groups) \
+        else None
 
-    def statistics(source, order, buffer) -> dict[int, np.ndarray]:
+    def statistics(shuffle: Shuffle | None, buffer: np.ndarray) -> dict[int, np.ndarray]:
         out = {}
+        source = entries.sources(trials, shuffle) if shuffle is not None and needs_shift else None
         for group in groups:
-            tables, rows = group.tables(entry_rows, indptr, data, trials, source, order, buffer)
+            tables, rows = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer)
             for member, table, code_rows in zip(group.members, tables, rows, strict=True):
                 out[member.key] = member.statistic(table, code_rows)
         return out
 
     hub = shift_offsets(trials, np.random.default_rng([seed, 0]), min_shift_fraction)
-    buffer = np.empty(len(entry_rows), indptr.dtype)
-    observed = statistics(None, None, buffer)
+    observed = statistics(None, np.empty(len(entry_rows), indptr.dtype))
 
     def run(block: range) -> dict[int, np.ndarray]:
         own = np.empty(len(entry_rows), indptr.dtype)
         reached = {k: np.zeros(v.shape, np.int64) for k, v in observed.items()}
         for s in block:
             rng = np.random.default_rng([seed, 1 + s])  # by index: the same shuffles on any thread count
-            source = shift_sources(trials, rng, min_shift_fraction, hub) if needs_shift else None
-            order = rng.permutation(trials.n_trials)
-            for key, null in statistics(source, order, own).items():
+            shuffle = Shuffle.draw(trials, rng, min_shift_fraction, hub, needs_shift)
+            for key, null in statistics(shuffle, own).items():
                 with np.errstate(invalid="ignore"):
                     reached[key] += null >= observed[key] - TIE_TOLERANCE
         return reached
@@ -341,7 +392,7 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return q
 
 
-def family_q_values(p_values: np.ndarray, families: np.ndarray) -> np.ndarray:
+def family_q_values(p_values: np.ndarray, families: np.ndarray, n_families: int | None = None) -> np.ndarray:
     """q-values for one false-discovery family made of several sub-families (one per variable, or per pair
     of variables for conjunctions): Benjamini–Hochberg within each sub-family, times the number of
     sub-families that hold a defined p-value, capped at 1.
@@ -350,7 +401,8 @@ def family_q_values(p_values: np.ndarray, families: np.ndarray) -> np.ndarray:
     all the tests at most α: the false share of all discoveries is at most the sum of the sub-families'
     false shares, each at most α / G. A variable that nothing encodes then gets any discovery at all with
     probability at most α / G, however many discoveries the encoded variables make; a plain BH over the
-    pooled tests would let it through at a rate that grows with them."""
+    pooled tests would let it through at a rate that grows with them. `n_families`: G when some
+    sub-families are not in this call (None: those present)."""
     p = np.asarray(p_values, dtype=np.float64)
     families = np.asarray(families)
     q = np.full(p.shape, np.nan)
@@ -359,4 +411,4 @@ def family_q_values(p_values: np.ndarray, families: np.ndarray) -> np.ndarray:
     for name in names:
         where = np.flatnonzero(families == name)
         q[where] = benjamini_hochberg(p[where])
-    return np.minimum(q * max(len(names), 1), 1.0)
+    return np.minimum(q * max(n_families or len(names), 1), 1.0)

@@ -23,8 +23,8 @@ beside the score so a person can sort by any of them. Dead features (never activ
 near-constant ones (active on more than half the examples) are ranked last with the reason.
 
 Suggestions are significant associations only (q < 0.05 in one FDR family per SAE: every value, field and
-conjunction of every variable, engine.nulls.family_q_values), in order of selectivity index, so a
-conjunction that beats both its parts comes before them. None for a dead feature, and none from a variable
+conjunction of every variable, engine.nulls.family_q_values), by selectivity index to two decimals with a
+conjunction first among equals, since it beat both its parts against a null. None for a dead feature, and none from a variable
 that cannot be tested on held-out trials: one with a single value in the ranked bins, or a categorical one
 whose every value lies in one trial (a clip name per trial). A feature with no suggestion ranks below every
 feature with one, whatever its MIS and stability: on a real NWB recording, 500 of 512 features were once
@@ -175,7 +175,8 @@ def _suggestions(sae_id: int, assoc: pl.DataFrame, dead: pl.Series, config: Rank
     (a feature less active with a value is not a label of it); none for a dead feature."""
     ordered = assoc.filter((pl.col("q_value") < config.q_threshold) & (pl.col("statistic") > 0)
                            & ~pl.col("feature_id").is_in(dead.implode())).sort(
-        ["feature_id", "statistic"], descending=[False, True])
+        [pl.col("feature_id"), (pl.col("statistic") * 100).round(), pl.col("kind") == "conjunction", pl.col("statistic")],
+        descending=[False, True, True, True])
     top = ordered.group_by("feature_id", maintain_order=True).head(config.max_suggestions)
     conjunction = pl.col("kind") == "conjunction"
     return top.with_columns(

@@ -237,8 +237,10 @@ def _flags(frames: dict[str, pl.DataFrame], dataset: dict) -> list[str]:
 
 def _ranked(frames: dict[str, pl.DataFrame], top: int) -> list[str]:
     lines = ["## Ranked features", "",
-             "Score = mean of the association, MIS and stability scores, each in [0, 1], from train + val only. The full ranking of every "
-             "feature is in the rankings table beside this report.", ""]
+             "Score = mean of the association (the selectivity index of the first suggestion), MIS and stability scores, "
+             "each in [0, 1], from train + val only. Suggestions are significant at q < 0.05 in one false-discovery family "
+             "per SAE (Benjamini–Hochberg within each variable or pair of variables at 5 % divided by their number). The "
+             "full ranking of every feature is in the rankings table beside this report.", ""]
     for (sae_id,), part in frames["rankings"].group_by("sae_id", maintain_order=True):
         lines += [f"### SAE {sae_id}: top {min(top, part.height)} of {part.height}", "",
                   *markdown_table(part.head(top).drop("sae_id")), ""]

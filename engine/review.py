@@ -347,7 +347,7 @@ def _tunings(context: ReviewContext, feature_id: int, examples: np.ndarray, valu
              suggestions: list[dict]) -> list[Tuning]:
     data, out, seen = context.data, [], set()
     curves = None
-    for suggestion in suggestions:
+    for suggestion in _clauses(suggestions, data.kinds):
         variable = suggestion["variable"]
         if variable in seen or variable not in data.kinds:
             continue
@@ -377,6 +377,22 @@ def _tunings(context: ReviewContext, feature_id: int, examples: np.ndarray, valu
             out.append(Tuning(variable, kind, list(data.levels[variable]), means, None, n, marked))
         if len(out) == MAX_TUNING_VARIABLES:
             break
+    return out
+
+
+def _clauses(suggestions: list[dict], kinds: dict[str, str]) -> list[dict]:
+    """Suggestions with each conjunction replaced by its clauses (`position in [60, 80) and direction =
+    decreasing` shows the position tuning with the field marked, then direction), in order."""
+    out = []
+    for suggestion in suggestions:
+        if " and " not in suggestion["variable"]:
+            out.append(suggestion)
+            continue
+        try:
+            clauses = parse_predicate(suggestion["predicate"], kinds).clauses
+        except InputError:  # a variable gone since ranking: nothing to draw
+            continue
+        out += [{"variable": c.variable, "value": c.value, "low": c.low, "high": c.high} for c in clauses]
     return out
 
 

@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--top", type=int, default=15, help="features to print per SAE (default 15)")
     rank.add_argument("--all", action="store_true", help="print the top features of every SAE, not just the first")
     rank.add_argument("--max-shuffles", type=int, default=None, metavar="N",
-                      help="most shuffles behind one p-value (default 5000; p-values cannot go below 1/(N+1))")
+                      help="most shuffles behind one p-value (default 25000; p-values cannot go below 1/(N+1))")
     _add_epoch_options(rank, "rank on the train + val bins it selects", "the run's")
 
     validate = add("validate", cmd_validate, "test every accepted label of a run on the held-out test split")

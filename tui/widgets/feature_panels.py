@@ -123,11 +123,11 @@ def suggestions_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
     if not panel.suggestions:
         return Text("no suggestions: nothing this feature does is tied to a natural variable\n"
                     "(l types a label of your own)", style="dim")
-    headers = ["#", "suggestion", "effect", *(["p"] if wide else []), "q"]
+    headers = ["#", "suggestion", "SI", *(["p"] if wide else []), "q"]
     rows, styles = [], []
     for s in panel.suggestions:
         significant = s["q_value"] is not None and s["q_value"] < ALPHA
-        row = [str(s["position"]), s["predicate"], effect(s["effect_size"])]
+        row = [str(s["position"]), s["predicate"], effect(s["score"])]
         if wide:
             row.append(number(s["p_value"], 2))
         row.append(number(s["q_value"], 2) + ("" if significant else " ns"))
