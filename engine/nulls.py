@@ -179,14 +179,16 @@ class Member:
     codes: np.ndarray
     """[n] int64 moving code per row (its last value is 'missing')."""
     by_trial: np.ndarray | None
-    """[n_trials] moving code per trial when it is constant within every trial: then whole trials swap
-    values in the null; None: shift within trials."""
+    """[n_trials] moving code per trial when it is constant within every trial where it has a value: then
+    whole trials swap values in the null, and rows without a value stay without; None: shift within trials."""
     statistic: Callable[[np.ndarray, np.ndarray], np.ndarray]
     """(table [features, n_codes] of summed activations, rows per code [n_codes]) → statistic array."""
     fixed: np.ndarray | None = None
     """[n] int64 code per row that no shuffle moves; None: none."""
     n_fixed: int = 1
     """Values of `fixed` (1 when None)."""
+    absent: np.ndarray | None = None
+    """[n] bool: rows where a by-trial variable has no value (its missing code stays there); None: none."""
     code_rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Rows per code as observed (set by CodeGroup.prepare); a shift keeps it unless part is fixed."""
 
@@ -211,7 +213,8 @@ class CodeGroup:
     size: int = 0
     marginals: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     shifted: np.ndarray | None = None
-    swapped: np.ndarray | None = None
+    swapped: list[tuple[np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
+    """Per by-trial member: its trial codes × stride, the rows without a value, and its missing code × stride."""
     fixed: np.ndarray | None = None
 
     def prepare(self) -> None:
@@ -231,12 +234,13 @@ class CodeGroup:
             if member.by_trial is None:
                 shifted.append(member.codes * moving_stride)
             else:
-                swapped.append(member.by_trial * moving_stride)
+                missing = (member.n_codes // member.n_fixed - 1) * moving_stride
+                swapped.append(((member.by_trial * moving_stride).astype(np.int32), member.absent, int(missing)))
             if member.fixed is not None:
                 fixed.append(member.fixed * stride)
         # int32 codes: the per-shuffle gather reads a 4 MB array per million examples, not 8 MB
         self.shifted = np.sum(shifted, axis=0).astype(np.int32) if shifted else None
-        self.swapped = np.sum(swapped, axis=0).astype(np.int32) if swapped else None
+        self.swapped = swapped
         self.fixed = np.sum(fixed, axis=0).astype(np.int32) if fixed else None
 
     def tables(self, entries: RowView, everything: RowView | None, data: np.ndarray, indptr: np.ndarray,
@@ -265,9 +269,9 @@ class CodeGroup:
             if source is None:
                 source = view.rows if shuffle is None else view.sources(trials, shuffle)
             out += np.take(self.shifted, source, mode="clip")  # 'clip' skips the bounds check
-        if self.swapped is not None:
-            by_trial = self.swapped if shuffle is None else self.swapped[shuffle.order]
-            out += np.take(by_trial, view.trial, mode="clip")
+        for by_trial, absent, missing in self.swapped:
+            values = np.take(by_trial if shuffle is None else by_trial[shuffle.order], view.trial, mode="clip")
+            out += values if absent is None else np.where(absent[view.rows], missing, values)
         if self.fixed is not None:
             out += np.take(self.fixed, view.rows, mode="clip")
         return out
@@ -275,7 +279,12 @@ class CodeGroup:
     def _rows(self, member: Member, trials: Trials, shuffle: Shuffle | None) -> np.ndarray:
         if member.by_trial is None or shuffle is None:  # a shift moves rows within trials: counts unchanged
             return member.code_rows
-        return np.bincount(member.by_trial[shuffle.order], trials.lengths, minlength=member.n_codes)
+        present = trials.lengths if member.absent is None else \
+            np.bincount(trials.row_trial[~member.absent], minlength=trials.n_trials)
+        rows = np.bincount(member.by_trial[shuffle.order], present, minlength=member.n_codes)
+        if member.absent is not None:
+            rows[member.n_codes - 1] += member.absent.sum()
+        return rows
 
 
 def group_members(members: list[Member]) -> list[CodeGroup]:

@@ -173,3 +173,19 @@ def test_max_shuffles_is_checked():
     for bad in (0, 199, -5, 10**7):
         with pytest.raises(InputError, match="--max-shuffles"):
             rank_config(bad)
+
+
+def test_a_trial_condition_blank_between_trials_is_tested_by_swapping_trials():
+    # The condition is recorded from cue to outcome and blank in the inter-trial interval: still one value
+    # per trial, so whole trials swap it. Shifting it within the trial would keep it on the same trials, and
+    # a feature that fires in condition-1 trials would look like chance (it did in the sample recording).
+    rng = np.random.default_rng(8)
+    n_trials, length = 120, 30
+    condition = np.repeat(rng.integers(0, 4, n_trials), length)
+    interval = np.tile(np.arange(length) >= 22, n_trials)
+    codes = np.where(interval, -1, condition)
+    activation = np.where((condition == 1) & ~interval, rng.uniform(1, 2, n_trials * length), 0.0)
+    out = associate(sp.csc_matrix(activation[:, None]), np.repeat(np.arange(n_trials), length),
+                    [Variable("condition", "categorical", categories=codes)], AssociationConfig(max_shuffles=200))
+    row = out.filter(pl.col("value") == "1").row(0, named=True)
+    assert row["statistic"] == 1.0 and row["p_value"] == pytest.approx(1 / 201) and row["q_value"] < 0.05
