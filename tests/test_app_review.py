@@ -285,9 +285,10 @@ def test_undo_restores_the_previous_label_with_its_validation(app_db: Path) -> N
 
     drive(app_db, script)
     assert seen["label"]["label_id"] == auto["label_id"] and seen["label"]["source"] == "auto"
-    # the validation line comes back as it was, verdict and figures
-    verdict = [line for line in seen["before"].splitlines() if "validated" in line]
-    assert verdict and verdict == [line for line in seen["after"].splitlines() if "validated" in line]
+    # the validation line comes back as it was (after it, a note of what was undone)
+    def verdict(info: str) -> list[str]:
+        return [line.split("  ·  ")[0] for line in info.splitlines() if line.startswith(("validated", "not validated"))]
+    assert verdict(seen["before"]) and verdict(seen["before"]) == verdict(seen["after"])
     assert "(auto)" in seen["after"]
     current = rows(app_db, "SELECT label_id, verdict FROM current_labels WHERE sae_id = 1 AND feature_id = ?",
                    [order[0]])

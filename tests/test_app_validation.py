@@ -85,8 +85,11 @@ def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> 
         assert row[2] == f"{mcc:.2f} [{low:.2f}, {high:.2f}]"
         assert row[5] == ("✓ auto" if validated else "✗ auto")
     # Validated pairings first, then by MCC.
-    assert [row[5][0] for row in seen["rows"]] == ["✓", "✓", "✗", "✗", "✗", "✗"]
     n_validated = sum(row[-1] for row in stored)
+    assert [row[5][0] for row in seen["rows"]] == ["✓"] * n_validated + ["✗"] * (6 - n_validated)
+    for group in (seen["rows"][:n_validated], seen["rows"][n_validated:]):
+        mccs = [float(row[2].split()[0]) for row in group]
+        assert mccs == sorted(mccs, reverse=True)
     assert f"6 accepted labels, 6 tested, {n_validated} validated" in seen["summary"]
     assert f"SAE 1: 6 labels, 6 testable, {n_validated} validated" in seen["summary"]
     assert "SAE 2: no labels" in seen["summary"]

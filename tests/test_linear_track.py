@@ -72,7 +72,7 @@ def test_the_top_features_are_place_fields(ranked: Path) -> None:
     with Store.open(ranked, read_only=True) as db:
         top = db.frame("SELECT rank, feature_id, suggestion FROM rankings WHERE sae_id = 1 ORDER BY rank LIMIT 10")
         suggestions = db.frame(
-            "SELECT s.feature_id, s.position, s.variable, s.low, s.high, s.q_value FROM suggestions s "
+            "SELECT s.feature_id, s.position, s.variable, s.predicate, s.low, s.high, s.q_value FROM suggestions s "
             "JOIN (SELECT feature_id FROM rankings WHERE sae_id = 1 AND rank <= 10) USING (feature_id) "
             "WHERE s.sae_id = 1 AND s.position <= 3")
         curves = db.frame("SELECT feature_id, bin, mean FROM tuning_curves WHERE sae_id = 1 AND variable = "
@@ -82,12 +82,18 @@ def test_the_top_features_are_place_fields(ranked: Path) -> None:
     def share(low: float, high: float) -> float:  # of the running bins, the share inside [low, high]
         return float(np.mean((position >= low) & (position <= high)))
 
-    significant = suggestions.filter((pl.col("variable") == "position") & (pl.col("q_value") < 0.05))
+    # a directional place field is a conjunction `position in [a, b) and direction = …`: its range is in the text
+    field = pl.col("predicate").str.extract_groups(r"^position in \[([^,]+), ([^)]+)\)")
+    suggestions = suggestions.with_columns(
+        pl.coalesce("low", field.struct.field("1").cast(pl.Float64)).alias("low"),
+        pl.coalesce("high", field.struct.field("2").cast(pl.Float64)).alias("high"))
+    significant = suggestions.filter(pl.col("variable").is_in(["position", "position and direction"])
+                                     & (pl.col("q_value") < 0.05))
     fields = significant.filter(pl.Series([share(lo, hi) < 0.5 for lo, hi in significant.select("low", "high").rows()],
                                           dtype=pl.Boolean))
     first = fields.filter(pl.col("position") == 1)
-    # Most of the ten best features are first of all a place: a significant range (q < 0.05) of the track
-    # where the animal spends under half of its running time.
+    # Most of the ten best features are first of all a place (alone or in one running direction): a
+    # significant range (q < 0.05) of the track where the animal spends under half of its running time.
     assert first.height >= 5, top
     # Nearly all of them have such a field among their first three suggestions (the others' first is the run
     # direction: hippocampal place fields on a linear track are directional).

@@ -4,19 +4,17 @@ where an FDR decision needs them."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
-from scipy.signal import lfilter
 
 from engine.associations import AssociationConfig, Variable, associate
 from engine.errors import InputError
 from engine.nulls import family_q_values
 from engine.rank import RankConfig, _suggestions, _with_range, rank_config
 from engine.selectivity import Binning, continuous_edges, field_mask, nice_step
+from tests.test_associations import ar1
 
 
 def test_readable_steps_and_edges():
@@ -99,12 +97,6 @@ def test_a_planted_conjunction_is_suggested_as_one_and_its_parts_are_not_preferr
     assert by_feature[1]["variable"] == "position"
     both = assoc.filter((pl.col("feature_id") == 1) & (pl.col("kind") == "conjunction"))
     assert both.is_empty() or both["q_value"].fill_null(1.0).min() >= 0.05
-
-
-def ar1(rng: np.random.Generator, n_trials: int, length: int, k: int, rho: float) -> np.ndarray:
-    noise = rng.normal(size=(n_trials, length, k)) * math.sqrt(1 - rho**2)
-    noise[:, 0, :] = rng.normal(size=(n_trials, k))
-    return lfilter([1.0], [1.0, -rho], noise, axis=1).reshape(n_trials * length, k)
 
 
 def test_p_values_are_calibrated_under_the_null_for_slow_and_sparse_data():

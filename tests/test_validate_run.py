@@ -76,7 +76,10 @@ def test_planted_pairing_validates_shuffled_and_distractor_do_not(db):
     label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
     assert validate_run(db, 1, FAST, n_jobs=1).n_validated == 1
     good = _validation(db, feature)
-    assert good["validated"] and good["mcc"] > 0.5 and good["decode_signature"] > good["decode_random_p95"]
+    # The best-ranked condition feature is now chosen by its selectivity index, which favours a sparse part of
+    # the condition's ensemble (active in a share of the condition's bins: lower recall, hence MCC ~0.4) over
+    # the dense feature that 2·AUROC − 1 favoured (MCC > 0.5).
+    assert good["validated"] and good["mcc"] > 0.3 and good["decode_signature"] > good["decode_random_p95"]
     for wrong in (f"condition_shuffled = {value}", "house_light = 1"):
         label_feature(db, 1, feature, name="wrong", predicate=wrong)
         assert validate_run(db, 1, FAST, n_jobs=1).n_validated == 0
