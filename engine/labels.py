@@ -10,7 +10,7 @@ from __future__ import annotations
 from engine.errors import InputError
 from engine.predicates import Predicate, parse_predicate
 from store import Store
-from store.datasets import get_dataset, load_natural_variables
+from store.datasets import get_dataset, load_natural_variables, variable_levels
 from store.labels import Label, add_label, run_sae_ids, suggestion
 from store.runs import get_run
 
@@ -47,6 +47,13 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
             dataset = get_dataset(db, get_run(db, run_id)["config"]["dataset"])
             kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
             parsed = parse_predicate(predicate, kinds)
+            for clause in parsed.clauses:  # a level the variable never takes could never be tested
+                if clause.kind == "categorical":
+                    levels = variable_levels(db, dataset["dataset_id"], clause.variable)
+                    if clause.value not in levels:
+                        shown = ", ".join(levels[:8]) + (", …" if len(levels) > 8 else "")
+                        raise InputError(f"predicate '{predicate}': '{clause.variable}' never takes the value "
+                                         f"'{clause.value}' (its values: {shown})")
         label = Label(sae_id, feature_id, "accept", name=name, predicate=parsed and parsed.text,
                       variable=parsed and parsed.variable, value=parsed and parsed.value,
                       low=parsed and parsed.low, high=parsed and parsed.high, source=source, note=note)

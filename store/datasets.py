@@ -141,6 +141,13 @@ def load_natural_variables(db: Store, dataset_id: int) -> pl.DataFrame:
     )
 
 
+def variable_levels(db: Store, dataset_id: int, variable: str) -> list[str]:
+    """The distinct categories a categorical variable takes in the dataset."""
+    return [r[0] for r in db.con.execute(
+        "SELECT DISTINCT category FROM natural_values WHERE dataset_id = ? AND variable = ? AND category IS NOT NULL"
+        " ORDER BY 1", [dataset_id, variable]).fetchall()]
+
+
 def load_natural_values(db: Store, dataset_id: int) -> pl.DataFrame:
     return db.frame(
         "SELECT example_id, variable, value, category FROM natural_values WHERE dataset_id = ?"

@@ -198,6 +198,7 @@ def test_a_conjunctive_label_round_trips_through_the_cli(ranked, tmp_path):
     ("AND phase = cue", "`and` at the start or end"),
     ("phase = cue and mood = 3", "clause 2 'mood = 3': no natural variable 'mood'"),
     ("phase = cue and speed in [inf, 3)", "clause 2 'speed in [inf, 3)': the range must have low < high"),
+    ("position in [0.2, 0.5) and phase = sideways", "'phase' never takes the value 'sideways' (its values: "),
 ])
 def test_a_bad_conjunction_is_one_line_exit_2_and_writes_nothing(ranked, tmp_path, predicate, words):
     folder, source = ranked
