@@ -11,7 +11,10 @@ The score of a feature is the mean of three pieces of evidence, each in [0, 1]:
   conjunction: it says "this feature is active there, and not elsewhere", whatever the feature's density.
   It replaced 2·AUROC − 1 over all bins, which a sparse feature cannot score on: on the M1 chewie session
   the top 10 by that score had association 0.02–0.05, the most associated features (0.155, 0.124) ranked
-  27th, 110th and 143rd, and a 95 %-selective place feature active in 20 bins scored about 0.01.
+  27th, 110th and 143rd, and a 95 %-selective place feature active in 20 bins scored about 0.01. With the
+  selectivity index (bench/real.py, defaults): chewie's first target suggestion is rank 1 (was 2; 157th in
+  the issue's session); on the linear track direction and position (alone or as directional place fields,
+  `position in [60, 100) and direction = decreasing`) are ranks 1 and 2.
 - MIS: 2 × (MIS − 0.5), clipped at 0. It asks whether the metadata of its top examples tells them
   apart from its bottom examples, without naming a variable, so it credits conjunctions too.
 - stability: the mean best cosine of its decoder row with the other instances of the run, clipped
