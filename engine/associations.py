@@ -36,17 +36,15 @@ Undefined numbers (a feature never active, a value held by every example) are nu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
+from engine.active_entries import ActiveEntries
 from engine.nulls import (
     Member,
     Trials,
     family_q_values,
-    feature_code_table,
     group_members,
     mi_bits,
     monte_carlo_p,
@@ -134,89 +132,6 @@ class Variable:
     """Circular only: 2π for radians, 360 for degrees."""
 
 
-@dataclass
-class _Entries:
-    """The active (nonzero) entries in feature-major order (CSC), with what ranking them needs."""
-
-    n_rows: int
-    n_features: int
-    rows: np.ndarray
-    feature: np.ndarray
-    values: np.ndarray
-    indptr: np.ndarray
-    matrix: sp.csc_matrix
-
-    @classmethod
-    def build(cls, activations) -> _Entries:
-        matrix = sp.csc_matrix(activations, dtype=np.float64, copy=True)  # copy: the fixes below are in place
-        matrix.sum_duplicates()
-        matrix.eliminate_zeros()
-        if matrix.data.size and (matrix.data.min() < 0 or not np.isfinite(matrix.data).all()):
-            raise ValueError("activations must be finite and nonnegative")
-        n_rows, n_features = matrix.shape
-        feature = np.repeat(np.arange(n_features, dtype=np.int64), np.diff(matrix.indptr))
-        # int64 rows: np.take would otherwise convert 8M indices on every shuffle; int32 offsets (when
-        # they fit) so that the per-shuffle sparse tables need no index conversion either
-        offsets = matrix.indptr.astype(np.int32 if matrix.nnz < 2**31 else np.int64)
-        return cls(n_rows, n_features, matrix.indices.astype(np.int64), feature, matrix.data, offsets, matrix)
-
-    def subset(self, features: np.ndarray) -> _Entries:
-        """The entries of some features only (renumbered 0 … len(features)-1)."""
-        return _Entries.build(self.matrix[:, features])
-
-    @cached_property
-    def per_feature(self) -> np.ndarray:
-        return np.diff(self.indptr).astype(np.float64)
-
-    @cached_property
-    def _ties(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Entries sorted by (feature, value); per sorted entry: first and last position of its tie group,
-        and the first position of its feature."""
-        # One sort of feature + value / (2 max) is twice as fast as two; it can only misorder values that
-        # round to the same key, which the check below catches (then: exact two-pass sort).
-        top = 2 * self.values.max() if len(self.values) else 1.0
-        order = np.argsort(self.feature + self.values / top)
-        feature, values, position = self.feature[order], self.values[order], np.arange(len(order))
-        if np.any((values[1:] < values[:-1]) & (feature[1:] == feature[:-1])):
-            by_value = np.argsort(self.values)
-            narrow = np.int16 if self.n_features <= 2**15 else np.int64  # int16: numpy's stable sort is radix
-            order = by_value[np.argsort(self.feature[by_value].astype(narrow), kind="stable")]
-            feature, values = self.feature[order], self.values[order]
-        new = np.r_[True, (feature[1:] != feature[:-1]) | (values[1:] != values[:-1])]
-        start = np.maximum.accumulate(np.where(new, position, 0))
-        last = np.r_[new[1:], True]
-        end = np.minimum.accumulate(np.where(last, position, len(order))[::-1])[::-1]
-        return order, start, end, self.indptr[feature]
-
-    @cached_property
-    def global_ranks(self) -> np.ndarray:
-        return self.midranks(None)
-
-    def midranks(self, mask: np.ndarray | None) -> np.ndarray:
-        """Per entry: midrank (1 …) among its feature's nonzero entries that `mask` keeps (None: all).
-        Entries outside the mask get a meaningless number."""
-        order, start, end, feature_start = self._ties
-        if mask is None:
-            ranks_sorted = (start + end) / 2 - feature_start + 1
-        else:
-            kept = mask[order].astype(np.int64)
-            through = np.cumsum(kept)
-            before = through - kept
-            ranks_sorted = (before[start] - before[feature_start]) + (through[end] - before[start] + 1) / 2
-        ranks = np.empty(len(order))
-        ranks[order] = ranks_sorted
-        return ranks
-
-    def codes_at(self, codes: np.ndarray) -> np.ndarray:
-        """The code of each active entry's row, in the index dtype the sparse tables want."""
-        return np.take(codes.astype(self.indptr.dtype), self.rows, mode="clip")
-
-    def table(self, entry_codes: np.ndarray, n_codes: int, weights: np.ndarray | None = None) -> np.ndarray:
-        """[features, n_codes]: sum of weights (count if None) of the active entries by code."""
-        data = np.ones(len(entry_codes)) if weights is None else weights
-        return feature_code_table(self.indptr, entry_codes, data, n_codes)
-
-
 def _by_trial(codes: np.ndarray, missing: int, trials: Trials) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(code of each trial, rows without a value) when the variable is constant within every trial where it
     has a value (a condition that is blank in the inter-trial interval is still a trial's condition: a
@@ -235,7 +150,7 @@ def _by_trial(codes: np.ndarray, missing: int, trials: Trials) -> tuple[np.ndarr
     return np.where(seen, high, missing), (None if present.all() else ~present)
 
 
-def _sums(entries: _Entries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def _sums(entries: ActiveEntries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """Observed per-(feature, code) sums for codes 0 … k-1 (k = missing, dropped)."""
     cells = entries.codes_at(codes)
     on = entries.table(cells, k + 1)[:, :k]
@@ -324,7 +239,7 @@ def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> lis
     return tests
 
 
-def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: AssociationConfig,
+def _p_values(entries: ActiveEntries, trials: Trials, tests: list[_Test], config: AssociationConfig,
               n_families: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per member key: observed statistic, Monte-Carlo p-value and the shuffles behind it.
 
@@ -335,7 +250,7 @@ def _p_values(entries: _Entries, trials: Trials, tests: list[_Test], config: Ass
     significant stays so as others' p-values fall (BH is monotone), so neither needs more."""
     members = [m for t in tests for m in t.members]
 
-    def run(part: _Entries, shuffles: range):
+    def run(part: ActiveEntries, shuffles: range):
         return null_exceedances(group_members(members), part.rows, part.indptr, part.values, trials, shuffles,
                                 config.min_shift_fraction, config.seed, config.n_threads)
 
@@ -387,7 +302,7 @@ def _family(test: _Test) -> str:
     return test.coded.variable.name if test.partner is None else CONJUNCTIONS
 
 
-def _value_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+def _value_frame(entries: ActiveEntries, test: _Test, result) -> pl.DataFrame:
     c = test.coded
     observed, p, used = result[test.members[0].key]
     s = _sums(entries, c.codes, c.n_values)
@@ -401,7 +316,7 @@ def _value_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
     })
 
 
-def _field_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+def _field_frame(entries: ActiveEntries, test: _Test, result) -> pl.DataFrame:
     c = test.coded
     observed, p, used = result[test.members[0].key]
     s = _sums(entries, c.codes, c.n_values)
@@ -416,7 +331,7 @@ def _field_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
     })
 
 
-def _conjunction_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
+def _conjunction_frame(entries: ActiveEntries, test: _Test, result) -> pl.DataFrame:
     x, v = test.coded, test.partner
     kx, kv = x.n_values, v.n_values
     pair = np.where((x.codes < kx) & (v.codes < kv), x.codes * kv + v.codes, kx * kv)
@@ -439,7 +354,7 @@ def _conjunction_frame(entries: _Entries, test: _Test, result) -> pl.DataFrame:
 def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
               config: AssociationConfig = AssociationConfig()) -> pl.DataFrame:
     """One row per (feature, value, field or conjunction), columns COLUMNS; see the module docstring."""
-    entries = _Entries.build(activations)
+    entries = ActiveEntries.build(activations)
     trial_ids = np.asarray(trial_ids)
     if len(trial_ids) != entries.n_rows:
         raise ValueError(f"{len(trial_ids)} trial ids for {entries.n_rows} examples")
@@ -473,7 +388,7 @@ def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
     return _finish(out, COLUMNS)
 
 
-def _conjunction_p_values(entries: _Entries, trials: Trials, test: _Test, found: pl.DataFrame,
+def _conjunction_p_values(entries: ActiveEntries, trials: Trials, test: _Test, found: pl.DataFrame,
                           config: AssociationConfig, n_families: int) -> dict[int, tuple]:
     """A conjunction's two tests, for the features with a significant field of x and a significant value
     of v (both parts already found); NaN elsewhere: a conjunction is only offered over two parts, and
@@ -498,7 +413,7 @@ def tuning_curves(activations, variables: list[Variable],
                   config: AssociationConfig = AssociationConfig()) -> pl.DataFrame:
     """Mean activation ± SEM per bin of each continuous or circular variable, every feature; missing
     examples left out. SEM = sample SD (ddof 1, zeros included) / √n; null where n < 2."""
-    entries = _Entries.build(activations)
+    entries = ActiveEntries.build(activations)
     frames = []
     for variable in variables:
         if variable.kind not in ("continuous", "circular"):

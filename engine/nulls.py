@@ -67,12 +67,11 @@ class Trials:
     """[n] position of each row within its trial."""
     row_len: np.ndarray
     """[n] length of each row's trial."""
-    short_rows: np.ndarray
-    """Rows of trials shorter than MIN_SHIFT_TRIAL, trial by trial: where the block permutation writes."""
     row_trial: np.ndarray
     """[n] trial index of each row."""
     short_slot: np.ndarray
-    """[n] position of each row in short_rows, -1 for rows of trials long enough to shift."""
+    """[n] position of each row among the rows of trials shorter than MIN_SHIFT_TRIAL (laid end to end, trial
+    by trial, as the block permutation writes them), -1 for rows of trials long enough to shift."""
 
     @classmethod
     def from_ids(cls, trial_ids: np.ndarray) -> Trials:
@@ -88,7 +87,7 @@ class Trials:
         short_slot = np.full(n, -1, np.int64)
         short_slot[short_rows] = np.arange(len(short_rows))
         return cls(starts, lengths, row_start, np.arange(n, dtype=np.int64) - row_start,
-                   np.repeat(lengths, lengths), short_rows, np.repeat(np.arange(len(starts)), lengths), short_slot)
+                   np.repeat(lengths, lengths), np.repeat(np.arange(len(starts)), lengths), short_slot)
 
     @property
     def n_trials(self) -> int:

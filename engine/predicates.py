@@ -107,6 +107,18 @@ def parse_predicate(text: str, kinds: dict[str, str]) -> Predicate:
     return Predicate(stripped, tuple(clauses))
 
 
+def clause_parts(text: str) -> list[tuple[str, str | None]]:
+    """(variable, value or None for a range) of each clause, by the parser's own grammar but without
+    checking the variables: for reading a stored suggestion's clauses where no kinds are at hand."""
+    parts = []
+    for piece in _split(text):
+        match = _RANGE.match(piece) or _EQUALS.match(piece)
+        if match:
+            value = match.groupdict().get("value")
+            parts.append((match["variable"], None if value is None else value.strip("'\"")))
+    return parts
+
+
 def _split(text: str) -> list[str]:
     """The clauses of `text` at each ` and ` outside quotes; a piece that is no clause (neither `=` nor
     ` in [`) stays with the value before it, as in `condition = rock and roll`."""

@@ -27,6 +27,7 @@ from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from store import Store
 from store.epochs import run_epochs
 from store.quality import flag_line, report_flags
+from store.review import run_dataset
 from store.runs import get_run
 
 TABLE_FORMATS = ("csv", "parquet")
@@ -373,7 +374,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     if not out.parent.exists():
         raise InputError(f"{out.parent}: no such folder for the report")
     run = get_run(db, run_id)
-    dataset = db.frame("SELECT * FROM datasets WHERE dataset_id = ?", [run["dataset_id"]]).to_dicts()[0]
+    dataset = run_dataset(db, run_id)
     kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
                           [dataset["dataset_id"]]).iter_rows())
     frames = _run_frames(db, run_id)

@@ -22,15 +22,14 @@ around an event would otherwise hide the time course the histogram is there to s
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from engine.epochs import Epoch, centre_offset, select_epoch
+from engine.predicates import clause_parts
 from engine.variables import each_value_in_one_trial
 from store import Store
 from store.datasets import load_examples
@@ -104,12 +103,10 @@ class TuningInputs(NamedTuple):
 
 
 def ranked_rows(db: Store, dataset: dict[str, Any], run_id: int) -> np.ndarray | None:
-    """Example ids of the train + val bins the ranking's analysis epoch selected; None when it read them all."""
+    """`dataset`: its row with options parsed (store.datasets.get_dataset, store.review.run_dataset). Example ids of the train + val bins the ranking's analysis epoch selected; None when it read them all."""
     row = run_epochs(db, run_id).get("rank")
     if row is None:
         return None
-    options = dataset["options"]
-    dataset = {**dataset, "options": json.loads(options) if isinstance(options, str) else options}
     examples = load_examples(db, dataset["dataset_id"])
     selection = select_epoch(db, dataset, examples, Epoch(row["where_sql"], row["around"]), "rank", "the ranking's")
     return examples["example_id"].to_numpy()[selection.selected & (examples["split"].to_numpy() != "test")]
@@ -126,8 +123,6 @@ def tuning_inputs(dataset: dict[str, Any], data: DatasetArrays, ranked: np.ndarr
         n_levels = len(np.unique(present[present >= 0]))
         if 2 <= n_levels <= config.max_split_levels and not each_value_in_one_trial(present, data.trial[rows]):
             splits.append(variable)
-    options = dataset["options"]
-    dataset = {**dataset, "options": json.loads(options) if isinstance(options, str) else options}
     centres = data.time_s + centre_offset(dataset)
     return TuningInputs(rows, splits, centres, event_onsets(data, centres, config), config)
 
@@ -244,19 +239,9 @@ def peri_event(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray
 
 # -- split tuning ------------------------------------------------------------------------------------------
 
-_PART = re.compile(r"^\s*(?P<variable>[^\s=]+)\s*(?:=\s*(?P<value>.+?)|\s+in\s+.+?)\s*$")
-
-
 def conjunction_parts(predicate: str | None) -> list[tuple[str, str | None]]:
     """(variable, level or None for a range) per part of `x in [a, b) and side = left`."""
-    if not predicate:
-        return []
-    parts = []
-    for part in re.split(r"\s+and\s+", predicate.strip()):
-        match = _PART.match(part)
-        if match:
-            parts.append((match["variable"], match["value"]))
-    return parts
+    return clause_parts(predicate) if predicate else []
 
 
 def tuned_variable(suggestions: list[dict], data: DatasetArrays, curves: dict[str, np.ndarray],

@@ -10,6 +10,7 @@ read that is slow at scale is a feature's activations: `activations` is ordered 
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -21,11 +22,13 @@ from store.errors import StoreError
 
 
 def run_dataset(db: Store, run_id: int) -> dict[str, Any]:
-    """The dataset a run was trained on (its row of `datasets`)."""
+    """The dataset a run was trained on (its row of `datasets`, options parsed as get_dataset gives them)."""
     rows = db.frame("SELECT d.* FROM runs r JOIN datasets d USING (dataset_id) WHERE r.run_id = ?", [run_id])
     if rows.is_empty():
         raise StoreError(f"{db.path}: no run {run_id}")
-    return rows.to_dicts()[0]
+    row = rows.to_dicts()[0]
+    row["options"] = json.loads(row["options"])
+    return row
 
 
 def run_saes(db: Store, run_id: int) -> pl.DataFrame:

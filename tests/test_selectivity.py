@@ -131,11 +131,8 @@ def test_conjunction_tests_are_calibrated_when_only_one_part_matters():
     acts = np.maximum(drive + 0.3 * ar1(rng, n_trials, length, 150, 0.9) - 0.8, 0.0)
     condition = np.repeat(rng.integers(0, 2, n_trials), length)
     trials = np.repeat(np.arange(n_trials), length)
-    from engine.associations import (  # the forced test needs the internals
-        _conjunction_p_values,
-        _Entries,
-        _tests,
-    )
+    from engine.active_entries import ActiveEntries
+    from engine.associations import _conjunction_p_values, _tests  # the forced test needs the internals
     from engine.nulls import Trials
     from engine.selectivity import encode
     config = AssociationConfig(seed=7)
@@ -143,7 +140,7 @@ def test_conjunction_tests_are_calibrated_when_only_one_part_matters():
         "condition", "categorical", categories=condition))]
     pair = next(t for t in _tests(coded, Trials.from_ids(trials), config) if t.partner is not None)
     everyone = pl.DataFrame({"feature_id": list(range(150)) * 2, "variable": ["x"] * 150 + ["condition"] * 150})
-    result = _conjunction_p_values(_Entries.build(sp.csc_matrix(acts)), Trials.from_ids(trials), pair, everyone,
+    result = _conjunction_p_values(ActiveEntries.build(sp.csc_matrix(acts)), Trials.from_ids(trials), pair, everyone,
                                    config, n_families=1)
     field_test, level_test = (result[m.key][1] for m in pair.members)
     p = np.maximum(field_test, level_test)

@@ -21,6 +21,7 @@ from engine.tuning import (
     tuning_inputs,
 )
 from store import Store
+from store.datasets import get_dataset
 
 N_TRIALS, PER_TRIAL, BIN_S = 40, 100, 0.1
 CUE_BIN, LAG_BINS = 30, 5
@@ -43,7 +44,7 @@ def recording(tmp_path_factory) -> tuple[Path, dict, DatasetArrays]:
     path = folder / "tuning.duckdb"
     with Store.open(path) as db:
         import_files(db, folder / "counts.npz", folder / "meta.csv", ImportOptions(name="track", bin_size_s=BIN_S))
-        dataset = db.frame("SELECT * FROM datasets").to_dicts()[0]
+        dataset = get_dataset(db, "track")  # options parsed, as the app and the report read it
         data = dataset_arrays(db, dataset)
     return path, dataset, data
 
