@@ -116,12 +116,12 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
             " r.suggestion, c.verdict AS label_verdict, coalesce(c.predicate, c.name) AS label, v.validated"
             " FROM rankings r JOIN features f USING (sae_id, feature_id)"
             " LEFT JOIN current_labels c USING (sae_id, feature_id)"
-            " LEFT JOIN validations v ON v.label_id = c.label_id"
+            " LEFT JOIN current_validations v ON v.label_id = c.label_id"
             f" WHERE r.sae_id IN {saes} ORDER BY r.sae_id, r.rank", [run_id]),
         "labels": db.frame(f"SELECT * FROM labels WHERE sae_id IN {saes} ORDER BY label_id", [run_id]),
         "current_labels": db.frame(
             "SELECT c.*, v.validated, v.reason AS validation FROM current_labels c"
-            " LEFT JOIN validations v ON v.label_id = c.label_id"
+            " LEFT JOIN current_validations v ON v.label_id = c.label_id"
             f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
         "validations": db.frame(f"SELECT * FROM validations WHERE sae_id IN {saes} ORDER BY sae_id, feature_id",
                                 [run_id]),

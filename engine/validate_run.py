@@ -43,9 +43,21 @@ from store.validations import accepted_labels, decoder_rows, feature_activations
 class ValidateOutcome:
     run_id: int
     n_labels: int
+    """Accepted labels tested in this call."""
     n_testable: int
     n_validated: int
+    """Labels that generalise and whose signature is specific (both verdicts)."""
     seconds: float
+    n_generalise: int = 0
+    """Labels whose MCC interval is above 0 with q < 0.05 on test."""
+    n_specific: int = 0
+    """Labels whose signature decodes above the random subsets' 95th percentile."""
+    n_duplicates: int = 0
+    """Labels marked as a weaker repeat of another feature's label (duplicate_of)."""
+    n_family: int = 0
+    """Distinct tests of the run in the q-value family (every attempt ever stored, each test once)."""
+    n_few_trials: int = 0
+    """Testable labels whose intervals rest on fewer than MIN_CI_TRIALS test trials."""
     epoch: EpochSelection | None = None
     """The bins validated on (selected test bins; selected train + val bins tune) and where the epoch came from."""
     epoch_note: str | None = None

@@ -455,6 +455,76 @@ V10_SHUFFLES = """
 ALTER TABLE associations ADD COLUMN n_shuffles INTEGER
 """
 
+# Validation attempts, append-only (issue 15): every test of a label on the test split is kept, so a failed
+# attempt stays in the multiple-testing family after the feature is relabelled. Two verdicts instead of one
+# (generalises; signature_specific), the test trials behind the intervals, the null draws behind p, the
+# stronger label a weaker one repeats, and the epoch the attempt was scored on. Rows written before are
+# attempt 1 … n of their feature in label order, with verdicts from their stored figures and 200 shifts.
+V11_ATTEMPTS = """
+CREATE SEQUENCE validation_ids START 1;
+CREATE TABLE validations_attempts (
+    validation_id            BIGINT PRIMARY KEY DEFAULT nextval('validation_ids'),
+    attempt                  INTEGER NOT NULL,
+    label_id                 INTEGER NOT NULL,
+    sae_id                   INTEGER NOT NULL,
+    feature_id               INTEGER NOT NULL,
+    predicate                VARCHAR,
+    testable                 BOOLEAN NOT NULL,
+    threshold                DOUBLE,
+    tp                       INTEGER,
+    fp                       INTEGER,
+    fn                       INTEGER,
+    tn                       INTEGER,
+    precision                DOUBLE,
+    recall                   DOUBLE,
+    specificity              DOUBLE,
+    f1                       DOUBLE,
+    mcc                      DOUBLE,
+    mcc_ci_low               DOUBLE,
+    mcc_ci_high              DOUBLE,
+    balanced_accuracy        DOUBLE,
+    balanced_accuracy_ci_low DOUBLE,
+    balanced_accuracy_ci_high DOUBLE,
+    n_test_trials            INTEGER,
+    p_value                  DOUBLE,
+    n_shifts                 INTEGER,
+    q_value                  DOUBLE,
+    decode_metric            VARCHAR,
+    decode_signature         DOUBLE,
+    decode_all               DOUBLE,
+    decode_feature           DOUBLE,
+    decode_random_p95        DOUBLE,
+    signature_over_all       DOUBLE,
+    signature_percentile     DOUBLE,
+    n_signature_units        INTEGER,
+    generalises              BOOLEAN,
+    signature_specific       BOOLEAN,
+    validated                BOOLEAN,
+    duplicate_of             INTEGER,
+    reason                   VARCHAR,
+    where_sql                VARCHAR,
+    around                   VARCHAR,
+    created_at               TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+INSERT INTO validations_attempts BY NAME
+SELECT v.* EXCLUDE (validated, created_at), v.created_at,
+       row_number() OVER (PARTITION BY v.sae_id, v.feature_id ORDER BY v.label_id) AS attempt,
+       CASE WHEN v.testable THEN coalesce(v.mcc_ci_low > 0 AND v.q_value < 0.05, false) END AS generalises,
+       CASE WHEN v.testable THEN coalesce(v.decode_signature > v.decode_random_p95, false) END AS signature_specific,
+       v.validated,
+       CASE WHEN v.p_value IS NOT NULL THEN 200 END AS n_shifts,
+       e.where_sql, e.around
+FROM validations v JOIN saes s USING (sae_id)
+LEFT JOIN analysis_epochs e ON e.run_id = s.run_id AND e.step = 'validate'
+ORDER BY v.created_at, v.label_id;
+DROP TABLE validations;
+ALTER TABLE validations_attempts RENAME TO validations;
+CREATE VIEW current_validations AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY label_id ORDER BY validation_id DESC) AS rn FROM validations
+) WHERE rn = 1;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -468,4 +538,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "analysis_epochs: the bins (--where, --around) each run, ranking and validation used", V8_EPOCHS),
     Migration(9, "datasets.value_type: counts, rates (not whole numbers) or activations", V9_VALUE_TYPE),
     Migration(10, "associations.n_shuffles: shuffles behind each p-value (more where needed)", V10_SHUFFLES),
+    Migration(11, "validations kept per attempt (append-only) with two verdicts; current_validations view",
+              V11_ATTEMPTS),
 )

@@ -49,7 +49,7 @@ def ranked_features(db: Store, sae_id: int) -> pl.DataFrame:
                c.source AS label_source, v.testable, v.validated
         FROM rankings r JOIN features f USING (sae_id, feature_id)
         LEFT JOIN current_labels c USING (sae_id, feature_id)
-        LEFT JOIN validations v ON v.label_id = c.label_id
+        LEFT JOIN current_validations v ON v.label_id = c.label_id
         WHERE r.sae_id = ? ORDER BY r.rank
         """, [sae_id])
 
@@ -132,7 +132,7 @@ def feature_labels(db: Store, sae_id: int, feature_id: int) -> list[dict[str, An
 
 
 def label_validation(db: Store, label_id: int) -> dict[str, Any] | None:
-    rows = _dicts(db, "SELECT * FROM validations WHERE label_id = ?", [label_id])
+    rows = _dicts(db, "SELECT * FROM current_validations WHERE label_id = ?", [label_id])
     return rows[0] if rows else None
 
 

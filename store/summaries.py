@@ -55,7 +55,7 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
                (SELECT count(*) FROM quality_flags f WHERE f.run_id = r.run_id) AS flags,
                (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
                    AS labelled,
-               (SELECT count(*) FROM validations v JOIN saes x USING (sae_id)
+               (SELECT count(*) FROM current_validations v JOIN saes x USING (sae_id)
                    WHERE x.run_id = r.run_id AND v.validated) AS validated,
                (SELECT {_epoch_text("a.")} FROM analysis_epochs a
                    WHERE a.run_id = r.run_id AND a.step = 'train') AS epoch,

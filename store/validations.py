@@ -62,29 +62,34 @@ def save_validations(db: Store, run_id: int, validations: pl.DataFrame, signatur
 
 
 def validation_summary(db: Store, run_id: int) -> pl.DataFrame:
+    """The latest attempt of every label of the run validated so far, generalising labels first."""
     return db.frame(
-        "SELECT v.sae_id, v.feature_id, v.predicate, round(v.mcc, 3) AS mcc, round(v.mcc_ci_low, 3) AS mcc_low,"
-        " v.q_value, v.decode_metric, round(v.decode_signature, 3) AS signature, round(v.decode_all, 3) AS all_units,"
-        " round(v.decode_random_p95, 3) AS random_p95, v.validated, v.reason FROM validations v"
-        " JOIN saes s USING (sae_id) WHERE s.run_id = ? ORDER BY v.validated DESC, v.mcc DESC", [run_id])
+        "SELECT v.sae_id, v.feature_id, v.label_id, v.attempt, v.predicate, v.testable, v.mcc, v.mcc_ci_low,"
+        " v.mcc_ci_high, v.n_test_trials, v.p_value, v.n_shifts, v.q_value, v.decode_metric, v.decode_signature,"
+        " v.decode_all, v.decode_random_p95, v.generalises, v.signature_specific, v.validated, v.duplicate_of,"
+        " v.reason FROM current_validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
+        " ORDER BY v.generalises DESC NULLS LAST, v.signature_specific DESC NULLS LAST, v.mcc DESC NULLS LAST,"
+        " v.sae_id, v.feature_id", [run_id])
 
 
 def run_pairings(db: Store, run_id: int) -> pl.DataFrame:
     """Every accepted label of the run (its current label) with the validation of that very label.
 
-    Validation columns are NULL (and `validated_at` NULL) for a label accepted since the last validation,
-    including one that replaced a validated label of the same feature. Ordered by SAE, then validated
-    pairings first, then by MCC; untested labels last.
+    Validation columns are those of the label's latest attempt (current_validations); NULL (and
+    `validated_at` NULL) for a label accepted since the last validation, including one that replaced a
+    validated label of the same feature. Ordered by SAE, then generalising, then validated pairings first,
+    then by MCC; untested labels last.
     """
     return db.frame(
         "SELECT c.label_id, c.sae_id, c.feature_id, c.name, c.predicate, c.variable, c.source, c.note,"
         " r.rank, v.created_at AS validated_at,"
         " v.* EXCLUDE (label_id, sae_id, feature_id, predicate, created_at)"
         " FROM current_labels c JOIN saes s USING (sae_id)"
-        " LEFT JOIN validations v ON v.label_id = c.label_id"
+        " LEFT JOIN current_validations v ON v.label_id = c.label_id"
         " LEFT JOIN rankings r ON r.sae_id = c.sae_id AND r.feature_id = c.feature_id"
         " WHERE s.run_id = ? AND c.verdict = 'accept'"
-        " ORDER BY c.sae_id, v.label_id IS NULL, v.testable DESC NULLS LAST, v.validated DESC NULLS LAST,"
+        " ORDER BY c.sae_id, v.label_id IS NULL, v.testable DESC NULLS LAST, v.generalises DESC NULLS LAST,"
+        " v.validated DESC NULLS LAST,"
         " v.mcc DESC NULLS LAST, r.rank NULLS LAST, c.feature_id", [run_id])
 
 
