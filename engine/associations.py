@@ -49,6 +49,7 @@ from engine.nulls import (
     mi_bits,
     monte_carlo_p,
     null_exceedances,
+    trial_codes,
 )
 from engine.selectivity import (
     Binning,
@@ -132,24 +133,6 @@ class Variable:
     """Circular only: 2π for radians, 360 for degrees."""
 
 
-def _by_trial(codes: np.ndarray, missing: int, trials: Trials) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(code of each trial, rows without a value) when the variable is constant within every trial where it
-    has a value (a condition that is blank in the inter-trial interval is still a trial's condition: a
-    shift within the trial would keep it on the same trials and its null would not move); else (None, None)."""
-    present = codes != missing
-    if trials.n_trials < 2:
-        return None, None
-    trial = trials.row_trial[present]
-    low = np.full(trials.n_trials, np.iinfo(np.int64).max)
-    high = np.full(trials.n_trials, -1)
-    np.minimum.at(low, trial, codes[present])
-    np.maximum.at(high, trial, codes[present])
-    seen = high >= 0
-    if np.any(low[seen] != high[seen]):
-        return None, None
-    return np.where(seen, high, missing), (None if present.all() else ~present)
-
-
 def _sums(entries: ActiveEntries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """Observed per-(feature, code) sums for codes 0 … k-1 (k = missing, dropped)."""
     cells = entries.codes_at(codes)
@@ -220,7 +203,7 @@ def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> lis
             continue
         categorical = c.variable.kind in ("categorical", "binary")
         statistic = value_statistic if categorical else field_statistic(c.variable.kind == "circular")
-        by_trial, absent = _by_trial(c.codes, c.n_values, trials)
+        by_trial, absent = trial_codes(c.codes, c.n_values, trials)
         tests.append(_Test(c, [Member(key(), c.n_values + 1, c.codes, by_trial, statistic, absent=absent)]))
     for x in coded:
         for v in coded:
@@ -230,7 +213,7 @@ def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> lis
                 continue
             kx, kv, circular = x.n_values, v.n_values, x.variable.kind == "circular"
             first = key()
-            (x_trials, x_absent), (v_trials, v_absent) = _by_trial(x.codes, kx, trials), _by_trial(v.codes, kv, trials)
+            (x_trials, x_absent), (v_trials, v_absent) = trial_codes(x.codes, kx, trials), trial_codes(v.codes, kv, trials)
             members = [Member(first, (kx + 1) * (kv + 1), x.codes, x_trials,
                               conjunction_statistic(kx, kv, circular, "x"), v.codes, kv + 1, x_absent),
                        Member(first + 1, (kv + 1) * (kx + 1), v.codes, v_trials,

@@ -192,6 +192,24 @@ class Member:
     """Rows per code as observed (set by CodeGroup.prepare); a shift keeps it unless part is fixed."""
 
 
+def trial_codes(codes: np.ndarray, missing: int, trials: Trials) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(code of each trial, rows without a value) when the variable is constant within every trial where it
+    has a value (a condition that is blank in the inter-trial interval is still a trial's condition: a
+    shift within the trial would keep it on the same trials and its null would not move); else (None, None)."""
+    present = codes != missing
+    if trials.n_trials < 2:
+        return None, None
+    trial = trials.row_trial[present]
+    low = np.full(trials.n_trials, np.iinfo(np.int64).max)
+    high = np.full(trials.n_trials, -1)
+    np.minimum.at(low, trial, codes[present])
+    np.maximum.at(high, trial, codes[present])
+    seen = high >= 0
+    if np.any(low[seen] != high[seen]):
+        return None, None
+    return np.where(seen, high, missing), (None if present.all() else ~present)
+
+
 def feature_code_table(indptr: np.ndarray, entry_codes: np.ndarray, data: np.ndarray,
                        n_codes: int) -> np.ndarray:
     """[features, n_codes]: Σ data of the active entries by (feature, code of the entry's row).

@@ -191,8 +191,10 @@ class PredicateMask(NamedTuple):
     holds: np.ndarray
     """bool per bin: every clause holds there (a missing value in any clause: it does not)."""
     measured: np.ndarray
-    """bool per bin: every range clause's variable has a value there. Validation scores only these bins:
-    a place field is not tested where position is unknown, while a missing category simply is not it."""
+    """bool per bin: every clause's variable has a value there. Validation scores only these bins, in the
+    co-occurrence and the decoders alike: where a variable is unknown (position while tracking is lost, the
+    stimulus between trials) the predicate is neither true nor false, and counting it as false would score
+    the feature's silence there as a correct rejection."""
 
 
 def evaluate(predicate: Predicate, values: Callable[[str], VariableValues], n_bins: int) -> PredicateMask:
@@ -211,8 +213,10 @@ def evaluate(predicate: Predicate, values: Callable[[str], VariableValues], n_bi
         elif clause.kind == "categorical":
             levels = list(column.levels)
             holds &= (column.codes == levels.index(clause.value)) if clause.value in levels else False
+            measured &= column.codes >= 0
         else:
             holds &= column.numbers == _BINARY_VALUES[clause.value.lower()]
+            measured &= ~np.isnan(column.numbers)
     return PredicateMask(holds, measured)
 
 

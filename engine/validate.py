@@ -12,23 +12,34 @@ tests that claim on data the labeller never saw, three ways:
 3. decoding: is P readable from the signature units alone about as well as from all units, and better
    than from random unit subsets of the same size?
 
-``verdict`` combines these into one stated rule.
+Two verdicts answer two questions (``verdicts``): does the label *generalise* to held-out trials (1), and
+are its signature units *specific* to it (3)? In a dense code (every CA1 cell a place cell) random units
+decode the label about as well as the signature: such a label generalises without a specific signature.
+
+The co-occurrence null is the ranking's (engine.nulls), so one rule decides what "could be chance" before
+and after labelling. Every decoder is standardised inside its cross-validation folds, and the random-subset
+null is tuned on random subsets of its own size, never with the signature's penalty.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
-from sklearn.metrics import r2_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import log_loss, r2_score, roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from engine.nulls import Member, Trials, group_members, monte_carlo_p, null_exceedances, trial_codes
 
 C_GRID = np.logspace(-3, 2, 6)
 """Inverse regularisation strengths tried for logistic regression (features standardised)."""
 ALPHA_GRID = np.logspace(-2, 4, 7)
 """Ridge penalties tried; with standardised features and ~10⁴ rows the useful range is wide."""
+CHANCE = {"balanced_accuracy": 0.5, "r2": 0.0}
+"""What each decoding score is by chance: balanced accuracy 0.5 whatever the class balance, R² 0."""
 MAX_THRESHOLD_CANDIDATES = 1000
 """Past this many distinct activations, thresholds are tried at quantiles only: MCC changes smoothly."""
 
@@ -41,10 +52,16 @@ class ValidateConfig:
     """Share of the decoder row's squared norm that the signature units must hold."""
     n_bootstrap: int = 1000
     """Bootstrap resamples of whole test trials for the 95 % confidence intervals."""
-    n_shifts: int = 200
-    """Within-trial circular shifts of the activation for the co-occurrence p-value."""
+    n_shifts: int = 1000
+    """Null draws for the co-occurrence p-value (engine.nulls: shifts within test trials, or whole trials
+    swapped for a predicate constant within trials); its floor is 1 / (1 + n_shifts)."""
+    min_shift_fraction: float = 0.1
+    """A shift moves a trial by at least this share of its length: the ranking's rule (AssociationConfig)."""
     n_random_subsets: int = 100
     """Random unit subsets of the signature's size: the null distribution of signature decoding."""
+    n_tuning_subsets: int = 5
+    """Random subsets (the null's first ones) whose cross-validation curves, averaged, choose the penalty of
+    every random subset of that size: tuned like the signature, on subsets like them, not borrowed."""
     cv_folds: int = 5
     """GroupKFold folds (grouped by trial) for choosing the decoder's regularisation on train + val."""
     seed: int = 0
@@ -69,9 +86,14 @@ def _metrics(tp, fp, fn, tn) -> dict:
         f1 = 2 * tp / (2 * tp + fp + fn)
         denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
         mcc = (tp * tn - fp * fn) / denom
+    # A feature that is never (or always) on while the predicate varies carries no information about it:
+    # MCC 0, the usual convention, not undefined. Undefined stays for a predicate that never varies.
+    mcc = np.where((denom == 0) & (tp + fn > 0) & (tn + fp > 0), 0.0, mcc)
     # 0/0 gives NaN already; x/0 with x ≠ 0 cannot happen for these ratios, but inf must never leak out.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        balanced = (recall + specificity) / 2
     out = dict(precision=precision, recall=recall, specificity=specificity, f1=f1, mcc=mcc,
-               balanced_accuracy=(recall + specificity) / 2)
+               balanced_accuracy=balanced)
     return {k: np.where(np.isfinite(v), v, np.nan) for k, v in out.items()}
 
 
@@ -97,36 +119,34 @@ def choose_threshold(activation_fit: np.ndarray, present_fit: np.ndarray) -> flo
     return float(cand[np.nanargmax(mcc)])
 
 
-def _shift_null(on: np.ndarray, present: np.ndarray, trial: np.ndarray, config: ValidateConfig) -> np.ndarray:
-    """Null MCCs of the co-occurrence, one per shift.
+def _mcc_statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
+    """MCC per feature from the null's table: on-rows summed by code (0 predicate false, 1 true, 2 missing,
+    never used: unmeasured rows were dropped) and rows per code."""
+    tp, fp = table[:, 1], table[:, 0]
+    return _metrics(tp, fp, code_rows[1] - tp, code_rows[0] - fp)["mcc"]
 
-    Rows are grouped by trial (stable sort keeps time order within a trial). Each shift rotates the on/off
-    series of every trial by its own offset in [1, L − 1]. A predicate constant within every trial
-    (condition, choice) would not move under any within-trial shift of a trial-level feature (p = 1 for
-    a perfect label), so then whole trials swap predicate values instead, as in engine.nulls.
+
+def shift_p_value(on: np.ndarray, present: np.ndarray, trial: np.ndarray, config: ValidateConfig) -> float:
+    """Monte-Carlo p-value of the on/present MCC under the ranking's null (engine.nulls.null_exceedances).
+
+    Rows are grouped by trial (a stable sort keeps time order within a trial). A predicate that varies within
+    trials is shifted circularly within each trial, by at least min_shift_fraction of it, through the hub
+    that keeps the p-value exact; one constant within every trial where it has a value (condition, choice)
+    would not move under a shift, so whole trials swap values. Trials too short to shift swap as blocks.
     """
-    rng = np.random.default_rng(config.seed + 1)
     order = np.argsort(trial, kind="stable")
-    on, present, tr = on[order], present[order], trial[order]
-    starts = np.flatnonzero(np.r_[True, tr[1:] != tr[:-1]])
-    lengths = np.diff(np.r_[starts, len(tr)])
-    trial_of_row = np.repeat(np.arange(len(starts)), lengths)
-    pos = np.arange(len(tr)) - starts[trial_of_row]
-    constant = bool(np.all(present == present[starts][trial_of_row]))
-    null = np.empty(config.n_shifts)
-    for s in range(config.n_shifts):
-        if constant:
-            shuffled = present[starts][rng.permutation(len(starts))][trial_of_row]
-            o, p = on, shuffled
-        else:
-            off = rng.integers(1, np.maximum(lengths, 2))  # length-1 trials: offset 1 ≡ 0, stays put
-            o = on[starts[trial_of_row] + (pos + off[trial_of_row]) % lengths[trial_of_row]]
-            p = present
-        tp = np.count_nonzero(o & p)
-        fp = np.count_nonzero(o) - tp
-        fn = np.count_nonzero(p) - tp
-        null[s] = _metrics(tp, fp, fn, len(o) - tp - fp - fn)["mcc"]
-    return null
+    on, present, trial = on[order], present[order].astype(np.int64), trial[order]
+    trials = Trials.from_ids(trial)
+    by_trial, absent = trial_codes(present, 2, trials)
+    member = Member(0, 3, present, by_trial, _mcc_statistic, absent=absent)
+    rows = np.flatnonzero(on).astype(np.int64)
+    result = null_exceedances(group_members([member]), rows, np.array([0, len(rows)], np.int32),
+                              np.ones(len(rows)), trials, range(config.n_shifts), config.min_shift_fraction,
+                              config.seed + 1, n_threads=1)
+    observed, reached = result[0]
+    if np.isnan(observed[0]):
+        return float("nan")
+    return float(monte_carlo_p(reached, config.n_shifts)[0])
 
 
 def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_test: np.ndarray,
@@ -135,8 +155,9 @@ def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_te
 
     Keys: tp, fp, fn, tn, precision, recall, specificity, f1, mcc, balanced_accuracy; ``<m>_ci_low`` /
     ``<m>_ci_high`` for m in mcc, f1, balanced_accuracy, precision, recall (2.5 / 97.5 percentiles of
-    whole test trials resampled with replacement; resamples where m is undefined are left out); p_value
-    of the MCC, (1 + #null ≥ observed) / (1 + n_shifts), from ``_shift_null``. Undefined values are NaN.
+    whole test trials resampled with replacement; resamples where m is undefined are left out);
+    n_test_trials behind them; p_value of the MCC, (1 + #null ≥ observed) / (1 + n_shifts), from
+    ``shift_p_value``, and n_shifts. Undefined values are NaN.
     """
     on = np.asarray(activation_test, dtype=float) > threshold
     present = np.asarray(present_test, dtype=bool)
@@ -145,7 +166,7 @@ def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_te
     fp = int(np.count_nonzero(on & ~present))
     fn = int(np.count_nonzero(~on & present))
     tn = len(on) - tp - fp - fn
-    out: dict = dict(tp=tp, fp=fp, fn=fn, tn=tn)
+    out: dict = dict(tp=tp, fp=fp, fn=fn, tn=tn, n_shifts=config.n_shifts)
     out.update({k: float(v) for k, v in _metrics(tp, fp, fn, tn).items()})
 
     # Bootstrap: per-trial confusion counts, then a multinomial draw of how often each trial is picked
@@ -155,6 +176,7 @@ def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_te
     per_trial = np.stack([np.bincount(inv, c, minlength=inv.max() + 1) for c in cells.T], axis=1)
     rng = np.random.default_rng(config.seed)
     n_trials = len(per_trial)
+    out["n_test_trials"] = n_trials
     picks = rng.multinomial(n_trials, np.full(n_trials, 1 / n_trials), size=config.n_bootstrap)
     boot = _metrics(*(picks @ per_trial).T)
     for name in ("mcc", "f1", "balanced_accuracy", "precision", "recall"):
@@ -163,13 +185,7 @@ def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_te
             lo, hi = np.nanpercentile(boot[name], [2.5, 97.5])
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(lo), float(hi)
 
-    if np.isnan(out["mcc"]):
-        out["p_value"] = float("nan")
-    else:
-        null = _shift_null(on, present, trial, config)
-        # NaN nulls (a shift cannot make MCC undefined, but a trial swap can) count as not reaching it.
-        reached = np.count_nonzero(np.nan_to_num(null, nan=-np.inf) >= out["mcc"] - 1e-12)
-        out["p_value"] = (1 + reached) / (1 + config.n_shifts)
+    out["p_value"] = float("nan") if np.isnan(out["mcc"]) else shift_p_value(on, present, trial, config)
     return out
 
 
@@ -208,10 +224,10 @@ def coactivation_profile(counts: np.ndarray, activation: np.ndarray, threshold: 
 # --------------------------------------------------------------------------- decoding
 
 
-def _model(kind: str, param: float):
-    """The decoder on standardised columns (``standardize`` runs first, once, for every subset)."""
+def _model(kind: str, param: float, warm_start: bool = False):
+    """The decoder on standardised columns."""
     if kind == "binary":
-        return LogisticRegression(C=param, class_weight="balanced", max_iter=1000)
+        return LogisticRegression(C=param, class_weight="balanced", max_iter=1000, warm_start=warm_start)
     if kind == "continuous":
         return Ridge(alpha=param)
     raise ValueError(f"kind must be 'binary' or 'continuous', not {kind!r}")
@@ -224,9 +240,13 @@ def standardize(x_fit: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.n
     whole matrix is done once and every random unit subset reuses it. Only fit rows set the scale.
     """
     xf = np.asarray(x_fit, dtype=np.float64)
-    mean, sd = xf.mean(axis=0), xf.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
+    mean, sd = _scale(xf)
     return (xf - mean) / sd, (np.asarray(x_test, dtype=np.float64) - mean) / sd
+
+
+def _scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, sd = x.mean(axis=0), x.std(axis=0)
+    return mean, np.where(sd > 0, sd, 1.0)
 
 
 def trial_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -239,60 +259,94 @@ def trial_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.n
     return list(GroupKFold(n_folds).split(np.zeros((len(groups), 1)), groups=groups))
 
 
-def _choose_param(x, y, groups, kind: str, config: ValidateConfig) -> float:
-    """Regularisation by GroupKFold CV on the fit rows: folds never split a trial, so autocorrelated
-    neighbours cannot leak between training and validation."""
-    splits = trial_folds(groups, config.cv_folds)
-    if not splits:
-        return 1.0  # one trial, nothing to cross-validate over: C = 1 / alpha = 1, sklearn's defaults
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # folds missing a class warn; their NaN scores are dropped below
-        if kind == "binary":
-            # LogisticRegressionCV walks the C path with warm starts: ~3× faster than a grid search.
-            # Log loss, not balanced accuracy, picks C: accuracy ties across most Cs (the boundary barely
-            # moves as weights shrink) and would then always pick the strongest penalty.
-            # Columns were standardised on all fit rows before the split: a mean and SD leak no labels.
-            try:
-                # l1_ratios=(0,) is plain L2, spelled as sklearn ≥ 1.10 requires; ravel reads C_ both as
-                # the legacy per-class array and as the newer scalar.
-                cv = LogisticRegressionCV(Cs=C_GRID, cv=splits, class_weight="balanced", l1_ratios=(0,),
-                                          scoring="neg_log_loss", max_iter=1000)
-                return float(np.ravel(cv.fit(x, y).C_)[0])
-            except ValueError:  # a training fold with one class: fall back to the default
-                return 1.0
-        search = GridSearchCV(_model(kind, 1.0), {"alpha": ALPHA_GRID}, cv=splits, scoring="r2",
-                              refit=False, error_score=np.nan).fit(x, y)
-    scores = np.nan_to_num(search.cv_results_["mean_test_score"], nan=-np.inf)
-    return float(search.cv_results_["params"][int(np.argmax(scores))]["alpha"])
+class Folds:
+    """Cross-validation folds of the fit rows (whole trials to one side: autocorrelated neighbours cannot
+    leak between training and validation), each with its training rows' column means and SDs.
+
+    Every decoder is standardised inside its folds, by the fold's training rows only, so a validation row
+    never informs its own scaling. Scaling is per column, so one mean and SD per fold serve every unit
+    subset (the signature, ~100 random subsets): computed once, sliced for each."""
+
+    def __init__(self, x_fit: np.ndarray, groups: np.ndarray, n_folds: int):
+        self.x = np.asarray(x_fit, dtype=np.float64)
+        self.splits = trial_folds(groups, n_folds)
+        self.scales = [_scale(self.x[train]) for train, _ in self.splits]
+
+    def loss_curve(self, y: np.ndarray, kind: str, units: np.ndarray | None = None) -> np.ndarray:
+        """Mean validation loss per grid value (C_GRID or ALPHA_GRID): log loss for binary (accuracy ties across
+        most Cs, as the boundary barely moves while weights shrink, and would always pick the strongest
+        penalty), mean squared error for continuous. NaN where no fold could be scored."""
+        grid = C_GRID if kind == "binary" else ALPHA_GRID
+        cols = slice(None) if units is None else np.asarray(units)
+        x = self.x if units is None else self.x[:, cols]
+        losses = []
+        for (train, val), (mean, sd) in zip(self.splits, self.scales, strict=True):
+            x_train, x_val = (x[train] - mean[cols]) / sd[cols], (x[val] - mean[cols]) / sd[cols]
+            y_train, y_val = y[train], y[val]
+            if kind == "binary" and (len(np.unique(y_train)) < 2 or len(np.unique(y_val)) < 2):
+                continue  # a fold with one class cannot fit or score a decoder
+            losses.append(self._path(x_train, y_train, x_val, y_val, kind, grid))
+        if not losses:
+            return np.full(len(grid), np.nan)
+        return np.mean(losses, axis=0)
+
+    @staticmethod
+    def _path(x_train, y_train, x_val, y_val, kind: str, grid: np.ndarray) -> np.ndarray:
+        out = np.empty(len(grid))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter on near-separable data; losses still valid
+            if kind == "binary":
+                # Weakest penalty last, each fit warm-started from the stronger one before: the regularisation
+                # path, as LogisticRegressionCV walks it, ~3x faster than fitting each C from scratch.
+                model = _model(kind, grid[0], warm_start=True)
+                for i, c in enumerate(grid):
+                    model.set_params(C=c).fit(x_train, y_train)
+                    out[i] = log_loss(y_val, model.predict_proba(x_val)[:, 1], labels=[False, True])
+            else:
+                for i, alpha in enumerate(grid):
+                    out[i] = np.mean((Ridge(alpha=alpha).fit(x_train, y_train).predict(x_val) - y_val) ** 2)
+        return out
+
+
+def best_param(curve: np.ndarray, kind: str) -> float:
+    """The grid value with the lowest mean validation loss; 1.0 (sklearn's default C and alpha) when no fold
+    could be scored (one trial, or one class in every fold)."""
+    grid = C_GRID if kind == "binary" else ALPHA_GRID
+    if not np.isfinite(curve).any():
+        return 1.0
+    return float(grid[int(np.nanargmin(curve))])
 
 
 def decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: str,
                   config: ValidateConfig, units: np.ndarray | None = None, param: float | None = None,
-                  auroc: bool = True, standardized: bool = False) -> dict:
+                  auroc: bool = True, standardized: bool = False, folds: Folds | None = None) -> dict:
     """Fit on train + val (columns ``units``, all if None), score on test.
 
     Binary: standardised logistic regression with balanced class weights → balanced_accuracy, auroc.
-    Continuous: standardised ridge → r2. ``param`` (C or alpha) skips the CV when given. The returned
-    dict also holds ``param``. Scores that are undefined (one class in fit or test) are NaN.
-    ``auroc=False`` skips the AUROC (the random-subset null needs balanced accuracy only).
-    ``standardized=True``: the columns were already z-scored on these fit rows (``standardize``), so any
-    subset of them is too; the ~100 random subsets per label skip redoing it on every test row.
+    Continuous: standardised ridge → r2. ``param`` (C or alpha) skips the CV when given; otherwise it is
+    chosen by GroupKFold CV on the fit rows, scaled inside each fold (``folds``: built once by the caller
+    from the *unscaled* fit rows). The returned dict also holds ``param``. Scores that are undefined (one
+    class in fit or test) are NaN. ``auroc=False`` skips the AUROC. ``standardized=True``: the columns were
+    already z-scored on these fit rows (``standardize``), so any subset of them is too.
     """
     xf, xt = np.asarray(counts_fit), np.asarray(counts_test)
+    yf, yt = np.asarray(target_fit), np.asarray(target_test)
+    if kind == "binary":
+        yf, yt = yf.astype(bool), yt.astype(bool)
+        if len(np.unique(yf)) < 2:
+            return dict(balanced_accuracy=float("nan"), auroc=float("nan"), param=float("nan"))
+    else:
+        yf, yt = yf.astype(float), yt.astype(float)
+    if param is None:
+        if folds is None:
+            if standardized:
+                raise ValueError("choosing the penalty needs the unscaled fit rows (folds=Folds(...))")
+            folds = Folds(xf, np.asarray(groups_fit), config.cv_folds)
+        param = best_param(folds.loss_curve(yf, kind, units), kind)
     if units is not None:
         xf, xt = xf[:, units], xt[:, units]
     if not standardized:
         xf, xt = standardize(xf, xt)
-    yf, yt = np.asarray(target_fit), np.asarray(target_test)
-    if kind == "binary":
-        yf, yt = yf.astype(bool), yt.astype(bool)
-        nan = dict(balanced_accuracy=float("nan"), auroc=float("nan"), param=float("nan"))
-        if len(np.unique(yf)) < 2:
-            return nan
-    else:
-        yf, yt = yf.astype(float), yt.astype(float)
-    if param is None:
-        param = _choose_param(xf, yf, np.asarray(groups_fit), kind, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on near-separable data; scores still valid
         model = _model(kind, param).fit(xf, yf)
@@ -324,57 +378,79 @@ def fit_rows(n_rows: int, config: ValidateConfig) -> np.ndarray:
     return np.sort(np.random.default_rng(config.seed + 2).choice(n_rows, config.max_fit_rows, replace=False))
 
 
+def above_chance_ratio(signature: float, all_units: float, name: str) -> float:
+    """The signature's decoding above chance as a share of all units' above chance: 1 means the signature
+    reads the label as well as every unit. NaN when all units are not above chance (no share to take)."""
+    chance = CHANCE[name]
+    if not all_units > chance or not np.isfinite(signature):
+        return float("nan")
+    return float((signature - chance) / (all_units - chance))
+
+
 def decoding_report(counts_fit, target_fit, groups_fit, counts_test, target_test, activation_fit,
                     activation_test, kind: str, signature: np.ndarray, config: ValidateConfig,
                     memo: dict | None = None) -> dict:
     """Decoding of the natural feature from the signature, all units, random subsets and the feature.
 
     Keys: score_name; signature_score, all_score, feature_score (+ ``*_auroc`` for binary);
-    random_scores (array), random_p95, signature_over_all, signature_percentile (share of random
-    subsets scoring strictly below the signature, ×100), signature_param.
+    random_scores (array), random_p95, random_param, signature_over_all (above chance, see
+    above_chance_ratio), signature_percentile (share of random subsets scoring strictly below the
+    signature, ×100), signature_param.
 
-    For speed the random subsets reuse the regularisation CV-chosen for the signature (same number of
-    units, so the same penalty is a fair comparison) and are fitted once each, without CV. Subsets are
-    drawn from all units, without replacement within a subset, by a generator seeded with the subset
-    size, so the null depends only on (target, size, penalty). Fit rows are capped at max_fit_rows.
+    Random subsets of the signature's size are drawn from all units, without replacement within a subset,
+    by a generator seeded with the size. Their penalty is chosen once per size by the same cross-validation
+    the signature gets, on the loss curves of the first n_tuning_subsets of them averaged: the null is tuned
+    as well as the signature, never handed the signature's penalty (which would make it easier to beat).
+    Then each subset is fitted once. Fit rows are capped at max_fit_rows.
 
     ``memo``: one dict per target (the same fit and test rows and the same predicate), shared by the
-    labels that test that predicate: the all-unit decoding and each (size, penalty) null are computed
-    once for all of them, with exactly the result a fresh call would give.
+    labels that test that predicate: the all-unit decoding and each size's null are computed once for all
+    of them, with exactly the result a fresh call would give.
     """
     memo = {} if memo is None else memo
     keep = fit_rows(len(counts_fit), config)
-    xf, xt = standardize(np.asarray(counts_fit)[keep], counts_test)
+    raw = np.asarray(counts_fit)[keep]
+    xf, xt = standardize(raw, counts_test)
     yf, gf = np.asarray(target_fit)[keep], np.asarray(groups_fit)[keep]
     af = np.asarray(activation_fit, dtype=float)[keep]
     sig = np.asarray(signature, dtype=np.int64)
     name = "balanced_accuracy" if kind == "binary" else "r2"
+    if "folds" not in memo:
+        memo["folds"] = Folds(raw, gf, config.cv_folds)
+    folds: Folds = memo["folds"]
+    y_cv = yf.astype(bool) if kind == "binary" else yf.astype(float)
 
-    def run(x_fit, x_test, units=None, param=None, auroc=True, standardized=True):
+    def run(x_fit, x_test, units=None, param=None, auroc=True, standardized=True, own_folds=folds):
         return decode_scores(x_fit, yf, gf, x_test, target_test, kind, config, units, param, auroc,
-                             standardized)
+                             standardized, own_folds)
 
     s_sig = run(xf, xt, sig)
     if "all" not in memo:
         memo["all"] = run(xf, xt)
     s_all = memo["all"]
-    s_feat = run(af[:, None], np.asarray(activation_test, dtype=float)[:, None], standardized=False)
+    s_feat = run(af[:, None], np.asarray(activation_test, dtype=float)[:, None], standardized=False,
+                 own_folds=Folds(af[:, None], gf, config.cv_folds))
     n_units = xf.shape[1]
-    key = ("random", len(sig), s_sig["param"])
+    key = ("random", len(sig))
     if key not in memo:
         rng = np.random.default_rng([config.seed, 3, len(sig)])
-        memo[key] = np.array([
-            run(xf, xt, np.sort(rng.choice(n_units, len(sig), replace=False)), s_sig["param"], False)[name]
-            for _ in range(config.n_random_subsets)
-        ]) if len(sig) else np.zeros(0)
-    random_scores = memo[key]
+        subsets = [np.sort(rng.choice(n_units, len(sig), replace=False)) for _ in range(config.n_random_subsets)]
+        if not len(sig) or not subsets or (kind == "binary" and len(np.unique(y_cv)) < 2):
+            memo[key] = (np.full(len(subsets) if len(sig) else 0, np.nan), float("nan"))
+        else:
+            curves = [folds.loss_curve(y_cv, kind, units) for units in subsets[:config.n_tuning_subsets]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: best_param falls back
+                param = best_param(np.nanmean(curves, axis=0), kind)
+            memo[key] = (np.array([run(xf, xt, units, param, False)[name] for units in subsets]), param)
+    random_scores, random_param = memo[key]
     sig_score, all_score = s_sig[name], s_all[name]
     finite = random_scores[np.isfinite(random_scores)]
     out = dict(
         score_name=name, signature_score=sig_score, all_score=all_score, feature_score=s_feat[name],
-        random_scores=random_scores,
+        random_scores=random_scores, random_param=random_param,
         random_p95=float(np.percentile(finite, 95)) if len(finite) else float("nan"),
-        signature_over_all=float(sig_score / all_score) if all_score else float("nan"),
+        signature_over_all=above_chance_ratio(sig_score, all_score, name),
         signature_percentile=float(100 * np.mean(finite < sig_score)) if len(finite) else float("nan"),
         signature_param=s_sig["param"],
     )
@@ -383,23 +459,49 @@ def decoding_report(counts_fit, target_fit, groups_fit, counts_test, target_test
     return out
 
 
-# --------------------------------------------------------------------------- verdict
+# --------------------------------------------------------------------------- verdicts
+
+
+class Verdicts(NamedTuple):
+    generalises: bool
+    """The label holds on held-out trials: MCC's 95 % interval above 0 and q below alpha."""
+    signature_specific: bool
+    """The signature units carry it more than chance units: signature decoding above the random 95th
+    percentile."""
+    reason: str
+    """Both verdicts in words with the figures behind them."""
+
+    @property
+    def validated(self) -> bool:
+        """Both: the label generalises and its signature is specific."""
+        return self.generalises and self.signature_specific
+
+
+def verdicts(row: dict, q_value: float, config: ValidateConfig) -> Verdicts:
+    """The two verdicts of a tested label. NaN fails its condition. ``row`` holds mcc, mcc_ci_low/high,
+    n_test_trials, p_value, n_shifts, signature_score and random_p95."""
+    from engine.validation_text import p_text, q_text, trials_text
+
+    mcc, lo, hi = (row.get(k, float("nan")) for k in ("mcc", "mcc_ci_low", "mcc_ci_high"))
+    p, n_null = row.get("p_value"), row.get("n_shifts")
+    sig, p95 = row.get("signature_score", float("nan")), row.get("random_p95", float("nan"))
+    interval = f"MCC {mcc:.2f} [{lo:.2f}, {hi:.2f}] over {trials_text(row.get('n_test_trials'))}"
+    q = f"q {q_text(q_value, p, n_null)} (p {p_text(p, n_null)})"
+    generalise_fails = []
+    if not lo > 0:
+        generalise_fails.append("interval not above 0" if np.isfinite(lo) else "no interval")
+    if not q_value < config.alpha:
+        generalise_fails.append(f"q not below {config.alpha:g}")
+    general = (f"generalises: {interval}, {q}" if not generalise_fails else
+               f"does not generalise ({', '.join(generalise_fails)}): {interval}, {q}")
+    specific = sig > p95
+    decoding = f"signature decodes {sig:.3g} {'>' if specific else 'vs'} random subsets' 95th percentile {p95:.3g}"
+    specificity = f"signature-specific: {decoding}" if specific else f"signature not specific: {decoding}"
+    return Verdicts(not generalise_fails, bool(specific), f"{general}; {specificity}")
 
 
 def verdict(row: dict, q_value: float, config: ValidateConfig) -> tuple[bool, str]:
-    """The rule: validated iff the MCC's 95 % CI lies above 0, the co-occurrence q-value (p-value after
-    Benjamini–Hochberg over the labels tested together) is below alpha, and signature decoding beats
-    the 95th percentile of random subsets. NaN fails its condition. Returns (validated, reason)."""
-    mcc_lo = row.get("mcc_ci_low", float("nan"))
-    sig, p95 = row.get("signature_score", float("nan")), row.get("random_p95", float("nan"))
-    failed = []
-    if not mcc_lo > 0:
-        failed.append(f"MCC 95% CI low {mcc_lo:.3g} is not above 0")
-    if not q_value < config.alpha:
-        failed.append(f"q = {q_value:.3g} is not below {config.alpha:g}")
-    if not sig > p95:
-        failed.append(f"signature decoding {sig:.3g} is not above the random 95th percentile {p95:.3g}")
-    if failed:
-        return False, "not validated: " + "; ".join(failed)
-    return True, (f"validated: MCC CI low {mcc_lo:.3g} > 0, q = {q_value:.3g} < {config.alpha:g}, "
-                  f"signature {sig:.3g} > random 95th percentile {p95:.3g}")
+    """Both verdicts at once (validated iff the label generalises and its signature is specific), with the
+    reason: kept for callers that want the single strict rule."""
+    v = verdicts(row, q_value, config)
+    return v.validated, v.reason

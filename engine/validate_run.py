@@ -1,8 +1,13 @@
-"""Validate a run's accepted labels on the test split and store the results.
+"""Validate a run's accepted labels on the test split and store each attempt.
 
 Everything that could be tuned (the feature's on-threshold, decoder hyperparameters) is chosen on
-train + val; the test split is read only to score. Labels without a predicate are stored as not
-testable. p-values of all labels of the run are corrected together (Benjamini–Hochberg).
+train + val; the test split is read only to score. Labels without a predicate, or whose figures cannot be
+computed on test, are stored as not testable with the reason.
+
+Every attempt is kept (appended, never replaced), and q-values correct over every distinct test the run
+ever made (each label on each epoch once): relabelling a feature until a label passes leaves the failed
+attempts in the family, so the last one pays for the ones before it. A repeat of the same test (same label,
+same epoch) is not a new attempt and does not grow the family.
 """
 
 from __future__ import annotations
@@ -30,13 +35,19 @@ from engine.validate import (
     decoding_report,
     fit_rows,
     signature_units,
-    verdict,
+    verdicts,
 )
+from engine.validation_text import MIN_CI_TRIALS
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
-from store.epochs import write_epoch
 from store.runs import get_run
-from store.validations import accepted_labels, decoder_rows, feature_activations, save_validations
+from store.validations import (
+    accepted_labels,
+    append_attempts,
+    decoder_rows,
+    feature_activations,
+    latest_attempt,
+)
 
 
 @dataclass
@@ -48,6 +59,10 @@ class ValidateOutcome:
     n_validated: int
     """Labels that generalise and whose signature is specific (both verdicts)."""
     seconds: float
+    epoch: EpochSelection | None = None
+    """The bins validated on (selected test bins; selected train + val bins tune) and where the epoch came from."""
+    epoch_note: str | None = None
+    """Said when a given epoch replaces the ranking's."""
     n_generalise: int = 0
     """Labels whose MCC interval is above 0 with q < 0.05 on test."""
     n_specific: int = 0
@@ -58,10 +73,6 @@ class ValidateOutcome:
     """Distinct tests of the run in the q-value family (every attempt ever stored, each test once)."""
     n_few_trials: int = 0
     """Testable labels whose intervals rest on fewer than MIN_CI_TRIALS test trials."""
-    epoch: EpochSelection | None = None
-    """The bins validated on (selected test bins; selected train + val bins tune) and where the epoch came from."""
-    epoch_note: str | None = None
-    """Said when a given epoch replaces the ranking's."""
 
 
 def predicate_target(predicate: Predicate, values: pl.DataFrame, kinds: dict[str, str], n_examples: int
@@ -93,35 +104,41 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
                     kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
     """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
 
+    Every figure is computed on the rows where every variable of the predicate has a value (the same rows
+    for the threshold, the co-occurrence, its null and the decoders). When the predicate never or always
+    holds there, on test or on train + val, nothing can be scored: the labels come back not testable.
+
     One BLAS thread, in every worker and in one process too. The decoders' matrices are small
     (20,000 × tens of units), and a multithreaded BLAS made each logistic fit 3× slower on 2 cores (its
     threads spin on work too small to share), besides summing in an order that depends on the thread count.
     """
     with threadpool_limits(1):
         present, measured = predicate_target(predicate, values, kinds, len(split.trials))
+        fit, test = split.fit & measured, split.test & measured
+        why = _untestable(present, fit, test, predicate)
+        if why:
+            return [({"testable": False, "reason": f"not testable: {why}"}, {}) for _ in labels]
         # The claim under test is "the feature signals this predicate", so what is decoded is whether
         # the predicate holds, for ranges and conjunctions too: a place field's units cannot decode
         # position along the whole track (ridge R² near 0) and should not have to.
         target = present.astype(float)
-        f, t = split.fit & measured, split.test & measured
         # The decoders' fit rows (a seeded sample when there are many) picked before any copy: at 10⁶
         # examples a copy of every fit row would be ~0.5 GB per predicate for 20,000 rows used.
-        rows = np.flatnonzero(f)[fit_rows(int(f.sum()), config)]
-        fit_counts, test_counts = split.counts[rows], split.counts[t]
+        rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
+        fit_counts, test_counts = split.counts[rows], split.counts[test]
         memo: dict = {}
         out = []
         for label, activation in zip(labels, activations, strict=True):
-            fit, test = split.fit, split.test
             threshold = choose_threshold(activation[fit], present[fit])
             co = cooccurrence(activation[test], present[test], split.trials[test], threshold, config)
             weights = label["weights"]
             signature = signature_units(weights, config.signature_share)
-            decoding = decoding_report(fit_counts, target[rows], split.trials[rows], test_counts, target[t],
-                                       activation[rows], activation[t], "binary", signature, config, memo)
+            decoding = decoding_report(fit_counts, target[rows], split.trials[rows], test_counts, target[test],
+                                       activation[rows], activation[test], "binary", signature, config, memo)
             on = fit & (activation > threshold)
             profile = ((split.counts[on].mean(axis=0) - split.fit_mean) / split.fit_sd if on.any()
                        else np.full(len(weights), np.nan))
-            row = {"threshold": threshold, **co, "decode_metric": "balanced_accuracy",
+            row = {"testable": True, "threshold": threshold, **co, "decode_metric": "balanced_accuracy",
                    "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],
                    "decode_feature": decoding["feature_score"], "decode_random_p95": decoding["random_p95"],
                    "signature_over_all": decoding["signature_over_all"],
@@ -130,10 +147,26 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
         return out
 
 
+def _untestable(present: np.ndarray, fit: np.ndarray, test: np.ndarray, predicate: Predicate) -> str | None:
+    """Why the predicate's figures cannot be computed (None when they can): no test row where its variables
+    are measured, or the predicate never or always holds on test, or on train + val (nothing to tune on)."""
+    if not test.any():
+        return f"no test row has a value of {' and '.join(predicate.variables)}"
+    for rows, where in ((test, "test"), (fit, "train + val")):
+        n_true = int(np.count_nonzero(present[rows]))
+        if n_true == 0:
+            return f"{predicate.text} never holds on {where} ({int(rows.sum()):,} rows where it is measured)"
+        if n_true == int(rows.sum()):
+            return f"{predicate.text} holds on every {where} row where it is measured ({n_true:,})"
+    return None
+
+
 def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
                  report: Callable[[str], None] = lambda _: None, n_jobs: int = -1,
-                 cancel: threading.Event | None = None, epoch: Epoch | None = None) -> ValidateOutcome:
-    """Validate every accepted label of the run on its dataset's test split and store the results.
+                 cancel: threading.Event | None = None, epoch: Epoch | None = None,
+                 label_ids: list[int] | None = None, step: str = "validate") -> ValidateOutcome:
+    """Validate every accepted label of the run (or those of ``label_ids``) on its dataset's test split and
+    append the attempts.
 
     Labels that share a predicate are validated together (one target, one all-unit decoder); the groups
     run in ``n_jobs`` worker processes (-1: one per core), each single-threaded (in one process too), so
@@ -143,15 +176,21 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     end, in one transaction, so a cancelled validation leaves the stored ones as they were.
 
     `epoch` (--where/--around) scores on the test bins it selects and tunes on its train + val bins;
-    None: the ranking's epoch (the run's when it was never ranked).
+    None: the ranking's epoch (the run's when it was never ranked). `step` names whose default epoch that
+    is (engine.epochs.default_epoch): 'validate_label' takes the stored validations' one.
     """
     config = config or ValidateConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
     labels = accepted_labels(db, run_id)
+    if label_ids is not None:
+        labels = labels.filter(pl.col("label_id").is_in(label_ids))
+        if labels.height < len(set(label_ids)):
+            missing = sorted(set(label_ids) - set(labels["label_id"].to_list()))
+            raise InputError(f"label {missing[0]} is not the current accepted label of a feature of run {run_id}")
     if labels.is_empty():
         raise InputError(f"run {run_id} has no accepted labels; label features with `mini label` (or the app)")
-    epoch, source, note = resolve_epoch(db, run_id, "validate", epoch)
+    epoch, source, note = resolve_epoch(db, run_id, step, epoch)
     split, values, kinds, selection = _read_split(db, run, epoch, source)
     parsed, unparsed = _parse_predicates(labels, kinds)
     testable = labels.filter(pl.col("label_id").is_in(list(parsed)))
@@ -184,14 +223,21 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         with warnings.catch_warnings():  # joblib warns that it cancelled the groups in flight: as asked
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
             outcomes.close()  # a cancel or a failure stops the workers' remaining groups
-    rows, signature_rows = _result_rows(labels, results, weights, unparsed)
-    frame = _with_verdicts(pl.DataFrame(rows, infer_schema_length=None), config)
-    keep = [c for c in frame.columns if c in _VALIDATION_COLUMNS]
-    save_validations(db, run_id, frame.select(keep),
-                     pl.concat(signature_rows) if signature_rows else pl.DataFrame(), epoch=selection.row())
-    n_validated = int(frame["validated"].sum()) if "validated" in frame.columns else 0
-    return ValidateOutcome(run_id, frame.height, int(frame["testable"].sum()), n_validated,
-                           time.perf_counter() - started, selection, note)
+    rows, signature_rows = _result_rows(labels, results, weights, unparsed, epoch)
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
+    target_of = _target_key(kinds)
+    stored = append_attempts(db, run_id, frame, pl.concat(signature_rows) if signature_rows else pl.DataFrame(),
+                             epoch=selection.row(), judge=lambda attempts: judge_attempts(attempts, config, target_of))
+    mine = stored.filter(pl.col("label_id").is_in(frame["label_id"].to_list()))
+    tested = mine.filter(pl.col("testable"))
+    return ValidateOutcome(
+        run_id, mine.height, tested.height, int(tested["validated"].sum()), time.perf_counter() - started,
+        selection, note, n_generalise=int(tested["generalises"].sum()),
+        n_specific=int(tested["signature_specific"].sum()),
+        n_duplicates=int(tested["duplicate_of"].is_not_null().sum()),
+        n_family=int(stored["in_family"].sum()),
+        n_few_trials=int((tested["n_test_trials"] < MIN_CI_TRIALS).sum()))
 
 
 def _read_split(db: Store, run: dict, epoch: Epoch, source: str
@@ -234,19 +280,22 @@ def _values_of(values: pl.DataFrame, predicate: Predicate) -> pl.DataFrame:
 
 
 def _result_rows(labels: pl.DataFrame, results: dict[int, tuple[dict, dict]],
-                 weights: dict[tuple[int, int], np.ndarray], unparsed: dict[int, str]
+                 weights: dict[tuple[int, int], np.ndarray], unparsed: dict[int, str], epoch: Epoch
                  ) -> tuple[list[dict], list[pl.DataFrame]]:
     """validations rows (labels without a result are not testable) and signatures frames."""
     rows, signature_rows = [], []
     for label in labels.iter_rows(named=True):
         base = {"label_id": label["label_id"], "sae_id": label["sae_id"], "feature_id": label["feature_id"],
-                "predicate": label["predicate"]}
+                "predicate": label["predicate"], "where_sql": epoch.where if epoch.is_set else None,
+                "around": epoch.around if epoch.is_set else None}
         if label["label_id"] not in results:
-            reason = unparsed.get(label["label_id"], "no predicate: not testable")
+            reason = unparsed.get(label["label_id"], "not testable: the label has no predicate")
             rows.append({**base, "testable": False, "reason": reason})
             continue
         row, extra = results[label["label_id"]]
-        rows.append({**base, "testable": True, **row})
+        rows.append({**base, **row})
+        if not row["testable"]:
+            continue
         w = weights[(label["sae_id"], label["feature_id"])]
         in_signature = np.zeros(len(w), dtype=bool)
         in_signature[extra["signature"]] = True
@@ -258,71 +307,91 @@ def _result_rows(labels: pl.DataFrame, results: dict[int, tuple[dict, dict]],
 
 
 def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig | None = None) -> dict:
-    """Validate one accepted label now (the review screen's `v`) and return its stored validation row.
+    """Validate one accepted label now (the review screen's `v`) and return its stored attempt.
 
-    The label's row replaces any earlier validation of the same feature; other labels are not re-tested.
-    q-values are a correction over every label of the run, so after storing the row the q-value and verdict
-    of every stored validation of the run are recomputed (Benjamini–Hochberg over all of them, the family
-    `validate_run` corrects over when nothing changed since): q is never a single label's uncorrected p.
-    """
-    config = config or ValidateConfig()
-    run = get_run(db, run_id)
-    label = accepted_labels(db, run_id).filter(pl.col("label_id") == label_id)
-    if label.is_empty():
-        raise InputError(f"label {label_id} is not the current accepted label of a feature of run {run_id}")
-    row = label.row(0, named=True)
-    key = (row["sae_id"], row["feature_id"])
-    # The epoch of the run's stored validations (else the ranking's), so q-values compare like with like.
-    epoch, source, _ = resolve_epoch(db, run_id, "validate_label", None)
-    split, values, kinds, selection = _read_split(db, run, epoch, source)
-    results, weights = {}, {}
-    parsed, unparsed = _parse_predicates(label, kinds)
-    if label_id in parsed:
-        wanted = label.select("sae_id", "feature_id")
-        activation = feature_activations(db, wanted, len(split.trials))[key]
-        weights = decoder_rows(db, wanted)
-        row["weights"] = weights[key]
-        group = _validate_group(split, [row], [activation], parsed[label_id], kinds,
-                                _values_of(values, parsed[label_id]), config)
-        results[label_id] = group[0]
-    rows, signature_rows = _result_rows(label, results, weights, unparsed)
-    frame = pl.DataFrame(rows, infer_schema_length=None)
-    frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
-    with db.transaction():
-        write_epoch(db, run_id, "validate", selection.row())
-        for table in ("validations", "signatures"):
-            db.con.execute(f"DELETE FROM {table} WHERE sae_id = ? AND feature_id = ?", list(key))
-        db.insert_frame("validations", frame)
-        if signature_rows:
-            db.insert_frame("signatures", signature_rows[0])
-        stored = db.frame("SELECT v.* FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
-                          " ORDER BY v.label_id", [run_id])
-        judged = _with_verdicts(stored, config)
-        with db.registered("judged", judged.select("label_id", "q_value", "validated", "reason")):
-            db.con.execute("UPDATE validations SET q_value = j.q_value, validated = j.validated, reason = j.reason"
-                           " FROM judged j WHERE validations.label_id = j.label_id")
-    return db.frame("SELECT * FROM validations WHERE label_id = ?", [label_id]).to_dicts()[0]
+    The attempt is appended like any other: the q-values of the run's whole family (every test it made)
+    are recomputed with it, so q is never a single label's uncorrected p. Scored on the epoch of the run's
+    stored validations (else the ranking's), so its q compares like with like."""
+    validate_run(db, run_id, config, n_jobs=1, label_ids=[label_id], step="validate_label")
+    return latest_attempt(db, label_id)
 
 
-def _with_verdicts(frame: pl.DataFrame, config: ValidateConfig) -> pl.DataFrame:
-    """q-values over the run's testable labels (Benjamini–Hochberg) and each label's verdict."""
-    if "p_value" not in frame.columns:
-        return frame
-    testable = frame["testable"].to_numpy()
-    q = np.full(frame.height, np.nan)
-    q[testable] = benjamini_hochberg(frame["p_value"].to_numpy()[testable])
-    frame = frame.with_columns(pl.Series("q_value", q).fill_nan(None))
-    decisions = [verdict({**row, "signature_score": row["decode_signature"], "random_p95": row["decode_random_p95"]},
-                         row["q_value"] if row["q_value"] is not None else float("nan"), config)
-                 if row["testable"] else (None, row["reason"]) for row in frame.iter_rows(named=True)]
-    return frame.with_columns(pl.Series("validated", [d[0] for d in decisions], dtype=pl.Boolean),
-                              pl.Series("reason", [d[1] for d in decisions], dtype=pl.String))
+def _target_key(kinds: dict[str, str]) -> Callable[[str | None], object]:
+    """A predicate text's target (the same clauses, however spaced or ordered, give the same key); the text
+    itself when it no longer parses."""
+    def key(text: str | None) -> object:
+        if text is None:
+            return None
+        try:
+            return parse_predicate(text, kinds).target
+        except InputError:
+            return text
+    return key
+
+
+def judge_attempts(attempts: pl.DataFrame, config: ValidateConfig, target_of: Callable[[str | None], object]
+                   ) -> pl.DataFrame:
+    """The judged columns of a run's attempts: validation_id, q_value, generalises, signature_specific,
+    validated, duplicate_of, reason, for the rows they change.
+
+    The family is every distinct test of the run (label, where_sql, around) at its latest row (`in_family`);
+    Benjamini–Hochberg over their p-values gives each its q, then its two verdicts. Superseded rows (a test
+    repeated since) are left as they were. Duplicates: among the latest attempts of the current accepted
+    labels (`current`), a label whose predicate has the same target as a label of another feature of the
+    same SAE is marked as the weaker when its test MCC is lower (ties: the later label)."""
+    family = attempts.filter(pl.col("in_family") & pl.col("testable"))
+    if family.is_empty():
+        return family.select("validation_id")
+    q = benjamini_hochberg(family["p_value"].fill_null(np.nan).to_numpy())
+    family = family.with_columns(pl.Series("q_value", q).fill_nan(None))
+    weaker = _weaker_duplicates(attempts, target_of)
+    out = []
+    for row in family.iter_rows(named=True):
+        q_value = row["q_value"] if row["q_value"] is not None else float("nan")
+        v = verdicts({**row, "signature_score": _nan(row["decode_signature"]),
+                      "random_p95": _nan(row["decode_random_p95"]), "mcc": _nan(row["mcc"]),
+                      "mcc_ci_low": _nan(row["mcc_ci_low"]), "mcc_ci_high": _nan(row["mcc_ci_high"])},
+                     q_value, config)
+        stronger = weaker.get(row["validation_id"])
+        reason = v.reason
+        if stronger is not None:
+            reason += (f"; weaker duplicate of label {stronger['label_id']} (feature {stronger['feature_id']},"
+                       f" MCC {_nan(stronger['mcc']):.2f})")
+        if row["n_test_trials"] is not None and row["n_test_trials"] < MIN_CI_TRIALS:
+            reason += f"; only {row['n_test_trials']} test trials: the interval is unreliable"
+        out.append({"validation_id": row["validation_id"], "q_value": row["q_value"],
+                    "generalises": v.generalises, "signature_specific": v.signature_specific,
+                    "validated": v.validated, "duplicate_of": None if stronger is None else stronger["label_id"],
+                    "reason": reason})
+    return pl.DataFrame(out, schema={"validation_id": pl.Int64, "q_value": pl.Float64, "generalises": pl.Boolean,
+                                     "signature_specific": pl.Boolean, "validated": pl.Boolean,
+                                     "duplicate_of": pl.Int32, "reason": pl.String})
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _weaker_duplicates(attempts: pl.DataFrame, target_of: Callable[[str | None], object]) -> dict[int, dict]:
+    """validation_id of each weaker duplicate → the stronger label's row (see judge_attempts)."""
+    current = attempts.filter(pl.col("current") & pl.col("testable") & pl.col("latest_of_label"))
+    groups: dict[tuple, list[dict]] = {}
+    for row in current.iter_rows(named=True):
+        groups.setdefault((row["sae_id"], target_of(row["predicate"])), []).append(row)
+    weaker = {}
+    for rows in groups.values():
+        if len({r["feature_id"] for r in rows}) < 2:
+            continue
+        rows.sort(key=lambda r: (-_nan(r["mcc"]) if r["mcc"] is not None else np.inf, r["label_id"]))
+        for row in rows[1:]:
+            weaker[row["validation_id"]] = rows[0]
+    return weaker
 
 
 _VALIDATION_COLUMNS = {
     "label_id", "sae_id", "feature_id", "predicate", "testable", "threshold", "tp", "fp", "fn", "tn", "precision",
     "recall", "specificity", "f1", "mcc", "mcc_ci_low", "mcc_ci_high", "balanced_accuracy",
-    "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "p_value", "q_value", "decode_metric",
-    "decode_signature", "decode_all", "decode_feature", "decode_random_p95", "signature_over_all",
-    "signature_percentile", "n_signature_units", "validated", "reason",
+    "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "n_test_trials", "p_value", "n_shifts",
+    "decode_metric", "decode_signature", "decode_all", "decode_feature", "decode_random_p95", "signature_over_all",
+    "signature_percentile", "n_signature_units", "reason", "where_sql", "around",
 }

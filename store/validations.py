@@ -1,10 +1,12 @@
 """Validations: each accepted label tested on the test split, with the feature's neural signature.
 
-A validation run replaces the run's previous validations in one transaction.
+Attempts are appended, never replaced (a failed attempt stays in the run's multiple-testing family);
+`current_validations` is each label's latest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,21 +46,74 @@ def decoder_rows(db: Store, features: pl.DataFrame) -> dict[tuple[int, int], np.
             long.partition_by(["sae_id", "feature_id"], as_dict=True, maintain_order=True).items()}
 
 
-def save_validations(db: Store, run_id: int, validations: pl.DataFrame, signatures: pl.DataFrame, *,
-                     epoch: dict[str, Any] | None = None) -> None:
-    """Replace the run's validations, and the epoch they were scored on (`store.epochs.epoch_row`; None:
-    every test bin)."""
+def append_attempts(db: Store, run_id: int, attempts: pl.DataFrame, signatures: pl.DataFrame, *,
+                    epoch: dict[str, Any] | None, judge: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """Append validation attempts of the run, in one transaction with everything that follows from them,
+    and return every attempt of the run as `run_attempts` reads it.
+
+    Each attempt gets its feature's attempt number: the number its test (label_id, where_sql, around) got
+    before when it repeats one, else one more than the feature's highest. The labels' signatures are
+    replaced by these attempts'. The epoch row (`store.epochs.epoch_row`; None: every test bin) is written.
+    Then `judge` (engine.validate_run.judge_attempts) gets every attempt of the run and returns the rows
+    whose q_value, verdicts, duplicate_of and reason change with the family: those are updated."""
     from store.epochs import write_epoch
 
+    attempts = attempts.with_columns(pl.col(pl.Float64).fill_nan(None))
     with db.transaction():
         write_epoch(db, run_id, "validate", epoch)
-        for table in ("validations", "signatures"):
-            db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
-                           [run_id])
-        if validations.height:
-            db.insert_frame("validations", validations)
+        db.insert_frame("validations", _numbered(db, attempts))
+        with db.registered("tested_labels", attempts.select("label_id").unique()):
+            db.con.execute("DELETE FROM signatures WHERE label_id IN (SELECT label_id FROM tested_labels)")
         if signatures.height:
             db.insert_frame("signatures", signatures)
+        judged = judge(run_attempts(db, run_id))
+        if judged.height:
+            with db.registered("judged", judged):
+                db.con.execute(
+                    "UPDATE validations SET q_value = j.q_value, generalises = j.generalises,"
+                    " signature_specific = j.signature_specific, validated = j.validated,"
+                    " duplicate_of = j.duplicate_of, reason = j.reason"
+                    " FROM judged j WHERE validations.validation_id = j.validation_id")
+        return run_attempts(db, run_id)
+
+
+def _numbered(db: Store, attempts: pl.DataFrame) -> pl.DataFrame:
+    """The attempts with their `attempt` numbers (see append_attempts)."""
+    with db.registered("incoming", attempts.select("sae_id", "feature_id").unique()):
+        known = db.records(
+            "SELECT v.sae_id, v.feature_id, v.label_id, v.where_sql, v.around, min(v.attempt) AS attempt"
+            " FROM validations v JOIN incoming i USING (sae_id, feature_id) GROUP BY ALL")
+    tests = {(r["sae_id"], r["feature_id"], r["label_id"], r["where_sql"], r["around"]): r["attempt"] for r in known}
+    top: dict[tuple[int, int], int] = {}
+    for (sae, feature, *_), number in tests.items():
+        top[(sae, feature)] = max(top.get((sae, feature), 0), number)
+    numbers = []
+    for row in attempts.iter_rows(named=True):
+        key = (row["sae_id"], row["feature_id"], row["label_id"], row.get("where_sql"), row.get("around"))
+        if key not in tests:
+            top[key[:2]] = tests[key] = top.get(key[:2], 0) + 1
+        numbers.append(tests[key])
+    return attempts.with_columns(pl.Series("attempt", numbers, dtype=pl.Int32))
+
+
+def run_attempts(db: Store, run_id: int) -> pl.DataFrame:
+    """Every validation attempt of the run, oldest first, with three flags: `in_family` (the latest row of its
+    test: label_id, where_sql, around), `latest_of_label` (the label's latest attempt, what
+    current_validations shows) and `current` (the label is its feature's current accepted label)."""
+    return db.frame(
+        "SELECT v.*,"
+        " row_number() OVER (PARTITION BY v.label_id, v.where_sql, v.around ORDER BY v.validation_id DESC) = 1"
+        "   AS in_family,"
+        " row_number() OVER (PARTITION BY v.label_id ORDER BY v.validation_id DESC) = 1 AS latest_of_label,"
+        " c.label_id IS NOT NULL AS current"
+        " FROM validations v JOIN saes s USING (sae_id)"
+        " LEFT JOIN current_labels c ON c.label_id = v.label_id AND c.verdict = 'accept'"
+        " WHERE s.run_id = ? ORDER BY v.validation_id", [run_id])
+
+
+def latest_attempt(db: Store, label_id: int) -> dict[str, Any]:
+    """The label's latest validation attempt (its row of current_validations)."""
+    return db.frame("SELECT * FROM current_validations WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
 def validation_summary(db: Store, run_id: int) -> pl.DataFrame:

@@ -283,7 +283,7 @@ def test_rank_and_validate_use_the_run_epoch_by_default(ranked_db: Path) -> None
                             " GROUP BY sae_id, feature_id")
     assert sums == [(want["train"] + want["val"],)]
     # Validation scored the epoch's test bins only.
-    assert query(ranked_db, "SELECT tp + fp + fn + tn FROM validations")[0][0] == want["test"]
+    assert query(ranked_db, "SELECT tp + fp + fn + tn FROM current_validations")[0][0] == want["test"]
 
 
 def test_an_explicit_epoch_overrides_with_a_note(ranked: Path, tmp_path: Path) -> None:
@@ -299,7 +299,11 @@ def test_an_explicit_epoch_overrides_with_a_note(ranked: Path, tmp_path: Path) -
     done = mini("validate", "--run", "1", "--jobs", "1", db=ranked)
     assert done.returncode == 0, done.stderr
     assert "validate: epoch: speed > 5 (the ranking's)" in done.stderr
-    assert query(ranked, "SELECT tp + fp + fn + tn FROM validations")[0][0] == fast["test"]
+    # Every test bin of this epoch has speed > 5, and the label's speed in [5, 20) holds on each: nothing can be
+    # scored, and the reason counts exactly the epoch's test bins.
+    testable, reason = query(ranked, "SELECT testable, reason FROM current_validations")[0]
+    assert not testable and reason == (f"not testable: speed in [5, 20) holds on every test row where it is"
+                                       f" measured ({fast['test']})"), reason
     done = mini("validate", "--run", "1", "--jobs", "1", "--around", "go_cue:-0.25,0.35", db=ranked)
     assert done.returncode == 0, done.stderr
     cue = expected(ranked, set(range(8, 14)))

@@ -170,8 +170,10 @@ def test_validate_scores_labels_on_test_and_a_wrong_label_does_not_validate(rank
     assert run_cli("label", "--run", "1", "--feature", wrong, "--name", "distractor", "--predicate",
                    "distractor in [0.5, 3)", "--db", db, cwd=tmp_path).returncode == 0
     assert run_cli("validate", "--run", "1", "--db", db, cwd=tmp_path, timeout=600).returncode == 0
-    distractor = _json(folder, db, f"SELECT validated, reason FROM validations WHERE feature_id = {wrong}")
-    assert distractor[0]["validated"] is False and "not validated" in distractor[0]["reason"]
+    distractor = _json(folder, db, "SELECT validated, generalises, reason FROM current_validations"
+                                   f" WHERE feature_id = {wrong} ORDER BY validation_id DESC")
+    assert distractor[0]["validated"] is False and distractor[0]["generalises"] is False
+    assert distractor[0]["reason"].startswith("does not generalise")
     signature = _json(folder, db, "SELECT count(*) AS n FROM signatures WHERE in_signature")
     assert signature[0]["n"] >= 3
 

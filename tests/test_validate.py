@@ -16,7 +16,7 @@ from engine.validate import (
     decode_scores,
     decoding_report,
     signature_units,
-    verdict,
+    verdicts,
 )
 
 
@@ -58,10 +58,15 @@ def test_cooccurrence_hand_case():
     # MCC = (2·5 − 2·1) / sqrt(4 · 3 · 7 · 6) = 8 / sqrt(504)
     assert out["mcc"] == pytest.approx(8 / math.sqrt(504))
     assert out["balanced_accuracy"] == pytest.approx((2 / 3 + 5 / 7) / 2)
-    # Never on: precision and MCC are 0/0 → NaN, not 0, and no p-value.
+    assert out["n_test_trials"] == 2 and out["n_shifts"] == 20
+    # Never on while the predicate varies: precision is 0/0 → NaN, but the feature says nothing about the
+    # predicate, so MCC is 0 (the usual convention) and no null draw can do worse: p = 1.
     none = cooccurrence(np.zeros(10), present, trial, 0.5, ValidateConfig(n_bootstrap=20, n_shifts=5))
-    assert math.isnan(none["precision"]) and math.isnan(none["mcc"]) and math.isnan(none["p_value"])
+    assert math.isnan(none["precision"]) and none["mcc"] == 0 and none["p_value"] == 1
     assert none["recall"] == 0
+    # A predicate that never holds: MCC is undefined, and so is its p-value.
+    never = cooccurrence(a, np.zeros(10, bool), trial, 0.5, ValidateConfig(n_bootstrap=20, n_shifts=5))
+    assert math.isnan(never["mcc"]) and math.isnan(never["p_value"])
 
 
 def test_bootstrap_ci_contains_estimate_and_is_narrow_for_a_perfect_feature():
@@ -141,7 +146,9 @@ def test_decoding_signature_beats_random_subsets_and_shuffled_target_fails():
     rep = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", sig, cfg)
     assert rep["score_name"] == "balanced_accuracy" and len(rep["random_scores"]) == 30
     assert rep["signature_score"] > 0.75
-    assert rep["signature_over_all"] > 0.95
+    # Above chance, the signature reads the label about as well as all 50 units.
+    assert rep["signature_over_all"] == pytest.approx(
+        (rep["signature_score"] - 0.5) / (rep["all_score"] - 0.5)) and rep["signature_over_all"] > 0.85
     # Random 5-of-50 subsets that catch one signature unit (~40 % of them) reach ~0.82, the rest chance.
     assert rep["signature_score"] > rep["random_p95"]
     assert np.percentile(rep["random_scores"], 25) < 0.6
@@ -157,18 +164,33 @@ def test_decoding_signature_beats_random_subsets_and_shuffled_target_fails():
     assert abs(bad["signature_score"] - 0.5) < 0.06 and abs(bad["all_score"] - 0.5) < 0.06
     co = cooccurrence(act_t, wrong_t, np.repeat(np.arange(20), 50), choose_threshold(act_f, wrong_f),
                       ValidateConfig(n_bootstrap=200, n_shifts=99))
-    ok, reason = verdict({**co, **bad}, co["p_value"], cfg)
-    assert not ok and "not validated" in reason
-    good_ok, good_reason = verdict({"mcc_ci_low": 0.3, **rep}, 0.001, cfg)
-    assert good_ok, good_reason
+    bad_verdicts = verdicts({**co, **bad}, co["p_value"], cfg)
+    assert not bad_verdicts.generalises and not bad_verdicts.signature_specific and not bad_verdicts.validated
+    assert "does not generalise" in bad_verdicts.reason and "signature not specific" in bad_verdicts.reason
+    good = verdicts({"mcc": 0.5, "mcc_ci_low": 0.3, "mcc_ci_high": 0.6, **rep}, 0.001, cfg)
+    assert good.generalises and good.signature_specific and good.validated, good.reason
 
 
-def test_verdict_names_each_failed_condition():
+def test_verdicts_name_each_failed_condition_separately():
     cfg = ValidateConfig()
-    ok, reason = verdict({"mcc_ci_low": -0.1, "signature_score": 0.6, "random_p95": 0.7}, 0.2, cfg)
-    assert not ok and "MCC" in reason and "q = 0.2" in reason and "random 95th" in reason
-    ok, reason = verdict({"mcc_ci_low": 0.2, "signature_score": float("nan"), "random_p95": 0.7}, 0.01, cfg)
-    assert not ok and "MCC" not in reason and "signature decoding" in reason
+    row = {"mcc": 0.1, "mcc_ci_low": -0.1, "mcc_ci_high": 0.3, "n_test_trials": 6, "p_value": 0.2,
+           "n_shifts": 200, "signature_score": 0.6, "random_p95": 0.7}
+    v = verdicts(row, 0.2, cfg)
+    assert (v.generalises, v.signature_specific) == (False, False)
+    assert "interval not above 0" in v.reason and "q not below 0.05" in v.reason
+    assert "6 test trials (too few for a reliable interval)" in v.reason and "0.7" in v.reason
+    # Generalises (interval above 0, q small) while random units decode it as well: a dense code.
+    dense = verdicts({**row, "mcc_ci_low": 0.2, "p_value": 1 / 201, "signature_score": 0.9,
+                      "random_p95": 0.91}, 0.01, cfg)
+    assert dense.generalises and not dense.signature_specific and not dense.validated
+    assert dense.reason.startswith("generalises") and "(p < 0.005)" in dense.reason
+    assert "signature not specific" in dense.reason
+    # Specific but not generalising: q above alpha alone fails generalisation.
+    specific = verdicts({**row, "mcc_ci_low": 0.2, "signature_score": 0.8}, 0.2, cfg)
+    assert not specific.generalises and specific.signature_specific and "q not below" in specific.reason
+    # A NaN signature score is not specific; a NaN interval does not generalise.
+    nan = verdicts({**row, "mcc_ci_low": float("nan"), "signature_score": float("nan")}, 0.01, cfg)
+    assert not nan.generalises and not nan.signature_specific and "no interval" in nan.reason
 
 
 def test_cross_validation_folds_keep_trials_whole(monkeypatch):

@@ -103,8 +103,13 @@ def test_a_conjunction_validates_and_either_clause_alone_scores_clearly_worse(tr
         assert conjunction[column] is not None and np.isfinite(conjunction[column]), column
     assert conjunction["mcc"] > 0.95 and conjunction["validated"], conjunction["reason"]
     assert conjunction["tp"] > 0 and conjunction["fp"] == 0 and conjunction["fn"] == 0
-    assert {k: v for k, v in rows[1].items() if k not in ("label_id", "feature_id", "predicate", "created_at")} == \
-        {k: v for k, v in conjunction.items() if k not in ("label_id", "feature_id", "predicate", "created_at")}
+    # Feature 1 labels the same target as feature 0: the same figures, grouped under feature 0's label as the
+    # weaker (tied MCC: the later label) duplicate.
+    own = ("validation_id", "label_id", "feature_id", "predicate", "created_at", "duplicate_of", "reason")
+    assert {k: v for k, v in rows[1].items() if k not in own} == {k: v for k, v in conjunction.items() if k not in own}
+    assert conjunction["duplicate_of"] is None and rows[1]["duplicate_of"] == conjunction["label_id"]
+    assert f"weaker duplicate of label {conjunction['label_id']} (feature 0, MCC" in rows[1]["reason"]
+    assert all(r["attempt"] == 1 for r in rows.values())
     assert rows[5]["testable"] is False and rows[5]["reason"] == (
         "not testable: predicate 'side = left and mood = 1': clause 2 'mood = 1': no natural variable 'mood'"
         " (variables: side, x)")
