@@ -236,7 +236,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         selection, note, n_generalise=int(tested["generalises"].sum()),
         n_specific=int(tested["signature_specific"].sum()),
         n_duplicates=int(tested["duplicate_of"].is_not_null().sum()),
-        n_family=int(stored["in_family"].sum()),
+        n_family=int((stored["in_family"] & stored["testable"]).sum()),
         n_few_trials=int((tested["n_test_trials"] < MIN_CI_TRIALS).sum()))
 
 

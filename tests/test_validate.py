@@ -213,3 +213,89 @@ def test_cross_validation_folds_keep_trials_whole(monkeypatch):
     y = x[:, 0] + rng.normal(0, 1, len(groups)) > 2
     out = validate.decode_scores(x, y, groups, x, y, "binary", ValidateConfig(cv_folds=4))
     assert len(seen) == 1 and np.array_equal(seen[0], groups) and out["param"] in validate.C_GRID
+
+
+def test_a_dense_code_generalises_without_a_specific_signature():
+    """Every unit carries the target (CA1, where every cell is a place cell): the feature's label holds on test,
+    but random units decode it as well as the signature, so the two verdicts part."""
+    rng = np.random.default_rng(5)
+    xf, pf, _, gf = synthetic(rng, 60, 50, n_units=30, n_sig=30)
+    xt, pt, _, gt = synthetic(rng, 20, 50, n_units=30, n_sig=30)
+    cfg = ValidateConfig(n_random_subsets=30, cv_folds=3, n_bootstrap=200, n_shifts=200)
+    act_f, act_t = xf[:, :5].sum(1), xt[:, :5].sum(1)
+    rep = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", np.arange(5), cfg)
+    co = cooccurrence(act_t, pt, gt, choose_threshold(act_f, pf), cfg)
+    v = verdicts({**co, **rep}, co["p_value"], cfg)
+    assert co["mcc_ci_low"] > 0.2 and co["p_value"] < 0.01
+    assert rep["signature_score"] <= rep["random_p95"] + 0.01  # any 5 units read it about as well
+    assert v.generalises and not v.signature_specific and not v.validated, v.reason
+
+
+def test_random_subsets_get_their_own_penalty_per_size():
+    """The null's penalty is chosen by cross-validation on random subsets of the signature's size (the first
+    n_tuning_subsets of the null's own draws), not borrowed from the signature."""
+    from engine.validate import Folds, best_param
+
+    rng = np.random.default_rng(6)
+    xf, pf, _, gf = synthetic(rng, 60, 50, n_units=60, n_sig=3)
+    xt, pt, _, _ = synthetic(rng, 20, 50, n_units=60, n_sig=3)
+    cfg = ValidateConfig(n_random_subsets=20, n_tuning_subsets=4, cv_folds=3)
+    act_f, act_t = xf[:, :3].sum(1), xt[:, :3].sum(1)
+    memo: dict = {}
+    rep = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", np.arange(3), cfg, memo)
+    # The same draws, tuned by hand: the generator is seeded with the size.
+    draw = np.random.default_rng([cfg.seed, 3, 3])
+    subsets = [np.sort(draw.choice(60, 3, replace=False)) for _ in range(cfg.n_random_subsets)]
+    folds = Folds(xf, gf, cfg.cv_folds)
+    expected = best_param(np.mean([folds.loss_curve(pf, "binary", s) for s in subsets[:4]], axis=0), "binary")
+    assert rep["random_param"] == expected
+    # Noise units want a strong penalty, the three carrying units a weak one: borrowing would have helped the null.
+    assert rep["random_param"] < rep["signature_param"]
+    # Another signature of the same size reuses the null; another size gets its own.
+    again = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", np.array([0, 1, 5]), cfg, memo)
+    assert np.array_equal(again["random_scores"], rep["random_scores"], equal_nan=True)
+    bigger = decoding_report(xf, pf, gf, xt, pt, act_f, act_t, "binary", np.arange(6), cfg, memo)
+    assert ("random", 6) in memo and len(bigger["random_scores"]) == 20
+
+
+def test_cross_validation_scales_each_fold_by_its_own_training_rows():
+    from engine.validate import Folds
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 4))
+    x[-10:] += 1000  # the last trial is an outlier: it must not set the scale of the folds it validates
+    groups = np.repeat(np.arange(30), 10)
+    folds = Folds(x, groups, 3)
+    for (train, val), (mean, sd) in zip(folds.splits, folds.scales, strict=True):
+        np.testing.assert_allclose(mean, x[train].mean(axis=0))
+        np.testing.assert_allclose(sd, x[train].std(axis=0))
+        if 299 in val:
+            assert np.all(np.abs(mean) < 1)  # scaled without the outlier it is validated on
+
+
+def test_p_at_the_null_floor_reads_as_a_bound():
+    from engine.validation_text import p_text, q_text, trials_text
+
+    assert p_text(1 / 201, 200) == "< 0.005" and p_text(1 / 1001, 1000) == "< 0.001"
+    assert p_text(2 / 201, 200) == "0.01" and p_text(0.0123, 1000) == "0.012" and p_text(0.25, 200) == "0.25"
+    assert p_text(None) == "–" and p_text(float("nan"), 200) == "–"
+    assert q_text(8 / 1001, 1 / 1001, 1000) == "≤ 0.008" and q_text(0.04, 0.01, 1000) == "0.04"
+    assert trials_text(6) == "6 test trials (too few for a reliable interval)" and trials_text(12) == "12 test trials"
+    # A shift null that no draw reaches gives exactly the floor, and prints so.
+    rng = np.random.default_rng(8)
+    present = slow_binary(rng, 30, 60)
+    out = cooccurrence(present.astype(float), present, np.repeat(np.arange(30), 60), 0.5,
+                       ValidateConfig(n_bootstrap=20, n_shifts=200))
+    assert out["p_value"] == 1 / 201 and p_text(out["p_value"], out["n_shifts"]) == "< 0.005"
+
+
+def test_a_predicate_constant_within_trials_swaps_whole_trials():
+    """condition-like predicates do not move under shifts within trials; the null swaps trials instead, so a
+    perfect trial-level label gets a small p and an unrelated one does not."""
+    rng = np.random.default_rng(9)
+    trial = np.repeat(np.arange(40), 25)
+    present = np.repeat(rng.random(40) < 0.5, 25)
+    cfg = ValidateConfig(n_bootstrap=20, n_shifts=300)
+    assert cooccurrence(present.astype(float), present, trial, 0.5, cfg)["p_value"] < 0.01
+    other = np.repeat(rng.random(40) < 0.5, 25)
+    assert cooccurrence(other.astype(float), present, trial, 0.5, cfg)["p_value"] > 0.01

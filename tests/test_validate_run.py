@@ -187,3 +187,41 @@ def test_a_cancelled_validation_stops_after_a_group_and_stores_nothing(db, n_job
         validate_run(db, 1, FAST, report=report, n_jobs=n_jobs, cancel=cancel)
     assert len(progress) == 1  # the start line only: no group's result was reported after the cancel
     assert db.frame("SELECT label_id, mcc, created_at FROM validations ORDER BY label_id").equals(before)
+
+
+def test_every_attempt_counts_in_the_family(db):
+    """Relabelling until a label passes leaves the failed attempt stored and in the correction; repeating the
+    same test is not a new attempt; undo shows the earlier label's own attempt again."""
+    from engine.nulls import benjamini_hochberg
+    from store.labels import undo_label
+
+    feature, value = _condition_feature(db)
+    first = label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    one = validate_run(db, 1, FAST, n_jobs=1)
+    assert (one.n_labels, one.n_generalise, one.n_family) == (1, 1, 1)
+    second = label_feature(db, 1, feature, name="light", predicate="house_light = 1")
+    two = validate_run(db, 1, FAST, n_jobs=1)
+    assert (two.n_labels, two.n_generalise, two.n_family) == (1, 0, 2)
+    rows = db.frame("SELECT label_id, attempt, p_value, q_value, generalises FROM validations ORDER BY validation_id")
+    assert rows["label_id"].to_list() == [first, second] and rows["attempt"].to_list() == [1, 2]
+    # Both tests are one family: each q is Benjamini–Hochberg over the two p-values, the passing one included.
+    np.testing.assert_allclose(rows["q_value"].to_numpy(), benjamini_hochberg(rows["p_value"].to_numpy()))
+    # The same test again: a new row, the same attempt number, the same family.
+    three = validate_run(db, 1, FAST, n_jobs=1)
+    assert three.n_family == 2
+    assert db.frame("SELECT attempt FROM validations ORDER BY validation_id")["attempt"].to_list() == [1, 2, 2]
+    # Undo the relabelling: the feature's current label is the first again, and it shows its own attempt.
+    undo_label(db, second)
+    shown = db.frame("SELECT label_id, attempt, generalises FROM current_validations v JOIN current_labels c"
+                     " USING (label_id)").to_dicts()
+    assert shown == [{"label_id": first, "attempt": 1, "generalises": True}]
+
+
+def test_a_label_that_cannot_be_scored_on_test_says_why(db):
+    feature, _ = _condition_feature(db)
+    label_feature(db, 1, feature, name="never", predicate="speed in [1000000, inf)")
+    outcome = validate_run(db, 1, FAST, n_jobs=1)
+    assert (outcome.n_labels, outcome.n_testable, outcome.n_family) == (1, 0, 0)
+    row = _validation(db, feature)
+    assert row["testable"] is False and row["mcc"] is None and row["q_value"] is None
+    assert row["reason"].startswith("not testable: speed in [1000000, inf) never holds on test (")
