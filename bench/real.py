@@ -161,18 +161,73 @@ def suggestion_checks(db: Store, name: str, sae_id: int, run_id: int) -> dict[st
     named = [r["variable"] for r in db.records("SELECT variable FROM suggestions WHERE sae_id = ?", [sae_id])]
     distractors = set(DISTRACTORS.get(name, ()))
     tested = db.records("SELECT l.variable, count(*) AS labels, count(*) FILTER (WHERE v.testable) AS testable,"
-                        " count(*) FILTER (WHERE v.validated) AS validated FROM validations v JOIN current_labels l"
-                        " USING (label_id) JOIN saes s ON s.sae_id = v.sae_id WHERE s.run_id = ? GROUP BY 1",
-                        [run_id])
+                        " count(*) FILTER (WHERE v.generalises) AS generalise,"
+                        " count(*) FILTER (WHERE v.validated) AS validated FROM current_validations v"
+                        " JOIN current_labels l USING (label_id) JOIN saes s ON s.sae_id = v.sae_id"
+                        " WHERE s.run_id = ? GROUP BY 1", [run_id])
     return {
         "suggestions": len(named),
         "suggestions_from_constant": sum(any(p in constant for p in n.split(" and ")) for n in named),
         "suggestions_from_distractor": sum(any(p in distractors for p in n.split(" and ")) for n in named),
         "first_suggestions_conjunctive": db.scalar("SELECT count(*) FROM suggestions WHERE sae_id = ? AND position = 1"
                                                    " AND variable LIKE '% and %'", [sae_id]),
-        "validations_by_variable": {t["variable"]: {k: t[k] for k in ("labels", "testable", "validated")}
-                                    for t in tested},
+        "validations_by_variable": {t["variable"]: {k: t[k] for k in ("labels", "testable", "generalise",
+                                                                      "validated")} for t in tested},
     }
+
+
+def validation_checks(db: Store, run_id: int) -> dict[str, object]:
+    """What issue 15 asks of validation: per accepted label (latest attempt) its two verdicts, and the counts."""
+    rows = db.records(
+        "SELECT v.feature_id, v.predicate, v.testable, round(v.mcc, 3) AS mcc, round(v.mcc_ci_low, 3) AS mcc_low,"
+        " v.n_test_trials, v.q_value, v.generalises, v.signature_specific, v.validated, v.duplicate_of"
+        " FROM current_validations v JOIN current_labels l USING (label_id) JOIN saes s ON s.sae_id = v.sae_id"
+        " WHERE s.run_id = ? ORDER BY v.feature_id", [run_id])
+    tested = [r for r in rows if r["testable"]]
+    return {
+        "labels": len(rows), "testable": len(tested),
+        "generalise": sum(bool(r["generalises"]) for r in tested),
+        "signature_specific": sum(bool(r["signature_specific"]) for r in tested),
+        "validated": sum(bool(r["validated"]) for r in tested),
+        "weaker_duplicates": sum(r["duplicate_of"] is not None for r in tested),
+        "test_trials": min((r["n_test_trials"] for r in tested), default=None),
+        "attempts": db.scalar("SELECT count(*) FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?",
+                              [run_id]),
+        "per_label": [{"predicate": r["predicate"], "mcc": r["mcc"], "mcc_low": r["mcc_low"],
+                       "q": None if r["q_value"] is None else round(r["q_value"], 4),
+                       "generalises": r["generalises"], "specific": r["signature_specific"]} for r in rows],
+    }
+
+
+def wrong_labels(db_path: Path, folder: Path, run_id: int, top: int) -> dict[str, int]:
+    """On a copy of the database: each of the top features relabelled with the next one's label (a shuffled
+    pairing, where the two differ) and two more with the distractors (variables nothing encodes), then
+    validated. None of them should generalise."""
+    import shutil
+
+    copy = folder / "wrong.duckdb"
+    shutil.copy(db_path, copy)
+    with Store.open(copy, read_only=True) as db:
+        sae_id = db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id])
+        ranked = db.records("SELECT r.feature_id, s.predicate FROM rankings r JOIN suggestions s USING"
+                            " (sae_id, feature_id) WHERE r.sae_id = ? AND s.position = 1 ORDER BY r.rank LIMIT ?",
+                            [sae_id, top + 2])
+        spread = db.records("SELECT quantile_cont(value, 0.25) AS low, quantile_cont(value, 0.75) AS high"
+                            " FROM natural_values WHERE variable = 'distractor'")[0]
+    labelled = ranked[:top]
+    pairs = [(a["feature_id"], b["predicate"]) for a, b in zip(labelled, labelled[1:] + labelled[:1], strict=True)
+             if a["predicate"] != b["predicate"]]
+    extra = [r["feature_id"] for r in ranked[top:]]
+    distractors = ["house_light = 1", f"distractor in [{spread['low']:.3g}, {spread['high']:.3g})"]
+    pairs += list(zip(extra, distractors, strict=False))
+    for feature, predicate in pairs:
+        mini("label", "--run", str(run_id), "--feature", str(feature), "--sae", str(sae_id), "--name", "wrong",
+             "--predicate", predicate, "--db", str(copy), cwd=folder)
+    mini("validate", "--run", str(run_id), "--db", str(copy), cwd=folder)
+    with Store.open(copy, read_only=True) as db:
+        generalise = db.scalar("SELECT count(*) FROM current_validations v JOIN current_labels l USING (label_id)"
+                               " WHERE l.name = 'wrong' AND v.generalises")
+    return {"wrong_labels": len(pairs), "wrong_labels_generalising": generalise}
 
 
 def planted(db: Store, sae_id: int, truth_folder: Path) -> dict[str, object]:
@@ -231,9 +286,7 @@ def run_recording(name: str, data: Path | None, folder: Path, top: int) -> dict[
         config = json.loads(db.scalar("SELECT config FROM runs WHERE run_id = ?", [run_id]))
         dataset = db.records("SELECT n_examples, n_units, n_trials FROM datasets")[0]
         flags = db.records("SELECT run_id, flag, split, message FROM quality_flags ORDER BY run_id, flag")
-        validations = db.records("SELECT count(*) AS labels, count(*) FILTER (WHERE testable) AS testable,"
-                                 " count(*) FILTER (WHERE validated) AS validated FROM validations v JOIN saes s"
-                                 " USING (sae_id) WHERE s.run_id = ?", [run_id])[0]
+        validations = validation_checks(db, run_id)
         result: dict[str, object] = {
             **dataset, "chosen": config.get("chosen", {}),
             "epochs_trained": db.scalar("SELECT max(epoch) FROM train_log t JOIN saes s USING (sae_id)"
@@ -249,6 +302,9 @@ def run_recording(name: str, data: Path | None, folder: Path, top: int) -> dict[
         }
         if name == "sample":
             result.update(planted(db, sae_id, work / "sample"))
+    if name == "sample" and accepted:
+        log(f"{name}: shuffled and distractor labels on a copy, validated")
+        result.update(wrong_labels(db_path, work, run_id, top))
     log(f"{name}: {json.dumps(result)}")
     return result
 
@@ -298,6 +354,21 @@ def targets(results: dict[str, dict]) -> dict[str, object]:
         out["sample_planted_15_in_top30"] = s["planted_in_top30"] == s["planted"]
         out["sample_mmcs_at_least_0_95"] = s["mmcs"] >= 0.95
         out["sample_no_distractor_suggested"] = s["suggestions_from_distractor"] == 0
+    # Issue 15: validation's two verdicts.
+    if "linear-track" in results:
+        v = results["linear-track"]["validations"]
+        out["linear_track_5_of_top8_generalise"] = v["generalise"] >= 5
+    if "chewie" in results:
+        by = results["chewie"]["validations_by_variable"]
+        out["chewie_target_label_generalises"] = any(
+            n.get("generalise", 0) > 0 for variable, n in by.items() if "target" in variable.split(" and "))
+    if "sample" in results:
+        s = results["sample"]
+        labels = s["validations"]["per_label"]
+        out["sample_every_planted_label_generalises"] = all(r["generalises"] for r in labels)
+        events = [r for r in labels if r["predicate"] in ("reward = 1", "phase = cue")]
+        out["sample_event_labels_mcc_at_least_0_7"] = bool(events) and all(r["mcc"] >= 0.7 for r in events)
+        out["sample_wrong_labels_never_generalise"] = s.get("wrong_labels_generalising") == 0
     return out
 
 

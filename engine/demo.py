@@ -76,8 +76,8 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
         accepted = auto_accept_top(db, run_id, auto_accept)
         report(f"accepted the first suggestion of the top {accepted} features automatically (source 'auto')")
         checked = validate_run(db, run_id)
-        report(f"{checked.n_validated} of {checked.n_testable} labels validate on the test split "
-               f"({checked.seconds:.0f} s)")
+        report(f"{checked.n_generalise} of {checked.n_testable} labels generalise to the test split, "
+               f"{checked.n_validated} of them with a specific signature (validated) ({checked.seconds:.0f} s)")
     return result
 
 

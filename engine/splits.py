@@ -12,6 +12,11 @@ from engine.errors import InputError
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+MIN_TEST_TRIALS = 10
+"""Trials the test split gets at least, where the recording has four times as many: validation resamples
+whole test trials for its intervals and swaps them for the null of a trial-level label, and with fewer
+than ~10 both fail. (Seven test trials with two of one direction allow 21 arrangements: no trial-level
+label could reach p < 0.05, however well it held.) Mirrors engine.validation_text.MIN_CI_TRIALS."""
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> None:
@@ -32,6 +37,8 @@ def assign_splits(
 
     Trials are visited in a seeded random order and each goes to the split furthest below its share
     of examples, so proportions hold by examples (not just by trial count) and each split gets trials.
+    When a few long trials fill the test share, train trials (the next in that seeded order) move to test
+    until it holds MIN_TEST_TRIALS, for recordings with at least four times that many trials.
     """
     check_fractions(fractions)
     n_trials = len(trial_sizes)
@@ -50,4 +57,9 @@ def assign_splits(
             choice = int(np.argmax((targets - filled) / targets))
         split_of[trial] = choice
         filled[choice] += trial_sizes[trial]
+    if n_trials >= 4 * MIN_TEST_TRIALS:
+        short = MIN_TEST_TRIALS - int(np.count_nonzero(split_of == 2))
+        if short > 0:
+            moved = [t for t in order if split_of[t] == 0][:short]
+            split_of[moved] = 2
     return split_of

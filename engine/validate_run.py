@@ -229,7 +229,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     target_of = _target_key(kinds)
     stored = append_attempts(db, run_id, frame, pl.concat(signature_rows) if signature_rows else pl.DataFrame(),
                              epoch=selection.row(), judge=lambda attempts: judge_attempts(attempts, config, target_of))
-    mine = stored.filter(pl.col("label_id").is_in(frame["label_id"].to_list()))
+    mine = stored.filter(pl.col("label_id").is_in(frame["label_id"].to_list()) & pl.col("latest_of_label"))
     tested = mine.filter(pl.col("testable"))
     return ValidateOutcome(
         run_id, mine.height, tested.height, int(tested["validated"].sum()), time.perf_counter() - started,

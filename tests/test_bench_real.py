@@ -26,5 +26,8 @@ def test_real_bench_runs_chewie_end_to_end(tmp_path: Path) -> None:
     assert set(chewie["chosen"]) == {"d_sae", "k", "batch_size", "epochs"}
     assert set(chewie["qc"]) == set(chewie["qc_fixed"]) == {"train", "val", "test"}
     assert chewie["accepted"] == chewie["validations"]["labels"] == 2
+    assert chewie["validations"]["generalise"] >= chewie["validations"]["validated"]  # validated = both verdicts
+    assert chewie["validations"]["test_trials"] == 15 and chewie["validations"]["attempts"] == 2
+    assert isinstance(result["targets"]["chewie_target_label_generalises"], bool)
     assert isinstance(result["targets"]["chewie_fvu_at_most_pca_or_flagged"], bool)
     assert list(tmp_path.iterdir()) == [], "the bench leaves no files behind"

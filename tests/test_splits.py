@@ -74,3 +74,18 @@ def test_no_trial_in_two_splits_in_the_database(tmp_path, cli):
     agree = cli("sql", "--db", "demo.duckdb", "--format", "csv",
                 "SELECT count(*) FROM examples e JOIN trials t USING (dataset_id, trial_id) WHERE e.split <> t.split")
     assert agree.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_the_test_split_gets_enough_trials_for_its_intervals():
+    from engine.splits import MIN_TEST_TRIALS
+
+    # 47 trials, three of them very long (a rest at the end of a run): by examples alone the test split
+    # would get the long ones and few trials; train trials move over until it holds MIN_TEST_TRIALS.
+    sizes = np.r_[np.full(44, 30), 280, 300, 260]
+    for seed in range(20):
+        split = assign_splits(sizes, seed=seed)
+        assert np.count_nonzero(split == 2) >= MIN_TEST_TRIALS
+        assert np.count_nonzero(split == 0) > np.count_nonzero(split == 2)  # train stays the largest
+    # Fewer than four times as many trials: the shares by examples stand.
+    few = assign_splits(np.r_[np.full(30, 30), 280, 300], seed=0)
+    assert np.count_nonzero(few == 2) < MIN_TEST_TRIALS
