@@ -228,3 +228,10 @@ def test_a_database_at_version_11_gets_the_table_and_keeps_its_data(tmp_path):
         assert freeze_state(db, 1) == (None, None, 0)
     assert columns == [("run_id", "INTEGER", "NO"), ("blind_since", "TIMESTAMP", "YES"),
                        ("frozen_at", "TIMESTAMP", "YES"), ("n_attempts_seen", "INTEGER", "NO")]
+
+
+def test_help_lists_blind_and_freeze(tmp_path):
+    listed = run_cli("--help", cwd=tmp_path)
+    assert listed.returncode == 0
+    assert re.search(r"^\s+blind\s+hide a run's test results", listed.stdout, flags=re.M), listed.stdout
+    assert re.search(r"^\s+freeze\s+freeze a run's labels", listed.stdout, flags=re.M), listed.stdout

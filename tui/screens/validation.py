@@ -469,7 +469,7 @@ class ValidationScreen(Screen):
         self.notify(message.reason, title="Report", severity="error", markup=False)
 
     # -- freezing the labels --------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="validation-freeze")
+    @work(thread=True, exclusive=True, group="validation-freeze-read")
     def load_freeze(self) -> None:
         from store.freezes import freeze_state
 
@@ -485,6 +485,8 @@ class ValidationScreen(Screen):
     def show_freeze(self, message: FreezeRead) -> None:
         from engine.freezes import state_text, when
 
+        if self.freeze is not None and self.freeze.frozen and not message.state.frozen:
+            return  # a freeze is final: this read began before it committed
         self.freeze = state = message.state
         line = self.query_one("#freeze", Static)
         if state.blind:
@@ -518,7 +520,7 @@ class ValidationScreen(Screen):
             "reject, name, note or undo), and its report says whether they were fixed before any test result "
             "was seen.", title="Freeze labels", yes="Freeze", no="Cancel"), answered)
 
-    @work(thread=True, exclusive=True, group="validation-freeze")
+    @work(thread=True, group="validation-freeze")  # apart from the reads: a read started later must not cancel it
     def freeze_labels(self) -> None:
         from engine.freezes import freeze_labels
 
