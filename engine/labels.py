@@ -3,15 +3,21 @@ or mark it unsure. The CLI (`mini label`) and the app's review screen both come 
 
 A predicate (one clause or a conjunction, engine.predicates) is what validation tests on held-out data,
 so it is parsed and checked against the dataset's natural variables now, not when it is first tested.
+
+Every label change (a new label, an undo) comes through this module, so this is where a run whose labels
+are frozen (engine.freezes) refuses them.
 """
 
 from __future__ import annotations
 
 from engine.errors import InputError
+from engine.freezes import check_labels_open
 from engine.predicates import Predicate, parse_predicate
 from store import Store
 from store.datasets import get_dataset, load_natural_variables, variable_levels
-from store.labels import Label, add_label, run_sae_ids, suggestion
+from store.errors import StoreError
+from store.labels import Label, add_label, label_run_id, run_sae_ids, suggestion
+from store.labels import undo_label as store_undo_label
 from store.runs import get_run
 
 
@@ -31,6 +37,7 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
         get_run(db, run_id)  # raises the error that names the runs there are
     if not sae_ids:
         raise InputError(f"run {run_id} has no trained SAEs")
+    check_labels_open(db, run_id)
     sae_id = sae_ids[0] if sae_id is None else sae_id
     if sae_id not in sae_ids:
         raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, sae_ids))})")
@@ -62,3 +69,13 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
             raise InputError(f"verdict {verdict}: use reject or unsure")
         label = Label(sae_id, feature_id, verdict, source=source, note=note)
     return add_label(db, label)
+
+
+def undo_label(db: Store, label_id: int) -> None:
+    """Undo one labelling action (Review's `u`; store.labels.undo_label says how), unless its run's labels
+    are frozen."""
+    run_id = label_run_id(db, label_id)
+    if run_id is None:
+        raise StoreError(f"{db.path}: no label {label_id}")
+    check_labels_open(db, run_id)
+    store_undo_label(db, label_id)

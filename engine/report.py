@@ -22,6 +22,7 @@ import polars as pl
 
 from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
+from engine.freezes import report_paragraph
 from engine.predicates import parse_predicate
 from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from store import Store
@@ -383,7 +384,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     tunings = _Tunings(db, run_id)
     lines = [*_header(db, run, dataset, epochs), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
              *_top_tunings(frames, tunings, config.tuning_top), *_labels(frames)]
-    lines += ["## Validations", ""]
+    lines += ["## Validations", "", report_paragraph(db, run_id), ""]
     validations = frames["validations"]
     if validations.is_empty():
         lines += ["No validation has been run yet: `mini validate --run " f"{run_id}`.", ""]

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
+from engine.freezes import check_test_allowed
 from engine.nulls import benjamini_hochberg
 from engine.pipeline import dense_counts
 from engine.predicates import Predicate, PredicateMask, evaluate, long_values, parse_predicate
@@ -179,6 +180,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     None: the ranking's epoch (the run's when it was never ranked). `step` names whose default epoch that
     is (engine.epochs.default_epoch): 'validate_label' takes the stored validations' one.
     """
+    check_test_allowed(db, run_id)
     config = config or ValidateConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
@@ -312,6 +314,7 @@ def validate_label(db: Store, run_id: int, label_id: int, config: ValidateConfig
     The attempt is appended like any other: the q-values of the run's whole family (every test it made)
     are recomputed with it, so q is never a single label's uncorrected p. Scored on the epoch of the run's
     stored validations (else the ranking's), so its q compares like with like."""
+    check_test_allowed(db, run_id)
     validate_run(db, run_id, config, n_jobs=1, label_ids=[label_id], step="validate_label")
     return latest_attempt(db, label_id)
 

@@ -51,6 +51,11 @@ def labels_exist(db: Store, run_id: int) -> bool:
     return bool(db.scalar("SELECT count(*) FROM labels JOIN saes USING (sae_id) WHERE run_id = ?", [run_id]))
 
 
+def label_run_id(db: Store, label_id: int) -> int | None:
+    """The run whose feature the label is on; None when there is no such label."""
+    return db.scalar("SELECT s.run_id FROM labels l JOIN saes s USING (sae_id) WHERE l.label_id = ?", [label_id])
+
+
 def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 

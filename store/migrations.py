@@ -525,6 +525,19 @@ SELECT * EXCLUDE (rn) FROM (
 ) WHERE rn = 1;
 """
 
+# Preregistration (issue 15): a run's labels can be frozen before any test result is read, and a run can be
+# made blind first, so validation refuses to read the test split until they are. One row per run that was
+# ever blinded or frozen; n_attempts_seen is how many validation attempts of the run were stored before the
+# freeze (0: frozen before any test result was seen).
+V12_FREEZES = """
+CREATE TABLE label_freezes (
+    run_id           INTEGER PRIMARY KEY,
+    blind_since      TIMESTAMP,
+    frozen_at        TIMESTAMP,
+    n_attempts_seen  INTEGER NOT NULL DEFAULT 0
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -540,4 +553,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "associations.n_shuffles: shuffles behind each p-value (more where needed)", V10_SHUFFLES),
     Migration(11, "validations kept per attempt (append-only) with two verdicts; current_validations view",
               V11_ATTEMPTS),
+    Migration(12, "label_freezes: blind runs and frozen labels (preregistration)", V12_FREEZES),
 )

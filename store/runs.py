@@ -163,7 +163,7 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
         deleted["feature_matches"] = _delete(
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
-        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "runs"):
+        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     return deleted
 

@@ -259,16 +259,36 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blind(args: argparse.Namespace) -> int:
+    from engine.freezes import blind_run, when
+
+    with _open_store(args, create=False) as db:
+        state = blind_run(db, args.run)
+    print(f"run {args.run} is blind since {when(state.blind_since)}: validation refuses to read its test split "
+          f"until its labels are frozen (`mini freeze --run {args.run}`)")
+    return 0
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    from engine.freezes import freeze_labels, state_text
+
+    with _open_store(args, create=False) as db:
+        state = freeze_labels(db, args.run)
+    print(f"run {args.run}: {state_text(state)}; they can no longer change")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from store.freezes import all_freezes
     from store.quality import all_flags, flag_line
     from store.summaries import dataset_summaries, epoch_summaries, run_summaries
     from tui.table_text import render_table
 
     with _open_store(args, read_only=True) as db:
         datasets, runs, flags = dataset_summaries(db), run_summaries(db), all_flags(db)
-        epochs = epoch_summaries(db)
+        epochs, freezes = epoch_summaries(db), all_freezes(db)
     print(f"database: {_db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
@@ -292,6 +312,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
         for line in _epoch_lines(epochs):
             print(line)
+        for line in _freeze_lines(freezes):
+            print(line)
         # The flags under the table, one line each, by run (sorted is stable: SAE order within a run).
         run_flags = sorted((flag for flag in flags if flag["run_id"] is not None), key=lambda f: f["run_id"])
         if run_flags:
@@ -311,6 +333,19 @@ def _epoch_lines(epochs: list[dict]) -> list[str]:
         sizes = " · ".join(f"{s} {row['n_' + s]:,}" for s in read_splits(step))
         by_run.setdefault(row["run_id"], []).append(f"{STEP_VERBS[step]} {row['epoch']} ({sizes} bins)")
     return [f"run {run_id}: " + "; ".join(parts) for run_id, parts in by_run.items()]
+
+
+def _freeze_lines(freezes: list[dict]) -> list[str]:
+    """'run 2: blind since …' or 'run 2: labels frozen at …' for runs blinded or frozen (engine.freezes)."""
+    from engine.freezes import state_text
+    from store.freezes import FreezeState
+
+    lines = []
+    for row in freezes:
+        text = state_text(FreezeState(row["blind_since"], row["frozen_at"], row["n_attempts_seen"]))
+        if text:
+            lines.append(f"run {row['run_id']}: {text}")
+    return lines
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -459,6 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--unsure", action="store_true", help="come back to it")
     label.add_argument("--predicate", help="with --name: what to test it against, e.g. 'speed in [20, 35)'")
     label.add_argument("--note", help="a note kept with the label")
+
+    blind = add("blind", cmd_blind, "hide a run's test results until its labels are frozen: validation refuses "
+                                    "to read the test split before `mini freeze`")
+    blind.add_argument("--run", type=int, required=True, help="run id (refused once it has validations)")
+
+    freeze = add("freeze", cmd_freeze, "freeze a run's labels (preregistration): they can no longer change, and a "
+                                      "blind run's test split can be read")
+    freeze.add_argument("--run", type=int, required=True, help="run id")
 
     add("info", cmd_info, "list the datasets and runs in the database")
 

@@ -2,7 +2,8 @@
 
 The list shows one row per pairing (feature × label); the panel beside or below it shows the selected
 pairing's confusion matrix, metrics with their intervals, decoding bars and signature units. `r` runs
-validation (in a thread worker; the screen stays live; `c` cancels it) and `e` writes the run's Markdown report.
+validation (in a thread worker; the screen stays live; `c` cancels it), `e` writes the run's Markdown report
+and `F` freezes the run's labels (engine.freezes: a blind run's test split is read only after that).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tui.widgets.validation_detail import PAIRING_COLUMNS, pairing_cells, pairin
 if TYPE_CHECKING:
     from engine.validate import ValidateConfig
     from engine.validate_run import ValidateOutcome
+    from store.freezes import FreezeState
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -35,6 +37,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("r", "validate the run's accepted labels on the test split"),
     ("c", "cancel the running validation (nothing of it is stored)"),
     ("e", "export the run's report (Markdown); asks where"),
+    ("F", "freeze the run's labels (asks first): they can no longer change; a blind run can then be validated"),
     ("esc", "back"),
 )
 
@@ -80,6 +83,7 @@ class ValidationScreen(Screen):
         Binding("r", "validate", "Validate"),
         Binding("c", "cancel_validation", "Cancel"),
         Binding("e", "export_report", "Report"),
+        Binding("F", "freeze_labels", "Freeze"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -90,6 +94,11 @@ class ValidationScreen(Screen):
     ValidationScreen #summary {
         height: auto;
         padding: 0 1;
+    }
+    ValidationScreen #freeze {
+        height: auto;
+        padding: 0 1;
+        color: $warning;
     }
     ValidationScreen #body {
         layout: vertical;
@@ -179,6 +188,19 @@ class ValidationScreen(Screen):
             super().__init__()
             self.reason = reason
 
+    class FreezeRead(Message):
+        """The run's freeze state was read (`frozen_now`: just frozen by `F`)."""
+
+        def __init__(self, state: FreezeState, frozen_now: bool = False):
+            super().__init__()
+            self.state = state
+            self.frozen_now = frozen_now
+
+    class FreezeFailed(Message):
+        def __init__(self, reason: str):
+            super().__init__()
+            self.reason = reason
+
     def __init__(self, stores: ThreadStores, run_id: int, *, validate_config: ValidateConfig | None = None,
                  validate_jobs: int = -1):
         super().__init__()
@@ -195,10 +217,13 @@ class ValidationScreen(Screen):
         self._cancel = threading.Event()
         """Set by `c`: the running validation stops after the predicate group in hand."""
         self.loaded = False
+        self.freeze: FreezeState | None = None
+        """The run's freeze state as last read (None until read)."""
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(LOADING_TEXT, id="summary", markup=False)
+        yield Static("", id="freeze", markup=False)
         with Horizontal(id="body"):
             table = DataTable(id="pairings", cursor_type="row", zebra_stripes=True)
             for column in PAIRING_COLUMNS:
@@ -214,12 +239,15 @@ class ValidationScreen(Screen):
         self.title = f"mini · validation · run {self.run_id}"
         self.query_one("#empty").display = False
         self.query_one("#status").display = False
+        self.query_one("#freeze").display = False
         self.load_pairings()
+        self.load_freeze()
 
     def on_screen_resume(self) -> None:
         # Back from a screen opened over this one (Review may have labelled since): read again.
         if self.loaded:
             self.load_pairings()
+            self.load_freeze()
 
     # -- reading -------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="validation-read")
@@ -317,6 +345,11 @@ class ValidationScreen(Screen):
     def action_validate(self) -> None:
         if self.validating:
             self.notify("Validation is already running; its result will appear here.", title="Validation")
+            return
+        if self.freeze is not None and self.freeze.blind:  # validate_run refuses too; say it without a worker
+            from engine.freezes import blind_refusal
+
+            self.notify(_sentence(blind_refusal(self.run_id)), title="Validation", severity="warning", markup=False)
             return
         if self.loaded and not self._pairings:
             self.notify("Nothing to validate: accept labels in Review first.", title="Validation",
@@ -435,8 +468,77 @@ class ValidationScreen(Screen):
         self._set_status(None)
         self.notify(message.reason, title="Report", severity="error", markup=False)
 
+    # -- freezing the labels --------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="validation-freeze-read")
+    def load_freeze(self) -> None:
+        from store.freezes import freeze_state
+
+        try:
+            with self._stores.cursor() as db:
+                state = freeze_state(db, self.run_id)
+        except Exception as error:  # shown on screen: a failed read must not take the app down
+            self.post_message(self.FreezeFailed(f"Could not read whether run {self.run_id} is frozen: {error}"))
+            return
+        self.post_message(self.FreezeRead(state))
+
+    @on(FreezeRead)
+    def show_freeze(self, message: FreezeRead) -> None:
+        from engine.freezes import state_text, when
+
+        if self.freeze is not None and self.freeze.frozen and not message.state.frozen:
+            return  # a freeze is final: this read began before it committed
+        self.freeze = state = message.state
+        line = self.query_one("#freeze", Static)
+        if state.blind:
+            line.update(f"blind since {when(state.blind_since)}: test results hidden until the labels are frozen "
+                        "(F freezes)")
+        else:
+            line.update(state_text(state) or "")
+        line.display = state.blind or state.frozen
+        if message.frozen_now:
+            self.notify(_sentence(f"run {self.run_id}: {state_text(state)}; they can no longer change."),
+                        title="Labels frozen", markup=False)
+
+    @on(FreezeFailed)
+    def freeze_failed(self, message: FreezeFailed) -> None:
+        self.notify(message.reason, title="Freeze", severity="error", markup=False)
+
+    def action_freeze_labels(self) -> None:
+        if self.freeze is not None and self.freeze.frozen:
+            from engine.freezes import frozen_refusal
+
+            self.notify(_sentence(frozen_refusal(self.run_id, self.freeze)) + ".", title="Freeze", markup=False)
+            return
+        from tui.screens.confirm import ConfirmScreen
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.freeze_labels()
+
+        self.app.push_screen(ConfirmScreen(
+            f"Freeze the labels of run {self.run_id}? From then on no label of its features can change (accept, "
+            "reject, name, note or undo), and its report says whether they were fixed before any test result "
+            "was seen.", title="Freeze labels", yes="Freeze", no="Cancel"), answered)
+
+    @work(thread=True, group="validation-freeze")  # apart from the reads: a read started later must not cancel it
+    def freeze_labels(self) -> None:
+        from engine.freezes import freeze_labels
+
+        try:
+            with self._stores.cursor() as db:
+                state = freeze_labels(db, self.run_id)
+        except Exception as error:  # a refusal (no accepted labels) or a failure: one sentence
+            self.post_message(self.FreezeFailed(_sentence(str(error))))
+            return
+        self.post_message(self.FreezeRead(state, frozen_now=True))
+
     def action_back(self) -> None:
         self.dismiss()
+
+
+def _sentence(text: str) -> str:
+    """An engine message (lower case, one line) as a notification's sentence."""
+    return text[:1].upper() + text[1:]
 
 
 def _outcome_text(message: Message) -> str:
