@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
+from engine.epochs import Epoch
 from engine.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text
 
 MARKS = {True: "✓", False: "✗", None: "–"}
@@ -116,8 +117,9 @@ def duplicate_text(row: Mapping[str, Any], labels: Mapping[int, Mapping[str, Any
 def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mapping[str, Any]], *,
                   attempts: bool = False) -> pl.DataFrame:
     """Validation rows as a table of text: label, attempt, MCC [CI], test trials, p, q, both verdicts and
-    the duplicate remark (a failed or not-testable row reads as such). `attempts` adds when each was stored
-    and whether it is its label's latest (for a table of every attempt)."""
+    the duplicate remark (a failed or not-testable row reads as such). `attempts` adds the epoch each was
+    scored on, when it was stored and whether it is its label's latest (the rows' `latest`), for a table of
+    every attempt."""
     out = []
     for row in rows:
         testable = bool(row.get("testable"))
@@ -125,6 +127,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
                  "label": row.get("predicate") or row.get("name") or "(no predicate)",
                  "attempt": row.get("attempt")}
         if attempts:
+            cells["epoch"] = Epoch(row.get("where_sql"), row.get("around")).describe()
             cells["stored"] = None if row.get("created_at") is None else f"{row['created_at']:%Y-%m-%d %H:%M}"
             cells["latest"] = "yes" if row.get("latest") else "no"
         cells |= {
@@ -139,7 +142,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
         out.append(cells)
     schema = {"SAE": pl.Int64, "feature": pl.Int64, "label": pl.String, "attempt": pl.Int64}
     if attempts:
-        schema |= {"stored": pl.String, "latest": pl.String}
+        schema |= {"epoch": pl.String, "stored": pl.String, "latest": pl.String}
     schema |= {name: pl.String for name in ("MCC [95% CI]", "test trials", "p", "q", "generalises",
                                              "signature specific", "remark")}
     return pl.DataFrame(out, schema=schema)

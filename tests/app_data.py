@@ -84,8 +84,8 @@ class SplitVerdicts(NamedTuple):
     """What `split_verdicts` made of the app database's validations (feature ids of SAE 1)."""
 
     general: int
-    """Generalises, signature not specific, at attempt 2 (attempt 1 of the same label failed both); p at
-    the floor of 199 shifts."""
+    """Generalises, signature not specific, at attempt 2 on every bin (attempt 1 of the same label, on the
+    epoch `speed > 2`, failed both); p at the floor of 199 shifts."""
     both: int
     """Generalises and signature-specific (validated), with only 6 test trials behind its intervals."""
     duplicate: int
@@ -109,14 +109,14 @@ def split_verdicts(path: Path) -> SplitVerdicts:
         with db.transaction():
             db.con.execute("UPDATE validations SET generalises = false, signature_specific = false,"
                            " validated = false, n_test_trials = 24, n_shifts = 199, attempt = 1")
-            # The general label's first attempt failed; its second (stored after) generalises.
+            # The general label's first attempt (on another epoch) failed; its second, on every bin, generalises.
             db.con.execute("UPDATE validations SET mcc = 0.05, mcc_ci_low = -0.02, p_value = 0.3, q_value = 0.4,"
-                           " reason = 'does not generalise: MCC interval reaches 0' WHERE label_id = ?",
-                           [general_label])
+                           " where_sql = 'speed > 2', reason = 'does not generalise: MCC interval reaches 0'"
+                           " WHERE label_id = ?", [general_label])
             db.con.execute(
                 "INSERT INTO validations BY NAME SELECT * EXCLUDE (validation_id, attempt, mcc, mcc_ci_low,"
                 " mcc_ci_high, p_value, q_value, generalises, signature_specific, validated, decode_signature,"
-                " decode_random_p95, reason), 2 AS attempt, 0.62 AS mcc, 0.51 AS mcc_ci_low, 0.71 AS mcc_ci_high,"
+                " decode_random_p95, reason, where_sql), NULL AS where_sql, 2 AS attempt, 0.62 AS mcc, 0.51 AS mcc_ci_low, 0.71 AS mcc_ci_high,"
                 " 1 / 200 AS p_value, 0.012 AS q_value, true AS generalises, false AS signature_specific,"
                 " false AS validated, 0.80 AS decode_signature, 0.85 AS decode_random_p95,"
                 " 'generalises; signature not specific' AS reason FROM validations WHERE label_id = ?",
