@@ -37,6 +37,7 @@ from store.epochs import run_epochs
 from store.quality import flag_line, report_flags
 from store.review import run_dataset
 from store.runs import get_run
+from store.validations import run_attempts
 
 TABLE_FORMATS = ("csv", "parquet")
 BAR_WIDTH = 28
@@ -62,6 +63,7 @@ class ReportOutcome:
     tables: list[Path]
     n_labels: int
     n_validations: int
+    """Validation attempts of the run (every one, the validations table beside the report)."""
 
 
 # --------------------------------------------------------------------------- text rendering
@@ -133,9 +135,9 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
             " FROM current_labels c"
             " LEFT JOIN current_validations v ON v.label_id = c.label_id"
             f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
-        # Every attempt (the table is append-only), failed and superseded ones included.
-        "validations": db.frame(f"SELECT * FROM validations WHERE sae_id IN {saes}"
-                                " ORDER BY sae_id, feature_id, validation_id", [run_id]),
+        # Every attempt (the table is append-only), failed and superseded ones included, with whether each
+        # is in the q-value family, its label's latest, and of a current accepted label.
+        "validations": run_attempts(db, run_id),
         "analysis_epochs": db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?"
                                     " ORDER BY array_position(['train', 'rank', 'validate'], step)", [run_id]),
         "signatures": db.frame(
@@ -394,8 +396,7 @@ def _latest_attempts(validations: pl.DataFrame) -> pl.DataFrame:
     they repeat, the rest by SAE and feature."""
     if validations.is_empty():
         return validations
-    latest = validations.sort("validation_id").group_by("label_id", maintain_order=True).last()
-    latest = latest.sort("sae_id", "feature_id", "label_id")
+    latest = validations.filter(pl.col("latest_of_label")).sort("sae_id", "feature_id", "label_id")
     rows = latest.to_dicts()
     present = {r["label_id"] for r in rows}
     under: dict[int, list[dict]] = {}
@@ -411,16 +412,15 @@ def _latest_attempts(validations: pl.DataFrame) -> pl.DataFrame:
 
 
 def _attempts(validations: pl.DataFrame, labels: dict[int, dict]) -> list[str]:
-    """Every attempt of the run, failed and superseded ones too: the q-value family they all belong to."""
+    """Every attempt of the run, failed and superseded ones too: the q-value family they belong to."""
     if validations.is_empty():
         return []
-    latest_ids = set(validations.group_by("label_id").agg(pl.col("validation_id").max())["validation_id"])
-    rows = [{**r, "latest": r["validation_id"] in latest_ids} for r in validations.iter_rows(named=True)]
-    tests = {(r["label_id"], r["where_sql"], r["around"]) for r in rows if r["testable"]}
+    rows = [{**r, "latest": r["latest_of_label"]} for r in validations.iter_rows(named=True)]
+    n_family = sum(bool(r["in_family"] and r["testable"]) for r in rows)
     n_tested = sum(bool(r["testable"]) for r in rows)
-    family = (f"{_plural(len(tests), 'attempt')} in the q-value family" if n_tested == len(tests) else
-              f"{_plural(n_tested, 'tested attempt')}, {len(tests)} distinct tests in the q-value family (a "
-              "test repeated on the same label and epoch counts once, its latest attempt)")
+    family = (f"{_plural(n_family, 'attempt')} in the q-value family" if n_tested == n_family else
+              f"{_plural(n_tested, 'tested attempt')}, {n_family} distinct tests in the q-value family (a test "
+              "repeated on the same label and epoch counts once, at its latest attempt)")
     untested = len(rows) - n_tested
     return ["### Every attempt", "",
             f"{family}{f'; {untested} not testable' if untested else ''}. Attempts are never deleted: a label "
@@ -444,8 +444,7 @@ def _validations(db: Store, run_id: int, dataset: dict, kinds: dict[str, str], f
     every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
     latest = _latest_attempts(validations)
     by_label = {r["label_id"]: {**every_label.get(r["label_id"], {}), **r} for r in latest.iter_rows(named=True)}
-    current = [r for r in latest.iter_rows(named=True)
-               if r["label_id"] in labels and labels[r["label_id"]]["verdict"] == "accept"]
+    current = [r for r in latest.iter_rows(named=True) if r["current"]]
     lines += [f"**{counts_line(verdict_counts(current))}** (each accepted label's latest attempt).", ""]
     for row in latest.iter_rows(named=True):
         signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])

@@ -71,21 +71,23 @@ def counts_line(counts: VerdictCounts) -> str:
     return text
 
 
-def outcome_line(outcome: Any) -> str:
-    """What one validation call found (an engine.validate_run.ValidateOutcome): `8 labels, 8 testable:
-    6 generalise, 2 also signature-specific (validated), 1 weaker duplicate; 2 with too few test trials;
-    q over 11 tests (every attempt of the run)`."""
-    text = (f"{_plural(outcome.n_labels, 'label')}, {outcome.n_testable} testable: "
-            f"{outcome.n_generalise} generalise, {outcome.n_validated} also signature-specific (validated)")
-    lone = outcome.n_specific - outcome.n_validated
+def outcome_line(counts: Any, n_family: int | None = None) -> str:
+    """What one validation call found: `8 labels, 8 testable: 6 generalise, 2 also signature-specific
+    (validated), 1 weaker duplicate; 2 with too few test trials; q over 11 tests (every attempt of the run)`.
+
+    `counts`: a VerdictCounts, or anything with its fields (engine.validate_run.ValidateOutcome);
+    `n_family`: the distinct tests Benjamini–Hochberg corrected over (None: not said)."""
+    text = (f"{_plural(counts.n_labels, 'label')}, {counts.n_testable} testable: "
+            f"{counts.n_generalise} generalise, {counts.n_validated} also signature-specific (validated)")
+    lone = counts.n_specific - counts.n_validated
     if lone:
         text += f", {lone} signature-specific without generalising"
-    if outcome.n_duplicates:
-        text += f", {_plural(outcome.n_duplicates, 'weaker duplicate')}"
-    if outcome.n_few_trials:
-        text += f"; {outcome.n_few_trials} with too few test trials (under {MIN_CI_TRIALS})"
-    if outcome.n_family:
-        text += f"; q over {_plural(outcome.n_family, 'test')} (every attempt of the run)"
+    if counts.n_duplicates:
+        text += f", {_plural(counts.n_duplicates, 'weaker duplicate')}"
+    if counts.n_few_trials:
+        text += f"; {counts.n_few_trials} with too few test trials (under {MIN_CI_TRIALS})"
+    if n_family:
+        text += f"; q over {_plural(n_family, 'test')} (every attempt of the run)"
     return text
 
 
@@ -118,8 +120,9 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
                   attempts: bool = False) -> pl.DataFrame:
     """Validation rows as a table of text: label, attempt, MCC [CI], test trials, p, q, both verdicts and
     the duplicate remark (a failed or not-testable row reads as such). `attempts` adds the epoch each was
-    scored on, when it was stored and whether it is its label's latest (the rows' `latest`), for a table of
-    every attempt."""
+    scored on, when it was stored, whether it is its label's latest (the rows' `latest`) and whether it is
+    in the q-value family (`in_family`: the latest row of its test, and testable), for a table of every
+    attempt."""
     out = []
     for row in rows:
         testable = bool(row.get("testable"))
@@ -130,6 +133,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
             cells["epoch"] = Epoch(row.get("where_sql"), row.get("around")).describe()
             cells["stored"] = None if row.get("created_at") is None else f"{row['created_at']:%Y-%m-%d %H:%M}"
             cells["latest"] = "yes" if row.get("latest") else "no"
+            cells["in family"] = "yes" if row.get("in_family") and testable else "no"
         cells |= {
             "MCC [95% CI]": interval_text(row) if testable else "not testable",
             "test trials": trials_text(row.get("n_test_trials")) if testable else "–",
@@ -142,7 +146,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
         out.append(cells)
     schema = {"SAE": pl.Int64, "feature": pl.Int64, "label": pl.String, "attempt": pl.Int64}
     if attempts:
-        schema |= {"epoch": pl.String, "stored": pl.String, "latest": pl.String}
+        schema |= {"epoch": pl.String, "stored": pl.String, "latest": pl.String, "in family": pl.String}
     schema |= {name: pl.String for name in ("MCC [95% CI]", "test trials", "p", "q", "generalises",
                                              "signature specific", "remark")}
     return pl.DataFrame(out, schema=schema)

@@ -108,7 +108,7 @@ def split_verdicts(path: Path) -> SplitVerdicts:
                                 if pair[1] not in (general, duplicate))
         with db.transaction():
             db.con.execute("UPDATE validations SET generalises = false, signature_specific = false,"
-                           " validated = false, n_test_trials = 24, n_shifts = 199, attempt = 1")
+                           " validated = false, duplicate_of = NULL, n_test_trials = 24, n_shifts = 199, attempt = 1")
             # The general label's first attempt (on another epoch) failed; its second, on every bin, generalises.
             db.con.execute("UPDATE validations SET mcc = 0.05, mcc_ci_low = -0.02, p_value = 0.3, q_value = 0.4,"
                            " where_sql = 'speed > 2', reason = 'does not generalise: MCC interval reaches 0'"

@@ -318,7 +318,7 @@ def test_e_exports_the_report_beside_the_database(app_db: Path) -> None:
     text = report.read_text(encoding="utf-8")
     assert text.startswith("# mini report: run 1 on 'sample'") and "## Validations" in text
     assert (app_db.parent / "report_run1_tables" / "validations.csv").exists()
-    assert any(note.startswith(f"Report written to {report} (6 validations)") for note in seen["notes"])
+    assert any(note.startswith(f"Report written to {report} (6 validation attempts)") for note in seen["notes"])
 
 
 def test_report_path_is_checked_in_place_and_a_file_is_replaced_only_after_yes(app_db: Path) -> None:

@@ -37,12 +37,12 @@ def test_counts_keep_the_two_verdicts_apart() -> None:
 def test_the_outcome_line_says_both_counts_the_duplicates_and_the_family() -> None:
     outcome = SimpleNamespace(n_labels=8, n_testable=8, n_generalise=6, n_specific=2, n_validated=2,
                               n_duplicates=1, n_few_trials=2, n_family=11)
-    assert outcome_line(outcome) == ("8 labels, 8 testable: 6 generalise, 2 also signature-specific (validated), "
+    assert outcome_line(outcome, outcome.n_family) == ("8 labels, 8 testable: 6 generalise, 2 also signature-specific (validated), "
                                      "1 weaker duplicate; 2 with too few test trials (under 10); q over 11 tests "
                                      "(every attempt of the run)")
     lone = SimpleNamespace(**{**vars(outcome), "n_specific": 3, "n_duplicates": 0, "n_few_trials": 0})
     assert "2 also signature-specific (validated), 1 signature-specific without generalising; q over" in \
-        outcome_line(lone)
+        outcome_line(lone, 11)
 
 
 def test_the_table_reads_bounds_warnings_verdicts_and_remarks() -> None:
@@ -57,4 +57,4 @@ def test_the_table_reads_bounds_warnings_verdicts_and_remarks() -> None:
     assert table[14]["remark"] == "no predicate: not testable"
     every = figures_frame([{**DENSE[1], "latest": True, "where_sql": "speed > 5", "around": None,
                             "created_at": None}], labels, attempts=True).row(0, named=True)
-    assert (every["epoch"], every["latest"]) == ("speed > 5", "yes")
+    assert (every["epoch"], every["latest"], every["in family"]) == ("speed > 5", "yes", "no")

@@ -223,7 +223,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
     from engine.validate_run import validate_run
-    from engine.validation_summary import figures_frame, outcome_line
+    from engine.validation_summary import figures_frame, outcome_line, verdict_counts
     from store.validations import run_pairings
     from tui.table_text import render_table
 
@@ -232,7 +232,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                epoch=_epoch(args))
         _say_epoch("validate", outcome)
         tested = run_pairings(db, args.run).filter(pl.col("validated_at").is_not_null()).to_dicts()
-    _say(f"validate: {outcome_line(outcome)}; {outcome.seconds:.0f} s")
+    # Counted from the stored rows the table shows: each accepted label's latest attempt.
+    _say(f"validate: {outcome_line(verdict_counts(tested), outcome.n_family)}; {outcome.seconds:.0f} s")
     # The latest attempt of each accepted label, generalising ones first within each SAE.
     print(render_table(figures_frame(tested, {row["label_id"]: row for row in tested})))
     return 0
@@ -243,7 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     with _open_store(args, read_only=True) as db:
         outcome = write_report(db, args.run, args.out, ReportConfig(top=args.top, table_format=args.tables))
-    print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validations) "
+    print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validation attempts) "
           f"and {len(outcome.tables)} tables in {outcome.tables[0].parent}/")
     return 0
 

@@ -447,7 +447,7 @@ class ValidationScreen(Screen):
     @on(ReportWritten)
     def report_written(self, message: ReportWritten) -> None:
         self._set_status(None)
-        self.notify(f"Report written to {message.path} ({message.n_validations} validations); tables in "
+        self.notify(f"Report written to {message.path} ({message.n_validations} validation attempts); tables in "
                     f"{message.tables}.", title="Report", markup=False)
 
     @on(ReportFailed)
@@ -463,5 +463,6 @@ def _outcome_text(message: Message) -> str:
     if isinstance(message, ValidationScreen.ValidationFinished):
         from engine.validation_summary import outcome_line
 
-        return f"Run {message.outcome.run_id} on the test split: {outcome_line(message.outcome)}."
+        outcome = message.outcome
+        return f"Run {outcome.run_id} on the test split: {outcome_line(outcome, outcome.n_family)}."
     return getattr(message, "reason", "")
