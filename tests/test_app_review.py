@@ -527,9 +527,11 @@ def test_v_validates_the_accepted_label_now_and_refuses_without_one(app_db: Path
 def test_validate_label_gives_what_validate_run_gave(app_db: Path) -> None:
     from engine.validate_run import validate_label
 
-    before = rows(app_db, "SELECT * EXCLUDE (created_at) FROM validations WHERE label_id = 2")[0]
+    before = rows(app_db, "SELECT * EXCLUDE (created_at, validation_id) FROM validations WHERE label_id = 2")[0]
     with Store.open(app_db) as db:
         after = validate_label(db, 1, 2, APP_VALIDATE)
+    # A new row (attempts are appended), the same test (its attempt number kept) and the same figures.
+    assert after.pop("validation_id") > rows(app_db, "SELECT min(validation_id) AS v FROM validations")[0]["v"]
     after.pop("created_at")
     assert after == before
 

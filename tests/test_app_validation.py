@@ -229,7 +229,7 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path, gate
     assert stored[new_id][1] is True and stored[new_id][2] is not None
     assert stored[untestable_id][1] is False and "not testable" in stored[untestable_id][3]
     after = {row[0]: row for row in seen["after"]}
-    assert after["1·9"][3] == "not testable" and after["1·9"][1] == 'a "quoted" 🧠 label'
+    assert after["1·9"][3] == "not testable" and after["1·9"][1] == 'a "quoted" 🧠 l…'  # 15 cells at 80 columns
     assert after["2·5"][3].startswith(f"{stored[new_id][2]:.2f} [")
     assert "not validated yet" not in seen["summary_after"] and "SAE 2: 1 label, 1 testable" in seen["summary_after"]
     assert not seen["validating"]

@@ -35,6 +35,7 @@ from tui.widgets.validation_detail import (
 if TYPE_CHECKING:
     from engine.validate import ValidateConfig
     from engine.validate_run import ValidateOutcome
+    from engine.validation_summary import VerdictCounts
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -171,9 +172,11 @@ class ValidationScreen(Screen):
             self.text = text
 
     class ValidationFinished(Message):
-        def __init__(self, outcome: ValidateOutcome):
+        def __init__(self, outcome: ValidateOutcome, counts: VerdictCounts):
             super().__init__()
             self.outcome = outcome
+            self.counts = counts
+            """Both verdicts counted over the stored latest attempts of the run's accepted labels."""
 
     class ValidationFailed(Message):
         """Validation failed or (`cancelled`) was stopped by the person; `reason` says which, in a sentence."""
@@ -361,6 +364,8 @@ class ValidationScreen(Screen):
     def validate(self, cancel: threading.Event) -> None:
         from engine.errors import Cancelled
         from engine.validate_run import validate_run
+        from engine.validation_summary import verdict_counts
+        from store.validations import run_pairings
 
         worker = get_current_worker()
         app = self.app  # the screen may be closed before validation ends; the app still says so
@@ -377,12 +382,14 @@ class ValidationScreen(Screen):
             with self._stores.cursor() as db:
                 outcome = validate_run(db, self.run_id, self._validate_config, report=progressed,
                                        n_jobs=self._validate_jobs, cancel=cancel)
+                counts = verdict_counts(run_pairings(db, self.run_id).filter(
+                    pl.col("validated_at").is_not_null()).iter_rows(named=True))
         except Cancelled as error:
             message = self.ValidationFailed(f"{str(error)[:1].upper()}{str(error)[1:]}.", cancelled=True)
         except Exception as error:  # an InputError (no labels) or a failure: one sentence, app stays up
             message = self.ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
         else:
-            message = self.ValidationFinished(outcome)
+            message = self.ValidationFinished(outcome, counts)
         if worker.is_cancelled:  # the screen was closed: say it in a notification instead
             failed = isinstance(message, self.ValidationFailed) and not message.cancelled
             severity = "error" if failed else "information"
@@ -464,5 +471,5 @@ def _outcome_text(message: Message) -> str:
         from engine.validation_summary import outcome_line
 
         outcome = message.outcome
-        return f"Run {outcome.run_id} on the test split: {outcome_line(outcome, outcome.n_family)}."
+        return f"Run {outcome.run_id} on the test split: {outcome_line(message.counts, outcome.n_family)}."
     return getattr(message, "reason", "")
