@@ -407,7 +407,7 @@ def test_validation_in_worker_processes_is_announced_after_the_screen_closed(app
     drive(app_db, script)
     assert isinstance(seen["screen"], HomeScreen)
     assert any(note.startswith("Run 1 on the test split: 7 labels") for note in seen["notes"]), seen["notes"]
-    after = query(app_db, "SELECT label_id, round(mcc, 9) FROM validations ORDER BY label_id")
+    after = query(app_db, "SELECT label_id, round(mcc, 9) FROM current_validations ORDER BY label_id")
     assert [row[0] for row in after] == [*(row[0] for row in before), new_id]
     # The MCC on test does not depend on the null's or the bootstrap's settings: the stored ones again.
     assert after[:-1] == before
