@@ -93,8 +93,8 @@ def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> 
     assert order == sorted(order)
     n_general = sum(row[-2] for row in stored)
     n_both = sum(row[-2] and row[-1] for row in stored)
-    assert f"6 accepted labels, 6 tested: {n_general} generalise, {n_both} also specific" in seen["summary"]
-    assert f"SAE 1: 6 labels, 6 testable, {n_general} generalise, {n_both} also specific" in seen["summary"]
+    assert f"6 accepted labels, 6 tested: {n_general} gen, {n_both} gen+spec" in seen["summary"]
+    assert f"SAE 1: 6 labels, 6 testable, {n_general} gen, {n_both} gen+spec" in seen["summary"]
     assert "SAE 2: no labels" in seen["summary"]
     assert "gen: MCC 95% CI > 0, q < 0.05 · spec: signature > random p95 · test split only" in seen["summary"]
 
@@ -122,7 +122,7 @@ def test_both_verdicts_the_attempt_p_at_the_floor_and_too_few_trials(app_db: Pat
     assert rows[both][2:] == ["1", "0.55 [0.40, 0.66]!", "0.03", "✓", "✓", "auto"]
     assert rows[duplicate][5:] == ["✗", "✗", "dup auto"]
     assert [row[0] for row in seen["rows"][:2]] == [both, general]
-    assert "6 tested: 2 generalise, 1 also specific" in seen["summary"]
+    assert "6 tested: 2 gen, 1 gen+spec" in seen["summary"] and "spec only" not in seen["summary"]
     detail = seen[general]
     assert f"SAE 1 · feature {split.general} · rank" in detail and "· attempt 2" in detail
     assert "✓ generalises — MCC 0.62 [0.51, 0.71] over 24 test trials, q ≤ 0.012" in detail

@@ -60,7 +60,7 @@ def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFr
     text = Text()
     text.append(f"Run {run_id} on '{dataset}'", style="bold")
     text.append(f" · {len(rows)} accepted labels, {sum(s in TESTED for s in states)} tested: "
-                f"{_verdict_counts(states)}")
+                f"{_verdict_counts(states, lone=False)}")
     text.append(f" · epoch: {epoch}\n" if epoch else "\n")
     parts = []
     for sae_id in saes:
@@ -81,12 +81,13 @@ def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFr
     return text
 
 
-def _verdict_counts(states: list[str]) -> str:
-    """`4 generalise, 1 also specific`: both verdicts counted (specific-only labels are said apart)."""
+def _verdict_counts(states: list[str], lone: bool = True) -> str:
+    """`4 gen, 1 gen+spec`: both verdicts counted in the rule's words (with `lone`, specific-only labels
+    said apart), short enough that an SAE's counts stay on one line at 80 columns."""
     general = sum(s in ("validated", "generalises") for s in states)
-    text = f"{general} generalise, {states.count('validated')} also specific"
-    if states.count("specific"):
-        text += f", {states.count('specific')} specific only"
+    text = f"{general} gen, {states.count('validated')} gen+spec"
+    if lone and states.count("specific"):
+        text += f", {states.count('specific')} spec only"
     return text
 
 
