@@ -25,11 +25,20 @@ from engine.errors import InputError
 from engine.freezes import report_paragraph
 from engine.predicates import parse_predicate
 from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
+from engine.validation_summary import (
+    counts_line,
+    duplicate_text,
+    figures_frame,
+    interval_text,
+    verdict_counts,
+)
+from engine.validation_text import p_text, q_text, trials_text, verdict_words
 from store import Store
 from store.epochs import run_epochs
 from store.quality import flag_line, report_flags
 from store.review import run_dataset
 from store.runs import get_run
+from store.validations import run_attempts
 
 TABLE_FORMATS = ("csv", "parquet")
 BAR_WIDTH = 28
@@ -55,6 +64,7 @@ class ReportOutcome:
     tables: list[Path]
     n_labels: int
     n_validations: int
+    """Validation attempts of the run (every one, the validations table beside the report)."""
 
 
 # --------------------------------------------------------------------------- text rendering
@@ -114,18 +124,21 @@ def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
                        " ORDER BY sae_id, array_position(['train', 'val', 'test'], split)", [run_id]),
         "rankings": db.frame(
             "SELECT r.sae_id, r.rank, r.feature_id, r.score, r.association, r.mis, r.stability, f.density,"
-            " r.suggestion, c.verdict AS label_verdict, coalesce(c.predicate, c.name) AS label, v.validated"
+            " r.suggestion, c.verdict AS label_verdict, coalesce(c.predicate, c.name) AS label, v.generalises,"
+            " v.signature_specific, v.validated"
             " FROM rankings r JOIN features f USING (sae_id, feature_id)"
             " LEFT JOIN current_labels c USING (sae_id, feature_id)"
             " LEFT JOIN current_validations v ON v.label_id = c.label_id"
             f" WHERE r.sae_id IN {saes} ORDER BY r.sae_id, r.rank", [run_id]),
         "labels": db.frame(f"SELECT * FROM labels WHERE sae_id IN {saes} ORDER BY label_id", [run_id]),
         "current_labels": db.frame(
-            "SELECT c.*, v.validated, v.reason AS validation FROM current_labels c"
+            "SELECT c.*, v.attempt, v.generalises, v.signature_specific, v.validated, v.reason AS validation"
+            " FROM current_labels c"
             " LEFT JOIN current_validations v ON v.label_id = c.label_id"
             f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
-        "validations": db.frame(f"SELECT * FROM validations WHERE sae_id IN {saes} ORDER BY sae_id, feature_id",
-                                [run_id]),
+        # Every attempt (the table is append-only), failed and superseded ones included, with whether each
+        # is in the q-value family, its label's latest, and of a current accepted label.
+        "validations": run_attempts(db, run_id),
         "analysis_epochs": db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?"
                                     " ORDER BY array_position(['train', 'rank', 'validate'], step)", [run_id]),
         "signatures": db.frame(
@@ -254,16 +267,23 @@ def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
     summary = current.group_by("sae_id").agg(
         labelled=pl.len(), accepted=(pl.col("verdict") == "accept").sum(),
         testable=(pl.col("verdict") == "accept").and_(pl.col("predicate").is_not_null()).sum(),
+        generalise=pl.col("generalises").fill_null(False).sum(),
+        signature_specific=pl.col("signature_specific").fill_null(False).sum(),
         validated=pl.col("validated").fill_null(False).sum()).sort("sae_id")
-    shown = current.select("sae_id", "feature_id", "verdict", "name", "predicate", "source", "note", "validated")
+    shown = current.select("sae_id", "feature_id", "verdict", "name", "predicate", "source", "note", "attempt",
+                           "generalises", "signature_specific")
     return ["## Labelled features", "",
-            "Every feature's current label (the labels table beside this report keeps every action). "
-            "Labels from `source = auto` were accepted automatically (e.g. by the demo), not by a person.", "",
+            "Every feature's current label (the labels table beside this report keeps every action) with the "
+            "verdicts of its latest validation attempt. Labels from `source = auto` were accepted automatically "
+            "(e.g. by the demo), not by a person.", "",
             *markdown_table(shown), "", "### Summary", "",
-            "A pairing **validates** when, on the test split, the MCC's 95 % confidence interval (bootstrap over "
-            "whole trials) lies above 0, the co-occurrence q-value (within-trial circular-shift null, "
-            "Benjamini–Hochberg over the run's labels) is below 0.05, and decoding the predicate from the "
-            "signature units beats the 95th percentile of random unit subsets of the same size.", "",
+            "Each label gets two verdicts on the test split. It **generalises** when the MCC's 95 % confidence "
+            "interval (bootstrap over whole test trials) lies above 0 and the co-occurrence q-value (circular "
+            "shifts within test trials, Benjamini–Hochberg over every attempt of the run) is below 0.05. Its "
+            "signature is **specific** when decoding the predicate from the signature units beats the 95th "
+            "percentile of random unit subsets of the same size (each tuned on random subsets of that size). "
+            "A label is **validated** when both hold; in dense codes (every unit tuned) a label can generalise "
+            "while random units decode it as well.", "",
             *markdown_table(summary), ""]
 
 
@@ -305,11 +325,22 @@ def _top_tunings(frames: dict[str, pl.DataFrame], tunings: _Tunings, top: int) -
 
 
 def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, label: dict,
-                signature: pl.DataFrame, ranked: np.ndarray | None, tunings: _Tunings) -> list[str]:
-    title = f"### SAE {row['sae_id']} · feature {row['feature_id']}: {row['predicate'] or label['name']}"
+                signature: pl.DataFrame, ranked: np.ndarray | None, tunings: _Tunings,
+                labels: dict[int, dict]) -> list[str]:
+    """One label's latest attempt: both verdicts, its figures, decoding, signature and tuning. A weaker
+    duplicate gets a smaller heading, under its stronger label."""
+    level = "####" if row.get("duplicate_of") is not None else "###"
+    title = f"{level} SAE {row['sae_id']} · feature {row['feature_id']}: {row['predicate'] or label['name']}"
+    attempt = f"attempt {row['attempt']}" if row.get("attempt") is not None else "attempt –"
+    duplicate = duplicate_text(row, labels)
+    remark = [f"↳ {duplicate[:1].upper() + duplicate[1:]}: the same predicate on another feature of the SAE.", ""]
     if not row["testable"]:
-        return [title, "", f"{row['reason']}.", ""]
-    mark = "✅" if row["validated"] else "❌"
+        return [title, "", f"Not testable ({attempt}): {str(row['reason']).removeprefix('not testable: ')}.", "",
+                *(remark if duplicate else [])]
+    general, specific = verdict_words(row)
+    verdicts = (f"{'✅' if row.get('generalises') else '❌'} **{general}** · "
+                f"{'✅' if row.get('signature_specific') else '❌'} **{specific}** · {attempt}")
+    trials = trials_text(row.get("n_test_trials"))
     confusion = pl.DataFrame({"": ["feature on", "feature off"],
                               "predicate holds": [row["tp"], row["fn"]],
                               "predicate does not hold": [row["fp"], row["tn"]]})
@@ -319,11 +350,14 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
                  row["specificity"]],
         "95% CI low": [row["mcc_ci_low"], row["balanced_accuracy_ci_low"], None, None, None, None],
         "95% CI high": [row["mcc_ci_high"], row["balanced_accuracy_ci_high"], None, None, None, None],
-    }, schema_overrides={"95% CI low": pl.Float64, "95% CI high": pl.Float64})
+        "test trials": [trials, trials, None, None, None, None],
+    }, schema_overrides={"95% CI low": pl.Float64, "95% CI high": pl.Float64, "test trials": pl.String})
+    n_units = row["n_signature_units"]
     decoding = [("signature units", row["decode_signature"], f"{_number(row['decode_signature'])}"
-                 f" ({row['n_signature_units']} units, {_number(row['signature_percentile'])}th percentile of random)"),
+                 f" ({n_units} units, {_number(row['signature_percentile'])}th percentile of random)"),
                 ("all units", row["decode_all"], _number(row["decode_all"])),
-                ("random p95", row["decode_random_p95"], _number(row["decode_random_p95"])),
+                ("random p95", row["decode_random_p95"], f"{_number(row['decode_random_p95'])}"
+                 f" (random {n_units}-unit subsets, tuned on random subsets of this size)"),
                 ("feature alone", row["decode_feature"], _number(row["decode_feature"]))]
     units = signature.filter(pl.col("in_signature")).select(
         "unit_id", "unit_name", "weight", "coactivation")
@@ -335,12 +369,18 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
     marked = {str(clause.value)} if clause.low is None else {
         lvl for lvl, _, _ in tuning if _in_range(lvl, clause.low, clause.high)}
     marking = "the labelled value or range" if len(clauses) == 1 else f"the first clause's {'range' if clause.low is not None else 'value'}"
+    shifts = row.get("n_shifts")
+    p = p_text(row["p_value"], shifts)
+    q = q_text(row["q_value"], row["p_value"], shifts)
     return [
-        title, "", f"{mark} **{row['reason'][:1].upper() + row['reason'][1:]}.**", "",
+        title, "", verdicts, "", *(remark if duplicate else []),
+        f"{str(row['reason'])[:1].upper() + str(row['reason'])[1:]}.", "",
+        f"MCC {interval_text(row, 3)} over {trials}. "
+        f"p {p if p[:1] in '<≤' else '= ' + p}{f' ({shifts} shifts)' if shifts else ''}, "
+        f"q {q if q[:1] in '<≤' else '= ' + q} (Benjamini–Hochberg over every attempt of the run).", "",
         f"Label: {'accepted automatically (not a person)' if label['source'] == 'auto' else 'by a person'}"
         f"{'; note: ' + label['note'] if label['note'] else ''}. Feature on when its activation "
-        f"exceeds {_number(row['threshold'])} (chosen on train + val to maximise MCC). "
-        f"p = {_number(row['p_value'])}, q = {_number(row['q_value'])}.", "",
+        f"exceeds {_number(row['threshold'])} (chosen on train + val to maximise MCC).", "",
         *markdown_table(confusion), "", *markdown_table(metrics), "",
         f"Decoding `{row['predicate']}` on test ({row['decode_metric'].replace('_', ' ')}; fitted on train + val, "
         "regularisation by cross-validation grouped by trial):", "", *bar_chart(decoding), "",
@@ -350,6 +390,75 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
         f"Tuning to {variable} (mean activation on train + val; ◀ {marking}):", "",
         *bar_chart(tuning, marked), "", *tunings.lines(row["sae_id"], row["feature_id"]),
     ]
+
+
+def _latest_attempts(validations: pl.DataFrame) -> pl.DataFrame:
+    """Each label's latest attempt (what `current_validations` holds), duplicates right after the label
+    they repeat, the rest by SAE and feature."""
+    if validations.is_empty():
+        return validations
+    latest = validations.filter(pl.col("latest_of_label")).sort("sae_id", "feature_id", "label_id")
+    rows = latest.to_dicts()
+    present = {r["label_id"] for r in rows}
+    under: dict[int, list[dict]] = {}
+    for r in rows:
+        if r.get("duplicate_of") in present:
+            under.setdefault(r["duplicate_of"], []).append(r)
+    ordered = []
+    for r in rows:
+        if r.get("duplicate_of") in present:
+            continue
+        ordered += [r, *under.get(r["label_id"], [])]
+    return pl.DataFrame(ordered, schema=latest.schema)
+
+
+def _attempts(validations: pl.DataFrame, labels: dict[int, dict]) -> list[str]:
+    """Every attempt of the run, failed and superseded ones too: the q-value family they belong to."""
+    if validations.is_empty():
+        return []
+    rows = [{**r, "latest": r["latest_of_label"]} for r in validations.iter_rows(named=True)]
+    n_family = sum(bool(r["in_family"] and r["testable"]) for r in rows)
+    n_tested = sum(bool(r["testable"]) for r in rows)
+    family = (f"{_plural(n_family, 'attempt')} in the q-value family" if n_tested == n_family else
+              f"{_plural(n_tested, 'tested attempt')}, {n_family} distinct tests in the q-value family (a test "
+              "repeated on the same label and epoch counts once, at its latest attempt)")
+    untested = len(rows) - n_tested
+    return ["### Every attempt", "",
+            f"{family}{f'; {untested} not testable' if untested else ''}. Attempts are never deleted: a label "
+            "relabelled or tested again keeps its earlier attempts here, and they stay in the correction.", "",
+            *markdown_table(figures_frame(rows, labels, attempts=True)), ""]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _validations(db: Store, run_id: int, dataset: dict, kinds: dict[str, str], frames: dict[str, pl.DataFrame],
+                 ranked: np.ndarray | None, tunings: _Tunings) -> list[str]:
+    """The validation section: the verdicts counted, each label's latest attempt (duplicates under the label
+    they repeat), labels accepted since, and every attempt of the run."""
+    lines = ["## Validations", "", report_paragraph(db, run_id), ""]
+    validations = frames["validations"]
+    if validations.is_empty():
+        return [*lines, "No validation has been run yet: `mini validate --run " f"{run_id}`.", ""]
+    labels = {r["label_id"]: r for r in frames["current_labels"].iter_rows(named=True)}
+    every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
+    latest = _latest_attempts(validations)
+    by_label = {r["label_id"]: {**every_label.get(r["label_id"], {}), **r} for r in latest.iter_rows(named=True)}
+    current = [r for r in latest.iter_rows(named=True) if r["current"]]
+    lines += [f"**{counts_line(verdict_counts(current))}** (each accepted label's latest attempt).", ""]
+    for row in latest.iter_rows(named=True):
+        signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])
+        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature, ranked, tunings,
+                             by_label)
+        if row["label_id"] not in labels:
+            lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
+    validated_ids = set(validations["label_id"].to_list())
+    unvalidated = [r for r in labels.values() if r["verdict"] == "accept" and r["label_id"] not in validated_ids]
+    if unvalidated:
+        lines += ["Accepted since the last validation (run `mini validate` to test them): "
+                  + ", ".join(f"SAE {r['sae_id']} feature {r['feature_id']}" for r in unvalidated) + ".", ""]
+    return [*lines, *_attempts(validations, by_label)]
 
 
 def _in_range(level: str, low: float | None, high: float | None) -> bool:
@@ -384,22 +493,8 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     tunings = _Tunings(db, run_id)
     lines = [*_header(db, run, dataset, epochs), *_quality(frames), *_flags(frames, dataset), *_ranked(frames, config.top),
              *_top_tunings(frames, tunings, config.tuning_top), *_labels(frames)]
-    lines += ["## Validations", "", report_paragraph(db, run_id), ""]
     validations = frames["validations"]
-    if validations.is_empty():
-        lines += ["No validation has been run yet: `mini validate --run " f"{run_id}`.", ""]
-    labels = {r["label_id"]: r for r in frames["current_labels"].iter_rows(named=True)}
-    every_label = {r["label_id"]: r for r in frames["labels"].iter_rows(named=True)}
-    for row in validations.iter_rows(named=True):
-        signature = frames["signatures"].filter(pl.col("label_id") == row["label_id"])
-        lines += _validation(db, dataset, kinds, row, every_label[row["label_id"]], signature, ranked, tunings)
-        if row["label_id"] not in labels:
-            lines += ["(This label has since been replaced; validate again to test the current one.)", ""]
-    validated_ids = set(validations["label_id"].to_list())
-    unvalidated = [r for r in labels.values() if r["verdict"] == "accept" and r["label_id"] not in validated_ids]
-    if unvalidated:
-        lines += ["Accepted since the last validation (run `mini validate` to test them): "
-                  + ", ".join(f"SAE {r['sae_id']} feature {r['feature_id']}" for r in unvalidated) + ".", ""]
+    lines += _validations(db, run_id, dataset, kinds, frames, ranked, tunings)
 
     folder = out.with_name(f"{out.stem}_tables")
     folder.mkdir(exist_ok=True)

@@ -38,15 +38,15 @@ def run_saes(db: Store, run_id: int) -> pl.DataFrame:
 
 
 def ranked_features(db: Store, sae_id: int) -> pl.DataFrame:
-    """One row per ranked feature, in rank order: its ranking, density, current label and whether the
-    validation of that label (if any) held. `validated` is NULL when the current label has no validation
-    (not an accept, not validated yet, or validated before the label changed); `testable` is false for an
-    accepted label without a predicate."""
+    """One row per ranked feature, in rank order: its ranking, density, current label and the verdicts of
+    that label's latest validation attempt (if any): `generalises`, `signature_specific` and `validated`
+    (both). They are NULL when the current label has no validation (not an accept, not validated yet, or
+    validated before the label changed); `testable` is false for an accepted label without a predicate."""
     return db.frame(
         """
         SELECT r.rank, r.feature_id, r.score, r.association, r.mis, r.stability, f.density, f.dead,
                r.suggestion, r.reason, c.label_id, c.verdict, c.name AS label, c.predicate AS label_predicate,
-               c.source AS label_source, v.testable, v.validated
+               c.source AS label_source, v.testable, v.generalises, v.signature_specific, v.validated
         FROM rankings r JOIN features f USING (sae_id, feature_id)
         LEFT JOIN current_labels c USING (sae_id, feature_id)
         LEFT JOIN current_validations v ON v.label_id = c.label_id

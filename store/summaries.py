@@ -44,8 +44,9 @@ def dataset_summaries(db: Store) -> list[dict[str, Any]]:
 
 def run_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per run with its dataset, settings, QC headline (validation split), its number of quality
-    flags, how many of its features are labelled (any current label) and validated, and the analysis epoch
-    it trained on."""
+    flags, how many of its features are labelled (any current label), how many labels generalise and how
+    many are validated (generalise and signature-specific; each label's latest attempt), and the analysis
+    epoch it trained on."""
     return db.records(
         f"""
         SELECT r.run_id, d.name AS dataset, r.status, any_value(s.architecture) AS architecture,
@@ -55,6 +56,8 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
                (SELECT count(*) FROM quality_flags f WHERE f.run_id = r.run_id) AS flags,
                (SELECT count(*) FROM current_labels c JOIN saes x USING (sae_id) WHERE x.run_id = r.run_id)
                    AS labelled,
+               (SELECT count(*) FROM current_validations v JOIN saes x USING (sae_id)
+                   WHERE x.run_id = r.run_id AND v.testable AND v.generalises) AS generalises,
                (SELECT count(*) FROM current_validations v JOIN saes x USING (sae_id)
                    WHERE x.run_id = r.run_id AND v.validated) AS validated,
                (SELECT {_epoch_text("a.")} FROM analysis_epochs a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -77,3 +78,53 @@ def write_flagged_recording(folder: Path, n_bins: int = 3000, n_units: int = 8, 
     pl.DataFrame({"trial": np.arange(n_bins) // 50, "time_s": np.arange(n_bins) * 0.05,
                   "condition": (np.arange(n_bins) // 50) % 3}).write_csv(meta_path)
     return counts_path, meta_path
+
+
+class SplitVerdicts(NamedTuple):
+    """What `split_verdicts` made of the app database's validations (feature ids of SAE 1)."""
+
+    general: int
+    """Generalises, signature not specific, at attempt 2 on every bin (attempt 1 of the same label, on the
+    epoch `speed > 2`, failed both); p at the floor of 199 shifts."""
+    both: int
+    """Generalises and signature-specific (validated), with only 6 test trials behind its intervals."""
+    duplicate: int
+    """Repeats `general`'s predicate more weakly: duplicate_of names `general`'s label."""
+
+
+def split_verdicts(path: Path) -> SplitVerdicts:
+    """Rewrite the stored verdicts of the app database so that the two split, as the lead's engine stores
+    them: one label generalises without a specific signature (its second attempt, the failed first kept),
+    one holds both on only 6 test trials, and a weaker label of another feature repeats the first's
+    predicate. The figures behind the verdicts are set to agree with them."""
+    with Store.open(path) as db:
+        rows = db.frame("SELECT label_id, feature_id, predicate FROM current_validations ORDER BY feature_id")
+        by_predicate: dict[str, list[tuple[int, int]]] = {}
+        for label_id, feature_id, predicate in rows.iter_rows():
+            by_predicate.setdefault(predicate, []).append((label_id, feature_id))
+        (general_label, general), (duplicate_label, duplicate) = next(
+            pairs[:2] for pairs in by_predicate.values() if len(pairs) >= 2)
+        both_label, both = next(pair for pairs in by_predicate.values() for pair in pairs
+                                if pair[1] not in (general, duplicate))
+        with db.transaction():
+            db.con.execute("UPDATE validations SET generalises = false, signature_specific = false,"
+                           " validated = false, duplicate_of = NULL, n_test_trials = 24, n_shifts = 199, attempt = 1")
+            # The general label's first attempt (on another epoch) failed; its second, on every bin, generalises.
+            db.con.execute("UPDATE validations SET mcc = 0.05, mcc_ci_low = -0.02, p_value = 0.3, q_value = 0.4,"
+                           " where_sql = 'speed > 2', reason = 'does not generalise: MCC interval reaches 0'"
+                           " WHERE label_id = ?", [general_label])
+            db.con.execute(
+                "INSERT INTO validations BY NAME SELECT * EXCLUDE (validation_id, attempt, mcc, mcc_ci_low,"
+                " mcc_ci_high, p_value, q_value, generalises, signature_specific, validated, decode_signature,"
+                " decode_random_p95, reason, where_sql), NULL AS where_sql, 2 AS attempt, 0.62 AS mcc, 0.51 AS mcc_ci_low, 0.71 AS mcc_ci_high,"
+                " 1 / 200 AS p_value, 0.012 AS q_value, true AS generalises, false AS signature_specific,"
+                " false AS validated, 0.80 AS decode_signature, 0.85 AS decode_random_p95,"
+                " 'generalises; signature not specific' AS reason FROM validations WHERE label_id = ?",
+                [general_label])
+            db.con.execute("UPDATE validations SET generalises = true, signature_specific = true, validated = true,"
+                           " n_test_trials = 6, mcc = 0.55, mcc_ci_low = 0.40, mcc_ci_high = 0.66, p_value = 0.01,"
+                           " q_value = 0.03, decode_signature = 0.9, decode_random_p95 = 0.8,"
+                           " reason = 'generalises; signature-specific' WHERE label_id = ?", [both_label])
+            db.con.execute("UPDATE validations SET duplicate_of = ?, mcc = 0.2, mcc_ci_low = 0.1, mcc_ci_high = 0.3,"
+                           " reason = 'weaker duplicate' WHERE label_id = ?", [general_label, duplicate_label])
+    return SplitVerdicts(general, both, duplicate)

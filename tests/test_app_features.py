@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from store import Store
+from tests.app_data import split_verdicts
 from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.feature_filter import FilterError, parse_filter
@@ -83,10 +84,31 @@ def test_lists_every_ranked_feature_with_label_and_validation(app_db: Path) -> N
     assert seen["labels"][0] == f"✓ (auto) {first}"  # automatic labels are marked as not a person's
     assert seen["labels"][6:] == [""] * 58
     with Store.open(app_db, read_only=True) as db:
-        held = dict(db.con.execute("SELECT feature_id, validated FROM validations").fetchall())
-    assert seen["valid"][:6] == ["yes" if held[f] else "no" for f in seen["features"][:6]]
+        held = {f: (g, s) for f, g, s in db.con.execute(
+            "SELECT feature_id, generalises, signature_specific FROM current_validations").fetchall()}
+    words = {(True, True): "yes", (True, False): "gen", (False, True): "spec"}
+    assert seen["valid"][:6] == [words.get(held[f], "no") for f in seen["features"][:6]]
     assert set(seen["valid"][6:]) == {"–"}
     assert "64 of 64 features" in seen["summary"] and "SAE 1 (1 of 2)" in seen["summary"]
+
+
+def test_valid_shows_both_verdicts_and_each_has_a_filter_word(app_db: Path) -> None:
+    split = split_verdicts(app_db)
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = await open_features(pilot)
+        seen["valid"] = dict(zip(shown_column(screen, "feature"), shown_column(screen, "valid"), strict=True))
+        for word in ("yes", "gen", "spec", "no", "none"):
+            await prompt(pilot, "slash", f"valid:{word}")
+            seen[word] = set(shown_column(screen, "feature"))
+
+    drive(app_db, script)
+    labelled = {split.general, split.both, split.duplicate}
+    assert [seen["valid"][f] for f in split] == ["gen", "yes", "no"]
+    assert seen["yes"] == {split.both} and seen["gen"] == {split.general, split.both} and seen["spec"] == {split.both}
+    assert seen["no"] >= {split.general, split.duplicate} and split.both not in seen["no"]
+    assert len(seen["no"]) == 5 and not labelled & seen["none"] and len(seen["none"]) == 58
 
 
 def test_s_cycles_the_sort_column_and_S_reverses_it(app_db: Path) -> None:
@@ -294,6 +316,7 @@ def test_no_ranking_says_how_to_make_one(app_db: Path) -> None:
     ("score>abc", "'abc' is not a number"),
     ("condition=2", "no column 'condition'"),
     ("label:maybe", "label: takes one of"),
+    ("valid:maybe", "valid: takes one of yes, gen, spec, no, none, untestable"),
     ("score >0.5", "without spaces"),
     ('"open', "close the quote"),
 ])

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static
 
 from store.datasets import NewDataset, add_dataset
 from store.db import Store
+from tests.app_data import split_verdicts
 from tests.pilot import plain, run_app, settle
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
@@ -353,13 +354,16 @@ def test_runs_are_listed_with_their_labels_and_validations(app_db: Path) -> None
         runs = app.screen.query_one("#runs", DataTable)
         seen["rows"] = [[str(c) for c in runs.get_row_at(i)] for i in range(runs.row_count)]
 
+    split_verdicts(app_db)  # two labels generalise, one of them with a specific signature too
     with Store.open(app_db) as db:
         expected = run_summaries(db)[0]
+    assert (expected["generalises"], expected["validated"]) == (2, 1)
     drive(Store.open(app_db), script)
     assert len(seen["rows"]) == 1
     row = seen["rows"][0]
     assert row[:7] == ["1", "sample", "finished", "batchtopk", "2", "64", "4"]
-    assert row[-3:] == [str(expected["labelled"]), str(expected["validated"]), "—"]  # trained on every bin
+    assert row[-4:] == [str(expected["labelled"]), str(expected["generalises"]), str(expected["validated"]),
+                        "—"]  # trained on every bin
     assert expected["labelled"] == 6
 
 

@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from store import Store
-from tests.app_data import APP_VALIDATE
+from tests.app_data import APP_VALIDATE, split_verdicts
 from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
@@ -287,7 +287,7 @@ def test_undo_restores_the_previous_label_with_its_validation(app_db: Path) -> N
     assert seen["label"]["label_id"] == auto["label_id"] and seen["label"]["source"] == "auto"
     # the validation line comes back as it was (after it, a note of what was undone)
     def verdict(info: str) -> list[str]:
-        return [line.split("  ·  ")[0] for line in info.splitlines() if line.startswith(("validated", "not validated"))]
+        return [line.split("  ·  ")[0] for line in info.splitlines() if " generalises " in line]
     assert verdict(seen["before"]) and verdict(seen["before"]) == verdict(seen["after"])
     assert "(auto)" in seen["after"]
     current = rows(app_db, "SELECT label_id, verdict FROM current_labels WHERE sae_id = 1 AND feature_id = ?",
@@ -514,10 +514,12 @@ def test_v_validates_the_accepted_label_now_and_refuses_without_one(app_db: Path
 
     drive(app_db, script)
     assert any("no accepted label with a predicate" in m for m in seen["refused"])
-    stored = rows(app_db, "SELECT label_id, testable, q_value, validated FROM validations WHERE feature_id = ?"
-                          " AND sae_id = 1", [order[6]])
+    stored = rows(app_db, "SELECT label_id, testable, q_value, generalises, signature_specific, attempt"
+                          " FROM validations WHERE feature_id = ? AND sae_id = 1", [order[6]])
     assert [r["label_id"] for r in stored] == [seen["label_id"]] and stored[0]["testable"]
-    assert ("validated ✓" if stored[0]["validated"] else "not validated ✗") in seen["info"]
+    # Both verdicts, narrow (80 columns): marks before their names, then the attempt.
+    marks = ["✓" if stored[0][key] else "✗" for key in ("generalises", "signature_specific")]
+    assert f"{marks[0]} generalises {marks[1]} specific · attempt {stored[0]['attempt']}" in seen["info"]
     # q is corrected over the run's stored validations (six before, seven now), not a lone p-value.
     assert len(rows(app_db, "SELECT label_id FROM validations")) == 7
 
@@ -525,11 +527,45 @@ def test_v_validates_the_accepted_label_now_and_refuses_without_one(app_db: Path
 def test_validate_label_gives_what_validate_run_gave(app_db: Path) -> None:
     from engine.validate_run import validate_label
 
-    before = rows(app_db, "SELECT * EXCLUDE (created_at) FROM validations WHERE label_id = 2")[0]
+    before = rows(app_db, "SELECT * EXCLUDE (created_at, validation_id) FROM validations WHERE label_id = 2")[0]
     with Store.open(app_db) as db:
         after = validate_label(db, 1, 2, APP_VALIDATE)
+    # A new row (attempts are appended), the same test (its attempt number kept) and the same figures.
+    assert after.pop("validation_id") > rows(app_db, "SELECT min(validation_id) AS v FROM validations")[0]["v"]
     after.pop("created_at")
     assert after == before
+
+
+def test_the_validation_line_shows_both_verdicts_the_attempt_and_the_trials(app_db: Path) -> None:
+    split = split_verdicts(app_db)
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        for feature_id in (split.general, split.both, split.duplicate):
+            screen = await open_review(pilot, feature_id=feature_id)
+            await shown(pilot, feature_id)
+            seen[feature_id] = text_of(screen, "#info").splitlines()[2]
+            await pilot.press("escape")
+            await pilot.pause()
+
+    drive(app_db, script, size=(160, 40))  # wide: the verdicts in words
+    assert seen[split.general].startswith(
+        "generalises ✓ · signature not specific ✗ · attempt 2 · MCC 0.62 [0.51, 0.71] (24 test trials) · q ≤ 0.012")
+    assert seen[split.both].startswith(
+        "generalises ✓ · signature-specific ✓ · attempt 1 · MCC 0.55 [0.40, 0.66] (6 test trials, too few for a"
+        " reliable interval) · q 0.03")
+    assert seen[split.duplicate].startswith("does not generalise ✗ · signature not specific ✗ · attempt 1")
+    assert "weaker duplicate" in seen[split.duplicate] and "weaker duplicate" not in seen[split.general]
+    narrow: dict[str, Any] = {}
+
+    async def at_80(app: MiniApp, pilot: Pilot) -> None:
+        screen = await open_review(pilot, feature_id=split.both)
+        await shown(pilot, split.both)
+        narrow["line"] = text_of(screen, "#info").splitlines()[2]
+
+    drive(app_db, at_80)  # 80 columns: marks before short names, the trials only when too few
+    assert narrow["line"].startswith("✓ generalises ✓ specific · attempt 1 · MCC 0.55 [0.40, 0.66] q 0.03 6 trials!")
+    assert len(narrow["line"].rstrip()) <= 78
 
 
 # -- panels and going back -------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from textual.widgets import DataTable, Input, Static
 import engine.validate_run
 from engine.labels import label_feature
 from engine.validate import ValidateConfig
+from engine.validation_text import trials_text
 from store.db import Store
+from tests.app_data import split_verdicts
 from tests.pilot import columns_sized, notifications, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
@@ -63,8 +65,9 @@ def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> None:
-    stored = query(app_db, "SELECT sae_id, feature_id, predicate, mcc, mcc_ci_low, mcc_ci_high, validated"
-                           " FROM validations")
+    stored = query(app_db, "SELECT sae_id, feature_id, predicate, attempt, mcc, mcc_ci_low, mcc_ci_high, n_test_trials,"
+                           " coalesce(generalises, false), coalesce(signature_specific, false)"
+                           " FROM current_validations")
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
@@ -78,22 +81,63 @@ def test_lists_every_accepted_label_with_its_stored_validation(app_db: Path) -> 
     assert isinstance(seen["screen"], ValidationScreen)
     rows = {row[0]: row for row in seen["rows"]}
     assert len(rows) == len(stored) == 6
-    for sae_id, feature_id, predicate, mcc, low, high, validated in stored:
+    for sae_id, feature_id, predicate, attempt, mcc, low, high, trials, general, specific in stored:
         row = rows[f"{sae_id}·{feature_id}"]
-        shown = predicate if len(predicate) <= 18 else predicate[:17] + "…"  # the list's label width at 80
-        assert row[1] == shown
-        assert row[2] == f"{mcc:.2f} [{low:.2f}, {high:.2f}]"
-        assert row[5] == ("✓ auto" if validated else "✗ auto")
-    # Validated pairings first, then by MCC.
-    n_validated = sum(row[-1] for row in stored)
-    assert [row[5][0] for row in seen["rows"]] == ["✓"] * n_validated + ["✗"] * (6 - n_validated)
-    for group in (seen["rows"][:n_validated], seen["rows"][n_validated:]):
-        mccs = [float(row[2].split()[0]) for row in group]
-        assert mccs == sorted(mccs, reverse=True)
-    assert f"6 accepted labels, 6 tested, {n_validated} validated" in seen["summary"]
-    assert f"SAE 1: 6 labels, 6 testable, {n_validated} validated" in seen["summary"]
+        shown = predicate if len(predicate) <= 15 else predicate[:14] + "…"  # the list's label width at 80
+        assert row[1] == shown and row[2] == str(attempt)
+        few = "!" if trials is not None and trials < 10 else ""
+        assert row[3] == f"{mcc:.2f} [{low:.2f}, {high:.2f}]{few}"
+        assert row[5:7] == ["✓" if general else "✗", "✓" if specific else "✗"] and row[7].endswith("auto")
+    # Generalising pairings first, validated (both verdicts) first among them, then by MCC.
+    order = [(row[5] != "✓", row[6] != "✓", -float(row[3].split()[0])) for row in seen["rows"]]
+    assert order == sorted(order)
+    n_general = sum(row[-2] for row in stored)
+    n_both = sum(row[-2] and row[-1] for row in stored)
+    assert f"6 accepted labels, 6 tested: {n_general} gen, {n_both} gen+spec" in seen["summary"]
+    assert f"SAE 1: 6 labels, 6 testable, {n_general} gen, {n_both} gen+spec" in seen["summary"]
     assert "SAE 2: no labels" in seen["summary"]
-    assert "MCC 95% CI > 0, q < 0.05 (BH), signature > random p95; test split only" in seen["summary"]
+    assert "gen: MCC 95% CI > 0, q < 0.05 · spec: signature > random p95 · test split only" in seen["summary"]
+
+
+def test_both_verdicts_the_attempt_p_at_the_floor_and_too_few_trials(app_db: Path) -> None:
+    split = split_verdicts(app_db)
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = open_screen(app)
+        await settle(app, pilot)
+        seen["rows"] = table_rows(screen)
+        seen["summary"] = text_of(screen, "#summary")
+        table = screen.query_one("#pairings", DataTable)
+        for i, row in enumerate(seen["rows"]):
+            table.move_cursor(row=i)
+            await pilot.pause()
+            seen[row[0]] = " ".join(text_of(screen, "#detail").split())
+
+    drive(app_db, script)
+    rows = {row[0]: row for row in seen["rows"]}
+    general, both, duplicate = (f"1·{feature}" for feature in split)
+    # Generalises, signature not specific: the two verdicts apart, at its second attempt.
+    assert rows[general][2:] == ["2", "0.62 [0.51, 0.71]", "≤ 0.012", "✓", "✗", "auto"]
+    assert rows[both][2:] == ["1", "0.55 [0.40, 0.66]!", "0.03", "✓", "✓", "auto"]
+    assert rows[duplicate][5:] == ["✗", "✗", "dup auto"]
+    assert [row[0] for row in seen["rows"][:2]] == [both, general]
+    assert "6 tested: 2 gen, 1 gen+spec" in seen["summary"] and "spec only" not in seen["summary"]
+    detail = seen[general]
+    assert f"SAE 1 · feature {split.general} · rank" in detail and "· attempt 2" in detail
+    assert "✓ generalises — MCC 0.62 [0.51, 0.71] over 24 test trials, q ≤ 0.012" in detail
+    assert "✗ signature not specific — signature 0.80 vs random p95 0.85" in detail
+    assert "generalises; signature not specific" in detail  # the stored reason
+    assert "MCC 0.620 [0.510, 0.710] 24 test trials" in detail
+    assert "p < 0.005 activation shifted within test trials (199 shifts)" in detail  # 1/200: a bound
+    assert "q ≤ 0.012" in detail and "0.005" not in detail.replace("< 0.005", "")
+    assert "tuned on random subsets of this size" in detail
+    detail = seen[both]
+    assert "✓ generalises" in detail and "✓ signature-specific" in detail and "· attempt 1" in detail
+    assert "6 test trials (too few for a reliable interval): read these intervals as rough" in detail
+    assert "over 6 test trials (too few for a reliable interval)" in detail
+    assert f"≈ weaker duplicate of SAE 1 feature {split.general} (MCC 0.62)" in seen[duplicate]
+    assert "weaker duplicate" not in seen[general]
 
 
 def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -> None:
@@ -114,19 +158,20 @@ def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -
     drive(app_db, script)
     sae_id, feature_id = (int(x) for x in seen["second_key"].split("·"))
     (row,) = query(app_db, "SELECT tp, fp, fn, tn, mcc, mcc_ci_low, mcc_ci_high, balanced_accuracy_ci_low,"
-                           " n_signature_units, reason, label_id, decode_signature, decode_random_p95"
-                           " FROM validations WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
-    tp, fp, fn, tn, mcc, low, high, ba_low, n_units, reason, label_id, signature, p95 = row
+                           " n_signature_units, reason, label_id, decode_signature, decode_random_p95, n_test_trials"
+                           " FROM current_validations WHERE sae_id = ? AND feature_id = ?", [sae_id, feature_id])
+    tp, fp, fn, tn, mcc, low, high, ba_low, n_units, reason, label_id, signature, p95, trials = row
     units = query(app_db, "SELECT unit_id FROM signatures WHERE label_id = ? AND in_signature", [label_id])
     detail = seen["second"]
     lines = [" ".join(line.split()) for line in detail.splitlines()]
     assert f"SAE {sae_id} · feature {feature_id}" in detail
     assert seen["first"] != detail and seen["back"] == seen["first"]
     assert f"feature on {tp:,} {fp:,}" in lines and f"feature off {fn:,} {tn:,}" in lines
-    assert f"MCC {mcc:.3f} [{low:.3f}, {high:.3f}]" in lines
+    # The interval with the test trials behind it (its warning, when too few, on a line of its own).
+    assert f"MCC {mcc:.3f} [{low:.3f}, {high:.3f}] {trials_text(trials).split(' (')[0]}" in lines
     assert f"{ba_low:.3f}" in detail
     assert "point values, no CI stored" in detail
-    assert reason.split(": ", 1)[1] in " ".join(detail.split())
+    assert " ".join(reason.split()) in " ".join(detail.split())
     assert f"signature ({n_units} units)" in detail and f"{signature:.3f}" in detail and f"{p95:.3f}" in detail
     assert f"Neural signature: {len(units)} units" in detail and len(units) == n_units
     assert "auto: accepted automatically (top suggestion), not by a person" in detail
@@ -173,7 +218,7 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path, gate
 
     drive(app_db, script)
     before = {row[0]: row for row in seen["before"]}
-    assert before["2·5"][2] == "not validated yet" and before["1·9"][2] == "not validated yet"
+    assert before["2·5"][3] == "not validated yet" and before["1·9"][3] == "not validated yet"
     assert "2 accepted labels not validated yet: press r" in seen["summary_before"]
     # The name-only label is not testable, validated or not.
     assert "SAE 1: 7 labels, 6 testable" in seen["summary_before"]
@@ -184,11 +229,11 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path, gate
     assert stored[new_id][1] is True and stored[new_id][2] is not None
     assert stored[untestable_id][1] is False and "not testable" in stored[untestable_id][3]
     after = {row[0]: row for row in seen["after"]}
-    assert after["1·9"][2] == "not testable" and after["1·9"][1] == 'a "quoted" 🧠 label'
-    assert after["2·5"][2].startswith(f"{stored[new_id][2]:.2f} [")
+    assert after["1·9"][3] == "not testable" and after["1·9"][1] == 'a "quoted" 🧠 l…'  # 15 cells at 80 columns
+    assert after["2·5"][3].startswith(f"{stored[new_id][2]:.2f} [")
     assert "not validated yet" not in seen["summary_after"] and "SAE 2: 1 label, 1 testable" in seen["summary_after"]
     assert not seen["validating"]
-    assert any(note.startswith("Run 1: 8 accepted labels tested on the test split: 7 testable")
+    assert any(note.startswith("Run 1 on the test split: 8 labels, 7 testable: ")
                for note in seen["notes"])
 
 
@@ -225,7 +270,7 @@ def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path
     assert any(note.startswith("Validation of run 1 cancelled after") and note.endswith("nothing was stored.")
                for note in seen["notes"]), seen["notes"]
     assert query(app_db, "SELECT label_id, mcc, created_at FROM validations ORDER BY label_id") == before
-    assert {row[0]: row[2] for row in seen["rows"]}["2·5"] == "not validated yet"
+    assert {row[0]: row[3] for row in seen["rows"]}["2·5"] == "not validated yet"
 
 
 def test_r_without_accepted_labels_says_what_to_do(app_db: Path) -> None:
@@ -273,7 +318,7 @@ def test_e_exports_the_report_beside_the_database(app_db: Path) -> None:
     text = report.read_text(encoding="utf-8")
     assert text.startswith("# mini report: run 1 on 'sample'") and "## Validations" in text
     assert (app_db.parent / "report_run1_tables" / "validations.csv").exists()
-    assert any(note.startswith(f"Report written to {report} (6 validations)") for note in seen["notes"])
+    assert any(note.startswith(f"Report written to {report} (6 validation attempts)") for note in seen["notes"])
 
 
 def test_report_path_is_checked_in_place_and_a_file_is_replaced_only_after_yes(app_db: Path) -> None:
@@ -361,8 +406,8 @@ def test_validation_in_worker_processes_is_announced_after_the_screen_closed(app
 
     drive(app_db, script)
     assert isinstance(seen["screen"], HomeScreen)
-    assert any(note.startswith("Run 1: 7 accepted labels tested") for note in seen["notes"]), seen["notes"]
-    after = query(app_db, "SELECT label_id, round(mcc, 9) FROM validations ORDER BY label_id")
+    assert any(note.startswith("Run 1 on the test split: 7 labels") for note in seen["notes"]), seen["notes"]
+    after = query(app_db, "SELECT label_id, round(mcc, 9) FROM current_validations ORDER BY label_id")
     assert [row[0] for row in after] == [*(row[0] for row in before), new_id]
     # The MCC on test does not depend on the null's or the bootstrap's settings: the stored ones again.
     assert after[:-1] == before
@@ -388,7 +433,7 @@ def test_coming_back_to_the_screen_reads_labels_made_meanwhile(app_db: Path) -> 
     drive(app_db, script)
     assert isinstance(seen["screen"], ValidationScreen)
     assert seen["before"] == 6 and len(seen["after"]) == 7
-    assert [seen["after"][-1][0], seen["after"][-1][2]] == ["2·5", "not validated yet"]
+    assert [seen["after"][-1][0], seen["after"][-1][3]] == ["2·5", "not validated yet"]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

@@ -220,17 +220,22 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import polars as pl
+
     from engine.validate_run import validate_run
-    from store.validations import validation_summary
+    from engine.validation_summary import figures_frame, outcome_line, verdict_counts
+    from store.validations import run_pairings
     from tui.table_text import render_table
 
     with _open_store(args, create=False) as db:
         outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs,
                                epoch=_epoch(args))
         _say_epoch("validate", outcome)
-        _say(f"validate: {outcome.n_validated} of {outcome.n_testable} testable labels validate on the test split"
-             f" ({outcome.n_labels - outcome.n_testable} not testable), {outcome.seconds:.0f} s")
-        print(render_table(validation_summary(db, args.run)))
+        tested = run_pairings(db, args.run).filter(pl.col("validated_at").is_not_null()).to_dicts()
+    # Counted from the stored rows the table shows: each accepted label's latest attempt.
+    _say(f"validate: {outcome_line(verdict_counts(tested), outcome.n_family)}; {outcome.seconds:.0f} s")
+    # The latest attempt of each accepted label, generalising ones first within each SAE.
+    print(render_table(figures_frame(tested, {row["label_id"]: row for row in tested})))
     return 0
 
 
@@ -239,7 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     with _open_store(args, read_only=True) as db:
         outcome = write_report(db, args.run, args.out, ReportConfig(top=args.top, table_format=args.tables))
-    print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validations) "
+    print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validation attempts) "
           f"and {len(outcome.tables)} tables in {outcome.tables[0].parent}/")
     return 0
 

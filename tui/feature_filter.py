@@ -6,7 +6,10 @@ Terms are separated by spaces and must all hold (quote a phrase with spaces: "co
 - `COLUMN OP NUMBER`: rank, feature, score, association (assoc), mis, stability (stab), density with
   >, >=, <, <=, =, != (density also as a percentage: `density<1%`), e.g. `score>0.5`;
 - `label:none|any|accept|reject|unsure|auto|person`;
-- `valid:yes|no|none|untestable` (the current label's validation held / failed / missing / no predicate).
+- `valid:yes|gen|spec|no|none|untestable`, the current label's latest validation attempt: `yes` validated
+  (generalises and signature-specific), `gen` generalises (signature-specific or not), `spec`
+  signature-specific (generalising or not), `no` tested but not validated (either verdict failed), `none`
+  not validated yet, `untestable` no predicate (or figures that cannot be computed on test).
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ LABEL_WORDS = {
     "auto": pl.col("label_source") == "auto",
     "person": pl.col("label_source") == "person",
 }
+_GENERAL = pl.col("testable").fill_null(False) & pl.col("generalises").fill_null(False)
+_SPECIFIC = pl.col("testable").fill_null(False) & pl.col("signature_specific").fill_null(False)
 VALID_WORDS = {
-    "yes": pl.col("validated").fill_null(False),
-    "no": pl.col("testable").fill_null(False) & ~pl.col("validated").fill_null(True),
+    "yes": _GENERAL & _SPECIFIC,
+    "gen": _GENERAL,
+    "spec": _SPECIFIC,
+    "no": pl.col("testable").fill_null(False) & ~(_GENERAL & _SPECIFIC),
     "none": pl.col("testable").is_null(),
     "untestable": ~pl.col("testable").fill_null(True),
 }

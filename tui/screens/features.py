@@ -28,7 +28,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move; pageup, pagedown, home, end move further"),
     ("enter", "review the feature under the cursor"),
     ("s, S", "sort by the next column / reverse the order"),
-    ("/", "filter: text, score>0.5, density<1%, label:none, valid:yes … (empty: all)"),
+    ("/", "filter: text, score>0.5, density<1%, label:none, valid:yes, valid:gen … (empty: all)"),
     ("f", "find text in suggestions and labels (moves the cursor, hides nothing)"),
     ("n, N", "the next / previous match of the last find"),
     (":", "jump to a rank"),
@@ -68,9 +68,13 @@ def display_frame(features: pl.DataFrame) -> pl.DataFrame:
             .when(pl.col("verdict") == "unsure").then(pl.lit("? unsure")).otherwise(pl.lit("")))
     text = pl.when(pl.col("verdict") == "accept").then(pl.col("label").fill_null("")).otherwise(pl.lit(""))
     auto = pl.when(pl.col("label_source") == "auto").then(pl.lit("(auto) ")).otherwise(pl.lit(""))
-    valid = (pl.when(pl.col("validated")).then(pl.lit("yes"))
-             .when(pl.col("validated").not_()).then(pl.lit("no"))
-             .when(pl.col("testable").not_()).then(pl.lit("n/t")).otherwise(pl.lit("–")))
+    # Both verdicts: `yes` validated (generalises and signature-specific), `gen` generalises only, `spec`
+    # signature-specific only, `no` neither; `n/t` not testable, `–` not validated.
+    valid = (pl.when(pl.col("testable").not_()).then(pl.lit("n/t"))
+             .when(pl.col("testable").is_null()).then(pl.lit("–"))
+             .when(pl.col("generalises") & pl.col("signature_specific")).then(pl.lit("yes"))
+             .when(pl.col("generalises")).then(pl.lit("gen"))
+             .when(pl.col("signature_specific")).then(pl.lit("spec")).otherwise(pl.lit("no")))
     return features.with_columns(
         pl.concat_str([mark, auto, text]).alias("label_text"), valid.alias("valid_text"),
         # Decimals with a fixed number of places: the table right-aligns them and measures every one.

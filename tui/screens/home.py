@@ -55,6 +55,7 @@ RUN_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("val_dead_fraction", "dead", True),
     ("flags", "flags", True),
     ("labelled", "labelled", True),
+    ("generalises", "gen", True),
     ("validated", "valid", True),
     ("epoch", "epoch", False),
 )

@@ -323,7 +323,7 @@ class ReviewScreen(Screen):
         )
 
         wide = self.wide
-        third = validation_text(panel)
+        third = validation_text(panel, wide=wide)
         if self._status:
             third.append(("  ·  " if third.plain else "") + self._status, style="dim")
         third.no_wrap, third.overflow = True, "ellipsis"
@@ -567,10 +567,13 @@ class ReviewScreen(Screen):
                         severity="error")
             self._status = ""
         else:
-            self.notify(f"Feature {message.feature_id} ({row['predicate']}): {row['reason']}.",
-                        title="Validated" if row["validated"] else "Not validated",
-                        severity="information" if row["validated"] else "warning", timeout=8)
-            self._status = f"validation of label {row['label_id']}: {'held' if row['validated'] else 'did not hold'}"
+            from engine.validation_text import verdict_words
+
+            verdicts = " · ".join(verdict_words(row))
+            self.notify(f"Feature {message.feature_id} ({row['predicate']}), attempt {row['attempt']}: "
+                        f"{row['reason']}.", title=verdicts[:1].upper() + verdicts[1:],
+                        severity="information" if row["generalises"] else "warning", timeout=8)
+            self._status = f"label {row['label_id']}, attempt {row['attempt']}: {verdicts}"
         self._versions[message.feature_id] = self._versions.get(message.feature_id, 0) + 1
         self._cache.pop(message.feature_id, None)
         if self._current() == message.feature_id and not self._writer.busy:

@@ -1,7 +1,8 @@
 """Validation: every accepted label of the open run and how it fared on the held-out test split.
 
-The list shows one row per pairing (feature × label); the panel beside or below it shows the selected
-pairing's confusion matrix, metrics with their intervals, decoding bars and signature units. `r` runs
+The list shows one row per pairing (feature × label: its latest attempt) with both verdicts, generalises
+and signature-specific; the panel beside or below it shows the selected pairing's verdicts with their
+reason, confusion matrix, metrics with their intervals and test trials, decoding bars and signature units. `r` runs
 validation (in a thread worker; the screen stays live; `c` cancels it), `e` writes the run's Markdown report
 and `F` freezes the run's labels (engine.freezes: a blind run's test split is read only after that).
 """
@@ -23,11 +24,19 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
-from tui.widgets.validation_detail import PAIRING_COLUMNS, pairing_cells, pairing_detail, state
+from tui.widgets.validation_detail import (
+    LABEL_WIDTH,
+    PAIRING_COLUMNS,
+    TESTED,
+    pairing_cells,
+    pairing_detail,
+    state,
+)
 
 if TYPE_CHECKING:
     from engine.validate import ValidateConfig
     from engine.validate_run import ValidateOutcome
+    from engine.validation_summary import VerdictCounts
     from store.freezes import FreezeState
     from tui.app import ThreadStores
 
@@ -41,20 +50,20 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("esc", "back"),
 )
 
-RULE = "Rule: MCC 95% CI > 0, q < 0.05 (BH), signature > random p95; test split only"
+RULE = "gen: MCC 95% CI > 0, q < 0.05 · spec: signature > random p95 · test split only"
 LOADING_TEXT = "Reading validations…"
 
 
 def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame,
                  epoch: str | None = None) -> Text:
-    """The run summary: labels, testable and validated per SAE, what is waiting, the analysis epoch the
-    stored validations read (None: every bin), and the rule."""
+    """The run summary: labels, tested, and both verdicts (generalise; also signature-specific) per SAE,
+    what is waiting, the analysis epoch the stored validations read (None: every bin), and the rule."""
     rows = list(pairings.iter_rows(named=True))
     states = [state(row) for row in rows]
     text = Text()
     text.append(f"Run {run_id} on '{dataset}'", style="bold")
-    text.append(f" · {len(rows)} accepted labels, {sum(s in ('validated', 'failed') for s in states)} tested,"
-                f" {states.count('validated')} validated")
+    text.append(f" · {len(rows)} accepted labels, {sum(s in TESTED for s in states)} tested: "
+                f"{_verdict_counts(states, lone=False)}")
     text.append(f" · epoch: {epoch}\n" if epoch else "\n")
     parts = []
     for sae_id in saes:
@@ -64,15 +73,24 @@ def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFr
             continue
         # Testable: has a predicate to test (whether or not it has been validated yet).
         testable = sum(row["predicate"] is not None for row, _ in mine)
-        validated = sum(s == "validated" for _, s in mine)
         parts.append(f"SAE {sae_id}: {len(mine)} label{'s' if len(mine) != 1 else ''}, {testable} testable, "
-                     f"{validated} validated")
+                     f"{_verdict_counts([s for _, s in mine])}")
     text.append(" · ".join(parts) + "\n")
     pending = states.count("pending")
     if pending:
         text.append(f"{pending} accepted label{'s' if pending != 1 else ''} not validated yet: press r\n",
                     style="bold yellow")
     text.append(RULE, style="dim")
+    return text
+
+
+def _verdict_counts(states: list[str], lone: bool = True) -> str:
+    """`4 gen, 1 gen+spec`: both verdicts counted in the rule's words (with `lone`, specific-only labels
+    said apart), short enough that an SAE's counts stay on one line at 80 columns."""
+    general = sum(s in ("validated", "generalises") for s in states)
+    text = f"{general} gen, {states.count('validated')} gen+spec"
+    if lone and states.count("specific"):
+        text += f", {states.count('specific')} spec only"
     return text
 
 
@@ -164,9 +182,11 @@ class ValidationScreen(Screen):
             self.text = text
 
     class ValidationFinished(Message):
-        def __init__(self, outcome: ValidateOutcome):
+        def __init__(self, outcome: ValidateOutcome, counts: VerdictCounts):
             super().__init__()
             self.outcome = outcome
+            self.counts = counts
+            """Both verdicts counted over the stored latest attempts of the run's accepted labels."""
 
     class ValidationFailed(Message):
         """Validation failed or (`cancelled`) was stopped by the person; `reason` says which, in a sentence."""
@@ -211,6 +231,8 @@ class ValidationScreen(Screen):
         self._validate_jobs = validate_jobs
         self._pairings: dict[str, dict[str, Any]] = {}
         """Pairing rows keyed like the table's rows (str(label_id))."""
+        self._by_label: dict[int, dict[str, Any]] = {}
+        """The same rows by label_id: the stronger label a duplicate repeats is named from them."""
         self._units: dict[int, list[dict]] = {}
         self._filled_width = 0
         self.validating = False
@@ -279,6 +301,7 @@ class ValidationScreen(Screen):
         table = self.query_one("#pairings", DataTable)
         selected = self._selected_key()
         self._pairings = {str(row["label_id"]): row for row in message.pairings.iter_rows(named=True)}
+        self._by_label = {row["label_id"]: row for row in self._pairings.values()}
         self._units = {label_id: part.to_dicts() for (label_id,), part in
                        message.units.group_by("label_id", maintain_order=True)}
         self.query_one("#summary", Static).update(
@@ -300,7 +323,7 @@ class ValidationScreen(Screen):
 
     def _label_width(self) -> int:
         """Characters of each label in the list: what fits 80 columns, more where there is room."""
-        return 18 if self.size.width < 100 or self.has_class("-wide") else 40
+        return LABEL_WIDTH if self.size.width < 100 or self.has_class("-wide") else 36
 
     def _fill_table(self) -> None:
         table = self.query_one("#pairings", DataTable)
@@ -308,7 +331,7 @@ class ValidationScreen(Screen):
         table.clear()
         width = self._label_width()
         for key, row in self._pairings.items():
-            table.add_row(*pairing_cells(row, width), key=key)
+            table.add_row(*pairing_cells(row, width, self._by_label), key=key)
         self._filled_width = width
         if table.row_count:
             table.move_cursor(row=min(cursor_row, table.row_count - 1))
@@ -338,7 +361,8 @@ class ValidationScreen(Screen):
         if key not in self._pairings:
             return
         row = self._pairings[key]
-        self.query_one("#detail", Static).update(pairing_detail(row, self._units.get(row["label_id"], [])))
+        self.query_one("#detail", Static).update(
+            pairing_detail(row, self._units.get(row["label_id"], []), self._by_label))
         self.query_one("#detail-box", VerticalScroll).scroll_home(animate=False)
 
     # -- validating ----------------------------------------------------------------------------------
@@ -374,6 +398,8 @@ class ValidationScreen(Screen):
     def validate(self, cancel: threading.Event) -> None:
         from engine.errors import Cancelled
         from engine.validate_run import validate_run
+        from engine.validation_summary import verdict_counts
+        from store.validations import run_pairings
 
         worker = get_current_worker()
         app = self.app  # the screen may be closed before validation ends; the app still says so
@@ -390,12 +416,14 @@ class ValidationScreen(Screen):
             with self._stores.cursor() as db:
                 outcome = validate_run(db, self.run_id, self._validate_config, report=progressed,
                                        n_jobs=self._validate_jobs, cancel=cancel)
+                counts = verdict_counts(run_pairings(db, self.run_id).filter(
+                    pl.col("validated_at").is_not_null()).iter_rows(named=True))
         except Cancelled as error:
             message = self.ValidationFailed(f"{str(error)[:1].upper()}{str(error)[1:]}.", cancelled=True)
         except Exception as error:  # an InputError (no labels) or a failure: one sentence, app stays up
             message = self.ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
         else:
-            message = self.ValidationFinished(outcome)
+            message = self.ValidationFinished(outcome, counts)
         if worker.is_cancelled:  # the screen was closed: say it in a notification instead
             failed = isinstance(message, self.ValidationFailed) and not message.cancelled
             severity = "error" if failed else "information"
@@ -460,7 +488,7 @@ class ValidationScreen(Screen):
     @on(ReportWritten)
     def report_written(self, message: ReportWritten) -> None:
         self._set_status(None)
-        self.notify(f"Report written to {message.path} ({message.n_validations} validations); tables in "
+        self.notify(f"Report written to {message.path} ({message.n_validations} validation attempts); tables in "
                     f"{message.tables}.", title="Report", markup=False)
 
     @on(ReportFailed)
@@ -543,7 +571,8 @@ def _sentence(text: str) -> str:
 
 def _outcome_text(message: Message) -> str:
     if isinstance(message, ValidationScreen.ValidationFinished):
+        from engine.validation_summary import outcome_line
+
         outcome = message.outcome
-        return (f"Run {outcome.run_id}: {outcome.n_labels} accepted labels tested on the test split: "
-                f"{outcome.n_testable} testable, {outcome.n_validated} validated.")
+        return f"Run {outcome.run_id} on the test split: {outcome_line(message.counts, outcome.n_family)}."
     return getattr(message, "reason", "")

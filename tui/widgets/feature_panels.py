@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
+from engine.validation_summary import MARKS, interval_text
+from engine.validation_text import MIN_CI_TRIALS, q_text, trials_text, verdict_words
+
 if TYPE_CHECKING:
     from engine.review import FeaturePanel
 
@@ -70,8 +73,10 @@ def label_line(panel: FeaturePanel, *, wide: bool) -> Text:
     return text
 
 
-def validation_text(panel: FeaturePanel) -> Text:
-    """Whether the current label's validation held, with its numbers; empty for other verdicts."""
+def validation_text(panel: FeaturePanel, *, wide: bool = True) -> Text:
+    """The current label's latest validation attempt: both verdicts, the attempt, MCC [CI] with the test
+    trials behind it, and q (`generalises ✓ · signature not specific ✗ · attempt 2 · MCC …`); empty for
+    other verdicts. Narrow, the verdicts read as marks before their names so that q still fits 80 columns."""
     label, validation = panel.label, panel.validation
     if label is None or label["verdict"] != "accept":
         return Text("")
@@ -79,14 +84,34 @@ def validation_text(panel: FeaturePanel) -> Text:
         return Text("not testable (no predicate)", style="dim")
     if validation is None:
         return Text("not validated yet (v validates)", style="dim")
+    attempt = f"attempt {validation['attempt']}" if validation.get("attempt") is not None else ""
     if not validation["testable"]:
-        return Text(f"not testable: {validation['reason']}", style="dim")
-    held = validation["validated"]
-    text = Text("validated ✓" if held else "not validated ✗", style="bold green" if held else "bold red")
-    text.append(f" MCC {number(validation['mcc'], 2)} [{number(validation['mcc_ci_low'], 2)},"
-                f" {number(validation['mcc_ci_high'], 2)}] q {number(validation['q_value'], 2)}"
-                f" signature {number(validation['decode_signature'], 2)}"
-                f" vs random p95 {number(validation['decode_random_p95'], 2)}")
+        return Text(f"not testable: {str(validation['reason']).removeprefix('not testable: ')}"
+                    + (f" · {attempt}" if attempt else ""), style="dim")
+    text = Text()
+    general, specific = verdict_words(validation)
+    for held, words, short in ((bool(validation.get("generalises")), general, "generalises"),
+                               (bool(validation.get("signature_specific")), specific, "specific")):
+        style = "bold green" if held else "bold red"
+        if text.plain:
+            text.append(" · " if wide else " ")
+        text.append(f"{words} {MARKS[held]}" if wide else f"{MARKS[held]} {short}", style=style)
+    if attempt:
+        text.append(f" · {attempt}", style="bold")
+    trials = validation.get("n_test_trials")
+    few = trials is not None and trials < MIN_CI_TRIALS
+    q = q_text(validation.get("q_value"), validation.get("p_value"), validation.get("n_shifts"))
+    text.append(f" · MCC {interval_text(validation)}")
+    if wide:
+        counted = trials_text(trials).replace(" (", ", ").rstrip(")") if few else trials_text(trials)
+        text.append(f" ({counted})", style="bold yellow" if few else "")
+        text.append(f" · q {q}")
+    else:  # the trial count only when it is too small: the Validation screen shows every count
+        text.append(f" q {q}")
+        if few:
+            text.append(f" {trials} trials!", style="bold yellow")
+    if validation.get("duplicate_of") is not None:
+        text.append(" · weaker duplicate", style="magenta")
     return text
 
 

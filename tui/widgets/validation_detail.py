@@ -1,9 +1,10 @@
 """How one labelled pairing's validation reads on screen: its row in the list and its detail panel.
 
-Only stored numbers are shown (nothing is recomputed), each with what it is: the MCC and balanced
-accuracy carry their 95 % trial-bootstrap intervals; the other confusion metrics are point values and
-say so; labels without a predicate are 'not testable', and labels accepted automatically say that no
-person accepted them.
+Only stored numbers are shown (nothing is recomputed), each with what it is: the two verdicts (generalises;
+signature-specific) side by side, the attempt, the MCC and balanced accuracy with their 95 % trial-bootstrap
+intervals and the number of test trials behind them (flagged when too few); the other confusion metrics
+are point values and say so; p and q read as bounds at the null's floor (engine.validation_text); labels
+without a predicate are 'not testable', and labels accepted automatically say that no person accepted them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 from rich.text import Text
 
 from engine.report import bar
+from engine.validation_summary import MARKS, duplicate_text, interval_text
+from engine.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text, verdict_words
 
 BAR_WIDTH = 20
-LABEL_WIDTH = 18
-"""Characters of a label shown in the list (the detail panel shows all of it)."""
+LABEL_WIDTH = 15
+"""Characters of a label shown in the list (the detail panel shows all of it): what leaves the other
+columns room in 80 terminal columns."""
 
 
 def number(value: Any, digits: int = 3) -> str:
@@ -29,12 +33,6 @@ def number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def p_value_text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.2g}" if value < 0.01 else f"{value:.3f}".rstrip("0").rstrip(".")
-
-
 def label_text(row: dict) -> str:
     """The label as a person reads it: the predicate, and the name too when it says something else."""
     name, predicate = row.get("name"), row.get("predicate")
@@ -44,43 +42,63 @@ def label_text(row: dict) -> str:
 
 
 def state(row: dict) -> str:
-    """pending (accepted since the last validation), untestable, validated or failed."""
+    """pending (accepted since the last validation), untestable, validated (generalises and signature-specific),
+    generalises (only), specific (only: the signature is specific but the label does not generalise) or failed."""
     if row.get("validated_at") is None:
         return "pending"
     if not row.get("testable"):
         return "untestable"
-    return "validated" if row.get("validated") else "failed"
+    general, specific = bool(row.get("generalises")), bool(row.get("signature_specific"))
+    if general and specific:
+        return "validated"
+    return "generalises" if general else "specific" if specific else "failed"
+
+
+TESTED = ("validated", "generalises", "specific", "failed")
+"""States of a testable label with a stored attempt."""
+
+
+def _mark(held: bool) -> Text:
+    return Text(MARKS[held], style="bold green" if held else "bold red", justify="center")
 
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def pairing_cells(row: dict, label_width: int = LABEL_WIDTH) -> list[Text]:
-    """One row of the pairings list: SAE·feature, label, MCC [CI], q, decoding, verdict and who labelled.
+def pairing_cells(row: dict, label_width: int = LABEL_WIDTH, labels: dict[int, dict] | None = None) -> list[Text]:
+    """One row of the pairings list: SAE·feature, label, attempt, MCC [CI] (`!` when it rests on too few
+    test trials), q, the two verdicts, and a note (`dup`: a weaker duplicate; `auto`: not a person's label).
 
     Narrow on purpose: the list and all its columns fit an 80-column terminal."""
     kind = state(row)
     cells = [Text(f"{row['sae_id']}·{row['feature_id']}", justify="right"),
              Text(_short(label_text(row), label_width))]
     if kind == "pending":
-        cells += [Text("not validated yet", style="italic"), Text(""), Text(""), Text("new", style="bold yellow")]
+        cells += [Text(""), Text("not validated yet", style="italic"), Text(""), Text(""), Text(""),
+                  Text("new", style="bold yellow")]
     elif kind == "untestable":
-        cells += [Text("not testable", style="dim italic"), Text(""), Text(""), Text("–", style="dim")]
+        cells += [Text(str(row.get("attempt") or ""), justify="right"), Text("not testable", style="dim italic"),
+                  Text(""), Text("–", style="dim", justify="center"), Text("–", style="dim", justify="center"),
+                  Text("")]
     else:
-        cells += [
-            Text(f"{number(row['mcc'], 2)} [{number(row['mcc_ci_low'], 2)}, {number(row['mcc_ci_high'], 2)}]"),
-            Text(p_value_text(row["q_value"]), justify="right"),
-            Text(f"{number(row['decode_signature'], 2)}/{number(row['decode_all'], 2)}/"
-                 f"{number(row['decode_random_p95'], 2)}"),
-            Text("✓", style="bold green") if kind == "validated" else Text("✗", style="bold red"),
-        ]
+        interval = Text(interval_text(row))
+        trials = row.get("n_test_trials")
+        if trials is not None and trials < MIN_CI_TRIALS:
+            interval.append("!", style="bold yellow")
+        cells += [Text(str(row.get("attempt") or "–"), justify="right"), interval,
+                  Text(q_text(row.get("q_value"), row.get("p_value"), row.get("n_shifts")), justify="right"),
+                  _mark(bool(row.get("generalises"))), _mark(bool(row.get("signature_specific"))), Text("")]
+    note = cells[-1]
+    if row.get("duplicate_of") is not None and kind != "pending":
+        note.append("dup", style="magenta")
     if row.get("source") == "auto":
-        cells[-1].append(" auto", style="yellow")
+        note.append(" auto" if note.plain else "auto", style="yellow")
     return cells
 
 
-PAIRING_COLUMNS = ("SAE·ft", "label", "MCC [95% CI]", "q", "sig/all/p95", "ok")
+PAIRING_COLUMNS = ("SAE·ft", "label", "#", "MCC [95% CI]", "q", "gen", "spec", "note")
+"""gen: generalises (MCC interval above 0, q < 0.05); spec: signature-specific; #: the attempt."""
 
 
 # --------------------------------------------------------------------------- the detail panel
@@ -104,7 +122,7 @@ def _decoding_bars(text: Text, row: dict) -> None:
         (f"signature ({n_units} units)", row.get("decode_signature"),
          f"{number(row.get('signature_percentile'), 0)}th pct of random"),
         ("all units", row.get("decode_all"), ""),
-        ("random p95", row.get("decode_random_p95"), f"random {n_units}-unit subsets"),
+        ("random p95", row.get("decode_random_p95"), f"{n_units}-unit subsets"),
         ("feature alone", row.get("decode_feature"), ""),
     ]
     width = max(len(name) for name, _, _ in bars)
@@ -117,6 +135,13 @@ def _decoding_bars(text: Text, row: dict) -> None:
         if note:
             text.append(f"  {note}", style="dim")
         text.append("\n")
+    text.append(f"  random p95: the 95th percentile of random {n_units}-unit subsets, each decoder\n"
+                "  tuned on random subsets of this size (not on the signature)\n", style="dim")
+
+
+def _is(name: str, value: str) -> str:
+    """`p = 0.03`, or `p < 0.005` for a bound (the text already holds its relation)."""
+    return f"{name} {value}" if value[:1] in "<≤" else f"{name} = {value}"
 
 
 def _metrics(text: Text, row: dict) -> None:
@@ -125,18 +150,26 @@ def _metrics(text: Text, row: dict) -> None:
     text.append(f"  {'':<13}{'holds':>9}{'does not':>10}\n", style="bold")
     text.append(f"  {'feature on':<13}{number(tp):>9}{number(fp):>10}\n")
     text.append(f"  {'feature off':<13}{number(fn):>9}{number(tn):>10}\n")
+    trials = row.get("n_test_trials")
+    few = trials is not None and trials < MIN_CI_TRIALS
     text.append(f"\n  {'metric':<19}{'test':>6}   95% CI (bootstrap over test trials)\n", style="bold")
     for name, key in (("MCC", "mcc"), ("balanced accuracy", "balanced_accuracy")):
         text.append(f"  {name:<19}{number(row.get(key)):>6}   "
-                    f"[{number(row.get(key + '_ci_low'))}, {number(row.get(key + '_ci_high'))}]\n")
+                    f"[{number(row.get(key + '_ci_low'))}, {number(row.get(key + '_ci_high'))}]  ")
+        text.append(trials_text(trials).split(" (")[0], style="bold yellow" if few else "dim")
+        text.append("\n")
+    if few:
+        text.append(f"  {trials_text(trials)}: read these intervals as rough\n", style="bold yellow")
     for name, key in (("F1", "f1"), ("precision", "precision"), ("recall", "recall"),
                       ("specificity", "specificity")):
         text.append(f"  {name:<19}{number(row.get(key)):>6}   –\n")
     text.append("  (F1, precision, recall, specificity: point values, no CI stored)\n", style="dim")
-    text.append(f"  p = {p_value_text(row.get('p_value'))}", style="bold")
-    text.append("  activation shifted within test trials\n", style="dim")
-    text.append(f"  q = {p_value_text(row.get('q_value'))}", style="bold")
-    text.append("  Benjamini–Hochberg over the run's labels\n", style="dim")
+    shifts = row.get("n_shifts")
+    text.append(f"  {_is('p', p_text(row.get('p_value'), shifts))}", style="bold")
+    text.append(f"  activation shifted within test trials{f' ({shifts} shifts)' if shifts else ''}\n",
+                style="dim")
+    text.append(f"  {_is('q', q_text(row.get('q_value'), row.get('p_value'), shifts))}", style="bold")
+    text.append("  Benjamini–Hochberg over every attempt of the run\n", style="dim")
 
 
 def _signature(text: Text, row: dict, units: list[dict]) -> None:
@@ -154,12 +187,33 @@ def _signature(text: Text, row: dict, units: list[dict]) -> None:
                     f"{'–' if coactivation is None else format(coactivation, '+.2f'):>12}\n")
 
 
-def pairing_detail(row: dict, units: list[dict]) -> Text:
-    """Everything stored about one pairing's validation, for the detail panel."""
+def _verdicts(text: Text, row: dict, labels: dict[int, dict]) -> None:
+    """The two verdicts side by side, with the figures each rests on, then the stored reason."""
+    general, specific = verdict_words(row)
+    held = bool(row.get("generalises"))
+    text.append(f"\n{MARKS[held]} {general}", style="bold green" if held else "bold red")
+    text.append(f" — MCC {interval_text(row)} over {trials_text(row.get('n_test_trials'))}, "
+                f"{_is('q', q_text(row.get('q_value'), row.get('p_value'), row.get('n_shifts')))}\n")
+    held = bool(row.get("signature_specific"))
+    text.append(f"{MARKS[held]} {specific}", style="bold green" if held else "bold red")
+    text.append(f" — signature {number(row.get('decode_signature'), 2)} vs random p95 "
+                f"{number(row.get('decode_random_p95'), 2)}\n")
+    duplicate = duplicate_text(row, labels)
+    if duplicate:
+        text.append(f"≈ {duplicate}: the same predicate, tested on a stronger feature\n", style="magenta")
+    if row.get("reason"):
+        text.append(f"{row['reason']}\n", style="dim")
+
+
+def pairing_detail(row: dict, units: list[dict], labels: dict[int, dict] | None = None) -> Text:
+    """Everything stored about one pairing's validation, for the detail panel (`labels`: the run's pairings
+    by label_id, to name the stronger label a duplicate repeats)."""
     text = Text()
     text.append(f"SAE {row['sae_id']} · feature {row['feature_id']}", style="bold")
     if row.get("rank") is not None:
         text.append(f" · rank {row['rank']}", style="dim")
+    if row.get("attempt") is not None and row.get("validated_at") is not None:
+        text.append(f" · attempt {row['attempt']}", style="bold")
     text.append("\nlabel ", style="dim")
     text.append(label_text(row), style="bold")
     text.append("\n")
@@ -175,15 +229,13 @@ def pairing_detail(row: dict, units: list[dict]) -> Text:
                     style="bold yellow")
         return text
     if kind == "untestable":
-        text.append("\nNot testable: this label has no predicate, so there is nothing to test on the test "
-                    "split. Give it one in Review (l) to test it.\n", style="bold")
+        reason = str(row.get("reason") or "").removeprefix("not testable: ")
+        if not row.get("predicate"):
+            reason = ("this label has no predicate, so there is nothing to test on the test split. Give it one "
+                      "in Review (l) to test it")
+        text.append(f"\nNot testable: {reason}.\n", style="bold")
         return text
-    reason = str(row.get("reason") or "")
-    if kind == "validated":
-        text.append("\n✓ validated", style="bold green")
-    else:
-        text.append("\n✗ not validated", style="bold red")
-    text.append(f" — {reason.split(': ', 1)[-1]}\n")
+    _verdicts(text, row, labels or {})
     text.append(f"Feature on when its activation exceeds {number(row.get('threshold'))} "
                 "(chosen on train + val to maximise MCC).\n", style="dim")
     _metrics(text, row)
