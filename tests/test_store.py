@@ -77,17 +77,19 @@ def test_read_only_open_of_an_old_file_asks_for_an_upgrade(tmp_path):
 
 
 def test_a_migration_merged_out_of_order_is_applied_later(tmp_path):
-    """Versions are developed side by side: a file can hold 9 without 8. A read-only open names what is
+    """Versions are developed side by side: a file can hold 11 without 10. A read-only open names what is
     missing; the next read-write open applies it and keeps the data."""
     path = tmp_path / "gap.duckdb"
-    without_8 = tuple(m for m in MIGRATIONS if m.version != 8)
-    with Store.open(path, migrations=without_8) as db:
+    without_10 = tuple(m for m in MIGRATIONS if m.version != 10)
+    columns = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'associations' AND column_name = " \
+              "'n_shuffles'"
+    with Store.open(path, migrations=without_10) as db:
         db.con.execute("INSERT INTO activations VALUES (1, 2, 3, 0.5)")
-        assert db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'analysis_epochs'") == 0
-    with pytest.raises(StoreError, match="lacks schema migration 8; open it once read-write"):
+        assert db.scalar(columns) == 0
+    with pytest.raises(StoreError, match="lacks schema migration 10; open it once read-write"):
         Store.open(path, read_only=True)
     with Store.open(path) as db:
-        assert db.scalar("SELECT count(*) FROM analysis_epochs") == 0
+        assert db.scalar(columns) == 1
         assert db.scalar("SELECT value FROM activations WHERE sae_id = 1") == 0.5
         assert sorted(db.frame("SELECT version FROM schema_version")["version"]) == [m.version for m in MIGRATIONS]
 
@@ -206,3 +208,33 @@ def test_kill_9_in_the_middle_of_an_import_leaves_a_clean_database(tmp_path):
     with Store.open(path) as db:  # opens, replays or discards the write-ahead log
         assert db.scalar("SELECT count(*) FROM datasets") == 0
     assert table_counts(path) == before
+
+
+def test_validations_stored_before_attempts_become_numbered_attempts_with_both_verdicts(tmp_path):
+    """Migration 11 keeps the rows validations held: attempt 1, 2, … per feature in label order, the two
+    verdicts from their stored figures, 200 shifts behind each p-value, and the epoch they were scored on."""
+    path = tmp_path / "old.duckdb"
+    upto_10 = tuple(m for m in MIGRATIONS if m.version <= 10)
+    with Store.open(path, migrations=upto_10) as db:
+        db.con.execute("INSERT INTO saes (sae_id, run_id, instance, architecture, d_in, d_sae, k, seed, loss)"
+                       " VALUES (1, 1, 0, 'topk', 4, 8, 2, 0, 'mse')")
+        db.con.execute("INSERT INTO analysis_epochs VALUES (1, 'validate', 'speed > 5', NULL, 10, 5, 5,"
+                       " current_timestamp)")
+        for label_id, feature, low, q, sig, p95 in ((3, 0, 0.2, 0.01, 0.7, 0.8), (5, 0, 0.3, 0.01, 0.9, 0.8),
+                                                    (4, 1, -0.1, 0.3, 0.9, 0.8)):
+            db.con.execute("INSERT INTO validations (label_id, sae_id, feature_id, predicate, testable, mcc_ci_low,"
+                           " p_value, q_value, decode_signature, decode_random_p95, validated) VALUES"
+                           " (?, 1, ?, 'x = 1', true, ?, 0.005, ?, ?, ?, ?)",
+                           [label_id, feature, low, q, sig, p95, low > 0 and q < 0.05 and sig > p95])
+        db.con.execute("INSERT INTO validations (label_id, sae_id, feature_id, testable, reason)"
+                       " VALUES (6, 1, 2, false, 'no predicate: not testable')")
+    with Store.open(path) as db:
+        rows = db.frame("SELECT label_id, attempt, generalises, signature_specific, validated, n_shifts, where_sql"
+                        " FROM validations ORDER BY label_id").rows()
+        assert rows == [(3, 1, True, False, False, 200, "speed > 5"), (4, 1, False, True, False, 200, "speed > 5"),
+                        (5, 2, True, True, True, 200, "speed > 5"), (6, 1, None, None, None, None, "speed > 5")]
+        assert db.frame("SELECT label_id FROM current_validations ORDER BY label_id")["label_id"].to_list() == \
+            [3, 4, 5, 6]
+        db.con.execute("INSERT INTO validations (attempt, label_id, sae_id, feature_id, testable)"
+                       " VALUES (3, 5, 1, 0, true)")  # the sequence carries on past the migrated rows
+        assert db.scalar("SELECT count(DISTINCT validation_id) FROM validations") == 5
