@@ -376,7 +376,7 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
         title, "", verdicts, "", *(remark if duplicate else []),
         f"{str(row['reason'])[:1].upper() + str(row['reason'])[1:]}.", "",
         f"MCC {interval_text(row, 3)} over {trials}. "
-        f"p {p if p[:1] in '<≤' else '= ' + p}{f' ({shifts} shifts)' if shifts else ''}, "
+        f"p {p if p[:1] in '<≤' else '= ' + p}{f' ({shifts} draws of the ranking null)' if shifts else ''}, "
         f"q {q if q[:1] in '<≤' else '= ' + q} (Benjamini–Hochberg over every attempt of the run).", "",
         f"Label: {'accepted automatically (not a person)' if label['source'] == 'auto' else 'by a person'}"
         f"{'; note: ' + label['note'] if label['note'] else ''}. Feature on when its activation "

@@ -61,7 +61,7 @@ def test_report_says_both_verdicts_groups_duplicates_and_lists_every_attempt(app
 
     general = _section(section, f"### SAE 1 · feature {split.general}: condition = 2")
     assert "✅ **generalises** · ❌ **signature not specific** · attempt 2" in general
-    assert "over 24 test trials. p < 0.005 (199 shifts), q ≤ 0.012" in general
+    assert "over 24 test trials. p < 0.005 (199 draws of the ranking null), q ≤ 0.012" in general
     assert "tuned on random subsets of this size" in general
     # The weaker duplicate right under the label it repeats, and said so.
     duplicate = f"#### SAE 1 · feature {split.duplicate}: condition = 2"

@@ -166,7 +166,7 @@ def _metrics(text: Text, row: dict) -> None:
     text.append("  (F1, precision, recall, specificity: point values, no CI stored)\n", style="dim")
     shifts = row.get("n_shifts")
     text.append(f"  {_is('p', p_text(row.get('p_value'), shifts))}", style="bold")
-    text.append(f"  activation shifted within test trials{f' ({shifts} shifts)' if shifts else ''}\n",
+    text.append(f"  the ranking's null: shifts within test trials, or trial swaps{f' ({shifts} draws)' if shifts else ''}\n",
                 style="dim")
     text.append(f"  {_is('q', q_text(row.get('q_value'), row.get('p_value'), shifts))}", style="bold")
     text.append("  Benjamini–Hochberg over every attempt of the run\n", style="dim")
@@ -188,7 +188,8 @@ def _signature(text: Text, row: dict, units: list[dict]) -> None:
 
 
 def _verdicts(text: Text, row: dict, labels: dict[int, dict]) -> None:
-    """The two verdicts side by side, with the figures each rests on, then the stored reason."""
+    """The two verdicts side by side, with the figures each rests on (the stored reason says the same in one
+    line: the report and `mini validate` show it)."""
     general, specific = verdict_words(row)
     held = bool(row.get("generalises"))
     text.append(f"\n{MARKS[held]} {general}", style="bold green" if held else "bold red")
@@ -201,8 +202,6 @@ def _verdicts(text: Text, row: dict, labels: dict[int, dict]) -> None:
     duplicate = duplicate_text(row, labels)
     if duplicate:
         text.append(f"≈ {duplicate}: the same predicate, tested on a stronger feature\n", style="magenta")
-    if row.get("reason"):
-        text.append(f"{row['reason']}\n", style="dim")
 
 
 def pairing_detail(row: dict, units: list[dict], labels: dict[int, dict] | None = None) -> Text:
