@@ -9,10 +9,11 @@ Per recording, in a temporary folder, through the real `mini` command line:
 2. `mini train` with its defaults (settings chosen from the recording, early stopping), and beside it, on the
    same dataset, the settings that were fixed before (d_sae 512, k 8, batch 1024, 30 epochs) for comparison;
 3. `mini rank`, then accept the first suggestion of the top N features (`mini label --accept 1`, N = --top);
-4. `mini validate`.
+4. `mini validate`; on the sample also, on a copy of the database, the top features relabelled with one
+   another's labels (shuffled pairings) and two with the distractors, validated: none should generalise.
 It reports train/val/test FVU against PCA and NMF (same number of components), dead fractions, the quality
-flags, the rank of the first feature whose first suggestion is each known variable, validation outcomes and
-the wall time of each step. The sample recording also reports how many of its 15 planted latents are the
+flags, the rank of the first feature whose first suggestion is each known variable, validation outcomes (both
+verdicts per label: generalises, signature-specific) and the wall time of each step. The sample recording also reports how many of its 15 planted latents are the
 first suggestion of a top-30 feature (bench/rank.py's rule) and the decoder's MMCS against the planted
 ensembles; the precipitation example (examples/precipitation_mlp.py) is run as a user runs it.
 

@@ -16,9 +16,10 @@ through the real `validate_run`:
   distractor  a predicate on a variable nothing encodes (``distractor`` upper half, ``house_light = 1``)
   shuffled    the planted predicate on the shuffled copy (``condition_shuffled = 3``)
 
-Done means: every planted pairing validates, event-like ones (cue, reward) with MCC ≥ 0.7, signature
-decoding ≥ 0.9 × all-unit decoding and above the random subsets' 95th percentile; no wrong label
-validates. For context, the *ceiling* is the MCC of the planted latent's own activity against its
+Done means: every planted pairing generalises and validates, event-like ones (cue, reward) with MCC ≥ 0.7,
+signature decoding ≥ 0.9 × all-unit decoding above chance and above the random subsets' 95th percentile; no
+wrong label generalises. The three rounds relabel the same features, so they are attempts 1–3 of each and
+the last round's q-values correct over all 45 tests. For context, the *ceiling* is the MCC of the planted latent's own activity against its
 predicate (latents fire in bursts, so not even the ground truth reaches MCC 1).
 
 Scale: the sample generator at 1,000,000 bins, one SAE (512 latents, k 8, 1 epoch), ranked, the first
@@ -147,7 +148,7 @@ def _r(value, digits: int = 3):
 
 
 def validation_rows(db: Store, run_id: int) -> list[dict]:
-    return db.frame("SELECT v.* FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
+    return db.frame("SELECT v.* FROM current_validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
                     " ORDER BY v.feature_id", [run_id]).to_dicts()
 
 
@@ -185,15 +186,19 @@ def science(epochs: int | None) -> dict[str, object]:
                               predicate=make(latents[latent_id], i))
             start = time.perf_counter()
             outcome = validate_run(db, run_id, config)
-            log(f"  {name}: {outcome.n_validated}/{outcome.n_testable} validate ({outcome.seconds:.0f} s)")
+            log(f"  {name}: {outcome.n_generalise}/{outcome.n_testable} generalise, {outcome.n_validated} also"
+                f" signature-specific; q over {outcome.n_family} tests ({outcome.seconds:.0f} s)")
             rows = {(r["sae_id"], r["feature_id"]): r for r in validation_rows(db, run_id)}
+            out[f"{name}_generalise"] = outcome.n_generalise
             out[f"{name}_validated"] = outcome.n_validated
+            out[f"{name}_family"] = outcome.n_family
             out[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
             for latent_id, (sae_id, feature_id) in pairs.items():
                 row = rows[(sae_id, feature_id)]
                 entry = per_latent.setdefault(latents[latent_id]["name"], {"sae": sae_id, "feature": feature_id})
                 entry[name] = {"mcc": _r(row["mcc"]), "mcc_ci_low": _r(row["mcc_ci_low"]),
-                               "q": _r(row["q_value"], 4), "validated": row["validated"]}
+                               "q": _r(row["q_value"], 4), "attempt": row["attempt"],
+                               "generalises": row["generalises"], "validated": row["validated"]}
                 if name == "planted":
                     entry[name].update(
                         signature=_r(row["decode_signature"]), all_units=_r(row["decode_all"]),
@@ -212,6 +217,8 @@ def science(epochs: int | None) -> dict[str, object]:
         "signature_at_least_0_9_of_all": sum(p["signature_over_all"] >= 0.9 for p in planted),
         "signature_above_random_p95": sum(p["signature"] > p["random_p95"] for p in planted),
         "wrong_validated": int(out["distractor_validated"]) + int(out["shuffled_validated"]),
+        "wrong_generalise": int(out["distractor_generalise"]) + int(out["shuffled_generalise"]),
+        "planted_all_generalise": out["planted_generalise"] == len(per_latent),
         "per_latent": per_latent,
     })
     return out

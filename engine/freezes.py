@@ -19,10 +19,10 @@ from store import Store
 from store.freezes import (
     FreezeState,
     accepted_label_count,
+    attempt_count,
     freeze_state,
     mark_blind,
     mark_frozen,
-    run_attempts,
 )
 from store.runs import get_run
 
@@ -58,7 +58,7 @@ def blind_run(db: Store, run_id: int) -> FreezeState:
     if state.blind:
         raise InputError(f"run {run_id} is blind already (since {when(state.blind_since)}); freeze its labels "
                          f"with `mini freeze --run {run_id}` to read its test results")
-    seen = run_attempts(db, run_id)
+    seen = attempt_count(db, run_id)
     if seen:
         raise InputError(f"run {run_id}'s test results have been seen already ({_attempts(seen)}): "
                          "blinding now would hide nothing")
@@ -117,7 +117,7 @@ def report_paragraph(db: Store, run_id: int) -> str:
     if state.blind:
         return (f"Labels not frozen yet: the run is blind since {when(state.blind_since)}, so no test result "
                 f"has been read (`mini freeze --run {run_id}` fixes the labels, then `mini validate` reads it).")
-    seen = run_attempts(db, run_id)
+    seen = attempt_count(db, run_id)
     if seen:
         return f"Labels not frozen: test results were seen while labelling ({_attempts(seen)})."
     return (f"Labels not frozen, and no test result has been stored yet: `mini freeze --run {run_id}` fixes "

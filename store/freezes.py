@@ -42,7 +42,7 @@ def freeze_state(db: Store, run_id: int) -> FreezeState:
     return FreezeState(*rows[0]) if rows else OPEN
 
 
-def run_attempts(db: Store, run_id: int) -> int:
+def attempt_count(db: Store, run_id: int) -> int:
     """Validation attempts stored for the run's labels (every row of `validations`: attempts are kept)."""
     return int(db.scalar("SELECT count(*) FROM validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?",
                          [run_id]))
@@ -66,7 +66,7 @@ def mark_frozen(db: Store, run_id: int) -> FreezeState:
     """Freeze the run's labels now, counting the validation attempts stored before it in the same
     transaction; returns its new state."""
     with db.transaction():
-        seen = run_attempts(db, run_id)
+        seen = attempt_count(db, run_id)
         db.con.execute("INSERT INTO label_freezes (run_id, frozen_at, n_attempts_seen)"
                        " VALUES (?, current_timestamp, ?) ON CONFLICT (run_id) DO UPDATE"
                        " SET frozen_at = excluded.frozen_at, n_attempts_seen = excluded.n_attempts_seen",

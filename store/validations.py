@@ -116,17 +116,6 @@ def latest_attempt(db: Store, label_id: int) -> dict[str, Any]:
     return db.frame("SELECT * FROM current_validations WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
-def validation_summary(db: Store, run_id: int) -> pl.DataFrame:
-    """The latest attempt of every label of the run validated so far, generalising labels first."""
-    return db.frame(
-        "SELECT v.sae_id, v.feature_id, v.label_id, v.attempt, v.predicate, v.testable, v.mcc, v.mcc_ci_low,"
-        " v.mcc_ci_high, v.n_test_trials, v.p_value, v.n_shifts, v.q_value, v.decode_metric, v.decode_signature,"
-        " v.decode_all, v.decode_random_p95, v.generalises, v.signature_specific, v.validated, v.duplicate_of,"
-        " v.reason FROM current_validations v JOIN saes s USING (sae_id) WHERE s.run_id = ?"
-        " ORDER BY v.generalises DESC NULLS LAST, v.signature_specific DESC NULLS LAST, v.mcc DESC NULLS LAST,"
-        " v.sae_id, v.feature_id", [run_id])
-
-
 def run_pairings(db: Store, run_id: int) -> pl.DataFrame:
     """Every accepted label of the run (its current label) with the validation of that very label.
 

@@ -127,7 +127,7 @@ def test_both_verdicts_the_attempt_p_at_the_floor_and_too_few_trials(app_db: Pat
     assert f"SAE 1 · feature {split.general} · rank" in detail and "· attempt 2" in detail
     assert "✓ generalises — MCC 0.62 [0.51, 0.71] over 24 test trials, q ≤ 0.012" in detail
     assert "✗ signature not specific — signature 0.80 vs random p95 0.85" in detail
-    assert "generalises; signature not specific" in detail  # the stored reason
+    assert "generalises; signature not specific" not in detail  # the stored reason: the verdict lines say it
     assert "MCC 0.620 [0.510, 0.710] 24 test trials" in detail
     assert "p < 0.005  the ranking's null: shifts within test trials, or trial swaps (199 draws)" in detail  # 1/200
     assert "q ≤ 0.012" in detail and "0.005" not in detail.replace("< 0.005", "")
