@@ -129,7 +129,7 @@ def test_both_verdicts_the_attempt_p_at_the_floor_and_too_few_trials(app_db: Pat
     assert "✗ signature not specific — signature 0.80 vs random p95 0.85" in detail
     assert "generalises; signature not specific" not in detail  # the stored reason: the verdict lines say it
     assert "MCC 0.620 [0.510, 0.710] 24 test trials" in detail
-    assert "p < 0.005  the ranking's null: shifts within test trials, or trial swaps (199 draws)" in detail  # 1/200
+    assert "p < 0.005 the ranking's null: shifts within test trials, or trial swaps (199 draws)" in detail  # 1/200
     assert "q ≤ 0.012" in detail and "0.005" not in detail.replace("< 0.005", "")
     assert "tuned on random subsets of this size" in detail
     detail = seen[both]
