@@ -171,7 +171,9 @@ def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -
     assert f"MCC {mcc:.3f} [{low:.3f}, {high:.3f}] {trials_text(trials).split(' (')[0]}" in lines
     assert f"{ba_low:.3f}" in detail
     assert "point values, no CI stored" in detail
-    assert " ".join(reason.split()) in " ".join(detail.split())
+    # Both verdicts, in the words the stored reason opens each part with (the detail does not repeat the reason).
+    general, specific = (part.split(":")[0].split(" (")[0] for part in reason.split("; ")[:2])
+    assert f"{general} — MCC" in detail and f"{specific} — signature" in detail, (general, specific)
     assert f"signature ({n_units} units)" in detail and f"{signature:.3f}" in detail and f"{p95:.3f}" in detail
     assert f"Neural signature: {len(units)} units" in detail and len(units) == n_units
     assert "auto: accepted automatically (top suggestion), not by a person" in detail
