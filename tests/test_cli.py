@@ -139,3 +139,26 @@ def test_usage_errors_are_one_line_with_exit_2(cli, args):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("mini: error: ")
     assert "--help" in result.stderr
+
+
+@pytest.mark.parametrize("args, suggestion", [
+    (("trian",), "did you mean 'train'?"),
+    (("valdate", "--run", "1"), "did you mean 'validate'?"),
+    (("train", "--dataset", "x", "--arch", "topkk"), "did you mean 'topk'?"),
+    (("train", "--dataset", "x", "--loss", "poison"), "did you mean 'poisson'?"),
+    (("xyzzy",), None),
+])
+def test_a_mistyped_command_or_choice_gets_the_closest_one(cli, tmp_path, args, suggestion):
+    result = cli(*args, "--db", str(tmp_path / "none.duckdb"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("mini: error: ") and "invalid choice" in result.stderr
+    assert (suggestion in result.stderr) if suggestion else "did you mean" not in result.stderr
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_the_app_without_a_database_says_how_to_make_one_and_creates_nothing(cli, tmp_path):
+    for args in ((), ("tui",), ("--db", str(tmp_path / "elsewhere.duckdb"))):
+        result = cli(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "no database here; make one with `mini demo`" in result.stderr and "mini import" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -33,8 +33,13 @@ def _open_store(args: argparse.Namespace, *, read_only: bool = False, create: bo
 
 # -- commands -------------------------------------------------------------------------------------------
 def cmd_tui(args: argparse.Namespace) -> int:
+    from engine.errors import InputError
     from tui.app import run_app
 
+    path = _db_path(args)
+    if not path.exists():  # an empty file would open on nothing; say how to get data in instead
+        raise InputError(f"{path}: no database here; make one with `mini demo` (a sample recording, 2-3 min) or "
+                         "`mini import COUNTS --meta META`, or open another with --db PATH")
     run_app(_open_store(args))
     return 0
 
@@ -370,7 +375,19 @@ class _OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus an error; mini's errors are one line (and exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"mini: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, f"mini: error: {_with_suggestion(message)} (see `{self.prog} --help`)\n")
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice: 'trian' (choose from 'tui', …)", with the closest choice suggested."""
+    import difflib
+    import re
+
+    given = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if not given:
+        return message
+    close = difflib.get_close_matches(given.group(1), re.findall(r"'([^']*)'", given.group(2)), n=1)
+    return f"{message}; did you mean '{close[0]}'?" if close else message
 
 
 def _add_epoch_options(sub: argparse.ArgumentParser, use: str, inherits: str | None) -> None:
