@@ -134,8 +134,17 @@ def read_counts(path: str | Path) -> CountMatrix:
     return CountMatrix(values=values, unit_names=list(names), label=str(path))
 
 
+FLOAT32_EXACT = 2 ** 24
+"""Largest whole number float32 (how counts are stored) holds exactly, with every smaller one: a spike count
+above it would be stored as a neighbouring number."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest magnitude float32 holds: beyond it a value is stored as inf."""
+
+
 def check_count_values(matrix: CountMatrix, *, allow_negative: bool) -> None:
-    """Refuse NaN, inf and (for spike counts) negative values, naming the first offending cell."""
+    """Refuse NaN, inf, values the stored float32 cannot hold (beyond its range; for spike counts, whole numbers
+    beyond 2^24, which it cannot hold exactly) and (for spike counts) negative values, naming the first
+    offending cell."""
     values = matrix.values
     if np.issubdtype(values.dtype, np.floating):
         bad = ~np.isfinite(values)
@@ -152,6 +161,16 @@ def check_count_values(matrix: CountMatrix, *, allow_negative: bool) -> None:
             f"{matrix.label}: row {row}, unit '{matrix.unit_names[col]}' (column {col}) is negative "
             f"({values[row, col]}); spike counts must be >= 0 (use --kind activations for signed data)"
         )
+    limit = FLOAT32_MAX if allow_negative else FLOAT32_EXACT
+    if values.dtype.kind in "iuf" and values.size:
+        big = (values > limit) | (values < -limit)  # no float64 copy of a matrix that may be large
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            what = ("the largest float32, so it would be stored as inf" if allow_negative else
+                    f"{FLOAT32_EXACT:,} (2^24), the largest count float32 stores exactly")
+            raise InputError(
+                f"{matrix.label}: row {row}, unit '{matrix.unit_names[col]}' (column {col}) is {values[row, col]}, "
+                f"beyond {what}")
 
 
 def read_metadata(path: str | Path) -> pl.DataFrame:

@@ -108,6 +108,23 @@ CASES: dict[str, Case] = {
     "inf_in_counts": Case(
         lambda d, r: _files(d, r, counts=_with_cell(r.counts, 7, 3, np.inf)),
         ("c.npy", "row 7", "unit 'unit_3'", "inf")),
+    # Values the stored float32 cannot hold: 1e308 would be stored as inf, whole counts beyond 2^24 inexactly.
+    "count_1e308": Case(
+        lambda d, r: _files(d, r, counts=_with_cell(r.counts.astype(np.float64), 7, 3, 1e308)),
+        ("c.npy", "row 7", "unit 'unit_3'", "1e+308", "16,777,216 (2^24)")),
+    "count_uint64_max": Case(
+        lambda d, r: _files(d, r, counts=_with_cell(r.counts.astype(np.uint64), 9, 1, np.iinfo(np.uint64).max)),
+        ("c.npy", "row 9", "unit 'unit_1'", "18446744073709551615", "2^24")),
+    "count_2_to_62": Case(
+        lambda d, r: _files(d, r, counts=_with_cell(r.counts.astype(np.int64), 3, 0, 2 ** 62)),
+        ("c.npy", "row 3", "unit 'unit_0'", "4611686018427387904", "stores exactly")),
+    "count_2_to_24_plus_1": Case(
+        lambda d, r: _files(d, r, counts=_with_cell(r.counts.astype(np.int64), 2, 4, 2 ** 24 + 1)),
+        ("c.npy", "row 2", "unit 'unit_4'", "16777217")),
+    "activation_beyond_float32": Case(
+        lambda d, r: _files(d, r, counts=_with_cell(r.counts.astype(np.float64), 4, 2, -1e300),
+                            extra=("--kind", "activations")),
+        ("c.npy", "row 4", "unit 'unit_2'", "-1e+300", "largest float32", "inf")),
     "negative_count": Case(
         lambda d, r: _files(d, r, counts=_with_cell(r.counts, 4, 1, -1)),
         ("c.npy", "row 4", "unit 'unit_1'", "negative", "--kind activations")),
