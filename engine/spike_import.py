@@ -157,7 +157,7 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     check_preprocess(binning.preprocess)
     check_trains(spikes)
     window = time_range(spikes, binning.time_range)
-    edges = bin_edges(window, binning.bin_size_s)
+    edges = bin_edges(window, binning.bin_size_s, len(spikes.times))
     centres = (edges[:-1] + edges[1:]) / 2
     kept_units, metrics, notes = filter_units(spikes, (float(edges[0]), float(edges[-1])), binning.units)
     notes = [*recording.notes, *spikes.notes, *notes]

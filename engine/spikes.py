@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import InputError
+from engine.memory import check_fits
 
 
 @dataclass
@@ -127,12 +128,24 @@ def _listing(names: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def bin_edges(window: tuple[float, float], bin_size_s: float) -> np.ndarray:
-    """Edges of whole bins from the start of the window; a last partial bin is not made."""
+BYTES_PER_BIN = 24
+"""Per bin, whatever the units: its edge, its centre and its trial (float64 / int64)."""
+BYTES_PER_CELL = 12
+"""Per bin and unit: the int32 counts and the float32 matrix made from them, and a float32 working copy."""
+
+
+def bin_edges(window: tuple[float, float], bin_size_s: float, n_units: int = 1) -> np.ndarray:
+    """Edges of whole bins from the start of the window; a last partial bin is not made. Refused before any
+    allocation when the bins of `n_units` units would not fit in memory (engine.memory)."""
     if not (bin_size_s > 0 and np.isfinite(bin_size_s)):
         raise InputError(f"--bin-size {bin_size_s}: must be a positive number of seconds")
     start, stop = window
-    n_bins = int(np.floor((stop - start) / bin_size_s + 1e-9))
+    span = (stop - start) / bin_size_s
+    if not np.isfinite(span):
+        raise InputError(f"--bin-size {bin_size_s:g} over {stop - start:g} s: too many bins to count")
+    check_fits(f"--bin-size {bin_size_s:g} over {stop - start:,.0f} s is {span:.3g} bins × {n_units} units",
+               span * (BYTES_PER_BIN + BYTES_PER_CELL * n_units))
+    n_bins = int(np.floor(span + 1e-9))
     if n_bins < 1:
         raise InputError(f"--bin-size {bin_size_s:g}: the time range {start:g}-{stop:g} s holds no whole bin")
     # start + k·bin, not a running sum, so edges do not drift over an hour of bins.

@@ -191,6 +191,14 @@ CASES: dict[str, Case] = {
         ("e.csv", "none of its 2 events")),
     # options
     "bin_size_zero": Case(lambda d, s: _table(d, s, extra=("--bin-size", "0")), ("--bin-size", "positive")),
+    # sizes refused before anything is allocated, with the numbers (engine.memory)
+    "bin_size_1e-9": Case(lambda d, s: _table(d, s, extra=("--bin-size", "1e-9")),
+                          ("--bin-size 1e-09 over", "bins ×", "units:", "TiB", "available")),
+    "bin_size_1e-300": Case(lambda d, s: _table(d, s, extra=("--bin-size", "1e-300")), ("--bin-size 1e-300", "EiB")),
+    "spike_time_1e12": Case(lambda d, s: _table(d, s, spikes=_set_time(s, "speedy", len(s.trains["speedy"]) - 1, 1e12)),
+                            ("--bin-size", "bins ×", "available")),
+    "spike_time_1e308": Case(lambda d, s: _table(d, s, spikes=_set_time(s, "speedy", len(s.trains["speedy"]) - 1,
+                                                                         1e308)), ("--bin-size", "1e+308 s", "too many bins")),
     "time_range_backwards": Case(lambda d, s: _table(d, s, extra=("--time-range", "50,20")),
                                  ("--time-range", "START < STOP")),
     "every_unit_filtered": Case(lambda d, s: _table(d, s, extra=("--min-rate", "1000")),
