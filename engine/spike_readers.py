@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.errors import InputError
+from engine.errors import InputError, printable
 from engine.readers import read_table
 from engine.spikes import SpikeTrains
 
@@ -114,13 +114,14 @@ def _cluster_labels(folder: Path) -> tuple[dict[int, str], str] | None:
         try:
             table = pl.read_csv(path, separator="\t", infer_schema_length=10_000)
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as error:
-            raise InputError(f"{path}: cannot read as a tab-separated table ({str(error).splitlines()[0]})") from None
+            raise InputError(f"{path}: cannot read as a tab-separated table ({printable(str(error).splitlines()[0])})"
+                             ) from None
         column = next((c for c in ("group", "KSLabel") if c in table.columns), None)
         if "cluster_id" not in table.columns or column is None:
             if name == "cluster_info.tsv":
                 continue  # Phy's info file may lack labels; look further
             raise InputError(f"{path}: expected columns cluster_id and group (or KSLabel), got "
-                             f"{', '.join(table.columns)}")
+                             f"{printable(', '.join(table.columns))}")
         if not table["cluster_id"].dtype.is_integer():
             raise InputError(f"{path}: column 'cluster_id' is {table['cluster_id'].dtype}, expected integers")
         labels = table[column].cast(pl.String).fill_null("unsorted").str.strip_chars()

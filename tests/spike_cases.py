@@ -166,6 +166,8 @@ def assert_refused(done: subprocess.CompletedProcess[str], words: tuple[str, ...
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert done.stdout == ""
+    # Text from the files comes out escaped: no terminal escape code or other control character gets through.
+    assert lines[0].isprintable(), repr(lines[0])
 
 
 def expected_counts(trains: list[np.ndarray], edges: np.ndarray) -> np.ndarray:

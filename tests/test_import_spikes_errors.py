@@ -156,6 +156,9 @@ CASES: dict[str, Case] = {
                                ("params.py", "no such file", "sample rate")),
     "kilosort_no_labels": Case(lambda d, s: _kilosort(d, s, lambda ks: (ks / "cluster_group.tsv").unlink()),
                                ("ks", "cluster_group.tsv", "--groups all")),
+    "kilosort_garbage_cluster_group": Case(
+        lambda d, s: _kilosort(d, s, _with_file("cluster_group.tsv", b"\x1b[31m\xff\xfe\x00garbage\nmore\r\n" * 40)),
+        ("cluster_group.tsv",)),
     "kilosort_corrupt_spike_times": Case(lambda d, s: _kilosort(d, s, _with_file("spike_times.npy", b"nope" * 9)),
                                          ("spike_times.npy", "cannot read as npy")),
     "kilosort_no_good_cluster": Case(lambda d, s: _kilosort(d, s, lambda ks: None, ("--groups", "excellent")),
