@@ -210,7 +210,10 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
                           cancel=cancel)
         if resume_run is not None:
             saved = load_checkpoint(db, run_id)
-            if saved is not None:
+            if saved is None:  # killed before the first epoch ended: nothing to continue from, and it must say so
+                report(f"run {run_id} stopped before its first checkpoint: training starts again at epoch 1")
+            else:
+                report(f"run {run_id} resumes after epoch {saved[0]} (its last checkpoint)")
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         outcome = trainer.run()
         context = FlagContext(normalized=spec.normalize_units,

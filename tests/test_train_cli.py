@@ -348,6 +348,8 @@ def test_kill_9_mid_training_leaves_an_interrupted_run_that_resumes(db, cli):
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip().splitlines()[-1] == "1"
     assert "epoch 200:" in resumed.stderr and "epoch 1:" not in resumed.stderr  # continued, not restarted
+    saved = one(db, "SELECT epoch FROM checkpoints WHERE run_id = 1 AND kind = 'final'")
+    assert "train: run 1 resumes after epoch " in resumed.stderr and saved == 200
     assert one(db, "SELECT status, examples_seen, message FROM runs WHERE run_id = 1") == ("finished", total, None)
     assert one(db, "SELECT count(*) FROM runs") == 1
     sae_id = one(db, "SELECT sae_id FROM saes WHERE run_id = 1")
@@ -357,6 +359,25 @@ def test_kill_9_mid_training_leaves_an_interrupted_run_that_resumes(db, cli):
                                     "ORDER BY step", [sae_id])] == list(range(1, 201))
     assert one(db, "SELECT max(examples_seen) FROM train_log WHERE sae_id = ?", [sae_id]) == total
     assert dict(query(db, "SELECT kind, epoch FROM checkpoints WHERE run_id = 1")) == {"latest": 200, "final": 200}
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_it_starts_again(db, cli):
+    """No checkpoint to continue from: the resumed run trains from epoch 1, and says so."""
+    from engine.pipeline import RunSpec, spec_to_config
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from store import Store
+    from store.runs import start_run
+
+    spec = RunSpec(dataset="tiny", sae=SAEConfig(d_sae=16), ks=(2,), train=TrainConfig(epochs=2, batch_size=TINY_BATCH))
+    with Store.open(db) as store:  # what a kill -9 during the first epoch leaves: a 'running' row, no checkpoint
+        dataset_id = store.scalar("SELECT dataset_id FROM datasets WHERE name = 'tiny'")
+        start_run(store, dataset_id, spec_to_config(spec), "cpu")
+    resumed = train(db, "--resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "train: run 1 stopped before its first checkpoint: training starts again at epoch 1" in resumed.stderr
+    assert "epoch 1:" in resumed.stderr
+    assert one(db, "SELECT status FROM runs WHERE run_id = 1") == "finished"
 
 
 def test_ctrl_c_cancels_cleanly_and_resume_completes(db):
