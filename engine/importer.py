@@ -132,6 +132,13 @@ def _times(meta: pl.DataFrame, column: str | None, bin_size: float | None, label
     if bin_size is None and len(steps):
         bin_size = float(np.round(np.median(steps), 9))
         notes.append(f"bin size {bin_size:g} s inferred from '{column}'")
+    elif len(steps):
+        # Windows may overlap (80 ms counts every 10 ms) or leave gaps, but not by a factor of 100: that is a
+        # mistyped option, and every firing rate would be off by it.
+        step = float(np.median(steps))
+        if not step / BIN_STEP_FACTOR <= bin_size <= step * BIN_STEP_FACTOR:
+            raise InputError(f"--bin-size {bin_size:g} s, but '{column}' advances {step:g} s per row; give the "
+                             f"bins' width (about {step:g} s) or leave --bin-size out to take it from '{column}'")
     return times, bin_size, notes
 
 
@@ -171,6 +178,12 @@ def _untestable(meta: pl.DataFrame, specs: list[VariableSpec], trial_of: np.ndar
     return names
 
 
+MIN_BIN_S, MAX_BIN_S = 1e-6, 86_400.0
+"""Bin widths accepted: a microsecond (no spike-count or activation time base is finer) to a day."""
+BIN_STEP_FACTOR = 100
+"""--bin-size may differ from the time column's median step by at most this factor either way."""
+
+
 def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOptions, *, meta_label: str,
                     source: str) -> tuple[NewDataset, list[str]]:
     """Validate counts and metadata together, preprocess, and build the frames to store (nothing is written)."""
@@ -178,6 +191,9 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
         raise InputError(f"--kind {options.kind}: unknown (use {' or '.join(DATASET_KINDS)})")
     if options.bin_size_s is not None and not (options.bin_size_s > 0 and np.isfinite(options.bin_size_s)):
         raise InputError(f"--bin-size {options.bin_size_s}: must be a positive number of seconds")
+    if options.bin_size_s is not None and not MIN_BIN_S <= options.bin_size_s <= MAX_BIN_S:
+        raise InputError(f"--bin-size {options.bin_size_s:g}: bins from {MIN_BIN_S:g} s to {MAX_BIN_S:g} s (a day)"
+                         " are accepted")
     check_fractions(options.split_fractions)
     check_preprocess(options.preprocess)
     check_count_values(counts, allow_negative=options.kind == "activations")

@@ -196,6 +196,10 @@ CASES: dict[str, Case] = {
         lambda d, r: _files(d, r, extra=("--name", GOOD_NAME)), ("mini.duckdb", f"'{GOOD_NAME}'", "already exists"),
         fresh_db=False),
     "bin_size_zero": Case(lambda d, r: _files(d, r, extra=("--bin-size", "0")), ("--bin-size", "positive")),
+    "bin_size_1e-300": Case(lambda d, r: _files(d, r, extra=("--bin-size", "1e-300")), ("--bin-size 1e-300", "1e-06 s")),
+    "bin_size_1e308": Case(lambda d, r: _files(d, r, extra=("--bin-size", "1e308")), ("--bin-size 1e+308", "a day")),
+    "bin_size_far_from_time_column": Case(lambda d, r: _files(d, r, extra=("--bin-size", "60")),
+                                          ("--bin-size 60 s", "'time_s' advances", "leave --bin-size out")),
     "split_two_numbers": Case(
         lambda d, r: _files(d, r, extra=("--split", "0.5,0.5")), ("--split 0.5,0.5", "three numbers")),
     "smooth_negative": Case(lambda d, r: _files(d, r, extra=("--smooth", "-0.1")), ("--smooth -0.1", ">= 0")),

@@ -65,7 +65,7 @@ def test_blocks_are_contiguous_and_cover_every_example():
 
 
 def test_no_trial_in_two_splits_in_the_database(tmp_path, cli):
-    result = cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--db", "demo.duckdb")
+    result = cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--db", "demo.duckdb", timeout=600)
     assert result.returncode == 0, result.stderr
     query = ("SELECT count(*) FROM (SELECT trial_id FROM examples GROUP BY trial_id "
              "HAVING count(DISTINCT split) > 1)")
