@@ -181,7 +181,7 @@ def test_a_write_is_refused_while_read_only_and_runs_after_confirming(app_db: Pa
         seen["refused_again"] = message(app)
 
     drive(app_db, script)
-    assert seen["refused"] == ("Refused: INSERT statements can change the database, and writes are off "
+    assert seen["refused"] == ("Refused: INSERT statements can change files or the database, and writes are off "
                                "(ctrl+t turns writes on).")
     assert seen["refused_is_error"]
     assert isinstance(seen["asked"], ConfirmScreen) and "no undo" in seen["asked"].question
