@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # polars and pyarrow cost ~0.3 s to import; the app's first f
     import polars as pl
     import pyarrow as pa
 
+CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+"""Every connection mini opens: no query installs or loads an extension by itself, so none reaches the
+network (a `FROM 'https://…'` says the httpfs extension is missing instead of fetching it)."""
+
 _LOCK_PID = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -93,7 +97,7 @@ class Store:
         if path.exists() and path.is_dir():
             raise StoreError(f"{path}: is a directory, not a database file")
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=dict(CONNECTION_CONFIG))
         except duckdb.Error as error:
             message = _lock_message(path, error)
             if message:

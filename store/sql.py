@@ -1,20 +1,30 @@
 """SQL typed by a person (`mini sql`, the app's SQL screen): run it, return a frame or a clear error.
 
-`mini sql` opens the file read-only unless `--write`, so DuckDB itself refuses writes. The app holds the
-file read-write for as long as it runs, so its SQL screen cannot lean on the connection; `run_app_query`
-keeps writes off in two layers instead:
+Writes off (`mini sql` without `--write`, the app's SQL screen until ctrl+t) means the query changes
+neither the database nor any file and reaches no network. One rule, `check_reads_only`, decides it for
+both, with DuckDB's own parser, before anything runs:
 
-1. every statement's type is read with DuckDB's own parser before anything runs, and only statement
-   types that read (SELECT, EXPLAIN, CALL and PIVOT-like MULTI) are let through: this refuses what a
-   transaction cannot undo (COPY … TO a file, ATTACH, SET, LOAD, EXPORT, and COMMIT/ROLLBACK that would
-   end the read-only transaction);
-2. the statements run inside `BEGIN TRANSACTION READ ONLY`, so whatever still tries to write (a
-   `nextval()` in a SELECT, `EXPLAIN ANALYZE INSERT …`) fails in DuckDB, and the transaction is rolled back.
+1. only statement types that read run (READ_STATEMENTS); PRAGMA only for the pragmas in READ_PRAGMAS.
+   This refuses what a read-only transaction cannot undo: COPY (both ways), EXPORT/IMPORT DATABASE,
+   INSTALL/LOAD, ATTACH/DETACH, SET/RESET, and COMMIT/ROLLBACK that would end a read-only transaction;
+2. every table function a query calls (in FROM, a subquery, a CTE, CALL, EXPLAIN) must be one that
+   only reads (`is_read_table_function`): `checkpoint()`, `enable_logging()` (which writes log files),
+   `query()` (which runs SQL text that could not be checked) and any unknown one are refused.
+
+Reading files stays allowed (`FROM 'data.csv'`, read_parquet, glob): it gives no privilege the user lacks.
+Network reads need the httpfs extension, and no connection mini opens installs or loads one by itself
+(store.db turns auto-install and auto-load off); INSTALL and LOAD are refused.
+
+Behind the rule, `mini sql` opens the file read-only, and the app runs reads inside
+`BEGIN TRANSACTION READ ONLY`, so whatever still tries to write (a `nextval()` in a SELECT,
+`EXPLAIN ANALYZE INSERT …`) fails in DuckDB, and the transaction is rolled back.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
@@ -28,18 +38,117 @@ from store.db import Store
 from store.errors import StoreError
 
 READ_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "CALL", "MULTI"})
-"""Statement types (duckdb.StatementType names) that run while writes are off. MULTI is how DuckDB
-parses PIVOT; CALL runs table functions such as `CALL duckdb_tables()`."""
+"""Statement types (duckdb.StatementType names) that run while writes are off. SELECT includes SHOW,
+DESCRIBE and SUMMARIZE; MULTI is how DuckDB parses PIVOT; CALL runs table functions such as
+`CALL duckdb_tables()` (each checked by `is_read_table_function`)."""
+
+READ_PRAGMAS = frozenset({
+    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases", "database_list",
+    "database_size", "storage_info", "metadata_info", "version", "platform", "user_agent", "collations",
+    "functions",
+})
+"""PRAGMAs that only report (DuckDB parses `PRAGMA enable_profiling` and `IMPORT DATABASE` as PRAGMA too)."""
+
+READ_TABLE_FUNCTION_PREFIXES = ("duckdb_", "pragma_", "read_", "parquet_")
+"""Table function families that only read: catalog views, reporting pragmas, file readers, parquet metadata."""
+
+READ_TABLE_FUNCTIONS = frozenset({
+    "range", "generate_series", "unnest", "repeat", "repeat_row", "glob", "sniff_csv", "json_each",
+    "json_tree", "summary", "icu_calendar_names", "pg_timezone_names", "which_secret", "test_all_types",
+    "test_vector_types",
+})
+"""Other table functions that only read. Anything else (checkpoint, enable_logging, query, a table macro)
+is refused while writes are off: an allow-list, so a function a newer DuckDB adds is refused until checked."""
 
 EXPORT_FORMATS = ("csv", "parquet")
 
+# Comments and blanks DuckDB keeps at the start of a statement's text.
+_LEADING = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"
+_FIRST_WORD = re.compile(_LEADING + r"([A-Za-z_]+)", re.DOTALL)
+_CALL = re.compile(_LEADING + r"CALL\b", re.DOTALL | re.IGNORECASE)
+_EXPLAIN = re.compile(_LEADING + r"EXPLAIN(?:\s+ANALYZE)?\b", re.DOTALL | re.IGNORECASE)
+_PRAGMA_NAME = re.compile(_LEADING + r"PRAGMA\s+([A-Za-z_]+)\s*(\(|$|;)", re.DOTALL | re.IGNORECASE)
+
 
 class WritesOffError(StoreError):
-    """A statement that may change the database was refused because writes are off."""
+    """A statement that may change the database or a file was refused because writes are off."""
 
     def __init__(self, statement_type: str, message: str | None = None):
         self.statement_type = statement_type
-        super().__init__(message or f"{statement_type} statements can change the database, and writes are off")
+        super().__init__(
+            message or f"{statement_type} statements can change files or the database, and writes are off"
+        )
+
+
+def is_read_table_function(name: str) -> bool:
+    """Whether the table function `name` only reads (see READ_TABLE_FUNCTIONS)."""
+    name = name.lower()
+    return name in READ_TABLE_FUNCTIONS or name.startswith(READ_TABLE_FUNCTION_PREFIXES)
+
+
+def statement_name(statement: duckdb.Statement) -> str:
+    """What the person typed it as: INSTALL, RESET, IMPORT (DuckDB's types say LOAD, SET, PRAGMA)."""
+    match = _FIRST_WORD.match(statement.query)
+    return match[1].upper() if match else statement_type(statement)
+
+
+def check_reads_only(con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]) -> None:
+    """Raise WritesOffError for the first statement that may write a file or the database, or reach the
+    network; return when every one only reads. Nothing runs."""
+    for statement in statements:
+        _check_statement(con, statement)
+
+
+def _check_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement) -> None:
+    kind, text = statement_type(statement), statement.query
+    if kind == "PRAGMA":
+        match = _PRAGMA_NAME.match(text)
+        if match and match[1].lower() in READ_PRAGMAS:
+            return
+        raise WritesOffError(statement_name(statement))
+    if kind not in READ_STATEMENTS:
+        raise WritesOffError(statement_name(statement))
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs the statement it explains: check that one
+        explained = _EXPLAIN.match(text)
+        inner = con.extract_statements(text[explained.end():]) if explained else []
+        if len(inner) != 1:
+            raise WritesOffError("EXPLAIN")
+        _check_statement(con, inner[0])
+        return
+    if kind == "CALL":
+        call = _CALL.match(text)
+        if call is None:
+            raise WritesOffError(statement_name(statement))
+        text = "SELECT * FROM " + text[call.end():]
+    for name in _table_functions(con, text):
+        if not is_read_table_function(name):
+            raise WritesOffError(
+                f"{name}()", f"the table function {name}() can change files or the database, and writes are off"
+            )
+
+
+def _table_functions(con: duckdb.DuckDBPyConnection, select: str) -> list[str]:
+    """Names of the table functions a SELECT calls anywhere (subqueries, CTEs, set operations), from
+    DuckDB's own syntax tree. A PIVOT cannot be serialised: its text is searched for calls instead."""
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [select]).fetchall()[0][0])
+    if tree.get("error"):
+        called = {m.lower() for m in re.findall(r'"?([A-Za-z_][A-Za-z0-9_]*)"?\s*\(', select)}
+        known = con.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions()"
+            " WHERE function_type IN ('table', 'table_macro')"
+        ).fetchall()
+        return sorted(called & {row[0] for row in known})
+    names: list[str] = []
+    stack: list[object] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
+                names.append(str(node["function"].get("function_name", "")))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return names
 
 
 @dataclass
@@ -61,16 +170,20 @@ def _query_error(error: duckdb.Error) -> StoreError:
     return StoreError(f"query failed: {text[0] if text else type(error).__name__}")
 
 
-def run_user_query(db: Store, sql: str) -> pl.DataFrame | None:
+def run_user_query(db: Store, sql: str, *, writes: bool) -> pl.DataFrame | None:
     """Run one or more statements; return the last one's result (None if it returns no rows).
 
-    The connection decides what may be written: a read-only Store refuses writes.
+    writes=False refuses (WritesOffError, before anything runs) any statement that `check_reads_only`
+    does not pass; the connection, opened read-only for it, refuses whatever still tries to write.
     """
-    if not sql.strip():
-        raise StoreError("the query is empty")
+    statements = parse_statements(db, sql)
+    if not writes:
+        check_reads_only(db.con, statements)
     try:
         result = db.con.sql(sql)
     except duckdb.Error as error:
+        if not writes and "read-only" in str(error):
+            raise WritesOffError("query", "this query tried to write, and writes are off") from None
         raise _query_error(error) from None
     if result is None:
         return None
@@ -106,9 +219,7 @@ def run_app_query(db: Store, sql: str, *, writes: bool, max_rows: int) -> AppQue
     """
     statements = parse_statements(db, sql)
     if not writes:
-        for statement in statements:
-            if statement_type(statement) not in READ_STATEMENTS:
-                raise WritesOffError(statement_type(statement))
+        check_reads_only(db.con, statements)
     con = db.con
     last = statements[-1]
     kind = statement_type(last)

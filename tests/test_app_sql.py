@@ -90,6 +90,8 @@ def direct(path: Path, sql: str) -> list[tuple]:
     NEW_LABEL, "UPDATE labels SET note = 'x'", "DELETE FROM labels", "DROP TABLE labels", "CREATE TABLE t (a INT)",
     "COPY labels TO '{dir}/labels.csv'", "ATTACH ':memory:' AS m", "SET threads = 1", "PRAGMA enable_profiling",
     "COMMIT", "CHECKPOINT; DELETE FROM labels", "EXPORT DATABASE '{dir}/out'",
+    "EXPLAIN ANALYZE COPY labels TO '{dir}/labels.csv'", "INSTALL httpfs", "CALL force_checkpoint()",
+    "CALL enable_logging(storage = 'file', storage_path = '{dir}/out')",
 ])
 def test_writes_off_refuses_statements_that_change_anything(app_db: Path, sql: str) -> None:
     sql = sql.replace("{dir}", str(app_db.parent))
@@ -107,7 +109,8 @@ def test_writes_off_catches_a_write_hidden_inside_a_reading_statement(app_db: Pa
         db.con.execute("CREATE SEQUENCE counter")
         with pytest.raises(WritesOffError, match="tried to write"):
             run_app_query(db, "SELECT nextval('counter')", writes=False, max_rows=10)
-        with pytest.raises(WritesOffError, match="tried to write"):
+        # EXPLAIN ANALYZE runs what it explains, so the statement inside is checked before anything runs
+        with pytest.raises(WritesOffError, match="DELETE statements can change files or the database"):
             run_app_query(db, "EXPLAIN ANALYZE DELETE FROM labels", writes=False, max_rows=10)
         assert db.scalar("SELECT nextval('counter')") == 1  # the refused call did not advance it
         assert db.scalar("SELECT count(*) FROM labels") == 6
@@ -116,6 +119,7 @@ def test_writes_off_catches_a_write_hidden_inside_a_reading_statement(app_db: Pa
 def test_reads_run_and_a_big_result_is_cut_at_max_rows(app_db: Path) -> None:
     with Store.open(app_db) as db:
         for sql in ("SHOW TABLES", "DESCRIBE labels", "CALL duckdb_tables()", "EXPLAIN SELECT 1",
+                    "PRAGMA table_info('labels')", "EXPLAIN ANALYZE SELECT count(*) FROM labels",
                     "PIVOT examples ON split USING count(*) GROUP BY dataset_id", "SELECT 1; SELECT 2 AS b"):
             assert run_app_query(db, sql, writes=False, max_rows=10).table is not None
         result = run_app_query(db, "SELECT * FROM range(250000) t(i)", writes=False, max_rows=1000)
@@ -181,7 +185,7 @@ def test_a_write_is_refused_while_read_only_and_runs_after_confirming(app_db: Pa
         seen["refused_again"] = message(app)
 
     drive(app_db, script)
-    assert seen["refused"] == ("Refused: INSERT statements can change the database, and writes are off "
+    assert seen["refused"] == ("Refused: INSERT statements can change files or the database, and writes are off "
                                "(ctrl+t turns writes on).")
     assert seen["refused_is_error"]
     assert isinstance(seen["asked"], ConfirmScreen) and "no undo" in seen["asked"].question

@@ -359,12 +359,15 @@ def _freeze_lines(freezes: list[dict]) -> list[str]:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from store.sql import run_user_query
+    from store.sql import WritesOffError, run_user_query
     from tui.table_text import RENDERERS
 
     query = sys.stdin.read() if args.query == "-" else args.query
     with _open_store(args, read_only=not args.write, create=args.write) as db:
-        frame = run_user_query(db, query)
+        try:
+            frame = run_user_query(db, query, writes=args.write)
+        except WritesOffError as error:
+            raise WritesOffError(error.statement_type, f"{error}; add --write to run it") from None
     if frame is not None and frame.width:
         print(RENDERERS[args.format](frame))
     return 0
