@@ -23,7 +23,7 @@ from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
-from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
+from engine.train import NonFiniteLoss, TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
 from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
 from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names
@@ -106,12 +106,6 @@ def _serialise(state: dict[str, Any]) -> bytes:
 def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
     if spec.instances < 1:
         raise InputError(f"--instances {spec.instances}: must be at least 1")
-    if spec.train.epochs < 1:
-        raise InputError(f"--epochs {spec.train.epochs}: must be at least 1")
-    if spec.train.batch_size < 1:
-        raise InputError(f"--batch-size {spec.train.batch_size}: must be at least 1")
-    if not spec.train.lr > 0:
-        raise InputError(f"--lr {spec.train.lr}: must be positive")
     ks, seeds = _stack_seeds(spec)
     sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
     if sae.loss in ("msle", "poisson") and kind != "spike_counts":
@@ -221,6 +215,9 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
                                    examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
             {"model": stack.state_dict(), "config": config}))
+    except NonFiniteLoss as error:
+        set_run_status(db, run_id, "failed", str(error))
+        raise InputError(f"run {run_id} failed {error}") from error
     except BaseException as error:
         set_run_status(db, run_id, "failed" if isinstance(error, Exception) else "cancelled",
                        f"{type(error).__name__}: {error}")
