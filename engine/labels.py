@@ -46,7 +46,7 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
         raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, sae_ids))})")
     n_features = feature_count(db, sae_id)
     if not 0 <= feature_id < n_features:
-        raise InputError(f"--feature {feature_id}: SAE {sae_id} has no such feature (it has {n_features}, "
+        raise InputError(f"--feature {feature_id}: SAE {sae_id} has no feature {feature_id} (it has {n_features}, "
                          f"numbered 0 to {n_features - 1})")
     if accept is not None:
         picked = suggestion(db, sae_id, feature_id, accept)

@@ -29,8 +29,8 @@ def check_fractions(fractions: tuple[float, float, float]) -> None:
     # `not f > 0` (rather than `f <= 0`) so that NaN, which compares false either way, is refused too.
     if (len(fractions) != 3 or any(not (np.isfinite(f) and f > 0) for f in fractions)
             or abs(sum(fractions) - 1.0) > 1e-6):
-        raise InputError(f"--split {','.join(f'{f:g}' for f in fractions)}: need three positive finite numbers "
-                         "that sum to 1")
+        raise InputError(f"--split {','.join(f'{f:g}' for f in fractions)}: need three positive numbers "
+                         "that sum to 1, none NaN or infinite")
 
 
 def check_split_options(seed: int, n_blocks: int) -> None:
