@@ -16,7 +16,14 @@ from engine.errors import InputError
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
 from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
-from engine.splits import DEFAULT_FRACTIONS, SPLITS, assign_splits, check_fractions, contiguous_blocks
+from engine.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    assign_splits,
+    check_fractions,
+    check_split_options,
+    contiguous_blocks,
+)
 from engine.variables import (
     VariableSpec,
     describe_variables,
@@ -63,6 +70,11 @@ class ImportOptions:
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     """Smoothing and z-scoring within trials (`mini import`); spike imports do theirs while binning and
     leave this at its default."""
+
+    def __post_init__(self) -> None:
+        # Checked when built, so the CLI and the app refuse these before any file is read or written.
+        check_fractions(self.split_fractions)
+        check_split_options(self.split_seed, self.n_blocks)
 
 
 @dataclass

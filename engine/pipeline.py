@@ -8,6 +8,7 @@ can be resumed; the results are written in one transaction at the end.
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,16 @@ from engine.errors import InputError
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
-from engine.train import TrainConfig, TrainData, Trainer, TrainOutcome, TrainProgress, pick_device
+from engine.train import (
+    MAX_SEED,
+    NonFiniteLoss,
+    TrainConfig,
+    TrainData,
+    Trainer,
+    TrainOutcome,
+    TrainProgress,
+    pick_device,
+)
 from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
 from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names
@@ -66,6 +76,13 @@ class RunSpec:
     chosen: dict[str, str] = field(default_factory=dict)
     """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
 
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise InputError(f"--instances {self.instances}: must be at least 1")
+        if not 0 <= self.seed <= MAX_SEED - self.instances:  # the SAEs take seeds seed … seed + instances - 1
+            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED - self.instances} "
+                             f"(seeds are below 2**32, and --instances {self.instances} takes one each)")
+
 
 @dataclass
 class RunOutcome:
@@ -103,15 +120,39 @@ def _serialise(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def machine_memory() -> int | None:
+    """Bytes of physical memory on this machine (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB"
+
+
+def check_memory(spec: RunSpec, n_examples: int, d_in: int, memory: int | None = None) -> None:
+    """Refuse a stack whose training or results would not fit in this machine's memory, before any run row
+    is written.
+
+    Training holds each parameter four times (weights, gradients, Adam's two moments) in float32; storing
+    the results holds every SAE's reconstruction of every example (float32), its active latents (about 32
+    bytes each, with the copy a sort makes) and its decoder as rows (about 40 bytes a weight)."""
+    memory = machine_memory() if memory is None else memory
+    n_saes = len(spec.ks) * spec.instances
+    training = spec.sae.d_sae * d_in * n_saes * 4 * 4
+    results = n_saes * (n_examples * d_in * 4 + n_examples * max(spec.ks) * 32 + spec.sae.d_sae * d_in * 40)
+    if memory is not None and training + results > memory:
+        raise InputError(
+            f"--d-sae {spec.sae.d_sae:,} × {d_in:,} units × {n_saes:,} SAE(s) (--instances {spec.instances:,} × "
+            f"{len(spec.ks)} k) needs about {_gib(training)} to train (weights, gradients, Adam) and "
+            f"{_gib(results)} for the results over {n_examples:,} examples; this machine has {_gib(memory)}: "
+            "use a smaller --d-sae or fewer --instances")
+
+
 def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
-    if spec.instances < 1:
-        raise InputError(f"--instances {spec.instances}: must be at least 1")
-    if spec.train.epochs < 1:
-        raise InputError(f"--epochs {spec.train.epochs}: must be at least 1")
-    if spec.train.batch_size < 1:
-        raise InputError(f"--batch-size {spec.train.batch_size}: must be at least 1")
-    if not spec.train.lr > 0:
-        raise InputError(f"--lr {spec.train.lr}: must be positive")
+    check_memory(spec, counts.shape[0], counts.shape[1])
     ks, seeds = _stack_seeds(spec)
     sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
     if sae.loss in ("msle", "poisson") and kind != "spike_counts":
@@ -224,6 +265,9 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
                                    examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
             {"model": stack.state_dict(), "config": config}))
+    except NonFiniteLoss as error:
+        set_run_status(db, run_id, "failed", str(error))
+        raise InputError(f"run {run_id} failed {error}") from error
     except BaseException as error:
         set_run_status(db, run_id, "failed" if isinstance(error, Exception) else "cancelled",
                        f"{type(error).__name__}: {error}")

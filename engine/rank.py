@@ -233,6 +233,10 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     config = config or RankConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
+    if run["status"] == "failed":  # a diverged run's message starts "at epoch E, step S: …"
+        message = (run["message"] or "no reason was stored").splitlines()[0]
+        raise InputError(f"run {run_id} failed{' ' if message.startswith('at epoch') else ': '}{message}; "
+                         "train again")
     saes = load_saes(db, run_id)
     if saes.is_empty():
         raise InputError(f"run {run_id} has no trained SAEs (status {run['status']}); train or resume it first")

@@ -41,6 +41,16 @@ class UnitFilter:
     refractory_s: float = 0.0015
     """The refractory period that ISI violations are counted against."""
 
+    def __post_init__(self) -> None:
+        # `not x >= 0` (rather than `x < 0`) so that NaN, which compares false either way, is refused too.
+        if not (np.isfinite(self.min_rate_hz) and self.min_rate_hz >= 0):
+            raise InputError(f"--min-rate {self.min_rate_hz}: must be a finite rate of 0 Hz or more")
+        if self.max_isi_violations is not None and not (np.isfinite(self.max_isi_violations)
+                                                        and 0 <= self.max_isi_violations <= 1):
+            raise InputError(f"--max-isi-violations {self.max_isi_violations}: must be a fraction between 0 and 1")
+        if not (np.isfinite(self.refractory_s) and self.refractory_s > 0):
+            raise InputError(f"--refractory-ms {self.refractory_s * 1e3}: must be a finite number above 0")
+
 
 def check_trains(trains: SpikeTrains) -> None:
     """Refuse NaN/inf, negative and unsorted spike times, naming the unit and the spike."""

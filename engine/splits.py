@@ -19,14 +19,32 @@ than ~10 both fail. (Seven test trials with two of one direction allow 21 arrang
 label could reach p < 0.05, however well it held.) Mirrors engine.validation_text.MIN_CI_TRIALS."""
 
 
+MIN_BLOCKS = 3
+"""Contiguous blocks a recording without trials is cut into at least: one each for train, val and test."""
+MAX_SEED = 2**32
+"""Split seeds are below 2**32, the range NumPy's generators take."""
+
+
 def check_fractions(fractions: tuple[float, float, float]) -> None:
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise InputError(f"split fractions {fractions}: need three positive numbers that sum to 1")
+    # `not f > 0` (rather than `f <= 0`) so that NaN, which compares false either way, is refused too.
+    if (len(fractions) != 3 or any(not (np.isfinite(f) and f > 0) for f in fractions)
+            or abs(sum(fractions) - 1.0) > 1e-6):
+        raise InputError(f"--split {','.join(f'{f:g}' for f in fractions)}: need three positive numbers "
+                         "that sum to 1, none NaN or infinite")
+
+
+def check_split_options(seed: int, n_blocks: int) -> None:
+    """Refuse a split seed NumPy cannot take and fewer blocks than splits."""
+    if not 0 <= seed < MAX_SEED:
+        raise InputError(f"--seed {seed}: must be between 0 and {MAX_SEED - 1} (2**32 - 1)")
+    if n_blocks < MIN_BLOCKS:
+        raise InputError(f"--blocks {n_blocks}: must be at least {MIN_BLOCKS} (one block each for train, val "
+                         "and test)")
 
 
 def contiguous_blocks(n_examples: int, n_blocks: int) -> np.ndarray:
     """Block id per example: n_blocks runs of (nearly) equal length, in time order."""
-    n_blocks = max(3, min(n_blocks, n_examples))
+    n_blocks = max(MIN_BLOCKS, min(n_blocks, n_examples))
     return (np.arange(n_examples) * n_blocks // n_examples).astype(np.int32)
 
 

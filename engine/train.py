@@ -50,6 +50,34 @@ class TrainConfig:
     epoch). Small recordings overfit long before a fixed epoch count runs out; with select_on_val the
     weights kept are those of each SAE's best epoch either way."""
 
+    def __post_init__(self) -> None:
+        # Checked here, where the CLI, the app and resumed runs all pass, before any run row is written.
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr {self.lr}: must be a finite number above 0 (default 0.002)")
+        if self.epochs < 1:
+            raise InputError(f"--epochs {self.epochs}: must be at least 1")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 0 <= self.seed < MAX_SEED:
+            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED - 1} (2**32 - 1)")
+        if self.patience is not None and self.patience < 1:
+            raise InputError(f"--patience {self.patience}: must be at least 1 epoch")
+        if self.log_every < 1:
+            raise InputError(f"log_every {self.log_every}: must be at least 1 step")
+        for name in ("warmup_fraction", "decay_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise InputError(f"{name} {value}: must be between 0 and 1")
+
+
+MAX_SEED = 2**32
+"""Seeds are below 2**32: NumPy's generators refuse larger ones, and every seed of a run feeds one."""
+
+
+class NonFiniteLoss(InputError):
+    """Training diverged: a loss or a weight became NaN or infinite. The message starts with "at epoch E"
+    and says what to try; the run is stored as failed with it."""
+
 
 @dataclass
 class TrainProgress:
@@ -136,6 +164,11 @@ class TrainData:
             yield shuffled[start: start + size]
 
 
+def _advice(config: TrainConfig) -> str:
+    return (f"try a --lr lower than {config.lr:g}, or check the dataset's counts for extreme "
+            "values")
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     warmup = max(1, round(config.warmup_fraction * total_steps))
     decay_start = total_steps - round(config.decay_fraction * total_steps)
@@ -173,6 +206,9 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.log: list[dict[str, Any]] = []
         self.total_steps = config.epochs * data.steps_per_epoch(config.batch_size)
+        # The first step whose loss was not finite (0: none yet), kept on the device so that watching for
+        # it costs no synchronisation per step; it is read with each progress event and each epoch's end.
+        self._nonfinite_step = torch.zeros((), dtype=torch.long, device=data.device)
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -253,6 +289,9 @@ class Trainer:
                     group["lr"] = lr
                 with self._autocast():
                     out = stack(batch)
+                self._nonfinite_step = torch.where(
+                    (self._nonfinite_step == 0) & ~torch.isfinite(out.loss.detach()),
+                    self.step + 1, self._nonfinite_step)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 stack.remove_parallel_decoder_grad()
@@ -261,10 +300,15 @@ class Trainer:
                 self.step += 1
                 self.examples_seen += batch.shape[0]
                 if self.step % config.log_every == 0:
+                    self._check_finite(weights=False)
                     elapsed = max(time.perf_counter() - started, 1e-9)
                     self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed)
             self.epoch += 1
+            self._check_finite(weights=True)
             val_loss = self.validation_loss()
+            if not all(math.isfinite(v) for v in val_loss) and self.data.val.shape[0] > 0:
+                raise NonFiniteLoss(f"at epoch {self.epoch} of {config.epochs}: the validation loss became "
+                                    f"non-finite ({_advice(config)})")
             self._keep_best(val_loss)
             elapsed = max(time.perf_counter() - started, 1e-9)
             self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed, val_loss)
@@ -275,6 +319,21 @@ class Trainer:
                 return self._outcome("finished", stopped_early=True)
         self._restore_best()
         return self._outcome("finished")
+
+    def _check_finite(self, weights: bool) -> None:
+        """Stop training (NonFiniteLoss) once a loss or (with `weights`, at an epoch's end) a weight is NaN or
+        infinite: from there on every step is NaN, and the weights kept would be garbage."""
+        step = int(self._nonfinite_step.item())
+        if step:
+            epoch = (step - 1) // self.data.steps_per_epoch(self.config.batch_size) + 1
+            raise NonFiniteLoss(f"at epoch {epoch} of {self.config.epochs}, step {step}: the training loss became "
+                                f"non-finite ({_advice(self.config)})")
+        if weights:
+            with torch.no_grad():
+                bad = [name for name, p in self.stack.named_parameters() if not bool(torch.isfinite(p).all())]
+            if bad:
+                raise NonFiniteLoss(f"at epoch {self.epoch} of {self.config.epochs}, step {self.step}: the weights "
+                                    f"({', '.join(bad)}) became non-finite ({_advice(self.config)})")
 
     def stalled(self) -> bool:
         """Whether every SAE has gone `patience` epochs without a better validation loss.

@@ -68,6 +68,11 @@ def run_sae_ids(db: Store, run_id: int) -> list[int] | None:
     return [sae for _, sae in rows if sae is not None] if rows else None
 
 
+def feature_count(db: Store, sae_id: int) -> int:
+    """How many features (latents) the SAE has."""
+    return int(db.scalar("SELECT count(*) FROM features WHERE sae_id = ?", [sae_id]))
+
+
 def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:
     """The feature's Nth suggestion, or a StoreError saying how many it has."""
     result = db.con.execute("SELECT * FROM suggestions WHERE sae_id = ? AND feature_id = ? AND position = ?",
