@@ -38,9 +38,10 @@ def human_bytes(n_bytes: float) -> str:
     return f"{value:.3g} {unit}" if unit != "B" else f"{int(value)} B"
 
 
-def check_fits(what: str, n_bytes: float) -> None:
+def check_fits(what: str, n_bytes: float, hint: str = "") -> None:
     """Refuse when `n_bytes` is more than USABLE_SHARE of the available memory; `what` says what was asked for
-    and why it is that big (the message adds the sizes)."""
+    and why it is that big (the message adds the sizes), `hint` what to do instead."""
     available = available_bytes()
     if not n_bytes <= USABLE_SHARE * available:
-        raise InputError(f"{what}: {human_bytes(n_bytes)}; this machine has {human_bytes(available)} available")
+        raise InputError(f"{what}: {human_bytes(n_bytes)}; this machine has {human_bytes(available)} available"
+                         + (f": {hint}" if hint else ""))

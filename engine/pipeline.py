@@ -8,7 +8,6 @@ can be resumed; the results are written in one transaction at the end.
 from __future__ import annotations
 
 import io
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 
 from engine.epochs import Epoch, EpochSelection, read_splits, select_epoch
 from engine.errors import InputError
+from engine.memory import check_fits, human_bytes
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
@@ -120,35 +120,20 @@ def _serialise(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def machine_memory() -> int | None:
-    """Bytes of physical memory on this machine (None where the system does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:,.1f} GiB"
-
-
-def check_memory(spec: RunSpec, n_examples: int, d_in: int, memory: int | None = None) -> None:
-    """Refuse a stack whose training or results would not fit in this machine's memory, before any run row
-    is written.
+def check_memory(spec: RunSpec, n_examples: int, d_in: int) -> None:
+    """Refuse a stack whose training or results would not fit in this machine's memory (engine.memory),
+    before any run row is written.
 
     Training holds each parameter four times (weights, gradients, Adam's two moments) in float32; storing
     the results holds every SAE's reconstruction of every example (float32), its active latents (about 32
     bytes each, with the copy a sort makes) and its decoder as rows (about 40 bytes a weight)."""
-    memory = machine_memory() if memory is None else memory
     n_saes = len(spec.ks) * spec.instances
     training = spec.sae.d_sae * d_in * n_saes * 4 * 4
     results = n_saes * (n_examples * d_in * 4 + n_examples * max(spec.ks) * 32 + spec.sae.d_sae * d_in * 40)
-    if memory is not None and training + results > memory:
-        raise InputError(
-            f"--d-sae {spec.sae.d_sae:,} × {d_in:,} units × {n_saes:,} SAE(s) (--instances {spec.instances:,} × "
-            f"{len(spec.ks)} k) needs about {_gib(training)} to train (weights, gradients, Adam) and "
-            f"{_gib(results)} for the results over {n_examples:,} examples; this machine has {_gib(memory)}: "
-            "use a smaller --d-sae or fewer --instances")
+    check_fits(f"--d-sae {spec.sae.d_sae:,} × {d_in:,} units × {n_saes:,} SAE(s) (--instances {spec.instances:,} "
+               f"× {len(spec.ks)} k) needs {human_bytes(training)} to train (weights, gradients, Adam) and "
+               f"{human_bytes(results)} for the results over {n_examples:,} examples", training + results,
+               "use a smaller --d-sae or fewer --instances")
 
 
 def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
