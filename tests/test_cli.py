@@ -164,3 +164,17 @@ def test_the_app_without_a_database_says_how_to_make_one_and_creates_nothing(cli
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert "no database here; make one with `mini demo`" in result.stderr and "mini import" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_label_text_is_stored_as_given_and_echoed_escaped(cli, tmp_path, demo_db):
+    import shutil
+
+    db = tmp_path / "l.duckdb"
+    shutil.copy(demo_db, db)
+    text = "red \x1b[31mALERT\x1b[0m\nsecond line"
+    done = cli("label", "--run", "1", "--feature", "3", "--name", text, "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and done.stdout.count("\n") == 1
+    assert "red \\x1b[31mALERT\\x1b[0m\\nsecond line" in done.stdout
+    stored = cli("sql", "--db", str(db), "--format", "json", "SELECT name FROM labels ORDER BY label_id DESC LIMIT 1")
+    assert json.loads(stored.stdout)[0]["name"] == text

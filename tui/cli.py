@@ -255,6 +255,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
+    from engine.errors import printable
     from engine.labels import label_feature
     from store.labels import get_label
 
@@ -263,7 +264,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         label_id = label_feature(db, args.run, args.feature, sae_id=args.sae, accept=args.accept, name=args.name,
                                  predicate=args.predicate, verdict=verdict, note=args.note)
         stored = get_label(db, label_id)
-    shown = stored["predicate"] or stored["name"] or ""
+    # The text is stored as given; echoed, its control characters (terminal escape codes) are escaped.
+    shown = printable(stored["predicate"] or stored["name"] or "", limit=200)
     print(f"label {label_id}: feature {args.feature} of SAE {stored['sae_id']}: {stored['verdict']}"
           + (f" — {shown}" if shown else ""))
     return 0
