@@ -112,7 +112,7 @@ def test_sql_is_read_only_unless_asked(cli, tmp_path):
     assert not (tmp_path / "w.duckdb").exists()
     assert cli("sql", "--db", db, "--write", "CREATE TABLE notes (t VARCHAR)").returncode == 0
     refused = cli("sql", "--db", db, "INSERT INTO notes VALUES ('x')")
-    assert refused.returncode == 2 and "read-only" in refused.stderr
+    assert refused.returncode == 2 and "writes are off; add --write" in refused.stderr
     assert cli("sql", "--db", db, "--write", "INSERT INTO notes VALUES ('x')").returncode == 0
     assert cli("sql", "--db", db, "--format", "csv", "SELECT * FROM notes").stdout.split() == ["t", "x"]
 
