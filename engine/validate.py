@@ -477,14 +477,19 @@ class Verdicts(NamedTuple):
         return self.generalises and self.signature_specific
 
 
-def verdicts(row: dict, q_value: float, config: ValidateConfig) -> Verdicts:
-    """The two verdicts of a tested label. NaN fails its condition. ``row`` holds mcc, mcc_ci_low/high,
-    n_test_trials, p_value, n_shifts, signature_score and random_p95."""
+def verdicts(row: dict, q_value: float | None, config: ValidateConfig) -> Verdicts:
+    """The two verdicts of a tested label. A missing figure (absent, None as stored, or NaN) fails its
+    condition. ``row`` holds mcc, mcc_ci_low/high, n_test_trials, p_value, n_shifts, signature_score and
+    random_p95."""
     from engine.validation_text import p_text, q_text, trials_text
 
-    mcc, lo, hi = (row.get(k, float("nan")) for k in ("mcc", "mcc_ci_low", "mcc_ci_high"))
+    def figure(name: str) -> float:
+        value = row.get(name)
+        return float("nan") if value is None else float(value)
+
+    mcc, lo, hi, sig, p95 = map(figure, ("mcc", "mcc_ci_low", "mcc_ci_high", "signature_score", "random_p95"))
+    q_value = float("nan") if q_value is None else q_value
     p, n_null = row.get("p_value"), row.get("n_shifts")
-    sig, p95 = row.get("signature_score", float("nan")), row.get("random_p95", float("nan"))
     interval = f"MCC {mcc:.2f} [{lo:.2f}, {hi:.2f}] over {trials_text(row.get('n_test_trials'))}"
     q = f"q {q_text(q_value, p, n_null)} (p {p_text(p, n_null)})"
     generalise_fails = []
@@ -499,9 +504,3 @@ def verdicts(row: dict, q_value: float, config: ValidateConfig) -> Verdicts:
     specificity = f"signature-specific: {decoding}" if specific else f"signature not specific: {decoding}"
     return Verdicts(not generalise_fails, bool(specific), f"{general}; {specificity}")
 
-
-def verdict(row: dict, q_value: float, config: ValidateConfig) -> tuple[bool, str]:
-    """Both verdicts at once (validated iff the label generalises and its signature is specific), with the
-    reason: kept for callers that want the single strict rule."""
-    v = verdicts(row, q_value, config)
-    return v.validated, v.reason

@@ -78,11 +78,8 @@ class ValidateOutcome:
 
 def predicate_target(predicate: Predicate, values: pl.DataFrame, kinds: dict[str, str], n_examples: int
                      ) -> PredicateMask:
-    """Where the predicate holds over the examples, and where its range variables are measured (the rows
-    a range is scored on), from the natural values in long form.
-
-    A missing value counts as the predicate not holding: the natural feature is absent there.
-    """
+    """Where the predicate holds over the examples, and where every clause's variable is measured (the only
+    rows validation scores), from the natural values in long form."""
     return evaluate(predicate, long_values(values, kinds, n_examples), n_examples)
 
 
@@ -350,11 +347,8 @@ def judge_attempts(attempts: pl.DataFrame, config: ValidateConfig, target_of: Ca
     weaker = _weaker_duplicates(attempts, target_of)
     out = []
     for row in family.iter_rows(named=True):
-        q_value = row["q_value"] if row["q_value"] is not None else float("nan")
-        v = verdicts({**row, "signature_score": _nan(row["decode_signature"]),
-                      "random_p95": _nan(row["decode_random_p95"]), "mcc": _nan(row["mcc"]),
-                      "mcc_ci_low": _nan(row["mcc_ci_low"]), "mcc_ci_high": _nan(row["mcc_ci_high"])},
-                     q_value, config)
+        v = verdicts({**row, "signature_score": row["decode_signature"], "random_p95": row["decode_random_p95"]},
+                     row["q_value"], config)
         stronger = weaker.get(row["validation_id"])
         reason = v.reason
         if stronger is not None:

@@ -66,7 +66,8 @@ def append_attempts(db: Store, run_id: int, attempts: pl.DataFrame, signatures: 
             db.con.execute("DELETE FROM signatures WHERE label_id IN (SELECT label_id FROM tested_labels)")
         if signatures.height:
             db.insert_frame("signatures", signatures)
-        judged = judge(run_attempts(db, run_id))
+        attempts = run_attempts(db, run_id)
+        judged = judge(attempts)
         if judged.height:
             with db.registered("judged", judged):
                 db.con.execute(
@@ -74,7 +75,7 @@ def append_attempts(db: Store, run_id: int, attempts: pl.DataFrame, signatures: 
                     " signature_specific = j.signature_specific, validated = j.validated,"
                     " duplicate_of = j.duplicate_of, reason = j.reason"
                     " FROM judged j WHERE validations.validation_id = j.validation_id")
-        return run_attempts(db, run_id)
+        return attempts.update(judged, on="validation_id", include_nulls=True)  # as stored, not read back
 
 
 def _numbered(db: Store, attempts: pl.DataFrame) -> pl.DataFrame:
