@@ -38,6 +38,7 @@ from engine.validate import (
     signature_units,
     verdicts,
 )
+from engine.validation_summary import verdict_counts
 from engine.validation_text import MIN_CI_TRIALS
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
@@ -229,14 +230,11 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     stored = append_attempts(db, run_id, frame, pl.concat(signature_rows) if signature_rows else pl.DataFrame(),
                              epoch=selection.row(), judge=lambda attempts: judge_attempts(attempts, config, target_of))
     mine = stored.filter(pl.col("label_id").is_in(frame["label_id"].to_list()) & pl.col("latest_of_label"))
-    tested = mine.filter(pl.col("testable"))
+    counts = verdict_counts(mine.iter_rows(named=True))  # counted as mini validate and the app count them
     return ValidateOutcome(
-        run_id, mine.height, tested.height, int(tested["validated"].sum()), time.perf_counter() - started,
-        selection, note, n_generalise=int(tested["generalises"].sum()),
-        n_specific=int(tested["signature_specific"].sum()),
-        n_duplicates=int(tested["duplicate_of"].is_not_null().sum()),
-        n_family=int((stored["in_family"] & stored["testable"]).sum()),
-        n_few_trials=int((tested["n_test_trials"] < MIN_CI_TRIALS).sum()))
+        run_id, counts.n_labels, counts.n_testable, counts.n_validated, time.perf_counter() - started, selection,
+        note, n_generalise=counts.n_generalise, n_specific=counts.n_specific, n_duplicates=counts.n_duplicates,
+        n_family=int((stored["in_family"] & stored["testable"]).sum()), n_few_trials=counts.n_few_trials)
 
 
 def _read_split(db: Store, run: dict, epoch: Epoch, source: str
