@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
+from engine.memory import check_fits
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
 from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
@@ -39,6 +40,11 @@ DATASET_KINDS = ("spike_counts", "activations")
 VALUE_TYPES = ("counts", "rates", "activations")
 """What a dataset's values are (`datasets.value_type`): whole spike counts, non-negative values that are not
 all whole (smoothed counts, rates), or activations (kind 'activations': any finite value)."""
+
+ROW_BYTES = 2 * 8 + 2 * 4 + 4
+"""Bytes a nonzero count takes on its way to the counts table: np.nonzero's two int64 indices, their int32
+copies and its float32 value."""
+
 GAP_BINS = 1.5
 """A step of more than this many bins in the time column is a gap that smoothing does not bridge."""
 _TRIAL_NAMES = ("trial", "trial_id", "trial_index")
@@ -239,6 +245,8 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
 
     kind, values = options.kind, counts.values
     if options.preprocess != PreprocessOptions():
+        check_fits(f"{counts.label}: smoothing or z-scoring {n_examples:,} × {n_units:,} values in float64",
+                   n_examples * n_units * 8 * 2, "import without --smooth/--normalize, or split the recording")
         smooth_of, gaps = _smoothing_segments(trial_of, times, bin_size)
         values = preprocess(values, trial_of, bin_size, options.preprocess, smooth_of)
         if gaps and options.preprocess.smooth_s:
@@ -257,6 +265,9 @@ def prepare_dataset(counts: CountMatrix, meta: pl.DataFrame, options: ImportOpti
     mean_count = values.mean(axis=0, dtype=np.float64)
     # The rate of the values as read: after smoothing or z-scoring, mean value / bin width is not one.
     mean_read = counts.values.mean(axis=0, dtype=np.float64)
+    nonzero = int(np.count_nonzero(values))
+    check_fits(f"{counts.label}: {nonzero:,} nonzero values of {n_examples:,} × {n_units:,}, stored as rows",
+               nonzero * ROW_BYTES, "split the recording")
     rows, cols = np.nonzero(values)
     new = NewDataset(
         name=options.name or Path(counts.label).stem,

@@ -374,13 +374,15 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     n_threads = max(1, min(n_threads or cores, len(shuffles) or 1))
     blocks = [range(start, min(start + SHUFFLE_BLOCK, shuffles.stop))
               for start in range(shuffles.start, shuffles.stop, SHUFFLE_BLOCK)]
+    totals = {key: np.zeros(obs.shape, np.int64) for key, obs in observed.items()}
     with ThreadPoolExecutor(n_threads) as pool:
-        results = list(pool.map(run, blocks))
-    out = {}
-    for key, obs in observed.items():
-        total = np.sum([r[key] for r in results], axis=0) if results else np.zeros(obs.shape, np.int64)
-        out[key] = (obs, np.where(np.isnan(obs), len(shuffles), total).astype(np.int64))  # undefined: p = 1
-    return out
+        # Summed as the blocks finish, not kept: memory stays that of a few blocks whatever the shuffle count
+        # (the counts are integers, so the order of the sums changes nothing).
+        for reached in pool.map(run, blocks):
+            for key, count in reached.items():
+                totals[key] += count
+    return {key: (obs, np.where(np.isnan(obs), len(shuffles), totals[key]).astype(np.int64))  # undefined: p = 1
+            for key, obs in observed.items()}
 
 
 def mi_bits(on: np.ndarray, n_in: np.ndarray) -> np.ndarray:

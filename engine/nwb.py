@@ -18,6 +18,7 @@ Everything is on the session clock, so no alignment between clocks is needed.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ import polars as pl
 
 from engine.behaviour import BehaviourSource, EventSource, check_times
 from engine.errors import InputError
+from engine.memory import check_fits
 from engine.spike_import import Recording
 from engine.spikes import SpikeTrains
 from engine.trials import Trials, check_trials
@@ -94,6 +96,11 @@ def _units(nwbfile, path: Path) -> SpikeTrains:
     if "spike_times" not in units.colnames:
         raise InputError(f"{path}: the Units table has no spike_times column")
     ids = units.id[:]
+    column = units["spike_times"]
+    flat = getattr(getattr(column, "target", column), "data", None)  # every unit's times, end to end
+    if hasattr(flat, "shape") and len(flat.shape) == 1:
+        check_fits(f"{path}: the Units table holds {flat.shape[0]:,} spike times of {len(ids):,} units, read as "
+                   "float64 and binned (three copies)", flat.shape[0] * 8 * 3, "split the recording")
     times = [np.asarray(units["spike_times"][i], dtype=np.float64) for i in range(len(ids))]
     return SpikeTrains([f"unit_{i}" for i in ids], times, f"{path}:units",
                        notes=[f"read {len(ids)} unit(s) from {path.name}'s Units table"])
@@ -254,6 +261,13 @@ def _behaviour(nwbfile, path: Path) -> list[BehaviourSource]:
         for series in _series_in(container):
             where = f"{path}:processing/{module.name}/{container.name}" + (
                 f"/{series.name}" if series is not container else "")
+            declared = getattr(series.data, "shape", None)
+            if declared is not None and hasattr(series.data, "dtype"):
+                # the samples as stored, as float64, as a frame, plus the timestamps
+                check_fits(f"{where}: {' × '.join(f'{n:,}' for n in declared)} {series.data.dtype} samples, read "
+                           "as float64 columns with their timestamps", math.prod(declared) * (
+                               series.data.dtype.itemsize + 16) + declared[0] * 8 if declared else 0,
+                           "leave this series out of the file, or downsample it")
             data = np.asarray(series.data[:])
             if data.ndim not in (1, 2) or not np.issubdtype(data.dtype, np.number):
                 continue

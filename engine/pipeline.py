@@ -36,7 +36,7 @@ from engine.train import (
 )
 from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
-from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names
+from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names, n_counts
 from store.runs import (
     RunResults,
     get_run,
@@ -96,7 +96,12 @@ class RunOutcome:
 
 
 def dense_counts(db: Store, dataset_id: int, n_examples: int, n_units: int) -> np.ndarray:
-    """Dense counts [examples × units] (float32) in example order."""
+    """Dense counts [examples × units] (float32) in example order; refused before reading when it would not
+    fit (the stored rows read as Arrow: int32 example, int32 unit, float32 value)."""
+    stored = n_counts(db, dataset_id)
+    check_fits(f"the dataset's counts, {n_examples:,} examples × {n_units:,} units as float32 and {stored:,} "
+               "stored rows", n_examples * n_units * 4 + stored * 12, "a smaller recording or a machine with more "
+               "memory")
     long = load_counts_long(db, dataset_id)
     counts = np.zeros((n_examples, n_units), dtype=np.float32)
     counts[long["example_id"].to_numpy(), long["unit_id"].to_numpy()] = long["value"].to_numpy()

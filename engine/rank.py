@@ -36,6 +36,7 @@ labelled from a column that was 70 in every trial.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +48,20 @@ import scipy.sparse as sp
 from engine.associations import AssociationConfig, Variable, associate, tuning_curves
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import InputError
+from engine.memory import check_fits, human_bytes
 from engine.mis import MISConfig, metadata_embedding, mis_scores
 from engine.stability import stability
 from engine.variables import each_value_in_one_trial
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
-from store.rankings import RankingResults, load_activations, load_decoder, load_features, save_ranking
+from store.rankings import (
+    RankingResults,
+    load_activations,
+    load_decoder,
+    load_features,
+    n_activations,
+    save_ranking,
+)
 from store.runs import get_run, load_saes
 
 NEAR_CONSTANT_DENSITY = 0.5
@@ -124,6 +133,36 @@ def _variables(db: Store, dataset_id: int, keep: np.ndarray) -> list[Variable]:
             numbers[where[used]] = rows["value"].to_numpy()[used]
             variables.append(Variable(spec["variable"], spec["kind"], numbers, None, None, spec["period"]))
     return variables
+
+
+ACTIVATION_ROW_BYTES = 12 + 8 + 1 + 12 + 12
+"""Bytes one stored activation takes while an SAE is ranked: the frame (int32, int32, float32), its row in the
+ranked bins (int64), the in-bins mask, the sparse matrix (value, row, column) and its CSC conversion."""
+
+MAX_CONTINUOUS_CODES = 41
+"""Codes a continuous or circular variable takes in the association tables at most: 40 bins and missing."""
+
+
+def check_rank_memory(db: Store, run_id: int, saes: pl.DataFrame, n_rows: int, n_units: int,
+                      variables: list[Variable]) -> None:
+    """Refuse a ranking whose arrays would not fit, before any is made: the metadata embedding (one column per
+    category of each categorical variable, for every ranked bin, built and then stacked), the decoders as
+    dense float64 matrices, and for the largest SAE its activations as a sparse matrix and the association
+    tables ([features × codes] float64, one per thread and its marginals) of every shuffle thread."""
+    columns = sum(len(v.labels or ()) if v.kind == "categorical" else 2 if v.kind == "circular" else 1
+                  for v in variables)
+    codes = sum(len(v.labels or ()) + 1 if v.kind == "categorical" else MAX_CONTINUOUS_CODES for v in variables)
+    embedding = n_rows * columns * 8 * 2
+    decoders = int(saes["d_sae"].sum()) * n_units * 8 * 2
+    stored = n_activations(db, saes["sae_id"].to_list())
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_sae = max((stored.get(row["sae_id"], 0) * ACTIVATION_ROW_BYTES + row["d_sae"] * codes * 8 * 2 * (threads + 1)
+                   for row in saes.iter_rows(named=True)), default=0)
+    check_fits(f"run {run_id}: ranking {n_rows:,} bins needs {human_bytes(embedding)} for the metadata embedding "
+               f"({columns:,} columns over {len(variables)} variables), {human_bytes(decoders)} for the decoders "
+               f"and {human_bytes(per_sae)} per SAE for its activations and association tables "
+               f"({codes:,} codes, {threads} threads)", embedding + decoders + per_sae,
+               "a variable with very many categories is better imported as a number, or left out")
 
 
 def _natural_order(label: str) -> tuple[int, float, str]:
@@ -254,6 +293,7 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
         raise InputError(f"run {run_id}: dataset '{dataset['name']}' has no variable a label could be tested on in "
                          f"the ranked bins{' (' + ', '.join(skipped) + ')' if skipped else ''}; import behaviour or "
                          "trial variables with it")
+    check_rank_memory(db, run_id, saes, len(keep), dataset["n_units"], variables)
     embedding, column_variable = _embedding(variables)
     position = np.full(dataset["n_examples"], -1, dtype=np.int64)
     position[keep] = np.arange(len(keep))

@@ -7,6 +7,7 @@ row, so a person can go straight to the problem.
 from __future__ import annotations
 
 import csv
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
+from engine.memory import check_fits, human_bytes
 
 COUNT_FORMATS = (".npy", ".npz", ".parquet", ".csv")
 META_FORMATS = (".parquet", ".csv")
@@ -77,9 +79,43 @@ def _read_table(path: Path) -> pl.DataFrame:
     return frame
 
 
+def _npy_header(handle) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The shape and dtype a .npy stream's header declares, read without the data (None: a header numpy's
+    reader will refuse itself)."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(handle)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(handle)
+    except (ValueError, OSError, EOFError):
+        return None
+    return shape, dtype
+
+
+def check_array_fits(label: str, shape: tuple[int, ...], dtype: np.dtype, copies: int = 2) -> None:
+    """Refuse an array whose declared size (times `copies`: the array and its working copies while it is
+    checked and stored) would not fit in memory, before it is read."""
+    cells = math.prod(shape)
+    shown = " × ".join(f"{n:,}" for n in shape)
+    check_fits(f"{label} declares {shown} {dtype} values, read with "
+               f"{'a working copy' if copies == 2 else f'{copies - 1} working copies'}", cells * dtype.itemsize
+               * copies, "split the recording")
+
+
+def check_npy_fits(path: Path, copies: int = 2) -> None:
+    """check_array_fits on the shape and dtype a .npy file's header declares (nothing when numpy's reader
+    will refuse the header itself)."""
+    with path.open("rb") as handle:
+        declared = _npy_header(handle)
+    if declared is not None:
+        check_array_fits(str(path), *declared, copies=copies)
+
+
 def _load_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
     try:
         if path.suffix.lower() == ".npy":
+            check_npy_fits(path)
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
@@ -91,13 +127,38 @@ def _load_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
                 raise InputError(
                     f"{path}: holds arrays {', '.join(keys) or '(none)'}; name the count matrix 'counts'"
                 )
+            for member in (key, "unit_names") if "unit_names" in keys else (key,):
+                with archive.zip.open(f"{member}.npy") as handle:
+                    declared = _npy_header(handle)
+                if declared is not None:
+                    check_array_fits(f"{path}: array '{member}'", *declared)
             names = [str(n) for n in archive["unit_names"]] if "unit_names" in keys else None
             return archive[key], names
     except InputError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: cannot read as {path.suffix[1:]} ({first})") from None
+
+
+def check_table_fits(path: Path, label: str) -> None:
+    """Refuse a table whose values would not fit in memory, before it is read: a Parquet file's footer gives
+    its rows and columns; a CSV file of S bytes holds at most S / 2 values (one character and a separator
+    each). Every value is counted at 8 bytes, twice (the frame and its NumPy copy)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            footer = pq.read_metadata(path)
+        except (OSError, ValueError):
+            return  # unreadable: _read_table says why
+        cells, shape = footer.num_rows * footer.num_columns, f"{footer.num_rows:,} rows × {footer.num_columns} columns"
+        check_fits(f"{path} holds {shape}, read as numbers with a working copy", cells * 16,
+                   f"split the {label}")
+    else:
+        size = path.stat().st_size
+        check_fits(f"{path} is {human_bytes(size)}, up to {size // 2:,} values, read as numbers with a working "
+                   "copy", size // 2 * 16, f"split the {label}")
 
 
 def read_counts(path: str | Path) -> CountMatrix:
@@ -112,6 +173,7 @@ def read_counts(path: str | Path) -> CountMatrix:
             raise InputError(f"{path}: unit_names has {len(names)} names for {values.shape[1]} units")
         names = names or [f"unit_{i}" for i in range(values.shape[1])]
     else:
+        check_table_fits(path, "counts")
         frame = _read_table(path)
         for name, dtype in frame.schema.items():
             if not (dtype.is_numeric() or dtype == pl.Boolean):
@@ -177,6 +239,8 @@ def read_metadata(path: str | Path) -> pl.DataFrame:
     """Read the metadata table: one row per example, one column per natural feature (plus trial, time)."""
     path = Path(path)
     _check_path(path, META_FORMATS, "metadata")
+    if path.suffix.lower() == ".parquet":  # a CSV's size bounds a text table too loosely to refuse on
+        check_table_fits(path, "metadata")
     frame = _read_table(path)
     for name, dtype in frame.schema.items():
         if dtype.is_float():
@@ -195,4 +259,6 @@ def read_table(path: str | Path, what: str = "table") -> pl.DataFrame:
     """Any CSV or Parquet table (spikes, behaviour, trials), checked like the metadata table."""
     path = Path(path)
     _check_path(path, META_FORMATS, what)
+    if path.suffix.lower() == ".parquet":
+        check_table_fits(path, what)
     return _read_table(path)

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError, printable
-from engine.readers import read_table
+from engine.readers import check_npy_fits, read_table
 from engine.spikes import SpikeTrains
 
 SPIKE_FORMATS = ("kilosort", "mat", "table")
@@ -93,6 +93,7 @@ def _load_vector(path: Path, what: str) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     try:
+        check_npy_fits(path, copies=3)  # the file's values, in seconds, sorted per unit
         values = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -42,6 +42,8 @@ CHANCE = {"balanced_accuracy": 0.5, "r2": 0.0}
 """What each decoding score is by chance: balanced accuracy 0.5 whatever the class balance, R² 0."""
 MAX_THRESHOLD_CANDIDATES = 1000
 """Past this many distinct activations, thresholds are tried at quantiles only: MCC changes smoothly."""
+BOOTSTRAP_CHUNK_BYTES = 64 * 1024 ** 2
+"""Largest block of bootstrap picks (int64, resamples × test trials) drawn at once."""
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,13 @@ def cooccurrence(activation_test: np.ndarray, present_test: np.ndarray, trial_te
     rng = np.random.default_rng(config.seed)
     n_trials = len(per_trial)
     out["n_test_trials"] = n_trials
-    picks = rng.multinomial(n_trials, np.full(n_trials, 1 / n_trials), size=config.n_bootstrap)
-    boot = _metrics(*(picks @ per_trial).T)
+    # In chunks of resamples: [n_bootstrap × n_trials] picks at once would be 8 GB for a million test trials.
+    # Rows are drawn one after another from the same generator, so the chunks draw exactly what one call would.
+    chunk = max(1, BOOTSTRAP_CHUNK_BYTES // (8 * n_trials))
+    sums = np.concatenate([rng.multinomial(n_trials, np.full(n_trials, 1 / n_trials),
+                                           size=min(chunk, config.n_bootstrap - start)) @ per_trial
+                           for start in range(0, config.n_bootstrap, chunk)])
+    boot = _metrics(*sums.T)
     for name in ("mcc", "f1", "balanced_accuracy", "precision", "recall"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: the CI is undefined, NaN is right

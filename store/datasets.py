@@ -133,6 +133,11 @@ def load_counts_long(db: Store, dataset_id: int) -> pa.Table:
     ).to_arrow_table()
 
 
+def n_counts(db: Store, dataset_id: int) -> int:
+    """How many nonzero counts the dataset stores (the rows load_counts_long returns)."""
+    return db.con.execute("SELECT count(*) FROM counts WHERE dataset_id = ?", [dataset_id]).fetchone()[0]
+
+
 def load_natural_variables(db: Store, dataset_id: int) -> pl.DataFrame:
     return db.frame(
         "SELECT variable, kind, period, n_levels, n_missing, source FROM natural_variables"

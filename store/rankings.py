@@ -50,6 +50,12 @@ def load_activations(db: Store, sae_id: int) -> pl.DataFrame:
     return db.frame("SELECT example_id, feature_id, value FROM activations WHERE sae_id = ?", [sae_id])
 
 
+def n_activations(db: Store, sae_ids: list[int]) -> dict[int, int]:
+    """Stored activation rows per SAE (what load_activations returns); an SAE without any is left out."""
+    return dict(db.con.execute("SELECT sae_id, count(*) FROM activations WHERE sae_id IN (SELECT unnest(?))"
+                               " GROUP BY sae_id", [sae_ids]).fetchall())
+
+
 def load_decoder(db: Store, sae_ids: list[int]) -> pl.DataFrame:
     return db.frame("SELECT sae_id, feature_id, unit_id, weight FROM decoder WHERE sae_id IN (SELECT unnest(?))",
                     [sae_ids])
