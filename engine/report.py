@@ -473,15 +473,19 @@ def _in_range(level: str, low: float | None, high: float | None) -> bool:
 # --------------------------------------------------------------------------- entry point
 
 
-def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig | None = None) -> ReportOutcome:
-    """Write the report to ``out`` and the run's tables to ``<out stem>_tables/`` beside it."""
+def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig | None = None, *,
+                 make_folder: bool = False) -> ReportOutcome:
+    """Write the report to ``out`` and the run's tables to ``<out stem>_tables/`` beside it.
+
+    ``make_folder``: create ``out``'s folder (and its parents) when the report is written, as for the default
+    export folder (engine.exports); else a missing folder is refused before anything is read."""
     config = config or ReportConfig()
     if config.table_format not in TABLE_FORMATS:
         raise InputError(f"--tables must be one of {', '.join(TABLE_FORMATS)}, not '{config.table_format}'")
     out = Path(out)
     if out.exists() and out.is_dir():
         raise InputError(f"{out}: is a folder; give the report's file name, e.g. {out / 'report.md'}")
-    if not out.parent.exists():
+    if not out.parent.exists() and not make_folder:
         raise InputError(f"{out.parent}: no such folder for the report")
     run = get_run(db, run_id)
     dataset = run_dataset(db, run_id)
@@ -497,7 +501,7 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     lines += _validations(db, run_id, dataset, kinds, frames, ranked, tunings)
 
     folder = out.with_name(f"{out.stem}_tables")
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=make_folder, exist_ok=True)
     written = []
     for name, frame in frames.items():
         path = folder / f"{name}.{config.table_format}"

@@ -135,7 +135,7 @@ def load_counts_long(db: Store, dataset_id: int) -> pa.Table:
 
 def n_counts(db: Store, dataset_id: int) -> int:
     """How many nonzero counts the dataset stores (the rows load_counts_long returns)."""
-    return db.con.execute("SELECT count(*) FROM counts WHERE dataset_id = ?", [dataset_id]).fetchone()[0]
+    return db.con.execute("SELECT count(*) FROM counts WHERE dataset_id = ?", [dataset_id]).fetchall()[0][0]
 
 
 def load_natural_variables(db: Store, dataset_id: int) -> pl.DataFrame:

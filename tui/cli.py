@@ -245,12 +245,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from engine.exports import default_export_folder, git_work_tree
     from engine.report import ReportConfig, write_report
 
+    out, why = args.out, ""
+    if out is None:  # beside the database, or outside the git work tree that holds it
+        db_path = _db_path(args).absolute()
+        out = default_export_folder(db_path) / f"report_run{args.run}.md"
+        work_tree = git_work_tree(db_path.parent)
+        if work_tree is not None:
+            why = f"; not beside the database, which lies in the git work tree {work_tree} (--out to choose)"
     with _open_store(args, read_only=True) as db:
-        outcome = write_report(db, args.run, args.out, ReportConfig(top=args.top, table_format=args.tables))
+        outcome = write_report(db, args.run, out, ReportConfig(top=args.top, table_format=args.tables),
+                               make_folder=args.out is None)
     print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validation attempts) "
-          f"and {len(outcome.tables)} tables in {outcome.tables[0].parent}/")
+          f"and {len(outcome.tables)} tables in {outcome.tables[0].parent}/{why}")
     return 0
 
 
@@ -505,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add("report", cmd_report, "write a run's Markdown report with its tables beside it")
     report.add_argument("--run", type=int, required=True, help="run id")
-    report.add_argument("--out", default="report.md", help="report file (default report.md); tables go to "
-                                                        "<name>_tables/ beside it")
+    report.add_argument("--out", help="report file; tables go to <name>_tables/ beside it (default "
+                                      "report_runRUN.md beside the database, or in ~/mini-reports/<database name>/ "
+                                      "when the database lies in a git work tree)")
     report.add_argument("--tables", default="csv", choices=["csv", "parquet"], help="table format (default csv)")
     report.add_argument("--top", type=int, default=30, help="ranked features listed per SAE (default 30)")
 

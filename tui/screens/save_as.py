@@ -1,7 +1,8 @@
 """Save as: ask for a file to write, with a sensible default, checked before anything is written.
 
 `app.push_screen(SaveAsScreen(title, prompt, default, check=...), callback)` calls back with the chosen
-absolute Path, or None when the person cancels. A bad path is refused in place with one line naming the
+absolute Path, or None when the person cancels. The default's folder may be missing (the default export
+folder, engine.exports): the caller creates it when it writes there. A bad path is refused in place with one line naming the
 field and the problem; an existing file is only replaced after a yes in ConfirmScreen.
 """
 
@@ -24,14 +25,16 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def path_problem(text: str, check: Callable[[Path], str | None] | None = None) -> tuple[Path | None, str | None]:
-    """(the absolute path, None) for a usable file path, else (None, what is wrong with it)."""
+def path_problem(text: str, check: Callable[[Path], str | None] | None = None,
+                 creatable: Path | None = None) -> tuple[Path | None, str | None]:
+    """(the absolute path, None) for a usable file path, else (None, what is wrong with it). `creatable`: a
+    folder that need not exist yet (the default export folder, which the writer creates)."""
     if not text.strip():
         return None, "path: give a file name"
     path = Path(text.strip()).expanduser().absolute()
     if path.is_dir():
         return None, f"path: {path} is a folder; add a file name"
-    if not path.parent.is_dir():
+    if not path.parent.is_dir() and path.parent != creatable:
         return None, f"path: there is no folder {path.parent}"
     problem = check(path) if check else None
     return (None, f"path: {problem}") if problem else (path, None)
@@ -71,6 +74,7 @@ class SaveAsScreen(ModalScreen[Path | None]):
         self._prompt = prompt
         self._default = default
         self._check = check
+        self._creatable = default.parent  # the default's folder may not exist yet: the writer makes it
 
     def compose(self) -> ComposeResult:
         with Vertical(id="save-as") as box:
@@ -89,7 +93,7 @@ class SaveAsScreen(ModalScreen[Path | None]):
 
     @on(Input.Submitted, "#path")
     def submit(self, event: Input.Submitted) -> None:
-        path, problem = path_problem(event.value, self._check)
+        path, problem = path_problem(event.value, self._check, self._creatable)
         if problem or path is None:
             self.query_one("#error", Static).update(problem or "")
             return

@@ -330,6 +330,7 @@ class SQLScreen(Screen):
 
     # -- export --------------------------------------------------------------------------------------
     def action_export(self) -> None:
+        from engine.exports import default_export_folder
         from store.sql import export_format
         from tui.screens.save_as import SaveAsScreen
 
@@ -338,7 +339,8 @@ class SQLScreen(Screen):
             self.notify("Run a query first: there is nothing to export.", title="Export", severity="warning")
             return
         rows = "every row" if result.truncated else f"the {rows_text(result.table.num_rows)}"
-        default = self.app.db.path.absolute().parent / "results.csv"  # type: ignore[attr-defined]
+        folder = default_export_folder(self.app.db.path)  # type: ignore[attr-defined]
+        default = folder / "results.csv"
 
         def check(path: Path) -> str | None:
             return None if export_format(path) else "end the file name in .csv or .parquet"
@@ -346,16 +348,18 @@ class SQLScreen(Screen):
         def chosen(path: Path | None) -> None:
             if path is not None:
                 self._say(f"Writing {path}…")
-                self.export(result, path)
+                self.export(result, path, make_folder=path.parent == folder)
 
         self.app.push_screen(SaveAsScreen("Export results", f"Write {rows} to (.csv or .parquet):", default,
                                           check), chosen)
 
     @work(thread=True, exclusive=True, group="sql-export")
-    def export(self, result: AppQueryResult, path: Path) -> None:
+    def export(self, result: AppQueryResult, path: Path, make_folder: bool = False) -> None:
         from store.sql import export_query_result
 
         try:
+            if make_folder:  # the default export folder is made when something is written to it
+                path.parent.mkdir(parents=True, exist_ok=True)
             with self._stores.cursor() as db:
                 rows = export_query_result(db, result, path)
         except Exception as error:  # a full disk, a vanished table: one line, app stays up

@@ -459,26 +459,28 @@ class ValidationScreen(Screen):
 
     # -- the report ----------------------------------------------------------------------------------
     def action_export_report(self) -> None:
+        from engine.exports import default_export_folder
         from tui.screens.save_as import SaveAsScreen
 
-        default = self.app.db.path.absolute().parent / f"report_run{self.run_id}.md"  # type: ignore[attr-defined]
+        folder = default_export_folder(self.app.db.path)  # type: ignore[attr-defined]
+        default = folder / f"report_run{self.run_id}.md"
 
         def chosen(path: Path | None) -> None:
             if path is not None:
                 self._set_status(f"Writing the report of run {self.run_id} to {path}…")
-                self.write_report(path)
+                self.write_report(path, make_folder=path.parent == folder)
 
         self.app.push_screen(SaveAsScreen(
             "Export report", f"Write run {self.run_id}'s report (Markdown; its tables go in a folder beside it) to:",
             default), chosen)
 
     @work(thread=True, exclusive=True, group="validation-report")
-    def write_report(self, path: Path) -> None:
+    def write_report(self, path: Path, make_folder: bool = False) -> None:
         from engine.report import write_report
 
         try:
             with self._stores.cursor() as db:
-                outcome = write_report(db, self.run_id, path)
+                outcome = write_report(db, self.run_id, path, make_folder=make_folder)
         except Exception as error:  # a bad folder or a failed read: say so, keep going
             self.post_message(self.ReportFailed(f"Could not write the report to {path}: {error}"))
             return
