@@ -162,7 +162,8 @@ def check_rank_memory(db: Store, run_id: int, saes: pl.DataFrame, n_rows: int, n
                f"({columns:,} columns over {len(variables)} variables), {human_bytes(decoders)} for the decoders "
                f"and {human_bytes(per_sae)} per SAE for its activations and association tables "
                f"({codes:,} codes, {threads} threads)", embedding + decoders + per_sae,
-               "a variable with very many categories is better imported as a number, or left out")
+               "a variable with very many categories is better imported as a number, or left out"
+               if embedding > decoders + per_sae else "use a machine with more memory, or rank fewer bins (--where)")
 
 
 def _natural_order(label: str) -> tuple[int, float, str]:
