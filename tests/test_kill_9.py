@@ -1,14 +1,14 @@
 """kill -9 in the middle of labelling, training, importing, ranking and validating.
 
 Each test runs `mini` in its own process and kills it with SIGKILL at a moment the test chooses, then
-checks that the file opens read-write, that every row committed before the kill is there byte for byte
-(`snapshot`: each table's rows as their repr, sorted), that what was in flight is there whole or not at
-all, and that the interrupted work can be done again (a resumed run finishes, a rerun stores).
+checks that the file reads read-only and opens read-write (`reopened`), that every row committed before
+the kill is there byte for byte (`snapshot`: each table's rows as their repr, sorted), that what was in
+flight is there whole or not at all, and that the interrupted work can be done again (a resumed run
+finishes, a rerun stores).
 
 The moment is one of:
 - a line on stderr: training's `epoch N:` (epoch N-1's checkpoint is committed by then), ranking's
-  `rank: SAE …`, validation's `validate: i/n labels: …`, or a line the labelling loop prints after
-  each commit;
+  `rank: SAE …`, or a line the labelling loop prints after each commit;
 - a pause point: `mini` run through PAUSED_MINI, which is the CLI's `main` with one place wrapped to say
   `paused: …` on stderr and wait there to be killed: just before the COMMIT of the transaction a named
   function opens (its writes all made, none committed), or just before a named function runs.
@@ -41,6 +41,7 @@ from tests.conftest import run_cli
 WAIT_S = 120
 """Longest wait for any line; far above what each step takes on two busy cores."""
 D_SAE = 24
+"""Latents of run 1's one SAE in the base database."""
 TRAIN_ARGS = ("--dataset", "first", "--d-sae", "16", "--k", "2", "--epochs", "30", "--batch-size", "256")
 """A second run on the base dataset: 30 short epochs (8 steps each), a checkpoint after every one."""
 RANK_SHUFFLES = "1000"
@@ -190,12 +191,19 @@ def assert_kept(before: dict[str, list[str]], after: dict[str, list[str]], *, un
             assert after[table] == rows, f"{table}: rows added: {list(Counter(after[table]) - Counter(rows))[:3]}"
 
 
-def opens_read_write(path: Path) -> None:
-    """The file opens read-write (the write-ahead log replayed or discarded), as every command opens it."""
+def reopened(path: Path) -> dict[str, list[str]]:
+    """The file after a kill, read first read-only (as `mini info` reads it: the write-ahead log replayed in
+    memory), then opened read-write as every writing command opens it (the log replayed into the file, or
+    discarded); both see the same rows, but for a run left 'running', which the read-write open marks
+    interrupted. Returns what the second read sees."""
     from store import Store
 
+    seen = snapshot(path)
     with Store.open(path, create=False) as store:
         assert store.scalar("SELECT count(*) FROM datasets") >= 1
+    after = snapshot(path)
+    assert {t: rows for t, rows in after.items() if t != "runs"} == {t: rows for t, rows in seen.items() if t != "runs"}
+    return after
 
 
 # -- processes to kill -----------------------------------------------------------------------------------
@@ -285,8 +293,7 @@ def test_labelling_killed_mid_write_keeps_every_committed_label_and_goes_on(db, 
                  (line.split() for line in labeller.lines["stdout"] if line[0].isdigit())}
     assert len(committed) >= 25
 
-    opens_read_write(db)
-    after = snapshot(db)
+    after = reopened(db)
     assert_kept(before, after, unchanged=set(before) - {"labels"})
     rows = query(db, "SELECT label_id, sae_id, feature_id, verdict, name, predicate, source, note FROM labels"
                      " WHERE label_id >= ? ORDER BY label_id", [first_new])
@@ -318,8 +325,7 @@ def test_mini_label_killed_at_its_commit_stores_the_label_whole_or_not_at_all(db
     labeller.wait_for("paused: ")
     labeller.kill_9()
 
-    opens_read_write(db)
-    after = snapshot(db)
+    after = reopened(db)
     assert_kept(before, after, unchanged=set(before) - {"labels"})
     in_flight = "SELECT name, predicate, note FROM labels WHERE note = 'in flight'"
     assert query(db, in_flight) == ([("speed ramp ✓", "speed in [10, 40)", "in flight")] if stored else [])
@@ -335,7 +341,7 @@ def test_mini_label_killed_at_its_commit_stores_the_label_whole_or_not_at_all(db
 def assert_interrupted(db: Path, checkpoint: str) -> None:
     """Opened read-write after the kill, run 2 is marked interrupted and has no results; `checkpoint` says
     which epoch its latest checkpoint holds: 'none', 'some' (after epoch 2 or later) or 'last' (30)."""
-    opens_read_write(db)
+    reopened(db)
     (status, message), = query(db, "SELECT status, message FROM runs WHERE run_id = 2")
     assert status == "interrupted" and "mini train --resume 2" in message
     epochs = [e for (e,) in query(db, "SELECT epoch FROM checkpoints WHERE run_id = 2 AND kind = 'latest'")]
@@ -428,8 +434,7 @@ def test_import_of_a_second_dataset_killed_before_its_commit_leaves_no_trace_and
     importer.wait_for("paused: ")  # every table of 'second' written, nothing committed
     importer.kill_9()
 
-    opens_read_write(db)
-    assert snapshot(db) == before  # the first dataset and its run, labels, validations; no part of the second
+    assert reopened(db) == before  # the first dataset and its run, labels, validations; no part of the second
     rerun = cli(db, *args)
     assert rerun.returncode == 0, rerun.stderr
     assert "imported 'second' (dataset 2)" in rerun.stdout
@@ -446,7 +451,7 @@ def test_import_killed_after_its_commit_keeps_the_second_dataset_whole(db, start
     importer.wait_for("paused: ")  # committed; the file not closed, so the log not yet checkpointed
     importer.kill_9()
 
-    opens_read_write(db)
+    reopened(db)
     assert [n for (n,) in query(db, "SELECT name FROM datasets ORDER BY dataset_id")] == ["first", "second"]
     assert dataset_rows(db, "second") == dataset_rows(reference, "second")
     assert_kept(before, snapshot(db), unchanged={"runs", "saes", "activations", "rankings", "labels", "validations"})
@@ -462,15 +467,13 @@ def test_ranking_killed_mid_way_keeps_the_earlier_ranking_and_reruns(db, start):
                               "--db", str(db)))
     ranker.wait_for("rank: SAE 1: ")  # computing
     ranker.kill_9()
-    opens_read_write(db)
-    assert snapshot(db) == before
+    assert reopened(db) == before
 
     ranker = start(*paused_mini("commit", "save_ranking", "rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES,
                               "--db", str(db)))
     ranker.wait_for("paused: ")  # the earlier ranking deleted and the new one inserted, not committed
     ranker.kill_9()
-    opens_read_write(db)
-    assert snapshot(db) == before  # the earlier ranking, byte for byte, and nothing else changed
+    assert reopened(db) == before  # the earlier ranking, byte for byte, and nothing else changed
 
     rerun = cli(db, "rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES)
     assert rerun.returncode == 0, rerun.stderr
@@ -481,29 +484,25 @@ def test_ranking_killed_mid_way_keeps_the_earlier_ranking_and_reruns(db, start):
 
 
 def test_validation_killed_mid_way_keeps_earlier_attempts_and_numbers_the_rerun_next(db, start):
+    """Killed with every attempt of a new epoch inserted and judged (the earlier attempts' q-values and
+    verdicts updated, the labels' signatures replaced), before the COMMIT; validation writes nothing
+    before that transaction, so a kill while it computes leaves less behind (ranking's test kills there)."""
     before = snapshot(db)
     tested = {label_id for (label_id,) in query(db, "SELECT DISTINCT label_id FROM validations")}
     measured = "SELECT validation_id, label_id, attempt, where_sql, mcc, mcc_ci_low, mcc_ci_high, p_value FROM validations"
     first_attempts = sorted(query(db, measured))
     args = ("validate", "--run", "1", "--jobs", "1", "--where", "speed > 2")
-    validator = start(*mini(*args, "--db", str(db)))
-    validator.wait_for(r"validate: \d+/\d+ labels: ")  # the first predicate's labels are done
-    validator.kill_9()
-    opens_read_write(db)
-    assert snapshot(db) == before
-
     validator = start(*paused_mini("commit", "append_attempts", *args, "--db", str(db)))
-    validator.wait_for("paused: ")  # every attempt inserted and judged, not committed
+    validator.wait_for("paused: ")
     validator.kill_9()
-    opens_read_write(db)
-    assert snapshot(db) == before
+    assert reopened(db) == before
 
     rerun = cli(db, *args)
     assert rerun.returncode == 0, rerun.stderr
     attempts = query(db, "SELECT label_id, list(attempt ORDER BY attempt), list(where_sql ORDER BY attempt)"
                          " FROM validations GROUP BY label_id ORDER BY label_id")
     assert {label_id for label_id, *_ in attempts} == tested
-    for label_id, numbers, wheres in attempts:  # the killed attempts left no number behind
+    for label_id, numbers, wheres in attempts:  # the killed attempt left no number behind
         assert numbers == [1, 2] and wheres[0] is None and "speed > 2" in wheres[1], (label_id, numbers, wheres)
     # Appending re-judges the family (q-values, verdicts) and replaces the labels' signatures; what each
     # earlier attempt measured stays as it was.
