@@ -10,8 +10,10 @@ The moment is one of:
 - a line on stderr: training's `epoch N:` (epoch N-1's checkpoint is committed by then), ranking's
   `rank: SAE …`, or a line the labelling loop prints after each commit;
 - a pause point: `mini` run through PAUSED_MINI, which is the CLI's `main` with one place wrapped to say
-  `paused: …` on stderr and wait there to be killed: just before the COMMIT of the transaction a named
-  function opens (its writes all made, none committed), or just before a named function runs.
+  `paused: …` on stderr and wait there to be killed: just before the COMMIT of the first transaction a
+  named function opens (its writes all made, none committed), just after that COMMIT (the function not
+  yet returned, so a write split over several transactions shows half done there), or just before a
+  named function runs.
 
 Nothing sleeps for a fixed time; every wait has a timeout.
 """
@@ -61,8 +63,8 @@ PAUSED_MINI = textwrap.dedent("""
         time.sleep(300)
         sys.exit("paused: nobody killed this process")
 
-    if kind == "commit":  # just before the COMMIT of the transaction that the function `where` opens
-        from store.db import Store
+    if kind in ("commit", "committed"):  # just before / just after the COMMIT of the first transaction that
+        from store.db import Store      # the function `where` opens
 
         transaction = Store.transaction
 
@@ -72,9 +74,17 @@ PAUSED_MINI = textwrap.dedent("""
                 yield
                 wait_to_be_killed()  # the block ran (it raised nothing): its writes are made, not committed
 
+        @contextlib.contextmanager
+        def paused_after_commit(inner):
+            with inner:
+                yield
+            wait_to_be_killed()  # committed; `where` has not returned, the file is not closed
+
         def opened_by(self):
             inner = transaction(self)
-            return paused_before_commit(inner) if sys._getframe(1).f_code.co_name == where else inner
+            if sys._getframe(1).f_code.co_name != where:
+                return inner
+            return (paused_before_commit if kind == "commit" else paused_after_commit)(inner)
 
         Store.transaction = opened_by
     elif kind == "call":  # just before `module:attribute` runs
@@ -315,7 +325,7 @@ def test_labelling_killed_mid_write_keeps_every_committed_label_and_goes_on(db, 
 
 @pytest.mark.parametrize(("kind", "where", "stored"), [
     ("commit", "add_label", False),  # the INSERT made, not committed
-    ("call", "store.db:Store.close", True),  # committed, the file not yet closed (the log not checkpointed)
+    ("committed", "add_label", True),  # committed, the file not yet closed (the log not checkpointed)
 ], ids=["before-commit", "after-commit"])
 def test_mini_label_killed_at_its_commit_stores_the_label_whole_or_not_at_all(db, start, kind, where, stored):
     before = snapshot(db)
@@ -447,7 +457,7 @@ def test_import_killed_after_its_commit_keeps_the_second_dataset_whole(db, start
     done = cli(reference, *args)
     assert done.returncode == 0, done.stderr
     before = snapshot(db)
-    importer = start(*paused_mini("call", "store.db:Store.close", *args, "--db", str(db)))
+    importer = start(*paused_mini("committed", "add_dataset", *args, "--db", str(db)))
     importer.wait_for("paused: ")  # committed; the file not closed, so the log not yet checkpointed
     importer.kill_9()
 
@@ -461,26 +471,40 @@ def test_import_killed_after_its_commit_keeps_the_second_dataset_whole(db, start
 
 
 # -- ranking and validation ------------------------------------------------------------------------------
-def test_ranking_killed_mid_way_keeps_the_earlier_ranking_and_reruns(db, start):
+def ranking(path: Path) -> dict[str, list[str]]:
+    """The rows of every ranking table."""
+    return {t: rows for t, rows in snapshot(path).items() if t in RANKING_TABLES}
+
+
+def test_ranking_killed_mid_way_keeps_the_earlier_ranking_and_a_committed_one_whole(db, start):
+    """Run 1 ranked on every bin is re-ranked on the epoch `speed > 2` (other rows in every ranking table),
+    killed while computing, before its COMMIT, and just after it."""
     before = snapshot(db)
-    ranker = start(*mini("rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES,
-                              "--db", str(db)))
+    args = ("rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES, "--where", "speed > 2")
+    ranker = start(*mini(*args, "--db", str(db)))
     ranker.wait_for("rank: SAE 1: ")  # computing
     ranker.kill_9()
     assert reopened(db) == before
 
-    ranker = start(*paused_mini("commit", "save_ranking", "rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES,
-                              "--db", str(db)))
+    ranker = start(*paused_mini("commit", "save_ranking", *args, "--db", str(db)))
     ranker.wait_for("paused: ")  # the earlier ranking deleted and the new one inserted, not committed
     ranker.kill_9()
     assert reopened(db) == before  # the earlier ranking, byte for byte, and nothing else changed
 
-    rerun = cli(db, "rank", "--run", "1", "--max-shuffles", RANK_SHUFFLES)
+    ranker = start(*paused_mini("committed", "save_ranking", *args, "--db", str(db)))
+    ranker.wait_for("paused: ")
+    ranker.kill_9()
+    committed = reopened(db)
+    assert_kept(before, committed, unchanged=set(before) - {*RANKING_TABLES, "analysis_epochs"},
+                replaced=frozenset(RANKING_TABLES))
+    assert ranking(db) != {t: before[t] for t in RANKING_TABLES}  # the new ranking replaced the earlier one
+    assert query(db, "SELECT where_sql FROM analysis_epochs WHERE run_id = 1 AND step = 'rank'") == [("speed > 2",)]
+
+    rerun = cli(db, *args)  # the same ranking again, uninterrupted: the committed one was whole
     assert rerun.returncode == 0, rerun.stderr
     assert "rank: ranked 1 SAE(s) of run 1" in rerun.stderr
+    assert ranking(db) == {t: committed[t] for t in RANKING_TABLES}
     assert query(db, "SELECT count(*), count(DISTINCT feature_id) FROM rankings") == [(D_SAE, D_SAE)]
-    assert_kept(before, snapshot(db), unchanged={"datasets", "counts", "runs", "saes", "activations", "labels",
-                                                 "validations", "signatures"}, replaced=frozenset(RANKING_TABLES))
 
 
 def test_validation_killed_mid_way_keeps_earlier_attempts_and_numbers_the_rerun_next(db, start):
