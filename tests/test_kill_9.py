@@ -15,7 +15,9 @@ The moment is one of:
   yet returned, so a write split over several transactions shows half done there), or just before a
   named function runs.
 
-Nothing sleeps for a fixed time; every wait has a timeout.
+Nothing sleeps for a fixed time; every wait has a timeout. Two more kill -9 tests sit beside what they
+test: tests/test_train_cli.py (killed mid-training: what `mini info` shows and which open marks the run
+interrupted) and tests/test_store.py (killed in the middle of the store's import transaction).
 """
 
 from __future__ import annotations
