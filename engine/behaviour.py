@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
-from engine.readers import read_table
+from engine.readers import check_float_column, read_table
 from engine.variables import circular_period, infer_kind
 
 TIME_NAMES = ("time_s", "time", "t", "timestamp")
@@ -54,12 +54,23 @@ class EventSource:
     when none falls in the kept bins they are left out with a note instead of refusing the import."""
 
 
+MAX_TIME_S = 1e10
+"""Latest time a sample, trial or event may have: 317 years, past any Unix-epoch clock in seconds. A later
+time is another unit (samples, microseconds) or a corrupt value, and binning up to it would ask for more bins
+than any machine holds."""
+
+
 def check_times(times: np.ndarray, label: str, what: str = "time") -> None:
-    """Refuse non-finite and non-increasing sample times, naming the row."""
+    """Refuse non-finite, far-future (MAX_TIME_S) and non-increasing sample times, naming the row."""
     bad = ~np.isfinite(times)
     if bad.any():
         row = int(np.argmax(bad))
         raise InputError(f"{label}: {what} row {row} is {times[row]}; sample times must be finite seconds")
+    late = np.abs(times) > MAX_TIME_S
+    if late.any():
+        row = int(np.argmax(late))
+        raise InputError(f"{label}: {what} row {row} is {times[row]:g} s, beyond {MAX_TIME_S:g} s (317 years); "
+                         "times must be in seconds (convert samples or microseconds first)")
     steps = np.diff(times)
     if (steps <= 0).any():
         row = int(np.argmax(steps <= 0)) + 1
@@ -90,10 +101,8 @@ def read_behaviour_table(path: str) -> BehaviourSource:
     for name, dtype in columns.schema.items():
         if not (dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Categorical, pl.Enum)):
             raise InputError(f"{path}: column '{name}' has type {dtype}; use numbers, text or true/false")
-        if dtype.is_float() and columns[name].is_infinite().any():
-            row = int(columns[name].is_infinite().arg_max())  # type: ignore[arg-type]
-            raise InputError(f"{path}: column '{name}' row {row} is {columns[name][row]}; leave missing values "
-                             "empty (or NaN)")
+        if dtype.is_float():
+            check_float_column(columns[name], path)
     columns = columns.with_columns(pl.col(pl.Float32, pl.Float64).fill_nan(None))
     return BehaviourSource(path, times, columns)
 

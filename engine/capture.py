@@ -24,6 +24,7 @@ from torch import nn
 
 from engine.errors import InputError
 from engine.importer import ImportOptions, prepare_dataset
+from engine.options import check_integer
 from engine.readers import CountMatrix, read_table
 from store.datasets import NewDataset
 
@@ -53,8 +54,7 @@ def capture_activations(model: nn.Module, layer: str | nn.Module, inputs: np.nda
     The model runs in eval mode without gradients; a layer whose output has more than two dimensions
     (e.g. [batch, channels, length]) is flattened to one row per input.
     """
-    if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    check_integer("--batch-size", batch_size, 1)
     module, name = _module(model, layer)
     x = torch.as_tensor(np.asarray(inputs, dtype=np.float32) if not torch.is_tensor(inputs) else inputs)
     captured: list[torch.Tensor] = []

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.errors import InputError
 from engine.importer import ImportOptions, ImportResult, import_files
 from engine.labels import label_feature
+from engine.options import MAX_EPOCHS, check_integer, check_seed
 from engine.pipeline import RunSpec, train_run
 from engine.rank import rank_run
 from engine.sae import SAEConfig
@@ -43,6 +45,16 @@ class DemoResult:
     """None when the database already held the sample dataset (the demo reuses it)."""
     data_folder: Path
     run_id: int | None = None
+
+
+def check_demo_options(seed: int, epochs: int | None, auto_accept: int, data_folder: str | None) -> None:
+    """`mini demo`'s options, refused before the database is made."""
+    check_seed("--seed", seed)
+    if epochs is not None:
+        check_integer("--epochs", epochs, 1, MAX_EPOCHS)
+    check_integer("--auto-accept", auto_accept, 0, 1_000, "features whose first suggestion is accepted")
+    if data_folder is not None and Path(data_folder).exists() and not Path(data_folder).is_dir():
+        raise InputError(f"--data {data_folder}: is a file; give a folder for the sample's files")
 
 
 def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,

@@ -105,6 +105,10 @@ class Around(NamedTuple):
     stop: float
 
 
+MAX_AROUND_S = 86_400.0
+"""How far from its event a window may reach: a day. Further is a typo (or 1e308), not a peri-event window."""
+
+
 def parse_around(text: str) -> Around:
     """EVENT:START,STOP with finite START ≤ STOP in seconds; InputError naming what is wrong."""
     event, sep, window = text.rpartition(":")
@@ -118,6 +122,9 @@ def parse_around(text: str) -> Around:
                          f"{event}:-0.25,0.25") from None
     if not (math.isfinite(start) and math.isfinite(stop)):
         raise InputError(f"--around {text}: START and STOP must be finite seconds")
+    if max(abs(start), abs(stop)) > MAX_AROUND_S:
+        raise InputError(f"--around {text}: START and STOP must lie within a day ({MAX_AROUND_S:,.0f} s) of the "
+                         "event")
     if start > stop:
         raise InputError(f"--around {text}: START {start:g} is after STOP {stop:g}")
     return Around(event.strip(), start, stop)

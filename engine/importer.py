@@ -14,6 +14,7 @@ import polars as pl
 
 from engine.errors import InputError
 from engine.memory import check_fits
+from engine.options import check_name
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
 from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
@@ -51,6 +52,10 @@ _TRIAL_NAMES = ("trial", "trial_id", "trial_index")
 _TIME_NAMES = ("time_s", "time", "t", "timestamp")
 
 
+MAX_DATASET_NAME = 100
+"""A dataset's name is what `--dataset NAME` and every table show: a short identifier."""
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     """How to read a recording. Defaults suit a binned spike-count session with a trial column."""
@@ -79,6 +84,8 @@ class ImportOptions:
 
     def __post_init__(self) -> None:
         # Checked when built, so the CLI and the app refuse these before any file is read or written.
+        if self.name is not None:
+            check_name("--name", self.name, "a dataset", MAX_DATASET_NAME)
         check_fractions(self.split_fractions)
         check_split_options(self.split_seed, self.n_blocks)
 
@@ -308,8 +315,7 @@ def prepare_files(counts_path: str | Path, meta_path: str | Path, options: Impor
                   ) -> tuple[NewDataset, list[str]]:
     """Read and validate a recording from its files; nothing is written."""
     name = options.name if options.name is not None else Path(counts_path).stem
-    if not name.strip():
-        raise InputError("--name: a dataset needs a non-empty name")
+    check_name("--name", name, "a dataset", MAX_DATASET_NAME)
     counts = read_counts(counts_path)
     meta = read_metadata(meta_path)
     return prepare_dataset(counts, meta, replace(options, name=name), meta_label=str(meta_path),

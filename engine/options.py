@@ -38,12 +38,12 @@ def check_integer(option: str, value: int, low: int, high: int = MAX_INDEX, why:
     return value
 
 
-def check_seed(option: str, value: int, taken: int = 1) -> int:
+def check_seed(option: str, value: int, taken: int = 1, taken_by: str = "") -> int:
     """A seed NumPy and torch take: 0 <= value, and value + taken - 1 < 2**32 (a run of `taken` SAEs takes
-    consecutive seeds)."""
+    consecutive seeds; `taken_by` names the option that asks for them)."""
     if taken > 1:
         return check_integer(option, value, 0, MAX_SEED - taken,
-                             f"seeds are below 2**32, and {taken:,} SAEs take one each")
+                             f"seeds are below 2**32, and {taken_by or f'{taken:,} SAEs'} take one each")
     return check_integer(option, value, 0, MAX_SEED - 1, "2**32 - 1, the largest seed NumPy takes")
 
 
@@ -100,3 +100,26 @@ def non_negative(option: str, value: float, unit: str = "", high: float | None =
 def fraction(option: str, value: float) -> float:
     """A finite number from 0 to 1."""
     return check_number(option, value, Bound(0), Bound(1))
+
+
+MAX_EPOCHS = 1_000_000
+"""Most training epochs one run may ask for: every epoch is at least one step, and a run of a million steps
+is already days of training; beyond it the number is a typo."""
+MAX_LR = 1.0
+"""Adam moves each weight by up to the learning rate per step: above 1 the weights (of order 0.1) jump past
+their own scale every step and training can only diverge."""
+
+
+def check_name(option: str, text: str, what: str, limit: int) -> str:
+    """A name a person gives (a dataset, a label): some text, at most `limit` characters, no control
+    characters (a newline or a terminal escape code in a name would break every table that shows it)."""
+    from engine.errors import printable
+
+    if not text.strip():
+        raise InputError(f"{option}: {what} needs some text")
+    if len(text) > limit:
+        raise InputError(f"{option}: {len(text):,} characters; {what} takes at most {limit} (put more in a note)")
+    if not all(c.isprintable() for c in text):
+        raise InputError(f"{option} '{printable(text)}': {what} cannot hold control characters (newlines, tabs, "
+                         "terminal codes)")
+    return text

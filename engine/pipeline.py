@@ -21,11 +21,11 @@ import torch
 from engine.epochs import Epoch, EpochSelection, read_splits, select_epoch
 from engine.errors import InputError
 from engine.memory import check_fits, human_bytes
+from engine.options import check_integer, check_seed
 from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae import SAEConfig, SAEStack
 from engine.train import (
-    MAX_SEED,
     NonFiniteLoss,
     TrainConfig,
     TrainData,
@@ -77,11 +77,8 @@ class RunSpec:
     """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
 
     def __post_init__(self) -> None:
-        if self.instances < 1:
-            raise InputError(f"--instances {self.instances}: must be at least 1")
-        if not 0 <= self.seed <= MAX_SEED - self.instances:  # the SAEs take seeds seed … seed + instances - 1
-            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED - self.instances} "
-                             f"(seeds are below 2**32, and --instances {self.instances} takes one each)")
+        check_integer("--instances", self.instances, 1)
+        check_seed("--seed", self.seed, taken=self.instances, taken_by=f"--instances {self.instances}")  # the SAEs take seeds seed … seed + instances - 1
 
 
 @dataclass

@@ -72,6 +72,9 @@ def _read_table(path: Path) -> pl.DataFrame:
     duplicate = _duplicate(names)
     if duplicate is not None:
         raise InputError(f"{path}: column name '{duplicate}' appears more than once")
+    blank = next((i for i, name in enumerate(names) if not str(name).strip()), None)
+    if blank is not None:  # it would become a unit or variable with no name
+        raise InputError(f"{path}: column {blank + 1} has no name; give every column a name")
     if frame.width == 0:
         raise InputError(f"{path}: no columns")
     if frame.height == 0:
@@ -119,21 +122,22 @@ def _load_array(path: Path) -> tuple[np.ndarray, list[str] | None]:
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            if "counts" in keys:
-                key = "counts"
-            elif len([k for k in keys if k != "unit_names"]) == 1:
-                key = next(k for k in keys if k != "unit_names")
-            else:
+            if "counts" not in keys:  # a guess at another array could import the wrong one
                 raise InputError(
-                    f"{path}: holds arrays {', '.join(keys) or '(none)'}; name the count matrix 'counts'"
+                    f"{path}: no array named 'counts' (it holds {', '.join(keys) or 'none'}); save the count matrix "
+                    "as counts, e.g. np.savez(path, counts=matrix)"
                 )
+            key = "counts"
             for member in (key, "unit_names") if "unit_names" in keys else (key,):
                 with archive.zip.open(f"{member}.npy") as handle:
                     declared = _npy_header(handle)
                 if declared is not None:
                     check_array_fits(f"{path}: array '{member}'", *declared)
             names = [str(n) for n in archive["unit_names"]] if "unit_names" in keys else None
-            return archive[key], names
+            values = archive[key]
+            if not isinstance(values, np.ndarray):  # a member that is not a .npy comes back as raw bytes
+                raise InputError(f"{path}: 'counts' is not a NumPy array (save it with np.savez)")
+            return values, names
     except InputError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
@@ -183,6 +187,11 @@ def read_counts(path: str | Path) -> CountMatrix:
                 row = int(nulls.arg_max())  # type: ignore[arg-type]
                 raise InputError(f"{path}: column '{name}' row {row} is empty (missing value)")
         names = frame.columns
+        wide = next((n for n, t in frame.schema.items() if t in (pl.Int128, getattr(pl, "UInt128", pl.Int128))), None)
+        if wide is not None:  # polars reads whole numbers beyond 64 bits as 128-bit integers
+            row = int((frame[wide].abs() > np.iinfo(np.int64).max).arg_max())  # type: ignore[arg-type]
+            raise InputError(f"{path}: column '{wide}' row {row} is {frame[wide][row]}, beyond 64-bit integers (and "
+                             f"far beyond {FLOAT32_EXACT:,}, the largest count stored exactly)")
         values = frame.to_numpy()
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise InputError(f"{path}: empty matrix, shape {values.shape} (need examples × units)")
@@ -235,6 +244,22 @@ def check_count_values(matrix: CountMatrix, *, allow_negative: bool) -> None:
                 f"beyond {what}")
 
 
+MAX_VARIABLE = 1e150
+"""Largest magnitude a variable's value may have: beyond about 1.3e154 its square overflows float64, so its
+variance, z-score and every decoder on it become inf or NaN. No measured quantity comes near it."""
+
+
+def check_float_column(column: pl.Series, label: str) -> None:
+    """Refuse inf and values beyond ±MAX_VARIABLE in a variable's column, naming the row (NaN is missing)."""
+    bad = (column.is_infinite() | ((column.abs() > MAX_VARIABLE) & column.is_not_nan())).fill_null(False)
+    if bad.any():
+        row = int(bad.arg_max())  # type: ignore[arg-type]
+        value = column[row]
+        why = ("leave missing values empty (or NaN)" if not np.isfinite(value) else
+               f"beyond ±{MAX_VARIABLE:g}, where its square (and any variance) overflows")
+        raise InputError(f"{label}: column '{column.name}' row {row} is {value:g}; {why}")
+
+
 def read_metadata(path: str | Path) -> pl.DataFrame:
     """Read the metadata table: one row per example, one column per natural feature (plus trial, time)."""
     path = Path(path)
@@ -244,11 +269,7 @@ def read_metadata(path: str | Path) -> pl.DataFrame:
     frame = _read_table(path)
     for name, dtype in frame.schema.items():
         if dtype.is_float():
-            infinite = frame[name].is_infinite()
-            if infinite.any():
-                row = int(infinite.arg_max())  # type: ignore[arg-type]
-                raise InputError(f"{path}: column '{name}' row {row} is {frame[name][row]}; use an empty "
-                                 "value (or NaN) for missing data")
+            check_float_column(frame[name], str(path))
         elif not (dtype.is_numeric() or dtype in (pl.Boolean, pl.String, pl.Categorical, pl.Enum)):
             raise InputError(f"{path}: column '{name}' has type {dtype}; use numbers, text or true/false")
     # NaN in a float column means "not measured" (e.g. tracking lost): store it as missing.

@@ -23,6 +23,7 @@ import polars as pl
 from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
 from engine.freezes import report_paragraph
+from engine.options import check_integer
 from engine.predicates import parse_predicate
 from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from engine.validation_summary import (
@@ -56,6 +57,10 @@ class ReportConfig:
     validated feature's are drawn in its validation section as well)."""
     table_format: str = "csv"
     """Format of the tables written beside the report: csv or parquet."""
+
+    def __post_init__(self) -> None:
+        check_integer("--top", self.top, 1)
+        check_integer("tuning_top", self.tuning_top, 0)
 
 
 @dataclass
@@ -482,11 +487,17 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
     config = config or ReportConfig()
     if config.table_format not in TABLE_FORMATS:
         raise InputError(f"--tables must be one of {', '.join(TABLE_FORMATS)}, not '{config.table_format}'")
+    if not str(out).strip():
+        raise InputError("--out '': an empty path; give the report's file name, e.g. report.md")
     out = Path(out)
     if out.exists() and out.is_dir():
         raise InputError(f"{out}: is a folder; give the report's file name, e.g. {out / 'report.md'}")
     if not out.parent.exists() and not make_folder:
         raise InputError(f"{out.parent}: no such folder for the report")
+    tables = out.with_name(f"{out.stem}_tables")
+    if tables.exists() and not tables.is_dir():
+        raise InputError(f"{tables}: is a file, and the report's tables go in a folder of that name; move it or "
+                         "choose another --out")
     run = get_run(db, run_id)
     dataset = run_dataset(db, run_id)
     kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",

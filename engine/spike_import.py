@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.behaviour import (
+    MAX_TIME_S,
     BehaviourSource,
     EventSource,
     align_source,
@@ -30,6 +31,7 @@ from engine.behaviour import (
 )
 from engine.errors import InputError
 from engine.importer import ImportOptions, add_flags, prepare_dataset
+from engine.options import Bound, check_number, positive
 from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
 from engine.quality_flags import track_flag
 from engine.readers import CountMatrix
@@ -51,6 +53,10 @@ from store.datasets import NewDataset
 OUTSIDE = ("drop", "keep")
 TRIAL_COLUMN = "trial"
 TIME_COLUMN = "time_s"
+
+
+MIN_TIME_SCALE, MAX_TIME_SCALE = 1e-12, 86_400.0
+"""--time-scale: seconds per stored time unit, from picoseconds to days."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,10 @@ class BinningOptions:
     2.5 median sample intervals per source."""
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     """Smoothing and normalisation, within trials."""
+
+    def __post_init__(self) -> None:
+        if self.max_gap_s is not None:
+            positive("--max-gap", self.max_gap_s, "s", high=MAX_TIME_S)
 
 
 @dataclass
@@ -272,6 +282,10 @@ class SpikeSourceOptions:
     """Table: the spike time column (default: time, time_s, spike_time, …)."""
     time_scale: float = 1.0
     """MATLAB and table: seconds per unit of the stored times (0.001 for ms, 1/30000 for 30 kHz samples)."""
+
+    def __post_init__(self) -> None:
+        check_number("--time-scale", self.time_scale, Bound(MIN_TIME_SCALE), Bound(MAX_TIME_SCALE), "s per unit",
+                     "from picoseconds to days per stored unit")
 
 
 def read_behaviour_files(paths: Sequence[str], tracking: TrackingOptions) -> list[BehaviourSource]:

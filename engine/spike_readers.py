@@ -292,6 +292,9 @@ def read_spike_table(path: Path, unit_col: str | None = None, time_col: str | No
         raise InputError(f"{path}: time column '{time_col}' is {times.dtype}, expected seconds as numbers")
     if units.null_count():
         raise InputError(f"{path}: row {int(units.is_null().arg_max())} has no unit in column '{unit_col}'")  # type: ignore[arg-type]
+    blank = units.cast(pl.String).str.strip_chars() == ""
+    if blank.any():  # it would become a unit with no name
+        raise InputError(f"{path}: row {int(blank.arg_max())} has an empty unit name in column '{unit_col}'")  # type: ignore[arg-type]
     if times.null_count():
         row = int(times.is_null().arg_max())  # type: ignore[arg-type]
         raise InputError(f"{path}: row {row}, unit '{units[row]}': time is empty (column '{time_col}')")

@@ -93,6 +93,11 @@ def time_range(trains: SpikeTrains, given: tuple[float, float] | None) -> tuple[
         start, stop = given
         if not (np.isfinite(start) and np.isfinite(stop) and stop > start):
             raise InputError(f"--time-range {start:g},{stop:g}: need START < STOP in seconds")
+        firsts = [t[0] for t in trains.times if len(t)]
+        lasts = [t[-1] for t in trains.times if len(t)]
+        if firsts and (stop <= min(firsts) or start > max(lasts)):
+            raise InputError(f"--time-range {start:g},{stop:g}: holds no spike of {trains.label} (its spikes run "
+                             f"{min(firsts):.6g}-{max(lasts):.6g} s)")
         return float(start), float(stop)
     if trains.span is not None:
         return trains.span

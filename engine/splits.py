@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.errors import InputError
+from engine.options import check_integer, check_seed
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -21,8 +22,6 @@ label could reach p < 0.05, however well it held.) Mirrors engine.validation_tex
 
 MIN_BLOCKS = 3
 """Contiguous blocks a recording without trials is cut into at least: one each for train, val and test."""
-MAX_SEED = 2**32
-"""Split seeds are below 2**32, the range NumPy's generators take."""
 
 
 def check_fractions(fractions: tuple[float, float, float]) -> None:
@@ -35,11 +34,8 @@ def check_fractions(fractions: tuple[float, float, float]) -> None:
 
 def check_split_options(seed: int, n_blocks: int) -> None:
     """Refuse a split seed NumPy cannot take and fewer blocks than splits."""
-    if not 0 <= seed < MAX_SEED:
-        raise InputError(f"--seed {seed}: must be between 0 and {MAX_SEED - 1} (2**32 - 1)")
-    if n_blocks < MIN_BLOCKS:
-        raise InputError(f"--blocks {n_blocks}: must be at least {MIN_BLOCKS} (one block each for train, val "
-                         "and test)")
+    check_seed("--seed", seed)
+    check_integer("--blocks", n_blocks, MIN_BLOCKS, why="one block each for train, val and test")
 
 
 def contiguous_blocks(n_examples: int, n_blocks: int) -> np.ndarray:

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.behaviour import BehaviourSource, default_max_gap
+from engine.behaviour import MAX_TIME_S, BehaviourSource, default_max_gap
 from engine.errors import InputError
+from engine.options import non_negative
 
 TRACKING_SUFFIX = ".videopositiontracking"
 _END = b"<End settings>"
@@ -41,6 +42,10 @@ class TrackingOptions:
     pixel for 16 minutes). 0 keeps every sample."""
     speed_smooth_s: float = 0.1
     """Gaussian σ (seconds) of the smoothing applied to x and y before differentiating for speed."""
+
+    def __post_init__(self) -> None:
+        non_negative("--frozen-s", self.frozen_s, "s", high=MAX_TIME_S)
+        non_negative("speed_smooth_s", self.speed_smooth_s, "s", high=MAX_TIME_S)
 
 
 def is_tracking_file(path: str | Path) -> bool:

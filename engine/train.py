@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from engine.errors import InputError
+from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_number, check_seed, fraction
 from engine.sae import ForwardOutput, SAEStack
 
 
@@ -52,26 +53,18 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Checked here, where the CLI, the app and resumed runs all pass, before any run row is written.
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise InputError(f"--lr {self.lr}: must be a finite number above 0 (default 0.002)")
-        if self.epochs < 1:
-            raise InputError(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
-        if not 0 <= self.seed < MAX_SEED:
-            raise InputError(f"--seed {self.seed}: must be between 0 and {MAX_SEED - 1} (2**32 - 1)")
-        if self.patience is not None and self.patience < 1:
-            raise InputError(f"--patience {self.patience}: must be at least 1 epoch")
-        if self.log_every < 1:
-            raise InputError(f"log_every {self.log_every}: must be at least 1 step")
+        check_number("--lr", self.lr, Bound(0, inclusive=False), Bound(MAX_LR),
+                     why="Adam moves each weight by up to lr per step; the default is 0.002")
+        check_integer("--epochs", self.epochs, 1, MAX_EPOCHS)
+        check_integer("--batch-size", self.batch_size, 1)
+        check_seed("--seed", self.seed)
+        if self.patience is not None:
+            check_integer("--patience", self.patience, 1, MAX_EPOCHS)
+        check_integer("log_every", self.log_every, 1)
         for name in ("warmup_fraction", "decay_fraction"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value <= 1):
-                raise InputError(f"{name} {value}: must be between 0 and 1")
+            fraction(name, getattr(self, name))
 
 
-MAX_SEED = 2**32
-"""Seeds are below 2**32: NumPy's generators refuse larger ones, and every seed of a run feeds one."""
 
 
 class NonFiniteLoss(InputError):

@@ -12,6 +12,7 @@ same epoch) is not a new attempt and does not grow the family.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -158,6 +159,13 @@ def _untestable(present: np.ndarray, fit: np.ndarray, test: np.ndarray, predicat
         if n_true == int(rows.sum()):
             return f"{predicate.text} holds on every {where} row where it is measured ({n_true:,})"
     return None
+
+
+def check_jobs(n_jobs: int) -> None:
+    """--jobs: -1 (one worker per core) or 1 to this machine's cores (more only queue for the same cores)."""
+    cores = os.cpu_count() or 1
+    if n_jobs != -1 and not 1 <= n_jobs <= cores:
+        raise InputError(f"--jobs {n_jobs}: must be -1 (one worker per core) or 1 to {cores} (this machine's cores)")
 
 
 def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,

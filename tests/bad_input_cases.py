@@ -43,11 +43,14 @@ class BadInput:
     """The database the case runs on: None for the session's complete database (a dataset, a ranked and
     validated run); otherwise a file name in the working folder (written by `write`, or absent)."""
     stdin: str | None = None
+    fresh: bool = True
+    """For an import: also run against a database that does not exist yet (False where the case is bad only
+    against the complete database, e.g. a name it already holds)."""
 
     @property
     def imports(self) -> bool:
         """An import: also run against a database that does not exist yet, where no file may appear."""
-        return self.args[0].startswith("import") and self.db is None
+        return self.args[0].startswith("import") and self.db is None and self.fresh
 
 
 # -- good files -----------------------------------------------------------------------------------------
@@ -97,6 +100,15 @@ def _truncated_copy(name: str, source: str, keep: float = 0.5) -> Writer:
         good = _good_folder(folder) / source
         data = good.read_bytes()
         (folder / name).write_bytes(data[: max(1, int(len(data) * keep))])
+    return write
+
+
+def _cut_after_comma(name: str, source: str, keep: float) -> Writer:
+    """A CSV copy that stopped just after a separator, `keep` of the way in: its last row lacks a value."""
+    def write(folder: Path) -> None:
+        data = (_good_folder(folder) / source).read_bytes()
+        cut = data.rindex(b",", 0, int(len(data) * keep)) + 1
+        (folder / name).write_bytes(data[:cut])
     return write
 
 
@@ -156,6 +168,7 @@ def _global_cases() -> Iterator[BadInput]:
     yield BadInput("global/label_two_verdicts", ("label", "--run", "1", "--feature", "0", "--reject", "--unsure"),
                    ("--unsure",))
     yield BadInput("global/db_empty_name", ("info",), ("--db",), db="")
+    yield BadInput("global/db_blank_name", ("info",), ("--db",), db="  ")
 
 
 MINI_COMMANDS: dict[str, tuple[str, ...]] = {
@@ -213,15 +226,17 @@ def _id_cases() -> Iterator[BadInput]:
             continue
         at = args.index("--run") + 1
         for value in ("0", "-1", "99", INT64_OVER, HUGE, TEXT, "1.5", ""):
-            yield BadInput(f"id/{command}/run={value}", (*args[:at], value, *args[at + 1:]), ("--run",))
+            words = (f"run {value}",) if value.lstrip("-").isdigit() else ("--run",)
+            yield BadInput(f"id/{command}/run={value}", (*args[:at], value, *args[at + 1:]), words)
     label = ("label", "--run", "1")
     for value in ("-1", "64", "9999", INT64_OVER, HUGE, TEXT):
         yield BadInput(f"id/label/feature={value}", (*label, "--feature", value, "--reject"), ("--feature",))
     for value in ("0", "99", "-1", HUGE, TEXT):
         yield BadInput(f"id/label/sae={value}", (*label, "--feature", "0", "--sae", value, "--reject"), ("--sae",))
     for value in ("0", "10", "-1", HUGE, TEXT):
-        yield BadInput(f"id/label/accept={value}", (*label, "--feature", "0", "--accept", value), ("--accept",))
-    yield BadInput("id/blind/validated_run", ("blind", "--run", "1"), ("--run 1", "validat"))
+        words = (f"suggestion {value}",) if value.lstrip("-").isdigit() else ("--accept",)
+        yield BadInput(f"id/label/accept={value}", (*label, "--feature", "0", "--accept", value), words)
+    yield BadInput("id/blind/validated_run", ("blind", "--run", "1"), ("run 1", "seen already"))
 
 
 def _label_cases() -> Iterator[BadInput]:
@@ -235,7 +250,7 @@ def _label_cases() -> Iterator[BadInput]:
         "sql_injection": "speed > 1; DROP TABLE labels", "huge_number": "speed > 1e400",
     }
     for case, predicate in predicates.items():
-        yield BadInput(f"label/predicate_{case}", (*label, "--name", "x", "--predicate", predicate), ("--predicate",))
+        yield BadInput(f"label/predicate_{case}", (*label, "--name", "x", "--predicate", predicate), ("predicate",))
     yield BadInput("label/predicate_with_reject", (*label, "--reject", "--predicate", "speed > 1"), ("--predicate",))
     yield BadInput("label/predicate_with_accept", (*label, "--accept", "1", "--predicate", "speed > 1"),
                    ("--predicate",))
@@ -254,7 +269,8 @@ FLOAT_VALUES = {"nan": "nan", "inf": "inf", "minus_inf": "-inf", "negative": "-1
 def _options(prefix: str, args: tuple[str, ...], option: str, values: dict[str, str],
              words: tuple[str, ...] = ()) -> Iterator[BadInput]:
     for case, value in values.items():
-        yield BadInput(f"{prefix}/{option.lstrip('-')}={case}", (*args, option, value), (option, *words))
+        yield BadInput(f"{prefix}/{option.lstrip('-')}={case}", (*args, option, value), (option, *words),
+                       fresh=case != "existing")
 
 
 def _train_cases() -> Iterator[BadInput]:
@@ -274,7 +290,7 @@ def _train_cases() -> Iterator[BadInput]:
     yield BadInput("train/dataset_empty", ("train", "--dataset", ""), ("--dataset",))
     yield BadInput("train/resume_finished", ("train", "--resume", "1"), ("run 1",))
     yield BadInput("train/resume_missing", ("train", "--resume", "99"), ("99",))
-    yield BadInput("train/resume_negative", ("train", "--resume", "-1"), ("--resume",))
+    yield BadInput("train/resume_negative", ("train", "--resume", "-1"), ("run -1",))
     yield BadInput("train/arch", (*train, "--arch", "transformer"), ("--arch",))
     yield BadInput("train/device", (*train, "--device", "tpu"), ("--device",))
     yield BadInput("train/loss", (*train, "--loss", "l7"), ("--loss",))
@@ -292,7 +308,26 @@ def _epoch_cases(prefix: str, args: tuple[str, ...]) -> Iterator[BadInput]:
         yield BadInput(f"{prefix}/around_{case}", (*args, "--around", around), ("--around",))
 
 
+def _no_variable_database(folder: Path) -> None:
+    """x.duckdb: a recording imported with no behaviour (metadata of trial and time only), trained."""
+    from engine.importer import ImportOptions, import_files
+    from engine.pipeline import RunSpec, train_run
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from store import Store
+
+    rec = make_recording()
+    write_counts(rec.counts, folder / "c.npy")
+    write_meta(rec.meta.select("trial", "time_s"), folder / "m.csv")
+    with Store.open(folder / "x.duckdb") as db:
+        import_files(db, folder / "c.npy", folder / "m.csv", ImportOptions(name="quiet"))
+        train_run(db, RunSpec(dataset="quiet", sae=SAEConfig(d_sae=8), ks=(2,),
+                              train=TrainConfig(epochs=1, batch_size=64, device="cpu")))
+
+
 def _rank_validate_report_cases() -> Iterator[BadInput]:
+    yield BadInput("rank/no_variables", ("rank", "--run", "1"), ("run 1", "no variable"), _no_variable_database,
+                   db="x.duckdb")
     rank = ("rank", "--run", "1")
     yield from _options("rank", rank, "--top", _int_values(1))
     yield from _options("rank", rank, "--max-shuffles", {**_int_values(1), "over_limit": str(10**9)})
@@ -337,13 +372,13 @@ SQL_WRITES = {
 def _sql_cases() -> Iterator[BadInput]:
     for case, query in SQL_WRITES.items():
         yield BadInput(f"sql/{case}", ("sql", query), ("--write",))
-    bad = {"syntax": ("SELEC 1", "SELEC"), "empty": ("", "SQL"), "blank": ("   ", "SQL"),
+    bad = {"syntax": ("SELEC 1", "SELEC"), "empty": ("", "query is empty"), "blank": ("   ", "query is empty"),
            "unknown_table": ("SELECT * FROM nope", "nope"),
            "missing_file": ("SELECT * FROM read_csv('nope.csv')", "nope.csv"),
            "division_by_zero": ("SELECT 1 // 0 + 'a'", "query failed")}
     for case, (query, word) in bad.items():
         yield BadInput(f"sql/{case}", ("sql", query), (word,))
-    yield BadInput("sql/stdin_empty", ("sql", "-"), ("standard input",), stdin="")
+    yield BadInput("sql/stdin_empty", ("sql", "-"), ("query is empty",), stdin="")
     yield BadInput("sql/stdin_write", ("sql", "-"), ("--write",), stdin="DELETE FROM labels")
     yield BadInput("sql/format", ("sql", "SELECT 1", "--format", "xml"), ("--format",))
 
@@ -402,7 +437,7 @@ def _counts_file_cases() -> Iterator[BadInput]:
         "1e308": (cell(1e308), ("row 7",)),
         "2**62": (cell(2**62, np.int64), ("row 7",)),
         "uint64_max": (cell(np.iinfo(np.uint64).max, np.uint64), ("row 7",)),
-        "zero_rows": (good[:0], ("0",)),
+        "zero_rows": (good[:0], ("no rows",)),
         "zero_units": (good[:, :0], ("0",)),
         "fewer_rows": (good[:-3], (f"{n - 3}",)),
         "extra_rows": (np.vstack([good, good[:2]]), (f"{n + 2}",)),
@@ -413,6 +448,8 @@ def _counts_file_cases() -> Iterator[BadInput]:
         for case, (values, words) in matrices.items():
             if case == "zero_units" and suffix in (".parquet", ".csv"):
                 continue  # a table with no columns cannot be written
+            if case == "zero_rows" and suffix in (".npy", ".npz"):
+                words = ("empty matrix", "(0, 6)")
             yield BadInput(f"counts{suffix}/{case}", ("import", name, *meta), (name, *words), _counts(name, values))
         yield BadInput(f"counts{suffix}/empty_file", ("import", name, *meta), (name,), _bytes(name, b""))
         yield BadInput(f"counts{suffix}/random_bytes", ("import", name, *meta), (name,), _bytes(name, RANDOM_BYTES))
@@ -433,7 +470,7 @@ def _counts_file_cases() -> Iterator[BadInput]:
         else:
             texts = pl.DataFrame({f"u{i}": good[:, i].astype(str) for i in range(m)}).with_columns(
                 pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("many")).otherwise(pl.col("u1")).alias("u1"))
-            yield BadInput(f"counts{suffix}/text_cell", ("import", name, *meta), (name, "u1"), _frame(name, texts))
+            yield BadInput(f"counts{suffix}/text_cell", ("import", name, *meta), (name, "String"), _frame(name, texts))
         if suffix == ".csv":
             header = ",".join(["a", "a", *(f"u{i}" for i in range(2, m))])
             body = "\n".join(",".join(str(v) for v in row) for row in good)
@@ -449,7 +486,7 @@ def _counts_file_cases() -> Iterator[BadInput]:
                            lambda folder: np.savez(folder / "c.npz", spikes=good))
             yield BadInput("counts.npz/unit_names_short", ("import", name, *meta), (name, "unit_names"),
                            lambda folder: np.savez(folder / "c.npz", counts=good, unit_names=np.array(["a"])))
-            yield BadInput("counts.npz/unit_names_duplicate", ("import", name, *meta), (name, "unit_names"),
+            yield BadInput("counts.npz/unit_names_duplicate", ("import", name, *meta), (name, "'a'"),
                            lambda folder: np.savez(folder / "c.npz", counts=good,
                                                    unit_names=np.array(["a"] * m)))
             yield BadInput("counts.npz/pickled_object", ("import", name, *meta), (name,),
@@ -483,7 +520,7 @@ def _meta_file_cases() -> Iterator[BadInput]:
     meta = rec.meta
     n = meta.height
     frames: dict[str, tuple[pl.DataFrame, tuple[str, ...]]] = {
-        "zero_rows": (meta.head(0), ("0",)),
+        "zero_rows": (meta.head(0), ("no rows",)),
         "fewer_rows": (meta.head(n - 1), (f"{n - 1}",)),
         "trial_null": (meta.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("trial"))
                                          .alias("trial")), ("trial",)),
@@ -496,7 +533,6 @@ def _meta_file_cases() -> Iterator[BadInput]:
                                            .otherwise(pl.col("speed")).alias("speed")), ("speed",)),
         "variable_1e308": (meta.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(1e308)
                                              .otherwise(pl.col("speed")).alias("speed")), ("speed",)),
-        "only_trial_and_time": (meta.select("trial", "time_s"), ("variable",)),
     }
     for suffix in (".parquet", ".csv"):
         name = f"m{suffix}"
@@ -544,12 +580,12 @@ def _spike_cases() -> Iterator[BadInput]:
         "zero_sample_rate": (lambda d: (d / "params.py").write_text("sample_rate = 0\n"), ("sample_rate",)),
         "nan_sample_rate": (lambda d: (d / "params.py").write_text("sample_rate = float('nan')\n"), ("params.py",)),
         "negative_times": (lambda d: np.save(d / "spike_times.npy", -np.load(d / "spike_times.npy").astype(np.int64)),
-                           ("spike_times.npy",)),
+                           ("ks", "cluster_0", "spike times must be >= 0")),
         "times_1e12_s": (lambda d: np.save(d / "spike_times.npy", np.r_[np.load(d / "spike_times.npy").ravel()[:-1],
                                                                          np.uint64(3 * 10**16)]), ("--bin-size",)),
         "float_nan_times": (lambda d: np.save(d / "spike_times.npy",
                                               np.r_[np.load(d / "spike_times.npy").ravel()[:-1].astype(float), np.nan]),
-                            ("spike_times.npy",)),
+                            ("ks", "nan")),
         "two_dimensional_clusters": (lambda d: np.save(d / "spike_clusters.npy",
                                                        np.load(d / "spike_clusters.npy").reshape(-1, 1).repeat(2, 1)),
                                      ("spike_clusters.npy",)),
@@ -557,7 +593,8 @@ def _spike_cases() -> Iterator[BadInput]:
     for case, (change, words) in folders.items():
         yield BadInput(f"kilosort/{case}", ks, words, kilosort(change))
     yield BadInput("kilosort/empty_folder", ks, ("ks",), lambda folder: (folder / "ks").mkdir())
-    yield BadInput("kilosort/no_such_group", (*ks, "--groups", "nope"), ("--groups",), kilosort(lambda d: None))
+    yield BadInput("kilosort/no_such_group", (*ks, "--groups", "nope"), ("cluster_group.tsv", "nope"),
+                   kilosort(lambda d: None))
     # -- MATLAB
     mat = ("import-spikes", "s.mat", *behaviour)
     yield BadInput("mat/empty", mat, ("s.mat",), _bytes("s.mat", b""))
@@ -575,7 +612,7 @@ def _spike_cases() -> Iterator[BadInput]:
         frames = {
             "nan_time": _spike_frame(session, time=np.nan),
             "inf_time": _spike_frame(session, time=np.inf),
-            "1e308_time": _spike_frame(session, time=1e308),
+            "1e308_time": _spike_frame(session, time=1e308, row=-1),
             "negative_time": _spike_frame(session, time=-1.0),
             "null_unit": _spike_frame(session, unit=None),
             "empty_unit": _spike_frame(session, unit=""),
@@ -584,17 +621,18 @@ def _spike_cases() -> Iterator[BadInput]:
             "text_times": _spike_frame(session).with_columns(pl.col("time").cast(pl.String) + "s"),
         }
         for case, frame in frames.items():
-            words = (name, "--bin-size") if case == "1e308_time" else (name,)
+            words = ("--bin-size", "1e+308 s") if case == "1e308_time" else (name,)
             yield BadInput(f"spikes{suffix}/{case}", table, words, _frame(name, frame))
         yield BadInput(f"spikes{suffix}/empty_file", table, (name,), _bytes(name, b""))
         yield BadInput(f"spikes{suffix}/random_bytes", table, (name,), _bytes(name, RANDOM_BYTES))
-        yield BadInput(f"spikes{suffix}/truncated", table, (name,), _truncated_copy(name, f"s{suffix}", 0.4))
+        yield BadInput(f"spikes{suffix}/truncated", table, (name,), _truncated_copy(name, f"s{suffix}", 0.4)
+                       if suffix == ".parquet" else _cut_after_comma(name, f"s{suffix}", 0.4))
         yield BadInput(f"spikes{suffix}/unit_col", (*table, "--unit-col", "nope"), ("nope",),
                        _frame(name, _spike_frame(session)))
         yield BadInput(f"spikes{suffix}/time_col", (*table, "--spike-time-col", "nope"), ("nope",),
                        _frame(name, _spike_frame(session)))
     yield BadInput("spikes/missing_source", ("import-spikes", "nope.csv", *behaviour), ("nope.csv",))
-    yield BadInput("spikes/format_mismatch", (*SPIKES, "--format", "mat"), ("--format",))
+    yield BadInput("spikes/format_mismatch", (*SPIKES, "--format", "mat"), ("s.csv", "MATLAB"))
     # -- behaviour, trials, events
     spikes = ("import-spikes", "{good}/s.csv", "--name", "bad")
     b = session.behaviour
@@ -653,10 +691,10 @@ def _spike_cases() -> Iterator[BadInput]:
                                                                   "inf": "inf", "huge": "1e308"})
 
 
-def _spike_frame(session, *, time: float | None = None, unit: str | None = "keep") -> pl.DataFrame:
+def _spike_frame(session, *, time: float | None = None, unit: str | None = "keep", row: int = 11) -> pl.DataFrame:
     frame = pl.concat([pl.DataFrame({"unit": [n] * len(t), "time": t}) for n, t in session.trains.items()])
     frame = frame.sort("time")
-    row = pl.int_range(pl.len()) == 11
+    row = pl.int_range(pl.len()) == (row % frame.height)
     if time is not None:
         frame = frame.with_columns(pl.when(row).then(time).otherwise(pl.col("time")).alias("time"))
     if unit != "keep":

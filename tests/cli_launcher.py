@@ -3,9 +3,9 @@
 Hundreds of bad-input cases each need their own `mini` process (exit status, standard error, a clean start),
 and a fresh `python -m tui.cli` spends one to three seconds importing torch, scikit-learn and polars before it
 reads its first option: the generated suite would take most of CI's quarter hour doing imports. Here one
-process imports them once; each command line then runs in a child forked from it, which executes the real
-entry point (`python -m tui.cli`, via runpy) with its own argv, working folder, environment, standard input,
-output and error, and exit status — a traceback and exit status 1 when it raises, as the interpreter would.
+process imports them once; each command line then runs in a child forked from it, which calls the entry point
+the `mini` script calls (tui.cli:main) with its own argv, working folder, environment, standard input, output
+and error, and exit status — a traceback and exit status 1 when it raises, as the interpreter would.
 
 Protocol: one JSON request per line on standard input ({"argv", "cwd", "env", "stdin", "timeout"}); one JSON
 reply per line on standard output ({"returncode", "stdout", "stderr"}). Started by tests/test_bad_inputs.py.
@@ -13,6 +13,7 @@ reply per line on standard output ({"returncode", "stdout", "stderr"}). Started 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,8 +27,9 @@ PRELOAD = ("tui.cli", "tui.cli_imports", "tui.progress", "tui.table_text", "engi
 
 
 def _child(request: dict, out_path: str, err_path: str, in_path: str) -> None:
-    import runpy
     import traceback
+
+    from tui.cli import main
 
     os.chdir(request["cwd"])
     os.environ.clear()
@@ -40,7 +42,7 @@ def _child(request: dict, out_path: str, err_path: str, in_path: str) -> None:
     sys.argv = ["mini", *request["argv"]]
     code = 0
     try:
-        runpy.run_module("tui.cli", run_name="__main__", alter_sys=True)
+        code = main(request["argv"])
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         if stop.code is not None and not isinstance(stop.code, int):
@@ -49,10 +51,8 @@ def _child(request: dict, out_path: str, err_path: str, in_path: str) -> None:
         traceback.print_exc()
         code = 1
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):
             stream.flush()
-        except Exception:
-            pass
     os._exit(code)
 
 

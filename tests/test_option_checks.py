@@ -43,6 +43,7 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train_lr_inf": ((*TRAIN, "--lr", "inf"), ("--lr inf", "finite")),
     "train_lr_nan": ((*TRAIN, "--lr", "nan"), ("--lr nan", "finite")),
     "train_lr_zero": ((*TRAIN, "--lr", "0"), ("--lr 0", "above 0")),
+    "train_lr_huge": ((*TRAIN, "--lr", "1e30"), ("--lr 1e+30", "to 1", "Adam")),
     "train_d_sae_huge": ((*TRAIN, "--d-sae", "4000000000", "--k", "8"), ("--d-sae 4,000,000,000", "GiB",
                                                                         "this machine has")),
     "train_instances_huge": ((*TRAIN, "--instances", "1000000000"), ("--instances 1,000,000,000", "GiB",
@@ -119,9 +120,20 @@ def test_bad_option_is_refused_before_the_database_changes(name: str, folder: Pa
 
 
 def test_a_diverging_run_is_stored_failed_and_rank_refuses_it(folder: Path) -> None:
-    done = run_cli(*TRAIN, "--lr", "1e30", "--epochs", "3", "--d-sae", "20", "--k", "2", "--batch-size", "256",
+    """Activations of about 3e18 (float32 holds them) square past float32's range: the first loss is inf."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    np.save(folder / "big.npy", (rng.normal(size=(600, 8)) * 3e18).astype(np.float32))
+    pl.DataFrame({"trial": np.repeat(np.arange(30), 20), "time_s": np.arange(600) * 0.05,
+                  "speed": rng.normal(size=600)}).write_csv(folder / "big.csv")
+    done = run_cli("import", "big.npy", "--meta", "big.csv", "--kind", "activations", "--name", "big",
+                   "--db", "mini.duckdb", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("train", "--dataset", "big", "--epochs", "3", "--d-sae", "16", "--k", "2", "--batch-size", "64",
                    "--device", "cpu", "--db", "mini.duckdb", cwd=folder)
-    line = _refused(done, ("run 2 failed at epoch 1 of 3", "non-finite", "--lr lower than 1e+30"))
+    line = _refused(done, ("run 2 failed at epoch 1 of 3", "non-finite", "--lr lower than 0.002", "extreme values"))
     assert done.stdout == ""
     with duckdb.connect(str(folder / "mini.duckdb"), read_only=True) as con:
         status, message = con.execute("SELECT status, message FROM runs WHERE run_id = 2").fetchone()

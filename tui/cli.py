@@ -22,6 +22,10 @@ def _say(message: str) -> None:
 def _db_path(args: argparse.Namespace) -> Path:
     from store import default_db_path
 
+    if args.db is not None and not args.db.strip():
+        from engine.errors import InputError
+
+        raise InputError("--db '': an empty path; give the database file, e.g. --db mini.duckdb")
     return Path(args.db) if args.db else default_db_path()
 
 
@@ -45,10 +49,11 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.demo import check_demo_options, run_demo
     from sample_data import SampleConfig
     from tui.progress import training_progress
 
+    check_demo_options(args.seed, args.epochs, args.auto_accept, args.data)  # before the database is made
     db = _open_store(args)
     data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
     try:
@@ -206,15 +211,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from engine.options import check_integer
     from engine.rank import rank_config, rank_run
     from store.rankings import top_features
     from tui.progress import steps_progress
     from tui.table_text import render_table
 
+    check_integer("--top", args.top, 1)
     config = rank_config(args.max_shuffles)
+    epoch = _epoch(args)
     with _open_store(args, create=False) as db:
         with steps_progress("ranking SAEs") as on_progress:
-            outcome = rank_run(db, args.run, config, on_progress=on_progress, epoch=_epoch(args),
+            outcome = rank_run(db, args.run, config, on_progress=on_progress, epoch=epoch,
                                report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
         _say_epoch("rank", outcome)
         _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
@@ -227,14 +235,16 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from engine.validate_run import validate_run
+    from engine.validate_run import check_jobs, validate_run
     from engine.validation_summary import figures_frame, outcome_line, verdict_counts
     from store.validations import run_pairings
     from tui.table_text import render_table
 
+    check_jobs(args.jobs)
+    epoch = _epoch(args)
     with _open_store(args, create=False) as db:
         outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs,
-                               epoch=_epoch(args))
+                               epoch=epoch)
         _say_epoch("validate", outcome)
         tested = run_pairings(db, args.run).filter(pl.col("validated_at").is_not_null()).to_dicts()
     # Counted from the stored rows the table shows: each accepted label's latest attempt.

@@ -30,10 +30,6 @@ def _import_options(args: argparse.Namespace, default_name: str):
     from engine.importer import ImportOptions
 
     name = args.name if args.name is not None else default_name
-    if not name.strip():
-        from engine.errors import InputError
-
-        raise InputError("--name: a dataset needs a non-empty name")
     return ImportOptions(name=name, var_kinds=_parse_var_kinds(args.var_kind), split_fractions=_parse_fractions(
         args.split), split_seed=args.seed, n_blocks=args.blocks)
 
@@ -110,7 +106,9 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
 def cmd_import_activations(args: argparse.Namespace) -> int:
     from engine.capture import capture_activations, load_model, prepare_activation_dataset, read_inputs
     from engine.importer import store_dataset
+    from engine.options import check_integer
 
+    check_integer("--batch-size", args.batch_size, 1)  # before the model and the table are read
     options = _import_options(args, Path(args.data).stem)
     inputs, table = read_inputs(args.data, [c.strip() for c in args.inputs.split(",")])
     model = load_model(args.model)
