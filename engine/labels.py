@@ -20,7 +20,7 @@ from store.labels import Label, add_label, feature_count, label_run_id, run_sae_
 from store.labels import undo_label as store_undo_label
 from store.runs import get_run
 
-MAX_LABEL_CHARS = 200
+MAX_LABEL_CHARS = 2_000
 """A label is a short name of what a feature encodes; longer text belongs in its note."""
 
 
@@ -60,7 +60,7 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
         if not name.strip():
             raise InputError("--name: a label needs some text")
         if len(name) > MAX_LABEL_CHARS:  # control characters are kept as given, and escaped where shown
-            raise InputError(f"--name: {len(name):,} characters; a label takes at most {MAX_LABEL_CHARS} (put more "
+            raise InputError(f"--name: {len(name):,} characters; a label takes at most {MAX_LABEL_CHARS:,} (put more "
                              "in --note)")
         parsed: Predicate | None = None
         if predicate is not None:

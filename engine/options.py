@@ -73,18 +73,16 @@ def check_number(option: str, value: float, low: Bound | None = None, high: Boun
 
 
 def range_text(low: Bound | None, high: Bound | None, unit: str = "") -> str:
-    """'a finite number above 0', 'a finite number from 0 to 1', … as a refusal says it."""
+    """'a finite number above 0 and at most 1', 'a finite number from 0 to 1', … as a refusal says it."""
     unit = f" {unit}" if unit else ""
-    if low is not None and high is not None:
-        left = "from" if low.inclusive else "above"
-        right = "to" if high.inclusive else "and below"
-        return f"a finite number {left} {low.value:g}{unit} {right} {high.value:g}{unit}"
+    if low is not None and high is not None and low.inclusive and high.inclusive:
+        return f"a finite number from {low.value:g}{unit} to {high.value:g}{unit}"
+    parts = []
     if low is not None:
-        return f"a finite number {'of' if low.inclusive else 'above'} {low.value:g}{unit}" + \
-            (" or more" if low.inclusive else "")
+        parts.append(f"{'at least' if low.inclusive else 'above'} {low.value:g}{unit}")
     if high is not None:
-        return f"a finite number {'up to' if high.inclusive else 'below'} {high.value:g}{unit}"
-    return "a finite number"
+        parts.append(f"{'at most' if high.inclusive else 'below'} {high.value:g}{unit}")
+    return f"a finite number {' and '.join(parts)}" if parts else "a finite number"
 
 
 def positive(option: str, value: float, unit: str = "", high: float | None = None, why: str = "") -> float:

@@ -108,11 +108,14 @@ def test_form_defaults_are_mini_trains() -> None:
         ({"lr": "auto"}, "lr", "lr must be a number such as 0.002, not 'auto'"),
         ({"instances": "auto"}, "instances", "instances must be a whole number, not 'auto'"),
         ({"k": "4,4"}, "k", "k 4 is listed twice"),
-        ({"lr": "-0.01"}, "lr", "lr must be positive, not -0.01"),
+        ({"lr": "-0.01"}, "lr", "lr must be a finite number above 0 and at most 1, not -0.01"),
+        ({"lr": "1e30"}, "lr", "lr must be a finite number above 0 and at most 1, not 1e30"),
+        ({"epochs": "99999999"}, "epochs", "epochs must be between 1 and 1,000,000, not 99999999"),
+        ({"batch_size": str(2**80)}, "batch_size", f"batch size must be at least 1, not {2**80}"),
         ({"lr": "fast"}, "lr", "lr must be a number such as 0.002, not 'fast'"),
         ({"epochs": ""}, "epochs", "epochs is empty"),
         ({"instances": "two"}, "instances", "instances must be a whole number, not 'two'"),
-        ({"seed": "-1"}, "seed", "seed must be at least 0, not -1"),
+        ({"seed": "-1"}, "seed", "seed must be between 0 and 4,294,967,295, not -1"),
         ({"batch_size": "0"}, "batch_size", "batch size must be at least 1, not 0"),
     ],
 )
@@ -159,7 +162,7 @@ def test_bad_values_are_marked_beside_their_fields_and_ctrl_s_refuses(app_db: Pa
     messages = seen["messages"]
     assert messages["d_sae"] == ("latents per SAE; auto: from units and bins", False)
     assert messages["k"] == ("k 32 must be below d_sae (16)", True)
-    assert messages["lr"] == ("lr must be positive, not -1", True)
+    assert messages["lr"] == ("lr must be a finite number above 0 and at most 1, not -1", True)
     assert messages["epochs"] == ("epochs must be a whole number, not 'two'", True)
     assert messages["seed"][1] is False
     assert seen["plan"] == "fix k, epochs, lr first"

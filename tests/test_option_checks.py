@@ -43,7 +43,7 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train_lr_inf": ((*TRAIN, "--lr", "inf"), ("--lr inf", "finite")),
     "train_lr_nan": ((*TRAIN, "--lr", "nan"), ("--lr nan", "finite")),
     "train_lr_zero": ((*TRAIN, "--lr", "0"), ("--lr 0", "above 0")),
-    "train_lr_huge": ((*TRAIN, "--lr", "1e30"), ("--lr 1e+30", "to 1", "Adam")),
+    "train_lr_huge": ((*TRAIN, "--lr", "1e30"), ("--lr 1e+30", "at most 1", "Adam")),
     "train_d_sae_huge": ((*TRAIN, "--d-sae", "4000000000", "--k", "8"), ("--d-sae 4,000,000,000", "GiB",
                                                                         "this machine has")),
     "train_instances_huge": ((*TRAIN, "--instances", "1000000000"), ("--instances 1,000,000,000", "GiB",

@@ -124,7 +124,28 @@ def _short(text: str) -> str:
 AUTO = "auto"
 
 
-def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum: int) -> int | None:
+FIELD_FLAGS = {field: flag for flag, field in CLI_FLAGS.items()}
+
+
+def _limits(name: str) -> tuple[int, int]:
+    """The range of a whole-number setting: the engine's (engine.options), which the CLI checks too."""
+    from engine.options import MAX_EPOCHS, MAX_INDEX, MAX_SEED
+
+    return {"epochs": (1, MAX_EPOCHS), "seed": (0, MAX_SEED - 1)}.get(name, (1, MAX_INDEX))
+
+
+def _engine_says(name: str, check) -> str | None:
+    """What engine.options says of a value, worded for the form: "epochs must be between 1 and …"."""
+    from engine.errors import InputError
+
+    try:
+        check()
+    except InputError as error:
+        return f"{FIELD_BY_NAME[name].label} {str(error).split(': ', 1)[-1]}"
+    return None
+
+
+def _whole(values: dict[str, Any], name: str, errors: dict[str, str]) -> int | None:
     text = str(values[name]).strip().replace("_", "")
     label = FIELD_BY_NAME[name].label
     if text.lower() == AUTO and FIELD_BY_NAME[name].default == AUTO:
@@ -135,8 +156,12 @@ def _whole(values: dict[str, Any], name: str, errors: dict[str, str], *, minimum
         errors[name] = (f"{label} must be a whole number, not '{_short(text)}'" if text
                         else f"{label} is empty")
         return None
-    if number < minimum:
-        errors[name] = f"{label} must be at least {minimum}, not {number}"
+    from engine.options import check_integer
+
+    low, high = _limits(name)
+    problem = _engine_says(name, lambda: check_integer(FIELD_FLAGS[name], number, low, high))
+    if problem is not None:
+        errors[name] = f"{problem}, not {number}"
         return None
     return number
 
@@ -148,11 +173,11 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None, v
     for name in ("architecture", "loss", "output", "normalize", "device"):
         if values[name] not in FIELD_BY_NAME[name].choices:
             errors[name] = f"{name}: choose one of {', '.join(FIELD_BY_NAME[name].choices)}"
-    d_sae = _whole(values, "d_sae", errors, minimum=1)
-    epochs = _whole(values, "epochs", errors, minimum=1)
-    batch_size = _whole(values, "batch_size", errors, minimum=1)
-    instances = _whole(values, "instances", errors, minimum=1)
-    seed = _whole(values, "seed", errors, minimum=0)
+    d_sae = _whole(values, "d_sae", errors)
+    epochs = _whole(values, "epochs", errors)
+    batch_size = _whole(values, "batch_size", errors)
+    instances = _whole(values, "instances", errors)
+    seed = _whole(values, "seed", errors)
 
     ks: tuple[int, ...] | None = ()
     k_text = str(values["k"]).replace(" ", "")
@@ -176,8 +201,12 @@ def check_settings(values: dict[str, Any], *, dataset_kind: str | None = None, v
         lr = math.nan
         errors["lr"] = (f"lr must be a number such as 0.002, not '{_short(lr_text)}'" if lr_text
                         else "lr is empty")
-    if "lr" not in errors and not (math.isfinite(lr) and lr > 0):
-        errors["lr"] = f"lr must be positive, not {lr_text}"
+    if "lr" not in errors:
+        from engine.options import MAX_LR, Bound, check_number
+
+        problem = _engine_says("lr", lambda: check_number("--lr", lr, Bound(0, inclusive=False), Bound(MAX_LR)))
+        if problem is not None:
+            errors["lr"] = f"{problem}, not {lr_text}"
 
     where = str(values["where"]).strip() or None
     if where is not None and ";" in where:
