@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.freezes import check_test_allowed
+from engine.memory import check_fits
 from engine.nulls import benjamini_hochberg
 from engine.pipeline import dense_counts
 from engine.predicates import Predicate, PredicateMask, evaluate, long_values, parse_predicate
@@ -202,6 +203,11 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     split, values, kinds, selection = _read_split(db, run, epoch, source)
     parsed, unparsed = _parse_predicates(labels, kinds)
     testable = labels.filter(pl.col("label_id").is_in(list(parsed)))
+    n_features, n_bins = testable.select("sae_id", "feature_id").unique().height, len(split.trials)
+    # One dense float32 vector per labelled feature, and at worst as many stored rows (about 16 bytes each).
+    check_fits(f"run {run_id}: validating {n_features:,} labelled feature(s) over {n_bins:,} bins needs their "
+               "activations", n_features * n_bins * (4 + 16), "validate fewer labels at a time (the app validates "
+               "one with v)")
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
     # Labels whose predicates have one target (the same clauses, however spaced or ordered) share it.

@@ -188,3 +188,29 @@ def test_bootstrap_in_chunks_draws_what_one_block_draws(monkeypatch: pytest.Monk
     chunked = cooccurrence(activation, present, trial, 0.6, config)
     assert chunked == whole
     assert whole["mcc_ci_low"] < whole["mcc"] < whole["mcc_ci_high"]
+
+
+def test_validate_sizes_the_labelled_features_activations(tmp_path: Path) -> None:
+    """Many labelled features of a recording of few units: their activations, not the counts, are the big part."""
+    from engine.importer import ImportOptions, import_files
+    from engine.labels import label_feature
+    from engine.pipeline import RunSpec, train_run
+    from engine.sae import SAEConfig
+    from engine.train import TrainConfig
+    from store import Store
+
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "two.npy", rng.poisson(2.0, (2000, 2)))
+    pl.DataFrame({"trial": np.repeat(np.arange(40), 50), "speed": rng.random(2000)}).write_csv(tmp_path / "m.csv")
+    path = tmp_path / "two.duckdb"
+    with Store.open(path) as db:
+        import_files(db, tmp_path / "two.npy", tmp_path / "m.csv", ImportOptions(name="two"))
+        run_id = train_run(db, RunSpec(dataset="two", sae=SAEConfig(architecture="relu", d_sae=40), ks=(1,),
+                                       train=TrainConfig(epochs=1, batch_size=256, device="cpu"))).run_id
+        for feature in range(40):
+            label_feature(db, run_id, feature, name="fast", predicate="speed in [0.5, 1)")
+    before = digest(path)
+    done = run_cli("validate", "--run", "1", "--jobs", "1", "--db", str(path), cwd=tmp_path, env=limited("1MiB"))
+    refused(done, ("run 1: validating 40 labelled feature(s) over 2,000 bins", "1.53 MiB",
+                   "MINI_MEMORY_LIMIT allows 1 MiB", "fewer labels"))
+    assert digest(path) == before
