@@ -153,7 +153,7 @@ RANDOM_BYTES = np.random.default_rng(16).integers(0, 256, 4096, dtype=np.uint8).
 # -- the cases ------------------------------------------------------------------------------------------
 def all_cases() -> list[BadInput]:
     cases = [*_global_cases(), *_database_cases(), *_id_cases(), *_label_cases(), *_train_cases(),
-             *_rank_validate_report_cases(), *_sql_cases(), *_demo_cases(), *_import_option_cases(),
+             *_rank_validate_report_cases(), *_sql_cases(), *_export_cases(), *_demo_cases(), *_import_option_cases(),
              *_counts_file_cases(), *_meta_file_cases(), *_spike_cases(), *_nwb_cases(), *_activation_cases()]
     ids = [case.case_id for case in cases]
     duplicated = {i for i in ids if ids.count(i) > 1}
@@ -181,6 +181,7 @@ MINI_COMMANDS: dict[str, tuple[str, ...]] = {
     "blind": ("blind", "--run", "1"),
     "freeze": ("freeze", "--run", "1"),
     "sql": ("sql", "SELECT 1"),
+    "export": ("export", "labels", "--out", "l.csv"),
     "train": ("train", "--dataset", "sample", "--epochs", "1"),
     "import": ("import", "{good}/c.npy", "--meta", "{good}/m.csv", "--name", "again"),
 }
@@ -381,6 +382,41 @@ def _sql_cases() -> Iterator[BadInput]:
     yield BadInput("sql/stdin_empty", ("sql", "-"), ("query is empty",), stdin="")
     yield BadInput("sql/stdin_write", ("sql", "-"), ("--write",), stdin="DELETE FROM labels")
     yield BadInput("sql/format", ("sql", "SELECT 1", "--format", "xml"), ("--format",))
+
+
+def _export_cases() -> Iterator[BadInput]:
+    for case, query in SQL_WRITES.items():
+        yield BadInput(f"export/query_{case}", ("export", "--query", query, "--out", "q.csv"), ("--query",))
+    bad = {"syntax": ("SELEC 1", "SELEC"), "empty": ("", "query is empty"), "blank": ("   ", "query is empty"),
+           "comment_only": ("-- nothing", "only comments"), "unknown_table": ("SELECT * FROM nope", "nope"),
+           "missing_file": ("SELECT * FROM read_csv('nope.csv')", "nope.csv"),
+           "explain": ("EXPLAIN SELECT 1", "EXPLAIN"), "pragma": ("PRAGMA show_tables", "PRAGMA"),
+           "pivot_without_in": ("PIVOT rankings ON sae_id USING count(*)", "PIVOT"),
+           # Fails after COPY has begun writing: the hidden temporary file goes too (the folder is compared).
+           "fails_midway": ("SELECT CASE WHEN i < 50000 THEN i ELSE error('stop at ' || i) END AS i"
+                            " FROM range(100000) t(i)", "stop at"),
+           "nextval": ("SELECT nextval('nope')", "nope")}
+    for case, (query, word) in bad.items():
+        yield BadInput(f"export/query_{case}", ("export", "--query", query, "--out", "q.csv"), ("--query", word))
+    yield BadInput("export/query_stdin_empty", ("export", "--query", "-", "--out", "q.csv"), ("query is empty",),
+                   stdin="")
+    yield BadInput("export/query_stdin_write", ("export", "--query", "-", "--out", "q.csv"), ("--query", "DELETE"),
+                   stdin="DELETE FROM labels")
+    yield BadInput("export/unknown_table", ("export", "rankingz"), ("rankingz", "rankings"))
+    yield BadInput("export/unknown_table_far", ("export", "zzzz"), ("zzzz", "labels"))
+    yield BadInput("export/table_control_characters", ("export", "lab\x1b[2Jels"), ("lab\\x1b[2Jels",))
+    yield BadInput("export/neither", ("export",), ("TABLE", "--query"))
+    yield BadInput("export/both", ("export", "labels", "--query", "SELECT 1"), ("TABLE", "--query", "not both"))
+    yield BadInput("export/format", ("export", "labels", "--format", "xlsx"), ("--format",))
+    yield BadInput("export/format_empty", ("export", "labels", "--format", ""), ("--format",))
+    yield BadInput("export/suffix_disagrees", ("export", "labels", "--out", "l.csv", "--format", "parquet"),
+                   ("--out", "l.csv", "parquet"))
+    yield BadInput("export/out_empty", ("export", "labels", "--out", ""), ("--out",))
+    yield BadInput("export/out_missing_folder", ("export", "labels", "--out", "nope/l.csv"), ("--out", "nope"))
+    yield BadInput("export/out_directory", ("export", "labels", "--out", "folder"), ("--out", "folder"),
+                   lambda folder: (folder / "folder").mkdir())
+    yield BadInput("export/out_exists", ("export", "labels", "--out", "l.csv"), ("l.csv", "--force"),
+                   _text("l.csv", "keep me\n"))
 
 
 def _demo_cases() -> Iterator[BadInput]:

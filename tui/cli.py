@@ -394,6 +394,65 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import difflib
+
+    from engine.errors import InputError, printable
+    from engine.exports import export_target
+
+    if (args.table is None) == (args.query is None):
+        raise InputError("give a TABLE (or view) to export, or --query SQL, not both" if args.table is not None
+                         else "give a TABLE (or view) to export, or --query SQL; `mini sql \"SHOW TABLES\"` "
+                              "lists them")
+    query = sys.stdin.read() if args.query == "-" else args.query
+    target = export_target(args.out, args.format, args.table or "query", _db_path(args), force=args.force)
+    from store.errors import StoreError
+    from store.exports import export_query, export_table, tables_and_views
+    from store.sql import WritesOffError
+
+    # Read-only: the database file is never changed; the statement that writes the file is mini's own.
+    with _open_store(args, read_only=True) as db:
+        if args.table is not None:
+            names = tables_and_views(db)
+            exact = {name.lower(): name for name in names}  # SQL names do not depend on case
+            table = exact.get(args.table.lower())
+            if table is None:
+                close = difflib.get_close_matches(args.table.lower(), list(exact), n=3, cutoff=0.5)
+                hint = (f"; did you mean {', '.join(exact[c] for c in close)}?" if close
+                        else f"; it has {', '.join(names)}")
+                raise InputError(f"{printable(args.table)}: no table or view of that name in {db.path}{hint}")
+        made = _make_export_folder(target.path.parent) if target.make_folder else []
+        try:
+            if args.table is not None:
+                done = export_table(db, table, target.path, target.fmt)
+            else:
+                done = export_query(db, query, target.path, target.fmt)
+        except BaseException as error:
+            for folder in made:  # a refused query leaves no empty default folder behind
+                folder.rmdir()
+            if isinstance(error, WritesOffError):
+                raise WritesOffError(error.statement_type, f"--query: {error}; export runs only queries that "
+                                                           "read") from None
+            if isinstance(error, StoreError) and args.query is not None:
+                raise StoreError(f"--query: {error}") from None
+            raise
+    print(f"wrote {done.rows:,} row{'s' if done.rows != 1 else ''} to {done.path}{target.note}")
+    return 0
+
+
+def _make_export_folder(folder: Path) -> list[Path]:
+    """Create the default export folder; return the folders made, innermost first."""
+    from engine.errors import InputError
+
+    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{folder}: cannot make the export folder ({error.strerror or error}); "
+                         "give --out FILE") from None
+    return made
+
+
 # -- parser -------------------------------------------------------------------------------------------
 class _OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus an error; mini's errors are one line (and exit status 2)."""
@@ -556,6 +615,18 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help="SQL text, or - to read it from standard input")
     sql.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
     sql.add_argument("--write", action="store_true", help="allow statements that change the database")
+
+    export = add("export", cmd_export, "write a table, a view or a query's rows to a Parquet or CSV file")
+    export.add_argument("table", nargs="?", metavar="TABLE", help="table or view to export (`mini sql \"SHOW "
+                                                                  "TABLES\"` lists them)")
+    export.add_argument("--query", metavar="SQL", help="export this query's rows instead: one SELECT, read-only "
+                                                      "as in `mini sql`; - reads it from standard input")
+    export.add_argument("--format", choices=["parquet", "csv"],
+                        help="file format (default: from --out's suffix, else parquet)")
+    export.add_argument("--out", metavar="FILE", help="file to write (default: TABLE.FORMAT, or query.FORMAT, beside "
+                                                     "the database, or in ~/mini-reports/<database name>/ when the "
+                                                     "database lies in a git work tree)")
+    export.add_argument("--force", action="store_true", help="replace the file if it exists")
     return parser
 
 
