@@ -34,6 +34,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     (":", "jump to a rank"),
     ("#", "jump to a feature id"),
     ("[, ]", "previous / next SAE of the run"),
+    ("e", "export the rows shown (this SAE, filtered and sorted) to .csv or .parquet; asks where"),
     ("esc", "close the prompt, else back"),
 )
 
@@ -98,6 +99,7 @@ class FeaturesScreen(Screen):
         Binding("#", "prompt('feature')", "Feature"),
         Binding("[", "switch_sae(-1)", "Previous SAE", show=False),
         Binding("]", "switch_sae(1)", "Next SAE"),
+        Binding("e", "export", "Export", show=False),  # in f1; the 80-column footer keeps the essentials
         Binding("escape", "back", "Back"),
     ]
 
@@ -392,6 +394,11 @@ class FeaturesScreen(Screen):
             earlier = [r for r in matches if r < current]
             target = earlier[-1] if earlier else matches[-1]
         self._move_to(target)
+
+    def action_export(self) -> None:
+        from tui.table_export import export_features
+
+        export_features(self, self._stores, self.view, COLUMNS, self.run_id, self.sae_id)
 
     def action_back(self) -> None:
         if self._prompt_mode is not None:

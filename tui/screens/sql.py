@@ -35,7 +35,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("arrows", "in the results: move; pgup, pgdn, home, end too"),
     ("c, ctrl+c", "in the results: copy the cell (OSC 52: over SSH too)"),
     ("C", "in the results: copy the row (tab-separated)"),
-    ("ctrl+s", "export all rows to .csv or .parquet; asks where"),
+    ("e, ctrl+s", "export all rows to .csv or .parquet; asks where (e in the results, ctrl+s anywhere)"),
     ("ctrl+t", "turn writes on (asks to confirm) or off again"),
     ("esc", "stop the running query; otherwise back"),
 )
@@ -65,6 +65,7 @@ class SQLScreen(Screen):
         Binding("ctrl+enter", "run_query", "Run", show=False),
         Binding("ctrl+l", "clear_query", "Clear", show=False),
         Binding("ctrl+s", "export", "Export"),
+        Binding("e", "export", "Export", show=False),  # in the results; in the query box e is a letter
         Binding("ctrl+t", "toggle_writes", "Writes"),
         Binding("escape", "stop_or_back", "Back"),
     ]
