@@ -243,3 +243,43 @@ def test_a_where_the_data_refuses_fails_in_one_sentence_and_keeps_the_ranking(ap
     assert seen["state"].message.startswith('Ranking run 1 failed: --where "nonesuch > 1": ')
     assert "\n" not in seen["state"].message
     assert stored_ranking(app_db).equals(before)
+
+
+def test_train_offers_to_rank_the_run_it_finished(app_db: Path) -> None:
+    from tests.test_app_train import TINY, fill
+    from tui.screens.train import TrainScreen
+
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        app.action_open("train")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        train = app.screen
+        assert isinstance(train, TrainScreen)
+        seen["offered_before"] = train.check_action("rank_run", ())
+        await fill(app, pilot, TINY)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: train.last_run_id is not None and not train.training, timeout=WAIT)
+        await pilot.pause()
+        seen["status"] = text(train, "#train-status")
+        seen["button"] = train.query_one("#rank-now").has_class("-shown")
+        await open_dialog(app, pilot, "r")
+        seen["dialog_run"] = app.screen.run_id
+        await pilot.press("enter")
+        await until(pilot, lambda: ranking_ended(app), timeout=WAIT)
+        await until(pilot, lambda: isinstance(app.screen, FeaturesScreen) and app.screen.features.height > 0)
+        seen["features"] = (app.screen.run_id, app.screen.features.height)
+
+    async def before(app: MiniApp, pilot: Pilot) -> None:
+        app.rank_config = QUICK
+        await app.workers.wait_for_complete()
+
+    run_app(MiniApp(Store.open(app_db), dataset="sample"), script, size=SIZE, before=before)
+    assert seen["offered_before"] is False
+    assert "Run 2 finished" in seen["status"] and "Rank run 2 now? Press r." in seen["status"]
+    assert seen["button"] is True and seen["dialog_run"] == 2
+    assert seen["features"] == (2, 16)
+    with Store.open(app_db, read_only=True) as db:
+        assert db.scalar("SELECT count(*) FROM rankings JOIN saes USING (sae_id) WHERE run_id = 2") == 16
