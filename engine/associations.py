@@ -35,6 +35,7 @@ Undefined numbers (a feature never active, a value held by every example) are nu
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,7 +224,7 @@ def _tests(coded: list[Coded], trials: Trials, config: AssociationConfig) -> lis
 
 
 def _p_values(entries: ActiveEntries, trials: Trials, tests: list[_Test], config: AssociationConfig,
-              n_families: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+              n_families: int, cancel: threading.Event | None = None) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per member key: observed statistic, Monte-Carlo p-value and the shuffles behind it.
 
     Every statistic gets n_shuffles. Then, while the FDR decision of a row is still open (q ≥ fdr_level)
@@ -235,7 +236,7 @@ def _p_values(entries: ActiveEntries, trials: Trials, tests: list[_Test], config
 
     def run(part: ActiveEntries, shuffles: range):
         return null_exceedances(group_members(members), part.rows, part.indptr, part.values, trials, shuffles,
-                                config.min_shift_fraction, config.seed, config.n_threads)
+                                config.min_shift_fraction, config.seed, config.n_threads, cancel)
 
     def p_values() -> dict[int, np.ndarray]:
         return {k: np.where(np.isnan(observed[k]), np.nan, monte_carlo_p(reached[k], used[k])) for k in observed}
@@ -335,8 +336,9 @@ def _conjunction_frame(entries: ActiveEntries, test: _Test, result) -> pl.DataFr
 
 
 def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
-              config: AssociationConfig = AssociationConfig()) -> pl.DataFrame:
-    """One row per (feature, value, field or conjunction), columns COLUMNS; see the module docstring."""
+              config: AssociationConfig = AssociationConfig(), cancel: threading.Event | None = None) -> pl.DataFrame:
+    """One row per (feature, value, field or conjunction), columns COLUMNS; see the module docstring.
+    `cancel` set stops it between blocks of shuffles (engine.errors.Cancelled)."""
     entries = ActiveEntries.build(activations)
     trial_ids = np.asarray(trial_ids)
     if len(trial_ids) != entries.n_rows:
@@ -352,7 +354,7 @@ def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
     single = [t for t in tests if t.partner is None]
     pairs = [t for t in tests if t.partner is not None]
     n_families = len(single) + bool(pairs)
-    result = _p_values(entries, trials, single, config, n_families)
+    result = _p_values(entries, trials, single, config, n_families, cancel)
     frames = []
     for test in single:
         categorical = test.coded.variable.kind in ("categorical", "binary")
@@ -363,7 +365,7 @@ def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
     significant = family_q_values(out["p_value"].to_numpy(), out["variable"].to_numpy(), n_families) < config.fdr_level
     found = out.filter(pl.Series(significant) & (pl.col("statistic") > 0))
     for test in pairs:
-        result.update(_conjunction_p_values(entries, trials, test, found, config, n_families))
+        result.update(_conjunction_p_values(entries, trials, test, found, config, n_families, cancel))
         frames.append(_conjunction_frame(entries, test, result))
     out = pl.concat(frames, how="diagonal_relaxed")
     families = np.where(out["kind"].to_numpy() == "conjunction", CONJUNCTIONS, out["variable"].to_numpy())
@@ -372,7 +374,8 @@ def associate(activations, trial_ids: np.ndarray, variables: list[Variable],
 
 
 def _conjunction_p_values(entries: ActiveEntries, trials: Trials, test: _Test, found: pl.DataFrame,
-                          config: AssociationConfig, n_families: int) -> dict[int, tuple]:
+                          config: AssociationConfig, n_families: int,
+                          cancel: threading.Event | None = None) -> dict[int, tuple]:
     """A conjunction's two tests, for the features with a significant field of x and a significant value
     of v (both parts already found); NaN elsewhere: a conjunction is only offered over two parts, and
     testing every feature and pair would cost a pass over all entries per pair and shuffle."""
@@ -381,7 +384,7 @@ def _conjunction_p_values(entries: ActiveEntries, trials: Trials, test: _Test, f
     features = np.array(sorted(with_x & set(found.filter(pl.col("variable") == v)["feature_id"].to_list())),
                         dtype=np.int64)
     out = {}
-    tested = _p_values(entries.subset(features), trials, [test], config, n_families) if len(features) else {}
+    tested = _p_values(entries.subset(features), trials, [test], config, n_families, cancel) if len(features) else {}
     for member in test.members:
         full = [np.full(entries.n_features, np.nan), np.full(entries.n_features, np.nan),
                 np.zeros(entries.n_features, np.int64)]

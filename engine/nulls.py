@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import xlogy
+
+from engine.errors import Cancelled
 
 MIN_SHIFT_TRIAL = 5
 """Trials with fewer examples than this are block-permuted, not shifted: a shift of 1–4 examples of a
@@ -322,7 +325,8 @@ def group_members(members: list[Member]) -> list[CodeGroup]:
 
 def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np.ndarray, data: np.ndarray,
                      trials: Trials, shuffles: range, min_shift_fraction: float, seed: int,
-                     n_threads: int | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                     n_threads: int | None, cancel: threading.Event | None = None
+                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """For each member key: (observed statistic, number of the given shuffles whose statistic reached it).
     entry_rows: int64 row of each active entry, feature-major; indptr: int32 feature offsets (CSC); data:
     the weight each entry adds to the tables (its activation).
@@ -338,7 +342,9 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     observed alignment to a hub, and each null is one random shift away from the hub. The observed and
     the nulls are then exchangeable (each is one symmetric step from the hub), and the p-value is exact
     for data whose law does not change under shifts within trials. Block and trial permutations are
-    uniform over a group already and need no hub."""
+    uniform over a group already and need no hub.
+
+    `cancel` set stops the shuffles at the next block of SHUFFLE_BLOCK (engine.errors.Cancelled)."""
     for group in groups:
         group.prepare()
     members = [m for g in groups for m in g.members]
@@ -360,6 +366,8 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     observed = statistics(None, np.empty(len(entry_rows), indptr.dtype))
 
     def run(block: range) -> dict[int, np.ndarray]:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled between blocks of shuffles")
         own = np.empty(len(entry_rows), indptr.dtype)
         reached = {k: np.zeros(v.shape, np.int64) for k, v in observed.items()}
         for s in block:

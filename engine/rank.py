@@ -37,6 +37,7 @@ labelled from a column that was 70 in every trial.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ import scipy.sparse as sp
 
 from engine.associations import AssociationConfig, Variable, associate, tuning_curves
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.memory import check_fits, human_bytes
 from engine.mis import MISConfig, metadata_embedding, mis_scores
 from engine.stability import stability
@@ -266,10 +267,13 @@ def combine(sae_id: int, features: pl.DataFrame, assoc: pl.DataFrame, mis: pl.Da
 def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_progress: Callable[[int, int], None] = lambda done, total: None,
-             epoch: Epoch | None = None) -> RankOutcome:
+             epoch: Epoch | None = None, cancel: threading.Event | None = None) -> RankOutcome:
     """Rank every SAE of a finished run from train + val and store the results.
 
-    `epoch` (--where/--around) ranks on the train + val bins it selects; None: the run's epoch."""
+    `epoch` (--where/--around) ranks on the train + val bins it selects; None: the run's epoch.
+    `report` hears each stage (`SAE 3: associations`); `on_progress(done, total)` counts whole SAEs.
+    `cancel` set stops it between SAEs and between blocks of shuffles (engine.errors.Cancelled): results
+    are stored only at the end, in one transaction, so a cancelled ranking leaves the stored one as it was."""
     config = config or RankConfig()
     started = time.perf_counter()
     run = get_run(db, run_id)
@@ -305,16 +309,22 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in
                                             ("associations", "tuning_curves", "mis", "rankings", "suggestions")}
     for done, row in enumerate(saes.iter_rows(named=True)):
+        _stop_if_cancelled(cancel, run_id, done, saes.height)
         on_progress(done, saes.height)
         sae_id, d_sae = row["sae_id"], row["d_sae"]
-        report(f"SAE {sae_id}: associations, MIS")
+        report(f"SAE {sae_id}: associations")
         acts = load_activations(db, sae_id)
         rows = position[acts["example_id"].to_numpy()]
         used = rows >= 0
         matrix = sp.csc_matrix((acts["value"].to_numpy()[used], (rows[used], acts["feature_id"].to_numpy()[used])),
                                shape=(len(keep), d_sae))
-        assoc = _with_range(associate(matrix, trial_ids, variables, config.associations)).with_columns(
-            pl.lit(sae_id, pl.Int32).alias("sae_id"))
+        try:
+            assoc = _with_range(associate(matrix, trial_ids, variables, config.associations, cancel)).with_columns(
+                pl.lit(sae_id, pl.Int32).alias("sae_id"))
+        except Cancelled:
+            _stop_if_cancelled(cancel, run_id, done, saes.height)
+            raise
+        report(f"SAE {sae_id}: tuning curves, MIS")
         curves = tuning_curves(matrix, variables, config.associations).with_columns(
             pl.lit(sae_id, pl.Int32).alias("sae_id"))
         mis = mis_scores(matrix, trial_ids, embedding, column_variable, config.mis)
@@ -326,11 +336,18 @@ def rank_run(db: Store, run_id: int, config: RankConfig | None = None,
         parts["suggestions"].append(suggestions)
         parts["rankings"].append(combine(sae_id, features, assoc, mis,
                                          stable.filter(pl.col("sae_id") == sae_id), suggestions, config))
+    _stop_if_cancelled(cancel, run_id, saes.height, saes.height)
     results = RankingResults(**{name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items()},
                              feature_matches=matches)
+    report(f"storing the ranking of {saes.height} SAE{'s' if saes.height != 1 else ''}")
     save_ranking(db, sae_ids, results, run_id=run_id, epoch=selection.row())
     on_progress(saes.height, saes.height)
     return RankOutcome(run_id, sae_ids, time.perf_counter() - started, selection, note)
+
+
+def _stop_if_cancelled(cancel: threading.Event | None, run_id: int, done: int, total: int) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"ranking of run {run_id} cancelled after {done} of {total} SAEs; nothing of it was stored")
 
 
 def _with_range(assoc: pl.DataFrame) -> pl.DataFrame:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from engine.associations import Variable
 from engine.rank import (
@@ -159,3 +160,35 @@ def test_rank_errors_are_one_line(ranked_db, tmp_path):
     listing = run_cli("sql", "--db", str(ranked_db), "--format", "json",
                       "SELECT count(*) AS n FROM mis WHERE variable = '*'", cwd=tmp_path)
     assert json.loads(listing.stdout)[0]["n"] > 0
+
+
+def _stored_ranking(db: Store) -> pl.DataFrame:
+    return db.frame("SELECT sae_id, feature_id, rank, score, suggestion FROM rankings ORDER BY sae_id, rank")
+
+
+def test_a_cancelled_ranking_stores_nothing(app_db):
+    """Cancelled before the first SAE, and during the shuffles of the first (the event set from the first
+    stage report): Cancelled both times, and the stored ranking is the one from before."""
+    import threading
+
+    from engine.errors import Cancelled
+
+    with Store.open(app_db) as db:
+        before = _stored_ranking(db)
+        stamp = db.frame("SELECT * FROM analysis_epochs")
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(Cancelled, match="after 0 of 2 SAEs; nothing of it was stored"):
+            rank_run(db, 1, cancel=cancel)
+        cancel = threading.Event()
+        stages: list[str] = []
+
+        def heard(stage: str) -> None:
+            stages.append(stage)
+            cancel.set()  # while the first SAE's shuffles are about to run
+
+        with pytest.raises(Cancelled, match="ranking of run 1 cancelled after 0 of 2 SAEs"):
+            rank_run(db, 1, report=heard, cancel=cancel)
+        assert stages == ["SAE 1: associations"]
+        assert_frame_equal(_stored_ranking(db), before)
+        assert_frame_equal(db.frame("SELECT * FROM analysis_epochs"), stamp)

@@ -9,12 +9,13 @@ screen appears) and hands it to `MiniApp`, which closes it on the way out. Scree
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -22,7 +23,12 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from store.db import Store
+from tui.ranking import RankChanged, RankState, rank_in_thread
 from tui.screens.home import HomeScreen
+
+if TYPE_CHECKING:
+    from engine.epochs import Epoch
+    from engine.rank import RankConfig
 
 
 class ThreadStores:
@@ -114,10 +120,20 @@ class MiniCommands(Provider):
         return [
             ("Home", "Go to the list of datasets and runs", "home"),
             *((entry.title, entry.help, f"open('{name}')") for name, entry in SCREENS.items()),
+            *self._rank_commands(),
             ("Help", "Show the keys", "help"),
             ("Refresh datasets", "Read the list of datasets again", "refresh_datasets"),
             ("Quit", "Close the database and leave mini", "quit"),
         ]
+
+    def _rank_commands(self) -> list[tuple[str, str, str]]:
+        """`Rank run N` for the open run and for every run Home lists."""
+        app = self.app
+        runs = [app.run_id] if isinstance(app, MiniApp) and app.run_id is not None else []
+        home = app.screen_stack[0] if app.screen_stack else None
+        runs += [int(run_id) for run_id in getattr(home, "_runs", {}) if int(run_id) not in runs]
+        return [(f"Rank run {run_id}", f"Rank (or re-rank) run {run_id}'s features in the background",
+                 f"rank({run_id})") for run_id in runs]
 
     def _runner(self, action: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
@@ -131,7 +147,14 @@ class MiniCommands(Provider):
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, action in self._commands():
+        commands = self._commands()
+        typed = re.fullmatch(r"\s*rank\s+run\s+(\d{1,9})\s*", query, re.IGNORECASE)
+        if typed and f"rank({int(typed[1])})" not in {action for _, _, action in commands}:
+            # A run Home has not listed (yet): the dialog says so if there is no such run.
+            run_id = int(typed[1])
+            commands.append((f"Rank run {run_id}", f"Rank (or re-rank) run {run_id}'s features in the background",
+                             f"rank({run_id})"))
+        for title, help_text, action in commands:
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), self._runner(action), help=help_text)
@@ -164,6 +187,12 @@ class MiniApp(App[None]):
         """The open run: the one the run screens show (Home sets it; the palette uses it)."""
         self.dataset = dataset
         """The selected dataset: where Train trains."""
+        self.ranking: RankState | None = None
+        """The latest word of the app's ranking (tui.ranking), running or ended; None before the first."""
+        self.rank_config: RankConfig | None = None
+        """Settings rankings started in the app use (None: RankConfig's defaults, as `mini rank`)."""
+        self._rank_cancel: threading.Event | None = None
+        """Set while a ranking runs; setting it cancels the ranking."""
 
     def get_default_screen(self) -> Screen:
         # Home is the bottom of the stack, so "Home" means popping everything above it.
@@ -183,7 +212,9 @@ class MiniApp(App[None]):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        """Quit (q, ctrl+q, the palette); a training still running is cancelled and stored first."""
+        """Quit (q, ctrl+q, the palette); a training still running is cancelled and stored first, a ranking
+        is cancelled (it stores nothing)."""
+        self.cancel_ranking()
         for screen in self.screen_stack:
             if getattr(screen, "training", False):
                 screen.action_quit()  # cancels, waits for the run to be stored, then exits
@@ -217,8 +248,80 @@ class MiniApp(App[None]):
         if isinstance(home, HomeScreen):
             home.action_refresh()
 
+    # -- ranking (tui/ranking.py) ----------------------------------------------------------------------
+    @property
+    def ranking_running(self) -> bool:
+        return self._rank_cancel is not None
+
+    def action_rank(self, run_id: int | None = None) -> None:
+        """Open the Rank dialog for `run_id` (default: the open run); ranking starts when it is confirmed."""
+        from tui.screens.rank_dialog import RankDialog
+
+        run_id = self.run_id if run_id is None else run_id
+        if run_id is None:
+            self.notify("Open a run first: select it on Home and press enter.", title="Rank", severity="warning")
+            return
+        if self.ranking_running:
+            assert self.ranking is not None
+            self.notify(f"Run {self.ranking.run_id} is being ranked; one ranking at a time (c in its Features "
+                        "cancels it).", title="Rank", severity="warning")
+            return
+        self.push_screen(RankDialog(self.stores, run_id), self._rank_confirmed)
+
+    def _rank_confirmed(self, request) -> None:
+        if request is None:
+            return
+        self.run_id = request.run_id
+        if not self.start_ranking(request.run_id, request.epoch):
+            return
+        # The progress line and then the ranking itself are shown by the run's Features.
+        screen = self.screen
+        if not (getattr(screen, "run_id", None) == request.run_id and hasattr(screen, "ranking_changed")):
+            self.action_open("features", run_id=request.run_id)
+
+    def start_ranking(self, run_id: int, epoch: Epoch | None = None) -> bool:
+        """Rank `run_id` in a thread worker (one at a time); False, said in a notification, when one runs."""
+        if self.ranking_running:
+            return False
+        cancel = self._rank_cancel = threading.Event()
+        self.ranking = RankState(run_id, "running")
+        self.run_worker(lambda: rank_in_thread(self.stores, run_id, epoch, self.rank_config, cancel,
+                                               lambda state: self.post_message(RankChanged(state))),
+                        thread=True, group="rank", name=f"rank run {run_id}", exit_on_error=False)
+        self._tell_screens(self.ranking)
+        return True
+
+    def cancel_ranking(self) -> None:
+        """Ask the running ranking to stop (between SAEs or blocks of shuffles); it stores nothing."""
+        if self._rank_cancel is None or self._rank_cancel.is_set():
+            return
+        self._rank_cancel.set()
+        if self.ranking is not None and self.ranking.running:
+            self.ranking = self.ranking._replace(cancelling=True)
+            self._tell_screens(self.ranking)
+
+    def on_rank_changed(self, message: RankChanged) -> None:
+        state = message.state
+        if self._rank_cancel is not None and self._rank_cancel.is_set() and state.running:
+            state = state._replace(cancelling=True)
+        self.ranking = state
+        if not state.running:
+            self._rank_cancel = None
+            severity = {"ranked": "information", "cancelled": "information"}.get(state.status, "error")
+            self.notify(state.message, title="Rank", severity=severity, markup=False)
+        self._tell_screens(state)
+
+    def _tell_screens(self, state: RankState) -> None:
+        for screen in self.screen_stack:
+            changed = getattr(screen, "ranking_changed", None)
+            if callable(changed):
+                changed(state)
+
     def on_unmount(self) -> None:
-        # Screens and their workers are gone by now; only threads still inside a query remain.
+        # Screens and their workers are gone by now; only threads still inside a query remain. A ranking
+        # stops at its next check once cancelled, letting go of its cursor.
+        if self._rank_cancel is not None:
+            self._rank_cancel.set()
         self.stores.close()
 
 

@@ -35,6 +35,8 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("#", "jump to a feature id"),
     ("[, ]", "previous / next SAE of the run"),
     ("e", "export the rows shown (this SAE, filtered and sorted) to .csv or .parquet; asks where"),
+    ("R", "rank (or re-rank) the run in the background, with --where / --around if you like"),
+    ("c", "cancel the running ranking (nothing of it is stored)"),
     ("esc", "close the prompt, else back"),
 )
 
@@ -100,11 +102,14 @@ class FeaturesScreen(Screen):
         Binding("[", "switch_sae(-1)", "Previous SAE", show=False),
         Binding("]", "switch_sae(1)", "Next SAE"),
         Binding("e", "export", "Export", show=False),  # in f1; the 80-column footer keeps the essentials
+        Binding("R", "rank", "Rank run"),
+        Binding("c", "cancel_ranking", "Cancel ranking"),
         Binding("escape", "back", "Back"),
     ]
 
     DEFAULT_CSS = """
     FeaturesScreen #summary { height: 1; padding: 0 1; color: $text-muted; }
+    FeaturesScreen #rank-status { height: 1; padding: 0 1; color: $accent; display: none; }
     FeaturesScreen ArrowTable { height: 1fr; }
     FeaturesScreen #empty { height: 1fr; content-align: center middle; color: $text-muted; }
     FeaturesScreen #prompt-bar { height: auto; display: none; }
@@ -152,6 +157,7 @@ class FeaturesScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("Reading the ranking…", id="summary")
+        yield Static("", id="rank-status", markup=False)  # the app's ranking of this run, while it runs
         table = ArrowTable(self._arrow(pl.DataFrame()), id="features", zebra_stripes=True,
                            max_column_content_width=TEXT_WIDTH)
         table.display = False
@@ -166,6 +172,9 @@ class FeaturesScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"Features · run {self.run_id}"
         self._load(self.sae_id)
+        ranking = getattr(self.app, "ranking", None)
+        if ranking is not None and ranking.running:
+            self.ranking_changed(ranking)
 
     def on_resize(self) -> None:
         table = self.query_one(ArrowTable)
@@ -243,7 +252,8 @@ class FeaturesScreen(Screen):
             table.display = False
             empty.display = True
             empty.update("No SAEs in this run yet." if self.sae_id is None else
-                         f"SAE {self.sae_id} has no ranking yet: run `mini rank --run {self.run_id}`.")
+                         f"SAE {self.sae_id} has no ranking yet: press R to rank run {self.run_id} "
+                         f"(or `mini rank --run {self.run_id}` after quitting).")
             self._summarise()
             return
         view = self.features
@@ -304,6 +314,31 @@ class FeaturesScreen(Screen):
             self.notify("This run has one SAE.", timeout=2)
             return
         self._load(self.saes[(self.saes.index(self.sae_id) + step) % len(self.saes)])
+
+    # -- ranking (the app runs it: tui/ranking.py) ---------------------------------------------------------
+    def action_rank(self) -> None:
+        self.app.action_rank(self.run_id)
+
+    def action_cancel_ranking(self) -> None:  # enabled only while this run is ranked (check_action)
+        self.app.cancel_ranking()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_ranking":
+            ranking = getattr(self.app, "ranking", None)
+            return ranking is not None and ranking.running and ranking.run_id == self.run_id
+        return True
+
+    def ranking_changed(self, state) -> None:
+        """The app's ranking moved on (tui.ranking.RankState): show it when it is this run's; read the new
+        ranking once it is stored."""
+        if state.run_id != self.run_id:
+            return
+        line = self.query_one("#rank-status", Static)
+        line.display = state.running
+        line.update(state.line())
+        self.refresh_bindings()
+        if state.status == "ranked":
+            self._load(self.sae_id)
 
     def action_prompt(self, mode: str) -> None:
         self._prompt_mode = mode

@@ -210,7 +210,8 @@ class ReviewScreen(Screen):
         self.sub_title = f"Review · run {self.run_id} · SAE {context.sae_id}"
         if not context.order:
             self.query_one("#info", Static).update(
-                f"SAE {context.sae_id} has no ranking yet: run `mini rank --run {self.run_id}` first.")
+                f"SAE {context.sae_id} has no ranking yet: press R in Features (or `Rank run {self.run_id}` in "
+                f"the palette), or `mini rank --run {self.run_id}` after quitting.")
             return
         start = context.position(self._start_feature) if self._start_feature is not None else None
         if start is None:

@@ -42,6 +42,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("ctrl+s", "start training (not while a setting is red)"),
     ("c", "cancel training; the weights so far are stored"),
     ("o", "open QC of the run just trained"),
+    ("r", "rank the run just trained (offered when it finishes; runs in the background)"),
     ("esc", "back (while training: cancel it first)"),
     ("q", "quit; while training: cancel, store, then quit"),
 )
@@ -54,6 +55,7 @@ class TrainScreen(Screen):
         Binding("ctrl+s", "start", "Start"),
         Binding("c", "cancel_training", "Cancel training"),
         Binding("o", "open_qc", "Open QC"),
+        Binding("r", "rank_run", "Rank run"),
         Binding("escape", "back", "Back"),
         Binding("q", "quit", "Quit"),
     ]
@@ -97,6 +99,13 @@ class TrainScreen(Screen):
         margin-left: 1;
     }
     TrainScreen #open-qc.-shown {
+        display: block;
+    }
+    TrainScreen #rank-now {
+        display: none;
+        margin-left: 1;
+    }
+    TrainScreen #rank-now.-shown {
         display: block;
     }
     TrainScreen #progress {
@@ -189,6 +198,8 @@ class TrainScreen(Screen):
         self._last_post = 0.0
         self.last_run_id: int | None = None
         """The run this screen trained last (finished or cancelled): what `o` opens."""
+        self._last_finished = False
+        """Whether that run finished (then `r` offers to rank it)."""
         self._quit_when_stored = False
         self._left_while_training = False
         self._mounted_in: tuple[Any, asyncio.AbstractEventLoop] | None = None
@@ -207,6 +218,7 @@ class TrainScreen(Screen):
                 with Horizontal(id="status-row"):
                     yield Static(IDLE_TEXT, id="train-status")
                     yield Button("Open QC  o", id="open-qc", compact=True, variant="success")
+                    yield Button("Rank now  r", id="rank-now", compact=True, variant="primary")
                 yield ProgressBar(id="progress", show_eta=True)
                 yield Static("", id="rate")
                 with Vertical(id="plots"):
@@ -260,6 +272,10 @@ class TrainScreen(Screen):
     def open_qc_pressed(self) -> None:
         self.action_open_qc()
 
+    @on(Button.Pressed, "#rank-now")
+    def rank_pressed(self) -> None:
+        self.action_rank_run()
+
     # -- keys ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start":
@@ -268,6 +284,8 @@ class TrainScreen(Screen):
             return self.training
         if action == "open_qc":
             return self.last_run_id is not None and not self.training
+        if action == "rank_run":
+            return self.last_run_id is not None and self._last_finished and not self.training
         return True
 
     def action_start(self) -> None:
@@ -292,6 +310,8 @@ class TrainScreen(Screen):
         self._last_post = 0.0
         self.query_one(TrainForm).disabled = True
         self.query_one("#open-qc").remove_class("-shown")
+        self.query_one("#rank-now").remove_class("-shown")
+        self._last_finished = False
         progress = self.query_one("#progress", ProgressBar)
         progress.update(total=None, progress=0)
         progress.add_class("-started")  # hidden until now: an idle bar would pulse for nothing
@@ -315,6 +335,12 @@ class TrainScreen(Screen):
             return
         self.app.run_id = self.last_run_id
         self.app.action_open("qc", run_id=self.last_run_id)
+
+    def action_rank_run(self) -> None:
+        """The offer after a run finishes: the Rank dialog for it (the ranking shows in its Features)."""
+        if self.last_run_id is None or not self._last_finished or self.training:
+            return
+        self.app.action_rank(self.last_run_id)
 
     def action_back(self) -> None:
         if self.training:
@@ -442,10 +468,13 @@ class TrainScreen(Screen):
         self.last_run_id = message.run_id
         self.app.run_id = message.run_id
         quality = quality_line(message.headline)
-        if isinstance(message, TrainScreen.RunFinished):
+        self._last_finished = isinstance(message, TrainScreen.RunFinished)
+        if self._last_finished:
             self._status(f"Run {message.run_id} finished: {sae_count(message.n_saes)}, "
-                         f"{message.examples_seen:,} examples each")
-            self.notify(f"Run {message.run_id} finished. Press o to open its QC.", title="Train")
+                         f"{message.examples_seen:,} examples each. Rank run {message.run_id} now? Press r.")
+            self.notify(f"Run {message.run_id} finished. Press r to rank it now, o to open its QC.", title="Train")
+            self.query_one("#rank-now").add_class("-shown")
+            self.refresh_bindings()
         else:
             self._status(f"Run {message.run_id} cancelled after {message.examples_seen:,} examples; "
                          f"its weights so far are stored")

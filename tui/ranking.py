@@ -1,0 +1,117 @@
+"""Ranking a run from inside the app: one ranking at a time, owned by the app rather than by a screen.
+
+The app starts it (from Features' `R`, the palette's `Rank run N`, or Train's offer after a run finishes)
+and runs `engine.rank.rank_run` in a thread worker on its own cursor, so every screen keeps reading and
+answering keys. Because the app owns it, leaving Features does not stop it: Review can label while the
+ranking runs. Its progress reaches the screens as `RankChanged` messages, which the app hands to every
+open screen that has a `ranking_changed(state)` method (Features shows a progress line and reads the
+new ranking when it is stored). `cancel` sets rank_run's event: it stops between SAEs and between
+blocks of shuffles, and nothing of it is stored (rank_run writes in one transaction at the end).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from engine.epochs import Epoch
+    from engine.rank import RankConfig
+    from tui.app import ThreadStores
+
+PROGRESS_INTERVAL_S = 0.2
+"""At most one progress message per this many seconds reaches the event loop (stage changes always do)."""
+
+RUNNING, RANKED, CANCELLED, FAILED = "running", "ranked", "cancelled", "failed"
+
+
+class RankState(NamedTuple):
+    """Where the app's ranking stands."""
+
+    run_id: int
+    status: str
+    """RUNNING, RANKED, CANCELLED or FAILED."""
+    done: int = 0
+    """SAEs ranked so far."""
+    total: int | None = None
+    """SAEs in the run (None until rank_run has read them)."""
+    stage: str = "reading the run and its epoch"
+    """What rank_run is doing now (its latest report)."""
+    message: str = ""
+    """When ended: the sentence to show (how long it took, why it failed)."""
+    cancelling: bool = False
+    """Cancel was asked for; the ranking stops at its next check."""
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    def line(self) -> str:
+        """The progress line: `Ranking run 1: SAE 1 of 2 · associations (c cancels)`, or how it ended."""
+        if not self.running:
+            return self.message
+        count = f"SAE {min(self.done + 1, self.total)} of {self.total} · " if self.total else ""
+        if self.cancelling:
+            return f"Ranking run {self.run_id}: {count}cancelling at the next block of shuffles…"
+        return f"Ranking run {self.run_id}: {count}{self.stage} (c cancels)"
+
+
+class RankChanged(Message):
+    """The app's ranking moved on or ended (posted to the app from the worker thread)."""
+
+    def __init__(self, state: RankState):
+        super().__init__()
+        self.state = state
+
+
+def _stage(report: str) -> str:
+    """`SAE 3: associations` → `associations` (the SAE count is said apart); other reports as they are."""
+    head, sep, tail = report.partition(": ")
+    return tail if sep and head.startswith("SAE ") else report
+
+
+def rank_in_thread(stores: ThreadStores, run_id: int, epoch: Epoch | None, config: RankConfig | None,
+                   cancel: threading.Event, post: Callable[[RankState], None]) -> None:
+    """Rank `run_id` on a cursor of `stores`, telling `post` how it goes; runs on a worker thread and never
+    raises (a failure is a FAILED state with the reason in one sentence)."""
+    from engine.errors import Cancelled
+    from engine.rank import rank_run
+
+    state = RankState(run_id, RUNNING)
+    last_post = 0.0
+
+    def tell(new: RankState, *, now: bool = False) -> None:
+        nonlocal state, last_post
+        state = new
+        moment = time.monotonic()
+        if now or moment - last_post >= PROGRESS_INTERVAL_S:
+            last_post = moment
+            post(new)
+
+    def on_progress(done: int, total: int) -> None:
+        tell(state._replace(done=done, total=total), now=True)
+
+    def report(text: str) -> None:
+        tell(state._replace(stage=_stage(text)), now=True)
+
+    post(state)
+    try:
+        with stores.cursor() as db:
+            outcome = rank_run(db, run_id, config, report=report, on_progress=on_progress, epoch=epoch,
+                               cancel=cancel)
+    except Cancelled as error:
+        post(state._replace(status=CANCELLED, message=f"{str(error)[:1].upper()}{str(error)[1:]}."))
+    except Exception as error:  # an InputError (bad --where, no SAEs) or a failure: one sentence, app stays up
+        post(state._replace(status=FAILED, message=f"Ranking run {run_id} failed: {error}"))
+    else:
+        where = ""
+        if outcome.epoch is not None and outcome.epoch.epoch.is_set:
+            where = f" on epoch {outcome.epoch.epoch.describe()}"
+        n = len(outcome.sae_ids)
+        post(state._replace(status=RANKED, done=n, total=n,
+                            message=f"Ranked {n} SAE{'s' if n != 1 else ''} of run {run_id}{where} in "
+                                    f"{outcome.seconds:.0f} s."))
