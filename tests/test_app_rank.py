@@ -133,9 +133,24 @@ def test_cancel_mid_way_stores_nothing(app_db: Path) -> None:
     assert stored_ranking(app_db).height == 0
 
 
-def test_features_and_review_answer_keys_while_a_ranking_runs(app_db: Path) -> None:
+def test_features_and_review_answer_keys_while_a_ranking_runs(app_db: Path, monkeypatch) -> None:
     """A re-ranking with the defaults runs while `s` sorts Features, `]` switches SAE, and Review opens and
-    `j` moves on; cancelled at the end, it leaves the stored ranking as it was."""
+    `j` moves on; cancelled at the end, it leaves the stored ranking as it was.
+
+    The ranking is held inside its first SAE (its tuning curves wait for a gate the test opens after `c`), so
+    that it is still running whatever the machine's speed."""
+    import threading
+
+    import engine.rank
+
+    gate = threading.Event()
+    curves = engine.rank.tuning_curves
+
+    def held_curves(*args, **kwargs):
+        gate.wait(120)
+        return curves(*args, **kwargs)
+
+    monkeypatch.setattr(engine.rank, "tuning_curves", held_curves)
     before = stored_ranking(app_db)
     seen: dict[str, Any] = {}
 
@@ -162,6 +177,7 @@ def test_features_and_review_answer_keys_while_a_ranking_runs(app_db: Path) -> N
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is features)
         await pilot.press("c")
+        gate.set()
         await until(pilot, lambda: ranking_ended(app), timeout=WAIT)
         seen["state"] = app.ranking.status
 
