@@ -244,7 +244,7 @@ class TrainScreen(Screen):
         # The worker tells the app (not this screen) how a run ended if the screen has gone by then;
         # a detached screen no longer knows its app, so keep both now.
         self._mounted_in = (self.app, asyncio.get_running_loop())
-        self.title = f"Train on {self.dataset}"
+        self.sub_title = f"Train on {self.dataset}"
         self._check_form()
         self.query_one(f"#{FIELDS[0].name}").focus()
         self.load_dataset()
