@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +42,10 @@ PROGRESS_INTERVAL_S = 0.25
 """At most one progress message per this many seconds reaches the event loop (the plots keep every event)."""
 
 IDLE_TEXT = "Press ctrl+s to start; progress appears here."
+
+ENGINE_READY = threading.Event()
+"""Set once the training engine (PyTorch) is imported; until then a started training says it is loading it.
+(Not `sys.modules`: a module is listed there from the moment its import begins.)"""
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("tab, shift+tab", "move between settings; enter opens a choice"),
@@ -248,7 +251,7 @@ class TrainScreen(Screen):
         self._check_form()
         self.query_one(f"#{FIELDS[0].name}").focus()
         self.load_dataset()
-        if "engine.pipeline" not in sys.modules:
+        if not ENGINE_READY.is_set():
             # A daemon thread, not a worker: quitting never waits for an import nobody needs any more.
             threading.Thread(target=_import_training, name="mini-import-torch", daemon=True).start()
 
@@ -374,9 +377,11 @@ class TrainScreen(Screen):
 
         quitting = self._quitting
         try:
-            if "engine.pipeline" not in sys.modules:  # still importing (begun when the screen opened)
+            if not ENGINE_READY.is_set():  # still importing (begun when the screen opened)
                 self.post_message(self.TrainStage("loading PyTorch…"))
             from engine.pipeline import TrainingCancelled, train_run
+
+            ENGINE_READY.set()
             from store.qc import run_qc_headline
 
             spec = settings.to_spec(self.dataset)
@@ -548,3 +553,4 @@ def _import_training() -> None:
         from engine.train import warm_up
 
         warm_up()
+        ENGINE_READY.set()
