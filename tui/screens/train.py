@@ -486,10 +486,13 @@ class TrainScreen(Screen):
 
     @on(RunEnded)
     def run_ended(self, message: RunEnded) -> None:
-        if self._quit_when_stored:  # stopped for quitting: nothing more was stored, and nobody waits to look
+        if self._quit_when_stored:  # nobody waits to look: say what became of the run, then go
             self._training_stopped()
-            self._status(f"Run {message.run_id} cancelled for quitting; mini train --resume {message.run_id} "
-                         "continues it")
+            if isinstance(message, TrainScreen.RunFinished):  # q came while its results were being stored
+                self._status(f"Run {message.run_id} finished and is stored")
+            else:
+                self._status(f"Run {message.run_id} cancelled for quitting; mini train --resume {message.run_id} "
+                             "continues it")
             self.app.exit()
             return
         self._training_stopped()
