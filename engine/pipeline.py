@@ -81,6 +81,11 @@ class RunSpec:
         check_seed("--seed", self.seed, taken=self.instances, taken_by=f"--instances {self.instances}")  # the SAEs take seeds seed … seed + instances - 1
 
 
+class TrainingCancelled(Exception):
+    """Cancelled before training started (while reading the dataset or building the stack): no run row was
+    written, so there is nothing to store or resume."""
+
+
 @dataclass
 class RunOutcome:
     run_id: int
@@ -200,10 +205,21 @@ def check_loss_fits(loss: str, dataset: dict[str, Any]) -> None:
 
 def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress], None] | None = None,
               cancel: threading.Event | None = None, resume_run: int | None = None,
-              report: Callable[[str], None] = lambda _: None) -> RunOutcome:
+              report: Callable[[str], None] = lambda _: None,
+              on_stage: Callable[[str], None] = lambda _: None,
+              quitting: threading.Event | None = None) -> RunOutcome:
     """Train (or resume) a run and store its results; returns the run id and what happened.
 
-    Settings named in `spec.auto` are chosen from the training split first, and `report` says which."""
+    Settings named in `spec.auto` are chosen from the training split first, and `report` says which.
+    `on_stage` hears what happens before the first step (reading the dataset, choosing settings, building
+    the stack), which can take seconds on a large recording. `cancel` is also checked between those stages
+    (TrainingCancelled: nothing written). `quitting`, set together with `cancel` by a caller about to exit,
+    stops without encoding or storing the weights so far: the run is marked cancelled at its last epoch
+    checkpoint, at once, and `--resume` continues it from there."""
+    def check_cancel() -> None:
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled before training started; nothing was stored")
+
     if resume_run is not None:
         run = get_run(db, resume_run)
         if run["status"] == "finished":
@@ -211,15 +227,25 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
         spec = spec_from_config(run["config"])
     dataset = get_dataset(db, spec.dataset)
     check_loss_fits(spec.sae.loss, dataset)
+    on_stage(f"reading dataset '{spec.dataset}' ({dataset['n_examples']:,} examples × {dataset['n_units']:,} "
+             "units)…")
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
+    check_cancel()
     selection = select_epoch(db, dataset, examples, spec.epoch, "train")
     # Bins outside the epoch belong to no split here: they are neither trained on nor scored by QC, but
     # they are still encoded, so a later ranking or validation may read another epoch.
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     if spec.epoch.is_set:
         report(selection.summary(read_splits("train")))
+    if spec.auto:
+        on_stage(f"choosing {', '.join(name for name in AUTO_SETTINGS if name in spec.auto)} from the recording…")
     spec = resolve_settings(spec, counts, splits == "train")  # chosen for the epoch's train bins
+    check_cancel()
+    n_saes = len(spec.ks) * spec.instances
+    on_stage(f"building {n_saes} SAE{'s' if n_saes != 1 else ''} (d_sae {spec.sae.d_sae:,}, "
+             f"k {', '.join(map(str, spec.ks))}) from {int((splits == 'train').sum()):,} training examples…")
     stack, data = _build(spec, counts, splits, dataset["kind"])
+    check_cancel()
     if spec.chosen and resume_run is None:
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
@@ -243,7 +269,14 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             else:
                 report(f"run {run_id} resumes after epoch {saved[0]} (its last checkpoint)")
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
+        on_stage(f"training on {data.device}: the first steps…")
         outcome = trainer.run()
+        if quitting is not None and quitting.is_set():
+            # Every epoch that ended was checkpointed (or loaded from one on resume).
+            where = f"after epoch {trainer.epoch}" if trainer.epoch else "the start (no epoch had ended)"
+            set_run_status(db, run_id, "cancelled", f"cancelled when the app quit; mini train --resume {run_id} "
+                           f"continues from {where}")
+            return RunOutcome(run_id, "cancelled", [], outcome, time.perf_counter() - started, selection)
         context = FlagContext(normalized=spec.normalize_units,
                               raw_counts=dataset.get("value_type", "counts") == "counts")
         results = collect_results(stack, counts, splits, outcome, dataset["kind"],

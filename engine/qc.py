@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from sklearn.decomposition import NMF
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 BAD_UNIT_R2 = 0.1
@@ -232,6 +230,11 @@ def _baseline_fvu(train_x: np.ndarray, eval_x: np.ndarray, n_components: int, *,
     fit_rows = np.sort(rng.choice(n_train, NMF_MAX_FIT_ROWS, replace=False)) \
         if n_train > NMF_MAX_FIT_ROWS else slice(None)
     fit_x = np.asarray(train_x[fit_rows], dtype=np.float64)
+    # Imported here: scikit-learn takes seconds to import, and training imports this module before its
+    # first step while NMF is needed only once training has ended.
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
     # nndsvda needs k <= min(n, d); nndsvda + coordinate descent is the fast, deterministic pair.
     model = NMF(n_components=min(k, fit_x.shape[0]), init="nndsvda", solver="cd", max_iter=NMF_MAX_ITER,
                 tol=NMF_TOL, random_state=seed)

@@ -134,6 +134,15 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def warm_up() -> None:
+    """Import what building the first trainer imports (Adam pulls in torch's compiler front end the first time
+    one is made: over a second), so that an app can do it while a person is still filling in a form."""
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError):
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+
 class TrainData:
     """Training and validation examples held on the training device, batched in a seeded order."""
 
@@ -269,7 +278,7 @@ class Trainer:
         """Train until the configured epochs are done or `cancel` is set."""
         config, stack = self.config, self.stack
         stack.train()
-        started, seen_at_start = time.perf_counter(), self.examples_seen
+        started, seen_at_start, step_at_start = time.perf_counter(), self.examples_seen, self.step
         if self.stalled():  # resumed after the stopping epoch's checkpoint, before its results were stored
             self._restore_best()
             return self._outcome("finished", stopped_early=True)
@@ -296,6 +305,11 @@ class Trainer:
                     self._check_finite(weights=False)
                     elapsed = max(time.perf_counter() - started, 1e-9)
                     self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed)
+                elif 0 < (done := self.step - step_at_start) < config.log_every and done & (done - 1) == 0:
+                    # The 1st, 2nd, 4th, 8th … step of this run() before a logged one: a person watching sees
+                    # training move at once, not after log_every steps (unlogged: train_log keeps its rows).
+                    elapsed = max(time.perf_counter() - started, 1e-9)
+                    self._emit(out, lr, (self.examples_seen - seen_at_start) / elapsed, logged=False)
             self.epoch += 1
             self._check_finite(weights=True)
             val_loss = self.validation_loss()
@@ -337,14 +351,15 @@ class Trainer:
             return False
         return all(self.epoch - best >= patience for best in self.best_epoch)
 
-    def _emit(self, out: ForwardOutput, lr: float, rate: float, val_loss: list[float] | None = None) -> None:
+    def _emit(self, out: ForwardOutput, lr: float, rate: float, val_loss: list[float] | None = None, *,
+              logged: bool = True) -> None:
         dead = self.stack.dead_mask().float().mean(1).tolist()
         loss = out.per_sae_loss.float().tolist()
         reconstruction = out.per_sae_reconstruction.float().tolist()
         progress = TrainProgress(self.step, self.total_steps, self.epoch, self.examples_seen, rate, lr,
                                  loss, out.l0.float().tolist(), dead, val_loss, reconstruction,
                                  self.config.epochs, self.config.patience)
-        for i in range(self.stack.n):
+        for i in range(self.stack.n if logged else 0):
             self.log.append({"sae": i, "step": self.step, "epoch": self.epoch,
                              "examples_seen": self.examples_seen, "loss": loss[i],
                              "reconstruction_loss": reconstruction[i], "auxiliary_loss": loss[i] - reconstruction[i],

@@ -92,7 +92,7 @@ def test_qc_shows_the_first_sae_with_the_numbers_stored_for_it(app_db: Path) -> 
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         seen.update(read_screen(app))
-        seen["title"] = app.screen.title
+        seen["title"] = app.screen.sub_title
 
     drive(app_db, script)
     stored = qc_rows(app_db, 1)

@@ -30,6 +30,8 @@ TINY = {"d_sae": "16", "k": "4", "epochs": "2", "batch_size": "256"}
 """A run of 1 SAE that trains in well under a second on the fixture's 5,558 train examples."""
 LONG = {"d_sae": "16", "k": "4", "epochs": "1000", "batch_size": "64"}
 """A run that would take minutes: for cancelling it (86 steps an epoch, a progress event every 20)."""
+QUIT = {"d_sae": "16", "k": "4", "epochs": "20", "batch_size": "64"}
+"""Seconds of training (1,720 steps): quit right after its first step, then resumed to the end."""
 
 
 plain = partial(plain_text, width=200)  # the status lines are long: read them unwrapped
@@ -184,7 +186,7 @@ def test_tab_and_shift_tab_move_through_the_settings(app_db: Path) -> None:
             order.append(app.focused.id if app.focused else None)
 
     drive(app_db, script)
-    assert order == ["d_sae", "k", "loss", "output", "loss"]
+    assert order == ["architecture", "d_sae", "k", "loss", "k"]  # opens on the first field
 
 
 def test_a_choice_is_made_from_the_keyboard_and_relu_needs_no_k_below_d_sae(app_db: Path) -> None:
@@ -308,23 +310,66 @@ def test_the_app_answers_keys_while_training_and_c_cancels(app_db: Path) -> None
         assert db.scalar("SELECT count(*) FROM saes WHERE run_id = 2") == 1
 
 
-def test_q_while_training_cancels_stores_the_run_then_quits(app_db: Path) -> None:
+def test_stages_are_said_before_the_first_step_and_progress_comes_within_the_first_epoch(app_db: Path) -> None:
+    shown: list[str] = []
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = app.screen
+        status = screen._status
+
+        def record(text: Any) -> None:
+            shown.append(plain(text).strip())
+            status(text)
+
+        screen._status = record
         await fill(app, pilot, LONG)
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        seen["first"] = screen.history.snapshot()[0]
+        await pilot.press("c")
+        await wait_until(pilot, lambda: not screen.training)
+
+    drive(app_db, script)
+    starting = [line for line in shown if line.startswith("Starting")]
+    training = next(i for i, line in enumerate(shown) if line.startswith("Training 1 SAE on sample"))
+    assert starting[0] == "Starting 1 SAE on sample…"
+    assert any(line.startswith("Starting: reading dataset 'sample' (") for line in starting)
+    assert "Starting: building 1 SAE (d_sae 16, k 4) from 5,558 training examples…" in starting
+    assert all(shown.index(line) < training for line in starting)  # every stage before training moved
+    # The first progress is the first step's, not the log_every-th's, long before an epoch (86 steps) ends.
+    first = seen["first"]
+    assert (first.step, first.epoch, first.val_loss) == (1, 0, None)
+
+
+def test_q_while_training_quits_at_once_leaving_a_resumable_cancelled_run(app_db: Path, cli) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = app.screen
+        await fill(app, pilot, QUIT)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        seen["steps"] = screen.history.snapshot()[-1].total_steps
         await pilot.press("q")
         await wait_until(pilot, lambda: app._exit, timeout=120)
         seen["status"] = plain(screen.query_one("#train-status", Static).content)
 
     app = drive(app_db, script)
-    assert "Run 2 cancelled after" in seen["status"]  # q waited until the run was stored
+    assert "Run 2 cancelled for quitting; mini train --resume 2 continues it" in seen["status"]
     assert app.return_code == 0
-    run = run_rows(app_db)[-1]
-    assert run["run_id"] == 2 and run["status"] == "cancelled"
+    with Store.open(app_db, read_only=True) as db:
+        run = db.records("SELECT status, message FROM runs WHERE run_id = 2")[0]
+        assert db.scalar("SELECT count(*) FROM saes WHERE run_id = 2") == 0  # nothing encoded or stored
+    assert run["status"] == "cancelled"
+    assert run["message"].startswith("cancelled when the app quit; mini train --resume 2 continues from ")
+
+    resumed = cli("train", "--resume", "2", "--db", str(app_db))
+    assert resumed.returncode == 0, resumed.stderr
+    with Store.open(app_db, read_only=True) as db:
+        run = db.records("SELECT status, examples_seen FROM runs WHERE run_id = 2")[0]
+        assert db.scalar("SELECT count(*) FROM saes WHERE run_id = 2 AND d_sae = 16 AND k = 4") == 1
+    assert run == {"status": "finished", "examples_seen": seen["steps"] * 64}
 
 
 def test_one_training_at_a_time_and_going_home_cancels_it_with_a_word(app_db: Path) -> None:

@@ -182,6 +182,19 @@ def test_each_step_projects_the_decoder_gradient_and_keeps_rows_unit_norm():
     torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-6)
 
 
+# -- progress --------------------------------------------------------------------------------------------
+def test_the_first_steps_report_progress_before_log_every_without_adding_log_rows():
+    """8 steps an epoch (1024 / 128), 2 epochs, log_every 5: a watcher hears steps 1, 2 and 4 at once, then
+    every 5th step and each epoch's end; train_log keeps only the logged steps, as before."""
+    config = small_config(epochs=2, log_every=5)
+    events = []
+    outcome = Trainer(make_stack(), make_data(), config, on_progress=events.append).run()
+    assert [(event.step, event.val_loss is not None) for event in events] == [
+        (1, False), (2, False), (4, False), (5, False), (8, True), (10, False), (15, False), (16, True)]
+    assert sorted({row["step"] for row in outcome.log}) == [5, 8, 10, 15, 16]
+    assert len(outcome.log) == 5 * 2  # a row per SAE per logged step
+
+
 # -- cancel ----------------------------------------------------------------------------------------------
 def test_cancel_from_another_thread_stops_promptly():
     config = small_config(epochs=100_000, log_every=1)

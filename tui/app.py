@@ -8,6 +8,7 @@ screen appears) and hands it to `MiniApp`, which closes it on the way out. Scree
 
 from __future__ import annotations
 
+import gc
 import importlib
 import re
 import threading
@@ -336,5 +337,9 @@ def run_app(db: Store) -> None:
         app.run()
     finally:
         app.stores.close()
+        # The process ends next. With PyTorch loaded, the collector's sweeps over its millions of objects
+        # while the interpreter shuts down took over a second after q; frozen objects are not swept
+        # (atexit handlers still run).
+        gc.freeze()
     if app.return_code:
         raise SystemExit(app.return_code)

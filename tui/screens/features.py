@@ -225,10 +225,11 @@ class FeaturesScreen(Screen):
 
     @on(FeaturesLoaded)
     def _loaded(self, message: FeaturesLoaded) -> None:
+        # The same feature number in another SAE is another feature: a switched SAE opens at its top rank.
+        cursor_feature = self._cursor_feature() if message.sae_id == self.sae_id else None
         self.saes = message.saes["sae_id"].to_list()
         self.sae_id = message.sae_id
         self.epoch = message.epoch
-        cursor_feature = self._cursor_feature()
         self.features = display_frame(message.features) if message.features.height else message.features
         self._refresh_view(keep_feature=cursor_feature)
 

@@ -145,6 +145,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def delete_question(run_id: Any, run: dict[str, Any]) -> str:
+    """What `d` asks before deleting a run (its dataset, SAE and labelled-feature counts from the runs table)."""
+    return (f"Delete run {run_id} on '{run['dataset']}' with its {_count(run['n_saes'] or 0, 'SAE')}, ranking, "
+            f"{_count(run['labelled'] or 0, 'labelled feature')} and validations? This cannot be undone.")
+
+
 class DatasetTable(DataTable):
     """The datasets table; `enter` opens details and says so in the footer."""
 
@@ -383,8 +389,7 @@ class HomeScreen(Screen):
         if run["status"] == "running":
             self.notify(f"Run {key} is training; cancel it first.", title="Delete run", severity="warning")
             return
-        question = (f"Delete run {key} on '{run['dataset']}' with its {run['n_saes']} SAEs, ranking, "
-                    f"{run['labelled']} labels and validations? This cannot be undone.")
+        question = delete_question(key, run)
 
         def answered(yes: bool | None) -> None:
             if yes:

@@ -318,7 +318,7 @@ class QCScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = f"QC · run {self.run_id}"
+        self.sub_title = f"QC · run {self.run_id}"
         self.query_one("#panels").focus()
         self.load_run()
 
@@ -374,7 +374,7 @@ class QCScreen(Screen):
     def run_loaded(self, message: RunLoaded) -> None:
         self._run, self._saes = message.run, message.saes
         self._flags, self._dataset_flags = message.flags, message.dataset_flags
-        self.title = f"QC · run {self.run_id} on {message.run['dataset']}"
+        self.sub_title = f"QC · run {self.run_id} on {message.run['dataset']}"
         if not self._saes:
             reason = f": {message.run['message']}" if message.run.get("message") else ""
             self.query_one("#sae-bar", Static).update(

@@ -170,7 +170,7 @@ class SQLScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = "mini · SQL"
+        self.sub_title = "SQL"
         self.query_one("#query").border_title = "query"
         self.query_one(QueryBox).focus()
         self.list_tables()
@@ -282,9 +282,14 @@ class SQLScreen(Screen):
         return f"{rows_text(table.num_rows)} × {columns}."
 
     @on(QueryFailed)
-    def show_failure(self, message: QueryFailed) -> None:
+    async def show_failure(self, message: QueryFailed) -> None:
         self._remember(message.sql)
         self._say(message.reason, error=True)
+        # The previous query's rows under this error would read as this query's result (and be exported).
+        self.result = None
+        results = self.query_one("#results", Vertical)
+        await results.remove_children()
+        await results.mount(Static("No results: the query above failed.", id="placeholder", markup=False))
 
     def _say(self, text: str, *, error: bool = False) -> None:
         line = self.query_one("#message", Static)

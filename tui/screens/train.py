@@ -4,7 +4,13 @@ Training runs `engine.pipeline.train_run` in a thread worker on its own cursor, 
 while it trains. Progress events arrive on the worker's thread; they are kept whole for the plots and
 posted to the screen at most a few times a second, so a fast trainer cannot flood the event loop.
 `c` sets the trainer's cancel event: it stops at the next step and stores the weights so far as a
-cancelled (resumable) run.
+cancelled (resumable) run. Quitting sets a second event as well: the run stops at its next step and is marked
+cancelled at its last epoch checkpoint without encoding or storing anything more, so mini exits at once and
+`mini train --resume` continues the run.
+
+What happens before the first step (importing PyTorch, reading the dataset, building the stack) is said on
+the status line as it happens, and PyTorch is imported in the background as soon as the screen opens, while
+the person reads the form.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ PROGRESS_INTERVAL_S = 0.25
 
 IDLE_TEXT = "Press ctrl+s to start; progress appears here."
 
+ENGINE_READY = threading.Event()
+"""Set once the training engine (PyTorch) is imported; until then a started training says it is loading it.
+(Not `sys.modules`: a module is listed there from the moment its import begins.)"""
+
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("tab, shift+tab", "move between settings; enter opens a choice"),
     ("ctrl+s", "start training (not while a setting is red)"),
@@ -44,7 +54,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("o", "open QC of the run just trained"),
     ("r", "rank the run just trained (offered when it finishes; runs in the background)"),
     ("esc", "back (while training: cancel it first)"),
-    ("q", "quit; while training: cancel, store, then quit"),
+    ("q", "quit; while training: cancel it (resumable from its last epoch), then quit"),
 )
 
 
@@ -149,6 +159,16 @@ class TrainScreen(Screen):
             self.summary = summary
             self.reason = reason
 
+    class TrainStage(Message):
+        """What the training is doing before its first step (reading the dataset, building the stack)."""
+
+        def __init__(self, text: str):
+            super().__init__()
+            self.text = text
+
+    class StartCancelled(Message):
+        """Cancelled before the run row was written: nothing is stored."""
+
     class TrainProgressed(Message):
         """Training moved on (the latest event; the history holds every one)."""
 
@@ -193,6 +213,8 @@ class TrainScreen(Screen):
         self._dataset_missing = False
         self._cancel: threading.Event | None = None
         """Set while a training runs; setting the event cancels it."""
+        self._quitting = threading.Event()
+        """Set (with the cancel event) when mini quits: the run stops without storing its results."""
         self._settings: TrainSettings | None = None
         self.history = ProgressHistory()
         self._last_post = 0.0
@@ -237,10 +259,13 @@ class TrainScreen(Screen):
         # The worker tells the app (not this screen) how a run ended if the screen has gone by then;
         # a detached screen no longer knows its app, so keep both now.
         self._mounted_in = (self.app, asyncio.get_running_loop())
-        self.title = f"Train on {self.dataset}"
+        self.sub_title = f"Train on {self.dataset}"
         self._check_form()
-        self.query_one("#d_sae", Input).focus()
+        self.query_one(f"#{FIELDS[0].name}").focus()
         self.load_dataset()
+        if not ENGINE_READY.is_set():
+            # A daemon thread, not a worker: quitting never waits for an import nobody needs any more.
+            threading.Thread(target=_import_training, name="mini-import-torch", daemon=True).start()
 
     def on_unmount(self) -> None:
         # Leaving (the palette's Home, or a hard quit) must not leave a trainer running with nobody to
@@ -306,6 +331,7 @@ class TrainScreen(Screen):
             return
         self._settings = settings
         self._cancel = threading.Event()
+        self._quitting = threading.Event()
         self.history = ProgressHistory()
         self._last_post = 0.0
         self.query_one(TrainForm).disabled = True
@@ -319,7 +345,7 @@ class TrainScreen(Screen):
         self.query_one("#rate", Static).update("")
         for plot in self.query(CurvePlot):
             plot.show_series([])
-        self._status(f"Starting: reading '{self.dataset}' and initialising {sae_count(settings.n_saes)}…")
+        self._status(f"Starting {sae_count(settings.n_saes)} on {self.dataset}…")
         self.query_one("#progress-panel").scroll_visible(top=True, animate=False)
         self.refresh_bindings()
         self.train(settings, self._cancel)
@@ -353,8 +379,9 @@ class TrainScreen(Screen):
             self.app.exit()
             return
         self._quit_when_stored = True
-        self.action_cancel_training()
-        self.notify("Cancelling the training; mini quits once its work so far is stored.", title="Train")
+        self._quitting.set()
+        self._cancel.set()
+        self._status("Quitting: stopping the training at its next step…")
 
     # -- work ----------------------------------------------------------------------------------------
     @work(thread=True, group="train-dataset")
@@ -374,14 +401,24 @@ class TrainScreen(Screen):
     def train(self, settings: TrainSettings, cancel: threading.Event) -> None:
         from engine.errors import InputError  # light; the heavy imports fail inside the try, said on screen
 
+        quitting = self._quitting
         try:
-            from engine.pipeline import train_run
+            if not ENGINE_READY.is_set():  # still importing (begun when the screen opened)
+                self.post_message(self.TrainStage("loading PyTorch…"))
+            from engine.pipeline import TrainingCancelled, train_run
+
+            ENGINE_READY.set()
             from store.qc import run_qc_headline
 
             spec = settings.to_spec(self.dataset)
             with self._stores.cursor() as db:
-                outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel)
-                headline = run_qc_headline(db, outcome.run_id)
+                outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel,
+                                    on_stage=lambda text: self.post_message(self.TrainStage(text)),
+                                    quitting=quitting)
+                headline = {} if quitting.is_set() else run_qc_headline(db, outcome.run_id)
+        except TrainingCancelled:
+            self.post_message(self.StartCancelled())
+            return
         except InputError as error:  # refused before any run row: a setting the form could not judge
             self.post_message(self.RunFailed(str(error), field_for_engine_error(str(error))))
             return
@@ -411,6 +448,18 @@ class TrainScreen(Screen):
             self.post_message(self.TrainProgressed(event))
 
     # -- results -------------------------------------------------------------------------------------
+    @on(TrainStage)
+    def show_stage(self, message: TrainStage) -> None:
+        if self.training and not self._cancel_requested() and not self.history.snapshot():
+            self._status(f"Starting: {message.text}")
+
+    @on(StartCancelled)
+    def start_cancelled(self) -> None:
+        self._training_stopped()
+        self._status("Cancelled before training started; nothing was stored.")
+        if self._quit_when_stored:
+            self.app.exit()
+
     @on(DatasetLoaded)
     def dataset_loaded(self, message: DatasetLoaded) -> None:
         bar = self.query_one("#dataset-bar", Static)
@@ -463,6 +512,15 @@ class TrainScreen(Screen):
 
     @on(RunEnded)
     def run_ended(self, message: RunEnded) -> None:
+        if self._quit_when_stored:  # nobody waits to look: say what became of the run, then go
+            self._training_stopped()
+            if isinstance(message, TrainScreen.RunFinished):  # q came while its results were being stored
+                self._status(f"Run {message.run_id} finished and is stored")
+            else:
+                self._status(f"Run {message.run_id} cancelled for quitting; mini train --resume {message.run_id} "
+                             "continues it")
+            self.app.exit()
+            return
         self._training_stopped()
         self._draw_curves()
         self.last_run_id = message.run_id
@@ -518,3 +576,13 @@ class TrainScreen(Screen):
         refresh = getattr(home, "action_refresh", None)
         if home is not self and callable(refresh):
             refresh()
+
+
+def _import_training() -> None:
+    """Import the training engine (PyTorch: seconds) so that ctrl+s starts without waiting for it."""
+    with contextlib.suppress(Exception):  # a failed import is reported by the training worker itself
+        import engine.pipeline  # noqa: F401
+        from engine.train import warm_up
+
+        warm_up()
+        ENGINE_READY.set()

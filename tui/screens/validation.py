@@ -258,7 +258,7 @@ class ValidationScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = f"mini · validation · run {self.run_id}"
+        self.sub_title = f"Validation · run {self.run_id}"
         self.query_one("#empty").display = False
         self.query_one("#status").display = False
         self.query_one("#freeze").display = False
