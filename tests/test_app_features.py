@@ -334,3 +334,26 @@ def test_features_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) ->
         await pilot.pause()
 
     assert snap_compare(MiniApp(Store.open(app_db), run_id=1), terminal_size=size, run_before=run_before)
+
+
+def test_f1_opens_on_this_screens_keys_with_meanings_wrapped_beside_them(app_db: Path) -> None:
+    from tui.screens.help import HelpScreen
+
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        await open_features(pilot)
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        seen["title"] = app.screen.query_one("#help").border_title
+        seen["lines"] = str(app.screen.query_one("#key-map", Static).render()).splitlines()
+
+    drive(app_db, script)
+    lines = seen["lines"]
+    assert seen["title"] == "mini keys: Features"
+    assert lines[0] == "Features: this screen" and lines[1].lstrip().startswith("up, down")
+    assert "Everywhere" in lines and lines.index("Everywhere") > lines.index("Features: this screen")
+    assert max(len(line) for line in lines) <= 72
+    # A meaning that wraps goes on beside its key, not under it: continuation lines start in the second column.
+    wrapped = [line for line in lines[1:] if line.startswith(" " * 18)]
+    assert wrapped and all(line[18] != " " for line in wrapped)

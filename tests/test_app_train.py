@@ -30,8 +30,9 @@ TINY = {"d_sae": "16", "k": "4", "epochs": "2", "batch_size": "256"}
 """A run of 1 SAE that trains in well under a second on the fixture's 5,558 train examples."""
 LONG = {"d_sae": "16", "k": "4", "epochs": "1000", "batch_size": "64"}
 """A run that would take minutes: for cancelling it (86 steps an epoch, a progress event every 20)."""
-QUIT = {"d_sae": "16", "k": "4", "epochs": "20", "batch_size": "64"}
-"""Seconds of training (1,720 steps): quit right after its first step, then resumed to the end."""
+QUIT = {"d_sae": "16", "k": "4", "epochs": "100", "batch_size": "64"}
+"""Tens of seconds of training (8,600 steps): quit right after its first step, then resumed to the end (at 20
+epochs a quiet machine finished the run before `q` was handled)."""
 
 
 plain = partial(plain_text, width=200)  # the status lines are long: read them unwrapped

@@ -207,10 +207,10 @@ class MiniApp(App[None]):
 
     # -- actions -------------------------------------------------------------------------------------
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen  # only built when someone asks
+        from tui.screens.help import HelpScreen, section_of  # only built when someone asks
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(section_of(self.screen)))
 
     async def action_quit(self) -> None:
         """Quit (q, ctrl+q, the palette); a training still running is cancelled and stored first, a ranking

@@ -28,8 +28,10 @@ BASE_KEY_MAP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-def key_map() -> list[tuple[str, tuple[tuple[str, str], ...]]]:
-    """Everywhere and Home, then each screen of tui.app.SCREENS with the keys its module declares."""
+def key_map(current: str | None = None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Everywhere and Home, then each screen of tui.app.SCREENS with the keys its module declares; the
+    `current` screen's section (its title) first, marked as this screen's, so f1 opens on the keys that work
+    where the person is."""
     import importlib.util
 
     from tui.app import SCREENS
@@ -40,23 +42,49 @@ def key_map() -> list[tuple[str, tuple[tuple[str, str], ...]]]:
             continue  # a screen still being built on another branch (tests/test_app_keys.py wants them all)
         module = importlib.import_module(entry.module)
         sections.append((entry.title, tuple(module.HELP_KEYS)))
+    here = [section for section in sections if section[0] == current]
+    if here:
+        sections.remove(here[0])
+        sections.insert(0, (f"{current}: this screen", here[0][1]))
     return sections
 
 
-def key_map_text() -> Text:
+KEY_WIDTH = 16
+"""Characters of the key column; a meaning wraps beside it, never under it."""
+TEXT_WIDTH = 72
+"""Characters inside the help box (76 wide, less its border and padding)."""
+
+
+def section_of(screen: object) -> str:
+    """The key-map section of a screen: its palette title (tui.app.SCREENS), Home for the home screen."""
+    from tui.app import SCREENS
+
+    name = type(screen).__name__
+    return next((entry.title for entry in SCREENS.values() if entry.cls == name), "Home")
+
+
+def key_map_text(current: str | None = None) -> Text:
+    import textwrap
+
     text = Text()
-    for section, keys in key_map():
+    indent = " " * (2 + KEY_WIDTH)
+    for section, keys in key_map(current):
         text.append(f"{section}\n", style="bold underline")
         for key, meaning in keys:
-            text.append(f"  {key:<16}", style="bold")
-            text.append(f"{meaning}\n")
+            lines = textwrap.wrap(meaning, TEXT_WIDTH - len(indent)) or [""]
+            if len(key) >= KEY_WIDTH:  # a long key gets its own line; the meaning starts below it
+                text.append(f"  {key}\n", style="bold")
+                text.append(indent)
+            else:
+                text.append(f"  {key:<{KEY_WIDTH}}", style="bold")
+            text.append("\n".join([lines[0], *(indent + line for line in lines[1:])]) + "\n")
         text.append("\n")
     text.append("esc, f1 or q closes this help.", style="dim")
     return text
 
 
 class HelpScreen(ModalScreen[None]):
-    """The key map in a box; any of esc, f1, q closes it."""
+    """The key map in a box, opening on the keys of the screen below it (`current`); esc, f1, q close it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
@@ -80,10 +108,14 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
+    def __init__(self, current: str | None = None) -> None:
+        super().__init__()
+        self.current = current
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help") as box:
-            box.border_title = "mini keys"
-            yield Static(key_map_text(), id="key-map")
+            box.border_title = "mini keys" + (f": {self.current}" if self.current else "")
+            yield Static(key_map_text(self.current), id="key-map")
 
     def action_close(self) -> None:
         self.dismiss()
