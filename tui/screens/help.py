@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui.screens.home import HELP_KEYS as HOME_KEYS
+from tui.widgets.modal_box import box_css
 
 # The app-wide sections; each screen module adds its own as HELP_KEYS (see key_map), and docs/keys.md
 # says the same in prose. tests/test_app_keys.py checks that every binding of every screen is in both.
@@ -92,21 +93,7 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "close", "Close", show=False),
     ]
 
-    DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-    }
-    HelpScreen #help {
-        width: 76;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        padding: 0 1;
-        border: round $primary;
-        border-title-align: center;
-        background: $panel;
-    }
-    """
+    DEFAULT_CSS = box_css("HelpScreen", "help")
 
     def __init__(self, current: str | None = None) -> None:
         super().__init__()

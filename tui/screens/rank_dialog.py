@@ -19,6 +19,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from tui.widgets.modal_box import box_css
+
 if TYPE_CHECKING:
     from engine.epochs import Epoch
     from tui.app import ThreadStores
@@ -44,20 +46,7 @@ class RankDialog(ModalScreen["RankRequest | None"]):
         Binding("escape", "close", "Close"),
     ]
 
-    DEFAULT_CSS = """
-    RankDialog {
-        align: center middle;
-    }
-    RankDialog #rank-box {
-        width: 76;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        padding: 0 1;
-        border: round $primary;
-        border-title-align: center;
-        background: $panel;
-    }
+    DEFAULT_CSS = box_css("RankDialog", "rank-box") + """
     RankDialog #about { height: auto; margin-bottom: 1; }
     RankDialog .option { height: auto; }
     RankDialog .option Static { width: 10; height: 3; content-align: left middle; }
