@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.errors import InputError
+from engine.errors import InputError, printable
 
 MAX_SEED = 2**32
 """Seeds are below 2**32: NumPy's generators take no larger, and every seed of a run feeds one."""
@@ -111,8 +111,6 @@ their own scale every step and training can only diverge."""
 def check_name(option: str, text: str, what: str, limit: int) -> str:
     """A name a person gives (a dataset, a label): some text, at most `limit` characters, no control
     characters (a newline or a terminal escape code in a name would break every table that shows it)."""
-    from engine.errors import printable
-
     if not text.strip():
         raise InputError(f"{option}: {what} needs some text")
     if len(text) > limit:

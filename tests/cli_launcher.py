@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-PRELOAD = ("tui.cli", "tui.cli_imports", "tui.progress", "tui.table_text", "engine.pipeline", "engine.rank",
+PRELOAD = ("tui.cli", "tui.cli_imports", "tui.cli_queries", "tui.progress", "tui.table_text", "engine.pipeline", "engine.rank",
            "engine.validate_run", "engine.importer", "engine.spike_import", "engine.report", "engine.labels",
            "engine.freezes", "engine.capture", "engine.demo", "store", "store.sql", "polars", "duckdb", "torch")
 
