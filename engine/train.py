@@ -65,8 +65,6 @@ class TrainConfig:
             fraction(name, getattr(self, name))
 
 
-
-
 class NonFiniteLoss(InputError):
     """Training diverged: a loss or a weight became NaN or infinite. The message starts with "at epoch E"
     and says what to try; the run is stored as failed with it."""
