@@ -325,15 +325,7 @@ def test_filter_errors_name_the_term_and_the_problem(text: str, error: str) -> N
         parse_filter(text)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_features_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
-    async def run_before(pilot: Pilot) -> None:
-        await pilot.app.workers.wait_for_complete()
-        await open_features(pilot)
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-    assert snap_compare(MiniApp(Store.open(app_db), run_id=1), terminal_size=size, run_before=run_before)
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.
 
 
 def test_f1_opens_on_this_screens_keys_with_meanings_wrapped_beside_them(app_db: Path) -> None:

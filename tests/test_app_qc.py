@@ -6,7 +6,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
@@ -300,23 +299,4 @@ def test_the_datasets_import_flags_are_listed_after_the_saes(app_db: Path, tmp_p
                              f"⚑ at import: {at_import[0]['message']} — try: {at_import[0]['suggestion']}"]
 
 
-# -- snapshots ----------------------------------------------------------------------------------------------
-def snapshot_app(app_db: Path, monkeypatch: pytest.MonkeyPatch) -> MiniApp:
-    """The app on the fixture database opened by a relative name, so the header shows no temporary path."""
-    monkeypatch.chdir(app_db.parent)
-    return MiniApp(Store.open(Path(app_db.name)), run_id=1, dataset="sample")
-
-
-async def open_qc(pilot: Pilot) -> None:
-    app = pilot.app
-    await app.workers.wait_for_complete()
-    app.action_open("qc")  # type: ignore[attr-defined]
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_qc_snapshot(app_db: Path, monkeypatch: pytest.MonkeyPatch, snap_compare,
-                     size: tuple[int, int]) -> None:
-    assert snap_compare(snapshot_app(app_db, monkeypatch), terminal_size=size, run_before=open_qc)
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.

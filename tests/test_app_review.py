@@ -610,25 +610,7 @@ def test_no_ranking_says_how_to_make_one(app_db: Path) -> None:
     assert "no ranking yet" in seen["info"] and "mini rank --run 1" in seen["info"]
 
 
-# -- snapshots -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_review_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
-    order = rank_order(app_db)
-
-    async def run_before(pilot: Pilot) -> None:
-        await pilot.app.workers.wait_for_complete()
-        await open_review(pilot, feature_id=order[0])
-        await pilot.app.workers.wait_for_complete()
-        # On a busy machine ordering the activations can take over a second, and Review then says so in a
-        # toast that would make the picture depend on the machine's load.
-        await pilot.pause()
-        pilot.app.clear_notifications()
-        await pilot.pause()
-
-    assert snap_compare(MiniApp(Store.open(app_db), run_id=1), terminal_size=size, run_before=run_before)
-
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.
 
 
 # -- the store behind the screen ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from textual.widgets import Input, Static
 from store.db import Store
 from store.errors import StoreError
 from store.sql import WritesOffError, export_query_result, run_app_query
-from tests.pilot import columns_sized, notifications, run_app
+from tests.pilot import notifications, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -441,23 +441,4 @@ def test_export_of_a_truncated_result_counts_what_it_wrote(app_db: Path) -> None
     assert pl.read_csv(app_db.parent / "all.csv")["i"].to_list() == list(range(5000))
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
-    app = MiniApp(Store.open(app_db), run_id=1)
-
-    async def run_before(pilot: Pilot) -> None:
-        app.sub_title = "app.duckdb"  # the copy's folder changes from run to run
-        await settle(app, pilot)
-        app.push_screen(SQLScreen(app.stores))
-        await settle(app, pilot)
-        box = app.screen.query_one(QueryBox)
-        box.cursor_blink = False  # a blinking cursor is on or off depending on when the picture is taken
-        box.load_text(RANKED)
-        await pilot.press("f5")
-        await settle(app, pilot)
-        await columns_sized(pilot, app.screen.query_one(ResultsTable))
-
-    try:
-        assert snap_compare(app, terminal_size=size, run_before=run_before)
-    finally:
-        app.stores.close()
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.

@@ -490,25 +490,4 @@ def test_an_epoch_set_in_the_form_is_checked_trained_on_and_stored(app_db: Path)
     assert stored == [{"where_sql": "phase = 'run'", "around": None, "n_train": running}]
 
 
-# -- snapshots ----------------------------------------------------------------------------------------------
-def snapshot_app(app_db: Path, monkeypatch: pytest.MonkeyPatch) -> MiniApp:
-    """The app on the fixture database opened by a relative name, so the header shows no temporary path."""
-    monkeypatch.chdir(app_db.parent)
-    return MiniApp(Store.open(Path(app_db.name)), run_id=1, dataset="sample")
-
-
-async def open_train(pilot: Pilot) -> None:
-    app = pilot.app
-    await app.workers.wait_for_complete()
-    app.action_open("train")  # type: ignore[attr-defined]
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    for text_box in app.screen.query(Input):
-        text_box.cursor_blink = False  # a blinking cursor would make the picture depend on timing
-
-
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_train_form_snapshot(app_db: Path, monkeypatch: pytest.MonkeyPatch, snap_compare,
-                             size: tuple[int, int]) -> None:
-    assert snap_compare(snapshot_app(app_db, monkeypatch), terminal_size=size, run_before=open_train)
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.

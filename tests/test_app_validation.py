@@ -22,7 +22,7 @@ from engine.validate import ValidateConfig
 from engine.validation_text import trials_text
 from store.db import Store
 from tests.app_data import split_verdicts
-from tests.pilot import columns_sized, notifications, run_app
+from tests.pilot import notifications, run_app
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.confirm import ConfirmScreen
@@ -438,17 +438,4 @@ def test_coming_back_to_the_screen_reads_labels_made_meanwhile(app_db: Path) -> 
     assert [seen["after"][-1][0], seen["after"][-1][3]] == ["2·5", "not validated yet"]
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
-def test_snapshot(app_db: Path, snap_compare, size: tuple[int, int]) -> None:
-    app = MiniApp(Store.open(app_db), run_id=1)
-
-    async def run_before(pilot: Pilot) -> None:
-        app.sub_title = "app.duckdb"  # the copy's folder changes from run to run
-        open_screen(app)
-        await settle(app, pilot)
-        await columns_sized(pilot, app.screen.query_one("#pairings", DataTable))
-
-    try:
-        assert snap_compare(app, terminal_size=size, run_before=run_before)
-    finally:
-        app.stores.close()
+# The screen's snapshots at 80×24 and 120×40 are in tests/test_app_layout.py.

@@ -16,10 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 from textual_fastdatatable import DataTable
 
 from tui.widgets.arrow_table import ArrowTable
+from tui.widgets.key_footer import KeyFooter
+from tui.widgets.scroll_hint import ScrollHint
 
 if TYPE_CHECKING:
     from tui.app import ThreadStores
@@ -87,9 +89,33 @@ def display_frame(features: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _fit_label(text: str, width: int) -> str:
+    """The label cell in `width` cells: its mark and `(auto) ` kept, the name fitted like a predicate."""
+    from tui.predicate_text import fit
+
+    prefix = next((p for p in ("✓ (auto) ", "✓ ") if text.startswith(p)), "")
+    return prefix + fit(text[len(prefix):], max(4, width - len(prefix))) if prefix else text
+
+
+def detail_text(row: dict) -> str:
+    """The line under the table for the row under the cursor: its first suggestion and label whole."""
+    from tui.predicate_text import readable
+
+    parts = [f"#{row['feature_id']}", f"suggests {readable(row['suggestion'])}" if row["suggestion"]
+             else "no suggestion"]
+    if row["label_text"]:
+        label = row["label_text"]
+        if row.get("label_predicate") and row["label_predicate"] != row.get("label"):
+            label += f" (tests {readable(row['label_predicate'])})"
+        parts.append(f"label {label}")
+    return " · ".join(parts)
+
+
 class FeaturesScreen(Screen):
     """The ranked features of one SAE of a run."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("sort", "prompt('filter')", "rank", "cancel_ranking", "back", "prompt('find')", "switch_sae(1)", "export")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
@@ -108,7 +134,8 @@ class FeaturesScreen(Screen):
     ]
 
     DEFAULT_CSS = """
-    FeaturesScreen #summary { height: 1; padding: 0 1; color: $text-muted; }
+    FeaturesScreen #summary { height: auto; max-height: 2; padding: 0 1; color: $text-muted; }
+    FeaturesScreen #detail { height: auto; max-height: 3; padding: 0 1; border-top: solid $primary-darken-2; }
     FeaturesScreen #rank-status { height: 1; padding: 0 1; color: $accent; display: none; }
     FeaturesScreen ArrowTable { height: 1fr; }
     FeaturesScreen #empty { height: 1fr; content-align: center middle; color: $text-muted; }
@@ -162,12 +189,14 @@ class FeaturesScreen(Screen):
                            max_column_content_width=TEXT_WIDTH)
         table.display = False
         yield table
+        yield ScrollHint(table, id="columns-hint")
         yield Static("", id="empty")
+        yield Static("", id="detail", markup=False)  # the row under the cursor, its predicates whole
         with Horizontal(id="prompt-bar"):
             yield Static("", id="prompt-label")
             yield Input(id="prompt")
         yield Static("", id="prompt-error")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"Features · run {self.run_id}"
@@ -240,9 +269,16 @@ class FeaturesScreen(Screen):
 
     # -- the table -------------------------------------------------------------------------------------
     def _arrow(self, frame: pl.DataFrame):
+        from tui.predicate_text import fit
+
         if frame.is_empty():
             return pl.DataFrame({header: [] for _, header in COLUMNS}).to_arrow()
-        return frame.select(pl.col(column).alias(header) for column, header in COLUMNS).to_arrow()
+        # Cut between terms and never inside a range (tui.predicate_text); the detail line shows it all.
+        width = text_width(self.size.width or 80)
+        cells = frame.with_columns(
+            pl.col("suggestion").map_elements(lambda text: fit(text, width), return_dtype=pl.String),
+            pl.col("label_text").map_elements(lambda text: _fit_label(text, width), return_dtype=pl.String))
+        return cells.select(pl.col(column).alias(header) for column, header in COLUMNS).to_arrow()
 
     def _refresh_view(self, *, keep_feature: int | None = None) -> None:
         from tui.feature_filter import parse_filter
@@ -252,6 +288,7 @@ class FeaturesScreen(Screen):
         if self.features.is_empty():
             table.display = False
             empty.display = True
+            self._show_detail(-1)
             empty.update("No SAEs in this run yet." if self.sae_id is None else
                          f"SAE {self.sae_id} has no ranking yet: press R to rank run {self.run_id} "
                          f"(or `mini rank --run {self.run_id}` after quitting).")
@@ -275,6 +312,18 @@ class FeaturesScreen(Screen):
         if table.display:
             table.focus()
         self._summarise()
+        self._show_detail(row)
+
+    @on(ArrowTable.RowHighlighted)
+    def _highlighted(self, event: ArrowTable.RowHighlighted) -> None:
+        self._show_detail(event.cursor_row)
+
+    def _show_detail(self, row: int) -> None:
+        detail = self.query_one("#detail", Static)
+        shown = not self.view.is_empty() and 0 <= row < self.view.height
+        detail.display = shown
+        if shown:
+            detail.update(detail_text(self.view.row(row, named=True)))
 
     def _summarise(self) -> None:
         column, _ = SORTS[self.sort_index]

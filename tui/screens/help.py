@@ -52,8 +52,9 @@ def key_map(current: str | None = None) -> list[tuple[str, tuple[tuple[str, str]
 
 KEY_WIDTH = 16
 """Characters of the key column; a meaning wraps beside it, never under it."""
-TEXT_WIDTH = 72
-"""Characters inside the help box (76 wide, less its border and padding)."""
+TEXT_WIDTH = 68
+"""Characters a line may take inside the help box: 76 wide, less its border, padding and the scroll bar
+(at 80 columns the key map is longer than the box, and a line one cell too long wrapped under the key)."""
 
 
 def section_of(screen: object) -> str:

@@ -16,10 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from store.quality import flag_line
+from tui.widgets.key_footer import KeyFooter
+from tui.widgets.scroll_hint import ScrollHint
 
 if TYPE_CHECKING:
     from tui.app import ThreadStores
@@ -168,6 +170,8 @@ class HomeScreen(Screen):
 
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("select_cursor", "train", "delete_run", "refresh")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("t", "train", "Train"),
         Binding("d", "delete_run", "Delete run"),
@@ -264,12 +268,14 @@ class HomeScreen(Screen):
             table.add_column(Text(header, justify="right") if right else header, key=header)
         table.display = False
         yield table
+        yield ScrollHint(table, id="datasets-hint")
         yield Static(LOADING_TEXT, id="empty")
         runs = RunTable(id="runs", cursor_type="row", zebra_stripes=True)
         for _, header, right in RUN_COLUMNS:
             runs.add_column(Text(header, justify="right") if right else header, key=header)
         runs.display = False
         yield runs
+        yield ScrollHint(runs, id="runs-hint")
         no_runs = Static(NO_RUNS_TEXT, id="no-runs")
         no_runs.display = False
         yield no_runs
@@ -279,7 +285,7 @@ class HomeScreen(Screen):
         details = Static(id="details")
         details.display = False
         yield details
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.load_datasets()

@@ -22,10 +22,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
 from tui.widgets.histogram import BarPlot
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.train_plot import CurvePlot
 
 if TYPE_CHECKING:
@@ -181,6 +182,8 @@ def bad_units_text(units: pl.DataFrame, split: str) -> Text:
 class QCScreen(Screen):
     """One SAE's quality at a time; reads run in thread workers and arrive as messages."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("step_sae(1)", "next_split", "back", "step_sae(-1)")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("right_square_bracket", "step_sae(1)", "Next SAE"),
         Binding("left_square_bracket", "step_sae(-1)", "Prev SAE"),
@@ -315,7 +318,7 @@ class QCScreen(Screen):
                 with Vertical(id="training-panel", classes="panel") as panel:
                     panel.border_title = "Training"
                     yield CurvePlot(id="training-plot", empty_text="no training log stored")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"QC · run {self.run_id}"

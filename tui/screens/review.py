@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from tui.labelling import LabelWriter, label_job, note_action
 from tui.review_messages import (
@@ -32,6 +32,7 @@ from tui.review_messages import (
     ValidationFinished,
 )
 from tui.widgets.activation_trace import ActivationTrace
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.text_panel import TextPanel
 from tui.widgets.tuning_panel import TuningPanel
 
@@ -67,6 +68,8 @@ PREFETCH = (1, -1, 2)
 class ReviewScreen(Screen):
     """Label one SAE's features in rank order."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("step(1)", "accept(1)", "type_label", "verdict('reject')", "validate", "back", "undo", "step(-1)", "verdict('unsure')", "note")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "step(1)", "Next"),
         Binding("k", "step(-1)", "Prev"),
@@ -112,8 +115,8 @@ class ReviewScreen(Screen):
     ReviewScreen.-narrow.-units #units { display: block; }
     ReviewScreen.-wide #top { height: 14; }
     ReviewScreen.-wide #suggestions { width: 64; }
-    ReviewScreen.-wide #tuning { width: 1fr; }
-    ReviewScreen.-wide #units { display: block; width: 44; }
+    ReviewScreen.-wide #tuning { width: 38; }
+    ReviewScreen.-wide #units { display: block; width: 34; }
     """
 
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None, feature_id: int | None = None,
@@ -161,7 +164,7 @@ class ReviewScreen(Screen):
                 panel = TextPanel(id=id_, classes="panel")
                 panel.border_title = title
                 yield panel
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"Review · run {self.run_id}"
@@ -314,6 +317,7 @@ class ReviewScreen(Screen):
         from rich.console import Group
 
         from tui.widgets.feature_panels import (
+            context_title,
             examples_text,
             feature_line,
             label_line,
@@ -327,15 +331,21 @@ class ReviewScreen(Screen):
         third = validation_text(panel, wide=wide)
         if self._status:
             third.append(("  ·  " if third.plain else "") + self._status, style="dim")
-        third.no_wrap, third.overflow = True, "ellipsis"
-        # The info lines have a fixed height: no layout pass is needed.
-        self.query_one("#info", Static).update(
-            Group(feature_line(panel, wide=wide), label_line(panel, wide=wide), third), layout=False)
+        label = label_line(panel, wide=wide)
+        info = self.query_one("#info", Static)
+        # A label or verdict too long for one line takes two rather than lose the range it tests or the
+        # verdict's end. The info's height changes only then, so moving between features needs no layout.
+        width = max(1, info.content_region.width or self.size.width - 2)
+        height = 1 + sum(min(2, -(-line.cell_len // width)) or 1 for line in (label, third))
+        third.overflow = "ellipsis"  # past two lines
+        if info.styles.height is None or info.styles.height.value != height:
+            info.styles.height = height
+        info.update(Group(feature_line(panel, wide=wide), label, third), layout=False)
         self.query_one("#suggestions", TextPanel).show(lambda width: suggestions_text(panel, width, wide=wide))
         trace = panel.trace
         widget = self.query_one(ActivationTrace)
         widget.border_title = ("Activation (train + val)" if trace is None or trace.context is None
-                               else f"Activation · beneath: {trace.context}")
+                               else f"Activation · beneath: {context_title(trace.context, widget.size.width)}")
         widget.show(trace, "never active on train or val")
         self.query_one(TuningPanel).show_feature(panel)
         self.query_one("#examples", TextPanel).show(lambda width: examples_text(panel, width, wide=wide))

@@ -17,9 +17,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.query_box import QueryBox
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ _DRAFTS: dict[str, str] = {}
 class SQLScreen(Screen):
     """Query the open database. Every statement runs in a thread worker; results arrive as messages."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("run_query", "export", "stop_or_back", "toggle_writes")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f5", "run_query", "Run"),
         Binding("ctrl+r", "run_query", "Run", show=False),
@@ -167,7 +170,7 @@ class SQLScreen(Screen):
             yield Static("", id="message", markup=False)
         with Vertical(id="results"):
             yield Static("Results appear here.", id="placeholder", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = "SQL"

@@ -28,9 +28,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, ProgressBar, Select, Static
+from textual.widgets import Button, Header, Input, ProgressBar, Select, Static
 
 from tui.train_text import ProgressHistory, plan_text, progress_line, quality_line, sae_count
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.train_form import FIELDS, TrainForm, TrainSettings, check_settings, field_for_engine_error
 from tui.widgets.train_plot import CurvePlot
 
@@ -61,6 +62,8 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
 class TrainScreen(Screen):
     """The settings form and, once started, the progress of one training at a time."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("start", "cancel_training", "open_qc", "rank_run", "back")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "start", "Start"),
         Binding("c", "cancel_training", "Cancel training"),
@@ -245,7 +248,7 @@ class TrainScreen(Screen):
                 yield Static("", id="rate")
                 with Vertical(id="plots"):
                     with Vertical(id="loss-panel", classes="panel") as panel:
-                        panel.border_title = "reconstruction loss per SAE · • val"
+                        panel.border_title = "loss per SAE · • val"
                         yield CurvePlot(id="loss-plot", empty_text="loss appears here as training runs")
                     with Vertical(id="l0-panel", classes="panel") as panel:
                         panel.border_title = "L0"
@@ -253,7 +256,7 @@ class TrainScreen(Screen):
                     with Vertical(id="dead-panel", classes="panel") as panel:
                         panel.border_title = "dead %"
                         yield CurvePlot(id="dead-plot", empty_text="share of dead latents")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         # The worker tells the app (not this screen) how a run ended if the screen has gone by then;

@@ -21,9 +21,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
+from tui.widgets.key_footer import KeyFooter
 from tui.widgets.validation_detail import (
     LABEL_WIDTH,
     PAIRING_COLUMNS,
@@ -97,6 +98,8 @@ def _verdict_counts(states: list[str], lone: bool = True) -> str:
 class ValidationScreen(Screen):
     """The open run's validations. Reads, validation and the report run in thread workers."""
 
+    FOOTER_KEYS: ClassVar[tuple[str, ...]] = ("validate", "cancel_validation", "export_report", "freeze_labels", "back")
+    """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "validate", "Validate"),
         Binding("c", "cancel_validation", "Cancel"),
@@ -255,7 +258,7 @@ class ValidationScreen(Screen):
                 yield Static("", id="detail")
         yield Static("", id="empty", markup=False)
         yield Static("", id="status", markup=False)  # progress text holds predicates like [0.2, 0.4)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"Validation · run {self.run_id}"

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from engine.validation_summary import MARKS, interval_text
 from engine.validation_text import MIN_CI_TRIALS, q_text, trials_text, verdict_words
+from tui.predicate_text import readable, terms, wrap
 
 if TYPE_CHECKING:
     from engine.review import FeaturePanel
@@ -53,19 +54,19 @@ def feature_line(panel: FeaturePanel, *, wide: bool) -> Text:
 
 
 def label_line(panel: FeaturePanel, *, wide: bool) -> Text:
-    """The current label and who made it."""
-    text = Text(no_wrap=True, overflow="ellipsis")
+    """The current label and who made it; a long one wraps (the range it tests is never cut)."""
+    text = Text(overflow="fold")
     label = panel.label
     if label is None:
         text.append("no label yet", style="dim")
-        text.append("  1-9 accept · l type · x reject · ? unsure", style="dim")
+        text.append("  1-9 accept · l type · x reject · ? unsure · v validate", style="dim")
         return text
     mark, style = VERDICT_MARKS[label["verdict"]]
     text.append(f"{mark} {label['verdict']}", style=f"bold {style}")
     if label["name"]:
         text.append(f": {label['name']}")
     if label["predicate"] and label["predicate"] != label["name"]:
-        text.append(f"  tests {label['predicate']}", style="dim")
+        text.append(f"  tests {readable(label['predicate'])}", style="dim")
     if label["source"] == "auto":
         text.append("  auto (not a person's)" if wide else "  (auto)", style="italic yellow")
     if label["note"]:
@@ -120,13 +121,14 @@ def effect(value: float | None) -> str:
 
 
 def table_text(headers: list[str], rows: list[list[str]], width: int, *, right: set[int], flexible: int,
-               row_styles: list[str | None] | None = None) -> Text:
+               row_styles: list[str | None] | None = None, wrap_flexible: bool = False) -> Text:
     """A plain table as lines of text: columns one space apart, numbers right-aligned, and the `flexible`
-    column (the one with names) cut with … so that every line fits in `width` cells."""
+    column (the one with names) narrowed so that every line fits in `width` cells: its cells are cut
+    with …, or with `wrap_flexible` (predicates) wrapped onto lines of their own between terms."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     spare = width - (sum(widths) + len(widths) - 1)
     if spare < 0:
-        widths[flexible] = max(4, widths[flexible] + spare)
+        widths[flexible] = max(4 if not wrap_flexible else 12, widths[flexible] + spare)
 
     def line(cells: list[str]) -> str:
         out = []
@@ -139,9 +141,24 @@ def table_text(headers: list[str], rows: list[list[str]], width: int, *, right: 
     text = Text(no_wrap=True, overflow="crop")
     text.append(line(headers), style="dim")
     for i, row in enumerate(rows):
-        text.append("\n")
-        text.append(line(row), style=(row_styles[i] if row_styles else None) or "")
+        style = (row_styles[i] if row_styles else None) or ""
+        pieces = wrap(row[flexible], widths[flexible]) if wrap_flexible else [row[flexible]]
+        for n, piece in enumerate(pieces):
+            cells = row if n == 0 else ["" for _ in row]
+            text.append("\n")
+            text.append(line([*cells[:flexible], piece, *cells[flexible + 1:]]), style=style)
     return text
+
+
+def context_title(context: str, panel_width: int) -> str:
+    """What the activation panel's title says is beneath the bars: the predicate whole when the title
+    has room, else the variable it tests (a title cannot wrap, and half a range reads as a different one)."""
+    text = readable(context)
+    room = max(0, panel_width - len("Activation · beneath: ") - 4)
+    if len(text) <= room:
+        return text
+    first = terms(text)[0].split(" ")[0]
+    return first if len(first) <= room or room == 0 else first[: room - 1] + "…"
 
 
 def suggestions_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
@@ -152,13 +169,14 @@ def suggestions_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
     rows, styles = [], []
     for s in panel.suggestions:
         significant = s["q_value"] is not None and s["q_value"] < ALPHA
-        row = [str(s["position"]), s["predicate"], effect(s["score"])]
+        row = [str(s["position"]), readable(s["predicate"]), effect(s["score"])]
         if wide:
             row.append(number(s["p_value"], 2))
         row.append(number(s["q_value"], 2) + ("" if significant else " ns"))
         rows.append(row)
         styles.append(None if significant else "dim")
-    return table_text(headers, rows, width, right=set(range(2, len(headers))), flexible=1, row_styles=styles)
+    return table_text(headers, rows, width, right=set(range(2, len(headers))), flexible=1, row_styles=styles,
+                      wrap_flexible=True)
 
 
 def examples_text(panel: FeaturePanel, width: int, *, wide: bool) -> Text:
@@ -190,5 +208,5 @@ def units_text(panel: FeaturePanel, width: int) -> Text:
 
 def units_title(panel: FeaturePanel) -> str:
     if panel.units_source == "signature" and panel.label:
-        return f"Signature (label {panel.label['label_id']}: 80 % of decoder norm)"
+        return f"Signature units · label {panel.label['label_id']}"
     return "Units (decoder; no signature yet)"

@@ -270,7 +270,7 @@ class TrainForm(Vertical):
         color: $text-error;
     }
     TrainForm #start-row {
-        height: 1;
+        height: auto;
         margin-top: 1;
     }
     TrainForm #start {
@@ -278,6 +278,7 @@ class TrainForm(Vertical):
     }
     TrainForm #plan {
         width: 1fr;
+        height: auto;
         padding-left: 1;
         color: $text-muted;
     }
