@@ -136,3 +136,26 @@ def test_a_cell_copied_in_sql_reaches_the_terminal_through_osc_52(terminal: Term
     while terminal.clipboard() != f"copied over OSC 52 {token}\t42" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert terminal.clipboard() == f"copied over OSC 52 {token}\t42"
+
+
+def test_at_80x24_every_screen_keeps_its_essential_keys_and_says_what_scrolls(terminal: Terminal) -> None:
+    """Issue 17 in a real terminal: Review's footer once ended at `n`, and nothing said that the Features
+    table went on to the right."""
+    terminal.wait_for("sample")
+    terminal.keys("Tab", "Enter")
+    terminal.wait_for(" · suggests ")  # the row under the cursor, its suggestion whole
+    features = terminal.wait_for("more columns →")  # its density and score parts are off to the right
+    footer = features.rstrip("\n").splitlines()[-1]
+    assert "R Rank run" in footer and "esc Back" in footer and "f1 All keys" in footer, footer
+    terminal.keys("Right", "Right")
+    terminal.wait_for("← more columns")
+    terminal.keys("Enter")
+    review = terminal.wait_for("Suggestions")
+    footer = review.rstrip("\n").splitlines()[-1]
+    for words in ("j Next", "1-9 Accept", "x Reject", "v Validate", "esc Back", "f1 All keys"):
+        assert words in footer, footer
+    assert all(len(line) <= 80 for line in review.splitlines())
+    terminal.keys("F1")
+    assert "mini keys: Review" in terminal.wait_for("Review: this screen")
+    terminal.keys("Escape", "q")
+    assert terminal.exited(), terminal.screen()
