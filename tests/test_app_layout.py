@@ -110,6 +110,27 @@ def test_the_features_table_says_it_scrolls_and_the_cursor_row_shows_its_predica
     assert seen["row"]["suggestion"] in seen["detail"] and f"#{seen['row']['feature_id']}" in seen["detail"]
 
 
+def test_sorting_on_a_column_off_to_the_right_scrolls_it_into_view(app_db: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns the density is off-screen; sorting on it (s, five times) brings it into view."""
+    app = app_on(app_db, monkeypatch)
+    seen: dict = {}
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await SCREENS["features"](pilot)
+            seen["before"] = screen_text(pilot.app)
+            for _ in range(5):
+                await pilot.press("s")
+            await pilot.pause(0.3)
+            seen["sorted"] = screen_text(pilot.app)
+
+    asyncio.run(main())
+    assert "density %" not in seen["before"]
+    assert "sort density ↓" in seen["sorted"] and "density %" in seen["sorted"]
+    assert "← more columns" in seen["sorted"]
+
+
 # -- the pieces --------------------------------------------------------------------------------------------
 
 

@@ -62,6 +62,9 @@ SORTS: tuple[tuple[str, bool], ...] = (
     ("density", True), ("feature_id", False),
 )
 SORT_NAMES = {"feature_id": "feature"}
+SORTED_COLUMN = {"score": "score_shown", "association": "association_shown", "mis": "mis_shown",
+                 "stability": "stability_shown", "density": "density_pct"}
+"""The table column that shows each sort key."""
 PROMPTS = {"filter": "filter /", "find": "find", "rank": "rank :", "feature": "feature #"}
 
 
@@ -353,6 +356,22 @@ class FeaturesScreen(Screen):
         self.sort_index = (self.sort_index + 1) % len(SORTS)
         self.descending = SORTS[self.sort_index][1]
         self._refresh_view(keep_feature=keep)
+        self.call_after_refresh(self._show_sorted_column)
+
+    def _show_sorted_column(self) -> None:
+        """Scroll the table sideways so that the column sorted on is in view (at 80 columns the parts of
+        the score and the density are off to the right)."""
+        table = self.query_one(ArrowTable)
+        column = SORTED_COLUMN.get(SORTS[self.sort_index][0], SORTS[self.sort_index][0])
+        index = next((i for i, (name, _) in enumerate(COLUMNS) if name == column), None)
+        if index is None or not table.display:
+            return
+        region = table._get_column_region(index)
+        view = table.scrollable_content_region.width
+        if region.right > table.scroll_x + view:
+            table.scroll_to(x=region.right - view, animate=False)
+        elif region.x < table.scroll_x:
+            table.scroll_to(x=region.x, animate=False)
 
     def action_reverse(self) -> None:
         keep = self._cursor_feature()
