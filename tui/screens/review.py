@@ -281,6 +281,7 @@ class ReviewScreen(Screen):
             self._cache.popitem(last=False)
         if self._current() == panel.feature_id and self.shown is not panel:
             self._show_panel(panel)
+            self.call_after_refresh(self._prefetch)
             self._replay()
 
     @on(LoadFailed)
@@ -300,11 +301,18 @@ class ReviewScreen(Screen):
         panel = self._cache.get(feature_id)
         if panel is not None:
             self._show_panel(panel)
+            self.call_after_refresh(self._prefetch)  # once it is drawn: its reads would slow the frame
         else:
             self.shown = None
             self.add_class("-loading")  # the panels below still show the previous feature: dim them
             self.query_one("#info", Static).update(f"#{feature_id}  reading…", layout=False)
+            # Its neighbours are read once it shows: read beside it, they would slow it down.
             self._read(feature_id)
+
+    def _prefetch(self) -> None:
+        """Read the panels of the shown feature's neighbours ahead (PREFETCH)."""
+        if self.context is None or not self.context.order:
+            return
         for step in PREFETCH:
             neighbour = self.index + step
             if 0 <= neighbour < len(self.context.order) and self.context.order[neighbour] not in self._cache:
