@@ -267,6 +267,21 @@ class ReviewScreen(Screen):
             return
         self.post_message(FeatureLoaded(panel, version))
 
+    @work(thread=True, group="features")
+    def _read_ahead(self, keys: list[tuple[int, int]]) -> None:
+        """Read the (feature, version) panels one after another, nearest first."""
+        from engine.review import load_feature
+
+        context = self.context
+        for feature_id, version in keys:
+            try:
+                with self._stores.cursor() as db:
+                    panel = load_feature(db, context, feature_id)
+            except Exception as error:  # shown on screen
+                self.post_message(LoadFailed(f"Could not read feature {feature_id}: {error}"))
+                continue
+            self.post_message(FeatureLoaded(panel, version))
+
     @on(FeatureLoaded)
     def _feature_read(self, message: FeatureLoaded) -> None:
         panel = message.panel
@@ -310,13 +325,21 @@ class ReviewScreen(Screen):
             self._read(feature_id)
 
     def _prefetch(self) -> None:
-        """Read the panels of the shown feature's neighbours ahead (PREFETCH)."""
+        """Read the panels of the shown feature's neighbours ahead (PREFETCH), on one worker: read at once
+        they took the cores from each other, from the screen and from a label being written."""
         if self.context is None or not self.context.order:
             return
+        keys = []
         for step in PREFETCH:
             neighbour = self.index + step
             if 0 <= neighbour < len(self.context.order) and self.context.order[neighbour] not in self._cache:
-                self._read(self.context.order[neighbour])
+                feature_id = self.context.order[neighbour]
+                key = (feature_id, self._versions.get(feature_id, 0))
+                if key not in self._loading:
+                    self._loading.add(key)
+                    keys.append(key)
+        if keys:
+            self._read_ahead(keys)
 
     def _show_panel(self, panel: FeaturePanel) -> None:
         from rich.console import Group
