@@ -5,7 +5,7 @@ activation rows) straight into a database file (bench/app_data.py; no training),
 app headless (`App.run_test`) with the real keys:
 
 - start: a fresh process from launch (interpreter, imports, opening the file) to the first interactive
-  frame, Home with its datasets and runs read; from cached bytecode, as an installed mini starts;
+  frame, Home with its datasets and runs read;
 - next feature: `j` in Review until the frame showing the next feature with every panel filled is
   laid out and drawn (prefetched, as a person moving through features sees it), and the same with the
   cache emptied first (a cold read);
@@ -84,20 +84,14 @@ async def _child_start(db_path: str) -> None:
         print("READY", flush=True)
 
 
-def measure_start(db_path: Path, repeat: int, bytecode: Path) -> tuple[list[float], list[float]]:
-    """Wall seconds from launch to READY, and CPU seconds of the whole child (start and exit).
-
-    The app starts as an installed mini does, from cached bytecode: the children write theirs under
-    `bytecode` (PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set), in a first start that is
-    not timed. Compiling every module from source again took 0.1-0.3 s of each start."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+def measure_start(db_path: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds from launch to READY, and CPU seconds of the whole child (start and exit)."""
     seconds, cpu = [], []
-    for attempt in range(repeat + 1):
+    for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, __file__, "--child-start", str(db_path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                                 stderr=subprocess.PIPE, text=True, cwd=ROOT)
         assert child.stdout is not None
         line = child.stdout.readline()
         elapsed = time.perf_counter() - started
@@ -105,8 +99,6 @@ def measure_start(db_path: Path, repeat: int, bytecode: Path) -> tuple[list[floa
         if line.strip() != "READY":
             raise SystemExit(f"bench/app.py: the app did not start: {child.stderr.read() if child.stderr else ''}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if not attempt:
-            continue  # it wrote the bytecode
         seconds.append(elapsed)
         cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return seconds, cpu
@@ -304,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.db is not None:
                 shutil.copy(db_path, args.db)
         log(f"timing {args.repeat} starts")
-        starts, start_cpu = measure_start(db_path, args.repeat, work / "bytecode")
+        starts, start_cpu = measure_start(db_path, args.repeat)
         log(f"  start: median {summary(starts)[0]:.2f} s ({summary(start_cpu)[0]:.2f} s CPU)")
         log("timing Review")
         stored_ranking = ranking_fingerprint(db_path)
