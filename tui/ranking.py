@@ -139,6 +139,13 @@ def _at_low_priority(job: Callable[[], RankOutcome]) -> RankOutcome:
     cannot be raised again without privileges."""
     if not sys.platform.startswith("linux"):  # elsewhere the call would set the whole process's priority
         return job()
+    # Threads inherit the priority of the thread that starts them: the pools that numpy (BLAS) and polars
+    # start when first used must start here, or every later read in the app would run at the lower one.
+    import polars as pl
+
+    import engine.rank  # noqa: F401 (numpy, scipy, polars)
+
+    pl.thread_pool_size()
     outcome: list[RankOutcome] = []
     failure: list[BaseException] = []
 
