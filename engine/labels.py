@@ -16,7 +16,7 @@ from engine.predicates import Predicate, parse_predicate
 from store import Store
 from store.datasets import get_dataset, load_natural_variables, variable_levels
 from store.errors import StoreError
-from store.labels import Label, add_label, feature_count, label_run_id, run_sae_ids, suggestion
+from store.labels import Label, add_label, label_run_id, run_sae_features, suggestion
 from store.labels import undo_label as store_undo_label
 from store.runs import get_run
 
@@ -38,16 +38,16 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
     if predicate is not None and name is None:
         raise InputError("--predicate: goes only with --name (a suggestion brings its own; a rejected or unsure "
                          "feature has none)")
-    sae_ids = run_sae_ids(db, run_id)
-    if sae_ids is None:
+    saes = run_sae_features(db, run_id)
+    if saes is None:
         get_run(db, run_id)  # raises the error that names the runs there are
-    if not sae_ids:
+    if not saes:
         raise InputError(f"run {run_id} has no trained SAEs")
     check_labels_open(db, run_id)
-    sae_id = sae_ids[0] if sae_id is None else sae_id
-    if sae_id not in sae_ids:
-        raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, sae_ids))})")
-    n_features = feature_count(db, sae_id)
+    sae_id = next(iter(saes)) if sae_id is None else sae_id
+    if sae_id not in saes:
+        raise InputError(f"--sae {sae_id}: not an SAE of run {run_id} (its SAEs: {', '.join(map(str, saes))})")
+    n_features = saes[sae_id]
     if not 0 <= feature_id < n_features:
         raise InputError(f"--feature {feature_id}: SAE {sae_id} has no feature {feature_id} (it has {n_features}, "
                          f"numbered 0 to {n_features - 1})")

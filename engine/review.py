@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -66,8 +67,9 @@ class DatasetArrays:
     """Per categorical/binary variable: train + val examples at each level (tuning denominators)."""
     unit_names: list[str]
 
-    @property
+    @cached_property
     def fit(self) -> np.ndarray:
+        """bool per example: train or val (read for every feature: made once)."""
         return self.split != TEST
 
 
@@ -160,6 +162,17 @@ class ReviewContext:
         self.curve_edges: dict[str, np.ndarray] = {
             variable: np.r_[part["low"].to_numpy(), part["high"].to_numpy()[-1:]]
             for (variable,), part in first.partition_by("variable", as_dict=True, maintain_order=True).items()}
+        # The curves are read in feature order: a feature's rows are one slice, found by bisection (filtering
+        # the SAE's whole table took a few milliseconds per feature, on every key).
+        ids = self.tuning_curves["feature_id"].to_numpy() if self.tuning_curves.height else np.zeros(0, np.int64)
+        self._curve_order = ids if bool(np.all(ids[1:] >= ids[:-1])) else None
+
+    def curves_of(self, feature_id: int) -> pl.DataFrame:
+        """The feature's stored tuning curves (every variable)."""
+        if self._curve_order is None:
+            return self.tuning_curves.filter(pl.col("feature_id") == feature_id)
+        lo, hi = np.searchsorted(self._curve_order, [feature_id, feature_id + 1])
+        return self.tuning_curves.slice(int(lo), int(hi - lo))
 
     def position(self, feature_id: int) -> int | None:
         """Index of the feature in rank order (None: not ranked)."""
@@ -284,12 +297,13 @@ def _split_and_peri(context: ReviewContext, feature_id: int, examples: np.ndarra
     activation[examples] = values  # train + val only: test bins stay 0 and are never read
     spreads = {}
     if not any(s["variable"] in context.curve_edges for s in suggestions):
-        curves = context.tuning_curves.filter(pl.col("feature_id") == feature_id)
+        curves = context.curves_of(feature_id)
         spreads = {v: float(p["mean"].max() - p["mean"].min())
                    for (v,), p in curves.partition_by("variable", as_dict=True).items() if p["mean"].is_not_null().any()}
     variable, preferred = tuned_variable(suggestions, context.data, context.curve_edges, spreads)
     splits = ([] if variable is None else
-              split_tunings(inputs, context.data, activation, variable, context.curve_edges[variable], preferred))
+              split_tunings(inputs, context.data, activation, variable, context.curve_edges[variable], preferred,
+                            active=(examples, values)))
     peri = [peri_event(inputs, context.data, activation, event, context.bin_size_s) for event in inputs.events]
     return splits, peri
 
@@ -355,7 +369,7 @@ def _tunings(context: ReviewContext, feature_id: int, examples: np.ndarray, valu
         kind = data.kinds[variable]
         if kind in ("continuous", "circular"):
             if curves is None:
-                curves = context.tuning_curves.filter(pl.col("feature_id") == feature_id)
+                curves = context.curves_of(feature_id)
             curve = curves.filter(pl.col("variable") == variable)
             if curve.is_empty():
                 continue

@@ -100,6 +100,10 @@ class TuningInputs(NamedTuple):
     events: dict[str, np.ndarray]
     """Event name → sorted onsets (s) of train + val trials."""
     config: TuningConfig
+    shared: dict[tuple, Any]
+    """What no feature changes, computed for the first feature and reused by the rest (the bins of each
+    split cell, each event's window around every onset): at 10⁶ examples it is most of a feature's
+    panels' time, and Review shows thousands of features of the same SAE."""
 
 
 def ranked_rows(db: Store, dataset: dict[str, Any], run_id: int) -> np.ndarray | None:
@@ -124,7 +128,7 @@ def tuning_inputs(dataset: dict[str, Any], data: DatasetArrays, ranked: np.ndarr
         if 2 <= n_levels <= config.max_split_levels and not each_value_in_one_trial(present, data.trial[rows]):
             splits.append(variable)
     centres = data.time_s + centre_offset(dataset)
-    return TuningInputs(rows, splits, centres, event_onsets(data, centres, config), config)
+    return TuningInputs(rows, splits, centres, event_onsets(data, centres, config), config, {})
 
 
 # -- events ------------------------------------------------------------------------------------------------
@@ -196,11 +200,25 @@ def _trial_times(values: np.ndarray, trials: np.ndarray, centres: np.ndarray, fi
     return np.sort(value[keep]) if keep.any() else None
 
 
-def peri_event(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray, event: str,
-               bin_size_s: float | None) -> PeriEvent:
-    """The feature's peri-event histogram around `event`'s onsets (train + val bins only).
+class _Windows(NamedTuple):
+    """One event's windows around its onsets, as every feature's histogram reads them."""
 
-    `activation`: [n_examples] the feature's activation (0 where inactive; test bins are never read)."""
+    data: DatasetArrays
+    """The arrays they were made from (a cached entry of other arrays is made again)."""
+    edges: np.ndarray
+    examples: np.ndarray
+    """Example id of each bin that falls in a window (a bin in two windows appears twice)."""
+    cell: np.ndarray
+    """onset × bins + bin of the window each of `examples` falls in."""
+    n: np.ndarray
+    """[onsets × bins] bins of data in each cell."""
+
+
+def _windows(inputs: TuningInputs, data: DatasetArrays, event: str, bin_size_s: float | None) -> _Windows:
+    key = ("windows", event, bin_size_s)
+    cached = inputs.shared.get(key)
+    if cached is not None and cached.data is data:
+        return cached
     start, stop = inputs.config.peri_window_s
     if bin_size_s:
         # Bins centred on whole lags (multiples of the bin size): each holds whole lags, none on an edge.
@@ -225,16 +243,26 @@ def peri_event(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray
     offset = times[picked] - onsets[event_of]
     column = np.clip(np.searchsorted(edges, offset, side="right") - 1, 0, n_bins - 1)
     cell = event_of * n_bins + column
-    size = len(onsets) * n_bins
-    sums = np.bincount(cell, weights=activation[ids[picked]], minlength=size).reshape(len(onsets), n_bins)
-    n = np.bincount(cell, minlength=size).reshape(len(onsets), n_bins)
+    n = np.bincount(cell, minlength=len(onsets) * n_bins).reshape(len(onsets), n_bins)
+    windows = inputs.shared[key] = _Windows(data, edges, ids[picked], cell, n)
+    return windows
+
+
+def peri_event(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray, event: str,
+               bin_size_s: float | None) -> PeriEvent:
+    """The feature's peri-event histogram around `event`'s onsets (train + val bins only).
+
+    `activation`: [n_examples] the feature's activation (0 where inactive; test bins are never read)."""
+    windows = _windows(inputs, data, event, bin_size_s)
+    n = windows.n
+    sums = np.bincount(windows.cell, weights=activation[windows.examples], minlength=n.size).reshape(n.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_event = np.where(n > 0, sums / np.maximum(n, 1), np.nan)
         reached = (n > 0).sum(axis=0)
         means = np.where(reached > 0, np.nansum(per_event, axis=0) / np.maximum(reached, 1), np.nan)
         spread = np.sqrt(np.nansum((per_event - means) ** 2, axis=0) / np.maximum(reached - 1, 1))
         sem = np.where(reached > 1, spread / np.sqrt(np.maximum(reached, 1)), np.nan)
-    return PeriEvent(event, edges, means, sem, int((n.sum(axis=1) > 0).sum()))
+    return PeriEvent(event, windows.edges, means, sem, int((n.sum(axis=1) > 0).sum()))
 
 
 # -- split tuning ------------------------------------------------------------------------------------------
@@ -273,36 +301,83 @@ def bin_codes(values: np.ndarray, edges: np.ndarray, circular: bool) -> np.ndarr
     return np.where(np.isnan(values), -1, codes)
 
 
-def split_tunings(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray, variable: str,
-                  edges: np.ndarray, preferred: str | None = None) -> list[SplitTuning]:
-    """The feature's tuning to `variable` split by each candidate variable, the one to show first first:
-    `preferred` (named by the feature's conjunctive suggestion), then by separation."""
+class _SplitCells(NamedTuple):
+    """The cells (level of the split variable × bin of the tuned one) of the ranked train + val bins."""
+
+    data: DatasetArrays
+    """The arrays they were made from (a cached entry of other arrays is made again)."""
+    cell: np.ndarray
+    """Per row of TuningInputs.rows: level × bins + bin, -1 where either variable is missing."""
+    n: np.ndarray
+    """[levels × bins] rows in each cell, flat, float64."""
+    bin_n: np.ndarray
+    """[bins] rows in each bin of the tuned variable (every level), float64."""
+    n_kept: int
+    """Rows in some cell."""
+
+
+def _split_cells(inputs: TuningInputs, data: DatasetArrays, variable: str, edges: np.ndarray,
+                 split_by: str) -> _SplitCells:
+    key = ("cells", variable, edges.tobytes(), split_by)
+    cached = inputs.shared.get(key)
+    if cached is not None and cached.data is data:
+        return cached
     rows = inputs.rows
     x = bin_codes(data.numbers[variable][rows], edges, data.kinds[variable] == "circular")
-    act = activation[rows].astype(np.float64)
+    level = data.codes[split_by][rows]
+    keep = (x >= 0) & (level >= 0)
+    n_bins, n_levels = len(edges) - 1, len(data.levels[split_by])
+    cell = np.where(keep, level * n_bins + x, -1)
+    cells = inputs.shared[key] = _SplitCells(
+        data, cell, np.bincount(cell[keep], minlength=n_levels * n_bins).astype(np.float64),
+        np.bincount(x[keep], minlength=n_bins).astype(np.float64), int(keep.sum()))
+    return cells
+
+
+def split_tunings(inputs: TuningInputs, data: DatasetArrays, activation: np.ndarray, variable: str,
+                  edges: np.ndarray, preferred: str | None = None, *,
+                  active: tuple[np.ndarray, np.ndarray] | None = None) -> list[SplitTuning]:
+    """The feature's tuning to `variable` split by each candidate variable, the one to show first first:
+    `preferred` (named by the feature's conjunctive suggestion), then by separation.
+
+    `active`: (ascending example ids, values) of the examples where `activation` is not 0, when the caller
+    has them; then `activation` is not scanned."""
+    # Only the rows where the feature is active add to a sum: the cells' counts are the SAE's, not the
+    # feature's (_split_cells), so a feature costs its active bins rather than every ranked bin.
+    if active is None:
+        at_rows = activation[inputs.rows]
+        where = np.flatnonzero(at_rows)
+        active_values = at_rows[where].astype(np.float64)
+    else:
+        examples, values = active
+        where = np.minimum(np.searchsorted(inputs.rows, examples), max(len(inputs.rows) - 1, 0))
+        ranked = inputs.rows[where] == examples if len(inputs.rows) else np.zeros(len(examples), dtype=bool)
+        nonzero = values != 0
+        where, active_values = where[ranked & nonzero], values[ranked & nonzero].astype(np.float64)
     n_bins = len(edges) - 1
     labels = [f"[{a:.3g}, {b:.3g})" for a, b in itertools.pairwise(edges)]
     out = []
     for split_by in inputs.split_variables:
         if split_by == variable:
             continue
-        level = data.codes[split_by][rows]
-        keep = (x >= 0) & (level >= 0)
+        cells = _split_cells(inputs, data, variable, edges, split_by)
         n_levels = len(data.levels[split_by])
-        cell = level[keep] * n_bins + x[keep]
-        a = act[keep]
-        size = n_levels * n_bins
-        n = np.bincount(cell, minlength=size).astype(np.float64)
+        cell = cells.cell[where]
+        kept = cell >= 0
+        cell, a = cell[kept], active_values[kept]
+        size, n = n_levels * n_bins, cells.n
         total = np.bincount(cell, weights=a, minlength=size)
         squares = np.bincount(cell, weights=a * a, minlength=size)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = total / n
             variance = np.maximum(squares - total * means, 0.0) / (n - 1)
             sem = np.where(n > 1, np.sqrt(variance / n), np.nan)
-            bin_n = np.bincount(x[keep], minlength=n_bins).astype(np.float64)
-            bin_mean = np.bincount(x[keep], weights=a, minlength=n_bins) / bin_n
+            bin_mean = np.bincount(cell % n_bins, weights=a, minlength=n_bins) / cells.bin_n
         between = np.nansum(n * (means - np.tile(bin_mean, n_levels)) ** 2)
-        spread = float(((a - a.mean()) ** 2).sum()) if len(a) else 0.0
+        spread = 0.0
+        if cells.n_kept:  # the squared deviations of the active rows, and of the inactive rows (all 0)
+            mean = float(a.sum()) / cells.n_kept
+            spread = float(((a - mean) ** 2).sum()) + (cells.n_kept - len(a)) * mean * mean
         present = n.reshape(n_levels, n_bins).sum(axis=1) > 0
         out.append(SplitTuning(
             variable, split_by, labels, edges, [lv for lv, p in zip(data.levels[split_by], present, strict=True) if p],

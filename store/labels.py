@@ -33,17 +33,17 @@ class Label:
 
 def add_label(db: Store, label: Label) -> int:
     """Append one labelling action and commit it; returns its label_id."""
-    exists = db.scalar("SELECT count(*) FROM features WHERE sae_id = ? AND feature_id = ?",
-                       [label.sae_id, label.feature_id])
-    if not exists:
-        raise StoreError(f"{db.path}: SAE {label.sae_id} has no feature {label.feature_id}")
     with db.transaction():
+        # The feature is checked by the INSERT itself: one statement fewer on every labelling key.
         rows = db.con.execute(
             "INSERT INTO labels (sae_id, feature_id, verdict, name, predicate, variable, value, low, high, source,"
-            " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING label_id",
+            " note) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM features"
+            " WHERE sae_id = ? AND feature_id = ?) RETURNING label_id",
             [label.sae_id, label.feature_id, label.verdict, label.name, label.predicate, label.variable,
-             label.value, label.low, label.high, label.source, label.note],
+             label.value, label.low, label.high, label.source, label.note, label.sae_id, label.feature_id],
         ).fetchall()
+        if not rows:
+            raise StoreError(f"{db.path}: SAE {label.sae_id} has no feature {label.feature_id}")
     return int(rows[0][0])
 
 
@@ -60,17 +60,13 @@ def get_label(db: Store, label_id: int) -> dict:
     return db.frame("SELECT * FROM labels WHERE label_id = ?", [label_id]).to_dicts()[0]
 
 
-def run_sae_ids(db: Store, run_id: int) -> list[int] | None:
-    """The run's SAE ids in instance order; None when there is no such run. (A light query: labelling
-    reads it on every key press.)"""
-    rows = db.con.execute("SELECT r.run_id, s.sae_id FROM runs r LEFT JOIN saes s USING (run_id)"
-                          " WHERE r.run_id = ? ORDER BY s.instance", [run_id]).fetchall()
-    return [sae for _, sae in rows if sae is not None] if rows else None
-
-
-def feature_count(db: Store, sae_id: int) -> int:
-    """How many features (latents) the SAE has."""
-    return int(db.scalar("SELECT count(*) FROM features WHERE sae_id = ?", [sae_id]))
+def run_sae_features(db: Store, run_id: int) -> dict[int, int] | None:
+    """The run's SAE ids in instance order, each with how many features (latents) it has; None when there
+    is no such run. (One light query: labelling reads it on every key press.)"""
+    rows = db.con.execute("SELECT r.run_id, s.sae_id, (SELECT count(*) FROM features f WHERE f.sae_id = s.sae_id)"
+                          " FROM runs r LEFT JOIN saes s USING (run_id) WHERE r.run_id = ? ORDER BY s.instance",
+                          [run_id]).fetchall()
+    return {sae: n for _, sae, n in rows if sae is not None} if rows else None
 
 
 def suggestion(db: Store, sae_id: int, feature_id: int, position: int) -> dict:

@@ -7,10 +7,17 @@ ranking runs. Its progress reaches the screens as `RankChanged` messages, which 
 open screen that has a `ranking_changed(state)` method (Features shows a progress line and reads the
 new ranking when it is stored). `cancel` sets rank_run's event: it stops between SAEs and between
 blocks of shuffles, and nothing of it is stored (rank_run writes in one transaction at the end).
+
+The ranking keeps every core busy for minutes, and the screen's thread had to win its share of the CPU
+back from it on every key. On Linux its threads therefore run at a lower priority (RANKING_NICENESS): the
+screen gets a core the moment it has work, and the ranking uses whatever is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,13 +27,17 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from engine.epochs import Epoch
-    from engine.rank import RankConfig
+    from engine.rank import RankConfig, RankOutcome
     from tui.app import ThreadStores
 
 PROGRESS_INTERVAL_S = 0.2
 """At most one progress message per this many seconds reaches the event loop (stage changes always do)."""
 
 RUNNING, RANKED, CANCELLED, FAILED = "running", "ranked", "cancelled", "failed"
+
+RANKING_NICENESS = 10
+"""How much nicer than the app's other threads the ranking's run (Linux, where niceness is per thread; the
+threads the ranking starts inherit it)."""
 
 
 class RankState(NamedTuple):
@@ -79,7 +90,6 @@ def rank_in_thread(stores: ThreadStores, run_id: int, epoch: Epoch | None, confi
     """Rank `run_id` on a cursor of `stores`, telling `post` how it goes; runs on a worker thread and never
     raises (a failure is a FAILED state with the reason in one sentence)."""
     from engine.errors import Cancelled
-    from engine.rank import rank_run
 
     state = RankState(run_id, RUNNING)
     last_post = 0.0
@@ -100,9 +110,7 @@ def rank_in_thread(stores: ThreadStores, run_id: int, epoch: Epoch | None, confi
 
     post(state)
     try:
-        with stores.cursor() as db:
-            outcome = rank_run(db, run_id, config, report=report, on_progress=on_progress, epoch=epoch,
-                               cancel=cancel)
+        outcome = _at_low_priority(lambda: _rank(stores, run_id, config, report, on_progress, epoch, cancel))
     except Cancelled as error:
         post(state._replace(status=CANCELLED, message=f"{str(error)[:1].upper()}{str(error)[1:]}."))
     except Exception as error:  # an InputError (bad --where, no SAEs) or a failure: one sentence, app stays up
@@ -115,3 +123,44 @@ def rank_in_thread(stores: ThreadStores, run_id: int, epoch: Epoch | None, confi
         post(state._replace(status=RANKED, done=n, total=n,
                             message=f"Ranked {n} SAE{'s' if n != 1 else ''} of run {run_id}{where} in "
                                     f"{outcome.seconds:.0f} s."))
+
+
+def _rank(stores: ThreadStores, run_id: int, config: RankConfig | None, report: Callable[[str], None],
+          on_progress: Callable[[int, int], None], epoch: Epoch | None, cancel: threading.Event) -> RankOutcome:
+    from engine.rank import rank_run
+
+    with stores.cursor() as db:
+        return rank_run(db, run_id, config, report=report, on_progress=on_progress, epoch=epoch, cancel=cancel)
+
+
+def _at_low_priority(job: Callable[[], RankOutcome]) -> RankOutcome:
+    """Run `job` on a thread of its own at RANKING_NICENESS and return what it returns (or raise what it
+    raises). A thread of its own: the worker's thread goes back to the app's pool, and a thread's priority
+    cannot be raised again without privileges."""
+    if not sys.platform.startswith("linux"):  # elsewhere the call would set the whole process's priority
+        return job()
+    # Threads inherit the priority of the thread that starts them: the pools that numpy (BLAS) and polars
+    # start when first used must start here, or every later read in the app would run at the lower one.
+    import polars as pl
+
+    import engine.rank  # noqa: F401 (numpy, scipy, polars)
+
+    pl.thread_pool_size()
+    outcome: list[RankOutcome] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        with contextlib.suppress(OSError):  # not allowed here: rank at the same priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + RANKING_NICENESS)
+        try:
+            outcome.append(job())
+        except BaseException as error:  # raised again on the worker's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="mini-rank")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]

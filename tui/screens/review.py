@@ -270,6 +270,21 @@ class ReviewScreen(Screen):
             return
         self.post_message(FeatureLoaded(panel, version))
 
+    @work(thread=True, group="features")
+    def _read_ahead(self, keys: list[tuple[int, int]]) -> None:
+        """Read the (feature, version) panels one after another, nearest first."""
+        from engine.review import load_feature
+
+        context = self.context
+        for feature_id, version in keys:
+            try:
+                with self._stores.cursor() as db:
+                    panel = load_feature(db, context, feature_id)
+            except Exception as error:  # shown on screen
+                self.post_message(LoadFailed(f"Could not read feature {feature_id}: {error}"))
+                continue
+            self.post_message(FeatureLoaded(panel, version))
+
     @on(FeatureLoaded)
     def _feature_read(self, message: FeatureLoaded) -> None:
         panel = message.panel
@@ -284,6 +299,7 @@ class ReviewScreen(Screen):
             self._cache.popitem(last=False)
         if self._current() == panel.feature_id and self.shown is not panel:
             self._show_panel(panel)
+            self.call_after_refresh(self._prefetch)
             self._replay()
 
     @on(LoadFailed)
@@ -303,15 +319,30 @@ class ReviewScreen(Screen):
         panel = self._cache.get(feature_id)
         if panel is not None:
             self._show_panel(panel)
+            self.call_after_refresh(self._prefetch)  # once it is drawn: its reads would slow the frame
         else:
             self.shown = None
             self.add_class("-loading")  # the panels below still show the previous feature: dim them
             self.query_one("#info", Static).update(f"#{feature_id}  reading…", layout=False)
+            # Its neighbours are read once it shows: read beside it, they would slow it down.
             self._read(feature_id)
+
+    def _prefetch(self) -> None:
+        """Read the panels of the shown feature's neighbours ahead (PREFETCH), on one worker: read at once
+        they took the cores from each other, from the screen and from a label being written."""
+        if self.context is None or not self.context.order:
+            return
+        keys = []
         for step in PREFETCH:
             neighbour = self.index + step
             if 0 <= neighbour < len(self.context.order) and self.context.order[neighbour] not in self._cache:
-                self._read(self.context.order[neighbour])
+                feature_id = self.context.order[neighbour]
+                key = (feature_id, self._versions.get(feature_id, 0))
+                if key not in self._loading:
+                    self._loading.add(key)
+                    keys.append(key)
+        if keys:
+            self._read_ahead(keys)
 
     def _show_panel(self, panel: FeaturePanel) -> None:
         from rich.console import Group
