@@ -150,7 +150,8 @@ def test_at_80x24_every_screen_keeps_its_essential_keys_and_says_what_scrolls(te
     terminal.keys("Right", "Right")
     terminal.wait_for("← more columns")
     terminal.keys("Enter")
-    review = terminal.wait_for("Suggestions")
+    terminal.wait_for("Suggestions")
+    review = terminal.wait_for("v Validate")  # the whole screen is drawn, footer included
     footer = review.rstrip("\n").splitlines()[-1]
     for words in ("j Next", "1-9 Accept", "x Reject", "v Validate", "esc Back", "f1 All keys"):
         assert words in footer, footer

@@ -220,6 +220,8 @@ class TrainScreen(Screen):
         """Set (with the cancel event) when mini quits: the run stops without storing its results."""
         self._settings: TrainSettings | None = None
         self.history = ProgressHistory()
+        self._progress_shown = False
+        """A progress message of this training has been handled: later stage messages are stale."""
         self._last_post = 0.0
         self.last_run_id: int | None = None
         """The run this screen trained last (finished or cancelled): what `o` opens."""
@@ -336,6 +338,7 @@ class TrainScreen(Screen):
         self._cancel = threading.Event()
         self._quitting = threading.Event()
         self.history = ProgressHistory()
+        self._progress_shown = False
         self._last_post = 0.0
         self.query_one(TrainForm).disabled = True
         self.query_one("#open-qc").remove_class("-shown")
@@ -453,7 +456,9 @@ class TrainScreen(Screen):
     # -- results -------------------------------------------------------------------------------------
     @on(TrainStage)
     def show_stage(self, message: TrainStage) -> None:
-        if self.training and not self._cancel_requested() and not self.history.snapshot():
+        # Messages are handled in the order they were posted, so a stage posted before the first progress
+        # is shown even when a busy event loop handles both after the training thread has gone on.
+        if self.training and not self._cancel_requested() and not self._progress_shown:
             self._status(f"Starting: {message.text}")
 
     @on(StartCancelled)
@@ -484,6 +489,7 @@ class TrainScreen(Screen):
         if not self.training:
             return  # a late event of a training that has already ended
         assert self._settings is not None
+        self._progress_shown = True
         self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
         self.query_one("#rate", Static).update(progress_line(event))
         if event.step >= event.total_steps and not self._cancel_requested():
