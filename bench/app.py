@@ -13,7 +13,7 @@ app headless (`App.run_test`) with the real keys:
   been on screen a moment (a person reads it first), and pressed as soon as it shows, while the
   neighbours' prefetch still reads the database (`label_commit_busy_ms`);
 - keys while ranking: the app ranks the same run in the background (`App.start_ranking`, what the Rank
-  dialog starts from Features' `R` or the palette's `Rank run 1`: engine.rank.rank_run on the real run)
+  dialog starts from Features' `R` or the palette's `Rank run 1`: engine.analysis.rank.rank_run on the real run)
   while `j` is pressed in Review, a person's pace apart; each key is timed to the frame drawn, as the
   next feature is. The ranking is then cancelled, and the ranking tables must be exactly as before (or,
   where it finished first, hold the whole new ranking).
@@ -240,10 +240,10 @@ async def measure_review(db_path: Path, steps: int, labels: int, ranking_keys: i
 
 
 def measure_reads(db_path: Path, n: int) -> dict[str, list[float]]:
-    """One feature's panel read (engine.review.load_feature), from the ordered copy and by scanning."""
+    """One feature's panel read (engine.analysis.review.load_feature), from the ordered copy and by scanning."""
     import numpy as np
 
-    from engine.review import load_context, load_feature
+    from engine.analysis.review import load_context, load_feature
     from store import Store
 
     times: dict[str, list[float]] = {"ordered": [], "scan": []}

@@ -7,7 +7,7 @@ of 250 examples split 70/15/15 by whole trials, four natural variables (a per-tr
 popularity is skewed like an SAE's, a full decoder, a ranking with 1–4 suggestions per feature, tuning
 curves for the continuous variables and a few hundred automatic labels. Seeded: one seed, one file.
 
-It is also a run `engine.rank.rank_run` ranks for real, as bench/app.py has the app do in the background:
+It is also a run `engine.analysis.rank.rank_run` ranks for real, as bench/app.py has the app do in the background:
 a finished run with its SAE, decoder and features, and a dataset whose trials are split by whole trials and
 whose variables a label could be tested on (rank_run reads nothing else).
 """

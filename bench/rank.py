@@ -31,8 +31,8 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.associations import AssociationConfig, Variable, associate, tuning_curves
-from engine.mis import MISConfig, metadata_embedding, mis_scores
+from engine.analysis.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.analysis.mis import MISConfig, metadata_embedding, mis_scores
 
 
 def log(message: str) -> None:

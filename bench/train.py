@@ -8,7 +8,7 @@ Data: the sample recording (60,000 bins × 120 units of Poisson counts, planted 
 by trials as `mini import` does; every trainer sees the same train split, in batches of 1024, for
 the same number of examples, with Adam at the same peak learning rate.
 
-- mini: BatchTopK (engine.sae.SAEStack + engine.train.Trainer), default settings; and again with
+- mini: BatchTopK (engine.sae.model.SAEStack + engine.sae.train.Trainer), default settings; and again with
   `output="linear"` (no clamp at 0 while training), which trades structure recovery for FVU.
 - SAELens: its BatchTopKTrainingSAE trained by its own SAETrainer.
 - sparsify: its SparseCoder (per-example TopK: it has no BatchTopK) with its own AuxK loss, decoder
@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 warnings.filterwarnings("ignore")
 
-from engine.sae import SAEConfig, SAEStack  # noqa: E402
-from engine.splits import assign_splits  # noqa: E402
-from engine.train import TrainConfig, TrainData, Trainer, pick_device  # noqa: E402
+from engine.ingest.splits import assign_splits  # noqa: E402
+from engine.sae.model import SAEConfig, SAEStack  # noqa: E402
+from engine.sae.train import TrainConfig, TrainData, Trainer, pick_device  # noqa: E402
 from sample_data import generate  # noqa: E402
 
 D_SAE, K, BATCH = 512, 8, 1024

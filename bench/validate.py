@@ -49,15 +49,15 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.analysis.predicates import parse_predicate
+from engine.analysis.rank import rank_run
 from engine.demo import DEMO_RUN, auto_accept_top
-from engine.importer import ImportOptions, import_files
-from engine.labels import label_feature
+from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, dataset_matrix, train_run
-from engine.predicates import parse_predicate
-from engine.rank import rank_run
-from engine.sae import SAEConfig
-from engine.train import TrainConfig
-from engine.validate import (
+from engine.sae.model import SAEConfig
+from engine.sae.train import TrainConfig
+from engine.validation.labels import label_feature
+from engine.validation.validate import (
     C_GRID,
     ValidateConfig,
     choose_threshold,
@@ -65,7 +65,7 @@ from engine.validate import (
     fit_rows,
     signature_units,
 )
-from engine.validate_run import predicate_target, validate_run
+from engine.validation.validate_run import predicate_target, validate_run
 from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, load_natural_values

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.analysis.rank import rank_run
 from engine.errors import InputError
-from engine.importer import ImportOptions, ImportResult, import_files
-from engine.labels import label_feature
+from engine.ingest.importer import ImportOptions, ImportResult, import_files
 from engine.options import MAX_EPOCHS, check_integer, check_seed
 from engine.pipeline import RunSpec, train_run
-from engine.rank import rank_run
-from engine.sae import SAEConfig
-from engine.train import TrainConfig, TrainProgress
-from engine.validate_run import validate_run
+from engine.sae.model import SAEConfig
+from engine.sae.train import TrainConfig, TrainProgress
+from engine.validation.labels import label_feature
+from engine.validation.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
 from store.datasets import GroundTruth, dataset_names, get_dataset

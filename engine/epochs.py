@@ -7,8 +7,8 @@ train + val bins, validation the selected test bins (with the selected train + v
 thresholds and decoder penalties).
 
 Trials keep their meaning inside an epoch. A trial whose selected bins have gaps between them stays one
-trial: its selected bins in time order are what the within-trial shift nulls rotate (engine.nulls,
-engine.validate), and the gaps are seams like the wrap-around seam every circular shift already has.
+trial: its selected bins in time order are what the within-trial shift nulls rotate (engine.analysis.nulls,
+engine.validation.validate), and the gaps are seams like the wrap-around seam every circular shift already has.
 The alternative, cutting a trial into its contiguous stretches, would turn one trial into several
 pseudo-trials that the trial-level swaps, MIS's other-trial draws and the bootstrap of whole trials
 would treat as independent although they share the trial's context: an anti-conservative null made

@@ -20,12 +20,13 @@ import torch
 
 from engine.epochs import Epoch, EpochSelection, read_splits, select_epoch
 from engine.errors import InputError
+from engine.ingest.matrix import dataset_matrix
 from engine.memory import check_fits, human_bytes
 from engine.options import check_integer, check_seed
-from engine.qc import baseline_fvu, qc_table_rows, split_qc
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
-from engine.sae import SAEConfig, SAEStack
-from engine.train import (
+from engine.sae.model import SAEConfig, SAEStack
+from engine.sae.qc import baseline_fvu, qc_table_rows, split_qc
+from engine.sae.train import (
     NonFiniteLoss,
     TrainConfig,
     TrainData,
@@ -34,9 +35,9 @@ from engine.train import (
     TrainProgress,
     pick_device,
 )
-from engine.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
+from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
-from store.datasets import get_dataset, load_counts_long, load_examples, load_unit_names, n_counts
+from store.datasets import get_dataset, load_unit_names
 from store.runs import (
     RunResults,
     get_run,
@@ -72,7 +73,7 @@ class RunSpec:
     epoch: Epoch = field(default_factory=Epoch)
     """The bins to train on (`--where`, `--around`): selected train bins, selected val bins for the val loss."""
     auto: tuple[str, ...] = ()
-    """Settings to choose from the recording (engine.train_defaults.AUTO_SETTINGS); the rest are as given."""
+    """Settings to choose from the recording (engine.sae.train_defaults.AUTO_SETTINGS); the rest are as given."""
     chosen: dict[str, str] = field(default_factory=dict)
     """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
 
@@ -95,24 +96,6 @@ class RunOutcome:
     seconds: float
     epoch: EpochSelection | None = None
     """The bins the run trained on and how many of each split."""
-
-
-def dense_counts(db: Store, dataset_id: int, n_examples: int, n_units: int) -> np.ndarray:
-    """Dense counts [examples × units] (float32) in example order; refused before reading when it would not
-    fit (the stored rows read as Arrow: int32 example, int32 unit, float32 value)."""
-    stored = n_counts(db, dataset_id)
-    check_fits(f"the dataset's counts, {n_examples:,} examples × {n_units:,} units as float32 and {stored:,} "
-               "stored rows", n_examples * n_units * 4 + stored * 12, "a smaller recording or a machine with more "
-               "memory")
-    long = load_counts_long(db, dataset_id)
-    counts = np.zeros((n_examples, n_units), dtype=np.float32)
-    counts[long["example_id"].to_numpy(), long["unit_id"].to_numpy()] = long["value"].to_numpy()
-    return counts
-
-
-def dataset_matrix(db: Store, dataset_id: int, n_examples: int, n_units: int) -> tuple[np.ndarray, pl.DataFrame]:
-    """Dense counts [examples × units] (float32) and the examples (trial_id, split, …) in example order."""
-    return dense_counts(db, dataset_id, n_examples, n_units), load_examples(db, dataset_id)
 
 
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:

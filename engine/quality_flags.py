@@ -1,6 +1,6 @@
 """Quality flags: what is wrong with a recording or a trained SAE, in one line each, with what to try next.
 
-QC's numbers (engine.qc) are all there, but a person reading `val FVU 0.28` does not see that PCA does
+QC's numbers (engine.sae.qc) are all there, but a person reading `val FVU 0.28` does not see that PCA does
 better on test, or that half the latents never fire outside training. Each flag is a check against a
 stated threshold, computed from train + val + test QC that is already stored (the test split plays no
 part in training or in choosing any setting: a flag only reports). Flags are stored in `quality_flags`

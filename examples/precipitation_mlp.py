@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from engine.capture import capture_activations, prepare_activation_dataset  # noqa: E402
-from engine.importer import ImportOptions, store_dataset  # noqa: E402
+from engine.analysis.rank import rank_run  # noqa: E402
+from engine.ingest.capture import capture_activations, prepare_activation_dataset  # noqa: E402
+from engine.ingest.importer import ImportOptions, store_dataset  # noqa: E402
 from engine.pipeline import RunSpec, train_run  # noqa: E402
-from engine.rank import rank_run  # noqa: E402
-from engine.sae import SAEConfig  # noqa: E402
-from engine.train import TrainConfig  # noqa: E402
+from engine.sae.model import SAEConfig  # noqa: E402
+from engine.sae.train import TrainConfig  # noqa: E402
 from store import Store  # noqa: E402
 from store.quality import run_flags  # noqa: E402
 from store.rankings import top_features  # noqa: E402

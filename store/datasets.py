@@ -29,7 +29,7 @@ class GroundTruth:
 
 @dataclass
 class NewDataset:
-    """A validated recording ready to be written in one transaction (built by engine.importer)."""
+    """A validated recording ready to be written in one transaction (built by engine.ingest.importer)."""
 
     name: str
     source: str

@@ -1,7 +1,7 @@
 """Label freezes: a run's labels fixed before its test results are read (preregistration), and blind runs.
 
 One row of `label_freezes` per run that was ever made blind or frozen. The rules (who may blind, freeze,
-label or validate when) live in engine.freezes; this module only reads and writes the rows.
+label or validate when) live in engine.validation.freezes; this module only reads and writes the rows.
 """
 
 from __future__ import annotations

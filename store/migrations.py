@@ -450,7 +450,7 @@ UPDATE datasets SET value_type = CASE
 """
 
 # How many shuffles each association's p-value used: 200 for most, more where a p-value sat at its floor
-# (engine.associations). Rankings store the selectivity index of their first suggestion in `association`.
+# (engine.analysis.associations). Rankings store the selectivity index of their first suggestion in `association`.
 V10_SHUFFLES = """
 ALTER TABLE associations ADD COLUMN n_shuffles INTEGER
 """

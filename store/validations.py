@@ -54,7 +54,7 @@ def append_attempts(db: Store, run_id: int, attempts: pl.DataFrame, signatures: 
     Each attempt gets its feature's attempt number: the number its test (label_id, where_sql, around) got
     before when it repeats one, else one more than the feature's highest. The labels' signatures are
     replaced by these attempts'. The epoch row (`store.epochs.epoch_row`; None: every test bin) is written.
-    Then `judge` (engine.validate_run.judge_attempts) gets every attempt of the run and returns the rows
+    Then `judge` (engine.validation.validate_run.judge_attempts) gets every attempt of the run and returns the rows
     whose q_value, verdicts, duplicate_of and reason change with the family: those are updated."""
     from store.epochs import write_epoch
 

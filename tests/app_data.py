@@ -14,14 +14,14 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from engine.analysis.rank import rank_run
 from engine.demo import auto_accept_top
-from engine.importer import ImportOptions, import_files
+from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, train_run
-from engine.rank import rank_run
-from engine.sae import SAEConfig
-from engine.train import TrainConfig
-from engine.validate import ValidateConfig
-from engine.validate_run import validate_run
+from engine.sae.model import SAEConfig
+from engine.sae.train import TrainConfig
+from engine.validation.validate import ValidateConfig
+from engine.validation.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
 

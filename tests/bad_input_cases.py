@@ -311,10 +311,10 @@ def _epoch_cases(prefix: str, args: tuple[str, ...]) -> Iterator[BadInput]:
 
 def _no_variable_database(folder: Path) -> None:
     """x.duckdb: a recording imported with no behaviour (metadata of trial and time only), trained."""
-    from engine.importer import ImportOptions, import_files
+    from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
     from store import Store
 
     rec = make_recording()

@@ -21,9 +21,9 @@ import sys
 import tempfile
 import time
 
-PRELOAD = ("tui.cli", "tui.cli_imports", "tui.cli_queries", "tui.progress", "tui.table_text", "engine.pipeline", "engine.rank",
-           "engine.validate_run", "engine.importer", "engine.spike_import", "engine.report", "engine.labels",
-           "engine.freezes", "engine.capture", "engine.demo", "store", "store.sql", "polars", "duckdb", "torch")
+PRELOAD = ("tui.cli", "tui.cli_imports", "tui.cli_queries", "tui.progress", "tui.table_text", "engine.pipeline", "engine.analysis.rank",
+           "engine.validation.validate_run", "engine.ingest.importer", "engine.ingest.spike_import", "engine.validation.report", "engine.validation.labels",
+           "engine.validation.freezes", "engine.ingest.capture", "engine.demo", "store", "store.sql", "polars", "duckdb", "torch")
 
 
 def _child(request: dict, out_path: str, err_path: str, in_path: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Static
 
-from engine.freezes import blind_run, freeze_labels
-from engine.validate import ValidateConfig
+from engine.validation.freezes import blind_run, freeze_labels
+from engine.validation.validate import ValidateConfig
 from store import Store
 from tests.pilot import notifications, run_app, settle, until
 from tui.app import MiniApp

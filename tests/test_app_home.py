@@ -467,7 +467,7 @@ def test_runs_show_how_many_flags_and_the_focused_runs_flags_below(app_db: Path)
 
 
 def test_a_datasets_import_flags_show_while_the_cursor_is_on_it(app_db: Path, tmp_path: Path) -> None:
-    from engine.importer import ImportOptions, import_files
+    from engine.ingest.importer import ImportOptions, import_files
     from tests.app_data import write_flagged_recording
 
     counts, meta = write_flagged_recording(tmp_path / "loud")

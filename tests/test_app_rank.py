@@ -12,9 +12,9 @@ import polars as pl
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Static
 
-from engine.associations import AssociationConfig
-from engine.mis import MISConfig
-from engine.rank import RankConfig
+from engine.analysis.associations import AssociationConfig
+from engine.analysis.mis import MISConfig
+from engine.analysis.rank import RankConfig
 from store import Store
 from tests.pilot import notifications, run_app, until
 from tui.app import MiniApp
@@ -141,16 +141,16 @@ def test_features_and_review_answer_keys_while_a_ranking_runs(app_db: Path, monk
     that it is still running whatever the machine's speed."""
     import threading
 
-    import engine.rank
+    import engine.analysis.rank
 
     gate = threading.Event()
-    curves = engine.rank.tuning_curves
+    curves = engine.analysis.rank.tuning_curves
 
     def held_curves(*args, **kwargs):
         gate.wait(120)
         return curves(*args, **kwargs)
 
-    monkeypatch.setattr(engine.rank, "tuning_curves", held_curves)
+    monkeypatch.setattr(engine.analysis.rank, "tuning_curves", held_curves)
     before = stored_ranking(app_db)
     seen: dict[str, Any] = {}
 

@@ -405,7 +405,7 @@ def test_l_with_a_conjunction_stores_it_and_a_bad_one_is_refused_inline(app_db: 
 
 
 def test_predicate_holds_evaluates_a_conjunction_as_the_data_say(app_db: Path) -> None:
-    from engine.review import dataset_arrays, predicate_holds
+    from engine.analysis.review import dataset_arrays, predicate_holds
 
     with Store.open(app_db, read_only=True) as db:
         dataset = db.frame("SELECT * FROM datasets").to_dicts()[0]
@@ -525,7 +525,7 @@ def test_v_validates_the_accepted_label_now_and_refuses_without_one(app_db: Path
 
 
 def test_validate_label_gives_what_validate_run_gave(app_db: Path) -> None:
-    from engine.validate_run import validate_label
+    from engine.validation.validate_run import validate_label
 
     before = rows(app_db, "SELECT * EXCLUDE (created_at, validation_id) FROM validations WHERE label_id = 2")[0]
     with Store.open(app_db) as db:
@@ -638,7 +638,7 @@ def test_the_ordered_copy_of_activations_is_rebuilt_when_the_sae_changes(app_db:
 
 
 def test_only_the_current_label_can_be_undone(app_db: Path) -> None:
-    from engine.labels import label_feature
+    from engine.validation.labels import label_feature
     from store.errors import StoreError
     from store.labels import undo_label
 

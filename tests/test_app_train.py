@@ -75,8 +75,8 @@ def run_rows(db_path: Path) -> list[dict[str, Any]]:
 def test_form_defaults_are_mini_trains() -> None:
     """The form starts where `mini train --dataset X` starts, and the engine's own defaults agree."""
     from engine.pipeline import RunSpec
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
     from tui.cli import build_parser
 
     cli = vars(build_parser().parse_args(["train", "--dataset", "x"]))

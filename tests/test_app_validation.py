@@ -16,10 +16,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-import engine.validate_run
-from engine.labels import label_feature
-from engine.validate import ValidateConfig
-from engine.validation_text import trials_text
+import engine.validation.validate_run
+from engine.validation.labels import label_feature
+from engine.validation.validate import ValidateConfig
+from engine.validation.validation_text import trials_text
 from store.db import Store
 from tests.app_data import split_verdicts
 from tests.pilot import notifications, run_app
@@ -185,13 +185,13 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     while it runs is seen on any machine, however fast (on a quick CI runner it used to finish before
     the test's first look)."""
     event = threading.Event()
-    real_validate_run = engine.validate_run.validate_run
+    real_validate_run = engine.validation.validate_run.validate_run
 
     def gated_validate_run(*args: Any, **kwargs: Any) -> Any:
         event.wait(timeout=60)
         return real_validate_run(*args, **kwargs)
 
-    monkeypatch.setattr(engine.validate_run, "validate_run", gated_validate_run)
+    monkeypatch.setattr(engine.validation.validate_run, "validate_run", gated_validate_run)
     return event
 
 

@@ -21,7 +21,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_import_contracts_hold():
     result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 kept, 0 broken" in result.stdout
+    assert "6 kept, 0 broken" in result.stdout
 
 
 def copy_project(target: Path) -> Path:
@@ -46,6 +46,21 @@ def test_contracts_catch_an_upward_import(tmp_path):
     result = lint_imports(root)
     assert result.returncode != 0
     assert "Layers: tui -> engine -> store BROKEN" in result.stdout
+
+
+def test_contracts_catch_an_earlier_stage_importing_a_later_one(tmp_path):
+    """Ingest comes before training, training before analysis: an importer reaching into the ranking
+    (or a shared module into any stage) breaks the pipeline's order."""
+    root = copy_project(tmp_path)
+    (root / "engine" / "ingest" / "sneaky.py").write_text("from engine.analysis import rank\n")
+    result = lint_imports(root)
+    assert result.returncode != 0
+    assert "engine: the pipeline's stages in order (a stage imports only earlier ones) BROKEN" in result.stdout
+    (root / "engine" / "ingest" / "sneaky.py").unlink()
+    (root / "engine" / "errors.py").write_text((root / "engine" / "errors.py").read_text()
+                                               + "\nimport engine.sae.train\n")
+    result = lint_imports(root)
+    assert result.returncode != 0 and "engine's shared modules import no stage BROKEN" in result.stdout
 
 
 def test_contracts_catch_torch_in_store(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.signal import lfilter
 
-from engine.associations import AssociationConfig, Variable, associate, tuning_curves
-from engine.nulls import benjamini_hochberg
+from engine.analysis.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.analysis.nulls import benjamini_hochberg
 
 
 def rows_of(frame, **where) -> dict:

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from spike_cases import write_tracking
 
-from engine.behaviour import BehaviourSource, align_source
 from engine.errors import InputError
-from engine.preprocess import smooth_within_trials, zscore_within_trials
-from engine.spikes import bin_edges, bin_spikes, isi_violation_fraction
-from engine.tracking import frozen_samples, principal_axis, read_position_tracking
-from engine.trials import LapOptions, Trials, assign_bins, check_trials, find_laps
+from engine.ingest.behaviour import BehaviourSource, align_source
+from engine.ingest.preprocess import smooth_within_trials, zscore_within_trials
+from engine.ingest.spikes import bin_edges, bin_spikes, isi_violation_fraction
+from engine.ingest.tracking import frozen_samples, principal_axis, read_position_tracking
+from engine.ingest.trials import LapOptions, Trials, assign_bins, check_trials, find_laps
 
 
 def test_bins_are_half_open_and_edges_do_not_drift():

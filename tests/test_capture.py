@@ -14,8 +14,8 @@ import torch
 from spike_cases import assert_refused, run_mini
 from torch import nn
 
-from engine.capture import capture_activations, layer_names, load_model
 from engine.errors import InputError
+from engine.ingest.capture import capture_activations, layer_names, load_model
 from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

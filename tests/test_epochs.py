@@ -128,8 +128,8 @@ def test_training_never_sees_a_bin_outside_the_epoch(db: Path, monkeypatch: pyte
     import engine.pipeline
     from engine.epochs import Epoch
     from engine.pipeline import RunSpec, dataset_matrix, train_run
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
     from store import Store
 
     handed: dict[str, np.ndarray] = {}
@@ -239,7 +239,7 @@ def test_bad_epochs_are_refused_in_one_line_before_the_run_row(db: Path, options
 
 def test_a_trial_with_gaps_stays_one_trial_for_the_nulls() -> None:
     """engine/epochs.py's choice: a trial's selected bins are one sequence however many gaps they have."""
-    from engine.nulls import Trials
+    from engine.analysis.nulls import Trials
 
     trial = np.repeat(np.arange(4), 10)
     selected = np.tile(np.r_[np.ones(3), np.zeros(3), np.ones(4)].astype(bool), 4)  # a gap in every trial
@@ -351,8 +351,8 @@ def test_validate_refuses_an_epoch_without_test_bins_or_with_one_test_trial(rank
 
 def test_one_label_validated_later_keeps_the_stored_validations_epoch(ranked: Path) -> None:
     """The app's `v` (validate_label) scores on the epoch the run's validations were stored with."""
-    from engine.validate import ValidateConfig
-    from engine.validate_run import validate_label
+    from engine.validation.validate import ValidateConfig
+    from engine.validation.validate_run import validate_label
     from store import Store
 
     before = epoch_rows(ranked)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from engine.analysis.rank import rank_run
 from engine.demo import auto_accept_top
 from engine.errors import InputError
-from engine.freezes import blind_run, freeze_labels, report_paragraph
-from engine.importer import ImportOptions, import_files
-from engine.labels import label_feature, undo_label
+from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import train_run
-from engine.rank import rank_run
-from engine.validate import ValidateConfig
-from engine.validate_run import validate_label, validate_run
+from engine.validation.freezes import blind_run, freeze_labels, report_paragraph
+from engine.validation.labels import label_feature, undo_label
+from engine.validation.validate import ValidateConfig
+from engine.validation.validate_run import validate_label, validate_run
 from sample_data import generate
 from store import Store
 from store.freezes import freeze_state

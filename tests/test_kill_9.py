@@ -110,7 +110,7 @@ PAUSED_MINI = textwrap.dedent("""
 
 LABELLER = textwrap.dedent("""
     import sys
-    from engine.labels import label_feature
+    from engine.validation.labels import label_feature
     from store import Store
 
     path, n_features = sys.argv[1], int(sys.argv[2])
@@ -134,14 +134,14 @@ def base_db(tmp_path_factory) -> Path:
     """A database with committed work of every kind: dataset 'first' (3,000 bins × 16 units), run 1 (one
     SAE of 24 latents) ranked, 3 accepted labels, a rejected one and a named one, the accepted ones
     validated once (attempt 1)."""
-    from engine.importer import ImportOptions, import_files
-    from engine.labels import label_feature
+    from engine.analysis.rank import rank_config, rank_run
+    from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.rank import rank_config, rank_run
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
-    from engine.validate import ValidateConfig
-    from engine.validate_run import validate_run
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
+    from engine.validation.labels import label_feature
+    from engine.validation.validate import ValidateConfig
+    from engine.validation.validate_run import validate_run
     from sample_data import SampleConfig, generate
     from store import Store
 
@@ -294,7 +294,7 @@ def cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 # -- labelling -------------------------------------------------------------------------------------------
 def test_labelling_killed_mid_write_keeps_every_committed_label_and_goes_on(db, start):
-    """A process labels in a loop (through engine.labels, as `mini label` and the app do) and is killed
+    """A process labels in a loop (through engine.validation.labels, as `mini label` and the app do) and is killed
     after its 25th commit, somewhere in the middle of writing the 26th."""
     before = snapshot(db)
     first_new = max(int(r[0]) for r in query(db, "SELECT label_id FROM labels")) + 1

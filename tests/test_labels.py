@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputError
-from engine.labels import parse_predicate
+from engine.validation.labels import parse_predicate
 from sample_data import SampleConfig, generate
 from tests.conftest import run_cli
 

@@ -17,10 +17,10 @@ import pytest
 from numpy.lib import format as npy
 
 import engine.memory
-import engine.validate
+import engine.validation.validate
 from engine.errors import InputError
 from engine.memory import check_fits, human_bytes
-from engine.validate import ValidateConfig, cooccurrence
+from engine.validation.validate import ValidateConfig, cooccurrence
 from tests.conftest import run_cli, shared_file
 from tests.spike_cases import assert_refused, make_session, run_mini, write_kilosort
 
@@ -167,7 +167,7 @@ def test_the_machine_share_applies_without_a_limit(monkeypatch: pytest.MonkeyPat
 
 
 def test_spike_binning_refusal_reads_like_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.spikes import bin_edges
+    from engine.ingest.spikes import bin_edges
 
     monkeypatch.delenv("MINI_MEMORY_LIMIT", raising=False)
     monkeypatch.setattr(engine.memory, "available_bytes", lambda: 24 * 1024 ** 3)
@@ -184,7 +184,7 @@ def test_bootstrap_in_chunks_draws_what_one_block_draws(monkeypatch: pytest.Monk
     activation = present * rng.random(len(trial)) + rng.random(len(trial)) * 0.5
     config = ValidateConfig(n_bootstrap=500, n_shifts=20)
     whole = cooccurrence(activation, present, trial, 0.6, config)
-    monkeypatch.setattr(engine.validate, "BOOTSTRAP_CHUNK_BYTES", 8 * 60 * 7)  # 7 resamples a chunk
+    monkeypatch.setattr(engine.validation.validate, "BOOTSTRAP_CHUNK_BYTES", 8 * 60 * 7)  # 7 resamples a chunk
     chunked = cooccurrence(activation, present, trial, 0.6, config)
     assert chunked == whole
     assert whole["mcc_ci_low"] < whole["mcc"] < whole["mcc_ci_high"]
@@ -192,11 +192,11 @@ def test_bootstrap_in_chunks_draws_what_one_block_draws(monkeypatch: pytest.Monk
 
 def test_validate_sizes_the_labelled_features_activations(tmp_path: Path) -> None:
     """Many labelled features of a recording of few units: their activations, not the counts, are the big part."""
-    from engine.importer import ImportOptions, import_files
-    from engine.labels import label_feature
+    from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
+    from engine.validation.labels import label_feature
     from store import Store
 
     rng = np.random.default_rng(1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.mis import MISConfig, _draw, draw_tasks, metadata_embedding, mis_scores
+from engine.analysis.mis import MISConfig, _draw, draw_tasks, metadata_embedding, mis_scores
 
 N, TRIAL_LEN = 4000, 100
 

@@ -1,4 +1,4 @@
-"""engine/qc.py against small cases computed by hand."""
+"""engine/sae/qc.py against small cases computed by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-import engine.qc as qc
-from engine.qc import add_baselines, baseline_fvu, qc_table_rows, split_qc
+import engine.sae.qc as qc
+from engine.sae.qc import add_baselines, baseline_fvu, qc_table_rows, split_qc
 
 
 def _qc(x, x_hat, active_counts=None, feature_active_examples=None, split="train"):

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine.associations import Variable
-from engine.rank import (
+from engine.analysis.associations import Variable
+from engine.analysis.rank import (
     RankConfig,
     _suggestions,
     combine,
@@ -18,7 +18,7 @@ from engine.rank import (
     rank_run,
     rankable_variables,
 )
-from engine.stability import stability
+from engine.analysis.stability import stability
 from sample_data import SampleConfig, generate
 from store import Store
 from tests.conftest import run_cli

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.associations import AssociationConfig, Variable, associate
-from engine.rank import RankConfig, _suggestions, _with_range
+from engine.analysis.associations import AssociationConfig, Variable, associate
+from engine.analysis.rank import RankConfig, _suggestions, _with_range
 
 
 def test_a_dead_feature_gets_no_range_row_and_no_suggestion():

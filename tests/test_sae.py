@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
-from engine.sae import SAEConfig, SAEStack
+from engine.sae.model import SAEConfig, SAEStack
 
 D_IN, D_SAE, BATCH = 20, 64, 256
 

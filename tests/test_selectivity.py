@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from engine.associations import AssociationConfig, Variable, associate
+from engine.analysis.associations import AssociationConfig, Variable, associate
+from engine.analysis.nulls import family_q_values
+from engine.analysis.rank import RankConfig, _suggestions, _with_range, rank_config
+from engine.analysis.selectivity import Binning, continuous_edges, field_mask, nice_step
 from engine.errors import InputError
-from engine.nulls import family_q_values
-from engine.rank import RankConfig, _suggestions, _with_range, rank_config
-from engine.selectivity import Binning, continuous_edges, field_mask, nice_step
 from tests.test_associations import ar1
 
 
@@ -131,10 +131,13 @@ def test_conjunction_tests_are_calibrated_when_only_one_part_matters():
     acts = np.maximum(drive + 0.3 * ar1(rng, n_trials, length, 150, 0.9) - 0.8, 0.0)
     condition = np.repeat(rng.integers(0, 2, n_trials), length)
     trials = np.repeat(np.arange(n_trials), length)
-    from engine.active_entries import ActiveEntries
-    from engine.associations import _conjunction_p_values, _tests  # the forced test needs the internals
-    from engine.nulls import Trials
-    from engine.selectivity import encode
+    from engine.analysis.active_entries import ActiveEntries
+    from engine.analysis.associations import (  # the forced test needs the internals
+        _conjunction_p_values,
+        _tests,
+    )
+    from engine.analysis.nulls import Trials
+    from engine.analysis.selectivity import encode
     config = AssociationConfig(seed=7)
     coded = [encode(v, n, config.binning) for v in (Variable("x", "continuous", x), Variable(
         "condition", "categorical", categories=condition))]

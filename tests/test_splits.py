@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InputError
-from engine.splits import assign_splits, contiguous_blocks
+from engine.ingest.splits import assign_splits, contiguous_blocks
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_no_trial_in_two_splits_in_the_database(tmp_path, cli):
 
 
 def test_the_test_split_gets_enough_trials_for_its_intervals():
-    from engine.splits import MIN_TEST_TRIALS
+    from engine.ingest.splits import MIN_TEST_TRIALS
 
     # 47 trials, three of them very long (a rest at the end of a run): by examples alone the test split
     # would get the long ones and few trials; train trials move over until it holds MIN_TEST_TRIALS.

@@ -177,8 +177,8 @@ KILLED_MID_WRITE = textwrap.dedent("""
     import numpy as np, polars as pl
     from store import Store
     from store.datasets import add_dataset
-    from engine.importer import ImportOptions, prepare_dataset
-    from engine.readers import CountMatrix
+    from engine.ingest.importer import ImportOptions, prepare_dataset
+    from engine.ingest.readers import CountMatrix
 
     db = Store.open(sys.argv[1])
     original = db.insert_frame

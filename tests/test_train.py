@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
-from engine.sae import SAEConfig, SAEStack
-from engine.train import TrainConfig, TrainData, Trainer, learning_rate, pick_device
+from engine.sae.model import SAEConfig, SAEStack
+from engine.sae.train import TrainConfig, TrainData, Trainer, learning_rate, pick_device
 
 CPU = torch.device("cpu")
 D_IN = 20

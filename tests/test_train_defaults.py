@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from engine.quality_flags import FlagContext, SplitFigures, sae_flags, track_flag, variance_flags
-from engine.train_defaults import RecordingShape, choose_settings
+from engine.sae.train_defaults import RecordingShape, choose_settings
 from store import Store
 from tests.conftest import run_cli, shared_file
 

@@ -1,4 +1,4 @@
-"""Split tuning and peri-event histograms (engine/tuning.py) on a small recording imported for real: a track
+"""Split tuning and peri-event histograms (engine/analysis/tuning.py) on a small recording imported for real: a track
 run left or right on alternate trials, a cue flag in each trial, and planted activations."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.importer import ImportOptions, import_files
-from engine.review import DatasetArrays, dataset_arrays
-from engine.tuning import (
+from engine.analysis.review import DatasetArrays, dataset_arrays
+from engine.analysis.tuning import (
     conjunction_parts,
     peri_event,
     split_tuning_lines,
@@ -20,6 +19,7 @@ from engine.tuning import (
     tuned_variable,
     tuning_inputs,
 )
+from engine.ingest.importer import ImportOptions, import_files
 from store import Store
 from store.datasets import get_dataset
 

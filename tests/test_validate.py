@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.validate import (
+from engine.validation.validate import (
     ValidateConfig,
     choose_threshold,
     coactivation_profile,
@@ -194,7 +194,7 @@ def test_verdicts_name_each_failed_condition_separately():
 
 
 def test_cross_validation_folds_keep_trials_whole(monkeypatch):
-    import engine.validate as validate
+    import engine.validation.validate as validate
 
     rng = np.random.default_rng(4)
     groups = np.repeat(np.arange(17), rng.integers(3, 30, 17))
@@ -234,7 +234,7 @@ def test_a_dense_code_generalises_without_a_specific_signature():
 def test_random_subsets_get_their_own_penalty_per_size():
     """The null's penalty is chosen by cross-validation on random subsets of the signature's size (the first
     n_tuning_subsets of the null's own draws), not borrowed from the signature."""
-    from engine.validate import Folds, best_param
+    from engine.validation.validate import Folds, best_param
 
     rng = np.random.default_rng(6)
     xf, pf, _, gf = synthetic(rng, 60, 50, n_units=60, n_sig=3)
@@ -259,7 +259,7 @@ def test_random_subsets_get_their_own_penalty_per_size():
 
 
 def test_cross_validation_scales_each_fold_by_its_own_training_rows():
-    from engine.validate import Folds
+    from engine.validation.validate import Folds
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 4))
@@ -274,7 +274,7 @@ def test_cross_validation_scales_each_fold_by_its_own_training_rows():
 
 
 def test_p_at_the_null_floor_reads_as_a_bound():
-    from engine.validation_text import p_text, q_text, trials_text
+    from engine.validation.validation_text import p_text, q_text, trials_text
 
     assert p_text(1 / 201, 200) == "< 0.005" and p_text(1 / 1001, 1000) == "< 0.001"
     assert p_text(2 / 201, 200) == "0.01" and p_text(0.0123, 1000) == "0.012" and p_text(0.25, 200) == "0.25"

@@ -12,15 +12,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+from engine.analysis.rank import rank_run
 from engine.errors import Cancelled
-from engine.importer import ImportOptions, import_files
-from engine.labels import label_feature
+from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, train_run
-from engine.rank import rank_run
-from engine.sae import SAEConfig
-from engine.train import TrainConfig
-from engine.validate import ValidateConfig
-from engine.validate_run import validate_run
+from engine.sae.model import SAEConfig
+from engine.sae.train import TrainConfig
+from engine.validation.labels import label_feature
+from engine.validation.validate import ValidateConfig
+from engine.validation.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
 from tests.conftest import run_cli
@@ -192,7 +192,7 @@ def test_a_cancelled_validation_stops_after_a_group_and_stores_nothing(db, n_job
 def test_every_attempt_counts_in_the_family(db):
     """Relabelling until a label passes leaves the failed attempt stored and in the correction; repeating the
     same test is not a new attempt; undo shows the earlier label's own attempt again."""
-    from engine.nulls import benjamini_hochberg
+    from engine.analysis.nulls import benjamini_hochberg
     from store.labels import undo_label
 
     feature, value = _condition_feature(db)

@@ -7,7 +7,7 @@ import csv
 import re
 from pathlib import Path
 
-from engine.validation_summary import counts_line, verdict_counts
+from engine.validation.validation_summary import counts_line, verdict_counts
 from store import Store
 from tests.app_data import split_verdicts
 from tests.conftest import run_cli

@@ -1,11 +1,11 @@
-"""How a run's validations are counted and tabulated (engine/validation_summary.py): the two verdicts side
+"""How a run's validations are counted and tabulated (engine/validation/validation_summary.py): the two verdicts side
 by side, bounds at the null's floor, the trials warning and the duplicate remark."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from engine.validation_summary import counts_line, figures_frame, outcome_line, verdict_counts
+from engine.validation.validation_summary import counts_line, figures_frame, outcome_line, verdict_counts
 
 
 def row(label_id: int, feature_id: int, *, general: bool, specific: bool, trials: int = 24, **more) -> dict:

@@ -29,8 +29,8 @@ from tui.ranking import RankChanged, RankState, rank_in_thread
 from tui.screens.home import HomeScreen
 
 if TYPE_CHECKING:
+    from engine.analysis.rank import RankConfig
     from engine.epochs import Epoch
-    from engine.rank import RankConfig
 
 
 GIL_SWITCH_INTERVAL_S = 0.001

@@ -99,8 +99,8 @@ def _parse_fractions(text: str) -> tuple[float, float, float]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from engine.importer import ImportOptions, prepare_files, store_dataset
-    from engine.preprocess import PreprocessOptions, check_preprocess
+    from engine.ingest.importer import ImportOptions, prepare_files, store_dataset
+    from engine.ingest.preprocess import PreprocessOptions, check_preprocess
 
     preprocess = PreprocessOptions(smooth_s=args.smooth, normalize=args.normalize)
     check_preprocess(preprocess)  # option errors first, before any file is read
@@ -169,8 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     epoch = _epoch(args)
     from engine.errors import InputError
     from engine.pipeline import RunSpec
-    from engine.sae import SAEConfig
-    from engine.train import TrainConfig
+    from engine.sae.model import SAEConfig
+    from engine.sae.train import TrainConfig
     from tui.progress import run_with_progress
 
     given = {"d_sae": args.d_sae, "k": ks or None, "batch_size": args.batch_size, "epochs": args.epochs}
@@ -211,8 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from engine.analysis.rank import rank_config, rank_run
     from engine.options import check_integer
-    from engine.rank import rank_config, rank_run
     from store.rankings import top_features
     from tui.progress import steps_progress
     from tui.table_text import render_table
@@ -235,8 +235,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from engine.validate_run import check_jobs, validate_run
-    from engine.validation_summary import figures_frame, outcome_line, verdict_counts
+    from engine.validation.validate_run import check_jobs, validate_run
+    from engine.validation.validation_summary import figures_frame, outcome_line, verdict_counts
     from store.validations import run_pairings
     from tui.table_text import render_table
 
@@ -256,7 +256,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from engine.exports import default_export_folder, git_work_tree
-    from engine.report import ReportConfig, write_report
+    from engine.validation.report import ReportConfig, write_report
 
     out, why = args.out, ""
     if out is None:  # beside the database, or outside the git work tree that holds it
@@ -275,7 +275,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from engine.errors import printable
-    from engine.labels import label_feature
+    from engine.validation.labels import label_feature
     from store.labels import get_label
 
     verdict = "reject" if args.reject else "unsure" if args.unsure else None
@@ -291,7 +291,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_blind(args: argparse.Namespace) -> int:
-    from engine.freezes import blind_run, when
+    from engine.validation.freezes import blind_run, when
 
     with _open_store(args, create=False) as db:
         state = blind_run(db, args.run)
@@ -301,7 +301,7 @@ def cmd_blind(args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace) -> int:
-    from engine.freezes import freeze_labels, state_text
+    from engine.validation.freezes import freeze_labels, state_text
 
     with _open_store(args, create=False) as db:
         state = freeze_labels(db, args.run)

@@ -27,7 +27,7 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _import_options(args: argparse.Namespace, default_name: str):
-    from engine.importer import ImportOptions
+    from engine.ingest.importer import ImportOptions
 
     name = args.name if args.name is not None else default_name
     return ImportOptions(name=name, var_kinds=_parse_var_kinds(args.var_kind), split_fractions=_parse_fractions(
@@ -35,9 +35,9 @@ def _import_options(args: argparse.Namespace, default_name: str):
 
 
 def _binning(args: argparse.Namespace, trials: str):
-    from engine.preprocess import PreprocessOptions
-    from engine.spike_import import BinningOptions
-    from engine.spikes import UnitFilter
+    from engine.ingest.preprocess import PreprocessOptions
+    from engine.ingest.spike_import import BinningOptions
+    from engine.ingest.spikes import UnitFilter
 
     return BinningOptions(
         bin_size_s=args.bin_size, time_range=_parse_range(args.time_range),
@@ -56,9 +56,9 @@ def _trials_mode(value: str | None) -> tuple[str, str | None]:
 
 
 def cmd_import_spikes(args: argparse.Namespace) -> int:
-    from engine.importer import store_dataset
-    from engine.spike_import import SpikeSourceOptions, prepare_spike_dataset, read_recording
-    from engine.tracking import TrackingOptions
+    from engine.ingest.importer import store_dataset
+    from engine.ingest.spike_import import SpikeSourceOptions, prepare_spike_dataset, read_recording
+    from engine.ingest.tracking import TrackingOptions
 
     trials, trials_file = _trials_mode(args.trials)
     source = SpikeSourceOptions(format=args.format, groups=tuple(g.strip() for g in args.groups.split(",")),
@@ -76,11 +76,11 @@ def cmd_import_spikes(args: argparse.Namespace) -> int:
 
 
 def cmd_import_nwb(args: argparse.Namespace) -> int:
-    from engine.importer import store_dataset
-    from engine.nwb import read_nwb
-    from engine.spike_import import prepare_spike_dataset, read_behaviour_files
-    from engine.tracking import TrackingOptions
-    from engine.trials import read_trials_table
+    from engine.ingest.importer import store_dataset
+    from engine.ingest.nwb import read_nwb
+    from engine.ingest.spike_import import prepare_spike_dataset, read_behaviour_files
+    from engine.ingest.tracking import TrackingOptions
+    from engine.ingest.trials import read_trials_table
 
     if args.trials_table is not None and args.trials is not None:
         from engine.errors import InputError
@@ -104,8 +104,8 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
 
 
 def cmd_import_activations(args: argparse.Namespace) -> int:
-    from engine.capture import capture_activations, load_model, prepare_activation_dataset, read_inputs
-    from engine.importer import store_dataset
+    from engine.ingest.capture import capture_activations, load_model, prepare_activation_dataset, read_inputs
+    from engine.ingest.importer import store_dataset
     from engine.options import check_integer
 
     check_integer("--batch-size", args.batch_size, 1)  # before the model and the table are read

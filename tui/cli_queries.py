@@ -71,8 +71,8 @@ def _epoch_lines(epochs: list[dict]) -> list[str]:
 
 
 def _freeze_lines(freezes: list[dict]) -> list[str]:
-    """'run 2: blind since …' or 'run 2: labels frozen at …' for runs blinded or frozen (engine.freezes)."""
-    from engine.freezes import state_text
+    """'run 2: blind since …' or 'run 2: labels frozen at …' for runs blinded or frozen (engine.validation.freezes)."""
+    from engine.validation.freezes import state_text
     from store.freezes import FreezeState
 
     lines = []

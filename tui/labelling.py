@@ -71,12 +71,12 @@ def label_job(run_id: int, sae_id: int | None, feature_id: int, kind: str, what:
     """The write of one labelling action (`kind`: accept, name, reject/unsure verdict, note, undo) as a job
     for LabelWriter: it returns (label_id, name, a one-line summary for the screen). `what` holds
     label_feature's keyword arguments, or {"undo": label_id}; `name` is the label's name, for the summary.
-    Labels go through engine.labels.label_feature, the function `mini label` uses (undos through
-    engine.labels.undo_label): both refuse a change to a run whose labels are frozen."""
+    Labels go through engine.validation.labels.label_feature, the function `mini label` uses (undos through
+    engine.validation.labels.undo_label): both refuse a change to a run whose labels are frozen."""
     verdict = what.get("verdict") or ("accept" if kind in ("accept", "name") else None)
 
     def job(db: Store) -> tuple[int, str | None, str]:
-        from engine.labels import label_feature, undo_label
+        from engine.validation.labels import label_feature, undo_label
 
         if kind == "undo":
             undo_label(db, what["undo"])

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 if TYPE_CHECKING:
     from engine.pipeline import RunOutcome, RunSpec
-    from engine.train import TrainProgress
+    from engine.sae.train import TrainProgress
     from store import Store
 
 

@@ -1,7 +1,7 @@
 """Ranking a run from inside the app: one ranking at a time, owned by the app rather than by a screen.
 
 The app starts it (from Features' `R`, the palette's `Rank run N`, or Train's offer after a run finishes)
-and runs `engine.rank.rank_run` in a thread worker on its own cursor, so every screen keeps reading and
+and runs `engine.analysis.rank.rank_run` in a thread worker on its own cursor, so every screen keeps reading and
 answering keys. Because the app owns it, leaving Features does not stop it: Review can label while the
 ranking runs. Its progress reaches the screens as `RankChanged` messages, which the app hands to every
 open screen that has a `ranking_changed(state)` method (Features shows a progress line and reads the
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from textual.message import Message
 
 if TYPE_CHECKING:
+    from engine.analysis.rank import RankConfig, RankOutcome
     from engine.epochs import Epoch
-    from engine.rank import RankConfig, RankOutcome
     from tui.app import ThreadStores
 
 PROGRESS_INTERVAL_S = 0.2
@@ -127,7 +127,7 @@ def rank_in_thread(stores: ThreadStores, run_id: int, epoch: Epoch | None, confi
 
 def _rank(stores: ThreadStores, run_id: int, config: RankConfig | None, report: Callable[[str], None],
           on_progress: Callable[[int, int], None], epoch: Epoch | None, cancel: threading.Event) -> RankOutcome:
-    from engine.rank import rank_run
+    from engine.analysis.rank import rank_run
 
     with stores.cursor() as db:
         return rank_run(db, run_id, config, report=report, on_progress=on_progress, epoch=epoch, cancel=cancel)
@@ -143,7 +143,7 @@ def _at_low_priority(job: Callable[[], RankOutcome]) -> RankOutcome:
     # start when first used must start here, or every later read in the app would run at the lower one.
     import polars as pl
 
-    import engine.rank  # noqa: F401 (numpy, scipy, polars)
+    import engine.analysis.rank  # noqa: F401 (numpy, scipy, polars)
 
     pl.thread_pool_size()
     outcome: list[RankOutcome] = []

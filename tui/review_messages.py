@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from engine.review import FeaturePanel, ReviewContext
+    from engine.analysis.review import FeaturePanel, ReviewContext
 
 
 class ContextLoaded(Message):

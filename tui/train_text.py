@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from tui.widgets.train_form import FIELDS, TrainSettings
 
 if TYPE_CHECKING:
-    from engine.train import TrainProgress
+    from engine.sae.train import TrainProgress
 
 
 class ProgressHistory:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 BAD_UNIT_R2 = 0.1
-"""engine.qc.BAD_UNIT_R2, repeated so the screen need not import the engine (and NumPy's stack) to say it."""
+"""engine.sae.qc.BAD_UNIT_R2, repeated so the screen need not import the engine (and NumPy's stack) to say it."""
 BAD_UNITS_SHOWN = 8
 R2_FLOOR = -1.0
 """Units with a lower R² are drawn at this value (and counted in the panel's title)."""

@@ -1,9 +1,9 @@
 """Review: one feature at a time, labelled from the keyboard.
 
-The screen reads what the SAE's features share once (engine.review.load_context), then each feature's
+The screen reads what the SAE's features share once (engine.analysis.review.load_context), then each feature's
 panels in a worker, and keeps the panels of the features around the one shown (prefetched) so that
 j / k and every labelling key show the next feature at once. A labelling key writes one row through
-engine.labels.label_feature (the function `mini label` uses), waits for its commit, then moves on;
+engine.validation.labels.label_feature (the function `mini label` uses), waits for its commit, then moves on;
 keys pressed while a write is in flight are replayed after it, in order.
 """
 
@@ -37,8 +37,8 @@ from tui.widgets.text_panel import TextPanel
 from tui.widgets.tuning_panel import TuningPanel
 
 if TYPE_CHECKING:
-    from engine.review import FeaturePanel, ReviewContext
-    from engine.validate import ValidateConfig
+    from engine.analysis.review import FeaturePanel, ReviewContext
+    from engine.validation.validate import ValidateConfig
     from tui.app import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -189,7 +189,7 @@ class ReviewScreen(Screen):
     # -- reading ---------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="context")
     def _load_context(self) -> None:
-        from engine.review import load_context
+        from engine.analysis.review import load_context
         from store.review import run_saes
 
         try:
@@ -259,7 +259,7 @@ class ReviewScreen(Screen):
     # ReviewContext (arrays of a million examples) took 80 ms.
     @work(thread=True, group="features")
     def _read_feature(self, feature_id: int, version: int) -> None:
-        from engine.review import load_feature
+        from engine.analysis.review import load_feature
 
         context = self.context
         try:
@@ -273,7 +273,7 @@ class ReviewScreen(Screen):
     @work(thread=True, group="features")
     def _read_ahead(self, keys: list[tuple[int, int]]) -> None:
         """Read the (feature, version) panels one after another, nearest first."""
-        from engine.review import load_feature
+        from engine.analysis.review import load_feature
 
         context = self.context
         for feature_id, version in keys:
@@ -590,7 +590,7 @@ class ReviewScreen(Screen):
 
     @work(thread=True, exclusive=True, group="validate")
     def _run_validation(self, feature_id: int, label_id: int) -> None:
-        from engine.validate_run import validate_label
+        from engine.validation.validate_run import validate_label
 
         try:
             with self._stores.cursor() as db:
@@ -609,7 +609,7 @@ class ReviewScreen(Screen):
                         severity="error")
             self._status = ""
         else:
-            from engine.validation_text import verdict_words
+            from engine.validation.validation_text import verdict_words
 
             verdicts = " · ".join(verdict_words(row))
             self.notify(f"Feature {message.feature_id} ({row['predicate']}), attempt {row['attempt']}: "

@@ -36,7 +36,7 @@ from tui.widgets.train_form import FIELDS, TrainForm, TrainSettings, check_setti
 from tui.widgets.train_plot import CurvePlot
 
 if TYPE_CHECKING:
-    from engine.train import TrainProgress
+    from engine.sae.train import TrainProgress
     from tui.app import ThreadStores
 
 PROGRESS_INTERVAL_S = 0.25
@@ -591,7 +591,7 @@ def _import_training() -> None:
     """Import the training engine (PyTorch: seconds) so that ctrl+s starts without waiting for it."""
     with contextlib.suppress(Exception):  # a failed import is reported by the training worker itself
         import engine.pipeline  # noqa: F401
-        from engine.train import warm_up
+        from engine.sae.train import warm_up
 
         warm_up()
         ENGINE_READY.set()

@@ -4,7 +4,7 @@ The list shows one row per pairing (feature × label: its latest attempt) with b
 and signature-specific; the panel beside or below it shows the selected pairing's verdicts with their
 reason, confusion matrix, metrics with their intervals and test trials, decoding bars and signature units. `r` runs
 validation (in a thread worker; the screen stays live; `c` cancels it), `e` writes the run's Markdown report
-and `F` freezes the run's labels (engine.freezes: a blind run's test split is read only after that).
+and `F` freezes the run's labels (engine.validation.freezes: a blind run's test split is read only after that).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from tui.widgets.validation_detail import (
 )
 
 if TYPE_CHECKING:
-    from engine.validate import ValidateConfig
-    from engine.validate_run import ValidateOutcome
-    from engine.validation_summary import VerdictCounts
+    from engine.validation.validate import ValidateConfig
+    from engine.validation.validate_run import ValidateOutcome
+    from engine.validation.validation_summary import VerdictCounts
     from store.freezes import FreezeState
     from tui.app import ThreadStores
 
@@ -374,7 +374,7 @@ class ValidationScreen(Screen):
             self.notify("Validation is already running; its result will appear here.", title="Validation")
             return
         if self.freeze is not None and self.freeze.blind:  # validate_run refuses too; say it without a worker
-            from engine.freezes import blind_refusal
+            from engine.validation.freezes import blind_refusal
 
             self.notify(_sentence(blind_refusal(self.run_id)), title="Validation", severity="warning", markup=False)
             return
@@ -400,8 +400,8 @@ class ValidationScreen(Screen):
     @work(thread=True, exclusive=True, group="validation-run")
     def validate(self, cancel: threading.Event) -> None:
         from engine.errors import Cancelled
-        from engine.validate_run import validate_run
-        from engine.validation_summary import verdict_counts
+        from engine.validation.validate_run import validate_run
+        from engine.validation.validation_summary import verdict_counts
         from store.validations import run_pairings
 
         worker = get_current_worker()
@@ -479,7 +479,7 @@ class ValidationScreen(Screen):
 
     @work(thread=True, exclusive=True, group="validation-report")
     def write_report(self, path: Path, make_folder: bool = False) -> None:
-        from engine.report import write_report
+        from engine.validation.report import write_report
 
         try:
             with self._stores.cursor() as db:
@@ -516,7 +516,7 @@ class ValidationScreen(Screen):
 
     @on(FreezeRead)
     def show_freeze(self, message: FreezeRead) -> None:
-        from engine.freezes import state_text, when
+        from engine.validation.freezes import state_text, when
 
         if self.freeze is not None and self.freeze.frozen and not message.state.frozen:
             return  # a freeze is final: this read began before it committed
@@ -538,7 +538,7 @@ class ValidationScreen(Screen):
 
     def action_freeze_labels(self) -> None:
         if self.freeze is not None and self.freeze.frozen:
-            from engine.freezes import frozen_refusal
+            from engine.validation.freezes import frozen_refusal
 
             self.notify(_sentence(frozen_refusal(self.run_id, self.freeze)) + ".", title="Freeze", markup=False)
             return
@@ -555,7 +555,7 @@ class ValidationScreen(Screen):
 
     @work(thread=True, group="validation-freeze")  # apart from the reads: a read started later must not cancel it
     def freeze_labels(self) -> None:
-        from engine.freezes import freeze_labels
+        from engine.validation.freezes import freeze_labels
 
         try:
             with self._stores.cursor() as db:
@@ -576,7 +576,7 @@ def _sentence(text: str) -> str:
 
 def _outcome_text(message: Message) -> str:
     if isinstance(message, ValidationScreen.ValidationFinished):
-        from engine.validation_summary import outcome_line
+        from engine.validation.validation_summary import outcome_line
 
         outcome = message.outcome
         return f"Run {outcome.run_id} on the test split: {outcome_line(message.counts, outcome.n_family)}."

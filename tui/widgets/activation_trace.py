@@ -19,7 +19,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 if TYPE_CHECKING:
-    from engine.review import Trace
+    from engine.analysis.review import Trace
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 SPARK = "▁▂▃▄▅▆▇█"
@@ -122,7 +122,7 @@ def _axis(trace: Trace, plot_width: int) -> str:
 
 
 class ActivationTrace(Widget):
-    """Shows one `engine.review.Trace` (or a message when there is none), drawn line by line."""
+    """Shows one `engine.analysis.review.Trace` (or a message when there is none), drawn line by line."""
 
     DEFAULT_CSS = """
     ActivationTrace {

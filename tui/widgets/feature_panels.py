@@ -1,6 +1,6 @@
 """Rich renderables for Review's panels: the feature line, its label, suggestions, examples, units.
 
-Pure functions of an `engine.review.FeaturePanel`, so the screen only decides where they go.
+Pure functions of an `engine.analysis.review.FeaturePanel`, so the screen only decides where they go.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from engine.validation_summary import MARKS, interval_text
-from engine.validation_text import MIN_CI_TRIALS, q_text, trials_text, verdict_words
+from engine.validation.validation_summary import MARKS, interval_text
+from engine.validation.validation_text import MIN_CI_TRIALS, q_text, trials_text, verdict_words
 from tui.predicate_text import readable, terms, wrap
 
 if TYPE_CHECKING:
-    from engine.review import FeaturePanel
+    from engine.analysis.review import FeaturePanel
 
 ALPHA = 0.05
 VERDICT_MARKS = {"accept": ("✓", "green"), "reject": ("✗", "red"), "unsure": ("?", "yellow")}

@@ -18,7 +18,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Static
 
 from engine.errors import InputError
-from engine.labels import parse_predicate
+from engine.validation.labels import parse_predicate
 
 DIALOG_CSS = """
 {cls} {{

@@ -13,7 +13,7 @@ import numpy as np
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from engine.review import Tuning
+    from engine.analysis.review import Tuning
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 MARK_STYLE = "bold green"

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.text import Text
 
-from engine.tuning import merge_columns, sparkline
+from engine.analysis.tuning import merge_columns, sparkline
 from tui.widgets.text_panel import TextPanel
 from tui.widgets.tuning_bars import render_tunings
 
 if TYPE_CHECKING:
-    from engine.review import FeaturePanel
-    from engine.tuning import PeriEvent, SplitTuning
+    from engine.analysis.review import FeaturePanel
+    from engine.analysis.tuning import PeriEvent, SplitTuning
 
 VIEWS = ("tuning", "split", "peri")
 TITLES = {"tuning": "Tuning", "split": "Split", "peri": "Peri-event"}

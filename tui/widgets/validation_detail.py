@@ -3,7 +3,7 @@
 Only stored numbers are shown (nothing is recomputed), each with what it is: the two verdicts (generalises;
 signature-specific) side by side, the attempt, the MCC and balanced accuracy with their 95 % trial-bootstrap
 intervals and the number of test trials behind them (flagged when too few); the other confusion metrics
-are point values and say so; p and q read as bounds at the null's floor (engine.validation_text); labels
+are point values and say so; p and q read as bounds at the null's floor (engine.validation.validation_text); labels
 without a predicate are 'not testable', and labels accepted automatically say that no person accepted them.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.text import Text
 
-from engine.report import bar
-from engine.validation_summary import MARKS, duplicate_text, interval_text
-from engine.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text, verdict_words
+from engine.validation.report import bar
+from engine.validation.validation_summary import MARKS, duplicate_text, interval_text
+from engine.validation.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text, verdict_words
 
 BAR_WIDTH = 20
 LABEL_WIDTH = 15

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.behaviour import BehaviourSource, EventSource, check_times
 from engine.errors import InputError
+from engine.ingest.behaviour import BehaviourSource, EventSource, check_times
+from engine.ingest.spike_import import Recording
+from engine.ingest.spikes import SpikeTrains
+from engine.ingest.trials import Trials, check_trials
 from engine.memory import check_fits
-from engine.spike_import import Recording
-from engine.spikes import SpikeTrains
-from engine.trials import Trials, check_trials
 
 BEHAVIOUR_MODULES = ("behavior", "behaviour", "Behavior", "Behaviour")
 

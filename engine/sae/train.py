@@ -21,7 +21,7 @@ import torch
 
 from engine.errors import InputError
 from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_number, check_seed, fraction
-from engine.sae import ForwardOutput, SAEStack
+from engine.sae.model import ForwardOutput, SAEStack
 
 
 @dataclass(frozen=True)

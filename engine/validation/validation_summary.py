@@ -1,6 +1,6 @@
 """A run's validations counted and tabulated, the same in `mini validate`, the Validation screen and the report.
 
-Every label gets two verdicts (engine/validation_text.py says them in words): it *generalises* (its MCC
+Every label gets two verdicts (engine/validation/validation_text.py says them in words): it *generalises* (its MCC
 interval on the test split lies above 0 and q < 0.05) and its signature is *specific* (the signature units
 decode the predicate better than the random subsets' 95th percentile). In dense codes the first often holds
 without the second, so the two are counted side by side and `validated` (both) is never the only number.
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from engine.epochs import Epoch
-from engine.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text
+from engine.validation.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text
 
 MARKS = {True: "✓", False: "✗", None: "–"}
 """A verdict as one character: held, did not hold, not tested (not testable, or no verdict stored)."""
@@ -75,7 +75,7 @@ def outcome_line(counts: Any, n_family: int | None = None) -> str:
     """What one validation call found: `8 labels, 8 testable: 6 generalise, 2 also signature-specific
     (validated), 1 weaker duplicate; 2 with too few test trials; q over 11 tests (every attempt of the run)`.
 
-    `counts`: a VerdictCounts, or anything with its fields (engine.validate_run.ValidateOutcome);
+    `counts`: a VerdictCounts, or anything with its fields (engine.validation.validate_run.ValidateOutcome);
     `n_family`: the distinct tests Benjamini–Hochberg corrected over (None: not said)."""
     text = (f"{_plural(counts.n_labels, 'label')}, {counts.n_testable} testable: "
             f"{counts.n_generalise} generalise, {counts.n_validated} also signature-specific (validated)")

@@ -13,12 +13,9 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
-from engine.memory import check_fits
-from engine.options import check_name
-from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
-from engine.quality_flags import QualityFlag, flags_frame, variance_flags
-from engine.readers import CountMatrix, check_count_values, read_counts, read_metadata
-from engine.splits import (
+from engine.ingest.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.ingest.readers import CountMatrix, check_count_values, read_counts, read_metadata
+from engine.ingest.splits import (
     DEFAULT_FRACTIONS,
     SPLITS,
     assign_splits,
@@ -26,13 +23,16 @@ from engine.splits import (
     check_split_options,
     contiguous_blocks,
 )
-from engine.variables import (
+from engine.ingest.variables import (
     VariableSpec,
     describe_variables,
     each_value_in_one_trial,
     long_values,
     variables_frame,
 )
+from engine.memory import check_fits
+from engine.options import check_name
+from engine.quality_flags import QualityFlag, flags_frame, variance_flags
 from store import Store
 from store.datasets import GroundTruth, NewDataset, add_dataset
 from store.quality import flag_line

@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from engine.analysis.predicates import clause_parts
 from engine.epochs import Epoch, centre_offset, select_epoch
-from engine.predicates import clause_parts
-from engine.variables import each_value_in_one_trial
+from engine.ingest.variables import each_value_in_one_trial
 from store import Store
 from store.datasets import load_examples
 from store.epochs import run_epochs
 
 if TYPE_CHECKING:
-    from engine.review import DatasetArrays
+    from engine.analysis.review import DatasetArrays
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

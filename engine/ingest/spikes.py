@@ -1,6 +1,6 @@
 """Spike trains: check them, filter units, and bin them into an [examples × units] count matrix.
 
-The readers (engine.spike_readers, engine.nwb) turn each file format into SpikeTrains; everything
+The readers (engine.ingest.spike_readers, engine.ingest.nwb) turn each file format into SpikeTrains; everything
 after that is shared, so every format is held to the same checks.
 """
 

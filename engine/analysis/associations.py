@@ -5,7 +5,7 @@ The caller passes train + val examples only (the test split stays out): nonnegat
 number below comes from per-(feature, code) sums over the active entries only: never a dense
 examples × features array, never a loop over features.
 
-Rows (engine.selectivity says how variables are binned and fields and conjunctions chosen):
+Rows (engine.analysis.selectivity says how variables are binned and fields and conjunctions chosen):
 - categorical and binary variables: one row per (feature, value), 'in' = the value;
 - continuous and circular variables: one row per (feature, variable) for the feature's field on its tuning
   curve, 'in' = the field, text 'in [lo, hi)' with the bins' readable edges;
@@ -16,7 +16,7 @@ Examples where a variable is missing (NaN, or category code -1) are left out of 
 remain, n_in of them in, A where the feature is active (> 0), m_in = n_on active and in.
 
   statistic           the selectivity index SI = (μ_in − μ_out) / (μ_in + μ_out) of mean activations: what
-                      suggestions and rankings sort by (engine.selectivity says why not an AUROC)
+                      suggestions and rankings sort by (engine.analysis.selectivity says why not an AUROC)
   selectivity         f_in / (f_in + f_out), f_in = m_in / n_in, f_out = (A - m_in) / (N - n_in) (on/off)
   auroc               P(act_in > act_out) + ½ P(tie) (midranks; every zero ties), effect_size = 2·auroc − 1
   contrast            (mean_in - mean_out) / (mean + 1e-12), in units of the feature's own mean
@@ -27,7 +27,7 @@ remain, n_in of them in, A where the feature is active (> 0), m_in = n_on active
   n_shuffles          shuffles behind the p-value: n_shuffles for all, then ×5 while a p-value has fewer than
                       `continue_below` shuffles reaching it, up to max_shuffles (sequential Monte Carlo,
                       Besag & Clifford 1991): a p below 1/201 is then a count, never an extrapolation
-  q_value             FDR over all rows of the call as one family: engine.nulls.family_q_values (BH within
+  q_value             FDR over all rows of the call as one family: engine.analysis.nulls.family_q_values (BH within
                       each variable or pair, times their number)
 
 Undefined numbers (a feature never active, a value held by every example) are null.
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.active_entries import ActiveEntries
-from engine.nulls import (
+from engine.analysis.active_entries import ActiveEntries
+from engine.analysis.nulls import (
     Member,
     Trials,
     family_q_values,
@@ -52,7 +52,7 @@ from engine.nulls import (
     null_exceedances,
     trial_codes,
 )
-from engine.selectivity import (
+from engine.analysis.selectivity import (
     Binning,
     Coded,
     conjunction,
@@ -81,7 +81,7 @@ CURVE_COLUMNS = {"feature_id": pl.Int32, "variable": pl.String, "bin": pl.Int32,
 @dataclass(frozen=True)
 class AssociationConfig:
     n_bins: int | None = None
-    """Bins per continuous or circular variable; None: chosen from the data (engine.selectivity)."""
+    """Bins per continuous or circular variable; None: chosen from the data (engine.analysis.selectivity)."""
     min_rows_per_bin: int = 150
     """When bins are chosen: examples a bin should hold (between 8 and 40 bins)."""
     n_shuffles: int = 200

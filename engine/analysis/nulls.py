@@ -332,7 +332,7 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     the weight each entry adds to the tables (its activation).
 
     Shuffle s is drawn from the generator seeded [seed, 1 + s], whatever the features passed: a second
-    call with later shuffles on fewer features (engine.associations asks for more shuffles where a
+    call with later shuffles on fewer features (engine.analysis.associations asks for more shuffles where a
     p-value is at its floor) continues the same sequence.
 
     Shifts of at least a minimum size are not a group (two of them can add up to almost no shift), so

@@ -17,7 +17,7 @@ MIN_TEST_TRIALS = 10
 """Trials the test split gets at least, where the recording has four times as many: validation resamples
 whole test trials for its intervals and swaps them for the null of a trial-level label, and with fewer
 than ~10 both fail. (Seven test trials with two of one direction allow 21 arrangements: no trial-level
-label could reach p < 0.05, however well it held.) Mirrors engine.validation_text.MIN_CI_TRIALS."""
+label could reach p < 0.05, however well it held.) Mirrors engine.validation.validation_text.MIN_CI_TRIALS."""
 
 
 MIN_BLOCKS = 3

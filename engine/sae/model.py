@@ -6,7 +6,7 @@ encodes every SAE.
 
 Why it is fast: the only dense work is the encoder's pre-activations, computed *without* autograd.
 The active latents are chosen from them, and everything after (their values, the decoder, and the
-whole backward pass) works on the active (example, latent) entries alone (engine.sparse_ops), at
+whole backward pass) works on the active (example, latent) entries alone (engine.sae.sparse_ops), at
 O(active × d_in) instead of O(d_sae × d_in) per example. A step costs little more than the one
 dense matmul, the floor of any SAE step.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
-from engine.sparse_ops import Entries, sparse_decode, sparse_encode
+from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode
 
 ARCHITECTURES = ("batchtopk", "topk", "matryoshka", "relu")
 LOSSES = ("mse", "msle", "poisson")

@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
-from engine.readers import check_float_column, read_table
-from engine.variables import circular_period, infer_kind
+from engine.ingest.readers import check_float_column, read_table
+from engine.ingest.variables import circular_period, infer_kind
 
 TIME_NAMES = ("time_s", "time", "t", "timestamp")
 EVENT_NAME_COLUMNS = ("event", "name", "type", "label")

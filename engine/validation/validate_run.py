@@ -24,14 +24,14 @@ import polars as pl
 from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 
+from engine.analysis.nulls import benjamini_hochberg
+from engine.analysis.predicates import Predicate, PredicateMask, evaluate, long_values, parse_predicate
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
-from engine.freezes import check_test_allowed
+from engine.ingest.matrix import dense_counts
 from engine.memory import check_fits
-from engine.nulls import benjamini_hochberg
-from engine.pipeline import dense_counts
-from engine.predicates import Predicate, PredicateMask, evaluate, long_values, parse_predicate
-from engine.validate import (
+from engine.validation.freezes import check_test_allowed
+from engine.validation.validate import (
     ValidateConfig,
     choose_threshold,
     cooccurrence,
@@ -40,8 +40,8 @@ from engine.validate import (
     signature_units,
     verdicts,
 )
-from engine.validation_summary import verdict_counts
-from engine.validation_text import MIN_CI_TRIALS
+from engine.validation.validation_summary import verdict_counts
+from engine.validation.validation_text import MIN_CI_TRIALS
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
 from store.runs import get_run

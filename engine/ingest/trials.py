@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError
-from engine.readers import read_table
+from engine.ingest.readers import read_table
 
 START_NAMES = ("start_time", "start", "start_s", "t_start")
 STOP_NAMES = ("stop_time", "stop", "stop_s", "end", "end_time", "t_stop")

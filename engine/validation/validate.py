@@ -16,7 +16,7 @@ Two verdicts answer two questions (``verdicts``): does the label *generalise* to
 are its signature units *specific* to it (3)? In a dense code (every CA1 cell a place cell) random units
 decode the label about as well as the signature: such a label generalises without a specific signature.
 
-The co-occurrence null is the ranking's (engine.nulls), so one rule decides what "could be chance" before
+The co-occurrence null is the ranking's (engine.analysis.nulls), so one rule decides what "could be chance" before
 and after labelling. Every decoder is standardised inside its cross-validation folds, and the random-subset
 null is tuned on random subsets of its own size, never with the signature's penalty.
 """
@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss, r2_score, roc_auc_score
 from sklearn.model_selection import GroupKFold
 
-from engine.nulls import Member, Trials, group_members, monte_carlo_p, null_exceedances, trial_codes
+from engine.analysis.nulls import Member, Trials, group_members, monte_carlo_p, null_exceedances, trial_codes
 
 C_GRID = np.logspace(-3, 2, 6)
 """Inverse regularisation strengths tried for logistic regression (features standardised)."""
@@ -55,7 +55,7 @@ class ValidateConfig:
     n_bootstrap: int = 1000
     """Bootstrap resamples of whole test trials for the 95 % confidence intervals."""
     n_shifts: int = 1000
-    """Null draws for the co-occurrence p-value (engine.nulls: shifts within test trials, or whole trials
+    """Null draws for the co-occurrence p-value (engine.analysis.nulls: shifts within test trials, or whole trials
     swapped for a predicate constant within trials); its floor is 1 / (1 + n_shifts)."""
     min_shift_fraction: float = 0.1
     """A shift moves a trial by at least this share of its length: the ranking's rule (AssociationConfig)."""
@@ -129,7 +129,7 @@ def _mcc_statistic(table: np.ndarray, code_rows: np.ndarray) -> np.ndarray:
 
 
 def shift_p_value(on: np.ndarray, present: np.ndarray, trial: np.ndarray, config: ValidateConfig) -> float:
-    """Monte-Carlo p-value of the on/present MCC under the ranking's null (engine.nulls.null_exceedances).
+    """Monte-Carlo p-value of the on/present MCC under the ranking's null (engine.analysis.nulls.null_exceedances).
 
     Rows are grouped by trial (a stable sort keeps time order within a trial). A predicate that varies within
     trials is shifted circularly within each trial, by at least min_shift_fraction of it, through the hub
@@ -488,7 +488,7 @@ def verdicts(row: dict, q_value: float | None, config: ValidateConfig) -> Verdic
     """The two verdicts of a tested label. A missing figure (absent, None as stored, or NaN) fails its
     condition. ``row`` holds mcc, mcc_ci_low/high, n_test_trials, p_value, n_shifts, signature_score and
     random_p95."""
-    from engine.validation_text import p_text, q_text, trials_text
+    from engine.validation.validation_text import p_text, q_text, trials_text
 
     def figure(name: str) -> float:
         value = row.get(name)

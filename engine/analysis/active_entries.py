@@ -1,5 +1,5 @@
 """The active (nonzero) entries of a sparse activation matrix in feature-major order, with what ranking
-them needs: every association statistic and every null in engine.associations is a sum over these entries,
+them needs: every association statistic and every null in engine.analysis.associations is a sum over these entries,
 never over a dense examples × features array."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from engine.nulls import feature_code_table
+from engine.analysis.nulls import feature_code_table
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Spike times + behaviour + trials → a binned dataset, through the same path as `mini import`.
 
 Steps, each refusing bad input with one line before anything is written:
-1. check the spike trains (engine.spikes), pick the time range, filter units, bin;
+1. check the spike trains (engine.ingest.spikes), pick the time range, filter units, bin;
 2. assign bins to trials (a trials table, laps found in the position, or none: contiguous blocks)
    and drop the bins outside trials, or keep each stretch between trials as its own segment;
-3. align every behaviour source to the kept bins' centres (engine.behaviour) and count events;
-4. smooth / normalise within trials (engine.preprocess);
-5. hand counts and metadata to engine.importer.prepare_dataset, which splits by whole trials and
+3. align every behaviour source to the kept bins' centres (engine.ingest.behaviour) and count events;
+4. smooth / normalise within trials (engine.ingest.preprocess);
+5. hand counts and metadata to engine.ingest.importer.prepare_dataset, which splits by whole trials and
    builds the NewDataset that store_dataset writes in one transaction.
 Every choice made on the way is recorded in the dataset's `options` JSON.
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.behaviour import (
+from engine.errors import InputError
+from engine.ingest.behaviour import (
     MAX_TIME_S,
     BehaviourSource,
     EventSource,
@@ -29,14 +30,11 @@ from engine.behaviour import (
     read_behaviour_table,
     read_events_table,
 )
-from engine.errors import InputError
-from engine.importer import ImportOptions, add_flags, prepare_dataset
-from engine.options import Bound, check_number, positive
-from engine.preprocess import PreprocessOptions, check_preprocess, preprocess
-from engine.quality_flags import track_flag
-from engine.readers import CountMatrix
-from engine.spike_readers import read_spike_source
-from engine.spikes import (
+from engine.ingest.importer import ImportOptions, add_flags, prepare_dataset
+from engine.ingest.preprocess import PreprocessOptions, check_preprocess, preprocess
+from engine.ingest.readers import CountMatrix
+from engine.ingest.spike_readers import read_spike_source
+from engine.ingest.spikes import (
     SpikeTrains,
     UnitFilter,
     bin_edges,
@@ -45,9 +43,11 @@ from engine.spikes import (
     filter_units,
     time_range,
 )
-from engine.splits import contiguous_blocks
-from engine.tracking import TrackingOptions, is_tracking_file, read_position_tracking
-from engine.trials import LapOptions, Trials, assign_bins, find_laps, read_trials_table
+from engine.ingest.splits import contiguous_blocks
+from engine.ingest.tracking import TrackingOptions, is_tracking_file, read_position_tracking
+from engine.ingest.trials import LapOptions, Trials, assign_bins, find_laps, read_trials_table
+from engine.options import Bound, check_number, positive
+from engine.quality_flags import track_flag
 from store.datasets import NewDataset
 
 OUTSIDE = ("drop", "keep")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.behaviour import MAX_TIME_S, BehaviourSource, default_max_gap
 from engine.errors import InputError
+from engine.ingest.behaviour import MAX_TIME_S, BehaviourSource, default_max_gap
 from engine.options import non_negative
 
 TRACKING_SUFFIX = ".videopositiontracking"

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from engine.errors import InputError
-from engine.importer import ImportOptions, prepare_dataset
+from engine.ingest.importer import ImportOptions, prepare_dataset
+from engine.ingest.readers import CountMatrix, read_table
 from engine.options import check_integer
-from engine.readers import CountMatrix, read_table
 from store.datasets import NewDataset
 
 
@@ -103,7 +103,7 @@ def load_model(path: str | Path) -> nn.Module:
         if "GLOBAL" in text or "Unsupported global" in text:
             name = text.split("GLOBAL", 1)[-1].split()[0] if "GLOBAL" in text else "a custom class"
             raise InputError(f"{path}: holds {name}, which mini does not unpickle (it could run code); build the "
-                             "model from torch.nn layers, or use engine.capture.capture_activations") from None
+                             "model from torch.nn layers, or use engine.ingest.capture.capture_activations") from None
         raise InputError(f"{path}: cannot read as a PyTorch model ({text.strip().splitlines()[0][:160]})") from None
     if isinstance(model, dict):
         raise InputError(f"{path}: holds weights only (a state_dict); save the whole model with "

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.errors import InputError
-from engine.predicates import VariableValues, evaluate, parse_predicate
-from engine.tuning import (
+from engine.analysis.predicates import VariableValues, evaluate, parse_predicate
+from engine.analysis.tuning import (
     PeriEvent,
     SplitTuning,
     TuningInputs,
@@ -31,6 +30,7 @@ from engine.tuning import (
     tuned_variable,
     tuning_inputs,
 )
+from engine.errors import InputError
 from store import Store
 from store import review as queries
 
@@ -151,7 +151,7 @@ class ReviewContext:
     by_feature: bool = False
     """Whether activations_by_feature is current for this SAE (then a feature reads in ~2 ms)."""
     tuning_inputs: TuningInputs | None = None
-    """What split tuning and peri-event histograms read (engine.tuning)."""
+    """What split tuning and peri-event histograms read (engine.analysis.tuning)."""
     bin_size_s: float | None = None
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ ranking does not move).
 
 The score of a feature is the mean of three pieces of evidence, each in [0, 1]:
 
-- association: the selectivity index of its first suggestion (engine.selectivity), 0 when it has none.
+- association: the selectivity index of its first suggestion (engine.analysis.selectivity), 0 when it has none.
   SI = (μ_in − μ_out) / (μ_in + μ_out) of mean activations in and out of the suggested value, field or
   conjunction: it says "this feature is active there, and not elsewhere", whatever the feature's density.
   It replaced 2·AUROC − 1 over all bins, which a sparse feature cannot score on: on the M1 chewie session
@@ -26,7 +26,7 @@ beside the score so a person can sort by any of them. Dead features (never activ
 near-constant ones (active on more than half the examples) are ranked last with the reason.
 
 Suggestions are significant associations only (q < 0.05 in one FDR family per SAE: every value, field and
-conjunction of every variable, engine.nulls.family_q_values), by selectivity index to two decimals with a
+conjunction of every variable, engine.analysis.nulls.family_q_values), by selectivity index to two decimals with a
 conjunction first among equals, since it beat both its parts against a null. None for a dead feature, and none from a variable
 that cannot be tested on held-out trials: one with a single value in the ranked bins, or a categorical one
 whose every value lies in one trial (a clip name per trial). A feature with no suggestion ranks below every
@@ -46,13 +46,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.analysis.associations import AssociationConfig, Variable, associate, tuning_curves
+from engine.analysis.mis import MISConfig, metadata_embedding, mis_scores
+from engine.analysis.stability import stability
 from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
+from engine.ingest.variables import each_value_in_one_trial
 from engine.memory import check_fits, human_bytes
-from engine.mis import MISConfig, metadata_embedding, mis_scores
-from engine.stability import stability
-from engine.variables import each_value_in_one_trial
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
 from store.rankings import (
@@ -229,7 +229,7 @@ def _suggestions(sae_id: int, assoc: pl.DataFrame, dead: pl.Series, config: Rank
         pl.struct("variable", "kind", "value").map_elements(
             lambda r: predicate(r["variable"], r["kind"], r["value"]), return_dtype=pl.String).alias("predicate"),
         pl.col("statistic").alias("score"),
-        # a conjunction's target is its predicate text alone (engine.labels parses it)
+        # a conjunction's target is its predicate text alone (engine.validation.labels parses it)
         *(pl.when(conjunction).then(None).otherwise(pl.col(c)).alias(c) for c in ("value", "low", "high")),
     ).select("sae_id", "feature_id", "position", "variable", "predicate", "value", "low", "high", "score",
              "p_value", "q_value", "effect_size")

@@ -1,18 +1,18 @@
 """Label a feature: accept one of its suggestions, name it (with or without a predicate), reject it,
 or mark it unsure. The CLI (`mini label`) and the app's review screen both come through here.
 
-A predicate (one clause or a conjunction, engine.predicates) is what validation tests on held-out data,
+A predicate (one clause or a conjunction, engine.analysis.predicates) is what validation tests on held-out data,
 so it is parsed and checked against the dataset's natural variables now, not when it is first tested.
 
 Every label change (a new label, an undo) comes through this module, so this is where a run whose labels
-are frozen (engine.freezes) refuses them.
+are frozen (engine.validation.freezes) refuses them.
 """
 
 from __future__ import annotations
 
+from engine.analysis.predicates import Predicate, parse_predicate
 from engine.errors import InputError
-from engine.freezes import check_labels_open
-from engine.predicates import Predicate, parse_predicate
+from engine.validation.freezes import check_labels_open
 from store import Store
 from store.datasets import get_dataset, load_natural_variables, variable_levels
 from store.errors import StoreError

@@ -1,8 +1,8 @@
 """Read spike times from spike-sorting output: a Kilosort/Phy folder, a MATLAB file, a (unit, time) table.
 
-Each reader returns engine.spikes.SpikeTrains in seconds and refuses malformed input with a one-line
+Each reader returns engine.ingest.spikes.SpikeTrains in seconds and refuses malformed input with a one-line
 InputError naming the file and the unit, column or row. The checks every format shares (finite,
-non-negative, sorted) are in engine.spikes.check_trains.
+non-negative, sorted) are in engine.ingest.spikes.check_trains.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InputError, printable
-from engine.readers import check_npy_fits, read_table
-from engine.spikes import SpikeTrains
+from engine.ingest.readers import check_npy_fits, read_table
+from engine.ingest.spikes import SpikeTrains
 
 SPIKE_FORMATS = ("kilosort", "mat", "table")
 _UNIT_NAMES = ("unit", "unit_id", "cluster", "cluster_id", "neuron", "cell")

@@ -7,7 +7,7 @@ of the track but active in 20 bins of 3,000 has an AUROC of about 0.503 (its zer
 so a dense score ranks it by accident of density. The selectivity index compares the feature's mean
 activation in and out of the value or field, SI = (μ_in − μ_out) / (μ_in + μ_out) (−1 … 1; 1 = active only
 in it), the index physiologists use for preferred against non-preferred stimuli. It does not depend on how
-often the feature fires; its null (engine.nulls) says whether the difference could be chance, which for a
+often the feature fires; its null (engine.analysis.nulls) says whether the difference could be chance, which for a
 feature seen in a few bins it usually could.
 
 Binning. Continuous variables get equal-width bins whose width is a readable step (1, 2, 2.5 or 5 × 10^n)
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from engine.associations import Variable
+    from engine.analysis.associations import Variable
 
 MAX_DISCRETE_LEVELS = 20
 """A circular variable with at most this many distinct values is read as levels, not binned."""

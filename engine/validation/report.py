@@ -20,20 +20,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from engine.analysis.predicates import parse_predicate
+from engine.analysis.tuning import peri_event_lines, ranked_rows, split_tuning_lines
 from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
-from engine.freezes import report_paragraph
 from engine.options import check_integer
-from engine.predicates import parse_predicate
-from engine.tuning import peri_event_lines, ranked_rows, split_tuning_lines
-from engine.validation_summary import (
+from engine.validation.freezes import report_paragraph
+from engine.validation.validation_summary import (
     counts_line,
     duplicate_text,
     figures_frame,
     interval_text,
     verdict_counts,
 )
-from engine.validation_text import p_text, q_text, trials_text, verdict_words
+from engine.validation.validation_text import p_text, q_text, trials_text, verdict_words
 from store import Store
 from store.epochs import run_epochs
 from store.quality import flag_line, report_flags
@@ -299,7 +299,7 @@ class _Tunings:
         self.db, self.run_id, self.contexts = db, run_id, {}
 
     def lines(self, sae_id: int, feature_id: int) -> list[str]:
-        from engine.review import load_context, load_feature
+        from engine.analysis.review import load_context, load_feature
 
         if sae_id not in self.contexts:
             self.contexts[sae_id] = load_context(self.db, self.run_id, sae_id)
