@@ -54,6 +54,12 @@ def ranked_features(db: Store, sae_id: int) -> pl.DataFrame:
         """, [sae_id])
 
 
+def sae_rankings(db: Store, sae_id: int) -> pl.DataFrame:
+    """feature_id, rank, score, association, mis, stability, reason of each ranked feature, in rank order."""
+    return db.frame("SELECT feature_id, rank, score, association, mis, stability, reason FROM rankings"
+                    " WHERE sae_id = ? ORDER BY rank", [sae_id])
+
+
 def feature_rows(db: Store, sae_id: int) -> pl.DataFrame:
     """feature_id, density, mean_act, max_act, dead of every feature of the SAE."""
     return db.frame("SELECT feature_id, density, mean_act, max_act, dead FROM features WHERE sae_id = ?"

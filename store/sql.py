@@ -62,6 +62,9 @@ is refused while writes are off: an allow-list, so a function a newer DuckDB add
 
 EXPORT_FORMATS = ("csv", "parquet")
 
+EXAMPLE_QUERY = "SELECT * FROM rankings LIMIT 50"
+"""The query the SQL screen suggests in its empty box and when asked to run nothing."""
+
 # Comments and blanks DuckDB keeps at the start of a statement's text.
 _LEADING = r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*"
 _FIRST_WORD = re.compile(_LEADING + r"([A-Za-z_]+)", re.DOTALL)
@@ -243,6 +246,12 @@ def run_app_query(db: Store, sql: str, *, writes: bool, max_rows: int) -> AppQue
     # A SELECT can run again (read-only) so that an export writes every row, not only those on screen.
     rerun = last.query if kind == "SELECT" else None
     return AppQueryResult(table.slice(0, max_rows) if truncated else table, truncated, kind, rerun)
+
+
+def interrupt_query(db: Store) -> None:
+    """Stop the statement running on `db`'s cursor (from another thread); it fails with DuckDB's
+    interrupt error, which run_app_query reports as a StoreError."""
+    db.con.interrupt()
 
 
 def export_format(path: Path) -> str | None:

@@ -33,6 +33,7 @@ from engine.analysis.tuning import (
 from engine.errors import InputError
 from store import Store
 from store import review as queries
+from store.datasets import load_natural_variables
 
 TEST = 2
 """Split code of the test split in DatasetArrays.split (train 0, val 1)."""
@@ -94,9 +95,7 @@ def _read_dataset(db: Store, dataset: dict[str, Any]) -> DatasetArrays:
     dataset_id, n = int(dataset["dataset_id"]), int(dataset["n_examples"])
     examples = queries.example_columns(db, dataset_id)
     split = examples["split"].replace_strict({s: i for i, s in enumerate(SPLITS)}, return_dtype=pl.Int8).to_numpy()
-    variables = db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ? ORDER BY variable",
-                         [dataset_id])
-    kinds = dict(variables.iter_rows())
+    kinds = dict(load_natural_variables(db, dataset_id).select("variable", "kind").iter_rows())
     numbers, codes, levels, counts = {}, {}, {}, {}
     fit = split != TEST
     for variable, kind in kinds.items():
@@ -186,8 +185,7 @@ def load_context(db: Store, run_id: int, sae_id: int) -> ReviewContext:
     sae = saes.filter(pl.col("sae_id") == sae_id)
     if sae.is_empty():
         raise ValueError(f"SAE {sae_id} is not an SAE of run {run_id}")
-    ranked = db.frame("SELECT feature_id, rank, score, association, mis, stability, reason FROM rankings"
-                      " WHERE sae_id = ? ORDER BY rank", [sae_id])
+    ranked = queries.sae_rankings(db, sae_id)
     suggestions: dict[int, list[dict[str, Any]]] = {}
     for row in queries.sae_suggestions(db, sae_id).iter_rows(named=True):
         suggestions.setdefault(row["feature_id"], []).append(row)

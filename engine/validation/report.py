@@ -35,11 +35,18 @@ from engine.validation.validation_summary import (
 )
 from engine.validation.validation_text import p_text, q_text, trials_text, verdict_words
 from store import Store
+from store.datasets import load_natural_variables
 from store.epochs import run_epochs
-from store.quality import flag_line, report_flags
+from store.quality import flag_line
+from store.report import (
+    feature_level_means,
+    feature_tuning_curve,
+    report_tables,
+    split_sizes,
+    variable_summary,
+)
 from store.review import run_dataset
 from store.runs import get_run
-from store.validations import run_attempts
 
 TABLE_FORMATS = ("csv", "parquet")
 BAR_WIDTH = 28
@@ -120,56 +127,15 @@ def bar_chart(rows: list[tuple[str, float, str]], marked: set[str] = frozenset()
 # --------------------------------------------------------------------------- gathering
 
 
-def _run_frames(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
-    """The run's tables, as exported beside the report."""
-    saes = "(SELECT sae_id FROM saes WHERE run_id = ?)"
-    return {
-        "saes": db.frame("SELECT * FROM saes WHERE run_id = ? ORDER BY sae_id", [run_id]),
-        "qc": db.frame(f"SELECT * EXCLUDE (l0_histogram, density_histogram) FROM qc WHERE sae_id IN {saes}"
-                       " ORDER BY sae_id, array_position(['train', 'val', 'test'], split)", [run_id]),
-        "rankings": db.frame(
-            "SELECT r.sae_id, r.rank, r.feature_id, r.score, r.association, r.mis, r.stability, f.density,"
-            " r.suggestion, c.verdict AS label_verdict, coalesce(c.predicate, c.name) AS label, v.generalises,"
-            " v.signature_specific, v.validated"
-            " FROM rankings r JOIN features f USING (sae_id, feature_id)"
-            " LEFT JOIN current_labels c USING (sae_id, feature_id)"
-            " LEFT JOIN current_validations v ON v.label_id = c.label_id"
-            f" WHERE r.sae_id IN {saes} ORDER BY r.sae_id, r.rank", [run_id]),
-        "labels": db.frame(f"SELECT * FROM labels WHERE sae_id IN {saes} ORDER BY label_id", [run_id]),
-        "current_labels": db.frame(
-            "SELECT c.*, v.attempt, v.generalises, v.signature_specific, v.validated, v.reason AS validation"
-            " FROM current_labels c"
-            " LEFT JOIN current_validations v ON v.label_id = c.label_id"
-            f" WHERE c.sae_id IN {saes} ORDER BY c.sae_id, c.feature_id", [run_id]),
-        # Every attempt (the table is append-only), failed and superseded ones included, with whether each
-        # is in the q-value family, its label's latest, and of a current accepted label.
-        "validations": run_attempts(db, run_id),
-        "analysis_epochs": db.frame("SELECT * FROM analysis_epochs WHERE run_id = ?"
-                                    " ORDER BY array_position(['train', 'rank', 'validate'], step)", [run_id]),
-        "signatures": db.frame(
-            "SELECT g.*, u.name AS unit_name FROM signatures g JOIN saes s USING (sae_id)"
-            " JOIN runs r USING (run_id) JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
-            " WHERE s.run_id = ? ORDER BY g.sae_id, g.feature_id, abs(g.weight) DESC", [run_id]),
-        "quality_flags": report_flags(db, run_id),
-    }
-
-
 def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: str, kind: str,
             ranked: np.ndarray | None = None) -> list[tuple[str, float, str]]:
     """The feature's mean activation per level or bin of the variable on train + val (what ranking saw:
     `ranked`, the example ids of the ranking's epoch, or every train + val bin when None)."""
     if kind in ("continuous", "circular"):
-        curve = db.frame("SELECT low, high, mean, sem, n FROM tuning_curves WHERE sae_id = ? AND feature_id = ?"
-                         " AND variable = ? ORDER BY bin", [sae_id, feature_id, variable])
+        curve = feature_tuning_curve(db, sae_id, feature_id, variable)
         return [(f"[{r['low']:.3g}, {r['high']:.3g})", r["mean"],
                  f"{_number(r['mean'])} ± {_number(r['sem'])}") for r in curve.iter_rows(named=True)]
-    in_epoch = "" if ranked is None else " AND e.example_id IN (SELECT unnest(?))"
-    levels = db.frame(
-        "SELECT coalesce(v.category, CAST(v.value AS VARCHAR)) AS level, avg(coalesce(a.value, 0)) AS mean,"
-        " count(*) AS n FROM natural_values v JOIN examples e USING (dataset_id, example_id)"
-        " LEFT JOIN activations a ON a.sae_id = ? AND a.feature_id = ? AND a.example_id = v.example_id"
-        f" WHERE v.dataset_id = ? AND v.variable = ? AND e.split <> 'test'{in_epoch} GROUP BY 1 ORDER BY 1",
-        [sae_id, feature_id, dataset_id, variable, *([ranked.tolist()] if ranked is not None else [])])
+    levels = feature_level_means(db, dataset_id, sae_id, feature_id, variable, ranked)
     return [(str(r["level"]), r["mean"], f"{_number(r['mean'])}  (n {r['n']:,})")
             for r in levels.iter_rows(named=True)]
 
@@ -178,11 +144,8 @@ def _tuning(db: Store, dataset_id: int, sae_id: int, feature_id: int, variable: 
 
 
 def _header(db: Store, run: dict, dataset: dict, epochs: dict[str, dict]) -> list[str]:
-    splits = db.frame("SELECT split, count(*) AS examples, count(DISTINCT trial_id) AS trials FROM examples"
-                      " WHERE dataset_id = ? GROUP BY split ORDER BY array_position(['train', 'val', 'test'], split)",
-                      [dataset["dataset_id"]])
-    variables = db.frame("SELECT variable, kind, n_levels, n_missing FROM natural_variables WHERE dataset_id = ?"
-                         " ORDER BY variable", [dataset["dataset_id"]])
+    splits = split_sizes(db, dataset["dataset_id"])
+    variables = variable_summary(db, dataset["dataset_id"])
     settings = pl.DataFrame(_flatten(run["config"]), schema=["setting", "value"], orient="row")
     return [
         f"# mini report: run {run['run_id']} on '{dataset['name']}'", "",
@@ -500,9 +463,8 @@ def write_report(db: Store, run_id: int, out: str | Path, config: ReportConfig |
                          "choose another --out")
     run = get_run(db, run_id)
     dataset = run_dataset(db, run_id)
-    kinds = dict(db.frame("SELECT variable, kind FROM natural_variables WHERE dataset_id = ?",
-                          [dataset["dataset_id"]]).iter_rows())
-    frames = _run_frames(db, run_id)
+    kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
+    frames = report_tables(db, run_id)
     epochs = run_epochs(db, run_id)
     ranked = ranked_rows(db, dataset, run_id)
     tunings = _Tunings(db, run_id)

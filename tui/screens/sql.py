@@ -162,9 +162,11 @@ class SQLScreen(Screen):
         return str(self.app.db.path)  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
+        from store.sql import EXAMPLE_QUERY
+
         yield Header()
         yield QueryBox(_DRAFTS.get(self._db_key, ""), queries_run=_HISTORY.setdefault(self._db_key, []),
-                       id="query", placeholder="SELECT * FROM rankings LIMIT 50   (f5 or ctrl+r runs it)")
+                       id="query", placeholder=f"{EXAMPLE_QUERY}   (f5 or ctrl+r runs it)")
         with Horizontal(id="status-bar"):
             yield Static("read-only", id="mode")
             yield Static("", id="message", markup=False)
@@ -188,13 +190,14 @@ class SQLScreen(Screen):
     # -- the tables, for the placeholder --------------------------------------------------------------
     @work(thread=True, exclusive=True, group="sql-tables")
     def list_tables(self) -> None:
+        from store.exports import tables_and_views
+
         try:
             with self._stores.cursor() as db:
-                rows = db.con.execute("SELECT table_name FROM information_schema.tables"
-                                      " WHERE table_schema = 'main' ORDER BY table_name").fetchall()
+                names = tables_and_views(db)
         except Exception:  # only a hint on screen; the box works without it
             return
-        self.post_message(self.TablesListed([name for (name,) in rows]))
+        self.post_message(self.TablesListed(names))
 
     @on(TablesListed)
     def show_tables(self, message: TablesListed) -> None:
@@ -214,7 +217,9 @@ class SQLScreen(Screen):
     def action_run_query(self) -> None:
         sql = self.query_one(QueryBox).text
         if not sql.strip():
-            self._say("Type a query first, e.g. SELECT * FROM rankings LIMIT 50.", error=True)
+            from store.sql import EXAMPLE_QUERY
+
+            self._say(f"Type a query first, e.g. {EXAMPLE_QUERY}.", error=True)
             return
         self._interrupt()  # a new query replaces one still running
         self._say("running…")
@@ -301,10 +306,12 @@ class SQLScreen(Screen):
 
     def _interrupt(self) -> bool:
         """Stop the query in flight, if any; True when there was one."""
+        from store.sql import interrupt_query
+
         running = self._query_cursor
         if running is None:
             return False
-        running.con.interrupt()
+        interrupt_query(running)
         return True
 
     def action_stop_or_back(self) -> None:
