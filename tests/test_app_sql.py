@@ -195,6 +195,32 @@ def test_a_write_is_refused_while_read_only_and_runs_after_confirming(app_db: Pa
     assert direct(app_db, "SELECT count(*) FROM labels WHERE feature_id = 0 AND verdict = 'reject'") == [(1,)]
 
 
+def test_the_empty_box_suggests_a_query_that_runs_and_the_hint_lists_every_table(app_db: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        seen["suggested"] = str(app.screen.query_one(QueryBox).placeholder)
+        seen["hint"] = str(app.screen.query_one("#placeholder", Static).render())
+        app.screen.query_one(QueryBox).clear()
+        await pilot.press("f5")
+        await settle(app, pilot)
+        seen["empty"] = message(app)
+        await run(app, pilot, seen["suggested"].split("   ")[0])
+        seen["rows"] = shown_rows(app)
+
+    drive(app_db, script)
+    with Store.open(app_db, read_only=True) as db:
+        names = [name for (name,) in db.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            " ORDER BY table_name").fetchall()]
+        expected = db.frame("SELECT * FROM rankings LIMIT 50").rows()
+    assert seen["suggested"] == "SELECT * FROM rankings LIMIT 50   (f5 or ctrl+r runs it)"
+    assert seen["empty"] == "Type a query first, e.g. SELECT * FROM rankings LIMIT 50."
+    assert "rankings" in names and "current_labels" in names
+    assert f"Tables and views: {', '.join(names)}." in seen["hint"].replace("\n", " ")
+    assert len(seen["rows"]) == len(expected) == 50
+
+
 def test_errors_show_inline_in_one_line(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
