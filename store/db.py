@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from store.errors import StoreError, StoreLockedError
+from store.errors import StoreError, StoreInterrupted, StoreLockedError
 from store.migrate import apply_migrations, missing_versions, schema_version
 from store.migrations import MIGRATIONS, Migration
 
@@ -133,6 +133,47 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+
+    def close_unless_busy(self) -> bool:
+        """Close unless a cursor of this connection is inside a query (DuckDB refuses then, rather than wait);
+        returns whether it closed. What the cursors had not committed is rolled back, and their next call fails."""
+        try:
+            self.con.close()
+        except duckdb.Error:
+            return False
+        return True
+
+    def interrupt(self) -> None:
+        """Stop the query running on this Store's cursor, if any (one that has not started yet is not stopped)."""
+        self.con.interrupt()
+
+    @contextmanager
+    def interrupted_when(self, event: threading.Event | None) -> Iterator[None]:
+        """Run the block so that setting `event` stops its queries: the block raises StoreInterrupted, and a
+        transaction inside it is rolled back whole. None: an ordinary block."""
+        if event is None:
+            yield
+            return
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if event.wait(0.05):
+                    # Again and again: an interrupt that arrives between two statements is lost.
+                    self.con.interrupt()
+                    done.wait(0.02)
+
+        watcher = threading.Thread(target=watch, name="mini-interrupt-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        except duckdb.InterruptException as error:
+            if event.is_set():
+                raise StoreInterrupted(f"{self.path}: stopped on request; nothing of it was written") from error
+            raise
+        finally:
+            done.set()
+            watcher.join()
 
     def __enter__(self) -> Store:
         return self
