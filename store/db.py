@@ -7,6 +7,7 @@ what to do about it, in one sentence, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -192,9 +193,20 @@ class Store:
             try:
                 yield
             except BaseException:
-                self.con.execute("ROLLBACK")
+                self._rollback()
                 raise
             self.con.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # Under `interrupted_when` the ROLLBACK itself can be interrupted; each interrupt stops one statement
+        # only, and they come tens of milliseconds apart, so the next try goes through.
+        for _ in range(100):
+            try:
+                self.con.execute("ROLLBACK")
+                return
+            except duckdb.InterruptException:
+                continue
+        self.con.execute("ROLLBACK")
 
     def insert_frame(self, table: str, frame: pl.DataFrame | pa.Table) -> int:
         """Bulk-insert a polars frame or Arrow table by column name in one statement; returns rows."""
@@ -203,8 +215,13 @@ class Store:
         self.con.register(view, arrow)
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
-        finally:
-            self.con.unregister(view)
+        except BaseException:
+            # In a transaction the failed INSERT aborted, unregistering fails too ("please ROLLBACK"): the
+            # caller must hear the first error (e.g. an interrupt), and the rollback drops the view anyway.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister(view)
+            raise
+        self.con.unregister(view)
         return arrow.num_rows
 
     @contextmanager
@@ -213,8 +230,11 @@ class Store:
         self.con.register(name, _arrow(frame))
         try:
             yield
-        finally:
-            self.con.unregister(name)
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # as in insert_frame: the first error is the one to hear
+                self.con.unregister(name)
+            raise
+        self.con.unregister(name)
 
     def frame(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query of ours and return a polars frame."""

@@ -25,6 +25,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from store.db import Store
+from tui.process_pool import stop_process_pools
 from tui.ranking import RankChanged, RankState, rank_in_thread
 from tui.screens.home import HomeScreen
 from tui.worker_threads import WorkerThreads
@@ -43,7 +44,7 @@ class ThreadStores:
     computing outside DuckDB). Closing rolls back whatever those had not committed; their next call fails.
     """
 
-    def __init__(self, db: Store, *, grace_s: float = 0.25, close_timeout_s: float = 5.0):
+    def __init__(self, db: Store, *, grace_s: float = 0.1, close_timeout_s: float = 5.0):
         self._db = db
         self._grace_s = grace_s
         self._close_timeout_s = close_timeout_s
@@ -346,6 +347,7 @@ class MiniApp(App[None]):
         if self._rank_cancel is not None:
             self._rank_cancel.set()
         self.stores.close()
+        stop_process_pools()  # a validation's worker processes: their results have nobody to go to
 
 
 def run_app(db: Store) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-GRACE_S = 0.2
+GRACE_S = 0.1
 """How long shutting down waits for the jobs still running before leaving them to the process's end."""
 
 
