@@ -105,6 +105,66 @@ def runs(db_path: Path) -> list[dict[str, Any]]:
         return db.records("SELECT run_id, status, message FROM runs ORDER BY run_id")
 
 
+# -- the two mechanisms underneath, on a real database file ---------------------------------------------------
+def test_an_interrupted_transaction_is_rolled_back_whole_and_the_cursor_writes_again(tmp_path: Path) -> None:
+    import numpy as np
+    import polars as pl
+
+    from store.errors import StoreInterrupted
+
+    rows = pl.DataFrame({"a": np.arange(3_000_000, dtype=np.int32), "b": np.linspace(0, 1, 3_000_000)})
+    with Store.open(tmp_path / "x.duckdb") as db:
+        db.con.execute("CREATE TABLE big (a INTEGER, b DOUBLE)")
+        db.con.execute("CREATE TABLE small (x INTEGER)")
+        for delay in (0.0, 0.01, 0.03, 0.06, 0.1):  # lands in the first, a later or between INSERTs
+            stop = threading.Event()
+            threading.Timer(delay, stop.set).start()
+            with (pytest.raises(StoreInterrupted, match="stopped on request; nothing of it was written"),
+                  db.interrupted_when(stop), db.transaction()):
+                for _ in range(20):
+                    db.insert_frame("big", rows)
+            assert db.scalar("SELECT count(*) FROM big") == 0  # all or nothing
+            with db.transaction():  # the cursor is usable at once: no aborted transaction left behind
+                db.con.execute("INSERT INTO small VALUES (1)")
+        with db.interrupted_when(threading.Event()), db.transaction():  # never set: an ordinary block
+            db.insert_frame("big", rows)
+        assert db.scalar("SELECT count(*) FROM big") == rows.height
+        assert db.scalar("SELECT count(*) FROM small") == 5
+
+
+def test_closing_does_not_wait_for_a_thread_computing_with_a_cursor_in_hand(tmp_path: Path) -> None:
+    from tui.app import ThreadStores
+
+    path = tmp_path / "x.duckdb"
+    with Store.open(path) as db:
+        db.con.execute("CREATE TABLE t AS SELECT range AS i FROM range(10)")
+    stores = ThreadStores(Store.open(path))
+    holding, outcome = threading.Event(), {}
+
+    def compute_then_write() -> None:
+        try:
+            with stores.cursor() as db:
+                db.con.execute("BEGIN TRANSACTION")
+                db.con.execute("DELETE FROM t")
+                holding.set()
+                time.sleep(3)  # stands for seconds of numpy outside DuckDB
+                db.con.execute("COMMIT")
+        except Exception as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=compute_then_write, daemon=True)
+    thread.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    assert stores.close()
+    assert time.monotonic() - started < 0.5
+    open_read_write_elsewhere(path)  # closed for real: another process opens it read-write
+    thread.join(10)
+    assert "closed" in str(outcome["error"])  # its next call failed ...
+    with Store.open(path, read_only=True) as db:
+        assert db.scalar("SELECT count(*) FROM t") == 10  # ... and what it had not committed was rolled back
+
+
 # -- a recording large enough that each phase of a training lasts long enough to land a key in -------------
 @pytest.fixture(scope="module")
 def big_db_template(tmp_path_factory) -> Path:
@@ -236,40 +296,89 @@ def test_q_while_a_long_sql_query_runs(app_db: Path) -> None:
     open_read_write_elsewhere(app_db)
 
 
-# -- PyTorch's first import: a fresh `mini` in a real terminal -------------------------------------------------
-def test_q_while_pytorch_loads_in_a_real_terminal(app_db: Path) -> None:
+# -- in a real terminal: what only a whole process shows (PyTorch's first import, worker processes) --------------
+TERMINAL_SLACK_S = 0.5
+"""On top of the app's second: tmux's round trips to send the key and to see the process gone (polled every
+10 ms through a tmux command), and the interpreter's own exit."""
+
+
+def quit_in_terminal(db_path: Path, get_there: Callable[[Any], str]) -> tuple[float, str]:
+    """Run `mini --db DB` in tmux, let `get_there(terminal)` bring it into a phase (it returns the screen it
+    saw there), send q; (seconds from q to the process gone, the screen seen before q). Checks that the
+    process exited with status 0 and printed nothing."""
     from tests.test_app_tmux import TMUX, Terminal
 
     assert shutil.which("tmux"), "tmux is needed for this test (it is on every machine this project runs on)"
     term = Terminal(f"cd {ROOT} && env -u COLORTERM TERM=xterm-256color PYTHONPATH={ROOT} "
-                    f"{sys.executable} -m tui.cli --db {app_db}")
+                    f"{sys.executable} -m tui.cli --db {db_path}")
+
+    def pane(field: str) -> str:
+        return subprocess.run([*TMUX, "display-message", "-p", "-t", term.name, f"#{{{field}}}"],
+                              capture_output=True, text=True).stdout.strip()
+
     try:
+        seen = get_there(term)
+        pressed = time.monotonic()
+        subprocess.run([*TMUX, "send-keys", "-t", term.name, "q"], check=True)
+        while time.monotonic() - pressed < 60 and pane("pane_dead") != "1":
+            time.sleep(0.01)
+        seconds = time.monotonic() - pressed
+        status = pane("pane_dead_status")
+        for _ in range(100):  # tmux may say the pane is dead a moment before it has the exit status
+            if status:
+                break
+            time.sleep(0.02)
+            status = pane("pane_dead_status")
+        last = term.screen()
+    finally:
+        term.close()
+    assert status == "0", (status, last)
+    # Nothing printed on the way out: no traceback, no resource tracker's warning about leaked workers (only
+    # tmux's own word that the pane is dead).
+    printed = [line for line in last.splitlines() if line.strip() and not line.startswith("Pane is dead")]
+    assert not printed, last
+    return seconds, seen
+
+
+def test_q_while_pytorch_loads_in_a_real_terminal(app_db: Path) -> None:
+    from tests.test_app_tmux import TMUX
+
+    def get_there(term) -> str:
         term.wait_for("sample")
         term.keys("t")  # Train on the selected dataset: PyTorch starts loading in the background
         term.wait_for("ctrl+s")
         subprocess.run([*TMUX, "send-keys", "-t", term.name, "C-s"], check=True)
-        screen = term.wait_for("loading PyTorch", timeout=10)  # the worker waits on the import
-        pressed = time.monotonic()
-        subprocess.run([*TMUX, "send-keys", "-t", term.name, "q"], check=True)
-        while time.monotonic() - pressed < 30 and not _pane_dead(term.name):
-            time.sleep(0.01)
-        seconds = time.monotonic() - pressed
-        status = subprocess.run([*TMUX, "display-message", "-p", "-t", term.name, "#{pane_dead_status}"],
-                                capture_output=True, text=True).stdout.strip()
-        last = term.screen()
-    finally:
-        term.close()
+        return term.wait_for("loading PyTorch", timeout=10)  # the worker waits on the import
+
+    seconds, seen = quit_in_terminal(app_db, get_there)
     print(f"quit while PyTorch loads: {seconds:.3f} s to the process's exit")
-    assert "loading PyTorch" in screen
-    assert status == "0", (status, last)
-    assert "Traceback" not in last and "Error" not in last, last
-    assert seconds < QUIT_LIMIT_S + 0.5  # tmux's own round trips and the interpreter's exit on top of the app's
+    assert "loading PyTorch" in seen
+    assert seconds < QUIT_LIMIT_S + TERMINAL_SLACK_S
     open_read_write_elsewhere(app_db)
     assert [run["run_id"] for run in runs(app_db)] == [1]  # no run row for the training that never began
 
 
-def _pane_dead(name: str) -> bool:
-    from tests.test_app_tmux import TMUX
+def test_q_while_a_validation_runs_in_worker_processes_in_a_real_terminal(app_db: Path) -> None:
+    def get_there(term) -> str:
+        term.wait_for("sample")
+        term.keys("Tab", "Enter")  # open run 1
+        term.wait_for("suggestion")
+        term.keys("C-p")
+        term.wait_for("Search")
+        term.type("Validation")
+        term.keys("Enter")
+        term.wait_for("Validation · run 1")
+        term.keys("r")  # validate with mini validate's defaults, on one worker process per core
+        screen = term.wait_for("Validating run 1:", timeout=60)
+        time.sleep(1)  # the workers have groups in hand
+        return screen
 
-    return subprocess.run([*TMUX, "display-message", "-p", "-t", name, "#{pane_dead}"],
-                          capture_output=True, text=True).stdout.strip() == "1"
+    with Store.open(app_db, read_only=True) as db:
+        before = db.scalar("SELECT count(*) FROM validations")
+    seconds, seen = quit_in_terminal(app_db, get_there)
+    print(f"quit while validating in worker processes: {seconds:.3f} s to the process's exit")
+    assert "Validating run 1:" in seen
+    assert seconds < QUIT_LIMIT_S + TERMINAL_SLACK_S
+    open_read_write_elsewhere(app_db)
+    with Store.open(app_db, read_only=True) as db:
+        assert db.scalar("SELECT count(*) FROM validations") == before
