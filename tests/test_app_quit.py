@@ -61,6 +61,14 @@ async def reach(phase: tuple[str, ...], timeout: float = 300) -> None:
         await asyncio.sleep(0.002)
 
 
+def send_key(app: MiniApp, key: str) -> None:
+    """The key arrives through the driver, as from a terminal. (pilot.press then waits for the process to go
+    idle, which it never is while a worker computes: a second and more, by which time a phase may be over.)"""
+    event = events.Key(key, key if len(key) == 1 else None)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
 def seconds_to_quit(db_path: Path, start: Start, phase: tuple[str, ...], *, key: str = "q",
                     **app_kwargs: Any) -> float:
     """Run the app on `db_path`, `start` work, press `key` once a worker is inside `phase`; seconds from the
@@ -74,11 +82,7 @@ def seconds_to_quit(db_path: Path, start: Start, phase: tuple[str, ...], *, key:
             await start(app, pilot)
             await reach(phase)
             marks["q"] = time.monotonic()
-            # The key arrives through the driver, as from a terminal. (pilot.press then waits for the process
-            # to go idle, which it never is while a worker computes: a second and more of the test's own.)
-            event = events.Key(key, key if len(key) == 1 else None)
-            event.set_sender(app)
-            app._driver.send_message(event)
+            send_key(app, key)
             deadline = time.monotonic() + 60
             while not app._exit and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
@@ -197,7 +201,7 @@ def start_training(values: dict[str, str]) -> Start:
             await pilot.pause()
             await pilot.press(*value)
         await pilot.pause()
-        await pilot.press("ctrl+s")
+        send_key(app, "ctrl+s")  # not pilot.press: the dataset is read before that would return
 
     return start
 
@@ -207,6 +211,7 @@ BIG_RUN = {"d_sae": "256", "k": "8", "epochs": "1", "batch_size": "4096", "insta
 16 M activation rows most of a second."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", [("dense_counts", "load_counts_long"), ("_build",)],
                          ids=["reading the dataset", "building the stack"])
 def test_q_before_the_run_row_quits_at_once_and_writes_nothing(big_db: Path, phase: tuple[str, ...]) -> None:
@@ -216,6 +221,7 @@ def test_q_before_the_run_row_quits_at_once_and_writes_nothing(big_db: Path, pha
     assert runs(big_db) == []  # no run row: nothing to resume, nothing half-written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", [("Trainer.run",), ("collect_results",), ("save_run_results",)],
                          ids=["training", "computing the results", "storing the results"])
 def test_q_after_the_run_row_quits_within_a_second_and_the_run_resumes(big_db: Path, phase: tuple[str, ...]) -> None:
