@@ -330,10 +330,10 @@ def quit_in_terminal(db_path: Path, get_there: Callable[[Any], str]) -> tuple[fl
             time.sleep(0.01)
         seconds = time.monotonic() - pressed
         status = pane("pane_dead_status")
-        for _ in range(100):  # tmux may say the pane is dead a moment before it has the exit status
-            if status:
+        for _ in range(300):  # tmux sees the terminal closed first and the exit status later (seconds, on a
+            if status:        # busy machine)
                 break
-            time.sleep(0.02)
+            time.sleep(0.05)
             status = pane("pane_dead_status")
         last = term.screen()
     finally:

@@ -9,9 +9,12 @@ screen appears) and hands it to `MiniApp`, which closes it on the way out. Scree
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -365,5 +368,14 @@ def run_app(db: Store) -> None:
         # while the interpreter shuts down took over a second after q; frozen objects are not swept
         # (atexit handlers still run).
         gc.freeze()
+    if any(thread.is_alive() for thread in threading.enumerate() if thread is not threading.main_thread()):
+        # Workers left behind at quit (tui/worker_threads.py), or PyTorch still being imported: the interpreter
+        # would tear its modules down under daemon threads still running C code, or freeze one holding a lock
+        # the teardown needs (stderr's, an import's), and it spent tenths of a second on PyTorch's objects.
+        # The database is closed and nothing else of ours waits to be written, so end the process here.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(app.return_code or 0)
     if app.return_code:
         raise SystemExit(app.return_code)
