@@ -311,38 +311,29 @@ TERMINAL_SLACK_S = 0.5
 def quit_in_terminal(db_path: Path, get_there: Callable[[Any], str]) -> tuple[float, str]:
     """Run `mini --db DB` in tmux, let `get_there(terminal)` bring it into a phase (it returns the screen it
     saw there), send q; (seconds from q to the process gone, the screen seen before q). Checks that the
-    process exited with status 0 and printed nothing."""
+    process exited with status 0 and printed nothing.
+
+    The shell that started mini says its exit status: tmux's own (`pane_dead_status`) was sometimes never
+    filled in on a busy machine, though the process was gone."""
     from tests.test_app_tmux import TMUX, Terminal
 
     assert shutil.which("tmux"), "tmux is needed for this test (it is on every machine this project runs on)"
     term = Terminal(f"cd {ROOT} && env -u COLORTERM TERM=xterm-256color PYTHONPATH={ROOT} "
-                    f"{sys.executable} -m tui.cli --db {db_path}")
-
-    def pane(field: str) -> str:
-        return subprocess.run([*TMUX, "display-message", "-p", "-t", term.name, f"#{{{field}}}"],
-                              capture_output=True, text=True).stdout.strip()
-
+                    f"{sys.executable} -m tui.cli --db {db_path}; echo \"mini exited with status $?\"; sleep 60")
     try:
         seen = get_there(term)
         pressed = time.monotonic()
         subprocess.run([*TMUX, "send-keys", "-t", term.name, "q"], check=True)
-        while time.monotonic() - pressed < 60 and pane("pane_dead") != "1":
-            time.sleep(0.01)
-        seconds = time.monotonic() - pressed
-        status = pane("pane_dead_status")
-        for _ in range(300):  # tmux sees the terminal closed first and the exit status later (seconds, on a
-            if status:        # busy machine)
-                break
-            time.sleep(0.05)
-            status = pane("pane_dead_status")
         last = term.screen()
+        while time.monotonic() - pressed < 60 and "mini exited with status" not in last:
+            time.sleep(0.01)
+            last = term.screen()
+        seconds = time.monotonic() - pressed
     finally:
         term.close()
-    assert status == "0", (status, last)
-    # Nothing printed on the way out: no traceback, no resource tracker's warning about leaked workers (only
-    # tmux's own word that the pane is dead).
-    printed = [line for line in last.splitlines() if line.strip() and not line.startswith("Pane is dead")]
-    assert not printed, last
+    printed = [line for line in last.splitlines() if line.strip()]
+    # Status 0 and nothing else printed on the way out: no traceback, no resource tracker's leak warnings.
+    assert printed == ["mini exited with status 0"], last
     return seconds, seen
 
 
