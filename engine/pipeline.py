@@ -38,6 +38,7 @@ from engine.sae.train import (
 from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
 from store import Store
 from store.datasets import get_dataset, load_unit_names
+from store.errors import StoreInterrupted
 from store.runs import (
     RunResults,
     get_run,
@@ -85,6 +86,16 @@ class RunSpec:
 class TrainingCancelled(Exception):
     """Cancelled before training started (while reading the dataset or building the stack): no run row was
     written, so there is nothing to store or resume."""
+
+
+class QuitRequested(Exception):
+    """The caller is quitting while the results are computed: they are dropped, and the run is marked
+    cancelled at its last epoch checkpoint."""
+
+
+def _stop_if_quitting(quitting: threading.Event | None) -> None:
+    if quitting is not None and quitting.is_set():
+        raise QuitRequested("quitting")
 
 
 @dataclass
@@ -190,7 +201,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
               cancel: threading.Event | None = None, resume_run: int | None = None,
               report: Callable[[str], None] = lambda _: None,
               on_stage: Callable[[str], None] = lambda _: None,
-              quitting: threading.Event | None = None) -> RunOutcome:
+              quitting: threading.Event | None = None,
+              on_run: Callable[[int], None] = lambda _: None) -> RunOutcome:
     """Train (or resume) a run and store its results; returns the run id and what happened.
 
     Settings named in `spec.auto` are chosen from the training split first, and `report` says which.
@@ -198,7 +210,10 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     the stack), which can take seconds on a large recording. `cancel` is also checked between those stages
     (TrainingCancelled: nothing written). `quitting`, set together with `cancel` by a caller about to exit,
     stops without encoding or storing the weights so far: the run is marked cancelled at its last epoch
-    checkpoint, at once, and `--resume` continues it from there."""
+    checkpoint, at once, and `--resume` continues it from there. It is looked at after every step, between
+    the SAEs (and batches) while the results are computed, and while they are stored (their transaction is
+    interrupted and rolled back whole), so a quitting caller waits well under a second. `on_run` hears the
+    run's id once its row is written (or reopened): from then on there is a run to mark."""
     def check_cancel() -> None:
         if cancel is not None and cancel.is_set():
             raise TrainingCancelled("cancelled before training started; nothing was stored")
@@ -237,6 +252,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     else:
         run_id = resume_run
         reopen_run(db, run_id)
+    on_run(run_id)
 
     def checkpoint(state: dict[str, Any]) -> None:
         save_checkpoint(db, run_id, "latest", state["epoch"], state["step"], _serialise(state))
@@ -254,18 +270,23 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
                 trainer.load_state(torch.load(io.BytesIO(saved[2]), map_location=data.device, weights_only=False))
         on_stage(f"training on {data.device}: the first steps…")
         outcome = trainer.run()
-        if quitting is not None and quitting.is_set():
-            # Every epoch that ended was checkpointed (or loaded from one on resume).
+        try:
+            _stop_if_quitting(quitting)
+            context = FlagContext(normalized=spec.normalize_units,
+                                  raw_counts=dataset.get("value_type", "counts") == "counts")
+            results = collect_results(stack, counts, splits, outcome, dataset["kind"],
+                                      load_unit_names(db, dataset["dataset_id"]), context, quitting=quitting)
+            with db.interrupted_when(quitting):
+                sae_ids = save_run_results(db, run_id, results, status=outcome.status,
+                                           examples_seen=outcome.examples_seen,
+                                           seconds=time.perf_counter() - started)
+        except (QuitRequested, StoreInterrupted):
+            # Every epoch that ended was checkpointed (or loaded from one on resume); nothing of the results is
+            # stored (their one transaction was rolled back, if it had begun).
             where = f"after epoch {trainer.epoch}" if trainer.epoch else "the start (no epoch had ended)"
             set_run_status(db, run_id, "cancelled", f"cancelled when the app quit; mini train --resume {run_id} "
                            f"continues from {where}")
             return RunOutcome(run_id, "cancelled", [], outcome, time.perf_counter() - started, selection)
-        context = FlagContext(normalized=spec.normalize_units,
-                              raw_counts=dataset.get("value_type", "counts") == "counts")
-        results = collect_results(stack, counts, splits, outcome, dataset["kind"],
-                                  load_unit_names(db, dataset["dataset_id"]), context)
-        sae_ids = save_run_results(db, run_id, results, status=outcome.status,
-                                   examples_seen=outcome.examples_seen, seconds=time.perf_counter() - started)
         save_checkpoint(db, run_id, "final", trainer.epoch, trainer.step, _serialise(
             {"model": stack.state_dict(), "config": config}))
     except NonFiniteLoss as error:
@@ -293,18 +314,19 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
 
 
 @torch.no_grad()
-def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192
+def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192, quitting: threading.Event | None = None
                ) -> tuple[pl.DataFrame, np.ndarray]:
     """Sparse activations of every example for every SAE, and reconstructions [n, N, d] (float32).
 
     BatchTopK-style SAEs use their inference threshold, so an example's code does not depend on
-    which other examples share its batch.
+    which other examples share its batch. `quitting` set stops it between batches (QuitRequested).
     """
     stack.eval()
     device = next(stack.parameters()).device
     use_threshold = stack.config.architecture in ("batchtopk", "matryoshka")
     parts, recon = [], np.empty((stack.n, *counts.shape), dtype=np.float32)
     for start in range(0, counts.shape[0], batch):
+        _stop_if_quitting(quitting)
         x = torch.from_numpy(counts[start: start + batch]).to(device)
         code = stack.encode(x, use_threshold=use_threshold)
         recon[:, start: start + x.shape[0]] = stack.decode(code, x.shape[0]).float().cpu().numpy()
@@ -329,9 +351,11 @@ def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
 
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
                     kind: str, unit_names: list[str] | None = None,
-                    context: FlagContext = RAW_COUNTS) -> RunResults:
-    """Everything the store keeps about a trained stack, as frames (sae_id = instance index)."""
-    activations, recon = encode_all(stack, counts)
+                    context: FlagContext = RAW_COUNTS, quitting: threading.Event | None = None) -> RunResults:
+    """Everything the store keeps about a trained stack, as frames (sae_id = instance index).
+
+    `quitting` set stops it between batches and between SAEs' QC splits (QuitRequested)."""
+    activations, recon = encode_all(stack, counts, quitting=quitting)
     n, D, d = stack.n, stack.config.d_sae, stack.d_in
     weights = stack.folded_weights()
     sizes, _, _ = stack.config.levels()
@@ -364,6 +388,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         qcs = []
         components = max(1, round(float(l0[train_mask].mean())))
         for split in SPLITS:
+            _stop_if_quitting(quitting)  # each split fits PCA and NMF baselines: seconds on a large recording
             in_split = splits == split
             if not in_split.any():
                 continue

@@ -7,6 +7,7 @@ what to do about it, in one sentence, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from store.errors import StoreError, StoreLockedError
+from store.errors import StoreError, StoreInterrupted, StoreLockedError
 from store.migrate import apply_migrations, missing_versions, schema_version
 from store.migrations import MIGRATIONS, Migration
 
@@ -134,6 +135,47 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    def close_unless_busy(self) -> bool:
+        """Close unless a cursor of this connection is inside a query (DuckDB refuses then, rather than wait);
+        returns whether it closed. What the cursors had not committed is rolled back, and their next call fails."""
+        try:
+            self.con.close()
+        except duckdb.Error:
+            return False
+        return True
+
+    def interrupt(self) -> None:
+        """Stop the query running on this Store's cursor, if any (one that has not started yet is not stopped)."""
+        self.con.interrupt()
+
+    @contextmanager
+    def interrupted_when(self, event: threading.Event | None) -> Iterator[None]:
+        """Run the block so that setting `event` stops its queries: the block raises StoreInterrupted, and a
+        transaction inside it is rolled back whole. None: an ordinary block."""
+        if event is None:
+            yield
+            return
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if event.wait(0.05):
+                    # Again and again: an interrupt that arrives between two statements is lost.
+                    self.con.interrupt()
+                    done.wait(0.02)
+
+        watcher = threading.Thread(target=watch, name="mini-interrupt-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        except duckdb.InterruptException as error:
+            if event.is_set():
+                raise StoreInterrupted(f"{self.path}: stopped on request; nothing of it was written") from error
+            raise
+        finally:
+            done.set()
+            watcher.join()
+
     def __enter__(self) -> Store:
         return self
 
@@ -151,9 +193,20 @@ class Store:
             try:
                 yield
             except BaseException:
-                self.con.execute("ROLLBACK")
+                self._rollback()
                 raise
             self.con.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        # Under `interrupted_when` the ROLLBACK itself can be interrupted; each interrupt stops one statement
+        # only, and they come tens of milliseconds apart, so the next try goes through.
+        for _ in range(100):
+            try:
+                self.con.execute("ROLLBACK")
+                return
+            except duckdb.InterruptException:
+                continue
+        self.con.execute("ROLLBACK")
 
     def insert_frame(self, table: str, frame: pl.DataFrame | pa.Table) -> int:
         """Bulk-insert a polars frame or Arrow table by column name in one statement; returns rows."""
@@ -162,8 +215,13 @@ class Store:
         self.con.register(view, arrow)
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
-        finally:
-            self.con.unregister(view)
+        except BaseException:
+            # In a transaction the failed INSERT aborted, unregistering fails too ("please ROLLBACK"): the
+            # caller must hear the first error (e.g. an interrupt), and the rollback drops the view anyway.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister(view)
+            raise
+        self.con.unregister(view)
         return arrow.num_rows
 
     @contextmanager
@@ -172,8 +230,11 @@ class Store:
         self.con.register(name, _arrow(frame))
         try:
             yield
-        finally:
-            self.con.unregister(name)
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # as in insert_frame: the first error is the one to hear
+                self.con.unregister(name)
+            raise
+        self.con.unregister(name)
 
     def frame(self, sql: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query of ours and return a polars frame."""

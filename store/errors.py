@@ -7,3 +7,7 @@ class StoreError(Exception):
 
 class StoreLockedError(StoreError):
     """Another process holds the database file."""
+
+
+class StoreInterrupted(StoreError):
+    """A query was stopped on request (`Store.interrupted_when`); a transaction it was in was rolled back."""

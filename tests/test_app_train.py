@@ -365,7 +365,7 @@ def test_q_while_training_quits_at_once_leaving_a_resumable_cancelled_run(app_db
     assert run["status"] == "cancelled"
     assert run["message"].startswith("cancelled when the app quit; mini train --resume 2 continues from ")
 
-    resumed = cli("train", "--resume", "2", "--db", str(app_db))
+    resumed = cli("train", "--resume", "2", "--db", str(app_db), timeout=600)  # 8,600 steps: minutes when busy
     assert resumed.returncode == 0, resumed.stderr
     with Store.open(app_db, read_only=True) as db:
         run = db.records("SELECT status, examples_seen FROM runs WHERE run_id = 2")[0]

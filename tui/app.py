@@ -8,8 +8,11 @@ screen appears) and hands it to `MiniApp`, which closes it on the way out. Scree
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import importlib
+import os
 import re
 import sys
 import threading
@@ -25,8 +28,10 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
 from store.db import Store
+from tui.process_pool import stop_process_pools
 from tui.ranking import RankChanged, RankState, rank_in_thread
 from tui.screens.home import HomeScreen
+from tui.worker_threads import WorkerThreads
 
 if TYPE_CHECKING:
     from engine.analysis.rank import RankConfig
@@ -40,14 +45,17 @@ panels ahead, ranking): with the default, a label's few statements waited up to 
 
 
 class ThreadStores:
-    """Lends each worker thread its own cursor and takes every one back before the store closes.
+    """Lends each worker thread its own cursor and takes the connection back from all of them on the way out.
 
-    DuckDB refuses to close a connection while one of its cursors is still running a query, so
-    closing has to interrupt the queries in flight and wait for their threads to let go.
+    Closing must not wait for a worker: DuckDB refuses to close a connection while one of its cursors is
+    inside a query, so closing interrupts the queries in flight, waits a moment (`grace_s`) for their threads
+    to let go, and then closes the connection even under the threads still holding a cursor (they are
+    computing outside DuckDB). Closing rolls back whatever those had not committed; their next call fails.
     """
 
-    def __init__(self, db: Store, *, close_timeout_s: float = 5.0):
+    def __init__(self, db: Store, *, grace_s: float = 0.1, close_timeout_s: float = 5.0):
         self._db = db
+        self._grace_s = grace_s
         self._close_timeout_s = close_timeout_s
         self._lent: set[Store] = set()
         self._changed = threading.Condition()
@@ -73,23 +81,32 @@ class ThreadStores:
                 thread_db.close()
                 self._changed.notify_all()
 
-    def close(self) -> None:
-        """Interrupt the queries still running, wait for their threads, then close the store.
+    def close(self) -> bool:
+        """Interrupt the queries still running, wait up to `grace_s` for their threads, then close the store;
+        returns whether it closed (False only if a query ignored interrupts for `close_timeout_s`).
 
         Safe to call more than once.
         """
-        deadline = time.monotonic() + self._close_timeout_s
+        started = time.monotonic()
         with self._changed:
             if self._closed:
-                return
+                return True
             self._closed = True
             # Interrupt again and again: a thread holding a cursor may not have started its query
             # yet, and an interrupt that arrives before the query starts is lost.
-            while self._lent and time.monotonic() < deadline:
-                for thread_db in self._lent:
-                    thread_db.con.interrupt()
-                self._changed.wait(timeout=0.05)
-        self._db.close()
+            while self._lent and time.monotonic() < started + self._grace_s:
+                self._interrupt_lent()
+                self._changed.wait(timeout=0.02)
+            while not self._db.close_unless_busy():  # a query has not seen its interrupt yet
+                if time.monotonic() > started + self._close_timeout_s:
+                    return False  # the lock goes with the process, and committed rows are in the WAL
+                self._interrupt_lent()
+                self._changed.wait(timeout=0.02)
+        return True
+
+    def _interrupt_lent(self) -> None:
+        for thread_db in self._lent:
+            thread_db.interrupt()
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,10 @@ class MiniApp(App[None]):
         self._rank_cancel: threading.Event | None = None
         """Set while a ranking runs; setting it cancels the ranking."""
 
+    def on_load(self) -> None:
+        # Before the first worker starts: thread workers run on threads that quitting does not wait for.
+        asyncio.get_running_loop().set_default_executor(WorkerThreads())
+
     def get_default_screen(self) -> Screen:
         # Home is the bottom of the stack, so "Home" means popping everything above it.
         return HomeScreen(self.stores)
@@ -221,12 +242,16 @@ class MiniApp(App[None]):
             self.push_screen(HelpScreen(section_of(self.screen)))
 
     async def action_quit(self) -> None:
-        """Quit (q, ctrl+q, the palette); a training still running is cancelled and stored first, a ranking
-        is cancelled (it stores nothing)."""
+        """Quit (q, ctrl+q, the palette) within a second: a ranking or a validation is cancelled (they store
+        nothing), a training is cancelled and its run marked resumable; see tui/worker_threads.py."""
         self.cancel_ranking()
         for screen in self.screen_stack:
+            cancel = getattr(screen, "cancel_for_quit", None)
+            if callable(cancel):
+                cancel()
+        for screen in self.screen_stack:
             if getattr(screen, "training", False):
-                screen.action_quit()  # cancels, waits for the run to be stored, then exits
+                screen.action_quit()  # cancels; once a run row is written, waits for it to be marked, then exits
                 return
         self.exit()
 
@@ -332,6 +357,7 @@ class MiniApp(App[None]):
         if self._rank_cancel is not None:
             self._rank_cancel.set()
         self.stores.close()
+        stop_process_pools()  # a validation's worker processes: their results have nobody to go to
 
 
 def run_app(db: Store) -> None:
@@ -349,5 +375,14 @@ def run_app(db: Store) -> None:
         # while the interpreter shuts down took over a second after q; frozen objects are not swept
         # (atexit handlers still run).
         gc.freeze()
+    if any(thread.is_alive() for thread in threading.enumerate() if thread is not threading.main_thread()):
+        # Workers left behind at quit (tui/worker_threads.py), or PyTorch still being imported: the interpreter
+        # would tear its modules down under daemon threads still running C code, or freeze one holding a lock
+        # the teardown needs (stderr's, an import's), and it spent tenths of a second on PyTorch's objects.
+        # The database is closed and nothing else of ours waits to be written, so end the process here.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(app.return_code or 0)
     if app.return_code:
         raise SystemExit(app.return_code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 _lock = threading.Lock()
@@ -28,3 +29,13 @@ def ready_for_process_pools() -> None:
     with _lock, open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         _resource_tracker.ensure_running()
         resource_tracker.ensure_running()
+
+
+def stop_process_pools() -> None:
+    """Kill joblib's worker processes, if any were started: the app is quitting and nobody waits for what
+    they compute. (Left alone, loky's exit handler waits for the group each worker has in hand, tens of
+    seconds for a validation.) Cheap when no pool was ever started: loky is then not even imported."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False, kill_workers=True)

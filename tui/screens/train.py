@@ -4,9 +4,11 @@ Training runs `engine.pipeline.train_run` in a thread worker on its own cursor, 
 while it trains. Progress events arrive on the worker's thread; they are kept whole for the plots and
 posted to the screen at most a few times a second, so a fast trainer cannot flood the event loop.
 `c` sets the trainer's cancel event: it stops at the next step and stores the weights so far as a
-cancelled (resumable) run. Quitting sets a second event as well: the run stops at its next step and is marked
-cancelled at its last epoch checkpoint without encoding or storing anything more, so mini exits at once and
-`mini train --resume` continues the run.
+cancelled (resumable) run. Quitting sets a second event as well: the run stops at its next step (or drops the
+results it is computing or storing) and is marked cancelled at its last epoch checkpoint without encoding or
+storing anything more, so mini exits within a second and `mini train --resume` continues the run. Before the
+run row is written (PyTorch loading, the dataset being read, the stack being built) there is nothing to mark:
+mini exits at once and the worker, a thread quitting does not wait for, finds the database closed.
 
 What happens before the first step (importing PyTorch, reading the dataset, building the stack) is said on
 the status line as it happens, and PyTorch is imported in the background as soon as the screen opens, while
@@ -218,6 +220,9 @@ class TrainScreen(Screen):
         """Set while a training runs; setting the event cancels it."""
         self._quitting = threading.Event()
         """Set (with the cancel event) when mini quits: the run stops without storing its results."""
+        self._run_written = threading.Event()
+        """Set by the worker once the training's run row is written: from then on quitting waits for it to be
+        marked cancelled."""
         self._settings: TrainSettings | None = None
         self.history = ProgressHistory()
         self._progress_shown = False
@@ -337,6 +342,7 @@ class TrainScreen(Screen):
         self._settings = settings
         self._cancel = threading.Event()
         self._quitting = threading.Event()
+        self._run_written = threading.Event()
         self.history = ProgressHistory()
         self._progress_shown = False
         self._last_post = 0.0
@@ -384,9 +390,13 @@ class TrainScreen(Screen):
         if self._cancel is None:
             self.app.exit()
             return
-        self._quit_when_stored = True
         self._quitting.set()
         self._cancel.set()
+        if not self._run_written.is_set():
+            # Nothing is written yet, and the worker checks the events before it writes the run row.
+            self.app.exit()
+            return
+        self._quit_when_stored = True
         self._status("Quitting: stopping the training at its next step…")
 
     # -- work ----------------------------------------------------------------------------------------
@@ -407,7 +417,7 @@ class TrainScreen(Screen):
     def train(self, settings: TrainSettings, cancel: threading.Event) -> None:
         from engine.errors import InputError  # light; the heavy imports fail inside the try, said on screen
 
-        quitting = self._quitting
+        quitting, run_written = self._quitting, self._run_written
         try:
             if not ENGINE_READY.is_set():  # still importing (begun when the screen opened)
                 self.post_message(self.TrainStage("loading PyTorch…"))
@@ -420,7 +430,7 @@ class TrainScreen(Screen):
             with self._stores.cursor() as db:
                 outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel,
                                     on_stage=lambda text: self.post_message(self.TrainStage(text)),
-                                    quitting=quitting)
+                                    quitting=quitting, on_run=lambda _: run_written.set())
                 headline = {} if quitting.is_set() else run_qc_headline(db, outcome.run_id)
         except TrainingCancelled:
             self.post_message(self.StartCancelled())

@@ -392,6 +392,11 @@ class ValidationScreen(Screen):
         self._cancel.set()
         self._set_status(f"Cancelling the validation of run {self.run_id} after the predicate in hand…")
 
+    def cancel_for_quit(self) -> None:
+        """mini is quitting: a running validation stops at its next check and stores nothing (the app does not
+        wait for it)."""
+        self._cancel.set()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_validation":
             return self.validating  # the footer shows c only while there is something to cancel
