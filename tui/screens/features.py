@@ -24,7 +24,7 @@ from tui.widgets.key_footer import KeyFooter
 from tui.widgets.scroll_hint import ScrollHint
 
 if TYPE_CHECKING:
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move; pageup, pagedown, home, end move further"),

@@ -32,7 +32,7 @@ from tui.widgets.train_plot import CurvePlot
 if TYPE_CHECKING:
     import polars as pl
 
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 SPLITS = ("train", "val", "test")
 BAD_UNIT_R2 = 0.1

@@ -39,7 +39,7 @@ from tui.widgets.tuning_panel import TuningPanel
 if TYPE_CHECKING:
     from engine.analysis.review import FeaturePanel, ReviewContext
     from engine.validation.validate import ValidateConfig
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("j, k", "next / previous feature in rank order"),

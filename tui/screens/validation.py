@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from engine.validation.validate_run import ValidateOutcome
     from engine.validation.validation_summary import VerdictCounts
     from store.freezes import FreezeState
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move between pairings; the panel follows"),
