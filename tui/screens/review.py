@@ -22,14 +22,14 @@ from textual.screen import Screen
 from textual.widgets import Header, Static
 
 from tui.labelling import LabelWriter, label_job, note_action
+from tui.messages import LoadFailed
 from tui.review_messages import (
     ContextLoaded,
     FeatureLoaded,
     FeatureOrdered,
     LabelFailed,
     LabelSaved,
-    LoadFailed,
-    ValidationFinished,
+    LabelValidated,
 )
 from tui.widgets.activation_trace import ActivationTrace
 from tui.widgets.key_footer import KeyFooter
@@ -596,12 +596,12 @@ class ReviewScreen(Screen):
             with self._stores.cursor() as db:
                 row = validate_label(db, self.run_id, label_id, self._validate_config)
         except Exception as error:  # shown on screen
-            self.post_message(ValidationFinished(feature_id, None, str(error)))
+            self.post_message(LabelValidated(feature_id, None, str(error)))
             return
-        self.post_message(ValidationFinished(feature_id, row))
+        self.post_message(LabelValidated(feature_id, row))
 
-    @on(ValidationFinished)
-    def _validated(self, message: ValidationFinished) -> None:
+    @on(LabelValidated)
+    def _validated(self, message: LabelValidated) -> None:
         self._validating = None
         row = message.row
         if row is None:
