@@ -19,7 +19,7 @@ from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
 from tui.screens.review import ReviewScreen
-from tui.widgets.label_dialog import LabelDialog, NoteDialog, read_label
+from tui.screens.label_dialog import LabelDialog, NoteDialog, read_label
 
 SIZE = (80, 24)
 SAE = 1

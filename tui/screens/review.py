@@ -461,7 +461,7 @@ class ReviewScreen(Screen):
         feature_id = self._current()
         if feature_id is None:
             return
-        from tui.widgets.label_dialog import LabelDialog, LabelEntry
+        from tui.screens.label_dialog import LabelDialog, LabelEntry
 
         # This feature's own suggestions complete first, then names and predicates used on the run.
         own = [s["predicate"] for s in self.context.suggestions.get(feature_id, [])]
@@ -481,7 +481,7 @@ class ReviewScreen(Screen):
         feature_id = self._current()
         if feature_id is None or self.shown is None:
             return
-        from tui.widgets.label_dialog import NoteDialog
+        from tui.screens.label_dialog import NoteDialog
 
         label = self.shown.label
         current = None if label is None else f"{label['verdict']} {label['name'] or ''}".strip()
