@@ -114,8 +114,6 @@ class Store:
                 )
             if not read_only:
                 apply_migrations(con, path, migrations)
-                from store.runs import mark_stale_runs_interrupted  # runs imports this module
-
                 mark_stale_runs_interrupted(cls(con, path, read_only))
             elif missing := missing_versions(con, migrations):
                 older = (f"schema version {current} is older than this mini's {latest}" if current < latest
@@ -254,3 +252,19 @@ class Store:
 def _arrow(frame: pl.DataFrame | pa.Table) -> pa.Table:
     """An Arrow table for DuckDB to read (a polars frame converts without copying)."""
     return frame.to_arrow() if hasattr(frame, "to_arrow") else frame
+
+
+def mark_stale_runs_interrupted(db: Store) -> int:
+    """Runs still 'running' when a process opens the file read-write belong to a process that died
+    (only one process can hold the file), so say so. Returns how many."""
+    if not db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"):
+        return 0  # a file opened with an older list of migrations (tests of the migration mechanism)
+    with db.transaction():
+        count = int(db.scalar("SELECT count(*) FROM runs WHERE status = 'running'"))
+        if count:
+            db.con.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, "
+                "message = 'the process training it stopped before it finished; resume with mini train "
+                "--resume ' || run_id WHERE status = 'running'"
+            )
+    return count

@@ -49,22 +49,6 @@ def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
     return run_id
 
 
-def mark_stale_runs_interrupted(db: Store) -> int:
-    """Runs still 'running' when a process opens the file read-write belong to a process that died
-    (only one process can hold the file), so say so. Returns how many."""
-    if not db.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"):
-        return 0  # a file opened with an older list of migrations (tests of the migration mechanism)
-    with db.transaction():
-        count = int(db.scalar("SELECT count(*) FROM runs WHERE status = 'running'"))
-        if count:
-            db.con.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = current_timestamp, "
-                "message = 'the process training it stopped before it finished; resume with mini train "
-                "--resume ' || run_id WHERE status = 'running'"
-            )
-    return count
-
-
 def save_checkpoint(db: Store, run_id: int, kind: str, epoch: int, step: int, state: bytes) -> None:
     with db.transaction():
         db.con.execute("DELETE FROM checkpoints WHERE run_id = ? AND kind = ?", [run_id, kind])

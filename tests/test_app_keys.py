@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.keys import key_to_character
 
 from tests.conftest import ROOT
-from tui.app import SCREENS
+from tui.screen_registry import SCREENS
 from tui.screens.help import key_map
 from tui.screens.home import HomeScreen
 

@@ -18,8 +18,8 @@ from tests.app_data import APP_VALIDATE, split_verdicts
 from tests.pilot import Script, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
+from tui.screens.label_dialog import LabelDialog, NoteDialog, read_label
 from tui.screens.review import ReviewScreen
-from tui.widgets.label_dialog import LabelDialog, NoteDialog, read_label
 
 SIZE = (80, 24)
 SAE = 1

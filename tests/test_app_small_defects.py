@@ -16,7 +16,8 @@ from tests.test_app_features import cursor_feature, open_features, ranking
 from tests.test_app_features import drive as drive_features
 from tests.test_app_sql import RANKED, run, shown_rows
 from tests.test_app_sql import drive as drive_sql
-from tui.app import SCREENS, MiniApp
+from tui.app import MiniApp
+from tui.screen_registry import SCREENS
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.home import delete_question
 from tui.widgets.arrow_table import ArrowTable

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.analysis.review import DatasetArrays, dataset_arrays
+from engine.analysis.dataset_arrays import DatasetArrays
+from engine.analysis.review import dataset_arrays
 from engine.analysis.tuning import (
     conjunction_parts,
     peri_event,

@@ -10,9 +10,7 @@ import pytest
 from engine.validation.validate import (
     ValidateConfig,
     choose_threshold,
-    coactivation_profile,
     cooccurrence,
-    decode,
     decode_scores,
     decoding_report,
     signature_units,
@@ -117,15 +115,6 @@ def test_signature_units_squared_norm_share():
     assert len(signature_units(np.zeros(4), 0.8)) == 0
 
 
-def test_coactivation_profile_hand_case():
-    # Unit 0: 0 0 2 2 → mean 1, sd 1 → z −1 −1 1 1. Unit 1: 1 3 1 3 → z −1 1 −1 1. Unit 2 constant.
-    counts = np.array([[0, 1, 5], [0, 3, 5], [2, 1, 5], [2, 3, 5]], float)
-    act = np.array([0, 0, 1, 2], float)  # on: rows 2, 3
-    np.testing.assert_allclose(coactivation_profile(counts, act, 0.5), [1, 0, 0])
-    np.testing.assert_allclose(coactivation_profile(counts, act, 1.5), [1, 1, 0])  # row 3 only
-    assert np.isnan(coactivation_profile(counts, act, 5)).all()
-
-
 def synthetic(rng, n_trials: int, length: int, n_units: int = 50, n_sig: int = 5):
     """Counts where units 0..n_sig−1 carry the target (binary and continuous), the rest are noise."""
     n = n_trials * length
@@ -155,8 +144,7 @@ def test_decoding_signature_beats_random_subsets_and_shuffled_target_fails():
     assert rep["signature_percentile"] == 100
     assert rep["signature_auroc"] > 0.85 and rep["feature_score"] > 0.7
     # Continuous: ridge from the signature units recovers speed.
-    r2 = decode(xf, sf, gf, xt, st, "continuous", cfg, sig)
-    assert r2 > 0.5
+    assert decode_scores(xf, sf, gf, xt, st, "continuous", cfg, sig)["r2"] > 0.5
     assert decode_scores(xf, sf, gf, xt, st, "continuous", cfg, np.arange(5, 10))["r2"] < 0.1
     # A wrong target (trial labels shuffled away from the counts): chance on every route, verdict False.
     wrong_f, wrong_t = rng.permutation(pf), rng.permutation(pt)

@@ -90,6 +90,38 @@ def test_planted_pairing_validates_shuffled_and_distractor_do_not(db):
         assert not bad["mcc_ci_low"] > 0.15 and bad["reason"].startswith("does not generalise")
 
 
+def test_stored_coactivation_is_the_mean_z_scored_count_while_the_feature_is_on(db):
+    """Each unit's coactivation in signatures, recomputed here from the stored rows: its count z-scored over
+    every train + val bin (a unit that never varies keeps its deviation of 1), averaged over the train + val
+    bins where the predicate's variable has a value and the feature is above the stored threshold."""
+    feature, value = _condition_feature(db)
+    label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")
+    validate_run(db, 1, FAST, n_jobs=1)
+    validation = _validation(db, feature)
+    examples = db.frame("SELECT example_id, split FROM examples ORDER BY example_id")
+    n_examples, n_units = examples.height, int(db.scalar("SELECT max(unit_id) + 1 FROM counts"))
+    counts = np.zeros((n_examples, n_units))
+    stored = db.frame("SELECT example_id, unit_id, value FROM counts")
+    counts[stored["example_id"].to_numpy(), stored["unit_id"].to_numpy()] = stored["value"].to_numpy()
+    activation = np.zeros(n_examples)
+    active = db.frame("SELECT example_id, value FROM activations WHERE sae_id = ? AND feature_id = ?",
+                      [validation["sae_id"], feature])
+    activation[active["example_id"].to_numpy()] = active["value"].to_numpy()
+    measured = np.zeros(n_examples, dtype=bool)
+    measured[db.frame("SELECT example_id FROM natural_values WHERE variable = 'condition' AND category IS NOT NULL"
+                      )["example_id"].to_numpy()] = True
+    fit = examples["split"].is_in(["train", "val"]).to_numpy()
+    on = fit & measured & (activation > validation["threshold"])
+    assert 0 < on.sum() < fit.sum()
+    sd = counts[fit].std(axis=0)
+    expected = (counts[on].mean(axis=0) - counts[fit].mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    signature = db.frame("SELECT unit_id, coactivation FROM signatures WHERE label_id = ? ORDER BY unit_id",
+                         [validation["label_id"]])
+    assert signature["unit_id"].to_list() == list(range(n_units))
+    np.testing.assert_allclose(signature["coactivation"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert expected.max() > 0.5  # the condition's units fire with the feature: a profile worth checking
+
+
 def test_threshold_ignores_test_activations(db):
     feature, value = _condition_feature(db)
     label_feature(db, 1, feature, name="cond", predicate=f"condition = {value}")

@@ -16,10 +16,7 @@ import os
 import re
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
@@ -30,7 +27,9 @@ from textual.screen import Screen
 from store.db import Store
 from tui.process_pool import stop_process_pools
 from tui.ranking import RankChanged, RankState, rank_in_thread
+from tui.screen_registry import SCREENS
 from tui.screens.home import HomeScreen
+from tui.thread_stores import ThreadStores
 from tui.worker_threads import WorkerThreads
 
 if TYPE_CHECKING:
@@ -42,99 +41,6 @@ GIL_SWITCH_INTERVAL_S = 0.001
 """How long a thread running Python may keep others waiting for the GIL (Python's default is 5 ms). A key,
 a label's commit or a panel read waits for it after every query while other threads compute (reading
 panels ahead, ranking): with the default, a label's few statements waited up to 5 ms each."""
-
-
-class ThreadStores:
-    """Lends each worker thread its own cursor and takes the connection back from all of them on the way out.
-
-    Closing must not wait for a worker: DuckDB refuses to close a connection while one of its cursors is
-    inside a query, so closing interrupts the queries in flight, waits a moment (`grace_s`) for their threads
-    to let go, and then closes the connection even under the threads still holding a cursor (they are
-    computing outside DuckDB). Closing rolls back whatever those had not committed; their next call fails.
-    """
-
-    def __init__(self, db: Store, *, grace_s: float = 0.1, close_timeout_s: float = 5.0):
-        self._db = db
-        self._grace_s = grace_s
-        self._close_timeout_s = close_timeout_s
-        self._lent: set[Store] = set()
-        self._changed = threading.Condition()
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @contextmanager
-    def cursor(self) -> Iterator[Store]:
-        """A Store on a fresh cursor for the calling thread, closed when the block ends."""
-        with self._changed:
-            if self._closed:
-                raise RuntimeError(f"{self._db.path}: the database is closing")
-            thread_db = self._db.for_thread()
-            self._lent.add(thread_db)
-        try:
-            yield thread_db
-        finally:
-            with self._changed:
-                self._lent.discard(thread_db)
-                thread_db.close()
-                self._changed.notify_all()
-
-    def close(self) -> bool:
-        """Interrupt the queries still running, wait up to `grace_s` for their threads, then close the store;
-        returns whether it closed (False only if a query ignored interrupts for `close_timeout_s`).
-
-        Safe to call more than once.
-        """
-        started = time.monotonic()
-        with self._changed:
-            if self._closed:
-                return True
-            self._closed = True
-            # Interrupt again and again: a thread holding a cursor may not have started its query
-            # yet, and an interrupt that arrives before the query starts is lost.
-            while self._lent and time.monotonic() < started + self._grace_s:
-                self._interrupt_lent()
-                self._changed.wait(timeout=0.02)
-            while not self._db.close_unless_busy():  # a query has not seen its interrupt yet
-                if time.monotonic() > started + self._close_timeout_s:
-                    return False  # the lock goes with the process, and committed rows are in the WAL
-                self._interrupt_lent()
-                self._changed.wait(timeout=0.02)
-        return True
-
-    def _interrupt_lent(self) -> None:
-        for thread_db in self._lent:
-            thread_db.interrupt()
-
-
-@dataclass(frozen=True)
-class ScreenEntry:
-    """A screen the app can open by name (from the palette, a key, or another screen)."""
-
-    module: str
-    """Module in tui/screens that defines it: imported only when first opened (fast start)."""
-    cls: str
-    title: str
-    """The palette entry."""
-    help: str
-    needs: str | None
-    """'run' (built with run_id=…), 'dataset' (dataset=… name) or None (stores only)."""
-
-
-SCREENS: dict[str, ScreenEntry] = {
-    "train": ScreenEntry("tui.screens.train", "TrainScreen", "Train", "Train a new run on the selected dataset",
-                         "dataset"),
-    "qc": ScreenEntry("tui.screens.qc", "QCScreen", "QC", "Quality of the open run's SAEs", "run"),
-    "features": ScreenEntry("tui.screens.features", "FeaturesScreen", "Features",
-                            "The open run's ranked features", "run"),
-    "review": ScreenEntry("tui.screens.review", "ReviewScreen", "Review",
-                          "Label the open run's features one by one", "run"),
-    "validation": ScreenEntry("tui.screens.validation", "ValidationScreen", "Validation",
-                              "Validations of the open run's labels", "run"),
-    "sql": ScreenEntry("tui.screens.sql", "SQLScreen", "SQL", "Query the open database", None),
-}
 
 
 class MiniCommands(Provider):

@@ -12,27 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from tui.cli_common import db_path, open_store, parse_fractions, parse_var_kinds, print_imported, say
+
 EXIT_USAGE = 2
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    from store import default_db_path
-
-    if args.db is not None and not args.db.strip():
-        from engine.errors import InputError
-
-        raise InputError("--db '': an empty path; give the database file, e.g. --db mini.duckdb")
-    return Path(args.db) if args.db else default_db_path()
-
-
-def _open_store(args: argparse.Namespace, *, read_only: bool = False, create: bool = True):
-    from store import Store
-
-    return Store.open(_db_path(args), read_only=read_only, create=create)
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -40,11 +22,11 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from engine.errors import InputError
     from tui.app import run_app
 
-    path = _db_path(args)
+    path = db_path(args)
     if not path.exists():  # an empty file would open on nothing; say how to get data in instead
         raise InputError(f"{path}: no database here; make one with `mini demo` (a sample recording, 2-3 min) or "
                          "`mini import COUNTS --meta META`, or open another with --db PATH")
-    run_app(_open_store(args))
+    run_app(open_store(args))
     return 0
 
 
@@ -54,11 +36,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tui.progress import training_progress
 
     check_demo_options(args.seed, args.epochs, args.auto_accept, args.data)  # before the database is made
-    db = _open_store(args)
+    db = open_store(args)
     data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
     try:
         with training_progress() as (on_progress, cancel):
-            run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: _say(f"demo: {m}"),
+            run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: say(f"demo: {m}"),
                      on_train_progress=on_progress, cancel=cancel, epochs=args.epochs,
                      auto_accept=args.auto_accept)
     except BaseException:
@@ -66,36 +48,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise
     if args.no_tui:
         db.close()
-        _say(f"demo: done; open it with `mini --db {db.path}`")
+        say(f"demo: done; open it with `mini --db {db.path}`")
         return 0
     from tui.app import run_app
 
     run_app(db)
     return 0
-
-
-def _parse_var_kinds(pairs: list[str]) -> dict[str, str]:
-    from engine.errors import InputError
-
-    kinds = {}
-    for pair in pairs:
-        name, sep, kind = pair.partition("=")
-        if not sep or not name or not kind:
-            raise InputError(f"--var-kind {pair}: expected NAME=KIND, e.g. heading=circular")
-        kinds[name] = kind
-    return kinds
-
-
-def _parse_fractions(text: str) -> tuple[float, float, float]:
-    from engine.errors import InputError
-
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise InputError(f"--split {text}: expected three numbers TRAIN,VAL,TEST such as 0.7,0.15,0.15")
-    return parts  # type: ignore[return-value]
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -106,25 +64,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     check_preprocess(preprocess)  # option errors first, before any file is read
     options = ImportOptions(
         name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
-        bin_size_s=args.bin_size, var_kinds=_parse_var_kinds(args.var_kind),
-        split_fractions=_parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
+        bin_size_s=args.bin_size, var_kinds=parse_var_kinds(args.var_kind),
+        split_fractions=parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
         preprocess=preprocess,
     )
     # Read and validate before opening the database, so a refused import leaves no file behind.
     new, notes = prepare_files(args.counts, args.meta, options)
-    with _open_store(args) as db:
-        _print_imported(store_dataset(db, new, notes))
+    with open_store(args) as db:
+        print_imported(store_dataset(db, new, notes))
     return 0
-
-
-def _print_imported(result) -> None:
-    for note in result.notes:
-        _say(f"note: {note}")
-    for flag in result.flags:
-        _say(f"flag: {flag}")
-    sizes = ", ".join(f"{k} {v:,}" for k, v in result.split_sizes.items())
-    print(f"imported '{result.name}' (dataset {result.dataset_id}): {result.n_examples:,} examples × "
-          f"{result.n_units} units, {result.n_trials} trials; {sizes}")
 
 
 def _parse_ks(text: str | None) -> tuple[int, ...]:
@@ -154,9 +102,9 @@ def _say_epoch(command: str, outcome) -> None:
     from engine.epochs import read_splits
 
     if outcome.epoch_note:
-        _say(f"{command}: note: {outcome.epoch_note}")
+        say(f"{command}: note: {outcome.epoch_note}")
     if outcome.epoch is not None and (outcome.epoch.epoch.is_set or outcome.epoch_note):
-        _say(f"{command}: {outcome.epoch.summary(read_splits(command))}")
+        say(f"{command}: {outcome.epoch.summary(read_splits(command))}")
 
 
 def _or(value: int | None, placeholder: int) -> int:
@@ -192,19 +140,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             raise InputError("--where/--around: a resumed run keeps the epoch it started with")
         spec = replace(spec, epoch=epoch)
-    with _open_store(args, create=False) as db:
-        outcome = run_with_progress(db, spec, resume_run=args.resume, report=lambda m: _say(f"train: {m}"))
+    with open_store(args, create=False) as db:
+        outcome = run_with_progress(db, spec, resume_run=args.resume, report=lambda m: say(f"train: {m}"))
         from store.quality import flag_line, run_flags
 
         flags = run_flags(db, outcome.run_id)
     trained = outcome.outcome
     if trained.stopped_early:
-        _say(f"train: stopped early after epoch {trained.epochs} (the val loss stopped improving); each SAE "
+        say(f"train: stopped early after epoch {trained.epochs} (the val loss stopped improving); each SAE "
              f"keeps the weights of its best epoch ({', '.join(str(e) for e in trained.best_epoch)})")
     for row in flags:
-        _say(f"flag: {flag_line(row)}")
+        say(f"flag: {flag_line(row)}")
     if outcome.status == "cancelled":
-        _say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
+        say(f"run {outcome.run_id} cancelled after {outcome.outcome.examples_seen:,} examples; "
              f"resume it with `mini train --resume {outcome.run_id}`")
     print(outcome.run_id)
     return 0
@@ -220,12 +168,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
     check_integer("--top", args.top, 1)
     config = rank_config(args.max_shuffles)
     epoch = _epoch(args)
-    with _open_store(args, create=False) as db:
+    with open_store(args, create=False) as db:
         with steps_progress("ranking SAEs") as on_progress:
             outcome = rank_run(db, args.run, config, on_progress=on_progress, epoch=epoch,
-                               report=lambda m: None if sys.stderr.isatty() else _say(f"rank: {m}"))
+                               report=lambda m: None if sys.stderr.isatty() else say(f"rank: {m}"))
         _say_epoch("rank", outcome)
-        _say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
+        say(f"rank: ranked {len(outcome.sae_ids)} SAE(s) of run {args.run} in {outcome.seconds:.0f} s")
         for sae_id in outcome.sae_ids[: 1 if not args.all else None]:
             print(f"SAE {sae_id}: top features")
             print(render_table(top_features(db, sae_id, args.top)))
@@ -242,13 +190,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     check_jobs(args.jobs)
     epoch = _epoch(args)
-    with _open_store(args, create=False) as db:
-        outcome = validate_run(db, args.run, report=lambda m: _say(f"validate: {m}"), n_jobs=args.jobs,
+    with open_store(args, create=False) as db:
+        outcome = validate_run(db, args.run, report=lambda m: say(f"validate: {m}"), n_jobs=args.jobs,
                                epoch=epoch)
         _say_epoch("validate", outcome)
         tested = run_pairings(db, args.run).filter(pl.col("validated_at").is_not_null()).to_dicts()
     # Counted from the stored rows the table shows: each accepted label's latest attempt.
-    _say(f"validate: {outcome_line(verdict_counts(tested), outcome.n_family)}; {outcome.seconds:.0f} s")
+    say(f"validate: {outcome_line(verdict_counts(tested), outcome.n_family)}; {outcome.seconds:.0f} s")
     # The latest attempt of each accepted label, generalising ones first within each SAE.
     print(render_table(figures_frame(tested, {row["label_id"]: row for row in tested})))
     return 0
@@ -260,12 +208,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out, why = args.out, ""
     if out is None:  # beside the database, or outside the git work tree that holds it
-        db_path = _db_path(args).absolute()
-        out = default_export_folder(db_path) / f"report_run{args.run}.md"
-        work_tree = git_work_tree(db_path.parent)
+        database = db_path(args).absolute()
+        out = default_export_folder(database) / f"report_run{args.run}.md"
+        work_tree = git_work_tree(database.parent)
         if work_tree is not None:
             why = f"; not beside the database, which lies in the git work tree {work_tree} (--out to choose)"
-    with _open_store(args, read_only=True) as db:
+    with open_store(args, read_only=True) as db:
         outcome = write_report(db, args.run, out, ReportConfig(top=args.top, table_format=args.tables),
                                make_folder=args.out is None)
     print(f"wrote {outcome.path} ({outcome.n_labels} labelled features, {outcome.n_validations} validation attempts) "
@@ -279,7 +227,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from store.labels import get_label
 
     verdict = "reject" if args.reject else "unsure" if args.unsure else None
-    with _open_store(args, create=False) as db:
+    with open_store(args, create=False) as db:
         label_id = label_feature(db, args.run, args.feature, sae_id=args.sae, accept=args.accept, name=args.name,
                                  predicate=args.predicate, verdict=verdict, note=args.note)
         stored = get_label(db, label_id)
@@ -293,7 +241,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_blind(args: argparse.Namespace) -> int:
     from engine.validation.freezes import blind_run, when
 
-    with _open_store(args, create=False) as db:
+    with open_store(args, create=False) as db:
         state = blind_run(db, args.run)
     print(f"run {args.run} is blind since {when(state.blind_since)}: validation refuses to read its test split "
           f"until its labels are frozen (`mini freeze --run {args.run}`)")
@@ -303,7 +251,7 @@ def cmd_blind(args: argparse.Namespace) -> int:
 def cmd_freeze(args: argparse.Namespace) -> int:
     from engine.validation.freezes import freeze_labels, state_text
 
-    with _open_store(args, create=False) as db:
+    with open_store(args, create=False) as db:
         state = freeze_labels(db, args.run)
     print(f"run {args.run}: {state_text(state)}; they can no longer change")
     return 0
@@ -483,10 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (InputError, StoreError) as error:
-        _say(f"mini: error: {error}")
+        say(f"mini: error: {error}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _say("mini: interrupted")
+        say("mini: interrupted")
         return 130
     except BrokenPipeError:  # `mini sql ... | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -2,7 +2,7 @@
 
 Like every command, each reads, bins and checks everything before it opens the database, so a refused
 import leaves no file behind. Shared helpers (one-line errors, the store, the import summary) live in
-tui.cli.
+tui.cli_common.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from tui.cli import _open_store, _parse_fractions, _parse_var_kinds, _print_imported
+from tui.cli_common import open_store, parse_fractions, parse_var_kinds, print_imported
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:
@@ -30,7 +30,7 @@ def _import_options(args: argparse.Namespace, default_name: str):
     from engine.ingest.importer import ImportOptions
 
     name = args.name if args.name is not None else default_name
-    return ImportOptions(name=name, var_kinds=_parse_var_kinds(args.var_kind), split_fractions=_parse_fractions(
+    return ImportOptions(name=name, var_kinds=parse_var_kinds(args.var_kind), split_fractions=parse_fractions(
         args.split), split_seed=args.seed, n_blocks=args.blocks)
 
 
@@ -70,8 +70,8 @@ def cmd_import_spikes(args: argparse.Namespace) -> int:
     recording = read_recording(args.source, source, behaviour=args.behaviour, events=args.events,
                                trials=trials_file, tracking=TrackingOptions(frozen_s=args.frozen_s))
     new, notes = prepare_spike_dataset(recording, binning, options)
-    with _open_store(args) as db:
-        _print_imported(store_dataset(db, new, notes))
+    with open_store(args) as db:
+        print_imported(store_dataset(db, new, notes))
     return 0
 
 
@@ -98,8 +98,8 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
     elif args.trials is None and recording.trials is not None:
         binning = _binning(args, "table")  # the file's own trials (or --trials-table), unless told otherwise
     new, notes = prepare_spike_dataset(recording, binning, options)
-    with _open_store(args) as db:
-        _print_imported(store_dataset(db, new, notes))
+    with open_store(args) as db:
+        print_imported(store_dataset(db, new, notes))
     return 0
 
 
@@ -115,8 +115,8 @@ def cmd_import_activations(args: argparse.Namespace) -> int:
     values = capture_activations(model, args.layer, inputs, batch_size=args.batch_size)
     new, notes = prepare_activation_dataset(values, table, options, layer=args.layer,
                                             source=f"{args.model} + {args.data}")
-    with _open_store(args) as db:
-        _print_imported(store_dataset(db, new, notes))
+    with open_store(args) as db:
+        print_imported(store_dataset(db, new, notes))
     return 0
 
 

@@ -1,6 +1,6 @@
 """`mini info`, `sql` and `export`: the commands that read the database and print or write what they read.
 
-Shared helpers (one-line errors, the store, the database path) live in tui.cli.
+Shared helpers (one-line errors, the store, the database path) live in tui.cli_common.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tui.cli import _db_path, _open_store
+from tui.cli_common import db_path, open_store
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -21,10 +21,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     from store.summaries import dataset_summaries, epoch_summaries, run_summaries
     from tui.table_text import render_table
 
-    with _open_store(args, read_only=True) as db:
+    with open_store(args, read_only=True) as db:
         datasets, runs, flags = dataset_summaries(db), run_summaries(db), all_flags(db)
         epochs, freezes = epoch_summaries(db), all_freezes(db)
-    print(f"database: {_db_path(args)}")
+    print(f"database: {db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
         return 0
@@ -88,7 +88,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from tui.table_text import RENDERERS
 
     query = sys.stdin.read() if args.query == "-" else args.query
-    with _open_store(args, read_only=not args.write, create=args.write) as db:
+    with open_store(args, read_only=not args.write, create=args.write) as db:
         try:
             frame = run_user_query(db, query, writes=args.write)
         except WritesOffError as error:
@@ -109,13 +109,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                          else "give a TABLE (or view) to export, or --query SQL; `mini sql \"SHOW TABLES\"` "
                               "lists them")
     query = sys.stdin.read() if args.query == "-" else args.query
-    target = export_target(args.out, args.format, args.table or "query", _db_path(args), force=args.force)
+    target = export_target(args.out, args.format, args.table or "query", db_path(args), force=args.force)
     from store.errors import StoreError
     from store.exports import export_query, export_table, tables_and_views
     from store.sql import WritesOffError
 
     # Read-only: the database file is never changed; the statement that writes the file is mini's own.
-    with _open_store(args, read_only=True) as db:
+    with open_store(args, read_only=True) as db:
         if args.table is not None:
             names = tables_and_views(db)
             exact = {name.lower(): name for name in names}  # SQL names do not depend on case

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from store.db import Store
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 Job = Callable[["Store"], Any]
 Done = Callable[[Any, Exception | None], None]

@@ -28,7 +28,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from engine.analysis.rank import RankConfig, RankOutcome
     from engine.epochs import Epoch
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 PROGRESS_INTERVAL_S = 0.2
 """At most one progress message per this many seconds reaches the event loop (stage changes always do)."""

@@ -1,4 +1,5 @@
-"""What Review's workers tell the screen: past-tense messages, one per finished piece of work."""
+"""What Review's workers tell the screen: past-tense messages, one per finished piece of work (a failed read
+is tui.messages.LoadFailed, shared with other screens)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ class ContextLoaded(Message):
     def __init__(self, context: ReviewContext):
         super().__init__()
         self.context = context
-
-
-class LoadFailed(Message):
-    """Reading the SAE or a feature failed; `reason` is a sentence for the person."""
-
-    def __init__(self, reason: str):
-        super().__init__()
-        self.reason = reason
 
 
 class FeatureLoaded(Message):
@@ -63,7 +56,9 @@ class LabelFailed(Message):
         self.reason = reason
 
 
-class ValidationFinished(Message):
+class LabelValidated(Message):
+    """Validating one label ended: its validations row, or None and the `reason` it failed."""
+
     def __init__(self, feature_id: int, row: dict | None, reason: str = ""):
         super().__init__()
         self.feature_id = feature_id

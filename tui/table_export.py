@@ -15,7 +15,7 @@ import polars as pl
 if TYPE_CHECKING:
     from textual.screen import Screen
 
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 EXACT = {"score_shown": "score", "association_shown": "association", "mis_shown": "mis",
          "stability_shown": "stability"}

@@ -55,6 +55,7 @@ from engine.analysis.nulls import (
 from engine.analysis.selectivity import (
     Binning,
     Coded,
+    Variable,
     conjunction,
     conjunction_statistic,
     encode,
@@ -114,24 +115,6 @@ class AssociationConfig:
     @property
     def binning(self) -> Binning:
         return Binning(self.n_bins, self.min_rows_per_bin)
-
-
-@dataclass
-class Variable:
-    """One natural variable, already aligned to the examples passed in."""
-
-    name: str
-    """Column name, copied into the result."""
-    kind: str
-    """'categorical', 'binary', 'continuous' or 'circular'."""
-    values: np.ndarray | None = None
-    """float64 [n], NaN = missing: continuous, circular, binary (0/1)."""
-    categories: np.ndarray | None = None
-    """int codes [n], -1 = missing: categorical only."""
-    labels: list[str] | None = None
-    """Label per category code (binary: per 0/1); default: the code as text."""
-    period: float | None = None
-    """Circular only: 2π for radians, 360 for degrees."""
 
 
 def _sums(entries: ActiveEntries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:

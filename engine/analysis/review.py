@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from engine.analysis.dataset_arrays import SPLITS, TEST, DatasetArrays
 from engine.analysis.predicates import VariableValues, evaluate, parse_predicate
 from engine.analysis.tuning import (
     PeriEvent,
@@ -35,43 +35,12 @@ from store import Store
 from store import review as queries
 from store.datasets import load_natural_variables
 
-TEST = 2
-"""Split code of the test split in DatasetArrays.split (train 0, val 1)."""
-SPLITS = ("train", "val", "test")
 TRACE_WINDOW = 240
 """Examples shown around a feature's strongest activation (fewer where test examples cut it short)."""
 TOP_EXAMPLES = 12
 SIGNATURE_UNITS = 10
 """Units listed for a feature without a validated signature (largest decoder weights)."""
 MAX_TUNING_VARIABLES = 4
-
-
-@dataclass
-class DatasetArrays:
-    """A dataset's examples and natural variables as arrays indexed by example_id."""
-
-    dataset_id: int
-    name: str
-    n_examples: int
-    split: np.ndarray
-    """int8: 0 train, 1 val, 2 test."""
-    trial: np.ndarray
-    time_s: np.ndarray
-    """float64, NaN where unknown."""
-    kinds: dict[str, str]
-    numbers: dict[str, np.ndarray]
-    """Continuous, circular and binary variables: float64 per example, NaN where missing."""
-    codes: dict[str, np.ndarray]
-    """Categorical and binary variables: level index per example, -1 where missing."""
-    levels: dict[str, list[str]]
-    fit_level_counts: dict[str, np.ndarray]
-    """Per categorical/binary variable: train + val examples at each level (tuning denominators)."""
-    unit_names: list[str]
-
-    @cached_property
-    def fit(self) -> np.ndarray:
-        """bool per example: train or val (read for every feature: made once)."""
-        return self.split != TEST
 
 
 _DATASETS: dict[tuple[str, int], DatasetArrays] = {}

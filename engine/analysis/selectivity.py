@@ -32,12 +32,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from engine.analysis.associations import Variable
 
 MAX_DISCRETE_LEVELS = 20
 """A circular variable with at most this many distinct values is read as levels, not binned."""
@@ -56,6 +53,24 @@ class Binning:
     """Fewest bins when chosen."""
     max_bins: int = 40
     """Most bins when chosen."""
+
+
+@dataclass
+class Variable:
+    """One natural variable, already aligned to the examples passed in."""
+
+    name: str
+    """Column name, copied into the result."""
+    kind: str
+    """'categorical', 'binary', 'continuous' or 'circular'."""
+    values: np.ndarray | None = None
+    """float64 [n], NaN = missing: continuous, circular, binary (0/1)."""
+    categories: np.ndarray | None = None
+    """int codes [n], -1 = missing: categorical only."""
+    labels: list[str] | None = None
+    """Label per category code (binary: per 0/1); default: the code as text."""
+    period: float | None = None
+    """Circular only: 2π for radians, 360 for degrees."""
 
 
 @dataclass

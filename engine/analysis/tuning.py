@@ -36,7 +36,7 @@ from store.datasets import load_examples
 from store.epochs import run_epochs
 
 if TYPE_CHECKING:
-    from engine.analysis.review import DatasetArrays
+    from engine.analysis.dataset_arrays import DatasetArrays
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

@@ -213,21 +213,6 @@ def signature_units(decoder_row: np.ndarray, share: float) -> np.ndarray:
     return order[: min(k, len(order))].astype(np.int64)
 
 
-def coactivation_profile(counts: np.ndarray, activation: np.ndarray, threshold: float) -> np.ndarray:
-    """Per unit: mean z-scored count over the examples where activation > threshold.
-
-    Counts are z-scored over the given examples (all of them, on or off), so 0 means "as usual" and
-    the profile reads in standard deviations. Units that never vary score 0; no on-examples → NaN.
-    """
-    x = np.asarray(counts, dtype=float)
-    on = np.asarray(activation, dtype=float) > threshold
-    if not on.any():
-        return np.full(x.shape[1], np.nan)
-    sd = x.std(axis=0)
-    z = (x[on] - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    return z.mean(axis=0)
-
-
 # --------------------------------------------------------------------------- decoding
 
 
@@ -369,13 +354,6 @@ def decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, 
     balanced = (np.mean(predicted[yt]) + np.mean(~predicted[~yt])) / 2
     return dict(balanced_accuracy=float(balanced),
                 auroc=float(roc_auc_score(yt, score)) if auroc else float("nan"), param=param)
-
-
-def decode(counts_fit, target_fit, groups_fit, counts_test, target_test, kind: str,
-           config: ValidateConfig, units: np.ndarray | None = None) -> float:
-    """Main decoding score on test: balanced accuracy (binary) or R² (continuous)."""
-    s = decode_scores(counts_fit, target_fit, groups_fit, counts_test, target_test, kind, config, units)
-    return s["balanced_accuracy" if kind == "binary" else "r2"]
 
 
 def fit_rows(n_rows: int, config: ValidateConfig) -> np.ndarray:

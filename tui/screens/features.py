@@ -19,12 +19,13 @@ from textual.screen import Screen
 from textual.widgets import Header, Input, Static
 from textual_fastdatatable import DataTable
 
+from tui.messages import LoadFailed
 from tui.widgets.arrow_table import ArrowTable
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.scroll_hint import ScrollHint
 
 if TYPE_CHECKING:
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move; pageup, pagedown, home, end move further"),
@@ -160,11 +161,6 @@ class FeaturesScreen(Screen):
             self.epoch = epoch
             """The analysis epoch the ranking read (`speed > 5`), None for every bin."""
 
-    class LoadFailed(Message):
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
-
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
         super().__init__()
         self._stores = stores
@@ -237,7 +233,7 @@ class FeaturesScreen(Screen):
                 features = ranked_features(db, sae_id) if sae_id is not None else pl.DataFrame()
                 ranked_on = run_epochs(db, self.run_id).get("rank")
         except Exception as error:  # shown on screen
-            self.post_message(self.LoadFailed(f"Could not read the features of run {self.run_id}: {error}"))
+            self.post_message(LoadFailed(f"Could not read the features of run {self.run_id}: {error}"))
             return
         epoch = Epoch(ranked_on["where_sql"], ranked_on["around"]).describe() if ranked_on else None
         self.post_message(self.FeaturesLoaded(saes, sae_id, features, epoch))

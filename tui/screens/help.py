@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,6 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.screen_registry import SCREENS
 from tui.screens.home import HELP_KEYS as HOME_KEYS
 from tui.widgets.modal_box import box_css
 
@@ -30,17 +32,11 @@ BASE_KEY_MAP: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 
 
 def key_map(current: str | None = None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
-    """Everywhere and Home, then each screen of tui.app.SCREENS with the keys its module declares; the
-    `current` screen's section (its title) first, marked as this screen's, so f1 opens on the keys that work
-    where the person is."""
-    import importlib.util
-
-    from tui.app import SCREENS
-
+    """Everywhere and Home, then each screen of tui.screen_registry.SCREENS with the keys its module
+    declares; the `current` screen's section (its title) first, marked as this screen's, so f1 opens on the
+    keys that work where the person is."""
     sections = list(BASE_KEY_MAP)
     for entry in SCREENS.values():
-        if importlib.util.find_spec(entry.module) is None:
-            continue  # a screen still being built on another branch (tests/test_app_keys.py wants them all)
         module = importlib.import_module(entry.module)
         sections.append((entry.title, tuple(module.HELP_KEYS)))
     here = [section for section in sections if section[0] == current]
@@ -58,9 +54,8 @@ TEXT_WIDTH = 68
 
 
 def section_of(screen: object) -> str:
-    """The key-map section of a screen: its palette title (tui.app.SCREENS), Home for the home screen."""
-    from tui.app import SCREENS
-
+    """The key-map section of a screen: its palette title (tui.screen_registry.SCREENS), Home for the home
+    screen."""
     name = type(screen).__name__
     return next((entry.title for entry in SCREENS.values() if entry.cls == name), "Home")
 

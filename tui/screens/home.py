@@ -24,7 +24,7 @@ from tui.widgets.key_footer import KeyFooter
 from tui.widgets.scroll_hint import ScrollHint
 
 if TYPE_CHECKING:
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 EMPTY_TEXT = "No datasets yet — run `mini import COUNTS --meta META` or `mini demo`."
 NO_RUNS_TEXT = "No runs yet — select a dataset and press t to train one."

@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 
+from tui.messages import LoadFailed
 from tui.widgets.histogram import BarPlot
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.train_plot import CurvePlot
@@ -32,7 +33,7 @@ from tui.widgets.train_plot import CurvePlot
 if TYPE_CHECKING:
     import polars as pl
 
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 SPLITS = ("train", "val", "test")
 BAD_UNIT_R2 = 0.1
@@ -262,13 +263,6 @@ class QCScreen(Screen):
             self.sae_id = sae_id
             self.view = view
 
-    class QCLoadFailed(Message):
-        """A read failed; `reason` is a sentence for the person."""
-
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
-
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
         super().__init__()
         self._stores = stores
@@ -353,7 +347,7 @@ class QCScreen(Screen):
                 saes = run_saes(db, self.run_id).to_dicts()
                 flags, at_import = run_flags(db, self.run_id), dataset_flags(db, run["dataset_id"])
         except Exception as error:  # shown on screen: a failed read must not take the app down
-            self.post_message(self.QCLoadFailed(f"Could not read run {self.run_id}: {error}"))
+            self.post_message(LoadFailed(f"Could not read run {self.run_id}: {error}"))
             return
         self.post_message(self.RunLoaded(run, saes, flags, at_import))
 
@@ -368,7 +362,7 @@ class QCScreen(Screen):
                                sae_train_log(db, sae["sae_id"]))
         except Exception as error:
             if not worker.is_cancelled:
-                self.post_message(self.QCLoadFailed(f"Could not read SAE {sae['sae_id']}: {error}"))
+                self.post_message(LoadFailed(f"Could not read SAE {sae['sae_id']}: {error}"))
             return
         if not worker.is_cancelled:
             self.post_message(self.SAELoaded(sae["sae_id"], view))
@@ -395,8 +389,8 @@ class QCScreen(Screen):
         if message.sae_id == self.sae_id:  # the person may have moved on while it was read
             self._show_view(message.view)
 
-    @on(QCLoadFailed)
-    def load_failed(self, message: QCLoadFailed) -> None:
+    @on(LoadFailed)
+    def load_failed(self, message: LoadFailed) -> None:
         self.notify(message.reason, title="QC", severity="error")
         self.query_one("#sae-bar", Static).update(message.reason)
 

@@ -23,7 +23,7 @@ from tui.widgets.modal_box import box_css
 
 if TYPE_CHECKING:
     from engine.epochs import Epoch
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("tab, shift+tab", "move between --where, --around and the buttons"),

@@ -22,14 +22,14 @@ from textual.screen import Screen
 from textual.widgets import Header, Static
 
 from tui.labelling import LabelWriter, label_job, note_action
+from tui.messages import LoadFailed
 from tui.review_messages import (
     ContextLoaded,
     FeatureLoaded,
     FeatureOrdered,
     LabelFailed,
     LabelSaved,
-    LoadFailed,
-    ValidationFinished,
+    LabelValidated,
 )
 from tui.widgets.activation_trace import ActivationTrace
 from tui.widgets.key_footer import KeyFooter
@@ -39,7 +39,7 @@ from tui.widgets.tuning_panel import TuningPanel
 if TYPE_CHECKING:
     from engine.analysis.review import FeaturePanel, ReviewContext
     from engine.validation.validate import ValidateConfig
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("j, k", "next / previous feature in rank order"),
@@ -461,7 +461,7 @@ class ReviewScreen(Screen):
         feature_id = self._current()
         if feature_id is None:
             return
-        from tui.widgets.label_dialog import LabelDialog, LabelEntry
+        from tui.screens.label_dialog import LabelDialog, LabelEntry
 
         # This feature's own suggestions complete first, then names and predicates used on the run.
         own = [s["predicate"] for s in self.context.suggestions.get(feature_id, [])]
@@ -481,7 +481,7 @@ class ReviewScreen(Screen):
         feature_id = self._current()
         if feature_id is None or self.shown is None:
             return
-        from tui.widgets.label_dialog import NoteDialog
+        from tui.screens.label_dialog import NoteDialog
 
         label = self.shown.label
         current = None if label is None else f"{label['verdict']} {label['name'] or ''}".strip()
@@ -596,12 +596,12 @@ class ReviewScreen(Screen):
             with self._stores.cursor() as db:
                 row = validate_label(db, self.run_id, label_id, self._validate_config)
         except Exception as error:  # shown on screen
-            self.post_message(ValidationFinished(feature_id, None, str(error)))
+            self.post_message(LabelValidated(feature_id, None, str(error)))
             return
-        self.post_message(ValidationFinished(feature_id, row))
+        self.post_message(LabelValidated(feature_id, row))
 
-    @on(ValidationFinished)
-    def _validated(self, message: ValidationFinished) -> None:
+    @on(LabelValidated)
+    def _validated(self, message: LabelValidated) -> None:
         self._validating = None
         row = message.row
         if row is None:

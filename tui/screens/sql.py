@@ -26,7 +26,7 @@ from tui.widgets.query_box import QueryBox
 if TYPE_CHECKING:
     from store.db import Store
     from store.sql import AppQueryResult
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("f5, ctrl+r", "run the query (also ctrl+enter, if it arrives)"),

@@ -39,7 +39,7 @@ from tui.widgets.train_plot import CurvePlot
 
 if TYPE_CHECKING:
     from engine.sae.train import TrainProgress
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 PROGRESS_INTERVAL_S = 0.25
 """At most one progress message per this many seconds reaches the event loop (the plots keep every event)."""

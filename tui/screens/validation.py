@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
+from tui.messages import LoadFailed
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.validation_detail import (
     LABEL_WIDTH,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from engine.validation.validate_run import ValidateOutcome
     from engine.validation.validation_summary import VerdictCounts
     from store.freezes import FreezeState
-    from tui.app import ThreadStores
+    from tui.thread_stores import ThreadStores
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("up, down", "move between pairings; the panel follows"),
@@ -172,11 +173,6 @@ class ValidationScreen(Screen):
             self.pairings = pairings
             self.units = units
 
-    class LoadFailed(Message):
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
-
     class ValidationProgressed(Message):
         """validate_run reported a step (`text`, e.g. '3/7 labels: condition = 2')."""
 
@@ -292,7 +288,7 @@ class ValidationScreen(Screen):
                 validated_on = run_epochs(db, self.run_id).get("validate")
         except Exception as error:  # shown on screen: a failed read must not take the app down
             if not worker.is_cancelled:
-                self.post_message(self.LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
+                self.post_message(LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
             return
         if not worker.is_cancelled:
             epoch = (f"{Epoch(validated_on['where_sql'], validated_on['around']).describe()} "
