@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_rank_bench_prints_a_json_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "rank.py"), "--epochs", "1", "--bins", "12000", "--examples", "4000",
+        [sys.executable, str(ROOT / "bench" / "rank.py"), "--epochs", "1", "--bins", "8000", "--examples", "4000",
          "--features", "64"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
@@ -20,7 +20,7 @@ def test_rank_bench_prints_a_json_line(tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bench"] == "rank"
     recovery, scale = result["recovery"], result["scale"]
-    assert recovery["planted"] == 15 and recovery["epochs"] == 1 and recovery["bins"] == 12_000
+    assert recovery["planted"] == 15 and recovery["epochs"] == 1 and recovery["bins"] == 8000
     assert len(recovery["rank_of_each"]) == 15
     found = [rank for rank in recovery["rank_of_each"].values() if rank is not None]
     assert recovery["recovered_in_top30"] == len(found) and all(1 <= rank <= 30 for rank in found)
