@@ -24,11 +24,11 @@ predicate (latents fire in bursts, so not even the ground truth reaches MCC 1).
 
 Scale: the sample generator at 1,000,000 bins, one SAE (512 latents, k 8, 1 epoch), ranked, the first
 suggestion of the top 200 features accepted, then `validate_run` timed in one process, in CPU seconds
-(robust to a busy machine; `--jobs` divides the wall time by the cores with identical results). Side by side, what
-a user would write with scikit-learn: per pairing, a Pipeline(StandardScaler, LogisticRegression) tuned
-by GridSearchCV over the same C grid with GroupKFold by trial for the signature, all units and the
-feature, and the same 100 random subsets refitted with the signature's C, one pairing after another
-(same row cap); timed on the first ``--baseline`` pairings, compared per pairing.
+(robust to a busy machine; `--jobs` divides the wall time by the cores with identical results). Then the
+first ``--baseline`` labels are validated by mini and by the scikit-learn way of bench/validate_baseline.py,
+shared per predicate as mini shares (the fair ratio) and unshared (the naive one), each from the database
+to the figures with one BLAS thread; outside the timing the two ways must agree exactly and their figures
+are compared with mini's stored ones.
 
 Prints progress to stderr and, last on stdout, one JSON line.
 """
@@ -261,7 +261,9 @@ def compare(db: Store, run_id: int, dataset_id: int, n_examples: int, labels: pl
     if any(not same(shared[i], unshared[i]) for i in label_ids):
         sys.exit("bench/validate.py: the shared and unshared scikit-learn ways disagree; the sharing is wrong")
     stored = {i: latest_attempt(db, i) for i in label_ids}
-    gaps = [differences(shared[i], stored[i]) for i in label_ids if stored[i]["testable"]]
+    if any((shared[i] is not None) != bool(stored[i]["testable"]) for i in label_ids):
+        sys.exit("bench/validate.py: mini and the scikit-learn way disagree on which labels are testable")
+    gaps = [differences(shared[i], stored[i]) for i in label_ids if shared[i] is not None]
     worst = {name: round(max((g[name] for g in gaps), default=0.0), 4) for name in COMPARED}
     n = len(rows)
     return {
@@ -279,8 +281,10 @@ def compare(db: Store, run_id: int, dataset_id: int, n_examples: int, labels: pl
     }
 
 
-def same(a: Pairing, b: Pairing) -> bool:
+def same(a: Pairing | None, b: Pairing | None) -> bool:
     """The same figures, NaN equal to NaN (the two ways run the same code on the same rows)."""
+    if a is None or b is None:
+        return a is b
     return all(np.array_equal(np.asarray(x, dtype=float), np.asarray(y, dtype=float), equal_nan=True)
                for x, y in zip(a, b, strict=True))
 

@@ -112,10 +112,14 @@ class _Predicate(NamedTuple):
     """The decoders' fit rows (mini's seeded sample of at most max_fit_rows)."""
 
 
-def _predicate(recording: Recording, text: str, config: ValidateConfig) -> _Predicate:
+def _predicate(recording: Recording, text: str, config: ValidateConfig) -> _Predicate | None:
+    """The predicate's target and rows; None when it cannot be tested (never or always true on the fit or
+    the test rows where it is measured: nothing to tune or to score, mini's "not testable")."""
     present, measured = predicate_target(parse_predicate(text, recording.kinds), recording.values, recording.kinds,
                                          len(recording.trials))
     fit, test = recording.fit & measured, recording.test & measured
+    if any(not 0 < np.count_nonzero(present[rows]) < np.count_nonzero(rows) for rows in (fit, test)):
+        return None
     rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
     return _Predicate(present, fit, test, rows)
 
@@ -137,17 +141,21 @@ def _random_null(x_fit, y_fit, groups, x_test, y_test, size: int, config: Valida
 
 
 def validate_pairing(recording: Recording, predicate: str, activation: np.ndarray, weights: np.ndarray,
-                     config: ValidateConfig, run_cache: dict, predicate_cache: dict) -> Pairing:
-    """One pairing's figures. The caches hold what does not depend on the feature: pass one ``run_cache`` for the
-    run and one ``predicate_cache`` per predicate to share it, or fresh dicts to recompute everything."""
+                     config: ValidateConfig, run_cache: dict, predicate_cache: dict) -> Pairing | None:
+    """One pairing's figures (None: not testable). The caches hold what does not depend on the feature: pass
+    one ``run_cache`` for the run and one ``predicate_cache`` per predicate to share it, or fresh dicts to
+    recompute everything."""
     if "scaler" not in run_cache:
         run_cache["scaler"] = StandardScaler().fit(recording.counts[recording.fit])
     scaler: StandardScaler = run_cache["scaler"]
     if "predicate" not in predicate_cache:
         p = _predicate(recording, predicate, config)
         predicate_cache["predicate"] = p
-        predicate_cache["x"] = (recording.counts[p.rows], recording.counts[p.test])
-    p: _Predicate = predicate_cache["predicate"]
+        if p is not None:
+            predicate_cache["x"] = (recording.counts[p.rows], recording.counts[p.test])
+    p = predicate_cache["predicate"]
+    if p is None:
+        return None
     x_fit, x_test = predicate_cache["x"]
     y_fit, y_test, groups = p.target[p.rows], p.target[p.test], recording.trials[p.rows]
 
@@ -172,8 +180,8 @@ def validate_pairing(recording: Recording, predicate: str, activation: np.ndarra
 
 
 def validate_pairings(recording: Recording, labels: list[dict], activations: dict, weights: dict,
-                      config: ValidateConfig, shared: bool) -> dict[int, Pairing]:
-    """label_id → figures of each label (dicts with label_id, sae_id, feature_id, predicate), one after another:
+                      config: ValidateConfig, shared: bool) -> dict[int, Pairing | None]:
+    """label_id → figures (None: not testable) of each label (dicts with label_id, sae_id, feature_id, predicate), one after another:
     ``shared``, what may be shared is computed once (per run, per predicate as mini groups them: by what the
     text means); otherwise everything is recomputed for every pairing."""
     run_cache: dict = {}
