@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_limits
 from validate_baseline import COMPARED, Pairing, Recording, differences, validate_pairings
 
 from engine.analysis.predicates import parse_predicate
-from engine.analysis.rank import rank_run
+from engine.analysis.rank import rank_config, rank_run
 from engine.demo import DEMO_RUN, auto_accept_top
 from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, dataset_matrix, train_run
@@ -289,7 +289,7 @@ def same(a: Pairing | None, b: Pairing | None) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
-def scale(n_examples: int, n_labels: int, n_compared: int) -> dict[str, object]:
+def scale(n_examples: int, n_labels: int, n_compared: int, max_shuffles: int | None) -> dict[str, object]:
     config = ValidateConfig()
     with tempfile.TemporaryDirectory() as folder:
         db = Store.open(Path(folder) / "bench.duckdb")
@@ -301,7 +301,7 @@ def scale(n_examples: int, n_labels: int, n_compared: int) -> dict[str, object]:
         run_id = train_run(db, spec).run_id
         log(f"  trained 1 epoch in {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
-        rank_run(db, run_id)
+        rank_run(db, run_id, rank_config(max_shuffles))  # not timed: it only chooses the labels
         log(f"  ranked in {time.perf_counter() - start:.0f} s")
         accepted = auto_accept_top(db, run_id, n_labels)
         labels = accepted_labels(db, run_id)
@@ -333,6 +333,8 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=200)
     parser.add_argument("--baseline", type=int, default=20,
                         help="labels (the first ones) validated by mini and by scikit-learn for the comparison")
+    parser.add_argument("--max-shuffles", type=int, default=0,
+                        help="the scale part's ranking (not timed) caps its shuffles here (0: mini's default)")
     parser.add_argument("--skip-science", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
@@ -341,7 +343,7 @@ def main() -> None:
         log("science on the sample recording ...")
         result["science"] = science(args.epochs or None)
     if not args.skip_scale:
-        result["scale"] = scale(args.examples, args.labels, args.baseline)
+        result["scale"] = scale(args.examples, args.labels, args.baseline, args.max_shuffles or None)
     print(json.dumps(result))
 
 
