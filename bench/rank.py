@@ -53,14 +53,16 @@ def matches(suggestion: dict, latent: dict) -> bool:
     return overlap / union >= 0.25  # a range that merely touches a field (or spans two) does not count
 
 
-def recovery(epochs: int) -> dict[str, object]:
+def recovery(epochs: int | None, bins: int | None) -> dict[str, object]:
     from engine.demo import DEMO_RUN, run_demo
+    from sample_data import SampleConfig
     from store import Store
 
+    config = SampleConfig() if bins is None else SampleConfig(n_bins=bins)
     with tempfile.TemporaryDirectory() as folder:
         db = Store.open(Path(folder) / "bench.duckdb")
         start = time.perf_counter()
-        result = run_demo(db, Path(folder) / "data", report=lambda m: log(f"  {m}"), epochs=epochs)
+        result = run_demo(db, Path(folder) / "data", config, report=lambda m: log(f"  {m}"), epochs=epochs)
         seconds = time.perf_counter() - start
         sae_id = db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [result.run_id])
         top = db.frame(
@@ -79,7 +81,7 @@ def recovery(epochs: int) -> dict[str, object]:
     return {"planted": len(found), "recovered_in_top30": recovered,
             "fraction": round(recovered / len(found), 3), "target_fraction": 0.9,
             "distractor_suggestions_q_below_0_05": int(distractors), "pipeline_seconds": round(seconds, 1),
-            "epochs": epochs or DEMO_RUN.train.epochs, "rank_of_each": found}
+            "epochs": epochs or DEMO_RUN.train.epochs, "bins": config.n_bins, "rank_of_each": found}
 
 
 def synthetic(n: int, n_features: int, per_example: int, seed: int = 0):
@@ -135,6 +137,7 @@ def scale(n: int, n_features: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=0, help="training epochs for recovery (0: the demo's)")
+    parser.add_argument("--bins", type=int, default=0, help="bins of the sample recording for recovery (0: its own)")
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=4096)
     parser.add_argument("--skip-recovery", action="store_true")
@@ -143,7 +146,7 @@ def main() -> None:
     result: dict[str, object] = {"bench": "rank"}
     if not args.skip_recovery:
         log("recovery on the sample recording ...")
-        result["recovery"] = recovery(args.epochs or None)
+        result["recovery"] = recovery(args.epochs or None, args.bins or None)
     if not args.skip_scale:
         result["scale"] = scale(args.examples, args.features)
     print(json.dumps(result))

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +48,10 @@ from engine.sae.train import TrainConfig, TrainData, Trainer, pick_device  # noq
 from sample_data import generate  # noqa: E402
 
 D_SAE, K, BATCH = 512, 8, 1024
+WARM_UP_BATCHES = 8
+"""Batches of the one-epoch warm-up each trainer runs before its timed run."""
+CANCEL_TARGET_S = 2.0
+"""Longest time from cancel to Trainer.run() returning (the app's cancel must feel prompt)."""
 
 
 def log(message: str) -> None:
@@ -185,6 +190,36 @@ def train_saelens(train, val, epochs, lr, device) -> tuple[float, dict[str, floa
     return seconds, quality(val, recon, active, sae.W_dec.detach().cpu().numpy(), LOADINGS)
 
 
+def warmed_up(trainer, train, val, epochs):
+    """trainer(train, val, epochs) after the same warm-up every trainer gets: one epoch of 8 batches on the
+    first rows (kernels, allocator, thread pools, lazy imports and first-call caches are paid before timing)."""
+    trainer(train[:WARM_UP_BATCHES * BATCH], val[:BATCH], 1)
+    return trainer(train, val, epochs)
+
+
+def cancel_seconds(train, val, lr, device) -> float:
+    """Seconds from setting the cancel event (from another thread, a few steps into a long run) until
+    Trainer.run() returns: how quickly the app's cancel takes effect."""
+    stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=D_SAE, ks=(K,)), train.shape[1], (0,))
+    stack.initialise_from_data(train[:10_000].cpu())
+    cancel, running = threading.Event(), threading.Event()
+    config = TrainConfig(epochs=1000, batch_size=BATCH, lr=lr, device=device.type, log_every=1, select_on_val=False)
+    trainer = Trainer(stack, TrainData(train, val, device), config,
+                      on_progress=lambda event: event.step >= 5 and running.set(), cancel=cancel)
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.setdefault("status", trainer.run().status))
+    worker.start()
+    if not running.wait(timeout=600):
+        sys.exit("bench/train.py: training did not reach step 5 in 600 s")
+    started = time.perf_counter()
+    cancel.set()
+    worker.join()
+    seconds = time.perf_counter() - started
+    if outcome.get("status") != "cancelled":
+        sys.exit(f"bench/train.py: a cancelled run ended {outcome.get('status')!r}")
+    return seconds
+
+
 def main() -> None:
     global LOADINGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -192,9 +227,14 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, default=8, help="SAEs trained together in the sweep (0: skip)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cancel-repeat", type=int, default=5, help="cancels timed (0: skip)")
+    parser.add_argument("--train-rows", type=int, default=0,
+                        help="train on the first N rows of the train split only (0: all; for a quick look)")
     args = parser.parse_args()
     device = pick_device(args.device)
     train, val, LOADINGS = load_data(device)
+    if args.train_rows:
+        train = train[:max(args.train_rows, BATCH)]
     examples = args.epochs * (train.shape[0] // BATCH) * BATCH
     log(f"{device}: train {tuple(train.shape)}, val {tuple(val.shape)}; {args.epochs} epochs = {examples:,} "
         f"examples; d_sae {D_SAE}, k {K}, batch {BATCH}")
@@ -203,20 +243,22 @@ def main() -> None:
     log(f"matmul peak {peak / 1e9:,.1f} GFLOP/s → encoder roofline {roofline:,.0f} examples/s")
     result: dict[str, object] = {"bench": "train", "device": str(device), "epochs": args.epochs,
                                  "examples": examples, "d_in": train.shape[1], "d_sae": D_SAE, "k": K,
-                                 "batch": BATCH, "lr": args.lr, "matmul_peak_gflops": round(peak / 1e9, 1)}
-    train_mini(train[:8 * BATCH], val[:BATCH], 1, args.lr, device)  # warm-up: kernels, allocator, threads
-    seconds, [mine], _ = train_mini(train, val, args.epochs, args.lr, device)
+                                 "batch": BATCH, "lr": args.lr, "matmul_peak_gflops": round(peak / 1e9, 1),
+                                 "warm_up_examples_each": WARM_UP_BATCHES * BATCH}
+    seconds, [mine], _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device), train, val, args.epochs)
     result["mini"] = {"examples_per_s": round(examples / seconds), **mine,
                       "encoder_gflops": round(examples / seconds * 2 * train.shape[1] * D_SAE / 1e9, 1),
                       "fraction_of_encoder_roofline": round(examples / seconds / roofline, 3)}
     log(f"mini      {result['mini']}")
-    linear_seconds, [linear], _ = train_mini(train, val, args.epochs, args.lr, device, output="linear")
+    linear_seconds, [linear], _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device, output="linear"),
+                                            train, val, args.epochs)
     result["mini_linear_output"] = {"examples_per_s": round(examples / linear_seconds), **linear}
     log(f"mini (linear output) {result['mini_linear_output']}")
     peers = {}
     for name, run in (("sparsify", train_sparsify), ("saelens", train_saelens)):
         try:
-            peer_seconds, peer_quality = run(train, val, args.epochs, args.lr, device)
+            peer_seconds, peer_quality = warmed_up(lambda t, v, e, run=run: run(t, v, e, args.lr, device),
+                                                   train, val, args.epochs)
         except ImportError as error:
             log(f"{name}: not installed ({error}); run bench/setup_peers.sh")
             continue
@@ -227,7 +269,8 @@ def main() -> None:
     if peers:
         result["speedup_vs_fastest_peer"] = round(min(peers.values()) / seconds, 2)
     if args.sweep:
-        sweep_seconds, sweep, _ = train_mini(train, val, args.epochs, args.lr, device, n=args.sweep)
+        sweep_seconds, sweep, _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device, n=args.sweep),
+                                            train, val, args.epochs)
         result["sweep"] = {
             "saes": args.sweep, "seconds": round(sweep_seconds, 1),
             "sae_examples_per_s": round(args.sweep * examples / sweep_seconds),
@@ -238,6 +281,13 @@ def main() -> None:
                for name, s in peers.items()},
         }
         log(f"sweep     {result['sweep']}")
+    if args.cancel_repeat:
+        cancels = [cancel_seconds(train, val, args.lr, device) for _ in range(args.cancel_repeat)]
+        result["cancel"] = {"repeat": len(cancels), "seconds_median": round(float(np.median(cancels)), 4),
+                            "seconds_max": round(max(cancels), 4), "target_seconds_max": CANCEL_TARGET_S,
+                            "meets_target": max(cancels) <= CANCEL_TARGET_S}
+        log(f"cancel    {result['cancel']}")
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 
 

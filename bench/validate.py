@@ -24,11 +24,11 @@ predicate (latents fire in bursts, so not even the ground truth reaches MCC 1).
 
 Scale: the sample generator at 1,000,000 bins, one SAE (512 latents, k 8, 1 epoch), ranked, the first
 suggestion of the top 200 features accepted, then `validate_run` timed in one process, in CPU seconds
-(robust to a busy machine; `--jobs` divides the wall time by the cores with identical results). Side by side, what
-a user would write with scikit-learn: per pairing, a Pipeline(StandardScaler, LogisticRegression) tuned
-by GridSearchCV over the same C grid with GroupKFold by trial for the signature, all units and the
-feature, and the same 100 random subsets refitted with the signature's C, one pairing after another
-(same row cap); timed on the first ``--baseline`` pairings, compared per pairing.
+(robust to a busy machine; `--jobs` divides the wall time by the cores with identical results). Then the
+first ``--baseline`` labels are validated by mini and by the scikit-learn way of bench/validate_baseline.py,
+shared per predicate as mini shares (the fair ratio) and unshared (the naive one), each from the database
+to the figures with one BLAS thread; outside the timing the two ways must agree exactly and their figures
+are compared with mini's stored ones.
 
 Prints progress to stderr and, last on stdout, one JSON line.
 """
@@ -49,27 +49,23 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from threadpoolctl import threadpool_limits
+from validate_baseline import COMPARED, Pairing, Recording, differences, validate_pairings
+
 from engine.analysis.predicates import parse_predicate
-from engine.analysis.rank import rank_run
+from engine.analysis.rank import rank_config, rank_run
 from engine.demo import DEMO_RUN, auto_accept_top
 from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, dataset_matrix, train_run
 from engine.sae.model import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.validation.labels import label_feature
-from engine.validation.validate import (
-    C_GRID,
-    ValidateConfig,
-    choose_threshold,
-    cooccurrence,
-    fit_rows,
-    signature_units,
-)
+from engine.validation.validate import ValidateConfig, choose_threshold, cooccurrence
 from engine.validation.validate_run import predicate_target, validate_run
 from sample_data import SampleConfig, generate
 from store import Store
-from store.datasets import GroundTruth, load_natural_values
-from store.validations import accepted_labels, decoder_rows, feature_activations
+from store.datasets import GroundTruth, load_natural_values, load_natural_variables
+from store.validations import accepted_labels, decoder_rows, feature_activations, latest_attempt
 
 SHUFFLED = ("condition", "phase", "reward", "position", "speed")
 EVENT_LIKE = ("cue", "reward")
@@ -225,38 +221,75 @@ def science(epochs: int | None) -> dict[str, object]:
     return out
 
 
-def naive_pairing(counts, target, trials, fit, test, activation, weights, config: ValidateConfig) -> None:
-    """What a user would write with scikit-learn for one pairing (the side-by-side baseline)."""
-    import warnings
-
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, GroupKFold
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    threshold = choose_threshold(activation[fit], target[fit] > 0)
-    cooccurrence(activation[test], target[test] > 0, trials[test], threshold, config)
-    signature = signature_units(weights, config.signature_share)
-    rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
-    xf, yf, gf, xt, yt = counts[rows], target[rows], trials[rows], counts[test], target[test]
-    pipe = Pipeline([("scale", StandardScaler()),
-                     ("lr", LogisticRegression(class_weight="balanced", max_iter=1000))])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        best = None
-        for x_fit, x_test in ((xf[:, signature], xt[:, signature]), (xf, xt),
-                              (activation[rows, None], activation[test, None])):
-            search = GridSearchCV(pipe, {"lr__C": C_GRID}, cv=GroupKFold(config.cv_folds),
-                                  scoring="neg_log_loss").fit(x_fit, yf, groups=gf)
-            search.score(x_test, yt)
-            best = best or search.best_params_["lr__C"]
-        rng = np.random.default_rng(0)
-        for _ in range(config.n_random_subsets):
-            units = np.sort(rng.choice(counts.shape[1], len(signature), replace=False))
-            pipe.set_params(lr__C=best).fit(xf[:, units], yf).score(xt[:, units], yt)
+def baseline_recording(db: Store, dataset_id: int, n_examples: int) -> Recording:
+    """The dataset read from the database as the baseline needs it (the same reads mini's validation makes)."""
+    n_units = int(db.scalar("SELECT n_units FROM datasets WHERE dataset_id = ?", [dataset_id]))
+    counts, examples = dataset_matrix(db, dataset_id, n_examples, n_units)
+    splits = examples["split"].to_numpy()
+    kinds = dict(load_natural_variables(db, dataset_id).select("variable", "kind").iter_rows())
+    return Recording(counts, examples["trial_id"].to_numpy(), (splits == "train") | (splits == "val"),
+                     splits == "test", load_natural_values(db, dataset_id), kinds)
 
 
-def scale(n_examples: int, n_labels: int, n_baseline: int) -> dict[str, object]:
+def timed(work):
+    """(result, wall seconds, CPU seconds of this process) of work(), with one BLAS thread."""
+    with threadpool_limits(1):
+        start, cpu = time.perf_counter(), time.process_time()
+        result = work()
+        return result, time.perf_counter() - start, time.process_time() - cpu
+
+
+def compare(db: Store, run_id: int, dataset_id: int, n_examples: int, labels: pl.DataFrame,
+            config: ValidateConfig) -> dict[str, object]:
+    """mini and the scikit-learn way (shared and unshared) on the same labels, each from the database to the
+    figures, one BLAS thread each; then, outside the timing, their figures compared."""
+    label_ids = labels["label_id"].to_list()
+    rows = labels.select("label_id", "sae_id", "feature_id", "predicate").to_dicts()
+    outcome, mini_wall, mini_cpu = timed(lambda: validate_run(db, run_id, config, n_jobs=1, label_ids=label_ids))
+
+    def baseline(shared: bool):
+        recording = baseline_recording(db, dataset_id, n_examples)
+        features = labels.select("sae_id", "feature_id")
+        return validate_pairings(recording, rows, feature_activations(db, features, n_examples),
+                                 decoder_rows(db, features), config, shared)
+
+    shared, shared_wall, shared_cpu = timed(lambda: baseline(True))
+    log(f"  scikit-learn, shared per predicate: {shared_cpu / len(rows):.2f} s CPU per pairing")
+    unshared, unshared_wall, unshared_cpu = timed(lambda: baseline(False))
+    log(f"  scikit-learn, everything per pairing: {unshared_cpu / len(rows):.2f} s CPU per pairing")
+
+    if any(not same(shared[i], unshared[i]) for i in label_ids):
+        sys.exit("bench/validate.py: the shared and unshared scikit-learn ways disagree; the sharing is wrong")
+    stored = {i: latest_attempt(db, i) for i in label_ids}
+    if any((shared[i] is not None) != bool(stored[i]["testable"]) for i in label_ids):
+        sys.exit("bench/validate.py: mini and the scikit-learn way disagree on which labels are testable")
+    gaps = [differences(shared[i], stored[i]) for i in label_ids if shared[i] is not None]
+    worst = {name: round(max((g[name] for g in gaps), default=0.0), 4) for name in COMPARED}
+    n = len(rows)
+    return {
+        "compared_pairings": n, "compared_predicates": labels["predicate"].n_unique(),
+        "compared_testable": outcome.n_testable, "blas_threads": 1,
+        "mini_compared_wall_seconds": round(mini_wall, 1), "mini_compared_cpu_seconds_per_pairing": round(mini_cpu / n, 3),
+        "sklearn_shared_wall_seconds": round(shared_wall, 1),
+        "sklearn_shared_cpu_seconds_per_pairing": round(shared_cpu / n, 3),
+        "sklearn_unshared_wall_seconds": round(unshared_wall, 1),
+        "sklearn_unshared_cpu_seconds_per_pairing": round(unshared_cpu / n, 3),
+        "speedup_vs_sklearn_shared": round(shared_cpu / mini_cpu, 2),
+        "speedup_vs_sklearn_unshared": round(unshared_cpu / mini_cpu, 2),
+        "sklearn_shared_equals_unshared": True,
+        "sklearn_max_abs_difference_from_mini": worst,
+    }
+
+
+def same(a: Pairing | None, b: Pairing | None) -> bool:
+    """The same figures, NaN equal to NaN (the two ways run the same code on the same rows)."""
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(np.asarray(x, dtype=float), np.asarray(y, dtype=float), equal_nan=True)
+               for x, y in zip(a, b, strict=True))
+
+
+def scale(n_examples: int, n_labels: int, n_compared: int, max_shuffles: int | None) -> dict[str, object]:
     config = ValidateConfig()
     with tempfile.TemporaryDirectory() as folder:
         db = Store.open(Path(folder) / "bench.duckdb")
@@ -268,49 +301,29 @@ def scale(n_examples: int, n_labels: int, n_baseline: int) -> dict[str, object]:
         run_id = train_run(db, spec).run_id
         log(f"  trained 1 epoch in {time.perf_counter() - start:.0f} s")
         start = time.perf_counter()
-        rank_run(db, run_id)
+        rank_run(db, run_id, rank_config(max_shuffles))  # not timed: it only chooses the labels
         log(f"  ranked in {time.perf_counter() - start:.0f} s")
-        sae_id = int(db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id]))
         accepted = auto_accept_top(db, run_id, n_labels)
         labels = accepted_labels(db, run_id)
         n_predicates = labels.select("variable", "value", "low", "high").unique().height
         log(f"  accepted {accepted} labels over {n_predicates} distinct predicates; validating ...")
         # One process (n_jobs=1) and CPU time: the figure per pairing does not depend on how busy the
         # machine is; with n_jobs=-1 the wall time divides by the cores (the results are identical).
-        start, cpu = time.perf_counter(), time.process_time()
-        outcome = validate_run(db, run_id, config, n_jobs=1)
-        mini_seconds, mini_cpu = time.perf_counter() - start, time.process_time() - cpu
+        outcome, mini_seconds, mini_cpu = timed(lambda: validate_run(db, run_id, config, n_jobs=1))
         log(f"  mini: {outcome.n_validated}/{outcome.n_testable} validate in {mini_seconds:.0f} s "
             f"({mini_cpu:.0f} s CPU)")
-
-        log(f"  baseline: {n_baseline} pairings the scikit-learn way ...")
-        counts, examples = dataset_matrix(db, dataset_id, n_examples,
-                                          int(db.scalar("SELECT n_units FROM datasets WHERE dataset_id = ?",
-                                                        [dataset_id])))
-        splits, trials = examples["split"].to_numpy(), examples["trial_id"].to_numpy()
-        values = load_natural_values(db, dataset_id)
-        kinds = dict(db.frame("SELECT variable, kind FROM natural_variables").iter_rows())
-        first = labels.head(n_baseline)
-        acts = feature_activations(db, first.select("sae_id", "feature_id"), n_examples)
-        weights = decoder_rows(db, first.select("sae_id", "feature_id"))
-        start, cpu = time.perf_counter(), time.process_time()
-        for label in first.iter_rows(named=True):
-            present, _ = predicate_target(parse_predicate(label["predicate"], kinds), values, kinds, n_examples)
-            key = (sae_id, label["feature_id"])
-            naive_pairing(counts, present.astype(float), trials, splits != "test", splits == "test", acts[key],
-                          weights[key], config)
-        baseline_seconds, baseline_cpu = time.perf_counter() - start, time.process_time() - cpu
+        log(f"  compared: the first {n_compared} labels, by mini and by scikit-learn (shared and unshared) ...")
+        compared = compare(db, run_id, dataset_id, n_examples, labels.head(n_compared), config)
         db.close()
-    mini_per, baseline_per = mini_cpu / outcome.n_testable, baseline_cpu / first.height
-    log(f"  baseline {baseline_per:.2f} s CPU per pairing vs mini {mini_per:.2f} s")
+    mini_per = mini_cpu / outcome.n_testable
+    log(f"  per pairing, CPU: mini {compared['mini_compared_cpu_seconds_per_pairing']} s, scikit-learn shared "
+        f"{compared['sklearn_shared_cpu_seconds_per_pairing']} s, unshared "
+        f"{compared['sklearn_unshared_cpu_seconds_per_pairing']} s")
     return {"examples": n_examples, "pairings": outcome.n_testable, "distinct_predicates": n_predicates,
             "labels": outcome.n_labels, "generalise": outcome.n_generalise,
             "validated": outcome.n_validated, "mini_wall_seconds": round(mini_seconds, 1),
             "mini_cpu_seconds": round(mini_cpu, 1), "mini_cpu_seconds_per_pairing": round(mini_per, 3),
-            "baseline_pairings": first.height, "baseline_wall_seconds": round(baseline_seconds, 1),
-            "baseline_cpu_seconds_per_pairing": round(baseline_per, 3),
-            "speedup_vs_baseline_per_pairing": round(baseline_per / mini_per, 2),
-            "load_average_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}
+            **compared, "load_average_1min": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}
 
 
 def main() -> None:
@@ -318,7 +331,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="training epochs for the science part (0: demo's)")
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--labels", type=int, default=200)
-    parser.add_argument("--baseline", type=int, default=10, help="pairings validated the baseline way")
+    parser.add_argument("--baseline", type=int, default=20,
+                        help="labels (the first ones) validated by mini and by scikit-learn for the comparison")
+    parser.add_argument("--max-shuffles", type=int, default=0,
+                        help="the scale part's ranking (not timed) caps its shuffles here (0: mini's default)")
     parser.add_argument("--skip-science", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
@@ -327,7 +343,7 @@ def main() -> None:
         log("science on the sample recording ...")
         result["science"] = science(args.epochs or None)
     if not args.skip_scale:
-        result["scale"] = scale(args.examples, args.labels, args.baseline)
+        result["scale"] = scale(args.examples, args.labels, args.baseline, args.max_shuffles or None)
     print(json.dumps(result))
 
 

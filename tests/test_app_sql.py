@@ -3,7 +3,6 @@ database. Queries are typed and run with the real keys; results are compared wit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -286,16 +285,15 @@ def test_a_result_cut_at_max_rows_says_so_and_exports_every_row(app_db: Path) ->
     assert pl.read_parquet(path).rows() == every
 
 
-def test_a_100k_row_result_appears_quickly(app_db: Path) -> None:
+def test_a_150k_row_result_shows_its_first_100k_rows(app_db: Path) -> None:
+    """How quickly it appears is bench/sql.py's to measure (a timing here would fail on a busy machine)."""
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         box = app.screen.query_one(QueryBox)
         box.load_text("SELECT i, i * 0.5 AS half, 'row ' || i AS label FROM range(150000) t(i)")
-        started = time.perf_counter()
         await pilot.press("f5")
         await settle(app, pilot)
-        seen["seconds"] = time.perf_counter() - started
         seen["message"] = message(app)
         table = app.screen.query_one(ResultsTable)
         table.focus()
@@ -305,7 +303,6 @@ def test_a_100k_row_result_appears_quickly(app_db: Path) -> None:
     drive(app_db, script)
     assert seen["message"].startswith("First 100,000 rows shown × 3 columns")
     assert seen["last"] == [99999, 49999.5, "row 99999"]
-    assert seen["seconds"] < 5, seen["seconds"]
 
 
 def test_c_copies_the_cell_and_shift_c_the_row(app_db: Path) -> None:

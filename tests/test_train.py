@@ -10,7 +10,6 @@ import io
 import itertools
 import math
 import threading
-import time
 
 import pytest
 import torch
@@ -196,7 +195,7 @@ def test_the_first_steps_report_progress_before_log_every_without_adding_log_row
 
 
 # -- cancel ----------------------------------------------------------------------------------------------
-def test_cancel_from_another_thread_stops_promptly():
+def test_cancel_from_another_thread_stops_after_the_step_in_flight():
     config = small_config(epochs=100_000, log_every=1)
     progressed = threading.Event()
     cancel = threading.Event()
@@ -211,15 +210,15 @@ def test_cancel_from_another_thread_stops_promptly():
     worker = threading.Thread(target=lambda: result.setdefault("outcome", trainer.run()))
     worker.start()
     assert progressed.wait(timeout=30)
-    cancelled_at = time.perf_counter()
     cancel.set()
-    worker.join(timeout=10)
+    # Read after the set: a step finished since is counted here, and at most the one in flight follows.
+    seen_at_cancel = steps_seen[-1]
+    worker.join(timeout=60)  # a wait, not a speed check: how quickly it stops is bench/train.py's figure
     assert not worker.is_alive()
-    assert time.perf_counter() - cancelled_at < 2
     outcome = result["outcome"]
     assert outcome.status == "cancelled"
     assert outcome.steps < 1000 and outcome.steps == trainer.step
-    assert outcome.steps <= steps_seen[-1] + 1  # at most the step in flight finished
+    assert outcome.steps <= seen_at_cancel + 1  # at most the step in flight finished
     assert outcome.examples_seen == outcome.steps * config.batch_size
 
 
