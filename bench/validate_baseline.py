@@ -1,6 +1,6 @@
 """The scikit-learn way of validating labels: bench/validate.py's baseline, on equal terms with mini.
 
-For one pairing (a labelled feature and its predicate) it computes the figures `engine.validate_run` stores,
+For one pairing (a labelled feature and its predicate) it computes the figures `engine.validation.validate_run` stores,
 the way a user would with scikit-learn: the on-threshold and co-occurrence statistics with mini's own
 functions (no library offers them, so both sides do the same work there), the coactivation profile, and
 every decoder as ``GridSearchCV(Pipeline(StandardScaler, LogisticRegression), C grid, GroupKFold by trial,
