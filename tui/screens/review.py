@@ -259,20 +259,15 @@ class ReviewScreen(Screen):
     # ReviewContext (arrays of a million examples) took 80 ms.
     @work(thread=True, group="features")
     def _read_feature(self, feature_id: int, version: int) -> None:
-        from engine.analysis.review import load_feature
-
-        context = self.context
-        try:
-            with self._stores.cursor() as db:
-                panel = load_feature(db, context, feature_id)
-        except Exception as error:  # shown on screen
-            self.post_message(LoadFailed(f"Could not read feature {feature_id}: {error}"))
-            return
-        self.post_message(FeatureLoaded(panel, version))
+        self._read_panels([(feature_id, version)])
 
     @work(thread=True, group="features")
     def _read_ahead(self, keys: list[tuple[int, int]]) -> None:
         """Read the (feature, version) panels one after another, nearest first."""
+        self._read_panels(keys)
+
+    def _read_panels(self, keys: list[tuple[int, int]]) -> None:
+        """On a worker thread: read each (feature, version) panel and post it, or say why it failed."""
         from engine.analysis.review import load_feature
 
         context = self.context
