@@ -63,17 +63,7 @@ class TextPanel(ScrollView, can_focus=True):
         if len(self._lines) > self.content_region.height > 0:
             # Too tall: a scrollbar will take its columns, so lay the text out narrower.
             self._lines = self._lines_for(width - self.styles.scrollbar_size_vertical)
-        # A new virtual size costs a layout pass of the whole screen (~15 ms in Review, on most keys). Content
-        # that fits is given the panel's own height, the same from one feature to the next; content taller
-        # than the panel before and after keeps its scrollbar, and only the scrollbar's thumb changes.
-        height = self.content_region.height
-        size, before = Size(width, max(len(self._lines), height)), self.virtual_size
-        if before.width == size.width and min(before.height, size.height) > height > 0 \
-                and self.show_vertical_scrollbar:
-            self.set_reactive(TextPanel.virtual_size, size)
-            self._scroll_update(size)
-        else:
-            self.virtual_size = size
+        self.virtual_size = Size(width, len(self._lines))
 
     def _lines_for(self, width: int) -> list[Text]:
         text = self._builder(max(width, 8)) if self._builder is not None else Text("")
