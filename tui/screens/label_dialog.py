@@ -19,20 +19,10 @@ from textual.widgets import Input, Static
 
 from engine.errors import InputError
 from engine.validation.labels import parse_predicate
+from tui.widgets.modal_box import box_css
 
+# Inside the box (tui.widgets.modal_box draws it): the fields and their errors.
 DIALOG_CSS = """
-{cls} {{
-    align: center middle;
-}}
-{cls} #dialog {{
-    width: 76;
-    max-width: 100%;
-    height: auto;
-    max-height: 100%;
-    padding: 0 1;
-    border: round $primary;
-    background: $panel;
-}}
 {cls} .field {{
     color: $text-muted;
 }}
@@ -79,7 +69,7 @@ def read_label(name: str, predicate: str, kinds: dict[str, str]) -> tuple[LabelE
 class LabelDialog(ModalScreen[LabelEntry | None]):
     """Type a label: a name (completes the run's names and predicates) and an optional predicate."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(cls="LabelDialog")
+    DEFAULT_CSS = box_css("LabelDialog", "dialog", title_align="left") + DIALOG_CSS.format(cls="LabelDialog")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, feature_id: int, kinds: dict[str, str], names: list[str], predicates: list[str]):
@@ -140,7 +130,7 @@ class LabelDialog(ModalScreen[LabelEntry | None]):
 class NoteDialog(ModalScreen[str | None]):
     """Write a note on the feature's current label (or on a new 'unsure' when it has none)."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(cls="NoteDialog")
+    DEFAULT_CSS = box_css("NoteDialog", "dialog", title_align="left") + DIALOG_CSS.format(cls="NoteDialog")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, feature_id: int, current: str | None):

@@ -87,7 +87,7 @@ class KeyFooter(Footer):
         super().__init__()
         self._composed_width = 0
         self.shown_actions: list[str] = []
-        """The actions the footer shows now (for tests and the help screen)."""
+        """The actions the footer shows now (the layout tests read them)."""
 
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:

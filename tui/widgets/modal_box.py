@@ -1,11 +1,12 @@
-"""The centred box the app's modal screens draw (the key map, the Rank dialog): one style, defined once."""
+"""The centred box the app's modal screens draw (the key map, the Rank dialog, the label and note dialogs): one
+style, defined once."""
 
 from __future__ import annotations
 
 
-def box_css(screen: str, box: str) -> str:
+def box_css(screen: str, box: str, title_align: str = "center") -> str:
     """CSS for `screen` (a class name) centring its box `#box`: 76 columns or the terminal's width, as tall
-    as its content, a rounded border with the title centred."""
+    as its content, a rounded border with the title at `title_align`."""
     return f"""
     {screen} {{
         align: center middle;
@@ -17,7 +18,7 @@ def box_css(screen: str, box: str) -> str:
         max-height: 100%;
         padding: 0 1;
         border: round $primary;
-        border-title-align: center;
+        border-title-align: {title_align};
         background: $panel;
     }}
     """
