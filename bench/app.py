@@ -10,8 +10,9 @@ app headless (`App.run_test`) with the real keys:
   laid out and drawn (prefetched, as a person moving through features sees it), and the same with the
   cache emptied first (a cold read);
 - label: `x` to the moment its row is committed (Review then moves on), pressed once the feature has
-  been on screen a moment (a person reads it first), and pressed as soon as it shows, while the
-  neighbours' prefetch still reads the database (`label_commit_busy_ms`);
+  been on screen a moment and its neighbours have been read ahead (a person reads it first), and
+  pressed once the neighbours' read ahead has begun, while it reads the database
+  (`label_commit_busy_ms`);
 - keys while ranking: the app ranks the same run in the background (`App.start_ranking`, what the Rank
   dialog starts from Features' `R` or the palette's `Rank run 1`: engine.analysis.rank.rank_run on the real run)
   while `j` is pressed in Review, a person's pace apart; each key is timed to the frame drawn, as the
@@ -164,6 +165,12 @@ async def measure_review(db_path: Path, steps: int, labels: int, ranking_keys: i
             await pilot._wait_for_screen()
             app.screen._on_timer_update()
 
+        async def read_ahead_done() -> None:
+            """A person reads the feature before the next key: its neighbours are read ahead meanwhile
+            (Review starts that READ_AHEAD_AFTER_S after a feature shows), untimed."""
+            await until(lambda: screen.context.order[screen.index + 1] in screen._cache and not screen._loading)
+            await pilot.pause()
+
         async def next_feature(cold: bool) -> float:
             target = screen.context.order[screen.index + 1]
             if cold:
@@ -175,10 +182,7 @@ async def measure_review(db_path: Path, steps: int, labels: int, ranking_keys: i
             await frame_drawn()
             cpu.append((time.process_time() - begin_cpu) * 1000)
             elapsed = (time.perf_counter() - begin) * 1000
-            # A person reads the feature before the next key: the prefetch of the one after it runs
-            # now, untimed. (pilot.pause() waits for the whole process to go idle, prefetch included,
-            # so timing up to it counted the background read as if the person had waited for it.)
-            await pilot.pause()
+            await read_ahead_done()
             return elapsed
 
         warm = [await next_feature(cold=False) for _ in range(steps)]
@@ -189,8 +193,10 @@ async def measure_review(db_path: Path, steps: int, labels: int, ranking_keys: i
 
         async def label(read_first: bool) -> float:
             await until(lambda: screen.shown is not None and not screen._writer.busy)
-            if read_first:  # a person looks at the feature first: its neighbours' prefetch ends meanwhile
-                await pilot.pause()
+            if read_first:
+                await read_ahead_done()
+            else:  # once the read ahead of the neighbours has begun
+                await until(lambda: screen.shown is not None and not screen._writer.busy and bool(screen._loading))
             before = screen.last_saved
             begin = time.perf_counter()
             key("x")
@@ -198,7 +204,7 @@ async def measure_review(db_path: Path, steps: int, labels: int, ranking_keys: i
             return (screen.last_saved.committed_at - begin) * 1000
 
         out["label_commit_ms"] = [await label(read_first=True) for _ in range(labels)]
-        # x as soon as the next feature shows, while the neighbours' prefetch still reads the database.
+        # x while the neighbours' read ahead is reading the database.
         out["label_commit_busy_ms"] = [await label(read_first=False) for _ in range(max(1, labels // 2))]
         log(f"  label commit: median {summary(out['label_commit_ms'])[0]:.1f} ms over {labels}, "
             f"{summary(out['label_commit_busy_ms'])[0]:.1f} ms pressed while prefetching")

@@ -143,8 +143,10 @@ class Store:
         return True
 
     def interrupt(self) -> None:
-        """Stop the query running on this Store's cursor, if any (one that has not started yet is not stopped)."""
-        self.con.interrupt()
+        """Stop the query running on this Store's cursor, if any (one that has not started yet is not stopped;
+        a closed cursor has nothing to stop)."""
+        with contextlib.suppress(duckdb.ConnectionException):
+            self.con.interrupt()
 
     @contextmanager
     def interrupted_when(self, event: threading.Event | None) -> Iterator[None]:

@@ -15,7 +15,7 @@ from textual.widgets import Input, Static
 
 from store import Store
 from tests.app_data import APP_VALIDATE, split_verdicts
-from tests.pilot import Script, run_app, until
+from tests.pilot import Script, notifications, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
 from tui.screens.label_dialog import LabelDialog, NoteDialog, read_label
@@ -131,7 +131,8 @@ def test_the_next_feature_is_prefetched_and_shown_from_the_cache(app_db: Path) -
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
         screen = await open_review(pilot, feature_id=order[10])
-        await app.workers.wait_for_complete()
+        # Read ahead a moment after the feature shows (READ_AHEAD_AFTER_S), so as not to slow its drawing.
+        await until(pilot, lambda: {order[9], order[11], order[12]} <= set(screen._cache) and not screen._loading)
         seen["cached"] = set(screen._cache)
         cached_panel = screen._cache[order[11]]
         await pilot.press("j")
@@ -140,6 +141,49 @@ def test_the_next_feature_is_prefetched_and_shown_from_the_cache(app_db: Path) -
     drive(app_db, script)
     assert {order[9], order[11], order[12]} <= seen["cached"]
     assert seen["same_object"], "j showed the prefetched panel without reading it again"
+
+
+def test_a_label_interrupts_the_read_ahead_and_the_neighbours_are_read_after_it(app_db: Path, monkeypatch) -> None:
+    """A label is what the person waits for; the read ahead gives way to it and is done again afterwards."""
+    import threading
+
+    import engine.analysis.review as review
+
+    order = rank_order(app_db)
+    real_load = review.load_feature
+    stalled, outcome = threading.Event(), {}
+    stall = {order[12]}  # the first read ahead once order[11] shows: it runs a query of minutes, once
+
+    def load_feature(db, context, feature_id):
+        if feature_id in stall:
+            stall.discard(feature_id)
+            stalled.set()
+            try:
+                db.con.execute("SELECT sum(i) FROM range(1000000000000) t(i)").fetchall()
+            except Exception as error:
+                outcome["error"] = str(error)
+                raise
+        return real_load(db, context, feature_id)
+
+    monkeypatch.setattr(review, "load_feature", load_feature)
+    seen: dict[str, Any] = {}
+
+    async def script(app: MiniApp, pilot: Pilot) -> None:
+        screen = await open_review(pilot, feature_id=order[11])
+        await until(pilot, stalled.is_set)  # reading ahead, inside the long query
+        await pilot.press("x")
+        await until(pilot, lambda: screen.last_saved is not None)
+        seen["saved"] = screen.last_saved.feature_id
+        await until(pilot, lambda: screen.shown is not None and screen.shown.feature_id == order[12])
+        await until(pilot, lambda: {order[11], order[13]} <= set(screen._cache) and not screen._loading)
+        seen["notes"] = notifications(app)
+
+    drive(app_db, script)
+    assert seen["saved"] == order[11]
+    assert "INTERRUPT" in outcome["error"]  # the query of minutes was stopped, not waited for
+    assert not [n for n in seen["notes"] if "Could not read" in n], seen["notes"]
+    assert rows(app_db, "SELECT verdict FROM current_labels WHERE sae_id = 1 AND feature_id = ?", [order[11]]) == [
+        {"verdict": "reject"}]
 
 
 # -- labelling keys -------------------------------------------------------------------------------------

@@ -212,3 +212,34 @@ def test_a_bad_conjunction_is_one_line_exit_2_and_writes_nothing(ranked, tmp_pat
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("mini: error: ") and words in result.stderr, result.stderr
     assert _json(folder, str(path), "SELECT * FROM labels") == before
+
+
+def test_review_s_one_statement_label_keeps_every_rule(ranked, tmp_path):
+    """Review passes its SAE and labels in one statement; a label it may not write is refused as `mini
+    label` refuses it, naming why, and writes nothing."""
+    from engine.validation.freezes import freeze_labels
+    from engine.validation.labels import label_feature
+    from store import Store
+
+    _folder, source = ranked
+    path = tmp_path / "copy.duckdb"
+    path.write_bytes(Path(source).read_bytes())
+    with Store.open(path) as db:
+        n_features = db.scalar("SELECT d_sae FROM saes WHERE sae_id = 1")
+        count = lambda: db.scalar("SELECT count(*) FROM labels")  # noqa: E731
+        label_id = label_feature(db, 1, 3, sae_id=1, accept=1)
+        assert db.frame("SELECT feature_id, verdict, predicate IS NOT NULL AS p FROM labels WHERE label_id = ?",
+                        [label_id]).to_dicts() == [{"feature_id": 3, "verdict": "accept", "p": True}]
+        before = count()
+        for kwargs, words in (({"feature_id": n_features, "verdict": "reject"}, f"has no feature {n_features}"),
+                              ({"feature_id": -1, "verdict": "reject"}, "has no feature -1"),
+                              ({"feature_id": 0, "verdict": "reject", "sae_id": 77}, "not an SAE of run 1"),
+                              ({"feature_id": 0, "accept": 40}, "has no suggestion 40")):
+            kwargs = {"sae_id": 1, **kwargs}
+            with pytest.raises(Exception, match=words):
+                label_feature(db, 1, kwargs.pop("feature_id"), **kwargs)
+        assert count() == before
+        freeze_labels(db, 1)
+        with pytest.raises(InputError, match="labels were frozen"):
+            label_feature(db, 1, 4, sae_id=1, verdict="reject")
+        assert count() == before

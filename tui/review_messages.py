@@ -24,6 +24,16 @@ class FeatureLoaded(Message):
         self.version = version
 
 
+class ReadsLeft(Message):
+    """Panel reads that ended without a panel; `keys` are their (feature, version). `failed`: the read failed
+    (LoadFailed says why); else reads ahead that gave way to a label being written."""
+
+    def __init__(self, keys: list[tuple[int, int]], *, failed: bool = False):
+        super().__init__()
+        self.keys = keys
+        self.failed = failed
+
+
 class FeatureOrdered(Message):
     """The SAE's activations were copied in feature order (rows written; None: already were)."""
 

@@ -24,7 +24,8 @@ class ThreadStores:
         self._db = db
         self._grace_s = grace_s
         self._close_timeout_s = close_timeout_s
-        self._lent: set[Store] = set()
+        self._lent: dict[Store, str | None] = {}
+        """Each cursor lent, with the purpose it was lent for (see `interrupt`)."""
         self._changed = threading.Condition()
         self._closed = False
 
@@ -33,18 +34,19 @@ class ThreadStores:
         return self._closed
 
     @contextmanager
-    def cursor(self) -> Iterator[Store]:
-        """A Store on a fresh cursor for the calling thread, closed when the block ends."""
+    def cursor(self, purpose: str | None = None) -> Iterator[Store]:
+        """A Store on a fresh cursor for the calling thread, closed when the block ends; `purpose` names what
+        it reads, for `interrupt`."""
         with self._changed:
             if self._closed:
                 raise RuntimeError(f"{self._db.path}: the database is closing")
             thread_db = self._db.for_thread()
-            self._lent.add(thread_db)
+            self._lent[thread_db] = purpose
         try:
             yield thread_db
         finally:
             with self._changed:
-                self._lent.discard(thread_db)
+                self._lent.pop(thread_db, None)
                 thread_db.close()
                 self._changed.notify_all()
 
@@ -70,6 +72,16 @@ class ThreadStores:
                 self._interrupt_lent()
                 self._changed.wait(timeout=0.02)
         return True
+
+    def interrupt(self, purpose: str) -> None:
+        """Stop each cursor lent for `purpose`: its query in flight is interrupted, and a cursor between two
+        queries (computing on what it read) is closed, so that its next query fails at once. Either way its
+        block raises."""
+        with self._changed:
+            for thread_db, lent_for in self._lent.items():
+                if lent_for == purpose:
+                    thread_db.interrupt()
+                    thread_db.close_unless_busy()
 
     def _interrupt_lent(self) -> None:
         for thread_db in self._lent:

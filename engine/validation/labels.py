@@ -16,7 +16,7 @@ from engine.validation.freezes import check_labels_open
 from store import Store
 from store.datasets import get_dataset, load_natural_variables, variable_levels
 from store.errors import StoreError
-from store.labels import Label, add_label, label_run_id, run_sae_features, suggestion
+from store.labels import Label, add_label, add_label_if_open, label_run_id, run_sae_features, suggestion
 from store.labels import undo_label as store_undo_label
 from store.runs import get_run
 
@@ -38,6 +38,14 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
     if predicate is not None and name is None:
         raise InputError("--predicate: goes only with --name (a suggestion brings its own; a rejected or unsure "
                          "feature has none)")
+    if sae_id is not None:  # Review's path: one statement when the label is fine, as it nearly always is
+        try:
+            label = _label(db, run_id, sae_id, feature_id, accept, name, predicate, verdict, note, source)
+        except (InputError, StoreError):
+            label = None  # the checks below say what is wrong, in their order
+        label_id = None if label is None else add_label_if_open(db, run_id, label)
+        if label_id is not None:
+            return label_id
     saes = run_sae_features(db, run_id)
     if saes is None:
         get_run(db, run_id)  # raises the error that names the runs there are
@@ -51,12 +59,18 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
     if not 0 <= feature_id < n_features:
         raise InputError(f"--feature {feature_id}: SAE {sae_id} has no feature {feature_id} (it has {n_features}, "
                          f"numbered 0 to {n_features - 1})")
+    return add_label(db, _label(db, run_id, sae_id, feature_id, accept, name, predicate, verdict, note, source))
+
+
+def _label(db: Store, run_id: int, sae_id: int, feature_id: int, accept: int | None, name: str | None,
+           predicate: str | None, verdict: str | None, note: str | None, source: str) -> Label:
+    """The label row one labelling action writes (a suggestion looked up, a predicate parsed and checked)."""
     if accept is not None:
         picked = suggestion(db, sae_id, feature_id, accept)
-        label = Label(sae_id, feature_id, "accept", name=picked["predicate"], predicate=picked["predicate"],
-                      variable=picked["variable"], value=picked["value"], low=picked["low"], high=picked["high"],
-                      source=source, note=note)
-    elif name is not None:
+        return Label(sae_id, feature_id, "accept", name=picked["predicate"], predicate=picked["predicate"],
+                     variable=picked["variable"], value=picked["value"], low=picked["low"], high=picked["high"],
+                     source=source, note=note)
+    if name is not None:
         if not name.strip():
             raise InputError("--name: a label needs some text")
         if len(name) > MAX_LABEL_CHARS:  # control characters are kept as given, and escaped where shown
@@ -74,14 +88,12 @@ def label_feature(db: Store, run_id: int, feature_id: int, *, sae_id: int | None
                         shown = ", ".join(levels[:8]) + (", …" if len(levels) > 8 else "")
                         raise InputError(f"predicate '{predicate}': '{clause.variable}' never takes the value "
                                          f"'{clause.value}' (its values: {shown})")
-        label = Label(sae_id, feature_id, "accept", name=name, predicate=parsed and parsed.text,
-                      variable=parsed and parsed.variable, value=parsed and parsed.value,
-                      low=parsed and parsed.low, high=parsed and parsed.high, source=source, note=note)
-    else:
-        if verdict not in ("reject", "unsure"):
-            raise InputError(f"verdict {verdict}: use reject or unsure")
-        label = Label(sae_id, feature_id, verdict, source=source, note=note)
-    return add_label(db, label)
+        return Label(sae_id, feature_id, "accept", name=name, predicate=parsed and parsed.text,
+                     variable=parsed and parsed.variable, value=parsed and parsed.value,
+                     low=parsed and parsed.low, high=parsed and parsed.high, source=source, note=note)
+    if verdict not in ("reject", "unsure"):
+        raise InputError(f"verdict {verdict}: use reject or unsure")
+    return Label(sae_id, feature_id, verdict, source=source, note=note)
 
 
 def undo_label(db: Store, label_id: int) -> None:

@@ -10,6 +10,7 @@ keys pressed while a write is in flight are replayed after it, in order.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +31,7 @@ from tui.review_messages import (
     LabelFailed,
     LabelSaved,
     LabelValidated,
+    ReadsLeft,
 )
 from tui.widgets.activation_trace import ActivationTrace
 from tui.widgets.key_footer import KeyFooter
@@ -37,6 +39,8 @@ from tui.widgets.text_panel import TextPanel
 from tui.widgets.tuning_panel import TuningPanel
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from engine.analysis.review import FeaturePanel, ReviewContext
     from engine.validation.validate import ValidateConfig
     from tui.thread_stores import ThreadStores
@@ -63,6 +67,12 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
 CACHE_SIZE = 32
 PREFETCH = (1, -1, 2)
 """Positions around the shown feature whose panels are read ahead, nearest first."""
+READ_AHEAD_AFTER_S = 0.05
+"""Reads ahead start this long after a feature shows. Started at once (even after Textual's refresh: its
+after-refresh callbacks can run before the panels' updates reach the screen), they shared the two cores
+with drawing the feature, which then took up to 90 ms instead of 10; a person reads a feature for far longer."""
+READ_AHEAD = "read ahead"
+"""The purpose Review's reads ahead borrow their cursors for: a label being written interrupts them."""
 
 
 class ReviewScreen(Screen):
@@ -136,7 +146,11 @@ class ReviewScreen(Screen):
         self._versions: dict[int, int] = {}
         """Per feature, bumped by every write to it: a panel read before a write is not cached."""
         self._loading: set[tuple[int, int]] = set()
+        self._prefetch_timer: Timer | None = None
         self._writer = LabelWriter(stores)
+        self._write_interrupts = 0
+        """Odd while a write begun interrupts the reads ahead, then even again: a read ahead that sees it odd,
+        or changed since it began, gives way (_read_panels)."""
         self._deferred: list[tuple[Any, tuple]] = []
         self._undo: list[tuple[int, int]] = []
         """(label_id, feature_id) of the labels made on this screen, newest last."""
@@ -210,6 +224,12 @@ class ReviewScreen(Screen):
     def _context_ready(self, message: ContextLoaded) -> None:
         context = self.context = message.context
         self.sae_id = context.sae_id
+        # What is alive now (the app, its screens, this context) lives as long as Review does: out of the
+        # cyclic collector's reach, its full passes take 5-10 ms instead of 50-80 ms, which had landed in
+        # the middle of a key's reply (gc.freeze; objects freed by reference counting still are). The
+        # garbage of earlier screens is collected first, so as not to be kept.
+        gc.collect()
+        gc.freeze()
         self.sub_title = f"Review · run {self.run_id} · SAE {context.sae_id}"
         if not context.order:
             self.query_one("#info", Static).update(
@@ -259,26 +279,48 @@ class ReviewScreen(Screen):
     # ReviewContext (arrays of a million examples) took 80 ms.
     @work(thread=True, group="features")
     def _read_feature(self, feature_id: int, version: int) -> None:
-        self._read_panels([(feature_id, version)])
+        self._read_panels([(feature_id, version)], ahead=False)
 
     @work(thread=True, group="features")
     def _read_ahead(self, keys: list[tuple[int, int]]) -> None:
         """Read the (feature, version) panels one after another, nearest first."""
-        self._read_panels(keys)
+        self._read_panels(keys, ahead=True)
 
-    def _read_panels(self, keys: list[tuple[int, int]]) -> None:
-        """On a worker thread: read each (feature, version) panel and post it, or say why it failed."""
+    def _read_panels(self, keys: list[tuple[int, int]], *, ahead: bool) -> None:
+        """On a worker thread: read each (feature, version) panel and post it, or say why it failed.
+
+        Reads ahead give way to a label being written (the person waits for the one, not the other): a
+        write begun interrupts the read in flight and the rest are left, to be asked for again (ReadsLeft)."""
         from engine.analysis.review import load_feature
 
         context = self.context
-        for feature_id, version in keys:
+        for position, (feature_id, version) in enumerate(keys):
+            interrupts = self._write_interrupts
+            if ahead and (interrupts % 2 or self._writer.busy):
+                self.post_message(ReadsLeft(keys[position:]))
+                return
             try:
-                with self._stores.cursor() as db:
+                with self._stores.cursor(READ_AHEAD if ahead else None) as db:
                     panel = load_feature(db, context, feature_id)
             except Exception as error:  # shown on screen
+                if ahead and self._write_interrupts != interrupts:  # interrupted by the write
+                    self.post_message(ReadsLeft(keys[position:]))
+                    return
                 self.post_message(LoadFailed(f"Could not read feature {feature_id}: {error}"))
+                self.post_message(ReadsLeft([(feature_id, version)], failed=True))  # a later visit tries again
                 continue
             self.post_message(FeatureLoaded(panel, version))
+
+    @on(ReadsLeft)
+    def _reads_left(self, message: ReadsLeft) -> None:
+        self._loading.difference_update(message.keys)
+        if message.failed:
+            return
+        current = self._current()
+        if self.shown is None and any(feature_id == current for feature_id, _ in message.keys):
+            self._read(current)  # moved on to it meanwhile: it waits for this read
+        elif not self._writer.busy:  # else the write's end moves on, and reads ahead again
+            self._prefetch_soon()
 
     @on(FeatureLoaded)
     def _feature_read(self, message: FeatureLoaded) -> None:
@@ -294,7 +336,7 @@ class ReviewScreen(Screen):
             self._cache.popitem(last=False)
         if self._current() == panel.feature_id and self.shown is not panel:
             self._show_panel(panel)
-            self.call_after_refresh(self._prefetch)
+            self._prefetch_soon()
             self._replay()
 
     @on(LoadFailed)
@@ -314,13 +356,19 @@ class ReviewScreen(Screen):
         panel = self._cache.get(feature_id)
         if panel is not None:
             self._show_panel(panel)
-            self.call_after_refresh(self._prefetch)  # once it is drawn: its reads would slow the frame
+            self._prefetch_soon()
         else:
             self.shown = None
             self.add_class("-loading")  # the panels below still show the previous feature: dim them
             self.query_one("#info", Static).update(f"#{feature_id}  reading…", layout=False)
             # Its neighbours are read once it shows: read beside it, they would slow it down.
             self._read(feature_id)
+
+    def _prefetch_soon(self) -> None:
+        """Read ahead READ_AHEAD_AFTER_S from now, around whichever feature shows then."""
+        if self._prefetch_timer is not None:
+            self._prefetch_timer.stop()
+        self._prefetch_timer = self.set_timer(READ_AHEAD_AFTER_S, self._prefetch)
 
     def _prefetch(self) -> None:
         """Read the panels of the shown feature's neighbours ahead (PREFETCH), on one worker: read at once
@@ -503,6 +551,9 @@ class ReviewScreen(Screen):
         if kind == "accept":
             name = self.context.suggestions[feature_id][what["accept"] - 1]["predicate"]
         job = label_job(self.run_id, self.sae_id, feature_id, kind, what, name)
+        self._write_interrupts += 1
+        self._stores.interrupt(READ_AHEAD)
+        self._write_interrupts += 1
 
         def done(result: tuple[int, str | None, str] | None, error: Exception | None) -> None:
             committed_at = time.perf_counter()
