@@ -12,9 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tui.cli_common import db_path, open_store, parse_fractions, parse_var_kinds, print_imported, say
+from tui.cli_common import db_path, open_store, say
 
 EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+"""build_parser's `add(name, handler, help)`: a subcommand with the common options, run by `handler`."""
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -53,25 +57,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tui.app import run_app
 
     run_app(db)
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from engine.ingest.importer import ImportOptions, prepare_files, store_dataset
-    from engine.ingest.preprocess import PreprocessOptions, check_preprocess
-
-    preprocess = PreprocessOptions(smooth_s=args.smooth, normalize=args.normalize)
-    check_preprocess(preprocess)  # option errors first, before any file is read
-    options = ImportOptions(
-        name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
-        bin_size_s=args.bin_size, var_kinds=parse_var_kinds(args.var_kind),
-        split_fractions=parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
-        preprocess=preprocess,
-    )
-    # Read and validate before opening the database, so a refused import leaves no file behind.
-    new, notes = prepare_files(args.counts, args.meta, options)
-    with open_store(args) as db:
-        print_imported(store_dataset(db, new, notes))
     return 0
 
 
@@ -300,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, run: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, run: Handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         sub.set_defaults(handler=run)
         return sub
@@ -317,33 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", metavar="DIR", help="where to write the sample files (default: demo_data/ "
                                                    "beside the database)")
 
-    imp = add("import", cmd_import, "import binned counts and their metadata as a dataset")
-    imp.add_argument("counts", help="counts [examples × units]: .npy, .npz, .parquet or .csv")
-    imp.add_argument("--meta", required=True, help="metadata, one row per example: .parquet or .csv")
-    imp.add_argument("--name", help="dataset name (default: the counts file's name)")
-    imp.add_argument("--trial-col", help="trial id column (default: 'trial' or 'trial_id' if present, "
-                                         "else contiguous blocks)")
-    imp.add_argument("--time-col", help="bin time column in seconds (default: 'time_s' or 'time' if present)")
-    imp.add_argument("--bin-size", type=float, help="bin width in seconds (default: from the time column)")
-    imp.add_argument("--kind", default="spike_counts", choices=["spike_counts", "activations"],
-                     help="spike_counts (non-negative, default) or activations (any finite value)")
-    imp.add_argument("--var-kind", action="append", default=[], metavar="NAME=KIND",
-                     help="override a variable's kind: continuous, categorical, circular or binary (repeatable)")
-    imp.add_argument("--split", default="0.7,0.15,0.15", metavar="TRAIN,VAL,TEST",
-                     help="shares of examples per split (default 0.7,0.15,0.15)")
-    imp.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    imp.add_argument("--blocks", type=int, default=40,
-                     help="contiguous blocks used as trials when there is no trial column (default 40)")
-    imp.add_argument("--smooth", type=float, default=0.0, metavar="S",
-                     help="Gaussian smoothing σ in seconds, within trials (needs the bin size; the values become "
-                          "rates; default 0: none)")
-    imp.add_argument("--normalize", default="none", choices=["none", "zscore"],
-                     help="zscore: per unit and trial (the dataset becomes signed activations); default none")
+    from tui.cli_imports import add_import_commands
 
-    from tui.cli_imports import add_recording_imports
+    add_import_commands(add)
+    _add_pipeline_commands(add)
+    _add_label_commands(add)
 
-    add_recording_imports(add)
+    from tui.cli_queries import add_query_commands
 
+    add_query_commands(add)
+    return parser
+
+
+def _add_pipeline_commands(add: AddCommand) -> None:
+    """train, rank, validate, report: a dataset's way to a report."""
     train = add("train", cmd_train, "train sparse autoencoders on a dataset's train split")
     train.add_argument("--dataset", help="dataset name (see `mini info`)")
     train.add_argument("--arch", default="batchtopk", choices=["batchtopk", "topk", "matryoshka", "relu"],
@@ -393,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tables", default="csv", choices=["csv", "parquet"], help="table format (default csv)")
     report.add_argument("--top", type=int, default=30, help="ranked features listed per SAE (default 30)")
 
+
+
+def _add_label_commands(add: AddCommand) -> None:
+    """label, blind, freeze: what a person decides about a run's features, and when."""
     label = add("label", cmd_label, "label a feature (one row per action in the append-only labels table)")
     label.add_argument("--run", type=int, required=True, help="run id")
     label.add_argument("--feature", type=int, required=True, help="feature id")
@@ -412,11 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
     freeze = add("freeze", cmd_freeze, "freeze a run's labels (preregistration): they can no longer change, and a "
                                       "blind run's test split can be read")
     freeze.add_argument("--run", type=int, required=True, help="run id")
-
-    from tui.cli_queries import add_query_commands
-
-    add_query_commands(add)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

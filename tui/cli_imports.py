@@ -1,4 +1,5 @@
-"""`mini import-spikes`, `import-nwb` and `import-activations`: recordings that are not yet a count matrix.
+"""`mini import` (a count matrix and its metadata) and `import-spikes`, `import-nwb`, `import-activations`
+(recordings that are not yet a count matrix).
 
 Like every command, each reads, bins and checks everything before it opens the database, so a refused
 import leaves no file behind. Shared helpers (one-line errors, the store, the import summary) live in
@@ -12,6 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tui.cli_common import open_store, parse_fractions, parse_var_kinds, print_imported
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from engine.ingest.importer import ImportOptions, prepare_files, store_dataset
+    from engine.ingest.preprocess import PreprocessOptions, check_preprocess
+
+    preprocess = PreprocessOptions(smooth_s=args.smooth, normalize=args.normalize)
+    check_preprocess(preprocess)  # option errors first, before any file is read
+    options = ImportOptions(
+        name=args.name, kind=args.kind, trial_col=args.trial_col, time_col=args.time_col,
+        bin_size_s=args.bin_size, var_kinds=parse_var_kinds(args.var_kind),
+        split_fractions=parse_fractions(args.split), split_seed=args.seed, n_blocks=args.blocks,
+        preprocess=preprocess,
+    )
+    # Read and validate before opening the database, so a refused import leaves no file behind.
+    new, notes = prepare_files(args.counts, args.meta, options)
+    with open_store(args) as db:
+        print_imported(store_dataset(db, new, notes))
+    return 0
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:
@@ -153,14 +173,30 @@ def _add_binning_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-isi-violations", type=float, metavar="FRACTION",
                      help="drop units with a larger fraction of inter-spike intervals below the refractory period")
     sub.add_argument("--refractory-ms", type=float, default=1.5, help="refractory period (default 1.5 ms)")
-    sub.add_argument("--smooth", type=float, default=0.0, metavar="S",
-                     help="Gaussian smoothing σ in seconds, within trials (default 0: none)")
-    sub.add_argument("--normalize", default="none", choices=["none", "zscore"],
-                     help="zscore: per unit and trial (the dataset becomes signed activations); default none")
+    _add_preprocess_options(sub, "default 0: none")
     _add_dataset_options(sub)
 
 
-def add_recording_imports(add: Callable[..., argparse.ArgumentParser]) -> None:
+def _add_preprocess_options(sub: argparse.ArgumentParser, smooth_default: str) -> None:
+    sub.add_argument("--smooth", type=float, default=0.0, metavar="S",
+                     help=f"Gaussian smoothing σ in seconds, within trials ({smooth_default})")
+    sub.add_argument("--normalize", default="none", choices=["none", "zscore"],
+                     help="zscore: per unit and trial (the dataset becomes signed activations); default none")
+
+
+def add_import_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    imp = add("import", cmd_import, "import binned counts and their metadata as a dataset")
+    imp.add_argument("counts", help="counts [examples × units]: .npy, .npz, .parquet or .csv")
+    imp.add_argument("--meta", required=True, help="metadata, one row per example: .parquet or .csv")
+    imp.add_argument("--trial-col", help="trial id column (default: 'trial' or 'trial_id' if present, "
+                                         "else contiguous blocks)")
+    imp.add_argument("--time-col", help="bin time column in seconds (default: 'time_s' or 'time' if present)")
+    imp.add_argument("--bin-size", type=float, help="bin width in seconds (default: from the time column)")
+    imp.add_argument("--kind", default="spike_counts", choices=["spike_counts", "activations"],
+                     help="spike_counts (non-negative, default) or activations (any finite value)")
+    _add_preprocess_options(imp, "needs the bin size; the values become rates; default 0: none")
+    _add_dataset_options(imp)
+
     spikes = add("import-spikes", cmd_import_spikes,
                  "bin spike times (Kilosort/Phy folder, MATLAB file, unit-time table) with behaviour into a dataset")
     spikes.add_argument("source", help="a Kilosort/Phy folder, a .mat file of per-unit spike times, or a .csv/.parquet "
