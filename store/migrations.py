@@ -318,8 +318,8 @@ SELECT * EXCLUDE (rn) FROM (
 ) WHERE rn = 1;
 """
 
-V5_VALIDATIONS = """
-CREATE TABLE validations (
+# The columns a validation had from the first (migration 5) and kept when attempts came (migration 11).
+_VALIDATION_SCORES = """\
     label_id                 INTEGER NOT NULL,
     sae_id                   INTEGER NOT NULL,
     feature_id               INTEGER NOT NULL,
@@ -339,7 +339,11 @@ CREATE TABLE validations (
     mcc_ci_high              DOUBLE,
     balanced_accuracy        DOUBLE,
     balanced_accuracy_ci_low DOUBLE,
-    balanced_accuracy_ci_high DOUBLE,
+    balanced_accuracy_ci_high DOUBLE,"""
+
+V5_VALIDATIONS = f"""
+CREATE TABLE validations (
+{_VALIDATION_SCORES}
     p_value                  DOUBLE,
     q_value                  DOUBLE,
     decode_metric            VARCHAR,
@@ -460,31 +464,12 @@ ALTER TABLE associations ADD COLUMN n_shuffles INTEGER
 # (generalises; signature_specific), the test trials behind the intervals, the null draws behind p, the
 # stronger label a weaker one repeats, and the epoch the attempt was scored on. Rows written before are
 # attempt 1 … n of their feature in label order, with verdicts from their stored figures and 200 shifts.
-V11_ATTEMPTS = """
+V11_ATTEMPTS = f"""
 CREATE SEQUENCE validation_ids START 1;
 CREATE TABLE validations_attempts (
     validation_id            BIGINT PRIMARY KEY DEFAULT nextval('validation_ids'),
     attempt                  INTEGER NOT NULL,
-    label_id                 INTEGER NOT NULL,
-    sae_id                   INTEGER NOT NULL,
-    feature_id               INTEGER NOT NULL,
-    predicate                VARCHAR,
-    testable                 BOOLEAN NOT NULL,
-    threshold                DOUBLE,
-    tp                       INTEGER,
-    fp                       INTEGER,
-    fn                       INTEGER,
-    tn                       INTEGER,
-    precision                DOUBLE,
-    recall                   DOUBLE,
-    specificity              DOUBLE,
-    f1                       DOUBLE,
-    mcc                      DOUBLE,
-    mcc_ci_low               DOUBLE,
-    mcc_ci_high              DOUBLE,
-    balanced_accuracy        DOUBLE,
-    balanced_accuracy_ci_low DOUBLE,
-    balanced_accuracy_ci_high DOUBLE,
+{_VALIDATION_SCORES}
     n_test_trials            INTEGER,
     p_value                  DOUBLE,
     n_shifts                 INTEGER,

@@ -36,7 +36,7 @@ Undefined numbers (a feature never active, a value held by every example) are nu
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -81,10 +81,8 @@ CURVE_COLUMNS = {"feature_id": pl.Int32, "variable": pl.String, "bin": pl.Int32,
 
 @dataclass(frozen=True)
 class AssociationConfig:
-    n_bins: int | None = None
-    """Bins per continuous or circular variable; None: chosen from the data (engine.analysis.selectivity)."""
-    min_rows_per_bin: int = 150
-    """When bins are chosen: examples a bin should hold (between 8 and 40 bins)."""
+    binning: Binning = field(default_factory=Binning)
+    """How continuous and circular variables are cut into bins (by default, bins chosen from the data)."""
     n_shuffles: int = 200
     """Shuffles every p-value gets first."""
     max_shuffles: int = 25_000
@@ -106,15 +104,11 @@ class AssociationConfig:
     """Threads running shuffles; None: every core this process may use."""
 
     def __post_init__(self) -> None:
-        if (self.n_bins is not None and self.n_bins < 1) or self.min_rows_per_bin < 1 or self.n_shuffles < 0 \
-                or self.max_shuffles < self.n_shuffles or self.continue_below < 1 or not 0 < self.fdr_level < 1 \
-                or self.max_conjunction_levels < 0 or not 0 <= self.min_shift_fraction <= 0.5:
-            raise ValueError(f"{self}: need n_bins ≥ 1, min_rows_per_bin ≥ 1, 0 ≤ n_shuffles ≤ max_shuffles, "
-                             "continue_below ≥ 1, max_conjunction_levels ≥ 0, 0 ≤ min_shift_fraction ≤ 0.5")
-
-    @property
-    def binning(self) -> Binning:
-        return Binning(self.n_bins, self.min_rows_per_bin)
+        if self.n_shuffles < 0 or self.max_shuffles < self.n_shuffles or self.continue_below < 1 \
+                or not 0 < self.fdr_level < 1 or self.max_conjunction_levels < 0 \
+                or not 0 <= self.min_shift_fraction <= 0.5:
+            raise ValueError(f"{self}: need 0 ≤ n_shuffles ≤ max_shuffles, continue_below ≥ 1, "
+                             "max_conjunction_levels ≥ 0, 0 ≤ min_shift_fraction ≤ 0.5")
 
 
 def _sums(entries: ActiveEntries, codes: np.ndarray, k: int) -> dict[str, np.ndarray]:

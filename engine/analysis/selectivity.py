@@ -54,6 +54,11 @@ class Binning:
     max_bins: int = 40
     """Most bins when chosen."""
 
+    def __post_init__(self) -> None:
+        if (self.n_bins is not None and self.n_bins < 1) or self.min_rows_per_bin < 1 \
+                or not 1 <= self.min_bins <= self.max_bins:
+            raise ValueError(f"{self}: need n_bins ≥ 1, min_rows_per_bin ≥ 1, 1 ≤ min_bins ≤ max_bins")
+
 
 @dataclass
 class Variable:
