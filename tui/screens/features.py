@@ -84,8 +84,10 @@ def display_frame(features: pl.DataFrame) -> pl.DataFrame:
              .when(pl.col("generalises") & pl.col("signature_specific")).then(pl.lit("yes"))
              .when(pl.col("generalises")).then(pl.lit("gen"))
              .when(pl.col("signature_specific")).then(pl.lit("spec")).otherwise(pl.lit("no")))
+    prefix = pl.concat_str([mark, auto])
     return features.with_columns(
-        pl.concat_str([mark, auto, text]).alias("label_text"), valid.alias("valid_text"),
+        prefix.alias("label_prefix"), text.alias("label_name"), pl.concat_str([prefix, text]).alias("label_text"),
+        valid.alias("valid_text"),
         # Decimals with a fixed number of places: the table right-aligns them and measures every one.
         (pl.col("density") * 100).round(2).cast(pl.Decimal(7, 2)).alias("density_pct"),
         *(pl.col(c).round(3).cast(pl.Decimal(6, 3)).alias(f"{c}_shown")
@@ -93,12 +95,12 @@ def display_frame(features: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _fit_label(text: str, width: int) -> str:
-    """The label cell in `width` cells: its mark and `(auto) ` kept, the name fitted like a predicate."""
+def _fit_label(parts: dict, width: int) -> str:
+    """The label cell in `width` cells: its mark (and `(auto) `) whole, the name fitted like a predicate."""
     from tui.predicate_text import fit
 
-    prefix = next((p for p in ("✓ (auto) ", "✓ ") if text.startswith(p)), "")
-    return prefix + fit(text[len(prefix):], max(4, width - len(prefix))) if prefix else text
+    prefix, name = parts["label_prefix"], parts["label_name"]
+    return prefix + fit(name, max(4, width - len(prefix))) if name else prefix
 
 
 def detail_text(row: dict) -> str:
@@ -276,7 +278,8 @@ class FeaturesScreen(Screen):
         width = text_width(self.size.width or 80)
         cells = frame.with_columns(
             pl.col("suggestion").map_elements(lambda text: fit(text, width), return_dtype=pl.String),
-            pl.col("label_text").map_elements(lambda text: _fit_label(text, width), return_dtype=pl.String))
+            pl.struct("label_prefix", "label_name").map_elements(lambda parts: _fit_label(parts, width),
+                                                                  return_dtype=pl.String).alias("label_text"))
         return cells.select(pl.col(column).alias(header) for column, header in COLUMNS).to_arrow()
 
     def _refresh_view(self, *, keep_feature: int | None = None) -> None:
