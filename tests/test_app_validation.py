@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
 import engine.validation.validate_run
@@ -47,7 +48,7 @@ async def open_screen(app: MiniApp, pilot: Pilot) -> ValidationScreen:
     return screen
 
 
-async def export_report(app: MiniApp, pilot: Pilot) -> tuple[object, str]:
+async def export_report(app: MiniApp, pilot: Pilot) -> tuple[Screen[Any], str]:
     """Open Validation, press e and accept the path the prompt offers; returns the prompt and that path."""
     await open_screen(app, pilot)
     await pilot.press("e")
