@@ -114,29 +114,21 @@ async def sql(pilot: Pilot) -> None:
     await still(pilot)
 
 
-async def help_keys(pilot: Pilot) -> None:
-    """f1 over Review: the key map opened on Review's keys."""
-    await review(pilot)
-    await pilot.press("f1")
-    await still(pilot)
+def keys_over(opener: Opener, *keys: str) -> Opener:
+    """An opener for the dialog that `keys` open over `opener`'s screen."""
+    async def open_dialog(pilot: Pilot) -> None:
+        await opener(pilot)
+        await pilot.press(*keys)
+        await still(pilot)
+
+    return open_dialog
 
 
-async def rank_dialog(pilot: Pilot) -> None:
-    await features(pilot)
-    await pilot.press("R")
-    await still(pilot)
-
-
-async def label_dialog(pilot: Pilot) -> None:
-    await review(pilot)
-    await pilot.press("l")
-    await still(pilot)
-
-
-async def confirm_delete(pilot: Pilot) -> None:
-    await home(pilot)
-    await pilot.press("tab", "d")
-    await still(pilot)
+help_keys = keys_over(review, "f1")
+"""f1 over Review: the key map opened on Review's keys."""
+rank_dialog = keys_over(features, "R")
+label_dialog = keys_over(review, "l")
+confirm_delete = keys_over(home, "tab", "d")
 
 
 async def save_as(pilot: Pilot) -> None:

@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sample_data import SampleConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +26,21 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str
     """Run `mini ARGS` as a separate process, the way a person does."""
     return subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=cwd, env=env, input=stdin,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli_ranked_database(folder: Path, sample: SampleConfig, *train_options: str) -> Path:
+    """`sample`'s recording imported as 'small', trained with `train_options` and ranked (run 1), all
+    through the CLI, into `folder/ranked.duckdb`."""
+    from sample_data import generate
+
+    generate(sample).write(folder / "data")
+    db = str(folder / "ranked.duckdb")
+    for args in (["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small"],
+                 ["train", "--dataset", "small", *train_options],
+                 ["rank", "--run", "1"]):
+        result = run_cli(*args, "--db", db, cwd=folder, timeout=600)
+        assert result.returncode == 0, result.stderr
+    return folder / "ranked.duckdb"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from tui.app import MiniApp
 
@@ -31,6 +32,28 @@ async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 20)
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the app")
         await pilot.pause(0.02)
+
+
+async def screen_after(pilot: Pilot, *keys: str) -> Screen[Any]:
+    """Press `keys`, let the app handle them, and return the screen it shows then."""
+    await pilot.press(*keys)
+    await pilot.pause()
+    return pilot.app.screen
+
+
+async def palette_search(pilot: Pilot, typed: str, best_match: str) -> list[str]:
+    """Open the command palette (ctrl+p) and type `typed`; the palette searches in the background, so wait
+    (up to 5 s) until the first command listed starts with `best_match`. Returns the prompts listed."""
+    await pilot.press("ctrl+p")
+    await pilot.pause()
+    await pilot.press(*typed)
+    prompts: list[str] = []
+    for _ in range(100):
+        await pilot.pause(0.05)
+        prompts = [str(option.prompt) for option in pilot.app.screen.query_one("CommandList").options]
+        if prompts and prompts[0].startswith(best_match):
+            break
+    return prompts
 
 
 def notifications(app: MiniApp) -> list[str]:

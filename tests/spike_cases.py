@@ -166,6 +166,7 @@ def assert_refused(done: subprocess.CompletedProcess[str], words: tuple[str, ...
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert done.stdout == ""
+    assert "Traceback" not in done.stderr
     # Text from the files comes out escaped: no terminal escape code or other control character gets through.
     assert lines[0].isprintable(), repr(lines[0])
 

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 from store.datasets import NewDataset, add_dataset
 from store.db import Store
 from tests.app_data import split_verdicts
-from tests.pilot import plain, run_app, settle
+from tests.pilot import palette_search, plain, run_app, screen_after, settle
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
 from tui.screens.home import EMPTY_TEXT, HomeScreen
@@ -204,18 +204,11 @@ def test_f1_opens_help_and_escape_closes_it(db_path: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("f1")
-        await pilot.pause()
-        seen["open"] = app.screen
+        seen["open"] = await screen_after(pilot, "f1")
         seen["key_map"] = str(app.screen.query_one("#key-map", Static).render())
-        await pilot.press("escape")
-        await pilot.pause()
-        seen["after_escape"] = app.screen
-        await pilot.press("f1")
-        await pilot.pause()
-        await pilot.press("f1")
-        await pilot.pause()
-        seen["after_second_f1"] = app.screen
+        seen["after_escape"] = await screen_after(pilot, "escape")
+        await screen_after(pilot, "f1")
+        seen["after_second_f1"] = await screen_after(pilot, "f1")
 
     drive(Store.open(db_path), script)
     assert isinstance(seen["open"], HelpScreen)
@@ -249,10 +242,7 @@ def test_command_palette_opens_with_ctrl_p_and_lists_our_commands(db_path: Path)
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        seen["screen"] = app.screen
-        palette = app.screen
+        seen["screen"] = palette = await screen_after(pilot, "ctrl+p")
         # The palette gathers commands in the background; wait until ours are listed.
         for _ in range(50):
             prompts = [str(option.prompt) for option in palette.query_one("CommandList").options]
@@ -260,9 +250,7 @@ def test_command_palette_opens_with_ctrl_p_and_lists_our_commands(db_path: Path)
                 break
             await pilot.pause(0.05)
         seen["prompts"] = prompts
-        await pilot.press("escape")
-        await pilot.pause()
-        seen["after"] = app.screen
+        seen["after"] = await screen_after(pilot, "escape")
 
     drive(Store.open(db_path), script)
     assert isinstance(seen["screen"], CommandPalette)
@@ -277,14 +265,7 @@ def test_palette_help_command_opens_help(db_path: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"help")
-        for _ in range(50):
-            await pilot.pause(0.05)
-            prompts = [str(o.prompt) for o in app.screen.query_one("CommandList").options]
-            if prompts and prompts[0].startswith("Help"):
-                break
+        await palette_search(pilot, "help", "Help")
         await pilot.press("enter")
         for _ in range(20):
             await pilot.pause(0.05)
@@ -395,9 +376,7 @@ def test_d_deletes_a_run_only_after_yes(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("tab", "d")
-        await pilot.pause()
-        seen["asked"] = app.screen
+        seen["asked"] = await screen_after(pilot, "tab", "d")
         await pilot.press("n")
         await settle(app, pilot)
         seen["after_no"] = app.screen.query_one("#runs", DataTable).row_count
@@ -438,6 +417,12 @@ def flags_panel(app: MiniApp) -> dict[str, Any]:
             "height": panel.size.height}
 
 
+async def flags_after(pilot: Pilot, key: str) -> dict[str, Any]:
+    """The flags panel once `key` is pressed and handled."""
+    await screen_after(pilot, key)
+    return flags_panel(pilot.app)
+
+
 def test_runs_show_how_many_flags_and_the_focused_runs_flags_below(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
@@ -446,12 +431,8 @@ def test_runs_show_how_many_flags_and_the_focused_runs_flags_below(app_db: Path)
         seen["headers"] = [str(column.label) for column in runs.ordered_columns]
         seen["row"] = [str(cell) for cell in runs.get_row_at(0)]
         seen["on_datasets"] = flags_panel(app)  # 'sample' has no flags from its import
-        await pilot.press("tab")
-        await pilot.pause()
-        seen["on_runs"] = flags_panel(app)
-        await pilot.press("shift+tab")
-        await pilot.pause()
-        seen["back"] = flags_panel(app)
+        seen["on_runs"] = await flags_after(pilot, "tab")
+        seen["back"] = await flags_after(pilot, "shift+tab")
 
     run = stored_flags(app_db, "run_id = 1")
     drive(Store.open(app_db), script)
@@ -476,12 +457,8 @@ def test_a_datasets_import_flags_show_while_the_cursor_is_on_it(app_db: Path, tm
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("down")
-        await pilot.pause()
-        seen["loud"] = flags_panel(app)
-        await pilot.press("up")
-        await pilot.pause()
-        seen["sample"] = flags_panel(app)
+        seen["loud"] = await flags_after(pilot, "down")
+        seen["sample"] = await flags_after(pilot, "up")
 
     drive(Store.open(app_db), script)
     at_import = stored_flags(app_db, "dataset_id = 2")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -88,47 +89,42 @@ def test_review_keeps_validate_back_and_help_at_80_columns(app_db: Path, monkeyp
         assert words in footer, footer
 
 
-def test_the_features_table_says_it_scrolls_and_the_cursor_row_shows_its_predicates_whole(
-        app_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def keys_on_features(app_db: Path, monkeypatch: pytest.MonkeyPatch, *keys: str) -> dict[str, Any]:
+    """Features at 80×24: the screen's text before and after pressing `keys`, and then the cursor row
+    and the detail panel."""
     app = app_on(app_db, monkeypatch)
-    seen: dict = {}
+    seen: dict[str, Any] = {}
 
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await SCREENS["features"](pilot)
             seen["before"] = screen_text(pilot.app)
-            await pilot.press("right", "right", "right")
+            await pilot.press(*keys)
             await pilot.pause(0.3)
-            seen["scrolled"] = screen_text(pilot.app)
+            seen["after"] = screen_text(pilot.app)
             screen = pilot.app.screen
             seen["detail"] = str(screen.query_one("#detail").render())
             seen["row"] = screen.view.row(0, named=True)
 
     asyncio.run(main())
+    return seen
+
+
+def test_the_features_table_says_it_scrolls_and_the_cursor_row_shows_its_predicates_whole(
+        app_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = keys_on_features(app_db, monkeypatch, "right", "right", "right")
     assert "more columns →  (→ scrolls)" in seen["before"]
-    assert "← more columns" in seen["scrolled"]
+    assert "← more columns" in seen["after"]
     assert seen["row"]["suggestion"] in seen["detail"] and f"#{seen['row']['feature_id']}" in seen["detail"]
 
 
 def test_sorting_on_a_column_off_to_the_right_scrolls_it_into_view(app_db: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """At 80 columns the density is off-screen; sorting on it (s, five times) brings it into view."""
-    app = app_on(app_db, monkeypatch)
-    seen: dict = {}
-
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await SCREENS["features"](pilot)
-            seen["before"] = screen_text(pilot.app)
-            for _ in range(5):
-                await pilot.press("s")
-            await pilot.pause(0.3)
-            seen["sorted"] = screen_text(pilot.app)
-
-    asyncio.run(main())
+    seen = keys_on_features(app_db, monkeypatch, *"sssss")
     assert "density %" not in seen["before"]
-    assert "sort density ↓" in seen["sorted"] and "density %" in seen["sorted"]
-    assert "← more columns" in seen["sorted"]
+    assert "sort density ↓" in seen["after"] and "density %" in seen["after"]
+    assert "← more columns" in seen["after"]
 
 
 # -- the pieces --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from textual.widgets import Static
 
 from store.db import Store
 from store.runs import set_run_status, start_run
-from tests.pilot import plain, run_app
+from tests.pilot import plain, run_app, screen_after
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.home import HomeScreen
@@ -189,10 +189,7 @@ def test_escape_goes_back(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        seen["before"] = app.screen
-        await pilot.press("escape")
-        await pilot.pause()
-        seen["after"] = app.screen
+        seen["before"], seen["after"] = app.screen, await screen_after(pilot, "escape")
 
     drive(app_db, script)
     assert isinstance(seen["before"], QCScreen)

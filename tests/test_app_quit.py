@@ -185,9 +185,7 @@ def big_db_template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def big_db(big_db_template: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "big.duckdb"
-    shutil.copy(big_db_template, target)
-    return target
+    return Path(shutil.copy(big_db_template, tmp_path / "big.duckdb"))
 
 
 def start_training(values: dict[str, str]) -> Start:

@@ -16,7 +16,7 @@ from engine.analysis.associations import AssociationConfig
 from engine.analysis.mis import MISConfig
 from engine.analysis.rank import RankConfig
 from store import Store
-from tests.pilot import notifications, run_app, until
+from tests.pilot import notifications, palette_search, run_app, until
 from tui.app import MiniApp
 from tui.screens.features import FeaturesScreen
 from tui.screens.rank_dialog import RankDialog
@@ -193,15 +193,7 @@ def test_palette_rank_run_n_opens_the_dialog_then_features(app_db: Path) -> None
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"rank run 1")
-        for _ in range(100):
-            await pilot.pause(0.05)
-            prompts = [str(o.prompt) for o in app.screen.query_one("CommandList").options]
-            if prompts and prompts[0].startswith("Rank run 1"):
-                break
-        seen["prompts"] = prompts
+        seen["prompts"] = await palette_search(pilot, "rank run 1", "Rank run 1")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RankDialog) and app.screen.facts is not None)
         seen["dialog_run"] = app.screen.run_id

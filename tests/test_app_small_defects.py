@@ -11,7 +11,7 @@ from textual.pilot import Pilot
 from textual.widgets import Header, Static
 
 from store.db import Store
-from tests.pilot import notifications, plain, run_app, until
+from tests.pilot import notifications, plain, run_app, screen_after, until
 from tests.test_app_features import cursor_feature, open_features, ranking
 from tests.test_app_features import drive as drive_features
 from tests.test_app_sql import RANKED, run, shown_rows
@@ -90,9 +90,7 @@ def test_d_on_home_asks_with_the_run_s_counts(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await pilot.press("tab", "d")
-        await pilot.pause()
-        seen["screen"] = app.screen
+        seen["screen"] = await screen_after(pilot, "tab", "d")
         seen["question"] = plain(app.screen.query_one("#question", Static).content, width=400).strip()
         await pilot.press("n")
 

@@ -48,8 +48,10 @@ def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, Non
     return run_app(MiniApp(Store.open(path), run_id=1), script, size=size, before=before)
 
 
-async def run(app: MiniApp, pilot: Pilot, sql: str, key: str = "f5", *, typed: bool = False) -> None:
-    """Put `sql` in the box (typed key by key when `typed`; each key costs a frame) and run it with `key`."""
+async def run(app: MiniApp, pilot: Pilot, sql: str, key: str = "f5", *, typed: bool = False,
+              wait: bool = True) -> None:
+    """Put `sql` in the box (typed key by key when `typed`; each key costs a frame) and run it with `key`;
+    then, when `wait`, let it finish."""
     box = app.screen.query_one(QueryBox)
     box.focus()
     if typed:
@@ -58,7 +60,8 @@ async def run(app: MiniApp, pilot: Pilot, sql: str, key: str = "f5", *, typed: b
     else:
         box.load_text(sql)
     await pilot.press(key)
-    await settle(app, pilot)
+    if wait:
+        await settle(app, pilot)
 
 
 def replace_name(default: Path, path: Path) -> list[str]:
@@ -290,10 +293,7 @@ def test_a_150k_row_result_shows_its_first_100k_rows(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        box = app.screen.query_one(QueryBox)
-        box.load_text("SELECT i, i * 0.5 AS half, 'row ' || i AS label FROM range(150000) t(i)")
-        await pilot.press("f5")
-        await settle(app, pilot)
+        await run(app, pilot, "SELECT i, i * 0.5 AS half, 'row ' || i AS label FROM range(150000) t(i)")
         seen["message"] = message(app)
         table = app.screen.query_one(ResultsTable)
         table.focus()
@@ -363,9 +363,7 @@ def test_escape_stops_a_running_query_then_goes_back(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        box = app.screen.query_one(QueryBox)
-        box.load_text("SELECT sum(hash(range)) FROM range(20000000000)")
-        await pilot.press("f5")
+        await run(app, pilot, "SELECT sum(hash(range)) FROM range(20000000000)", wait=False)
         for _ in range(50):  # until the worker's cursor holds the query
             await pilot.pause(0.02)
             if app.screen._query_cursor is not None:

@@ -15,7 +15,7 @@ from textual.widgets import Input, ProgressBar, Select, Static
 from store.db import Store
 from tests.conftest import absent_device
 from tests.pilot import plain as plain_text
-from tests.pilot import run_app, until
+from tests.pilot import run_app, screen_after, until
 from tests.pilot import settle as settle_rounds
 from tui.app import MiniApp
 from tui.screens.help import HelpScreen
@@ -58,6 +58,17 @@ async def fill(app: MiniApp, pilot: Pilot, values: dict[str, str]) -> None:
         await pilot.pause()
         await pilot.press(*value)
     await pilot.pause()
+
+
+async def train_until_progress(app: MiniApp, pilot: Pilot, values: dict[str, str]) -> TrainScreen:
+    """Fill Train's form with `values`, press ctrl+s and wait until the progress bar knows its total
+    (the trainer has started on its thread); returns the screen that trains."""
+    screen = app.screen
+    assert isinstance(screen, TrainScreen)
+    await fill(app, pilot, values)
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+    return screen
 
 
 def message(app: MiniApp, name: str) -> tuple[str, bool]:
@@ -266,11 +277,7 @@ def test_the_app_answers_keys_while_training_and_c_cancels(app_db: Path) -> None
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = app.screen
-        assert isinstance(screen, TrainScreen)
-        await fill(app, pilot, LONG)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        screen = await train_until_progress(app, pilot, LONG)
         seen["form_while_training"] = (screen.query_one("#form").disabled, app.focused)
         # Help opens and closes while the trainer runs on its thread.
         await pilot.press("f1")
@@ -324,9 +331,7 @@ def test_stages_are_said_before_the_first_step_and_progress_comes_within_the_fir
             status(text)
 
         screen._status = record
-        await fill(app, pilot, LONG)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        await train_until_progress(app, pilot, LONG)
         seen["first"] = screen.history.snapshot()[0]
         await pilot.press("c")
         await wait_until(pilot, lambda: not screen.training)
@@ -347,10 +352,7 @@ def test_q_while_training_quits_at_once_leaving_a_resumable_cancelled_run(app_db
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = app.screen
-        await fill(app, pilot, QUIT)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: screen.query_one("#progress", ProgressBar).total is not None)
+        screen = await train_until_progress(app, pilot, QUIT)
         seen["steps"] = screen.history.snapshot()[-1].total_steps
         await pilot.press("q")
         await wait_until(pilot, lambda: app._exit, timeout=120)
@@ -377,10 +379,7 @@ def test_one_training_at_a_time_and_going_home_cancels_it_with_a_word(app_db: Pa
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        first = app.screen
-        await fill(app, pilot, LONG)
-        await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: first.query_one("#progress", ProgressBar).total is not None)
+        first = await train_until_progress(app, pilot, LONG)
         app.action_open("train")  # a second Train screen over the one that trains
         await pilot.pause()
         second = app.screen
@@ -407,9 +406,7 @@ def test_escape_goes_back_when_not_training(app_db: Path) -> None:
     async def script(app: MiniApp, pilot: Pilot) -> None:
         seen["before"] = app.screen
         app.screen.set_focus(None)  # esc from anywhere on the screen, not only from a text box
-        await pilot.press("escape")
-        await pilot.pause()
-        seen["after"] = app.screen
+        seen["after"] = await screen_after(pilot, "escape")
 
     drive(app_db, script)
     assert isinstance(seen["before"], TrainScreen)

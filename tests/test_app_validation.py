@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
 import engine.validation.validate_run
@@ -34,15 +35,28 @@ QUICK = ValidateConfig(n_bootstrap=50, n_shifts=19, n_random_subsets=10, cv_fold
 """Enough to exercise every step of validation in a few seconds."""
 
 
-def open_screen(app: MiniApp) -> ValidationScreen:
-    screen = ValidationScreen(app.stores, run_id=1, validate_config=QUICK, validate_jobs=1)
-    app.push_screen(screen)
-    return screen
-
-
 async def settle(app: MiniApp, pilot: Pilot) -> None:
     """Let the workers finish and their result messages be handled."""
     await settle_rounds(app, pilot, 3)
+
+
+async def open_screen(app: MiniApp, pilot: Pilot) -> ValidationScreen:
+    """Validation on run 1, its pairings loaded."""
+    screen = ValidationScreen(app.stores, run_id=1, validate_config=QUICK, validate_jobs=1)
+    app.push_screen(screen)
+    await settle(app, pilot)
+    return screen
+
+
+async def export_report(app: MiniApp, pilot: Pilot) -> tuple[Screen[Any], str]:
+    """Open Validation, press e and accept the path the prompt offers; returns the prompt and that path."""
+    await open_screen(app, pilot)
+    await pilot.press("e")
+    await pilot.pause()
+    prompt, offered = app.screen, app.screen.query_one("#path", Input).value
+    await pilot.press("enter")
+    await settle(app, pilot)
+    return prompt, offered
 
 
 def drive(path: Path, script: Callable[[MiniApp, Pilot], Coroutine[Any, Any, None]],
@@ -104,8 +118,7 @@ def test_both_verdicts_the_attempt_p_at_the_floor_and_too_few_trials(app_db: Pat
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["rows"] = table_rows(screen)
         seen["summary"] = text_of(screen, "#summary")
         table = screen.query_one("#pairings", DataTable)
@@ -144,8 +157,7 @@ def test_detail_follows_the_cursor_and_shows_every_stored_number(app_db: Path) -
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["first"] = text_of(screen, "#detail")
         await pilot.press("down")
         await pilot.pause()
@@ -202,8 +214,7 @@ def test_r_validates_labels_added_since_and_stores_their_rows(app_db: Path, gate
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["before"] = table_rows(screen)
         seen["summary_before"] = text_of(screen, "#summary")
         await pilot.press("r")
@@ -246,8 +257,7 @@ def test_c_cancels_a_running_validation_and_nothing_of_it_is_stored(app_db: Path
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["c_enabled_idle"] = screen.check_action("cancel_validation", ())
         await pilot.press("c")  # nothing runs: nothing happens
         await pilot.pause()
@@ -283,8 +293,7 @@ def test_r_without_accepted_labels_says_what_to_do(app_db: Path) -> None:
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["empty"] = text_of(screen, "#empty")
         seen["body_shown"] = screen.query_one("#body").display
         await pilot.press("r")
@@ -302,14 +311,7 @@ def test_e_exports_the_report_beside_the_database(app_db: Path) -> None:
     report = app_db.parent / "report_run1.md"
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        open_screen(app)
-        await settle(app, pilot)
-        await pilot.press("e")
-        await pilot.pause()
-        seen["prompt"] = app.screen
-        seen["default"] = app.screen.query_one("#path", Input).value
-        await pilot.press("enter")
-        await settle(app, pilot)
+        seen["prompt"], seen["default"] = await export_report(app, pilot)
         seen["after"] = app.screen
         seen["notes"] = notifications(app)
 
@@ -329,8 +331,7 @@ def test_report_path_is_checked_in_place_and_a_file_is_replaced_only_after_yes(a
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        open_screen(app)
-        await settle(app, pilot)
+        await open_screen(app, pilot)
         await pilot.press("e")
         await pilot.pause()
         await pilot.press("ctrl+u", *"/no/such/folder/r.md", "enter")
@@ -366,8 +367,7 @@ def test_tab_moves_to_the_detail_panel_and_escape_goes_back(app_db: Path) -> Non
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        open_screen(app)
-        await settle(app, pilot)
+        await open_screen(app, pilot)
         seen["focus"] = app.focused.id if app.focused else None
         await pilot.press("tab")
         seen["tabbed"] = app.focused.id if app.focused else None
@@ -419,8 +419,7 @@ def test_coming_back_to_the_screen_reads_labels_made_meanwhile(app_db: Path) -> 
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        screen = open_screen(app)
-        await settle(app, pilot)
+        screen = await open_screen(app, pilot)
         seen["before"] = len(table_rows(screen))
         app.action_open("sql")  # any screen over this one; Review is where labels are usually made
         await settle(app, pilot)

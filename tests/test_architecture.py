@@ -31,21 +31,25 @@ def copy_project(target: Path) -> Path:
     return target
 
 
-def test_contracts_catch_textual_in_store(tmp_path):
+def lint_with_sneaky_module(tmp_path: Path, package: str, source: str) -> str:
+    """Lint a copy of the project with `package/sneaky.py` holding `source`; the linter must fail.
+    Returns its report."""
     root = copy_project(tmp_path)
-    (root / "store" / "sneaky.py").write_text("def f():\n    from textual.app import App\n    return App\n")
+    (root / package / "sneaky.py").write_text(source)
     result = lint_imports(root)
-    assert result.returncode != 0
-    assert "engine and store never import textual BROKEN" in result.stdout
-    assert "store never imports torch KEPT" in result.stdout
+    assert result.returncode != 0, result.stdout
+    return result.stdout
+
+
+def test_contracts_catch_textual_in_store(tmp_path):
+    report = lint_with_sneaky_module(tmp_path, "store", "def f():\n    from textual.app import App\n    return App\n")
+    assert "engine and store never import textual BROKEN" in report
+    assert "store never imports torch KEPT" in report
 
 
 def test_contracts_catch_an_upward_import(tmp_path):
-    root = copy_project(tmp_path)
-    (root / "engine" / "sneaky.py").write_text("import tui.cli\n")
-    result = lint_imports(root)
-    assert result.returncode != 0
-    assert "Layers: tui -> engine -> store BROKEN" in result.stdout
+    report = lint_with_sneaky_module(tmp_path, "engine", "import tui.cli\n")
+    assert "Layers: tui -> engine -> store BROKEN" in report
 
 
 def test_contracts_catch_an_earlier_stage_importing_a_later_one(tmp_path):
@@ -64,10 +68,8 @@ def test_contracts_catch_an_earlier_stage_importing_a_later_one(tmp_path):
 
 
 def test_contracts_catch_torch_in_store(tmp_path):
-    root = copy_project(tmp_path)
-    (root / "store" / "sneaky.py").write_text("import torch\n")
-    result = lint_imports(root)
-    assert result.returncode != 0 and "store never imports torch BROKEN" in result.stdout
+    report = lint_with_sneaky_module(tmp_path, "store", "import torch\n")
+    assert "store never imports torch BROKEN" in report
 
 
 def test_the_app_reaches_home_without_the_heavy_libraries(app_db: Path) -> None:

@@ -63,9 +63,7 @@ def base_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def db(base_db: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "mini.duckdb"
-    shutil.copy(base_db, path)
-    return path
+    return Path(shutil.copy(base_db, tmp_path / "mini.duckdb"))
 
 
 def mini(*args: str, db: Path, timeout: float = 300):
@@ -265,9 +263,7 @@ def ranked_db(base_db: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def ranked(ranked_db: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "mini.duckdb"
-    shutil.copy(ranked_db, path)
-    return path
+    return Path(shutil.copy(ranked_db, tmp_path / "mini.duckdb"))
 
 
 def test_rank_and_validate_use_the_run_epoch_by_default(ranked_db: Path) -> None:

@@ -21,8 +21,7 @@ from tests.conftest import run_cli
 from tests.test_app_sql import drive as drive_sql
 from tests.test_app_sql import run as run_sql
 from tests.test_app_validation import drive as drive_validation
-from tests.test_app_validation import open_screen
-from tests.test_app_validation import settle as settle_validation
+from tests.test_app_validation import export_report
 from tui.app import MiniApp
 from tui.screens.save_as import SaveAsScreen
 
@@ -111,20 +110,22 @@ def test_app_report_export_defaults_outside_the_work_tree(app_db_template: Path,
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        open_screen(app)
-        await settle_validation(app, pilot)
-        await pilot.press("e")
-        await pilot.pause()
-        seen["prompt"] = app.screen
-        seen["default"] = app.screen.query_one("#path", Input).value
-        await pilot.press("enter")  # the folder does not exist yet: accepted, made when written
-        await settle_validation(app, pilot)
+        # The folder does not exist yet: the offered path is accepted, the folder made when written.
+        seen["prompt"], seen["default"] = await export_report(app, pilot)
 
     drive_validation(db, script)
     assert isinstance(seen["prompt"], SaveAsScreen)
     assert seen["default"] == str(report)
     assert report.read_text(encoding="utf-8").startswith("# mini report: run 1 on 'sample'")
     assert not (repo / "report_run1.md").exists()
+
+
+async def sql_export_prompt(app: MiniApp, pilot: Pilot, query: str) -> str:
+    """Run `query` on the SQL screen and press ctrl+s; returns the path the save prompt offers."""
+    await run_sql(app, pilot, query)
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    return app.screen.query_one("#path", Input).value
 
 
 def test_app_sql_export_defaults_outside_the_work_tree(app_db_template: Path, tmp_path: Path, home: Path) -> None:
@@ -134,10 +135,7 @@ def test_app_sql_export_defaults_outside_the_work_tree(app_db_template: Path, tm
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await run_sql(app, pilot, "SELECT 42 AS answer")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-        seen["default"] = app.screen.query_one("#path", Input).value
+        seen["default"] = await sql_export_prompt(app, pilot, "SELECT 42 AS answer")
         await pilot.press("enter")
         for _ in range(50):  # the export runs on a worker thread
             await pilot.pause(0.05)
@@ -154,10 +152,7 @@ def test_app_sql_export_beside_a_database_outside_git(app_db: Path, home: Path) 
     seen: dict[str, Any] = {}
 
     async def script(app: MiniApp, pilot: Pilot) -> None:
-        await run_sql(app, pilot, "SELECT 1 AS one")
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-        seen["default"] = app.screen.query_one("#path", Input).value
+        seen["default"] = await sql_export_prompt(app, pilot, "SELECT 1 AS one")
         await pilot.press("escape")
 
     drive_sql(app_db, script)

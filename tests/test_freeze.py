@@ -49,9 +49,7 @@ def labelled(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def db_path(labelled: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "run.duckdb"
-    shutil.copy(labelled, path)
-    return path
+    return Path(shutil.copy(labelled, tmp_path / "run.duckdb"))
 
 
 def mini(db_path: Path, *args: str):

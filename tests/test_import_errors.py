@@ -7,7 +7,6 @@ may appear) and against a database that already holds a good dataset (every tabl
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 from importer_cases import Recording, make_recording, run_import, table_row_counts, write_counts, write_meta
+from spike_cases import assert_refused
 
 GOOD_NAME = "good"
 
@@ -227,19 +227,6 @@ def good_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "good.duckdb"
 
 
-def _assert_refused(done: subprocess.CompletedProcess[str], words: tuple[str, ...]) -> None:
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("mini: error: "), done.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in done.stderr
-    # Text from the files comes out escaped: no terminal escape code or other control character gets through.
-    assert lines[0].isprintable(), repr(lines[0])
-    assert done.stdout == ""
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_refused(name: str, tmp_path: Path, good_db: Path) -> None:
     case = CASES[name]
@@ -247,7 +234,7 @@ def test_bad_input_is_refused(name: str, tmp_path: Path, good_db: Path) -> None:
 
     if case.fresh_db:
         done = run_import(*args, "--db", "new.duckdb", cwd=tmp_path)
-        _assert_refused(done, case.words)
+        assert_refused(done, case.words)
         assert not list(tmp_path.glob("new.duckdb*")), "a refused import left a database file behind"
 
     db_path = tmp_path / "mini.duckdb"
@@ -255,5 +242,5 @@ def test_bad_input_is_refused(name: str, tmp_path: Path, good_db: Path) -> None:
     before = table_row_counts(db_path)
     assert before["datasets"] == 1 and before["counts"] > 0
     done = run_import(*args, "--db", db_path.name, cwd=tmp_path)
-    _assert_refused(done, case.words)
+    assert_refused(done, case.words)
     assert table_row_counts(db_path) == before

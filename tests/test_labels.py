@@ -9,8 +9,8 @@ import pytest
 
 from engine.errors import InputError
 from engine.validation.labels import parse_predicate
-from sample_data import SampleConfig, generate
-from tests.conftest import run_cli
+from sample_data import SampleConfig
+from tests.conftest import cli_ranked_database, run_cli
 
 KINDS = {"condition": "categorical", "reward": "binary", "speed": "continuous", "heading": "circular"}
 
@@ -91,14 +91,8 @@ def test_bad_conjunctions_say_which_clause_is_wrong(text, words):
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("labels")
-    generate(SampleConfig(n_bins=4000, n_units=30)).write(folder / "data")
-    db = str(folder / "l.duckdb")
-    for args in (["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small"],
-                 ["train", "--dataset", "small", "--epochs", "2", "--d-sae", "32", "--k", "4"],
-                 ["rank", "--run", "1"]):
-        result = run_cli(*args, "--db", db, cwd=folder, timeout=600)
-        assert result.returncode == 0, result.stderr
-    return folder, db
+    db = cli_ranked_database(folder, SampleConfig(n_bins=4000, n_units=30), "--epochs", "2", "--d-sae", "32", "--k", "4")
+    return folder, str(db)
 
 
 def _json(folder, db, query):

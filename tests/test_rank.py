@@ -19,9 +19,9 @@ from engine.analysis.rank import (
     rankable_variables,
 )
 from engine.analysis.stability import stability
-from sample_data import SampleConfig, generate
+from sample_data import SampleConfig
 from store import Store
-from tests.conftest import run_cli
+from tests.conftest import cli_ranked_database, run_cli
 
 
 def test_predicates_read_as_a_person_writes_them():
@@ -108,15 +108,8 @@ def test_stability_finds_a_direction_again_in_another_instance():
 @pytest.fixture(scope="module")
 def ranked_db(tmp_path_factory):
     """A small real recording, imported, trained briefly and ranked through the CLI."""
-    folder = tmp_path_factory.mktemp("rank")
-    generate(SampleConfig(n_bins=12_000, n_units=60)).write(folder / "data")
-    db = str(folder / "r.duckdb")
-    for args in (["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small"],
-                 ["train", "--dataset", "small", "--epochs", "8", "--d-sae", "64", "--k", "4", "--instances", "2"],
-                 ["rank", "--run", "1"]):
-        result = run_cli(*args, "--db", db, cwd=folder, timeout=600)
-        assert result.returncode == 0, result.stderr
-    return folder / "r.duckdb"
+    return cli_ranked_database(tmp_path_factory.mktemp("rank"), SampleConfig(n_bins=12_000, n_units=60),
+                               "--epochs", "8", "--d-sae", "64", "--k", "4", "--instances", "2")
 
 
 def _ranking(path) -> tuple[list, list]:

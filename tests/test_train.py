@@ -233,25 +233,24 @@ def test_cancel_before_the_first_step_trains_nothing():
 
 
 # -- best on validation ----------------------------------------------------------------------------------
-def test_best_epoch_is_the_argmin_of_logged_val_losses_and_its_weights_are_kept():
-    snapshots = {}
+def train_keeping_snapshots(trainer_class: type[Trainer], config: TrainConfig):
+    """Train the small stack to the end, keeping a copy of its weights at every checkpoint (by epoch)."""
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
 
     def at_checkpoint(state):
         snapshots[state["epoch"]] = copy.deepcopy(state["model"])
 
-    trainer = Trainer(make_stack(), make_data(), small_config(), on_checkpoint=at_checkpoint)
-    outcome = trainer.run()
+    trainer = trainer_class(make_stack(), make_data(), config, on_checkpoint=at_checkpoint)
+    return trainer, trainer.run(), snapshots
+
+
+def test_best_epoch_is_the_argmin_of_logged_val_losses_and_its_weights_are_kept():
+    trainer, outcome, snapshots = train_keeping_snapshots(Trainer, small_config())
     check_best(trainer, outcome, snapshots)
 
 
 def test_best_weights_are_each_saes_own_best_epoch_not_the_last():
-    snapshots = {}
-
-    def at_checkpoint(state):
-        snapshots[state["epoch"]] = copy.deepcopy(state["model"])
-
-    trainer = ScriptedValidation(make_stack(), make_data(), small_config(), on_checkpoint=at_checkpoint)
-    outcome = trainer.run()
+    trainer, outcome, snapshots = train_keeping_snapshots(ScriptedValidation, small_config())
     assert outcome.best_epoch == [2, 3]
     assert outcome.best_val_loss == [1.0, 3.0]
     check_best(trainer, outcome, snapshots)
@@ -259,14 +258,7 @@ def test_best_weights_are_each_saes_own_best_epoch_not_the_last():
 
 
 def test_without_select_on_val_the_last_weights_stay():
-    snapshots = {}
-
-    def at_checkpoint(state):
-        snapshots[state["epoch"]] = copy.deepcopy(state["model"])
-
-    trainer = ScriptedValidation(make_stack(), make_data(), small_config(select_on_val=False),
-                                 on_checkpoint=at_checkpoint)
-    outcome = trainer.run()
+    trainer, outcome, snapshots = train_keeping_snapshots(ScriptedValidation, small_config(select_on_val=False))
     assert outcome.best_epoch == [2, 3]  # still reported
     for name, tensor in trainer.stack.state_dict().items():
         assert torch.equal(tensor, snapshots[4][name]), name
