@@ -6,6 +6,7 @@ its import, a run's from its training), each as one line with what to try next.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -216,41 +217,36 @@ class HomeScreen(Screen):
     }
     """
 
+    @dataclass
     class DatasetsLoaded(Message):
         """The dataset summaries were read (one row per dataset, maybe none)."""
 
-        def __init__(self, summaries: list[dict[str, Any]]):
-            super().__init__()
-            self.summaries = summaries
+        summaries: list[dict[str, Any]]
 
+    @dataclass
     class RunsLoaded(Message):
         """The run summaries were read (one row per run, maybe none)."""
 
-        def __init__(self, runs: list[dict[str, Any]]):
-            super().__init__()
-            self.runs = runs
+        runs: list[dict[str, Any]]
 
+    @dataclass
     class FlagsLoaded(Message):
         """Every quality flag was read (datasets' and runs', maybe none)."""
 
-        def __init__(self, flags: list[dict[str, Any]]):
-            super().__init__()
-            self.flags = flags
+        flags: list[dict[str, Any]]
 
+    @dataclass
     class RunDeleted(Message):
         """A run and everything derived from it were deleted; `rows` is what went, per table."""
 
-        def __init__(self, run_id: int, rows: dict[str, int]):
-            super().__init__()
-            self.run_id = run_id
-            self.rows = rows
+        run_id: int
+        rows: dict[str, int]
 
+    @dataclass
     class DatasetsLoadFailed(Message):
         """Reading the dataset summaries failed; `reason` is a sentence for the person."""
 
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, stores: ThreadStores):
         super().__init__()

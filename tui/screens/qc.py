@@ -244,24 +244,21 @@ class QCScreen(Screen):
     }
     """
 
+    @dataclass
     class RunLoaded(Message):
         """The run, its SAEs and the quality flags of both the run and its dataset were read."""
 
-        def __init__(self, run: dict[str, Any], saes: list[dict[str, Any]], flags: list[dict[str, Any]],
-                     dataset_flags: list[dict[str, Any]]):
-            super().__init__()
-            self.run = run
-            self.saes = saes
-            self.flags = flags
-            self.dataset_flags = dataset_flags
+        run: dict[str, Any]
+        saes: list[dict[str, Any]]
+        flags: list[dict[str, Any]]
+        dataset_flags: list[dict[str, Any]]
 
+    @dataclass
     class SAELoaded(Message):
         """One SAE's QC, unit QC and training log were read."""
 
-        def __init__(self, sae_id: int, view: SAEView):
-            super().__init__()
-            self.sae_id = sae_id
-            self.view = view
+        sae_id: int
+        view: SAEView
 
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
         super().__init__()
