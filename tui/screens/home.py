@@ -18,7 +18,6 @@ from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
-from textual.worker import get_current_worker
 
 from store.quality import flag_line
 from tui.widgets.key_footer import KeyFooter
@@ -295,21 +294,10 @@ class HomeScreen(Screen):
         from store.quality import all_flags
         from store.summaries import dataset_summaries, run_summaries
 
-        worker = get_current_worker()
-        try:
-            with self._stores.cursor() as db:
-                summaries = dataset_summaries(db)
-                runs = run_summaries(db)
-                flags = all_flags(db)
-        except Exception as error:  # shown on screen: a failed read must not take the app down
-            if not worker.is_cancelled:
-                self.post_message(self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
-            return
-        # A newer refresh replaced this one; its result will be the one shown.
-        if not worker.is_cancelled:
-            self.post_message(self.DatasetsLoaded(summaries))
-            self.post_message(self.RunsLoaded(runs))
-            self.post_message(self.FlagsLoaded(flags))
+        self._stores.read_and_post(
+            self, lambda db: [self.DatasetsLoaded(dataset_summaries(db)), self.RunsLoaded(run_summaries(db)),
+                              self.FlagsLoaded(all_flags(db))],
+            lambda error: self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
 
     @on(DatasetsLoaded)
     def show_datasets(self, message: DatasetsLoaded) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.validation.validate import ValidateConfig
     from engine.validation.validate_run import ValidateOutcome
     from engine.validation.validation_summary import VerdictCounts
+    from store.db import Store
     from store.freezes import FreezeState
     from tui.thread_stores import ThreadStores
 
@@ -270,22 +271,18 @@ class ValidationScreen(Screen):
         from store.runs import get_run, load_saes
         from store.validations import run_pairings, run_signature_units
 
-        worker = get_current_worker()
-        try:
-            with self._stores.cursor() as db:
-                run = get_run(db, self.run_id)
-                saes = load_saes(db, self.run_id)["sae_id"].to_list()
-                pairings = run_pairings(db, self.run_id)
-                units = run_signature_units(db, self.run_id)
-                validated_on = run_epochs(db, self.run_id).get("validate")
-        except Exception as error:  # shown on screen: a failed read must not take the app down
-            if not worker.is_cancelled:
-                self.post_message(LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
-            return
-        if not worker.is_cancelled:
+        def read(db: Store) -> list[Message]:
+            run = get_run(db, self.run_id)
+            saes = load_saes(db, self.run_id)["sae_id"].to_list()
+            pairings = run_pairings(db, self.run_id)
+            units = run_signature_units(db, self.run_id)
+            validated_on = run_epochs(db, self.run_id).get("validate")
             epoch = (f"{Epoch(validated_on['where_sql'], validated_on['around']).describe()} "
                      f"({validated_on['n_test']:,} test bins)" if validated_on else None)
-            self.post_message(self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch))
+            return [self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch)]
+
+        self._stores.read_and_post(
+            self, read, lambda error: LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
 
     @on(PairingsLoaded)
     def show_pairings(self, message: PairingsLoaded) -> None:

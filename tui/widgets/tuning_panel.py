@@ -178,22 +178,23 @@ class TuningPanel(TextPanel):
         return text
 
     def cycle_view(self) -> str:
-        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
-        if self.panel is not None:
-            self.show_feature(self.panel)
+        self._show_view(VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)])
         return self.view
 
     def next_split(self) -> None:
+        """The split view; when it is already shown, the split by the next variable."""
         if self.view == "split":
             self.split_index += 1
-        self.view = "split"
-        if self.panel is not None:
-            self.show_feature(self.panel)
+        self._show_view("split")
 
     def next_event(self) -> None:
+        """The peri-event view; when it is already shown, the histogram around the next event."""
         if self.view == "peri":
             self.event_index += 1
-        self.view = "peri"
+        self._show_view("peri")
+
+    def _show_view(self, view: str) -> None:
+        self.view = view
         if self.panel is not None:
             self.show_feature(self.panel)
 
