@@ -3,12 +3,13 @@ own messages are defined on the screen, Review's in tui/review_messages.py."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.message import Message
 
 
+@dataclass
 class LoadFailed(Message):
     """A worker's read failed; `reason` is a sentence for the person."""
 
-    def __init__(self, reason: str):
-        super().__init__()
-        self.reason = reason
+    reason: str

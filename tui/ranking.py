@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from textual.message import Message
@@ -71,12 +72,11 @@ class RankState(NamedTuple):
         return f"Ranking run {self.run_id}: {count}{self.stage} (c cancels)"
 
 
+@dataclass
 class RankChanged(Message):
     """The app's ranking moved on or ended (posted to the app from the worker thread)."""
 
-    def __init__(self, state: RankState):
-        super().__init__()
-        self.state = state
+    state: RankState
 
 
 def _stage(report: str) -> str:

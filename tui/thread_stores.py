@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from textual.worker import get_current_worker
 
 from store.db import Store
+
+if TYPE_CHECKING:
+    from textual.message import Message
+    from textual.message_pump import MessagePump
 
 
 class ThreadStores:
@@ -49,6 +56,21 @@ class ThreadStores:
                 self._lent.pop(thread_db, None)
                 thread_db.close()
                 self._changed.notify_all()
+
+    def read_and_post(self, to: MessagePump, read: Callable[[Store], Sequence[Message]],
+                      failed: Callable[[Exception], Message]) -> None:
+        """In a thread worker: post to `to` the messages `read` makes from a cursor, or `failed(error)` where it
+        raised (a failed read must not take the app down); nothing once the worker is cancelled, as a newer
+        read replaced it and its result will be the one shown."""
+        worker = get_current_worker()
+        try:
+            with self.cursor() as db:
+                messages = read(db)
+        except Exception as error:
+            messages = [failed(error)]
+        if not worker.is_cancelled:
+            for message in messages:
+                to.post_message(message)
 
     def close(self) -> bool:
         """Interrupt the queries still running, wait up to `grace_s` for their threads, then close the store;

@@ -7,6 +7,7 @@ at once. The table widget is textual-fastdatatable on an Arrow backend (tui.widg
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
@@ -153,15 +154,13 @@ class FeaturesScreen(Screen):
     FeaturesScreen #prompt-error.-shown { display: block; }
     """
 
+    @dataclass
     class FeaturesLoaded(Message):
-        def __init__(self, saes: pl.DataFrame, sae_id: int | None, features: pl.DataFrame,
-                     epoch: str | None = None):
-            super().__init__()
-            self.saes = saes
-            self.sae_id = sae_id
-            self.features = features
-            self.epoch = epoch
-            """The analysis epoch the ranking read (`speed > 5`), None for every bin."""
+        saes: pl.DataFrame
+        sae_id: int | None
+        features: pl.DataFrame
+        epoch: str | None = None
+        """The analysis epoch the ranking read (`speed > 5`), None for every bin."""
 
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
         super().__init__()

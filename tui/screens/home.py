@@ -6,6 +6,7 @@ its import, a run's from its training), each as one line with what to try next.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,7 +18,6 @@ from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
-from textual.worker import get_current_worker
 
 from store.quality import flag_line
 from tui.widgets.key_footer import KeyFooter
@@ -216,41 +216,36 @@ class HomeScreen(Screen):
     }
     """
 
+    @dataclass
     class DatasetsLoaded(Message):
         """The dataset summaries were read (one row per dataset, maybe none)."""
 
-        def __init__(self, summaries: list[dict[str, Any]]):
-            super().__init__()
-            self.summaries = summaries
+        summaries: list[dict[str, Any]]
 
+    @dataclass
     class RunsLoaded(Message):
         """The run summaries were read (one row per run, maybe none)."""
 
-        def __init__(self, runs: list[dict[str, Any]]):
-            super().__init__()
-            self.runs = runs
+        runs: list[dict[str, Any]]
 
+    @dataclass
     class FlagsLoaded(Message):
         """Every quality flag was read (datasets' and runs', maybe none)."""
 
-        def __init__(self, flags: list[dict[str, Any]]):
-            super().__init__()
-            self.flags = flags
+        flags: list[dict[str, Any]]
 
+    @dataclass
     class RunDeleted(Message):
         """A run and everything derived from it were deleted; `rows` is what went, per table."""
 
-        def __init__(self, run_id: int, rows: dict[str, int]):
-            super().__init__()
-            self.run_id = run_id
-            self.rows = rows
+        run_id: int
+        rows: dict[str, int]
 
+    @dataclass
     class DatasetsLoadFailed(Message):
         """Reading the dataset summaries failed; `reason` is a sentence for the person."""
 
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, stores: ThreadStores):
         super().__init__()
@@ -299,21 +294,10 @@ class HomeScreen(Screen):
         from store.quality import all_flags
         from store.summaries import dataset_summaries, run_summaries
 
-        worker = get_current_worker()
-        try:
-            with self._stores.cursor() as db:
-                summaries = dataset_summaries(db)
-                runs = run_summaries(db)
-                flags = all_flags(db)
-        except Exception as error:  # shown on screen: a failed read must not take the app down
-            if not worker.is_cancelled:
-                self.post_message(self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
-            return
-        # A newer refresh replaced this one; its result will be the one shown.
-        if not worker.is_cancelled:
-            self.post_message(self.DatasetsLoaded(summaries))
-            self.post_message(self.RunsLoaded(runs))
-            self.post_message(self.FlagsLoaded(flags))
+        self._stores.read_and_post(
+            self, lambda db: [self.DatasetsLoaded(dataset_summaries(db)), self.RunsLoaded(run_summaries(db)),
+                              self.FlagsLoaded(all_flags(db))],
+            lambda error: self.DatasetsLoadFailed(f"Could not read datasets: {error}"))
 
     @on(DatasetsLoaded)
     def show_datasets(self, message: DatasetsLoaded) -> None:

@@ -23,7 +23,6 @@ from textual.containers import Grid, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Static
-from textual.worker import get_current_worker
 
 from tui.messages import LoadFailed
 from tui.widgets.histogram import BarPlot
@@ -244,24 +243,21 @@ class QCScreen(Screen):
     }
     """
 
+    @dataclass
     class RunLoaded(Message):
         """The run, its SAEs and the quality flags of both the run and its dataset were read."""
 
-        def __init__(self, run: dict[str, Any], saes: list[dict[str, Any]], flags: list[dict[str, Any]],
-                     dataset_flags: list[dict[str, Any]]):
-            super().__init__()
-            self.run = run
-            self.saes = saes
-            self.flags = flags
-            self.dataset_flags = dataset_flags
+        run: dict[str, Any]
+        saes: list[dict[str, Any]]
+        flags: list[dict[str, Any]]
+        dataset_flags: list[dict[str, Any]]
 
+    @dataclass
     class SAELoaded(Message):
         """One SAE's QC, unit QC and training log were read."""
 
-        def __init__(self, sae_id: int, view: SAEView):
-            super().__init__()
-            self.sae_id = sae_id
-            self.view = view
+        sae_id: int
+        view: SAEView
 
     def __init__(self, stores: ThreadStores, run_id: int, sae_id: int | None = None):
         super().__init__()
@@ -355,17 +351,11 @@ class QCScreen(Screen):
     def load_sae(self, sae: dict[str, Any]) -> None:
         from store.qc import sae_qc, sae_train_log, sae_unit_qc
 
-        worker = get_current_worker()
-        try:
-            with self._stores.cursor() as db:
-                view = SAEView(sae, sae_qc(db, sae["sae_id"]), sae_unit_qc(db, sae["sae_id"]),
-                               sae_train_log(db, sae["sae_id"]))
-        except Exception as error:
-            if not worker.is_cancelled:
-                self.post_message(LoadFailed(f"Could not read SAE {sae['sae_id']}: {error}"))
-            return
-        if not worker.is_cancelled:
-            self.post_message(self.SAELoaded(sae["sae_id"], view))
+        sae_id = sae["sae_id"]
+        self._stores.read_and_post(
+            self, lambda db: [self.SAELoaded(sae_id, SAEView(sae, sae_qc(db, sae_id), sae_unit_qc(db, sae_id),
+                                                             sae_train_log(db, sae_id)))],
+            lambda error: LoadFailed(f"Could not read SAE {sae_id}: {error}"))
 
     @on(RunLoaded)
     def run_loaded(self, message: RunLoaded) -> None:

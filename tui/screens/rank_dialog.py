@@ -9,6 +9,7 @@ before its slow part, and said in the app's ranking line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from textual import on, work
@@ -57,11 +58,10 @@ class RankDialog(ModalScreen["RankRequest | None"]):
     RankDialog Button { margin: 0 2; min-width: 10; }
     """
 
+    @dataclass
     class RunRead(Message):
-        def __init__(self, facts: dict[str, Any] | None, reason: str | None = None):
-            super().__init__()
-            self.facts = facts
-            self.reason = reason
+        facts: dict[str, Any] | None
+        reason: str | None = None
 
     def __init__(self, stores: ThreadStores, run_id: int):
         super().__init__()

@@ -8,6 +8,7 @@ how they are kept off while the app holds the file read-write).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -115,36 +116,31 @@ class SQLScreen(Screen):
     }
     """
 
+    @dataclass
     class TablesListed(Message):
-        def __init__(self, names: list[str]):
-            super().__init__()
-            self.names = names
+        names: list[str]
 
+    @dataclass
     class QueryFinished(Message):
-        def __init__(self, sql: str, result: AppQueryResult, writes: bool):
-            super().__init__()
-            self.sql = sql
-            self.result = result
-            self.writes = writes
+        sql: str
+        result: AppQueryResult
+        writes: bool
 
+    @dataclass
     class QueryFailed(Message):
         """The query failed or was refused; `reason` is one line for the person."""
 
-        def __init__(self, sql: str, reason: str):
-            super().__init__()
-            self.sql = sql
-            self.reason = reason
+        sql: str
+        reason: str
 
+    @dataclass
     class ExportWritten(Message):
-        def __init__(self, path: Path, rows: int):
-            super().__init__()
-            self.path = path
-            self.rows = rows
+        path: Path
+        rows: int
 
+    @dataclass
     class ExportFailed(Message):
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, stores: ThreadStores, *, max_rows: int = MAX_ROWS):
         super().__init__()

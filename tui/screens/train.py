@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -156,43 +157,38 @@ class TrainScreen(Screen):
     }
     """
 
+    @dataclass
     class DatasetLoaded(Message):
         """The dataset's summary was read; None when there is no dataset of that name."""
 
-        def __init__(self, summary: dict[str, Any] | None, reason: str | None = None):
-            super().__init__()
-            self.summary = summary
-            self.reason = reason
+        summary: dict[str, Any] | None
+        reason: str | None = None
 
+    @dataclass
     class TrainStage(Message):
         """What the training is doing before its first step (reading the dataset, building the stack)."""
 
-        def __init__(self, text: str):
-            super().__init__()
-            self.text = text
+        text: str
 
     class StartCancelled(Message):
         """Cancelled before the run row was written: nothing is stored."""
 
+    @dataclass
     class TrainProgressed(Message):
         """Training moved on (the latest event; the history holds every one)."""
 
-        def __init__(self, event: TrainProgress):
-            super().__init__()
-            self.event = event
+        event: TrainProgress
 
+    @dataclass
     class RunEnded(Message):
         """A run stopped and its results are stored: `status` says whether it finished or was cancelled."""
 
-        def __init__(self, run_id: int, status: str, n_saes: int, examples_seen: int, seconds: float,
-                     headline: dict[str, Any]):
-            super().__init__()
-            self.run_id = run_id
-            self.status = status
-            self.n_saes = n_saes
-            self.examples_seen = examples_seen
-            self.seconds = seconds
-            self.headline = headline
+        run_id: int
+        status: str
+        n_saes: int
+        examples_seen: int
+        seconds: float
+        headline: dict[str, Any]
 
     class RunFinished(RunEnded):
         """Every epoch ran; the run is stored as finished."""
@@ -200,13 +196,12 @@ class TrainScreen(Screen):
     class RunCancelled(RunEnded):
         """The person cancelled; the weights so far are stored as a cancelled, resumable run."""
 
+    @dataclass
     class RunFailed(Message):
         """Training did not start (a setting the engine refused) or failed; `field`: the setting at fault."""
 
-        def __init__(self, reason: str, field: str | None):
-            super().__init__()
-            self.reason = reason
-            self.field = field
+        reason: str
+        field: str | None
 
     def __init__(self, stores: ThreadStores, dataset: str):
         super().__init__()

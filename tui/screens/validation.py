@@ -10,6 +10,7 @@ and `F` freezes the run's labels (engine.validation.freezes: a blind run's test 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from engine.validation.validate import ValidateConfig
     from engine.validation.validate_run import ValidateOutcome
     from engine.validation.validation_summary import VerdictCounts
+    from store.db import Store
     from store.freezes import FreezeState
     from tui.thread_stores import ThreadStores
 
@@ -160,65 +162,56 @@ class ValidationScreen(Screen):
     }
     """
 
+    @dataclass
     class PairingsLoaded(Message):
         """The run's pairings, their signature units and the run's SAEs were read."""
 
-        def __init__(self, dataset: str, saes: list[int], pairings: pl.DataFrame, units: pl.DataFrame,
-                     epoch: str | None = None):
-            super().__init__()
-            self.epoch = epoch
-            """The analysis epoch of the stored validations, with its test bins; None for every bin."""
-            self.dataset = dataset
-            self.saes = saes
-            self.pairings = pairings
-            self.units = units
+        dataset: str
+        saes: list[int]
+        pairings: pl.DataFrame
+        units: pl.DataFrame
+        epoch: str | None = None
+        """The analysis epoch of the stored validations, with its test bins; None for every bin."""
 
+    @dataclass
     class ValidationProgressed(Message):
         """validate_run reported a step (`text`, e.g. '3/7 labels: condition = 2')."""
 
-        def __init__(self, text: str):
-            super().__init__()
-            self.text = text
+        text: str
 
+    @dataclass
     class ValidationFinished(Message):
-        def __init__(self, outcome: ValidateOutcome, counts: VerdictCounts):
-            super().__init__()
-            self.outcome = outcome
-            self.counts = counts
-            """Both verdicts counted over the stored latest attempts of the run's accepted labels."""
+        outcome: ValidateOutcome
+        counts: VerdictCounts
+        """Both verdicts counted over the stored latest attempts of the run's accepted labels."""
 
+    @dataclass
     class ValidationFailed(Message):
         """Validation failed or (`cancelled`) was stopped by the person; `reason` says which, in a sentence."""
 
-        def __init__(self, reason: str, cancelled: bool = False):
-            super().__init__()
-            self.reason = reason
-            self.cancelled = cancelled
+        reason: str
+        cancelled: bool = False
 
+    @dataclass
     class ReportWritten(Message):
-        def __init__(self, path: Path, tables: Path, n_validations: int):
-            super().__init__()
-            self.path = path
-            self.tables = tables
-            self.n_validations = n_validations
+        path: Path
+        tables: Path
+        n_validations: int
 
+    @dataclass
     class ReportFailed(Message):
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
+        reason: str
 
+    @dataclass
     class FreezeRead(Message):
         """The run's freeze state was read (`frozen_now`: just frozen by `F`)."""
 
-        def __init__(self, state: FreezeState, frozen_now: bool = False):
-            super().__init__()
-            self.state = state
-            self.frozen_now = frozen_now
+        state: FreezeState
+        frozen_now: bool = False
 
+    @dataclass
     class FreezeFailed(Message):
-        def __init__(self, reason: str):
-            super().__init__()
-            self.reason = reason
+        reason: str
 
     def __init__(self, stores: ThreadStores, run_id: int, *, validate_config: ValidateConfig | None = None,
                  validate_jobs: int = -1):
@@ -278,22 +271,18 @@ class ValidationScreen(Screen):
         from store.runs import get_run, load_saes
         from store.validations import run_pairings, run_signature_units
 
-        worker = get_current_worker()
-        try:
-            with self._stores.cursor() as db:
-                run = get_run(db, self.run_id)
-                saes = load_saes(db, self.run_id)["sae_id"].to_list()
-                pairings = run_pairings(db, self.run_id)
-                units = run_signature_units(db, self.run_id)
-                validated_on = run_epochs(db, self.run_id).get("validate")
-        except Exception as error:  # shown on screen: a failed read must not take the app down
-            if not worker.is_cancelled:
-                self.post_message(LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
-            return
-        if not worker.is_cancelled:
+        def read(db: Store) -> list[Message]:
+            run = get_run(db, self.run_id)
+            saes = load_saes(db, self.run_id)["sae_id"].to_list()
+            pairings = run_pairings(db, self.run_id)
+            units = run_signature_units(db, self.run_id)
+            validated_on = run_epochs(db, self.run_id).get("validate")
             epoch = (f"{Epoch(validated_on['where_sql'], validated_on['around']).describe()} "
                      f"({validated_on['n_test']:,} test bins)" if validated_on else None)
-            self.post_message(self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch))
+            return [self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch)]
+
+        self._stores.read_and_post(
+            self, read, lambda error: LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
 
     @on(PairingsLoaded)
     def show_pairings(self, message: PairingsLoaded) -> None:

@@ -11,17 +11,7 @@ from tui.widgets.ticks import compact_number, nice_ticks
 class BarPlot(QuietPlot):
     """Bars of `heights` at positions `x`; says `empty_text` instead of drawing empty axes."""
 
-    DEFAULT_CSS = """
-    BarPlot {
-        width: 1fr;
-        height: 1fr;
-        min-height: 6;
-    }
-    """
-
-    def __init__(self, *, empty_text: str = "nothing to show", id: str | None = None,
-                 classes: str | None = None):
-        super().__init__(empty_text=empty_text, id=id, classes=classes)
+    DEFAULT_CSS = "BarPlot { min-height: 6; }"
 
     def show_bars(self, x: Sequence[float], heights: Sequence[float], *, width: float = 0.8,
                   xticks: Sequence[float] | None = None, xlabels: Sequence[str] | None = None,

@@ -19,17 +19,8 @@ Series = tuple[Sequence[float], Sequence[float]]
 class CurvePlot(QuietPlot):
     """Line plots of several series on shared axes; `points` series are drawn as markers only."""
 
-    DEFAULT_CSS = """
-    CurvePlot {
-        width: 1fr;
-        height: 1fr;
-        min-height: 5;
-    }
-    """
-
-    def __init__(self, *, empty_text: str = "no points yet", id: str | None = None,
-                 classes: str | None = None):
-        super().__init__(empty_text=empty_text, id=id, classes=classes)
+    DEFAULT_CSS = "CurvePlot { min-height: 5; }"
+    EMPTY_TEXT = "no points yet"
 
     def show_series(self, lines: Sequence[Series], *, points: Sequence[Series] = (),
                     hline: float | None = None, xlabel: str | None = None,

@@ -9,7 +9,7 @@ the title says which bins are in view and that more lie below (`bins 1–2 of 20
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from rich.text import Text
@@ -28,6 +28,7 @@ FULL_TITLES = {"tuning": "Tuning (train + val) · s: split", "split": "Split tun
                "peri": "Peri-event (train + val) · e, s"}
 LineBins = list[tuple[str, int, int] | None]
 """Per line: (what the bins are of, bin number from 1, bins in all), None for other lines."""
+Item = TypeVar("Item")
 
 
 def _cell(mean: float, sem: float, with_sem: bool) -> str:
@@ -79,19 +80,32 @@ def _sparks(text: Text, lines: LineBins, names: list[str], means: np.ndarray, n:
     lines.append(None)
 
 
+def _begin(items: list[Item], index: int, empty_text: str) -> tuple[Text, LineBins, Item | None]:
+    """A cycling view begun: its text, its line map and the item `index` picks (counting round); no item when
+    there are none, and the text says `empty_text`."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if not items:
+        text.append(empty_text, style="dim")
+        return text, [None], None
+    return text, [], items[index % len(items)]
+
+
+def _position(text: Text, key: str, index: int, count: int) -> None:
+    """`  b: 2/3`: which of the items is shown and the key that steps on; nothing when there is one."""
+    if count > 1:
+        text.append(f"  {key}: {index % count + 1}/{count}", style="dim")
+
+
 def split_text(splits: list[SplitTuning], index: int, width: int) -> tuple[Text, LineBins]:
-    text, lines = Text(no_wrap=True, overflow="ellipsis"), []
-    if not splits:
-        text.append("no split: no continuous tuning curve\nfor this feature, or no categorical\nvariable with 2–8 levels",
-                    style="dim")
-        return text, [None]
-    split = splits[index % len(splits)]
+    text, lines, split = _begin(splits, index, "no split: no continuous tuning curve\nfor this feature, or no "
+                                "categorical\nvariable with 2–8 levels")
+    if split is None:
+        return text, lines
     text.append(split.variable, style="bold")
     text.append(" by ")
     text.append(split.split_by, style="bold")
     text.append(f"  {'named by the suggestion' if split.preferred else f'sep {split.separation:.2f}'}", style="dim")
-    if len(splits) > 1:
-        text.append(f"  b: {index % len(splits) + 1}/{len(splits)}", style="dim")
+    _position(text, "b", index, len(splits))
     lines.append(None)
     _sparks(text, lines, split.levels, split.means, split.n, width, (f"{split.edges[0]:.3g}", f"{split.edges[-1]:.3g}"))
     _table(text, lines, "bins", split.bin_labels, split.levels, split.means, split.sem, width)
@@ -99,16 +113,13 @@ def split_text(splits: list[SplitTuning], index: int, width: int) -> tuple[Text,
 
 
 def peri_text(events: list[PeriEvent], index: int, width: int) -> tuple[Text, LineBins]:
-    text, lines = Text(no_wrap=True, overflow="ellipsis"), []
-    if not events:
-        text.append("no events in this dataset: none of\nits columns holds per-bin counts or\n0/1 flags, or trial event times",
-                    style="dim")
-        return text, [None]
-    peth = events[index % len(events)]
+    text, lines, peth = _begin(events, index, "no events in this dataset: none of\nits columns holds per-bin "
+                               "counts or\n0/1 flags, or trial event times")
+    if peth is None:
+        return text, lines
     text.append(f"around {peth.event}", style="bold")
     text.append(f"  {peth.n_events:,} events", style="dim")
-    if len(events) > 1:
-        text.append(f"  e: {index % len(events) + 1}/{len(events)}", style="dim")
+    _position(text, "e", index, len(events))
     lines.append(None)
     n = np.ones((1, len(peth.means)))
     _sparks(text, lines, ["mean"], peth.means[None, :], n, width,
@@ -167,22 +178,23 @@ class TuningPanel(TextPanel):
         return text
 
     def cycle_view(self) -> str:
-        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
-        if self.panel is not None:
-            self.show_feature(self.panel)
+        self._show_view(VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)])
         return self.view
 
     def next_split(self) -> None:
+        """The split view; when it is already shown, the split by the next variable."""
         if self.view == "split":
             self.split_index += 1
-        self.view = "split"
-        if self.panel is not None:
-            self.show_feature(self.panel)
+        self._show_view("split")
 
     def next_event(self) -> None:
+        """The peri-event view; when it is already shown, the histogram around the next event."""
         if self.view == "peri":
             self.event_index += 1
-        self.view = "peri"
+        self._show_view("peri")
+
+    def _show_view(self, view: str) -> None:
+        self.view = view
         if self.panel is not None:
             self.show_feature(self.panel)
 
