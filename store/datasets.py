@@ -102,11 +102,10 @@ def dataset_names(db: Store) -> list[str]:
 
 def get_dataset(db: Store, name: str) -> dict[str, Any]:
     """The datasets row for `name`, or a StoreError that lists the names there are."""
-    rows = db.frame("SELECT * FROM datasets WHERE name = ?", [name]).to_dicts()
-    if not rows:
+    row = db.row("SELECT * FROM datasets WHERE name = ?", [name])
+    if row is None:
         have = ", ".join(dataset_names(db)) or "none yet"
         raise StoreError(f"{db.path}: no dataset named '{name}' (datasets: {have})")
-    row = rows[0]
     row["options"] = json.loads(row["options"])
     return row
 

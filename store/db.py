@@ -246,6 +246,11 @@ class Store:
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def row(self, sql: str, params: list[Any] | None = None) -> dict[str, Any] | None:
+        """Run a query of ours and return its first row as a dict; None when it returns none."""
+        rows = self.records(sql, params)
+        return rows[0] if rows else None
+
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
         rows = self.con.execute(sql, params or []).fetchall()  # fetch all: DuckDB 2 rejects unfinished results
         return rows[0][0] if rows else None

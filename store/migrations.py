@@ -341,11 +341,8 @@ _VALIDATION_SCORES = """\
     balanced_accuracy_ci_low DOUBLE,
     balanced_accuracy_ci_high DOUBLE,"""
 
-V5_VALIDATIONS = f"""
-CREATE TABLE validations (
-{_VALIDATION_SCORES}
-    p_value                  DOUBLE,
-    q_value                  DOUBLE,
+# ... and the decoding comparison of the label's signature units, which both keep too.
+_VALIDATION_DECODING = """\
     decode_metric            VARCHAR,
     decode_signature         DOUBLE,
     decode_all               DOUBLE,
@@ -353,7 +350,14 @@ CREATE TABLE validations (
     decode_random_p95        DOUBLE,
     signature_over_all       DOUBLE,
     signature_percentile     DOUBLE,
-    n_signature_units        INTEGER,
+    n_signature_units        INTEGER,"""
+
+V5_VALIDATIONS = f"""
+CREATE TABLE validations (
+{_VALIDATION_SCORES}
+    p_value                  DOUBLE,
+    q_value                  DOUBLE,
+{_VALIDATION_DECODING}
     validated                BOOLEAN,
     reason                   VARCHAR,
     created_at               TIMESTAMP NOT NULL DEFAULT current_timestamp
@@ -474,14 +478,7 @@ CREATE TABLE validations_attempts (
     p_value                  DOUBLE,
     n_shifts                 INTEGER,
     q_value                  DOUBLE,
-    decode_metric            VARCHAR,
-    decode_signature         DOUBLE,
-    decode_all               DOUBLE,
-    decode_feature           DOUBLE,
-    decode_random_p95        DOUBLE,
-    signature_over_all       DOUBLE,
-    signature_percentile     DOUBLE,
-    n_signature_units        INTEGER,
+{_VALIDATION_DECODING}
     generalises              BOOLEAN,
     signature_specific       BOOLEAN,
     validated                BOOLEAN,

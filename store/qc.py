@@ -18,15 +18,12 @@ SPLIT_ORDER = "CASE split WHEN 'train' THEN 0 WHEN 'val' THEN 1 WHEN 'test' THEN
 
 def run_header(db: Store, run_id: int) -> dict[str, Any]:
     """run_id, status, message, device, dataset_id, dataset (name), dataset_kind, n_units of one run."""
-    rows = db.frame(
-        "SELECT r.run_id, r.status, r.message, r.device, r.dataset_id, d.name AS dataset, d.kind AS dataset_kind,"
-        " d.n_units"
-        " FROM runs r JOIN datasets d USING (dataset_id) WHERE r.run_id = ?",
-        [run_id],
-    ).to_dicts()
-    if not rows:
+    row = db.row("SELECT r.run_id, r.status, r.message, r.device, r.dataset_id, d.name AS dataset,"
+                 " d.kind AS dataset_kind, d.n_units FROM runs r JOIN datasets d USING (dataset_id)"
+                 " WHERE r.run_id = ?", [run_id])
+    if row is None:
         raise StoreError(f"{db.path}: no run {run_id}")
-    return rows[0]
+    return row
 
 
 def run_saes(db: Store, run_id: int) -> pl.DataFrame:
@@ -76,10 +73,9 @@ def sae_train_log(db: Store, sae_id: int) -> pl.DataFrame:
 
 def run_qc_headline(db: Store, run_id: int) -> dict[str, Any]:
     """Mean over the run's SAEs, on the validation split: fvu, pca_fvu, nmf_fvu, dead_fraction, l0_mean."""
-    rows = db.frame(
+    row = db.row(
         "SELECT count(*) AS n_saes, avg(q.fvu) AS fvu, avg(q.pca_fvu) AS pca_fvu, avg(q.nmf_fvu) AS nmf_fvu,"
         " avg(q.dead_fraction) AS dead_fraction, avg(q.l0_mean) AS l0_mean"
-        " FROM saes s JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val' WHERE s.run_id = ?",
-        [run_id],
-    ).to_dicts()
-    return rows[0]
+        " FROM saes s JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val' WHERE s.run_id = ?", [run_id])
+    assert row is not None  # an aggregate has its one row
+    return row

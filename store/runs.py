@@ -66,11 +66,10 @@ def load_checkpoint(db: Store, run_id: int, kind: str = "latest") -> tuple[int, 
 
 
 def get_run(db: Store, run_id: int) -> dict[str, Any]:
-    rows = db.frame("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_dicts()
-    if not rows:
+    row = db.row("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if row is None:
         have = [str(r[0]) for r in db.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         raise StoreError(f"{db.path}: no run {run_id} (runs: {', '.join(have) or 'none yet'})")
-    row = rows[0]
     row["config"] = json.loads(row["config"])
     return row
 

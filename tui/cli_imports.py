@@ -152,7 +152,10 @@ def _add_dataset_options(sub: argparse.ArgumentParser) -> None:
                      help="contiguous blocks used as trials when there are no trials (default 40)")
 
 
-def _add_binning_options(sub: argparse.ArgumentParser) -> None:
+def _add_binning_options(sub: argparse.ArgumentParser, trials_default: str) -> None:
+    sub.add_argument("--trials", metavar="FILE|laps|runs|none",
+                     help="trials: a .csv/.parquet table (start, stop, trial-level columns), laps or runs found in "
+                          f"the behaviour's position on a linear track, or none (default: {trials_default})")
     sub.add_argument("--behaviour", action="append", default=[], metavar="FILE",
                      help="behaviour with its own timestamps: a .csv/.parquet time series (a time_s or time column "
                           "plus one column per variable) or a .videoPositionTracking file (position, speed); "
@@ -203,9 +206,6 @@ def add_import_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                                        "table with one row per spike (unit, time)")
     spikes.add_argument("--format", default="auto", choices=["auto", "kilosort", "mat", "table"],
                         help="how to read SOURCE (default: from the path)")
-    spikes.add_argument("--trials", metavar="FILE|laps|runs|none",
-                        help="trials: a .csv/.parquet table (start, stop, trial-level columns), laps or runs found in "
-                             "the behaviour's position on a linear track, or none (default: contiguous blocks)")
     spikes.add_argument("--events", action="append", default=[], metavar="FILE",
                         help="a .csv/.parquet table of events (time, optional event name), counted per bin; "
                              "repeatable")
@@ -217,13 +217,11 @@ def add_import_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     spikes.add_argument("--spike-time-col", help="table: the spike time column (default: time, time_s, …)")
     spikes.add_argument("--time-scale", type=float, default=1.0,
                         help="MATLAB/table: seconds per stored time unit (0.001 for ms; default 1)")
-    _add_binning_options(spikes)
+    _add_binning_options(spikes, "contiguous blocks")
 
     nwb = add("import-nwb", cmd_import_nwb,
               "bin an NWB file's Units table with its trials and behavioural time series (needs pynwb)")
     nwb.add_argument("file", help="an .nwb file")
-    nwb.add_argument("--trials", metavar="FILE|laps|runs|none",
-                     help="default: the file's trials table if it has one, else contiguous blocks")
     nwb.add_argument("--trials-table", metavar="NAME",
                      help="take the trials from this intervals table (e.g. encoding_table): start_time, stop_time; "
                           "its other columns become trial-level variables (the import's notes list the tables)")
@@ -232,7 +230,7 @@ def add_import_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                           "(repeatable)")
     nwb.add_argument("--no-behaviour", action="store_true",
                      help="leave out the time series in processing/behavior")
-    _add_binning_options(nwb)
+    _add_binning_options(nwb, "the file's trials table if it has one, else contiguous blocks")
 
     acts = add("import-activations", cmd_import_activations,
                "capture a layer's activations of a saved PyTorch model on a table of inputs and import them")
