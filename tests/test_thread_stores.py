@@ -80,3 +80,59 @@ def test_a_cursor_between_two_queries_fails_at_its_next(stores: ThreadStores) ->
     assert "closed" in str(outcome["error"])
     with stores.cursor() as db:  # the connection itself is untouched
         assert db.scalar("SELECT count(*) FROM t") == 10
+
+
+def test_read_and_post_posts_the_newest_read_only_and_a_failure_as_a_message(stores: ThreadStores) -> None:
+    """A read replaced by a newer one (an exclusive worker cancelled) posts nothing; a failed read posts
+    what `failed` makes of its error, and the app goes on."""
+    import asyncio
+    from dataclasses import dataclass
+
+    from textual import work
+    from textual.app import App
+    from textual.message import Message
+
+    gate = threading.Event()
+
+    class Reader(App):
+        @dataclass
+        class Read(Message):
+            value: object
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[object] = []
+
+        @work(thread=True, exclusive=True, group="read")
+        def read(self, tag: str, sql: str, wait: bool) -> None:
+            def reading(db: Store) -> list[Message]:
+                if wait:
+                    gate.wait(10)
+                return [Reader.Read((tag, db.scalar(sql)))]
+
+            stores.read_and_post(self, reading, lambda error: Reader.Read((tag, f"failed: {type(error).__name__}")))
+
+        def on_reader_read(self, message: Reader.Read) -> None:
+            self.got.append(message.value)
+
+    async def drive() -> list[object]:
+        app = Reader()
+        async with app.run_test() as pilot:
+            app.read("old", "SELECT count(*) FROM t", True)
+            await pilot.pause()
+            app.read("new", "SELECT count(*) + 1 FROM t", False)  # replaces the first, still reading
+            for _ in range(500):
+                if app.got:
+                    break
+                await pilot.pause(0.02)
+            gate.set()
+            await asyncio.sleep(0.3)  # the first thread ends its read now: what it would post comes late
+            await pilot.pause()
+            app.read("bad", "SELECT * FROM no_such_table", False)
+            for _ in range(500):
+                if len(app.got) > 1:
+                    break
+                await pilot.pause(0.02)
+            return app.got
+
+    assert asyncio.run(drive()) == [("new", 11), ("bad", "failed: CatalogException")]
