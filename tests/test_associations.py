@@ -11,6 +11,7 @@ from scipy.signal import lfilter
 
 from engine.analysis.associations import AssociationConfig, Variable, associate, tuning_curves
 from engine.analysis.nulls import benjamini_hochberg
+from engine.analysis.selectivity import Binning
 
 
 def rows_of(frame, **where) -> dict:
@@ -66,7 +67,7 @@ def test_mutual_information_of_a_perfectly_informative_feature_is_one_bit():
     acts = sp.csc_matrix(np.c_[exact, half, upper])
     variables = [Variable("flag", "binary", values=flag.astype(float)),
                  Variable("x", "continuous", values=np.arange(n, dtype=float))]
-    out = associate(acts, np.repeat(np.arange(4), 25), variables, AssociationConfig(n_bins=2, n_shuffles=50))
+    out = associate(acts, np.repeat(np.arange(4), 25), variables, AssociationConfig(binning=Binning(n_bins=2), n_shuffles=50))
     # H(on) = 1 bit and on determines the flag: I = 1 bit, on both value rows
     assert rows_of(out, feature_id=0, variable="flag", value="1")["mutual_information"] == pytest.approx(1.0)
     assert rows_of(out, feature_id=0, variable="flag", value="0")["mutual_information"] == pytest.approx(1.0)
@@ -84,7 +85,7 @@ def test_tuning_curve_bins_means_and_sem():
     x = np.r_[np.arange(4.0), np.arange(10.0, 14.0), np.nan]
     a = np.array([0, 1, 0, 1, 2, 4, 0, 2, 100.0])  # the 100 sits on the missing x: must not count
     curves = tuning_curves(sp.csr_matrix(a[:, None]), [Variable("x", "continuous", values=x)],
-                           AssociationConfig(n_bins=2)).sort("bin")
+                           AssociationConfig(binning=Binning(n_bins=2))).sort("bin")
     assert curves["bin"].to_list() == [0, 1]
     assert curves["low"].to_list() == [0.0, 10.0] and curves["high"].to_list() == [10.0, 20.0]
     assert curves["n"].to_list() == [4, 4]
@@ -166,7 +167,7 @@ def test_circular_best_range_wraps_through_zero():
     out = associate(acts, np.arange(n) // 100,
                     [Variable("heading", "circular", values=angle, period=2 * np.pi),
                      Variable("heading_linear", "continuous", values=angle)],
-                    AssociationConfig(n_bins=10))
+                    AssociationConfig(binning=Binning(n_bins=10)))
     row = rows_of(out, variable="heading")
     # 10 bins of width 2π/10: the tuning sits in the last bin and the first; the field runs 9 → 0
     assert row["low"] == pytest.approx(0.9 * 2 * np.pi) and row["high"] == pytest.approx(0.1 * 2 * np.pi)
@@ -214,7 +215,7 @@ def test_missing_values_are_left_out_not_a_value():
     # x 0 1 2 → a 1 0 0 and x 3 4 5 → a 0 1 0
     x = np.array([0, 1, 2, 3, np.nan, np.nan, 4, 5])
     curves = tuning_curves(sp.csr_matrix(a[:, None]), [Variable("x", "continuous", values=x)],
-                           AssociationConfig(n_bins=2)).sort("bin")
+                           AssociationConfig(binning=Binning(n_bins=2))).sort("bin")
     assert curves["n"].to_list() == [3, 3] and curves["mean"].to_list() == pytest.approx([1 / 3, 1 / 3])
 
 
