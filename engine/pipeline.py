@@ -137,7 +137,9 @@ def check_memory(spec: RunSpec, n_examples: int, d_in: int) -> None:
                "use a smaller --d-sae or fewer --instances")
 
 
-def _build(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
+def build_stack(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
+    """The stack `spec` asks for, initialised from the training rows, and its train/val data on the device
+    (refused first when it would not fit in memory). A sweep's workers call it as train_run does."""
     check_memory(spec, counts.shape[0], counts.shape[1])
     ks, seeds = _stack_seeds(spec)
     sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
@@ -242,7 +244,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     n_saes = len(spec.ks) * spec.instances
     on_stage(f"building {n_saes} SAE{'s' if n_saes != 1 else ''} (d_sae {spec.sae.d_sae:,}, "
              f"k {', '.join(map(str, spec.ks))}) from {int((splits == 'train').sum()):,} training examples…")
-    stack, data = _build(spec, counts, splits, dataset["kind"])
+    stack, data = build_stack(spec, counts, splits, dataset["kind"])
     check_cancel()
     if spec.chosen and resume_run is None:
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))

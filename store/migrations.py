@@ -520,6 +520,54 @@ CREATE TABLE label_freezes (
 )
 """
 
+# Sweeps (issue 19): a grid of SAE settings trained by worker processes or cluster jobs that never open the
+# database. Each trial's results are files in the sweep folder; the process that owns the database ingests
+# them here, idempotently (one row per trial, replaced as its files change). Metrics are train and val only:
+# the model is chosen without the test split. A promoted trial becomes an ordinary run (run_id).
+V13_SWEEPS = """
+CREATE TABLE sweeps (
+    sweep_id      INTEGER PRIMARY KEY,
+    dataset_id    INTEGER NOT NULL,
+    grid          VARCHAR NOT NULL,
+    options       JSON NOT NULL,
+    executor      VARCHAR NOT NULL CHECK (executor IN ('local', 'slurm', 'ray')),
+    folder        VARCHAR NOT NULL,
+    n_trials      INTEGER NOT NULL,
+    created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    ingested_at   TIMESTAMP
+);
+CREATE TABLE sweep_trials (
+    sweep_id       INTEGER NOT NULL,
+    trial_id       INTEGER NOT NULL,
+    pack_id        VARCHAR NOT NULL,
+    config         JSON NOT NULL,
+    config_hash    VARCHAR NOT NULL,
+    architecture   VARCHAR NOT NULL,
+    d_sae          INTEGER NOT NULL,
+    k              INTEGER NOT NULL,
+    loss           VARCHAR NOT NULL,
+    seed           BIGINT NOT NULL,
+    status         VARCHAR NOT NULL CHECK (status IN ('pending', 'running', 'finished', 'failed', 'lost')),
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    job_id         VARCHAR,
+    host           VARCHAR,
+    device         VARCHAR,
+    started_at     TIMESTAMP,
+    finished_at    TIMESTAMP,
+    seconds        DOUBLE,
+    examples_seen  BIGINT,
+    best_epoch     INTEGER,
+    train_fvu      DOUBLE,
+    val_fvu        DOUBLE,
+    val_l0         DOUBLE,
+    val_dead_fraction DOUBLE,
+    stability      DOUBLE,
+    error          VARCHAR,
+    run_id         INTEGER,
+    PRIMARY KEY (sweep_id, trial_id)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -536,4 +584,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "validations kept per attempt (append-only) with two verdicts; current_validations view",
               V11_ATTEMPTS),
     Migration(12, "label_freezes: blind runs and frozen labels (preregistration)", V12_FREEZES),
+    Migration(13, "sweeps and sweep_trials: grids of SAE settings trained outside the database", V13_SWEEPS),
 )

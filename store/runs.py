@@ -7,6 +7,7 @@ written in one transaction at the end, so a crash never leaves half of them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +41,34 @@ def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
     from store.epochs import write_epoch
 
     with db.transaction():
-        run_id = int(db.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
-        db.con.execute(
-            "INSERT INTO runs (run_id, dataset_id, status, config, device) VALUES (?, ?, 'running', ?, ?)",
-            [run_id, dataset_id, json.dumps(config, sort_keys=True), device],
-        )
+        run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
     return run_id
+
+
+def _insert_run(db: Store, dataset_id: int, config: dict[str, Any], device: str) -> int:
+    run_id = int(db.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
+    db.con.execute(
+        "INSERT INTO runs (run_id, dataset_id, status, config, device) VALUES (?, ?, 'running', ?, ?)",
+        [run_id, dataset_id, json.dumps(config, sort_keys=True), device],
+    )
+    return run_id
+
+
+def add_trained_run(db: Store, dataset_id: int, config: dict[str, Any], device: str, results: RunResults, *,
+                    examples_seen: int, seconds: float, epoch: dict[str, Any] | None = None,
+                    then: Callable[[int], None] = lambda _: None) -> tuple[int, list[int]]:
+    """A run trained elsewhere (a sweep's trial) stored whole in one transaction: its row, the epoch it trained
+    on, its results, status finished, and `then(run_id)` (e.g. linking it to the sweep). Returns (run_id,
+    sae ids)."""
+    from store.epochs import write_epoch
+
+    with db.transaction():
+        run_id = _insert_run(db, dataset_id, config, device)
+        write_epoch(db, run_id, "train", epoch)
+        sae_ids = _write_results(db, run_id, results, "finished", examples_seen, seconds)
+        then(run_id)
+    return run_id, sae_ids
 
 
 def save_checkpoint(db: Store, run_id: int, kind: str, epoch: int, step: int, state: bytes) -> None:
@@ -92,38 +114,43 @@ def reopen_run(db: Store, run_id: int) -> None:
 def save_run_results(db: Store, run_id: int, results: RunResults, *, status: str, examples_seen: int,
                      seconds: float) -> list[int]:
     """Write every table of a run's results and its final status in one transaction; returns sae ids."""
+    with db.transaction():
+        return _write_results(db, run_id, results, status, examples_seen, seconds)
+
+
+def _write_results(db: Store, run_id: int, results: RunResults, status: str, examples_seen: int,
+                   seconds: float) -> list[int]:
     import polars as pl
 
-    with db.transaction():
-        old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
-        if old:  # a resumed run replaces what an earlier, cancelled part of it stored
-            for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
-                db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
-                               [run_id])
-            db.con.execute("DELETE FROM quality_flags WHERE run_id = ?", [run_id])
-            db.con.execute("DELETE FROM saes WHERE run_id = ?", [run_id])
-        first = int(db.scalar("SELECT coalesce(max(sae_id), 0) + 1 FROM saes"))
-        n = results.saes.height
-        sae_ids = list(range(first, first + n))
+    old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
+    if old:  # a resumed run replaces what an earlier, cancelled part of it stored
+        for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
+            db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
+                           [run_id])
+        db.con.execute("DELETE FROM quality_flags WHERE run_id = ?", [run_id])
+        db.con.execute("DELETE FROM saes WHERE run_id = ?", [run_id])
+    first = int(db.scalar("SELECT coalesce(max(sae_id), 0) + 1 FROM saes"))
+    n = results.saes.height
+    sae_ids = list(range(first, first + n))
 
-        def with_ids(frame: pl.DataFrame | pa.Table) -> pl.DataFrame:
-            frame = frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)  # type: ignore[assignment]
-            return frame.with_columns((pl.col("sae_id") + first).cast(pl.Int32))
+    def with_ids(frame: pl.DataFrame | pa.Table) -> pl.DataFrame:
+        frame = frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)  # type: ignore[assignment]
+        return frame.with_columns((pl.col("sae_id") + first).cast(pl.Int32))
 
-        db.insert_frame("saes", with_ids(results.saes).with_columns(pl.lit(run_id, pl.Int32).alias("run_id")))
-        for table, frame in (("features", results.features), ("decoder", results.decoder),
-                             ("activations", results.activations), ("qc", results.qc),
-                             ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
-            db.insert_frame(table, with_ids(frame))
-        if results.flags is not None and results.flags.height:
-            dataset_id = db.scalar("SELECT dataset_id FROM runs WHERE run_id = ?", [run_id])
-            db.insert_frame("quality_flags", with_ids(results.flags).with_columns(
-                pl.lit(dataset_id, pl.Int32).alias("dataset_id"), pl.lit(run_id, pl.Int32).alias("run_id")))
-        db.con.execute(
-            "UPDATE runs SET status = ?, finished_at = current_timestamp, examples_seen = ?, seconds = ?,"
-            " message = NULL WHERE run_id = ?",
-            [status, examples_seen, seconds, run_id],
-        )
+    db.insert_frame("saes", with_ids(results.saes).with_columns(pl.lit(run_id, pl.Int32).alias("run_id")))
+    for table, frame in (("features", results.features), ("decoder", results.decoder),
+                         ("activations", results.activations), ("qc", results.qc),
+                         ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
+        db.insert_frame(table, with_ids(frame))
+    if results.flags is not None and results.flags.height:
+        dataset_id = db.scalar("SELECT dataset_id FROM runs WHERE run_id = ?", [run_id])
+        db.insert_frame("quality_flags", with_ids(results.flags).with_columns(
+            pl.lit(dataset_id, pl.Int32).alias("dataset_id"), pl.lit(run_id, pl.Int32).alias("run_id")))
+    db.con.execute(
+        "UPDATE runs SET status = ?, finished_at = current_timestamp, examples_seen = ?, seconds = ?,"
+        " message = NULL WHERE run_id = ?",
+        [status, examples_seen, seconds, run_id],
+    )
     return sae_ids
 
 
@@ -148,6 +175,7 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
         for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        db.con.execute("UPDATE sweep_trials SET run_id = NULL WHERE run_id = ?", [run_id])  # promote it again
     return deleted
 
 

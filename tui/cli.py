@@ -308,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_commands(add)
     _add_label_commands(add)
 
+    from tui.cli_sweep import add_sweep_command
+
+    add_sweep_command(add)
+
     from tui.cli_queries import add_query_commands
 
     add_query_commands(add)
