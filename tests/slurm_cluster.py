@@ -184,7 +184,6 @@ DbdHost={host}
 DbdAddr=127.0.0.1
 DbdPort={DBD_PORT}
 SlurmUser=root
-LogFile={STATE}/log/slurmdbd.log
 PidFile={STATE}/slurmdbd.pid
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
@@ -210,8 +209,6 @@ StateSaveLocation={STATE}/spool/ctld
 SlurmdSpoolDir={STATE}/spool/slurmd
 SlurmctldPidFile={STATE}/slurmctld.pid
 SlurmdPidFile={STATE}/slurmd.pid
-SlurmctldLogFile={STATE}/log/slurmctld.log
-SlurmdLogFile={STATE}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -242,7 +239,8 @@ def _node_state() -> str:
 
 def _spawn(name: str, command: list[str], user: str | None = None) -> None:
     """Start a daemon in the foreground in a session of its own (a Ctrl-C of pytest does not reach it:
-    the session's end stops it), its output in STATE/log/NAME.out, its pid in STATE/pids/NAME.pid."""
+    the session's end stops it), its log (a foreground daemon logs to stderr) in STATE/log/NAME.out, its
+    pid in STATE/pids/NAME.pid."""
     with open(STATE / "log" / f"{name}.out", "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    user=user, group=user, start_new_session=True)
