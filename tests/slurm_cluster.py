@@ -100,6 +100,7 @@ def start(owner: str, timeout: float = 60) -> Cluster:
             _start_daemons(conf, began + timeout)
         except SlurmUnavailable:
             _stop_daemons()
+            (STATE / "owner").unlink(missing_ok=True)
             raise
     return Cluster(PARTITION, conf, True, time.monotonic() - began)
 
