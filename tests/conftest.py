@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,3 +90,36 @@ def app_db(app_db_template, tmp_path) -> Path:
     from tests.app_data import copy_database
 
     return copy_database(app_db_template, tmp_path)
+
+
+def pytest_configure(config) -> None:
+    # One token per pytest run, set by the controller before xdist starts its workers (they inherit it):
+    # whichever worker starts SLURM writes it beside the daemons, and the controller stops only those.
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault("MINI_SLURM_OWNER", f"pytest-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def pytest_sessionfinish(session) -> None:
+    if not hasattr(session.config, "workerinput") and "MINI_SLURM_OWNER" in os.environ:
+        from tests import slurm_cluster
+
+        if slurm_cluster.STATE.is_dir():
+            slurm_cluster.stop(owner=os.environ["MINI_SLURM_OWNER"])
+
+
+@pytest.fixture(scope="session")
+def slurm_partition() -> str:
+    """The partition of a real one-node SLURM with accounting (tests/slurm_cluster.py), started once for
+    the whole run (or reused when up) and stopped at its end; SLURM_CONF points sbatch, sacct and squeue at
+    it. Skips, saying how to install SLURM, where it cannot be started; under CI it fails instead."""
+    from tests import slurm_cluster
+
+    reason = slurm_cluster.cannot_start_reason()
+    if reason is None:
+        try:
+            return slurm_cluster.start(owner=os.environ.get("MINI_SLURM_OWNER", "unknown")).partition
+        except slurm_cluster.SlurmUnavailable as error:
+            reason = str(error)
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
