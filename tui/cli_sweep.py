@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tui.cli_common import db_path, open_store, say
 
@@ -81,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: no database here (mini import … or mini demo makes one)")
     report = lambda message: say(message)  # noqa: E731
     if config is None:
-        outcome = drive_sweep(path, args.resume, report=report, executor=args.executor)
+        sweep = int(args.resume) if args.resume.isdigit() else Path(args.resume)
+        outcome = drive_sweep(path, sweep, report=report, executor=args.executor)
     else:
         outcome = start_sweep(path, config, report=report)
     if outcome.ingested:
@@ -164,7 +166,8 @@ def add_sweep_command(add) -> None:
                        help="where each worker trains (default auto)")
     sweep.add_argument("--folder", metavar="DIR", help="where the sweep folder goes; on a cluster, storage every "
                                                        "node reads (default: NAME.sweeps/ beside the database)")
-    sweep.add_argument("--resume", type=int, metavar="SWEEP", help="train again the trials without a result")
+    sweep.add_argument("--resume", metavar="SWEEP", help="train again the trials without a result; SWEEP is its id, "
+                                                         "or its folder (while another process holds the database)")
     sweep.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's default)")
     sweep.add_argument("--slurm-gpus-per-task", type=int, default=0, metavar="G", help="GPUs per SLURM job")
     sweep.add_argument("--slurm-cpus-per-task", type=int, default=1, metavar="C",

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import polars as pl
 
@@ -129,18 +129,35 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
     return drive_sweep(db_path, sweep_id, report=report, cancel=cancel)
 
 
-def config_of(sweep: dict[str, Any]) -> SweepConfig:
-    return SweepConfig(dataset=sweep["dataset"], grid=sweep["grid"], **sweep["options"])
+def _find_folder(db_path: Path, sweep: int | Path, report: Report) -> SweepFolder:
+    """The sweep's folder: named by the database's sweeps row, or given; while another process holds the
+    database, a sweep id is looked for where sweeps go by default."""
+    if isinstance(sweep, Path):
+        folder = SweepFolder(sweep)
+        folder.plan()  # refuses a folder that is not a sweep's
+        return folder
+    try:
+        with Store.open(db_path, create=False) as db:
+            return SweepFolder(get_sweep(db, sweep)["folder"])
+    except StoreLockedError as error:
+        guess = SweepFolder(default_folder(db_path, sweep))
+        if not guess.plan_file.is_file():
+            raise InputError(f"{error} (or give the sweep's folder: mini sweep --resume FOLDER)") from None
+        report(f"sweep {sweep}: the database is held by another process; training from {guess.path}, whose "
+               "results go in once it is free")
+        return guess
 
 
-def drive_sweep(db_path: Path, sweep_id: int, report: Report = lambda _: None,
+def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: None,
                 cancel: threading.Event | None = None, executor: str | None = None) -> SweepOutcome:
-    """Train every pack of the sweep that has no result (all of them the first time; failed, lost and
-    never-started ones on --resume), ingesting as each ends. `executor` overrides the sweep's own."""
-    with Store.open(db_path, create=False) as db:
-        sweep = get_sweep(db, sweep_id)
-        ingest(db, sweep_id)
-    config = config_of(sweep)
+    """Train every pack of the sweep (an id, or its folder) that has no result: all of them the first time;
+    failed, lost and never-started ones on --resume. Ingests as each ends; `executor` overrides the sweep's
+    own. Needs the database only to find the folder and to ingest, so it runs while the app holds it."""
+    folder = _find_folder(db_path, sweep, report)
+    plan = folder.plan()
+    sweep_id = int(plan["sweep_id"])
+    ingest_if_free(db_path, sweep_id)
+    config = SweepConfig(dataset=plan["dataset"], grid=plan["grid"], **plan["options"])
     if executor is not None and executor != config.executor:
         from dataclasses import replace
 
@@ -148,9 +165,8 @@ def drive_sweep(db_path: Path, sweep_id: int, report: Report = lambda _: None,
         missing = missing_extra(executor)
         if missing:
             raise InputError(missing)
-    folder = SweepFolder(sweep["folder"])
     clock = time.perf_counter()
-    packs = folder.plan()["packs"]
+    packs = plan["packs"]
     sizes = {p["pack_id"]: len(p["trials"]) for p in packs}
     with folder.owned():
         todo = [p["pack_id"] for p in packs if folder.state(p["pack_id"]).status != "finished"]

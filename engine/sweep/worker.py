@@ -54,7 +54,7 @@ def run_pack(folder: str, pack_id: str) -> dict[str, Any]:
     attempt = sweep.new_attempt(pack_id)
     _threads()
     started = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id(), "started_at": now(),
-               "threads": torch.get_num_threads()}
+               "started_unix": time.time(), "threads": torch.get_num_threads()}
     write_json(attempt / "started.json", started)
     try:
         return _train(sweep, pack_id, attempt, started)
@@ -99,6 +99,7 @@ def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, A
     (staging / "weights.pt").write_bytes(buffer.getvalue())
     metrics = {"trials": trial_metrics(pack, results, outcome.best_epoch), "seconds": seconds,
                "examples_seen": outcome.examples_seen, "status": outcome.status, "ended_at": now(),
+               "ended_unix": time.time(),
                "epochs": outcome.epochs}
     write_json(staging / "metrics.json", metrics)
     write_json(staging / "started.json", started)
