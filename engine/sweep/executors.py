@@ -71,14 +71,38 @@ def local_slots(config: SweepConfig) -> tuple[int, int, int]:
     return workers, threads, gpus
 
 
+_busy = threading.Event()
+"""Set in a pool worker while it trains a pack."""
+
+
 def _pin_worker(slots: Any, threads: int, gpus: int) -> None:
     """A pool worker's start: take a slot, see only that slot's GPU (before CUDA starts) and use its share of
-    the cores."""
+    the cores; and leave once the owner is gone."""
     slot = slots.get()
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     os.environ["MINI_SWEEP_THREADS"] = str(threads)
     os.environ["MINI_SWEEP_JOB_ID"] = f"local worker {slot} (PID {os.getpid()})"
+    owner = os.getppid()
+
+    def leave_when_orphaned() -> None:
+        # A killed owner leaves its pool's workers waiting on a queue that it can no longer write to (each
+        # holds the queue's write end too, so they never see it close). A worker in the middle of a pack
+        # finishes it, since its result is a file the next --resume ingests; an idle one exits.
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != owner and not _busy.is_set():
+                os._exit(0)
+
+    threading.Thread(target=leave_when_orphaned, daemon=True, name="mini-orphan-watch").start()
+
+
+def _local_task(folder: str, pack_id: str) -> dict[str, Any]:
+    _busy.set()
+    try:
+        return run_pack(folder, pack_id)
+    finally:
+        _busy.clear()
 
 
 def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on_done: OnDone,
@@ -94,7 +118,7 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
             slots.put(slot)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_worker,
                                    initargs=(slots, threads, gpus))
-        futures: dict[Future, str] = {pool.submit(run_pack, str(folder.path), pack): pack for pack in queue}
+        futures: dict[Future, str] = {pool.submit(_local_task, str(folder.path), pack): pack for pack in queue}
         queue = []
         try:
             pending = set(futures)
