@@ -74,8 +74,7 @@ def pack_settings(grid: str) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
 
     groups: dict[tuple, tuple[dict[str, Any], list[int]]] = {}
     for combination in combinations(parse_grid(grid)):
-        settings, ks = groups.setdefault(pack_key(combination), ({k: v for k, v in combination.items()
-                                                                  if k != "k"}, []))
+        _, ks = groups.setdefault(pack_key(combination), ({k: v for k, v in combination.items() if k != "k"}, []))
         ks.append(combination["k"])
     return [(settings, tuple(ks)) for settings, ks in groups.values()]
 
@@ -186,8 +185,8 @@ def main() -> None:
     parser.add_argument("--grid", default=None, help=f"the sweep's grid (default {GRID!r})")
     parser.add_argument("--executors", default=None,
                         help="executors whose overhead is measured (default local,ray,slurm; quick: local)")
-    parser.add_argument("--overhead-packs", type=int, default=None, help="tiny packs per executor (default 4; "
-                        "quick 2; at most 4)")
+    parser.add_argument("--overhead-packs", type=int, choices=(2, 4), default=None,
+                        help="tiny packs per executor (default 4; quick 2)")
     parser.add_argument("--dir", default=None, help="where the temporary directory goes")
     args = parser.parse_args()
     bins = args.bins or (3000 if args.quick else 30_000)
@@ -195,11 +194,9 @@ def main() -> None:
     grid = args.grid or (QUICK_GRID if args.quick else GRID)
     executors = (args.executors or ("local" if args.quick else "local,ray,slurm")).split(",")
     n_overhead = args.overhead_packs or (2 if args.quick else 4)
-    if not 1 <= n_overhead <= 4 or not set(executors) <= {"local", "ray", "slurm"} or bins < 1000 or epochs < 1:
-        sys.exit("bench/sweep.py: --overhead-packs 1-4, --executors of local,ray,slurm, --bins ≥ 1000, --epochs ≥ 1")
-    overhead_grid = OVERHEAD_GRID if n_overhead > 2 else "arch=batchtopk d_sae=16 k=4 loss=mse,poisson"
-    if n_overhead in (1, 3):
-        sys.exit("bench/sweep.py: --overhead-packs must be 2 or 4 (the tiny grid's sizes)")
+    if not set(executors) <= {"local", "ray", "slurm"} or bins < 1000 or epochs < 1:
+        sys.exit("bench/sweep.py: --executors takes local,ray,slurm; --bins ≥ 1000; --epochs ≥ 1")
+    overhead_grid = OVERHEAD_GRID if n_overhead == 4 else "arch=batchtopk d_sae=16 k=4 loss=mse,poisson"
     import torch
 
     result: dict[str, Any] = {"bench": "sweep", "quick": args.quick, "grid": grid, "epochs": epochs, "seed": SEED}
@@ -211,7 +208,7 @@ def main() -> None:
                        "units": data["units"]})
         log(f"sequential train_run per pack (torch threads {torch.get_num_threads()}):")
         sequential_s, sequential_fvu = sequential(db_path, grid, epochs)
-        log(f"sweep, local executor, max_parallel 2:")
+        log("sweep, local executor, max_parallel 2:")
         local = sweep(db_path, grid, epochs, "local", 2)
         trials = local["trials"]
         differences = []
@@ -223,6 +220,7 @@ def main() -> None:
             "configurations": trials.height, "packs": trials["pack_id"].n_unique(),
             "sequential_s": round(sequential_s, 2), "local_s": round(local["seconds"], 2),
             "local_executor_s": round(local["executor_seconds"], 2),
+            "local_packs_compute_s": round(sum(local["compute_seconds"]), 2),
             "speedup": round(sequential_s / local["seconds"], 3),
             "max_val_fvu_difference": max(differences),
             "sequential_threads": torch.get_num_threads(), "sweep_worker_threads": local["threads"]["threads"]})
