@@ -113,7 +113,7 @@ def test_every_trial_with_its_front_and_the_finished_points_in_the_pareto_view(s
     assert set(seen["drawn"]["front"]) | set(seen["drawn"]["trials"]) == points
     assert set(seen["drawn"]["front"]) == {p for p, f in zip(trials.select("val_l0", "val_fvu").rows(), front,
                                                                 strict=True) if f}
-    assert "4 trials: 0 pending · 0 running · 4 finished · 0 failed · 0 lost" in seen["progress"]
+    assert "sweep 1 · 4 trials: 0 pending · 0 running · 4 finished · 0 failed · 0 lost" in seen["progress"]
     second = trials.row(1, named=True)
     assert seen["selected"] == [(second["val_l0"], second["val_fvu"])]
     assert f"trial {second['trial_id']}" in seen["detail"] and f"stability {second['stability']:.3f}" in seen["detail"]

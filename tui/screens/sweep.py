@@ -69,11 +69,10 @@ def folder_news(shown: pl.DataFrame, files: pl.DataFrame) -> bool:
 
 
 def progress_text(sweep: dict[str, Any], trials: pl.DataFrame, folder_error: str | None = None) -> Text:
-    """'sweep 1 · small · local · 4 trials: 0 pending · 1 running · 3 finished …' and where its folder is."""
+    """'sweep 1 · 4 trials: 0 pending · 1 running · 3 finished · 0 failed · 0 lost' and where its folder is."""
     styles = {"running": "cyan", "finished": "green", "failed": "red", "lost": "red"}
     text = Text()
-    text.append(f"sweep {sweep['sweep_id']} · {sweep['dataset']} · {sweep['executor']} · {trials.height} trials: ",
-                style="bold")
+    text.append(f"sweep {sweep['sweep_id']} · {trials.height} trials: ", style="bold")
     for i, status in enumerate(STATUSES):
         count = int((trials["status"] == status).sum())
         text.append(" · " if i else "")
@@ -134,7 +133,7 @@ class ParetoPlot(QuietPlot):
         if self.has_data:
             if points["trials"]:
                 plt.scatter(*zip(*points["trials"], strict=True), marker="dot", label="trial")
-            plt.plot(*zip(*points["front"], strict=True), marker="*", color="yellow", label="front ★")
+            plt.plot(*zip(*points["front"], strict=True), marker="*", color="yellow", label="front (★)")
             if points["selected"]:
                 plt.scatter(*zip(*points["selected"], strict=True), marker="O", color="cyan", label="selected")
             plt.xlabel("val L0")
@@ -159,10 +158,11 @@ class SweepScreen(Screen):
     SweepScreen #empty { height: 1fr; color: $text-muted; padding: 1 2; }
     SweepScreen #progress, SweepScreen #detail { height: auto; padding: 0 1; background: $boost; }
     SweepScreen #body { height: 1fr; }
-    SweepScreen.-narrow #body { layout: vertical; }
     SweepScreen #trials { width: 1fr; height: 1fr; }
     SweepScreen #pareto { width: 1fr; height: 1fr; border: round $primary 60%; }
-    SweepScreen.-narrow #pareto { width: 100%; height: 12; }
+    SweepScreen.-narrow #body { layout: vertical; }
+    SweepScreen.-narrow #trials { width: 100%; min-height: 4; }
+    SweepScreen.-narrow #pareto { width: 100%; min-height: 6; border: none; }
     """
 
     @dataclass
@@ -379,7 +379,7 @@ class SweepScreen(Screen):
         table.clear()
         for key, row in self._sweeps.items():
             table.add_row(key, row["dataset"], row["executor"], row["grid"], row["n_trials"], row["finished"],
-                          row["running"], row["failed"], _cell(row["best_val_fvu"]), key=key)
+                          row["running"], row["failed"], "—" if row["best_val_fvu"] is None else f"{row['best_val_fvu']:.4f}", key=key)
         self._show_body(bool(self._sweeps))
         if not self._sweeps:
             self.query_one("#empty", Static).update(NO_SWEEPS_TEXT)
