@@ -158,8 +158,8 @@ class SweepScreen(Screen):
     SweepScreen #empty { height: 1fr; color: $text-muted; padding: 1 2; }
     SweepScreen #progress, SweepScreen #detail { height: auto; padding: 0 1; background: $boost; }
     SweepScreen #body { height: 1fr; }
-    SweepScreen #trials { width: 1fr; height: 1fr; }
-    SweepScreen #pareto { width: 1fr; height: 1fr; border: round $primary 60%; }
+    SweepScreen #trials { width: 3fr; height: 1fr; }
+    SweepScreen #pareto { width: 2fr; height: 1fr; border: round $primary 60%; }
     SweepScreen.-narrow #body { layout: vertical; }
     SweepScreen.-narrow #trials { width: 100%; min-height: 4; }
     SweepScreen.-narrow #pareto { width: 100%; min-height: 6; border: none; }
