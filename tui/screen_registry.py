@@ -30,5 +30,7 @@ SCREENS: dict[str, ScreenEntry] = {
                           "Label the open run's features one by one", "run"),
     "validation": ScreenEntry("tui.screens.validation", "ValidationScreen", "Validation",
                               "Validations of the open run's labels", "run"),
+    "sweep": ScreenEntry("tui.screens.sweep", "SweepScreen", "Sweeps",
+                         "The sweeps: trials, Pareto front, promote a trial to a run", None),
     "sql": ScreenEntry("tui.screens.sql", "SQLScreen", "SQL", "Query the open database", None),
 }

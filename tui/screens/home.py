@@ -67,6 +67,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("tab, shift+tab", "switch between the datasets and the runs"),
     ("enter", "on a dataset: its details; on a run: open its ranked features"),
     ("t", "train a new run on the selected dataset"),
+    ("s", "open the sweeps (their trials, Pareto front, promoting a trial to a run)"),
     ("d", "delete the selected run (asks first)"),
     ("r", "read the datasets and runs again"),
 )
@@ -174,6 +175,7 @@ class HomeScreen(Screen):
     """The footer's keys in the order they matter: at 80 columns the last ones give way (tui.widgets.key_footer)."""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("t", "train", "Train"),
+        Binding("s", "sweeps", "Sweeps", show=False),
         Binding("d", "delete_run", "Delete run"),
         Binding("r", "refresh", "Refresh"),
     ]
@@ -367,6 +369,9 @@ class HomeScreen(Screen):
 
     def action_train(self) -> None:
         self.app.action_open("train")
+
+    def action_sweeps(self) -> None:
+        self.app.action_open("sweep")
 
     def action_delete_run(self) -> None:
         from tui.screens.confirm import ConfirmScreen
