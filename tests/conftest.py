@@ -77,6 +77,15 @@ def absent_device() -> str:
 
 
 @pytest.fixture(scope="session")
+def small_db(tmp_path_factory) -> Path:
+    """A database holding a small sample recording as dataset 'small' (no runs), for the sweep tests; copy it
+    before writing."""
+    from tests.sweep_data import build_small_database
+
+    return build_small_database(tmp_path_factory.mktemp("sweep_db"))
+
+
+@pytest.fixture(scope="session")
 def app_db_template(tmp_path_factory) -> Path:
     """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per session."""
     from tests.app_data import build_app_database

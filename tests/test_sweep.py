@@ -13,56 +13,23 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from engine.errors import InputError
 from engine.sweep.grid import parse_grid
 from engine.sweep.summary import pareto_front
 from tests.app_data import copy_database
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 from tests.spike_cases import assert_refused
+from tests.sweep_data import folder_of, rows, sweep, trials
 
 GRID = "d_sae=16,32 k=2,4"
 """Two packs of two k each; with --seeds 2, eight trials."""
 
 
-@pytest.fixture(scope="module")
-def small_db(tmp_path_factory) -> Path:
-    """A database holding the small sample recording as dataset 'small' (no runs)."""
-    from sample_data import SampleConfig, generate
-
-    folder = tmp_path_factory.mktemp("sweep_db")
-    generate(SampleConfig(n_bins=3000, n_units=24, n_conditions=4, seed=3)).write(folder / "data")
-    done = run_cli("import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "small",
-                   "--db", "small.duckdb", cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder / "small.duckdb"
-
-
 @pytest.fixture
 def db(small_db, tmp_path) -> Path:
     return copy_database(small_db, tmp_path, "sweep.duckdb")
-
-
-def rows(path: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(sql).fetchall()
-
-
-def trials(path: Path, sweep_id: int = 1) -> dict[int, dict]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        cursor = con.execute("SELECT * FROM sweep_trials WHERE sweep_id = ? ORDER BY trial_id", [sweep_id])
-        names = [c[0] for c in cursor.description]
-        return {row[1]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
-
-
-def sweep(db: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_cli("sweep", *args, "--db", str(db), cwd=db.parent, timeout=timeout)
-
-
-def folder_of(db: Path, sweep_id: int = 1) -> Path:
-    return db.parent / f"{db.stem}.sweeps" / f"sweep-{sweep_id}"
 
 
 def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_ranks(db):
@@ -74,7 +41,7 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     assert {(t["d_sae"], t["k"], t["seed"]) for t in stored.values()} == {
         (d, k, s) for d in (16, 32) for k in (2, 4) for s in (0, 1)}
     for t in stored.values():
-        assert 0 < t["val_fvu"] < 1.5 and 0 < t["val_l0"] and t["stability"] is not None
+        assert 0 < t["val_fvu"] < 1.5 and t["val_l0"] > 0 and t["stability"] is not None
         assert t["host"] and t["job_id"].startswith("local worker") and t["device"] == "cpu"
         assert json.loads(t["config"])["epochs"] == 2 and len(t["config_hash"]) == 16
     assert len({t["pack_id"] for t in stored.values()}) == 2  # k and seed share a stack
@@ -116,7 +83,7 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     assert rows(db, f"SELECT count(*) FROM rankings JOIN saes USING (sae_id) WHERE run_id = {run_id}")[0][0] > 0
 
 
-def test_bad_options_are_refused_in_one_line_and_write_nothing(db):
+def test_bad_options_are_refused_in_one_line_and_write_nothing(db, capsys):
     cases = [
         (["--dataset", "small", "--grid", "d_sae=16 k=2", "--seeds", "0"], ("--seeds 0",)),
         (["--dataset", "small", "--grid", "d_sae=16 k=2", "--max-parallel", "-1"], ("--max-parallel -1",)),
@@ -136,8 +103,16 @@ def test_bad_options_are_refused_in_one_line_and_write_nothing(db):
         (["promote", "1"], ("promote SWEEP TRIAL",)),
         (["frobnicate"], ("unknown action 'frobnicate'",)),
     ]
-    for args, words in cases:
-        assert_refused(sweep(db, *args), words)
+    from tui.cli import main
+
+    for i, (args, words) in enumerate(cases):
+        if i % 6 == 0:  # some through the real command line; the rest in this process, where each costs ms
+            assert_refused(sweep(db, *args), words)
+            continue
+        capsys.readouterr()
+        status = main(["sweep", *args, "--db", str(db)])
+        captured = capsys.readouterr()
+        assert_refused(subprocess.CompletedProcess(args, status, captured.out, captured.err), words)
     assert rows(db, "SELECT count(*) FROM sweeps")[0][0] == 0
     assert not folder_of(db).parent.exists()
 
@@ -186,7 +161,7 @@ def test_a_killed_worker_loses_its_pack_only_and_resume_trains_it_again(db):
                   what="a worker to start")
         victim = _started_pids(folder_of(db))[0]
         os.kill(victim, signal.SIGKILL)
-        out, err = owner.communicate(timeout=600)
+        _, err = owner.communicate(timeout=600)
     finally:
         owner.kill()
     assert owner.returncode == 1, err

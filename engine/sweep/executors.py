@@ -32,9 +32,11 @@ def missing_extra(executor: str) -> str | None:
     module = {"slurm": "submitit", "ray": "ray"}.get(executor)
     if module is None:
         return None
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         return f"--executor {executor} needs {module}, which is not installed; {INSTALL[executor]}"
     return None
 
