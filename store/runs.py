@@ -57,16 +57,20 @@ def _insert_run(db: Store, dataset_id: int, config: dict[str, Any], device: str)
 
 def add_trained_run(db: Store, dataset_id: int, config: dict[str, Any], device: str, results: RunResults, *,
                     examples_seen: int, seconds: float, epoch: dict[str, Any] | None = None,
+                    final: tuple[int, int, bytes] | None = None,
                     then: Callable[[int], None] = lambda _: None) -> tuple[int, list[int]]:
     """A run trained elsewhere (a sweep's trial) stored whole in one transaction: its row, the epoch it trained
-    on, its results, status finished, and `then(run_id)` (e.g. linking it to the sweep). Returns (run_id,
-    sae ids)."""
+    on, its results, status finished, its `final` checkpoint (epoch, step, state) and `then(run_id)` (e.g.
+    linking it to the sweep). Returns (run_id, sae ids)."""
     from store.epochs import write_epoch
 
     with db.transaction():
         run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
         sae_ids = _write_results(db, run_id, results, "finished", examples_seen, seconds)
+        if final is not None:
+            db.con.execute("INSERT INTO checkpoints (run_id, kind, epoch, step, state) VALUES (?, 'final', ?, ?, ?)",
+                           [run_id, *final])
         then(run_id)
     return run_id, sae_ids
 

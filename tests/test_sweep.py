@@ -76,6 +76,18 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     assert sorted(rows(db, f"SELECT k, seed FROM saes WHERE run_id = {run_id}")) == [(k_of_3, 0), (k_of_3, 1)]
     assert sorted(r[0] for r in rows(db, "SELECT trial_id FROM sweep_trials WHERE run_id = 2")) == sorted(
         i for i, t in stored.items() if t["pack_id"] == stored[3]["pack_id"] and t["k"] == k_of_3)
+    # Its 'final' checkpoint holds just its SAEs, as `mini train` stores one: the decoder rows stored for them.
+    import io
+
+    import numpy as np
+    import torch
+
+    (state,) = rows(db, f"SELECT state FROM checkpoints WHERE run_id = {run_id} AND kind = 'final'")[0]
+    model = torch.load(io.BytesIO(state), weights_only=False)["model"]
+    stored_decoder = np.array([r[0] for r in rows(db, "SELECT weight FROM decoder JOIN saes USING (sae_id) WHERE "
+                                                      f"run_id = {run_id} ORDER BY sae_id, feature_id, unit_id")])
+    assert model["W_dec"].shape == (2, stored[3]["d_sae"], 24) and model["ks"].tolist() == [k_of_3, k_of_3]
+    assert np.allclose(model["W_dec"].numpy().ravel(), stored_decoder, atol=1e-6)
     again = sweep(db, "promote", "1", "3")
     assert_refused(again, ("trial 3", "already run 2"))
     ranked = run_cli("rank", "--run", str(run_id), "--db", str(db), cwd=db.parent, timeout=300)

@@ -3,8 +3,10 @@ compares) become an ordinary finished run that can be ranked, reviewed and valid
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import polars as pl
@@ -39,6 +41,20 @@ def _subset(results: dict[str, pl.DataFrame], indices: list[int]) -> RunResults:
     return RunResults(**picked)
 
 
+def _final_state(weights: Path, indices: list[int], n: int, config: dict[str, Any]) -> bytes:
+    """The chosen SAEs of the pack's stack as the run's 'final' checkpoint, as `mini train` stores one: every
+    per-SAE tensor (leading dimension n) sliced to them; what the stack shares (the unit scale) kept."""
+    import torch
+
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    chosen = torch.tensor(indices)
+    model = {name: tensor[chosen] if tensor.dim() and tensor.shape[0] == n and name != "scale" else tensor
+             for name, tensor in saved["model"].items()}
+    buffer = io.BytesIO()
+    torch.save({"model": model, "config": config}, buffer)
+    return buffer.getvalue()
+
+
 def promote_trial(db: Store, sweep_id: int, trial_id: int) -> Promoted:
     """Store trial `trial_id`'s configuration (all its seeds) as a finished run, in one transaction."""
     sweep = get_sweep(db, sweep_id)
@@ -68,8 +84,9 @@ def promote_trial(db: Store, sweep_id: int, trial_id: int) -> Promoted:
                        "pack_id": trial["pack_id"], "folder": str(folder.path)}
     metrics = json.loads((result / "metrics.json").read_text())
     ids = [t["trial_id"] for t in siblings]
+    state = _final_state(result / "weights.pt", [t["index"] for t in siblings], len(pack["trials"]), config)
     run_id, sae_ids = add_trained_run(
         db, sweep["dataset_id"], config, trial["device"] or "cpu", results,
         examples_seen=int(metrics["examples_seen"]), seconds=float(metrics["seconds"]),
-        then=lambda run: set_promoted(db, sweep_id, ids, run))
+        final=(int(metrics["epochs"]), 0, state), then=lambda run: set_promoted(db, sweep_id, ids, run))
     return Promoted(run_id, sae_ids, ids)
