@@ -152,7 +152,7 @@ RANDOM_BYTES = np.random.default_rng(16).integers(0, 256, 4096, dtype=np.uint8).
 
 # -- the cases ------------------------------------------------------------------------------------------
 def all_cases() -> list[BadInput]:
-    cases = [*_global_cases(), *_database_cases(), *_id_cases(), *_label_cases(), *_train_cases(),
+    cases = [*_global_cases(), *_database_cases(), *_id_cases(), *_label_cases(), *_train_cases(), *_sweep_cases(),
              *_rank_validate_report_cases(), *_sql_cases(), *_export_cases(), *_demo_cases(), *_import_option_cases(),
              *_counts_file_cases(), *_meta_file_cases(), *_spike_cases(), *_nwb_cases(), *_activation_cases()]
     ids = [case.case_id for case in cases]
@@ -183,6 +183,7 @@ MINI_COMMANDS: dict[str, tuple[str, ...]] = {
     "sql": ("sql", "SELECT 1"),
     "export": ("export", "labels", "--out", "l.csv"),
     "train": ("train", "--dataset", "sample", "--epochs", "1"),
+    "sweep": ("sweep", "--dataset", "sample", "--grid", "d_sae=8 k=2", "--epochs", "1"),
     "import": ("import", "{good}/c.npy", "--meta", "{good}/m.csv", "--name", "again"),
 }
 
@@ -296,6 +297,30 @@ def _train_cases() -> Iterator[BadInput]:
     yield BadInput("train/device", (*train, "--device", "tpu"), ("--device",))
     yield BadInput("train/loss", (*train, "--loss", "l7"), ("--loss",))
     yield from _epoch_cases("train", train)
+
+
+def _sweep_cases() -> Iterator[BadInput]:
+    """`mini sweep`: every option checked before the database is read or a sweep folder made."""
+    sweep = ("sweep", "--dataset", "sample", "--grid", "d_sae=8 k=2")
+    yield from _options("sweep", sweep, "--seeds", {**_int_values(1), "1e4": "10000"})
+    yield from _options("sweep", sweep, "--max-parallel", _int_values(1))
+    yield from _options("sweep", sweep, "--seed", {"negative": "-1", "2**32": str(2**32), "text": TEXT})
+    on_slurm = (*sweep, "--executor", "slurm")
+    yield from _options("sweep", on_slurm, "--slurm-time-min", {"zero": "0", "huge": HUGE, "text": TEXT})
+    yield from _options("sweep", on_slurm, "--slurm-cpus-per-task", {"zero": "0", "negative": "-1"})
+    yield from _options("sweep", on_slurm, "--slurm-gpus-per-task", {"negative": "-1", "huge": "1000"})
+    yield from _options("sweep", (*sweep, "--executor", "ray"), "--ray-gpus-per-task", FLOAT_VALUES)
+    grids = {"empty": ("", "--grid"), "unknown_key": ("width=8", "width"), "no_value": ("d_sae=", "d_sae"),
+             "nan_lr": ("lr=nan", "lr=nan"), "huge_lr": ("lr=1e308", "lr=1e308"), "zero_k": ("k=0", "k=0"),
+             "k_above_d_sae": ("d_sae=8 k=9", "k=9"), "text_d_sae": (f"d_sae={TEXT}", "d_sae"),
+             "huge_d_sae": (f"d_sae={HUGE} k=2", "--d-sae"), "repeated": ("k=2,2", "listed twice")}
+    for case, (grid, word) in grids.items():
+        yield BadInput(f"sweep/grid_{case}", ("sweep", "--dataset", "sample", "--grid", grid), (word,))
+    yield BadInput("sweep/dataset_missing", ("sweep", "--dataset", "nope", "--grid", "k=2"), ("nope",))
+    yield BadInput("sweep/resume_missing", ("sweep", "--resume", "99"), ("no sweep 99",))
+    yield BadInput("sweep/resume_not_a_folder", ("sweep", "--resume", "{good}"), ("not a sweep folder",))
+    yield BadInput("sweep/show_text", ("sweep", "show", TEXT), ("SWEEP",))
+    yield BadInput("sweep/promote_missing", ("sweep", "promote", "99", "1"), ("no sweep 99",))
 
 
 def _epoch_cases(prefix: str, args: tuple[str, ...]) -> Iterator[BadInput]:

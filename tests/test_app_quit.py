@@ -210,7 +210,7 @@ BIG_RUN = {"d_sae": "256", "k": "8", "epochs": "1", "batch_size": "4096", "insta
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase", [("dense_counts", "load_counts_long"), ("_build",)],
+@pytest.mark.parametrize("phase", [("dense_counts", "load_counts_long"), ("build_stack",)],
                          ids=["reading the dataset", "building the stack"])
 def test_q_before_the_run_row_quits_at_once_and_writes_nothing(big_db: Path, phase: tuple[str, ...]) -> None:
     seconds = seconds_to_quit(big_db, start_training(BIG_RUN), phase, dataset="big")

@@ -21,7 +21,8 @@ def test_sweep_bench_quick_prints_a_json_line_with_identical_metrics(tmp_path: P
     assert result["bench"] == "sweep" and result["quick"] is True
     assert result["configurations"] == 4 and result["packs"] == 2 and result["bins"] == 3000
     assert result["sequential_s"] > 0 and result["local_s"] >= result["local_executor_s"] > 0
-    assert result["speedup"] == round(result["sequential_s"] / result["local_s"], 3)
+    # The walls are printed rounded to 2 decimals, the speedup from the unrounded ones
+    assert abs(result["speedup"] - result["sequential_s"] / result["local_s"]) < 0.01 * result["speedup"] + 1e-3
     # The same settings and seed give the same model whether a sweep worker or `mini train` trained it.
     assert result["max_val_fvu_difference"] <= 1e-6
     assert result["meets_targets"]["max_val_fvu_difference"] is True
