@@ -145,8 +145,9 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
                     except Exception as error:  # the worker wrote failed.json; this is the same error
                         on_done(pack, f"{type(error).__name__}: {error}")
         except KeyboardInterrupt:
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
             pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
+            for process in processes:
                 process.terminate()
             raise
         pool.shutdown(wait=True)

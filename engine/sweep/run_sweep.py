@@ -189,7 +189,12 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
                        f"{folder.path} and are ingested later (by the app's Sweep screen, or at the end)")
 
         report(f"sweep {sweep_id}: training {len(todo)} pack(s) with the {config.executor} executor")
-        run_packs(config, folder, todo, on_done, cancel)
+        try:
+            run_packs(config, folder, todo, on_done, cancel)
+        except KeyboardInterrupt:
+            ingest_if_free(db_path, sweep_id)  # what finished stays; the rest is one --resume away
+            report(f"sweep {sweep_id}: interrupted; mini sweep --resume {sweep_id} trains what is left")
+            raise
     ingested = ingest_if_free(db_path, sweep_id)
     frame = trial_frame(sweep_id, folder)
     return SweepOutcome(sweep_id, folder.path, int((frame["status"] == "finished").sum()),

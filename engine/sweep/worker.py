@@ -59,8 +59,10 @@ def run_pack(folder: str, pack_id: str) -> dict[str, Any]:
     try:
         return _train(sweep, pack_id, attempt, started)
     except BaseException as error:
+        why = "interrupted (ctrl+c, or the executor cancelled it)" if isinstance(error, KeyboardInterrupt) \
+            else f"{type(error).__name__}: {error}".strip()[:2000]
         write_json(attempt / "failed.json", {
-            "error": f"{type(error).__name__}: {error}".strip()[:2000], "ended_at": now(),
+            "error": why, "ended_at": now(),
             "traceback": traceback.format_exc()[-4000:]})
         raise
 
