@@ -262,3 +262,23 @@ def test_a_failing_trial_records_why(db):
     attempt = sorted((pack / "attempts").iterdir())[-1]
     assert "Traceback" in json.loads((attempt / "failed.json").read_text())["traceback"]
 
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_what_finished(db):
+    args = ["--dataset", "small", "--grid", "d_sae=16,24,32 k=2", "--epochs", "300", "--max-parallel", "2"]
+    owner = subprocess.Popen([sys.executable, "-m", "tui.cli", "sweep", *args, "--db", str(db)], cwd=db.parent,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: (folder_of(db) / "sweep.json").is_file() and _started_pids(folder_of(db)),
+                  what="a worker to start")
+        os.killpg(owner.pid, signal.SIGINT)  # what ctrl+c in a terminal does: the whole foreground group
+        _, err = owner.communicate(timeout=60)
+    finally:
+        owner.kill()
+    assert owner.returncode == 130, err
+    assert "interrupted; mini sweep --resume 1 trains what is left" in err and "Traceback" not in err
+    stopped = trials(db)
+    assert {t["status"] for t in stopped.values()} <= {"lost", "pending", "finished"}
+    assert any(t["status"] == "lost" and t["error"].startswith("interrupted (ctrl+c)") for t in stopped.values())
+    for pid in _started_pids(folder_of(db)):
+        _wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=30, what=f"worker {pid} to exit")

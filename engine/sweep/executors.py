@@ -8,11 +8,13 @@ either way; an executor only says when to look. A job that ended without a resul
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -118,9 +120,10 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
         slots = context.Queue()
         for slot in range(workers):
             slots.put(slot)
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_worker,
-                                   initargs=(slots, threads, gpus))
-        futures: dict[Future, str] = {pool.submit(_local_task, str(folder.path), pack): pack for pack in queue}
+        with _sigint_ignored():  # inherited by the workers: ctrl+c is the owner's to handle, below
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_worker,
+                                       initargs=(slots, threads, gpus))
+            futures: dict[Future, str] = {pool.submit(_local_task, str(folder.path), pack): pack for pack in queue}
         queue = []
         try:
             pending = set(futures)
@@ -149,8 +152,27 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:
                 process.terminate()
+            for pack in futures.values():
+                if _started_since(folder, pack, round_started):
+                    folder.mark_lost(pack, "interrupted (ctrl+c): its worker was stopped")
             raise
         pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start worker processes that ignore SIGINT (an ignored signal stays ignored across exec), so a ctrl+c,
+    which the terminal sends to the whole process group, reaches only the owner: it stops the workers itself
+    and records why, and no worker prints a traceback over the owner's last lines. Signals can be set only
+    from the main thread; elsewhere (the app's workers) the pool starts as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _started_since(folder: SweepFolder, pack: str, since_ns: int) -> bool:
