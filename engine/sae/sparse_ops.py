@@ -28,11 +28,12 @@ class Entries:
     latent: torch.Tensor
     """Flat latent (sae · d_sae + feature) of each entry."""
     row_offsets: torch.Tensor
-    """Start of each row's entries: embedding_bag offsets over n · batch rows."""
+    """Start of each row's entries over n · batch rows, then the number of entries (n · batch + 1 values: the
+    CSR row pointer, and embedding_bag's offsets with include_last_offset)."""
     by_latent: torch.Tensor
     """Permutation that groups the entries by latent."""
     latent_offsets: torch.Tensor
-    """Start of each latent's entries in `by_latent` order, over n · d_sae latents."""
+    """Start of each latent's entries in `by_latent` order over n · d_sae latents, then the number of entries."""
     row_by_latent: torch.Tensor
     """`row` in `by_latent` order."""
     n_rows: int
@@ -48,27 +49,26 @@ class Entries:
     def pairwise_dots(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """left[row] · right[latent] for every entry, without materialising [entries × d] gathers
         (a sampled matmul over the entries' sparsity pattern: ~50× faster than gather-multiply-sum)."""
-        crow = torch.cat([self.row_offsets, self.row.new_tensor([len(self.row)])])
         with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
             warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(crow, self.latent, left.new_zeros(len(self.row)),
+            pattern = torch.sparse_csr_tensor(self.row_offsets, self.latent, left.new_zeros(len(self.row)),
                                               (self.n_rows, self.n_latents), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
     def sum_by_row(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """out[r] = Σ_entries in row r  weights · table[latent]   → [n_rows, d]."""
-        return F.embedding_bag(self.latent, table, self.row_offsets, per_sample_weights=weights, mode="sum")
+        return F.embedding_bag(self.latent, table, self.row_offsets, per_sample_weights=weights, mode="sum",
+                               include_last_offset=True)
 
     def sum_by_latent(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """out[l] = Σ_entries of latent l  weights · table[row]   → [n_latents, d]."""
         return F.embedding_bag(self.row_by_latent, table, self.latent_offsets,
-                               per_sample_weights=weights[self.by_latent], mode="sum")
+                               per_sample_weights=weights[self.by_latent], mode="sum", include_last_offset=True)
 
 
 def _offsets(sorted_or_grouped: torch.Tensor, n: int) -> torch.Tensor:
-    """Where each of 0..n-1 starts once the indices are grouped in ascending order."""
-    counts = torch.bincount(sorted_or_grouped, minlength=n)
-    return torch.cumsum(counts, 0) - counts
+    """Where each of 0..n-1 starts once the indices are grouped in ascending order, then where they end (n + 1)."""
+    return F.pad(torch.cumsum(torch.bincount(sorted_or_grouped, minlength=n), 0), (1, 0))
 
 
 class _SparseEncode(torch.autograd.Function):

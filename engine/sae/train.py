@@ -206,9 +206,12 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.log: list[dict[str, Any]] = []
         self.total_steps = config.epochs * data.steps_per_epoch(config.batch_size)
-        # The first step whose loss was not finite (0: none yet), kept on the device so that watching for
-        # it costs no synchronisation per step; it is read with each progress event and each epoch's end.
-        self._nonfinite_step = torch.zeros((), dtype=torch.long, device=data.device)
+        # Whether each step's loss since the last check was finite, kept on the device so that watching costs two
+        # small operations and no synchronisation per step; read with each progress event and at each epoch's
+        # end (at most log_every steps apart).
+        self._recent_finite = torch.ones(config.log_every, dtype=torch.bool, device=data.device)
+        self._recent_from = 0
+        """Step of _recent_finite[0]."""
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -277,6 +280,7 @@ class Trainer:
         config, stack = self.config, self.stack
         stack.train()
         started, seen_at_start, step_at_start = time.perf_counter(), self.examples_seen, self.step
+        self._recent_from = self.step
         if self.stalled():  # resumed after the stopping epoch's checkpoint, before its results were stored
             self._restore_best()
             return self._outcome("finished", stopped_early=True)
@@ -284,21 +288,7 @@ class Trainer:
             for batch in self.data.batches(self.epoch, config.batch_size, config.seed):
                 if self.cancel.is_set():
                     return self._outcome("cancelled")
-                lr = learning_rate(config, self.step, self.total_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with self._autocast():
-                    out = stack(batch)
-                self._nonfinite_step = torch.where(
-                    (self._nonfinite_step == 0) & ~torch.isfinite(out.loss.detach()),
-                    self.step + 1, self._nonfinite_step)
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                stack.remove_parallel_decoder_grad()
-                self.optimizer.step()
-                stack.after_step(out.code, batch.shape[0])
-                self.step += 1
-                self.examples_seen += batch.shape[0]
+                out, lr = self.train_step(batch)
                 if self.step % config.log_every == 0:
                     self._check_finite(weights=False)
                     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -325,11 +315,32 @@ class Trainer:
         self._restore_best()
         return self._outcome("finished")
 
+    def train_step(self, batch: torch.Tensor) -> tuple[ForwardOutput, float]:
+        """One optimiser step on a batch: its forward output and the learning rate it used."""
+        stack = self.stack
+        lr = learning_rate(self.config, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            out = stack(batch)
+        self._recent_finite[self.step - self._recent_from] = torch.isfinite(out.loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        stack.remove_parallel_decoder_grad()
+        self.optimizer.step()
+        stack.after_step(out.code, batch.shape[0])
+        self.step += 1
+        self.examples_seen += batch.shape[0]
+        return out, lr
+
     def _check_finite(self, weights: bool) -> None:
         """Stop training (NonFiniteLoss) once a loss or (with `weights`, at an epoch's end) a weight is NaN or
         infinite: from there on every step is NaN, and the weights kept would be garbage."""
-        step = int(self._nonfinite_step.item())
-        if step:
+        seen = self._recent_finite[:self.step - self._recent_from]
+        bad = (~seen).nonzero()
+        self._recent_from = self.step
+        if len(bad):
+            step = self._recent_from - len(seen) + int(bad[0]) + 1
             epoch = (step - 1) // self.data.steps_per_epoch(self.config.batch_size) + 1
             raise NonFiniteLoss(f"at epoch {epoch} of {self.config.epochs}, step {step}: the training loss became "
                                 f"non-finite ({_advice(self.config)})")
