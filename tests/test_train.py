@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from engine.errors import InputError
 from engine.sae.model import SAEConfig, SAEStack
-from engine.sae.train import TrainConfig, TrainData, Trainer, learning_rate, pick_device
+from engine.sae.train import NonFiniteLoss, TrainConfig, TrainData, Trainer, learning_rate, pick_device
 
 CPU = torch.device("cpu")
 D_IN = 20
@@ -295,6 +295,28 @@ def test_unavailable_or_unknown_devices_are_refused_in_one_line():
     assert "--device tpu" in str(caught.value) and "\n" not in str(caught.value)
     assert pick_device("cpu") == CPU
     assert pick_device("auto").type in ("cuda", "mps", "cpu")
+
+
+@pytest.mark.parametrize(("poison_after", "log_every", "caught_at"), [(2, 10, 8), (10, 5, 15), (6, 3, 8)])
+def test_a_non_finite_loss_stops_training_naming_its_first_step(poison_after, log_every, caught_at):
+    """The step named is the first whose loss was not finite, though it is only read every log_every steps."""
+    stack = make_stack()
+    data = make_data()  # 8 steps per epoch at batch 128
+    seen = []
+
+    def poison(event):
+        seen.append(event.step)
+        if event.step == poison_after:
+            with torch.no_grad():
+                stack.b_dec[0, 0] = math.nan  # SAE 0's next loss is NaN
+    trainer = Trainer(stack, data, small_config(epochs=4, log_every=log_every), on_progress=poison)
+    with pytest.raises(NonFiniteLoss) as caught:
+        trainer.run()
+    message = str(caught.value)
+    epoch = poison_after // 8 + 1
+    assert message.startswith(f"at epoch {epoch} of 4, step {poison_after + 1}: the training loss became non-finite")
+    assert "\n" not in message
+    assert trainer.step == caught_at  # found at the first check after it: a progress event or an epoch's end
 
 
 def test_an_empty_validation_split_still_trains():
