@@ -256,6 +256,15 @@ class SAEStack(torch.nn.Module):
             cutoff = values.topk(take, sorted=False).values.min() if take else band.new_zeros(())
             keep = (values >= cutoff).nonzero().squeeze(1)
             return candidates.index_select(0, keep), values.index_select(0, keep), cutoff.reshape(1)
+        if len(set(budgets)) == 1 and min(counts) >= budgets[0]:
+            # Every SAE takes the same budget from at least as many candidates: one k-th value over a padded
+            # [n, most candidates] table instead of a top-k per SAE.
+            starts = torch.tensor(list(itertools.accumulate(counts, initial=0))[:-1], device=band.device)
+            table = values.new_full((n, max(counts)), -torch.inf)
+            table[sae, torch.arange(len(values), device=band.device) - starts[sae]] = values
+            cutoffs = -torch.kthvalue(-table, budgets[0], dim=1).values
+            keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
+            return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
         cutoffs = band.new_zeros(n)  # band's dtype: a float32 cutoff would round a float64 one
         start = 0
         for i, count in enumerate(counts):  # a few SAEs at most: a loop of small ops
@@ -378,14 +387,14 @@ class SAEStack(torch.nn.Module):
         """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward()."""
         n, batch, d = self.n, x.shape[0], self.d_in
         normalised = self._normalise(x)
-        centred = normalised - self.b_dec.unsqueeze(1)
-        with torch.no_grad():
+        with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
+            centred = normalised - self.b_dec.unsqueeze(1)
             pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
             chosen, pre_values, level = self._select(pre, use_threshold)
         w_enc, b_enc, w_dec = self._flat()
         centred_flat = centred.reshape(n * batch, d)
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
         code = SparseCode(entries.row, chosen - entries.row * self.config.d_sae, values, level)
         _, _, weights = self.config.levels()
         target = x.unsqueeze(0).expand(n, -1, -1)
@@ -438,7 +447,7 @@ class SAEStack(torch.nn.Module):
             return torch.zeros(n, device=pre.device)
         w_enc, b_enc, w_dec = self._flat()
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
         explained = sparse_decode(values, w_dec, entries).reshape(n, batch, d)
         residual = normalised - reconstruction.detach() / self.scale
         error = ((residual - explained) ** 2).sum(dim=(1, 2))

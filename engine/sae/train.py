@@ -24,6 +24,9 @@ from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_numbe
 from engine.sae.model import ForwardOutput, SAEStack
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train; defaults suit ~10⁵ examples of ~10² units."""
@@ -50,6 +53,10 @@ class TrainConfig:
     """Stop early once no SAE's validation loss has improved for this many epochs (None: train every
     epoch). Small recordings overfit long before a fixed epoch count runs out; with select_on_val the
     weights kept are those of each SAE's best epoch either way."""
+    precision: str = "auto"
+    """Arithmetic of the dense encoder matmul: fp32, bf16 (autocast; the sparse steps, the loss and the weights
+    stay float32) or auto (bf16 on CUDA, fp32 elsewhere). On CPU bf16 pays only where the CPU has bf16 matrix
+    units; see bench/README.md."""
 
     def __post_init__(self) -> None:
         # Checked here, where the CLI, the app and resumed runs all pass, before any run row is written.
@@ -61,6 +68,8 @@ class TrainConfig:
         if self.patience is not None:
             check_integer("--patience", self.patience, 1, MAX_EPOCHS)
         check_integer("log_every", self.log_every, 1)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r}: unknown (use {', '.join(PRECISIONS)})")
         for name in ("warmup_fraction", "decay_fraction"):
             fraction(name, getattr(self, name))
 
@@ -235,8 +244,10 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------------------
     def _autocast(self):
-        if self.data.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        device = self.data.device.type
+        precision = self.config.precision
+        if precision == "bf16" or (precision == "auto" and device == "cuda"):
+            return torch.autocast(device, dtype=torch.bfloat16)
         return nullcontext()
 
     @torch.no_grad()
