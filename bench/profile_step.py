@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train import BATCH, D_SAE, K, load_data  # noqa: E402
-from engine.sae.model import SAEConfig, SAEStack  # noqa: E402
-from engine.sae.train import TrainConfig, TrainData, Trainer  # noqa: E402
+from bench.train import BATCH, D_SAE, K, load_data
+from engine.sae.model import SAEConfig, SAEStack
+from engine.sae.train import TrainConfig, TrainData, Trainer
 
 PHASES = ("encoder matmul", "selection", "entries", "forward rest", "auxk", "backward",
           "decoder-grad projection", "adam", "after-step bookkeeping")

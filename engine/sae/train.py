@@ -23,7 +23,6 @@ from engine.errors import InputError
 from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_number, check_seed, fraction
 from engine.sae.model import ForwardOutput, SAEStack
 
-
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
