@@ -214,12 +214,13 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.log: list[dict[str, Any]] = []
         self.total_steps = config.epochs * data.steps_per_epoch(config.batch_size)
-        # Whether each step's loss since the last check was finite, kept on the device so that watching costs two
-        # small operations and no synchronisation per step; read with each progress event and at each epoch's
-        # end (at most log_every steps apart).
-        self._recent_finite = torch.ones(config.log_every, dtype=torch.bool, device=data.device)
+        # Each step's loss since the last check, kept on the device so that watching for a non-finite one costs
+        # one copy and no synchronisation per step; read with each progress event and at each epoch's end (at
+        # most log_every steps apart). float64 holds any loss exactly (MPS has no float64; its losses are float32).
+        self._recent_losses = torch.zeros(config.log_every, device=data.device,
+                                          dtype=torch.float32 if data.device.type == "mps" else torch.float64)
         self._recent_from = 0
-        """Step of _recent_finite[0]."""
+        """Step of _recent_losses[0]."""
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -333,7 +334,7 @@ class Trainer:
             group["lr"] = lr
         with self._autocast():
             out = stack(batch)
-        self._recent_finite[self.step - self._recent_from] = torch.isfinite(out.loss.detach())
+        self._recent_losses[self.step - self._recent_from] = out.loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         stack.remove_parallel_decoder_grad()
@@ -346,8 +347,8 @@ class Trainer:
     def _check_finite(self, weights: bool) -> None:
         """Stop training (NonFiniteLoss) once a loss or (with `weights`, at an epoch's end) a weight is NaN or
         infinite: from there on every step is NaN, and the weights kept would be garbage."""
-        seen = self._recent_finite[:self.step - self._recent_from]
-        bad = (~seen).nonzero()
+        seen = self._recent_losses[:self.step - self._recent_from]
+        bad = (~torch.isfinite(seen)).nonzero()
         self._recent_from = self.step
         if len(bad):
             step = self._recent_from - len(seen) + int(bad[0]) + 1
