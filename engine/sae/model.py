@@ -473,7 +473,8 @@ class SAEStack(torch.nn.Module):
                 smallest = smallest.to(self.threshold.dtype)
             momentum = self.config.threshold_momentum
             moved = torch.where(self.threshold == 0, smallest, momentum * self.threshold + (1 - momentum) * smallest)
-            self.threshold.copy_(torch.where(torch.isfinite(smallest), moved, self.threshold))
+            # An SAE with no entries has smallest = inf and keeps its threshold (abs() < inf: isfinite in 2 ops, not 5).
+            self.threshold.copy_(torch.where(smallest.abs() < torch.inf, moved, self.threshold))
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:
