@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from engine.errors import InputError
 from engine.sae.model import SAEConfig, SAEStack
-from engine.sae.train import TrainConfig, TrainData, Trainer, learning_rate, pick_device
+from engine.sae.train import NonFiniteLoss, TrainConfig, TrainData, Trainer, learning_rate, pick_device
 
 CPU = torch.device("cpu")
 D_IN = 20
@@ -297,6 +297,28 @@ def test_unavailable_or_unknown_devices_are_refused_in_one_line():
     assert pick_device("auto").type in ("cuda", "mps", "cpu")
 
 
+@pytest.mark.parametrize(("poison_after", "log_every", "caught_at"), [(2, 10, 8), (10, 5, 15), (6, 3, 8)])
+def test_a_non_finite_loss_stops_training_naming_its_first_step(poison_after, log_every, caught_at):
+    """The step named is the first whose loss was not finite, though it is only read every log_every steps."""
+    stack = make_stack()
+    data = make_data()  # 8 steps per epoch at batch 128
+    seen = []
+
+    def poison(event):
+        seen.append(event.step)
+        if event.step == poison_after:
+            with torch.no_grad():
+                stack.b_dec[0, 0] = math.nan  # SAE 0's next loss is NaN
+    trainer = Trainer(stack, data, small_config(epochs=4, log_every=log_every), on_progress=poison)
+    with pytest.raises(NonFiniteLoss) as caught:
+        trainer.run()
+    message = str(caught.value)
+    epoch = poison_after // 8 + 1
+    assert message.startswith(f"at epoch {epoch} of 4, step {poison_after + 1}: the training loss became non-finite")
+    assert "\n" not in message
+    assert trainer.step == caught_at  # found at the first check after it: a progress event or an epoch's end
+
+
 def test_an_empty_validation_split_still_trains():
     data = TrainData(poisson_counts(512, seed=1), torch.zeros(0, D_IN), CPU)
     outcome = Trainer(make_stack(), data, small_config(epochs=2)).run()
@@ -334,3 +356,29 @@ def test_planted_sparse_latents_are_recovered_without_dead_latents():
     assert outcome.log[-1]["dead_fraction"] < 0.05
     fired = torch.bincount(stack.encode(train, use_threshold=True).latent, minlength=32)
     assert float((fired == 0).float().mean()) < 0.05
+
+
+def test_bf16_precision_trains_on_cpu_to_the_fp32_fvu():
+    """precision="bf16" runs the dense encoder matmul under CPU autocast: a different run (so autocast took
+    effect), with a validation FVU within 0.02 of float32's and the weights still float32."""
+    train, _ = planted(4096, seed=100)
+    val, _ = planted(1024, seed=101)
+    fvu, weights = {}, {}
+    for precision in ("fp32", "bf16"):
+        stack = SAEStack(SAEConfig(d_sae=32, ks=(3,), dead_after_examples=4096), 30, seeds=(1,))
+        stack.initialise_from_data(train[:2048])
+        config = TrainConfig(epochs=6, batch_size=64, lr=2e-2, log_every=64, device="cpu", precision=precision)
+        assert Trainer(stack, TrainData(train, val, CPU), config).run().status == "finished"
+        stack.eval()
+        reconstruction = stack.decode(stack.encode(val, use_threshold=True), len(val))[0]
+        fvu[precision] = float(((val - reconstruction) ** 2).sum() / ((val - val.mean(0)) ** 2).sum())
+        weights[precision] = stack.W_enc.detach().clone()
+        assert all(p.dtype == torch.float32 for p in stack.parameters())
+    assert not torch.equal(weights["fp32"], weights["bf16"])
+    assert fvu["fp32"] < 0.5 and abs(fvu["bf16"] - fvu["fp32"]) < 0.02, fvu
+
+
+def test_an_unknown_precision_is_refused_in_one_line():
+    with pytest.raises(InputError) as caught:
+        TrainConfig(precision="fp8")
+    assert str(caught.value) == "precision 'fp8': unknown (use auto, fp32, bf16)"

@@ -142,6 +142,19 @@ class ForwardOutput(NamedTuple):
     """[n] mean active latents per example."""
 
 
+class _ClampedStraightThrough(torch.autograd.Function):
+    """relu(x) forward, identity backward: `x + (relu(x) - x).detach()` (the same values bit for bit) in one
+    operation instead of three, and no backward operation at all."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return F.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
 def geometric_median(x: torch.Tensor, iterations: int = 100, eps: float = 1e-8) -> torch.Tensor:
     """Weiszfeld's algorithm: a centre of the data that outliers (bursts) barely move."""
     median = x.mean(0)
@@ -185,6 +198,7 @@ class SAEStack(torch.nn.Module):
         self.register_buffer("ks", torch.tensor(config.ks, dtype=torch.long))
         # Last step's BatchTopK cutoff per SAE and Matryoshka level: a cheap floor for candidates.
         self.register_buffer("cutoff_estimate", torch.zeros(n, len(config.levels()[0])))
+        self._budget_cache: dict[int, list[list[int]]] = {}
 
     @property
     def n(self) -> int:
@@ -202,10 +216,21 @@ class SAEStack(torch.nn.Module):
     def _pre_activations(self, centred: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.b_enc.unsqueeze(1), centred, self.W_enc.transpose(1, 2))
 
-    def _batch_cutoffs(self, band: torch.Tensor, budget: torch.Tensor, estimate: torch.Tensor | None
+    def _budgets(self, batch: int) -> list[list[int]]:
+        """BatchTopK budget per Matryoshka level and SAE for a batch size: B·k_ℓ entries, at least 1."""
+        if batch not in self._budget_cache:  # fixed by the config: computed once, not as tensors every step
+            budgets, used = [], torch.zeros(self.n)
+            for fraction in self.config.levels()[1]:
+                band_k = self.ks.cpu().float() * fraction - used
+                used = used + band_k
+                budgets.append((band_k * batch).round().clamp_min(1).long().tolist())
+            self._budget_cache[batch] = budgets
+        return self._budget_cache[batch]
+
+    def _batch_cutoffs(self, band: torch.Tensor, budgets: list[int], estimate: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exact BatchTopK over a band [n, B, W]: the (sae, example, latent) indices [nnz, 3] of each
-        SAE's `budget` largest positive entries, their values, and each SAE's cutoff.
+        """Exact BatchTopK over a band [n, B, W]: the flat indices into the band (ascending) of each SAE's
+        `budgets[i]` largest positive entries, their values, and each SAE's cutoff.
 
         Candidates are the entries above a fraction of last step's cutoff (one comparison and one
         nonzero, far cheaper than a top-k over every row); if that leaves too few, all positive
@@ -215,16 +240,31 @@ class SAEStack(torch.nn.Module):
         n, batch, width = band.shape
         flat = band.reshape(-1)
         per_sae = batch * width
-        floor = torch.zeros(n, device=band.device) if estimate is None else 0.9 * estimate
-        candidates = (band > floor[:, None, None]).reshape(-1).nonzero().squeeze(1)
-        sae = candidates // per_sae
-        counts = torch.bincount(sae, minlength=n).tolist()
-        budgets = budget.tolist()
+        if estimate is None:
+            candidates = (flat > 0).nonzero().squeeze(1)
+        else:
+            candidates = (band > (0.9 * estimate).view(n, 1, 1)).view(-1).nonzero().squeeze(1)
+        sae = candidates // per_sae if n > 1 else None
+        counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
         if estimate is not None and any(c < b for c, b in zip(counts, budgets, strict=True)):
             candidates = (flat > 0).nonzero().squeeze(1)
-            sae = candidates // per_sae
-            counts = torch.bincount(sae, minlength=n).tolist()
+            sae = candidates // per_sae if n > 1 else None
+            counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
         values = flat.index_select(0, candidates)
+        if sae is None:  # one SAE: its cutoff is a scalar, no per-entry gather
+            take = min(budgets[0], counts[0])
+            cutoff = values.topk(take, sorted=False).values.min() if take else band.new_zeros(())
+            keep = (values >= cutoff).nonzero().squeeze(1)
+            return candidates.index_select(0, keep), values.index_select(0, keep), cutoff.reshape(1)
+        if len(set(budgets)) == 1 and min(counts) >= budgets[0]:
+            # Every SAE takes the same budget from at least as many candidates: one k-th value over a padded
+            # [n, most candidates] table instead of a top-k per SAE.
+            starts = torch.tensor(list(itertools.accumulate(counts, initial=0))[:-1], device=band.device)
+            table = values.new_full((n, max(counts)), -torch.inf)
+            table[sae, torch.arange(len(values), device=band.device) - starts[sae]] = values
+            cutoffs = -torch.kthvalue(-table, budgets[0], dim=1).values
+            keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
+            return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
         cutoffs = band.new_zeros(n)  # band's dtype: a float32 cutoff would round a float64 one
         start = 0
         for i, count in enumerate(counts):  # a few SAEs at most: a loop of small ops
@@ -232,55 +272,60 @@ class SAEStack(torch.nn.Module):
             if take:
                 cutoffs[i] = values[start: start + count].topk(take, sorted=False).values.min()
             start += count
-        keep = values >= (cutoffs[0] if n == 1 else cutoffs[sae])
-        chosen, values, sae = candidates[keep], values[keep], sae[keep]
-        position = chosen - sae * per_sae
-        return torch.stack([sae, position // width, position % width], dim=1), values, cutoffs
+        keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
+        return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
 
     def _select(self, pre: torch.Tensor, use_threshold: bool
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Chosen entries (sae, example, latent) sorted by (sae, example), their pre-activations and levels."""
-        n, batch, _ = pre.shape
+        """Chosen entries as flat indices into pre [n, B, D], ascending by (sae, example), their
+        pre-activations and Matryoshka levels."""
+        n, batch, D = pre.shape
         arch = self.config.architecture
         if arch == "relu" or (use_threshold and arch != "topk"):
-            floor = torch.zeros(n, device=pre.device) if arch == "relu" else self.threshold
-            mask = pre > floor[:, None, None]
-            chosen = mask.nonzero()
+            floor = pre.new_zeros(()) if arch == "relu" else self.threshold.view(n, 1, 1)
+            chosen = (pre > floor).view(-1).nonzero().squeeze(1)
+            values = pre.reshape(-1).index_select(0, chosen)
             level = torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
             if arch == "matryoshka":
                 sizes = torch.tensor(self.config.levels()[0], device=pre.device)
-                level = torch.searchsorted(sizes, chosen[:, 2], right=True)
-            return chosen, pre[mask], level
+                level = torch.searchsorted(sizes, chosen % D, right=True)
+            return chosen, values, level
         if arch == "topk":
             k_max = int(self.ks.max())
             values, latents = pre.topk(k_max, dim=-1, sorted=True)
             keep = (torch.arange(k_max, device=pre.device) < self.ks[:, None, None]) & (values > 0)
             slots = keep.nonzero()
-            slots[:, 2] = latents[keep]
-            return slots, values[keep], torch.zeros(len(slots), dtype=torch.long, device=pre.device)
-        sizes, fractions, _ = self.config.levels()
-        picks, pre_values, levels, start, used = [], [], [], 0, 0.0
-        for level, (end, fraction) in enumerate(zip(sizes, fractions, strict=True)):
-            band_k = self.ks.to(pre.device).float() * fraction - used
-            used = used + band_k
-            budget = (band_k * batch).round().clamp_min(1).long()
-            estimate = self.cutoff_estimate[:, level] if bool((self.cutoff_estimate[:, level] > 0).all()) else None
-            chosen, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budget, estimate)
+            chosen = (slots[:, 0] * batch + slots[:, 1]) * D + latents[keep]
+            return chosen, values[keep], torch.zeros(len(slots), dtype=torch.long, device=pre.device)
+        sizes = self.config.levels()[0]
+        if len(sizes) == 1:  # BatchTopK: one band, the whole width
+            estimate = self.cutoff_estimate[:, 0]
+            ready = all(value > 0 for value in estimate.tolist())
+            chosen, values, cutoffs = self._batch_cutoffs(pre, self._budgets(batch)[0], estimate if ready else None)
+            self.cutoff_estimate[:, 0] = cutoffs
+            return chosen, values, torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
+        picks, pre_values, levels, start = [], [], [], 0
+        for level, (end, budgets) in enumerate(zip(sizes, self._budgets(batch), strict=True)):
+            estimate = self.cutoff_estimate[:, level]
+            ready = all(value > 0 for value in estimate.tolist())
+            in_band, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budgets, estimate if ready else None)
             self.cutoff_estimate[:, level] = cutoffs
-            chosen[:, 2] += start
-            picks.append(chosen)
+            row = in_band // (end - start)
+            picks.append(row * D + start + (in_band - row * (end - start)))
             pre_values.append(values)
-            levels.append(torch.full((len(chosen),), level, dtype=torch.long, device=pre.device))
+            levels.append(torch.full((len(in_band),), level, dtype=torch.long, device=pre.device))
             start = end
         chosen, values, level = torch.cat(picks), torch.cat(pre_values), torch.cat(levels)
-        if len(picks) > 1:  # entries must be sorted by (sae, example) for the row offsets
-            order = torch.argsort(chosen[:, 0] * batch + chosen[:, 1], stable=True)
-            chosen, values, level = chosen[order], values[order], level[order]
-        return chosen, values, level
+        # Entries must be sorted by (sae, example) for the row offsets (stable: each row keeps level order).
+        order = torch.argsort(chosen // D, stable=True)
+        return chosen[order], values[order], level[order]
 
     def _entries(self, chosen: torch.Tensor, batch: int) -> Entries:
+        """Entries of flat indices into [n, B, D]: row = sae · B + example, latent = sae · D + feature."""
         n, D = self.n, self.config.d_sae
-        return Entries.build(chosen[:, 0] * batch + chosen[:, 1], chosen[:, 0] * D + chosen[:, 2], n * batch, n * D)
+        row = chosen // D
+        latent = chosen - row * D if n == 1 else chosen - (row - row // batch) * D
+        return Entries.build(row, latent, n * batch, n * D)
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, D, d = self.n, self.config.d_sae, self.d_in
@@ -309,7 +354,7 @@ class SAEStack(torch.nn.Module):
             return F.relu(out)
         if self.config.output == "linear":
             return out
-        return out + (F.relu(out) - out).detach()  # clamped forward, straight-through backward
+        return _ClampedStraightThrough.apply(out)
 
     def _reconstruction_loss(self, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """[n] loss per SAE, averaged over examples and units."""
@@ -327,7 +372,8 @@ class SAEStack(torch.nn.Module):
         """Sparse code of a batch [B, d_in] for every SAE."""
         centred = self._normalise(x) - self.b_dec.unsqueeze(1)
         chosen, pre_values, level = self._select(self._pre_activations(centred), use_threshold)
-        return SparseCode(chosen[:, 0] * x.shape[0] + chosen[:, 1], chosen[:, 2], F.relu(pre_values), level)
+        row = chosen // self.config.d_sae
+        return SparseCode(row, chosen - row * self.config.d_sae, F.relu(pre_values), level)
 
     @torch.no_grad()
     def decode(self, code: SparseCode, batch: int) -> torch.Tensor:
@@ -341,38 +387,43 @@ class SAEStack(torch.nn.Module):
         """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward()."""
         n, batch, d = self.n, x.shape[0], self.d_in
         normalised = self._normalise(x)
-        centred = normalised - self.b_dec.unsqueeze(1)
-        with torch.no_grad():
+        with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
+            centred = normalised - self.b_dec.unsqueeze(1)
             pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
             chosen, pre_values, level = self._select(pre, use_threshold)
         w_enc, b_enc, w_dec = self._flat()
         centred_flat = centred.reshape(n * batch, d)
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
-        code = SparseCode(entries.row, chosen[:, 2], values, level)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
+        code = SparseCode(entries.row, chosen - entries.row * self.config.d_sae, values, level)
         _, _, weights = self.config.levels()
         target = x.unsqueeze(0).expand(n, -1, -1)
-        loss_per_sae = torch.zeros(n, device=x.device)
-        decoded = self.b_dec.unsqueeze(1).expand(n, batch, d)
-        for lvl, weight in enumerate(weights):
-            if len(weights) == 1:
-                part_entries, part_values = entries, values
-            else:
+        if len(weights) == 1:  # the common case, in as few operations as it takes
+            decoded = sparse_decode(values, w_dec, entries).view(n, batch, d) + self.b_dec.unsqueeze(1)
+            reconstruction = self._output(decoded)
+            loss_per_sae = self._reconstruction_loss(target, reconstruction)
+        else:
+            loss_per_sae = torch.zeros(n, device=x.device)
+            decoded = self.b_dec.unsqueeze(1).expand(n, batch, d)
+            for lvl, weight in enumerate(weights):
                 picked = (level == lvl).nonzero().squeeze(1)
                 part_entries = self._entries(chosen.index_select(0, picked), batch)
                 part_values = values.index_select(0, picked)
-            decoded = decoded + sparse_decode(part_values, w_dec, part_entries).reshape(n, batch, d)
-            reconstruction = self._output(decoded)
-            loss_per_sae = loss_per_sae + weight * self._reconstruction_loss(target, reconstruction)
+                decoded = decoded + sparse_decode(part_values, w_dec, part_entries).reshape(n, batch, d)
+                reconstruction = self._output(decoded)
+                loss_per_sae = loss_per_sae + weight * self._reconstruction_loss(target, reconstruction)
         reconstruction_loss = loss_per_sae.detach()
         if self.config.architecture == "relu":
             norms = torch.linalg.vector_norm(w_dec, dim=1)
             weighted = values * norms[entries.latent]
-            l1 = weighted.new_zeros(n).index_add(0, chosen[:, 0], weighted)
+            l1 = weighted.new_zeros(n).index_add(0, entries.row // batch, weighted)
             loss_per_sae = loss_per_sae + self.config.l1_coefficient * l1 / batch
         if aux and self.training and self.config.architecture != "relu":
             loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction)
-        l0 = torch.bincount(chosen[:, 0], minlength=n).float() / batch
+        if n == 1:
+            l0 = torch.full((1,), len(values) / batch, device=x.device)
+        else:
+            l0 = torch.bincount(entries.row // batch, minlength=n).float() / batch
         return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), reconstruction_loss, l0)
 
     def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
@@ -390,13 +441,13 @@ class SAEStack(torch.nn.Module):
         aux_k = self.config.aux_k or max(1, self.d_in // 2)
         with torch.no_grad():
             dead_pre = pre.masked_fill(~dead.unsqueeze(1), 0.0)
-            budget = (torch.minimum(dead.sum(1), torch.tensor(aux_k, device=pre.device)) * batch).long()
-            chosen, pre_values, _ = self._batch_cutoffs(dead_pre, budget, None)
+            budgets = [min(dead_count, aux_k) * batch for dead_count in dead.sum(1).tolist()]
+            chosen, pre_values, _ = self._batch_cutoffs(dead_pre, budgets, None)
         if len(chosen) == 0:
             return torch.zeros(n, device=pre.device)
         w_enc, b_enc, w_dec = self._flat()
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, entries)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
         explained = sparse_decode(values, w_dec, entries).reshape(n, batch, d)
         residual = normalised - reconstruction.detach() / self.scale
         error = ((residual - explained) ** 2).sum(dim=(1, 2))
@@ -408,9 +459,9 @@ class SAEStack(torch.nn.Module):
     def after_step(self, code: SparseCode, batch: int) -> None:
         """Count examples since each latent fired; keep decoder rows unit-norm; track the threshold."""
         n, D = self.n, self.config.d_sae
-        sae = code.row // batch
+        sae = code.row // batch if n > 1 else None
         # Latents that fired are set to -batch, so adding batch to all leaves them at 0.
-        self.examples_since_fired.view(-1).index_fill_(0, sae * D + code.latent, -batch)
+        self.examples_since_fired.view(-1).index_fill_(0, code.latent if sae is None else sae * D + code.latent, -batch)
         self.examples_since_fired += batch
         self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=2, keepdim=True).clamp_min(1e-8))
         if self.config.architecture in ("batchtopk", "matryoshka") and len(code.value):
@@ -422,7 +473,8 @@ class SAEStack(torch.nn.Module):
                 smallest = smallest.to(self.threshold.dtype)
             momentum = self.config.threshold_momentum
             moved = torch.where(self.threshold == 0, smallest, momentum * self.threshold + (1 - momentum) * smallest)
-            self.threshold.copy_(torch.where(torch.isfinite(smallest), moved, self.threshold))
+            # An SAE with no entries has smallest = inf and keeps its threshold (abs() < inf: isfinite in 2 ops, not 5).
+            self.threshold.copy_(torch.where(smallest.abs() < torch.inf, moved, self.threshold))
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:

@@ -28,11 +28,12 @@ class Entries:
     latent: torch.Tensor
     """Flat latent (sae · d_sae + feature) of each entry."""
     row_offsets: torch.Tensor
-    """Start of each row's entries: embedding_bag offsets over n · batch rows."""
+    """Start of each row's entries over n · batch rows, then the number of entries (n · batch + 1 values: the
+    CSR row pointer, and embedding_bag's offsets with include_last_offset)."""
     by_latent: torch.Tensor
     """Permutation that groups the entries by latent."""
     latent_offsets: torch.Tensor
-    """Start of each latent's entries in `by_latent` order, over n · d_sae latents."""
+    """Start of each latent's entries in `by_latent` order over n · d_sae latents, then the number of entries."""
     row_by_latent: torch.Tensor
     """`row` in `by_latent` order."""
     n_rows: int
@@ -48,38 +49,38 @@ class Entries:
     def pairwise_dots(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """left[row] · right[latent] for every entry, without materialising [entries × d] gathers
         (a sampled matmul over the entries' sparsity pattern: ~50× faster than gather-multiply-sum)."""
-        crow = torch.cat([self.row_offsets, self.row.new_tensor([len(self.row)])])
         with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
             warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(crow, self.latent, left.new_zeros(len(self.row)),
+            pattern = torch.sparse_csr_tensor(self.row_offsets, self.latent, left.new_zeros(len(self.row)),
                                               (self.n_rows, self.n_latents), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
     def sum_by_row(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """out[r] = Σ_entries in row r  weights · table[latent]   → [n_rows, d]."""
-        return F.embedding_bag(self.latent, table, self.row_offsets, per_sample_weights=weights, mode="sum")
+        return F.embedding_bag(self.latent, table, self.row_offsets, per_sample_weights=weights, mode="sum",
+                               include_last_offset=True)
 
     def sum_by_latent(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """out[l] = Σ_entries of latent l  weights · table[row]   → [n_latents, d]."""
         return F.embedding_bag(self.row_by_latent, table, self.latent_offsets,
-                               per_sample_weights=weights[self.by_latent], mode="sum")
+                               per_sample_weights=weights[self.by_latent], mode="sum", include_last_offset=True)
 
 
 def _offsets(sorted_or_grouped: torch.Tensor, n: int) -> torch.Tensor:
-    """Where each of 0..n-1 starts once the indices are grouped in ascending order."""
-    counts = torch.bincount(sorted_or_grouped, minlength=n)
-    return torch.cumsum(counts, 0) - counts
+    """Where each of 0..n-1 starts once the indices are grouped in ascending order, then where they end (n + 1)."""
+    return F.pad(torch.cumsum(torch.bincount(sorted_or_grouped, minlength=n), 0), (1, 0))
 
 
 class _SparseEncode(torch.autograd.Function):
-    """value = relu(W_enc[latent] · centred[row] + b_enc[latent]), given its precomputed forward value."""
+    """value = relu(W_enc[latent] · centred[row] + b_enc[latent]) with centred = input − b_dec of the row's SAE,
+    given its precomputed forward value."""
 
     @staticmethod
-    def forward(ctx, pre_values, centred, w_enc, b_enc, entries):  # type: ignore[override]
+    def forward(ctx, pre_values, centred, w_enc, b_enc, b_dec, entries):  # type: ignore[override]
         values = F.relu(pre_values)
         ctx.entries = entries
         ctx.save_for_backward(values, centred, w_enc)
-        ctx.n_bias = b_enc.shape[0]
+        ctx.n_bias, ctx.b_dec_shape = b_enc.shape[0], b_dec.shape
         return values
 
     @staticmethod
@@ -87,10 +88,15 @@ class _SparseEncode(torch.autograd.Function):
         values, centred, w_enc = ctx.saved_tensors
         entries: Entries = ctx.entries
         grad = grad_values * (values > 0)
-        grad_centred = entries.sum_by_row(w_enc, grad)
         grad_w_enc = entries.sum_by_latent(centred, grad)
         grad_b_enc = torch.zeros(ctx.n_bias, dtype=grad.dtype, device=grad.device).index_add_(0, entries.latent, grad)
-        return None, grad_centred, grad_w_enc, grad_b_enc, None
+        grad_b_dec = None
+        if ctx.needs_input_grad[4]:
+            # d/d b_dec of Σ_entries grad · W_enc[latent] · (x[row] − b_dec) is −Σ_latents grad_b_enc · W_enc[latent]
+            # per SAE: one small matmul instead of a gradient for every centred row that is then summed.
+            n, d = ctx.b_dec_shape
+            grad_b_dec = torch.bmm(grad_b_enc.view(n, 1, -1), w_enc.view(n, -1, d)).view(n, d).neg_()
+        return None, None, grad_w_enc, grad_b_enc, grad_b_dec, None
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -113,10 +119,11 @@ class _SparseDecode(torch.autograd.Function):
 
 
 def sparse_encode(pre: torch.Tensor, centred: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
-                  entries: Entries) -> torch.Tensor:
+                  b_dec: torch.Tensor, entries: Entries) -> torch.Tensor:
     """Values of the entries with a sparse backward. `pre` is the dense pre-activation [n·B, n·D]-flat
-    view's values at the entries, computed without autograd; centred [n·B, d], w_enc [n·D, d], b_enc [n·D]."""
-    return _SparseEncode.apply(pre, centred, w_enc, b_enc, entries)
+    view's values at the entries, computed without autograd; centred [n·B, d] (input − b_dec, without
+    autograd: b_dec [n, d] gets its gradient here), w_enc [n·D, d], b_enc [n·D]."""
+    return _SparseEncode.apply(pre, centred, w_enc, b_enc, b_dec, entries)
 
 
 def sparse_decode(values: torch.Tensor, w_dec: torch.Tensor, entries: Entries) -> torch.Tensor:

@@ -23,6 +23,8 @@ from engine.errors import InputError
 from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_number, check_seed, fraction
 from engine.sae.model import ForwardOutput, SAEStack
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -50,6 +52,10 @@ class TrainConfig:
     """Stop early once no SAE's validation loss has improved for this many epochs (None: train every
     epoch). Small recordings overfit long before a fixed epoch count runs out; with select_on_val the
     weights kept are those of each SAE's best epoch either way."""
+    precision: str = "auto"
+    """Arithmetic of the dense encoder matmul: fp32, bf16 (autocast; the sparse steps, the loss and the weights
+    stay float32) or auto (bf16 on CUDA, fp32 elsewhere). On CPU bf16 pays only where the CPU has bf16 matrix
+    units; see bench/README.md."""
 
     def __post_init__(self) -> None:
         # Checked here, where the CLI, the app and resumed runs all pass, before any run row is written.
@@ -61,6 +67,8 @@ class TrainConfig:
         if self.patience is not None:
             check_integer("--patience", self.patience, 1, MAX_EPOCHS)
         check_integer("log_every", self.log_every, 1)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r}: unknown (use {', '.join(PRECISIONS)})")
         for name in ("warmup_fraction", "decay_fraction"):
             fraction(name, getattr(self, name))
 
@@ -206,9 +214,13 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.log: list[dict[str, Any]] = []
         self.total_steps = config.epochs * data.steps_per_epoch(config.batch_size)
-        # The first step whose loss was not finite (0: none yet), kept on the device so that watching for
-        # it costs no synchronisation per step; it is read with each progress event and each epoch's end.
-        self._nonfinite_step = torch.zeros((), dtype=torch.long, device=data.device)
+        # Each step's loss since the last check, kept on the device so that watching for a non-finite one costs
+        # one copy and no synchronisation per step; read with each progress event and at each epoch's end (at
+        # most log_every steps apart). float64 holds any loss exactly (MPS has no float64; its losses are float32).
+        self._recent_losses = torch.zeros(config.log_every, device=data.device,
+                                          dtype=torch.float32 if data.device.type == "mps" else torch.float64)
+        self._recent_from = 0
+        """Step of _recent_losses[0]."""
 
     # -- checkpoint -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -232,8 +244,10 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------------------
     def _autocast(self):
-        if self.data.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        device = self.data.device.type
+        precision = self.config.precision
+        if precision == "bf16" or (precision == "auto" and device == "cuda"):
+            return torch.autocast(device, dtype=torch.bfloat16)
         return nullcontext()
 
     @torch.no_grad()
@@ -277,6 +291,7 @@ class Trainer:
         config, stack = self.config, self.stack
         stack.train()
         started, seen_at_start, step_at_start = time.perf_counter(), self.examples_seen, self.step
+        self._recent_from = self.step
         if self.stalled():  # resumed after the stopping epoch's checkpoint, before its results were stored
             self._restore_best()
             return self._outcome("finished", stopped_early=True)
@@ -284,21 +299,7 @@ class Trainer:
             for batch in self.data.batches(self.epoch, config.batch_size, config.seed):
                 if self.cancel.is_set():
                     return self._outcome("cancelled")
-                lr = learning_rate(config, self.step, self.total_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with self._autocast():
-                    out = stack(batch)
-                self._nonfinite_step = torch.where(
-                    (self._nonfinite_step == 0) & ~torch.isfinite(out.loss.detach()),
-                    self.step + 1, self._nonfinite_step)
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                stack.remove_parallel_decoder_grad()
-                self.optimizer.step()
-                stack.after_step(out.code, batch.shape[0])
-                self.step += 1
-                self.examples_seen += batch.shape[0]
+                out, lr = self.train_step(batch)
                 if self.step % config.log_every == 0:
                     self._check_finite(weights=False)
                     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -325,11 +326,32 @@ class Trainer:
         self._restore_best()
         return self._outcome("finished")
 
+    def train_step(self, batch: torch.Tensor) -> tuple[ForwardOutput, float]:
+        """One optimiser step on a batch: its forward output and the learning rate it used."""
+        stack = self.stack
+        lr = learning_rate(self.config, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            out = stack(batch)
+        self._recent_losses[self.step - self._recent_from] = out.loss.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        stack.remove_parallel_decoder_grad()
+        self.optimizer.step()
+        stack.after_step(out.code, batch.shape[0])
+        self.step += 1
+        self.examples_seen += batch.shape[0]
+        return out, lr
+
     def _check_finite(self, weights: bool) -> None:
         """Stop training (NonFiniteLoss) once a loss or (with `weights`, at an epoch's end) a weight is NaN or
         infinite: from there on every step is NaN, and the weights kept would be garbage."""
-        step = int(self._nonfinite_step.item())
-        if step:
+        seen = self._recent_losses[:self.step - self._recent_from]
+        bad = (~torch.isfinite(seen)).nonzero()
+        self._recent_from = self.step
+        if len(bad):
+            step = self._recent_from - len(seen) + int(bad[0]) + 1
             epoch = (step - 1) // self.data.steps_per_epoch(self.config.batch_size) + 1
             raise NonFiniteLoss(f"at epoch {epoch} of {self.config.epochs}, step {step}: the training loss became "
                                 f"non-finite ({_advice(self.config)})")
