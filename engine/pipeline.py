@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -25,7 +25,7 @@ from engine.memory import check_fits, human_bytes
 from engine.options import check_integer, check_seed
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae.model import SAEConfig, SAEStack
-from engine.sae.qc import baseline_fvu, qc_table_rows, split_qc
+from engine.sae.qc import baseline_fvus, qc_table_rows, split_qc
 from engine.sae.train import (
     NonFiniteLoss,
     TrainConfig,
@@ -353,10 +353,14 @@ def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
 
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
                     kind: str, unit_names: list[str] | None = None,
-                    context: FlagContext = RAW_COUNTS, quitting: threading.Event | None = None) -> RunResults:
+                    context: FlagContext = RAW_COUNTS, quitting: threading.Event | None = None,
+                    baselines: MutableMapping[tuple[str, int], tuple[float, float | None]] | None = None
+                    ) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index).
 
-    `quitting` set stops it between batches and between SAEs' QC splits (QuitRequested)."""
+    `quitting` set stops it between batches and between SAEs' QC splits (QuitRequested). `baselines` holds the
+    PCA and NMF FVU of each (split, components) already fitted on these counts and splits (most of this
+    function's time on a small stack): a sweep's stacks share them; new ones are added to it."""
     activations, recon = encode_all(stack, counts, quitting=quitting)
     n, D, d = stack.n, stack.config.d_sae, stack.d_in
     weights = stack.folded_weights()
@@ -367,7 +371,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     act_feature = activations["feature_id"].to_numpy()
     act_value = activations["value"].to_numpy()
     train_mask = splits == "train"
-    baselines: dict[tuple[str, int], tuple[float, float | None]] = {}
+    baselines = {} if baselines is None else baselines
     qc_frames, unit_frames, feature_frames, flags = [], [], [], []
     names = unit_names or [str(u) for u in range(counts.shape[1])]
     val = splits == "val"
@@ -389,19 +393,22 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         }).with_columns(pl.col("mean_act", "max_act").fill_nan(None)))
         qcs = []
         components = max(1, round(float(l0[train_mask].mean())))
+        missing = [split for split in SPLITS if (splits == split).any() and (split, components) not in baselines]
+        if missing:  # one fit for every split that needs it: seconds on a large recording
+            _stop_if_quitting(quitting)
+            fitted = baseline_fvus(counts[train_mask], {split: counts[splits == split] for split in missing},
+                                   components, nonnegative=kind == "spike_counts")
+            for split, figures in fitted.items():
+                baselines[(split, components)] = figures
         for split in SPLITS:
-            _stop_if_quitting(quitting)  # each split fits PCA and NMF baselines: seconds on a large recording
+            _stop_if_quitting(quitting)
             in_split = splits == split
             if not in_split.any():
                 continue
             split_examples = in_split[examples]
             report = split_qc(split, counts[in_split], recon[i][in_split], l0[in_split],
                               np.bincount(features[split_examples], minlength=D))
-            key = (split, components)
-            if key not in baselines:
-                baselines[key] = baseline_fvu(counts[train_mask], counts[in_split], components,
-                                              nonnegative=kind == "spike_counts")
-            report.pca_fvu, report.nmf_fvu = baselines[key]
+            report.pca_fvu, report.nmf_fvu = baselines[(split, components)]
             report.baseline_components = components
             qcs.append(report)
         figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,

@@ -56,6 +56,16 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     for k, seed, fvu in train_fvu:
         twin = next(t for t in stored.values() if (t["d_sae"], t["k"], t["seed"]) == (32, k, seed))
         assert abs(twin["val_fvu"] - fvu) <= 1e-6, (k, seed, twin["val_fvu"], fvu)
+    # QC's PCA and NMF baselines, fitted once for the whole sweep and shared by its stacks, are mini train's.
+    import polars as pl
+
+    pack_32 = next(t["pack_id"] for t in stored.values() if t["d_sae"] == 32)
+    swept_qc = pl.read_parquet(folder_of(db) / "packs" / pack_32 / "result" / "qc.parquet")
+    trained_qc = rows(db, "SELECT s.instance, q.split, q.pca_fvu, q.nmf_fvu, q.baseline_components FROM qc q "
+                          "JOIN saes s USING (sae_id) WHERE s.run_id = 1 ORDER BY s.instance, q.split")
+    assert [(r["sae_id"], r["split"], r["pca_fvu"], r["nmf_fvu"], r["baseline_components"])
+            for r in swept_qc.sort("sae_id", "split").to_dicts()] == trained_qc
+    assert len(list((folder_of(db) / "baselines").glob("*.json"))) >= 3
 
     # `show` marks the Pareto front of the finished trials: the same points pareto_front finds.
     shown = sweep(db, "show", "1")

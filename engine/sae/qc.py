@@ -207,23 +207,32 @@ def baseline_fvu(train_x: np.ndarray, eval_x: np.ndarray, n_components: int, *, 
     most NMF_MAX_FIT_ROWS seeded train rows, then eval_x is transformed with the fitted components.
     FVU is against eval_x's own unit means, as in split_qc, so the numbers compare with the SAE's.
     """
-    if train_x.ndim != 2 or eval_x.ndim != 2 or train_x.shape[1] != eval_x.shape[1]:
-        raise ValueError(f"train_x {train_x.shape} and eval_x {eval_x.shape} must be [n, d] with the same d")
+    return baseline_fvus(train_x, {"eval": eval_x}, n_components, nonnegative=nonnegative, seed=seed)["eval"]
+
+
+def baseline_fvus(train_x: np.ndarray, evals: dict[str, np.ndarray], n_components: int, *, nonnegative: bool,
+                  seed: int = 0) -> dict[str, tuple[float, float | None]]:
+    """baseline_fvu of each of several arrays (the splits) from one fit on train_x: the fit, NMF's above all,
+    is most of the cost, and it does not depend on what is evaluated."""
+    for eval_x in evals.values():
+        if train_x.ndim != 2 or eval_x.ndim != 2 or train_x.shape[1] != eval_x.shape[1]:
+            raise ValueError(f"train_x {train_x.shape} and eval_x {eval_x.shape} must be [n, d] with the same d")
     # These matrices are small (d × d, n × k): BLAS threads only fight PyTorch's still-spinning
     # threads after training (measured: a small run took 13.7 s with them, 7.3 s without).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _baseline_fvu(train_x, eval_x, n_components, nonnegative=nonnegative, seed=seed)
+        return _baseline_fvus(train_x, evals, n_components, nonnegative=nonnegative, seed=seed)
 
 
-def _baseline_fvu(train_x: np.ndarray, eval_x: np.ndarray, n_components: int, *, nonnegative: bool,
-                  seed: int) -> tuple[float, float | None]:
+def _baseline_fvus(train_x: np.ndarray, evals: dict[str, np.ndarray], n_components: int, *, nonnegative: bool,
+                   seed: int) -> dict[str, tuple[float, float | None]]:
     d = train_x.shape[1]
     k = int(np.clip(n_components, 1, d))
 
     mean, axes = _pca_basis(train_x, k)
-    pca = _fvu(eval_x, lambda rows: (np.asarray(eval_x[rows], np.float64) - mean) @ axes.T @ axes + mean)
+    pcas = {name: _fvu(x, lambda rows, x=x: (np.asarray(x[rows], np.float64) - mean) @ axes.T @ axes + mean)
+            for name, x in evals.items()}
     if not nonnegative:
-        return pca, None
+        return {name: (pca, None) for name, pca in pcas.items()}
 
     rng = np.random.default_rng(seed)
     n_train = train_x.shape[0]
@@ -239,12 +248,14 @@ def _baseline_fvu(train_x: np.ndarray, eval_x: np.ndarray, n_components: int, *,
     model = NMF(n_components=min(k, fit_x.shape[0]), init="nndsvda", solver="cd", max_iter=NMF_MAX_ITER,
                 tol=NMF_TOL, random_state=seed)
     # A baseline that stopped at max_iter is still a fair (slightly pessimistic) number: no warning.
+    out = {}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(fit_x)
-        codes = model.transform(np.asarray(eval_x, dtype=np.float64))
-    nmf = _fvu(eval_x, lambda rows: codes[rows] @ model.components_)
-    return pca, nmf
+        for name, x in evals.items():
+            codes = model.transform(np.asarray(x, dtype=np.float64))
+            out[name] = (pcas[name], _fvu(x, lambda rows, codes=codes: codes[rows] @ model.components_))
+    return out
 
 
 def _nan_to_none(value: float | None) -> float | None:

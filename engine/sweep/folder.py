@@ -8,6 +8,7 @@ inputs/dataset.json        name, kind, value_type, unit names
 packs/<pack>/attempts/<a>/ one try: started.json (host, pid, job, device), then failed.json or lost.json
 packs/<pack>/result/       a finished pack, renamed into place whole: the run's tables as Parquet,
                            weights.pt, metrics.json (train and val only), started.json
+baselines/<split>-<n>.json QC's PCA and NMF FVU with n components, fitted once for the whole sweep
 owner.lock                 held (fcntl) by the process driving the sweep
 executor/<round>/          the executor's own files (submitit's logs and pickles), new for every round
 ```

@@ -129,6 +129,14 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
     return drive_sweep(db_path, sweep_id, report=report, cancel=cancel)
 
 
+def _expected_work(pack: dict) -> float:
+    """A pack's training cost, roughly: latents × SAEs × epochs × examples per epoch is the same for all, and
+    Matryoshka's nested losses cost about half again."""
+    config = pack["config"]
+    factor = 1.5 if config["sae"]["architecture"] == "matryoshka" else 1.0
+    return config["sae"]["d_sae"] * len(pack["trials"]) * config["train"]["epochs"] * factor
+
+
 def _find_folder(db_path: Path, sweep: int | Path, report: Report) -> SweepFolder:
     """The sweep's folder: named by the database's sweeps row, or given; while another process holds the
     database, a sweep id is looked for where sweeps go by default."""
@@ -169,7 +177,9 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
     packs = plan["packs"]
     sizes = {p["pack_id"]: len(p["trials"]) for p in packs}
     with folder.owned():
-        todo = [p["pack_id"] for p in packs if folder.state(p["pack_id"]).status != "finished"]
+        # Longest first: with as many workers as there are packs at the end, a big pack left last would run alone.
+        todo = [p["pack_id"] for p in sorted(packs, key=_expected_work, reverse=True)
+                if folder.state(p["pack_id"]).status != "finished"]
         finished = sum(sizes.values()) - sum(sizes[p] for p in todo)
         if finished:
             report(f"sweep {sweep_id}: {finished} trial(s) already finished; training the other "

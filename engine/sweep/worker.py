@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 import traceback
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, A
     write_json(attempt / "started.json", started)
     outcome = Trainer(stack, data, spec.train).run()
     context = FlagContext(normalized=spec.normalize_units, raw_counts=dataset["value_type"] == "counts")
-    results = collect_results(stack, counts, splits, outcome, dataset["kind"], dataset["unit_names"], context)
+    results = collect_results(stack, counts, splits, outcome, dataset["kind"], dataset["unit_names"], context,
+                              baselines=FolderBaselines(sweep.path / "baselines"))
     seconds = time.perf_counter() - clock
     staging = attempt / "result"
     staging.mkdir()
@@ -110,6 +112,41 @@ def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, A
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another try of this pack finished first: keep its result
     return metrics
+
+
+class FolderBaselines(MutableMapping):
+    """QC's PCA and NMF baselines of the sweep's dataset, one JSON file per (split, components), shared by every
+    stack of the sweep: they depend on the counts, the splits and the number of components only, and fitting
+    them is most of a small stack's time after training. Two workers may fit the same one at once; both write
+    the same figures."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, key: tuple[str, int]) -> Path:
+        return self.folder / f"{key[0]}-{int(key[1])}.json"
+
+    def __getitem__(self, key: tuple[str, int]) -> tuple[float, float | None]:
+        try:
+            pca, nmf = read_json(self._path(key))
+        except (OSError, ValueError):
+            raise KeyError(key) from None
+        return pca, nmf
+
+    def __setitem__(self, key: tuple[str, int], value: tuple[float, float | None]) -> None:
+        self.folder.mkdir(exist_ok=True)
+        write_json(self._path(key), list(value))
+
+    def __delitem__(self, key: tuple[str, int]) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for path in self.folder.glob("*.json") if self.folder.is_dir() else ():
+            split, _, components = path.stem.rpartition("-")
+            yield split, int(components)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def trial_metrics(pack: dict[str, Any], results: Any, best_epoch: list[int]) -> list[dict[str, Any]]:
