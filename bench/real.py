@@ -200,10 +200,51 @@ def validation_checks(db: Store, run_id: int) -> dict[str, object]:
     }
 
 
+def unrelated_pairing(db_path: Path, run_id: int, labelled: list[dict]) -> list[tuple[int, str]]:
+    """Each feature with the first of the next features' labels that is none of its own suggestions and whose
+    predicate is unrelated to its first suggestion on the train and val bins (|phi| < 0.05 where both are
+    measured): a wrong label, not a nested, overlapping or secondary one (a condition-3 feature that fires in
+    the run phase, relabelled "phase = run", is partly right and may generalise). A feature left without such
+    a label is dropped."""
+    from engine.analysis.predicates import evaluate, long_values, parse_predicate
+    from store.datasets import load_examples, load_natural_values, load_natural_variables
+    from store.runs import get_run
+
+    with Store.open(db_path, read_only=True) as db:
+        dataset_id = get_run(db, run_id)["dataset_id"]
+        values = load_natural_values(db, dataset_id)
+        kinds = dict(load_natural_variables(db, dataset_id).select("variable", "kind").iter_rows())
+        fit = load_examples(db, dataset_id)["split"].is_in(["train", "val"]).to_numpy()
+    lookup = long_values(values, kinds, len(fit))
+
+    def mask(text: str):
+        return evaluate(parse_predicate(text, kinds), lookup, len(fit))
+
+    def phi(a, b) -> float:
+        both = fit & a.measured & b.measured
+        x, y = a.holds[both].astype(float), b.holds[both].astype(float)
+        return 0.0 if x.std() == 0 or y.std() == 0 else float(np.corrcoef(x, y)[0, 1])
+
+    with Store.open(db_path, read_only=True) as db:
+        sae_id = db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [run_id])
+        suggested = {(r["feature_id"], r["predicate"]) for r in db.records(
+            "SELECT feature_id, predicate FROM suggestions WHERE sae_id = ?", [sae_id])}
+    pairs = []
+    for i, row in enumerate(labelled):
+        own = mask(row["predicate"])
+        for other in labelled[i + 1:] + labelled[:i]:
+            if (row["feature_id"], other["predicate"]) in suggested:
+                continue  # one of the feature's own significant associations: not a wrong label
+            if abs(phi(own, mask(other["predicate"]))) < 0.05:
+                pairs.append((row["feature_id"], other["predicate"]))
+                break
+    return pairs
+
+
 def wrong_labels(db_path: Path, folder: Path, run_id: int, top: int) -> dict[str, int]:
-    """On a copy of the database: each of the top features relabelled with the next one's label (a shuffled
-    pairing, where the two differ) and two more with the distractors (variables nothing encodes), then
-    validated. None of them should generalise."""
+    """On a copy of the database: each of the top features relabelled with another top feature's label that is
+    unrelated to its own (unrelated_pairing) and two more with the distractors (variables nothing encodes),
+    then validated. None of them should generalise."""
     import shutil
 
     copy = folder / "wrong.duckdb"
@@ -216,8 +257,7 @@ def wrong_labels(db_path: Path, folder: Path, run_id: int, top: int) -> dict[str
         spread = db.records("SELECT quantile_cont(value, 0.25) AS low, quantile_cont(value, 0.75) AS high"
                             " FROM natural_values WHERE variable = 'distractor'")[0]
     labelled = ranked[:top]
-    pairs = [(a["feature_id"], b["predicate"]) for a, b in zip(labelled, labelled[1:] + labelled[:1], strict=True)
-             if a["predicate"] != b["predicate"]]
+    pairs = unrelated_pairing(copy, run_id, labelled)
     extra = [r["feature_id"] for r in ranked[top:]]
     distractors = ["house_light = 1", f"distractor in [{spread['low']:.3g}, {spread['high']:.3g})"]
     pairs += list(zip(extra, distractors, strict=False))
