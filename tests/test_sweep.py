@@ -19,7 +19,7 @@ from engine.errors import InputError
 from engine.sweep.grid import parse_grid
 from engine.sweep.summary import pareto_front
 from tests.app_data import copy_database
-from tests.conftest import run_cli
+from tests.conftest import absent_device, run_cli
 from tests.spike_cases import assert_refused
 from tests.sweep_data import folder_of, rows, sweep, trials
 
@@ -105,7 +105,7 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     assert rows(db, f"SELECT count(*) FROM rankings JOIN saes USING (sae_id) WHERE run_id = {run_id}")[0][0] > 0
 
 
-def test_bad_options_are_refused_in_one_line_and_write_nothing(db, capsys):
+def test_bad_options_are_refused_in_one_line_and_write_nothing(db, capsys, monkeypatch):
     cases = [
         (["--dataset", "small", "--grid", "d_sae=16 k=2", "--seeds", "0"], ("--seeds 0",)),
         (["--dataset", "small", "--grid", "d_sae=16 k=2", "--max-parallel", "-1"], ("--max-parallel -1",)),
@@ -124,7 +124,10 @@ def test_bad_options_are_refused_in_one_line_and_write_nothing(db, capsys):
         (["show", "x"], ("SWEEP 'x'",)),
         (["promote", "1"], ("promote SWEEP TRIAL",)),
         (["frobnicate"], ("unknown action 'frobnicate'",)),
+        (["--dataset", "small", "--grid", "d_sae=16 k=2", "--executor", "slurm"], ("sbatch is not on PATH",)),
+        (["--dataset", "small", "--grid", "d_sae=16 k=2", "--device", absent_device()], ("--device",)),
     ]
+    monkeypatch.setenv("PATH", str(db.parent))  # no sbatch on it; the interpreter is called by its full path
     from tui.cli import main
 
     for i, (args, words) in enumerate(cases):

@@ -43,6 +43,22 @@ def missing_extra(executor: str) -> str | None:
     return None
 
 
+def check_executor(config: SweepConfig) -> None:
+    """Refuse, before anything is written, an executor that cannot run here: its extra missing, no sbatch for
+    SLURM, or --device cuda for local workers on a machine without a GPU (a cluster's nodes may have one)."""
+    missing = missing_extra(config.executor)
+    if missing:
+        raise InputError(missing)
+    if config.executor == "slurm":
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            raise InputError("--executor slurm: no SLURM here (sbatch is not on PATH); run mini sweep on the "
+                             "cluster's login node")
+    if config.executor == "local" and config.device == "cuda":
+        local_slots(config)  # refuses when no GPU is visible
+
+
 def run_packs(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on_done: OnDone,
               cancel: threading.Event | None = None) -> None:
     """Train `pack_ids` with the configured executor, calling on_done as each ends."""

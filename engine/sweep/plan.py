@@ -152,8 +152,7 @@ def prepare_sweep(db: Store, config: SweepConfig) -> tuple[dict[str, Any], np.nd
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = examples["split"].to_numpy().astype(str)
     packs = plan_packs(config, grid, counts, splits == "train")
-    parallel = config.max_parallel or 1
-    for _, spec, _ in packs[:parallel]:  # the local executor trains this many at once here
+    for _, spec, _ in packs:  # each worker holds one pack; on a cluster's nodes this is a lower bound
         check_memory(spec, counts.shape[0], counts.shape[1])
     return dataset, counts, splits, packs
 

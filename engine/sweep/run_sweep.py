@@ -17,7 +17,7 @@ from typing import NamedTuple
 import polars as pl
 
 from engine.errors import InputError
-from engine.sweep.executors import missing_extra, run_packs
+from engine.sweep.executors import check_executor, run_packs
 from engine.sweep.folder import SweepFolder
 from engine.sweep.plan import SweepConfig, default_folder, prepare_sweep, write_inputs
 from store import Store
@@ -108,9 +108,7 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
                 cancel: threading.Event | None = None) -> SweepOutcome:
     """Plan a new sweep (nothing is written unless every check passes), then drive it."""
     config.check()
-    missing = missing_extra(config.executor)
-    if missing:
-        raise InputError(missing)
+    check_executor(config)
     with Store.open(db_path, create=False) as db:
         dataset, counts, splits, packs = prepare_sweep(db, config)
         unit_names = load_unit_names(db, dataset["dataset_id"])
@@ -170,9 +168,7 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
         from dataclasses import replace
 
         config = replace(config, executor=executor)
-        missing = missing_extra(executor)
-        if missing:
-            raise InputError(missing)
+        check_executor(config)
     clock = time.perf_counter()
     packs = plan["packs"]
     sizes = {p["pack_id"]: len(p["trials"]) for p in packs}
