@@ -67,22 +67,15 @@ def list_sweeps(db: Store) -> pl.DataFrame:
 
 
 def save_trials(db: Store, trials: pl.DataFrame) -> int:
-    """Replace the given trials' rows (columns TRIAL_COLUMNS) in one transaction, keeping each row's run_id
-    (a promotion); returns the rows written."""
+    """Write the given trials' rows (columns TRIAL_COLUMNS), replacing what each row said before but its run_id
+    (a promotion), in one transaction; returns the rows written."""
     if trials.height == 0:
         return 0
+    columns = ", ".join(TRIAL_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in TRIAL_COLUMNS if c not in ("sweep_id", "trial_id"))
     with db.transaction(), db.registered("_mini_trials", trials.select(TRIAL_COLUMNS)):
-        db.con.execute("""
-            CREATE TEMP TABLE _mini_kept AS
-            SELECT t.sweep_id, t.trial_id, t.run_id FROM sweep_trials t JOIN _mini_trials n USING (sweep_id, trial_id)
-        """)
-        db.con.execute("DELETE FROM sweep_trials t USING _mini_trials n "
-                       "WHERE t.sweep_id = n.sweep_id AND t.trial_id = n.trial_id")
-        db.con.execute("""
-            INSERT INTO sweep_trials BY NAME
-            SELECT n.*, k.run_id FROM _mini_trials n LEFT JOIN _mini_kept k USING (sweep_id, trial_id)
-        """)
-        db.con.execute("DROP TABLE _mini_kept")
+        db.con.execute(f"INSERT INTO sweep_trials ({columns}) SELECT {columns} FROM _mini_trials "
+                       f"ON CONFLICT (sweep_id, trial_id) DO UPDATE SET {updates}")
         db.con.execute("UPDATE sweeps SET ingested_at = current_timestamp WHERE sweep_id IN "
                        "(SELECT DISTINCT sweep_id FROM _mini_trials)")
     return trials.height

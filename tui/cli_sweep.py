@@ -80,12 +80,11 @@ def _run(args: argparse.Namespace) -> int:
     path = db_path(args)
     if not path.exists():
         raise InputError(f"{path}: no database here (mini import … or mini demo makes one)")
-    report = lambda message: say(message)  # noqa: E731
     if config is None:
         sweep = int(args.resume) if args.resume.isdigit() else Path(args.resume)
-        outcome = drive_sweep(path, sweep, report=report, executor=args.executor)
+        outcome = drive_sweep(path, sweep, report=say, executor=args.executor)
     else:
-        outcome = start_sweep(path, config, report=report)
+        outcome = start_sweep(path, config, report=say)
     if outcome.ingested:
         with open_store(args, read_only=True) as db:
             _print_trials(sweep_trials(db, outcome.sweep_id))

@@ -198,13 +198,8 @@ def _started_since(folder: SweepFolder, pack: str, since_ns: int) -> bool:
 # -- SLURM through submitit -------------------------------------------------------------------------------
 def _run_slurm(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on_done: OnDone,
                cancel: threading.Event) -> None:
-    import shutil
-
     import submitit
 
-    if shutil.which("sbatch") is None:
-        raise InputError("--executor slurm: no SLURM here (sbatch is not on PATH); run mini sweep on the "
-                         "cluster's login node")
     # A new folder per round: job ids restart when a cluster's state is wiped, and submitit would read an
     # old job's result from a reused folder.
     executor = submitit.AutoExecutor(folder=_round_folder(folder), cluster="slurm")

@@ -23,7 +23,7 @@ from engine.sweep.plan import SweepConfig, default_folder, prepare_sweep, write_
 from store import Store
 from store.datasets import load_unit_names
 from store.errors import StoreLockedError
-from store.sweeps import TRIAL_COLUMNS, add_sweep, get_sweep, next_sweep_id, save_trials, sweep_trials
+from store.sweeps import TRIAL_COLUMNS, add_sweep, get_sweep, next_sweep_id, save_trials
 
 Report = Callable[[str], None]
 
@@ -85,23 +85,23 @@ def trial_frame(sweep_id: int, folder: SweepFolder) -> pl.DataFrame:
 
 
 def ingest(db: Store, sweep_id: int) -> pl.DataFrame:
-    """Write what the sweep's folder says of every trial into sweep_trials (idempotent); returns the rows."""
-    sweep = get_sweep(db, sweep_id)
-    folder = SweepFolder(sweep["folder"])
-    frame = trial_frame(sweep_id, folder)
+    """Write what the sweep's folder says of every trial into sweep_trials (idempotent); returns the rows
+    written."""
+    frame = trial_frame(sweep_id, SweepFolder(get_sweep(db, sweep_id)["folder"]))
     save_trials(db, frame)
-    return sweep_trials(db, sweep_id)
+    return frame
 
 
-def ingest_if_free(db_path: Path, sweep_id: int) -> bool:
-    """Ingest with a short-lived connection; False when another process holds the database (the app: it
-    ingests the folder itself)."""
+def ingest_if_free(db_path: Path, sweep_id: int, folder: SweepFolder) -> tuple[bool, pl.DataFrame]:
+    """Read the folder's trials and write them with a short-lived connection; (False, the trials) when another
+    process holds the database (the app: it ingests the folder itself)."""
+    frame = trial_frame(sweep_id, folder)
     try:
         with Store.open(db_path, create=False) as db:
-            ingest(db, sweep_id)
-        return True
+            save_trials(db, frame)
+        return True, frame
     except StoreLockedError:
-        return False
+        return False, frame
 
 
 def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: None,
@@ -123,8 +123,7 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
         write_inputs(SweepFolder(path), sweep_id, config, dataset, counts, splits, unit_names, packs)
         add_sweep(db, dataset["dataset_id"], config.grid, config.options(), config.executor, n_trials,
                   lambda _: path)
-        ingest(db, sweep_id)
-    return drive_sweep(db_path, sweep_id, report=report, cancel=cancel)
+    return drive_sweep(db_path, path, report=report, cancel=cancel)  # ingests the pending trials first
 
 
 def _expected_work(pack: dict) -> float:
@@ -162,13 +161,13 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
     folder = _find_folder(db_path, sweep, report)
     plan = folder.plan()
     sweep_id = int(plan["sweep_id"])
-    ingest_if_free(db_path, sweep_id)
+    ingest_if_free(db_path, sweep_id, folder)
     config = SweepConfig(dataset=plan["dataset"], grid=plan["grid"], **plan["options"])
     if executor is not None and executor != config.executor:
         from dataclasses import replace
 
         config = replace(config, executor=executor)
-        check_executor(config)
+    check_executor(config)
     clock = time.perf_counter()
     packs = plan["packs"]
     sizes = {p["pack_id"]: len(p["trials"]) for p in packs}
@@ -189,7 +188,7 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
             what = f"failed: {error}" if error else "finished"
             report(f"sweep {sweep_id}: pack {counts['done'] + counts['failed']} of {len(todo)} "
                    f"({sizes[pack]} trial(s)) {what}")
-            if not ingest_if_free(db_path, sweep_id) and not lock_noted:
+            if not ingest_if_free(db_path, sweep_id, folder)[0] and not lock_noted:
                 lock_noted = True
                 report(f"sweep {sweep_id}: the database is held by another process; finished trials stay in "
                        f"{folder.path} and are ingested later (by the app's Sweep screen, or at the end)")
@@ -198,11 +197,10 @@ def drive_sweep(db_path: Path, sweep: int | Path, report: Report = lambda _: Non
         try:
             run_packs(config, folder, todo, on_done, cancel)
         except KeyboardInterrupt:
-            ingest_if_free(db_path, sweep_id)  # what finished stays; the rest is one --resume away
+            ingest_if_free(db_path, sweep_id, folder)  # what finished stays; the rest is one --resume away
             report(f"sweep {sweep_id}: interrupted; mini sweep --resume {sweep_id} trains what is left")
             raise
-    ingested = ingest_if_free(db_path, sweep_id)
-    frame = trial_frame(sweep_id, folder)
+    ingested, frame = ingest_if_free(db_path, sweep_id, folder)
     return SweepOutcome(sweep_id, folder.path, int((frame["status"] == "finished").sum()),
                         int(frame["status"].is_in(["failed", "lost"]).sum()), time.perf_counter() - clock,
                         ingested)

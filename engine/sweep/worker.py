@@ -101,7 +101,8 @@ def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, A
     buffer = io.BytesIO()
     torch.save({"model": stack.state_dict(), "config": pack["config"]}, buffer)
     (staging / "weights.pt").write_bytes(buffer.getvalue())
-    metrics = {"trials": trial_metrics(pack, results, outcome.best_epoch), "seconds": seconds,
+    decoders = stack.folded_weights()["W_dec"].cpu().numpy()
+    metrics = {"trials": trial_metrics(pack, results.qc, decoders, outcome.best_epoch), "seconds": seconds,
                "examples_seen": outcome.examples_seen, "status": outcome.status, "ended_at": now(),
                "ended_unix": time.time(),
                "epochs": outcome.epochs}
@@ -149,15 +150,12 @@ class FolderBaselines(MutableMapping):
         return sum(1 for _ in self)
 
 
-def trial_metrics(pack: dict[str, Any], results: Any, best_epoch: list[int]) -> list[dict[str, Any]]:
+def trial_metrics(pack: dict[str, Any], qc: pl.DataFrame, weights: np.ndarray, best_epoch: list[int]
+                  ) -> list[dict[str, Any]]:
     """Per trial: FVU on train and val, L0 and dead fraction on val, best epoch, and stability (the mean over
-    its features of the best decoder cosine in the other seeds of the same k; None with one seed). Nothing
-    from the test split: the model is chosen from these."""
-    qc = results.qc if isinstance(results.qc, pl.DataFrame) else pl.from_arrow(results.qc)
-    decoder = results.decoder if isinstance(results.decoder, pl.DataFrame) else pl.from_arrow(results.decoder)
-    saes = results.saes
-    d_sae, d_in = int(saes["d_sae"][0]), int(saes["d_in"][0])
-    weights = decoder.sort("sae_id", "feature_id", "unit_id")["weight"].to_numpy().reshape(-1, d_sae, d_in)
+    its features of the best decoder cosine in the other seeds of the same k; None with one seed), from the
+    pack's QC rows and decoder weights [SAEs, d_sae, d_in]. Nothing from the test split: the model is chosen
+    from these."""
     by_k: dict[int, list[int]] = {}
     for trial in pack["trials"]:
         by_k.setdefault(trial["config"]["k"], []).append(trial["index"])
