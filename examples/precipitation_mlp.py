@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     reports = make_reports(args.samples, args.seed)
+    torch.manual_seed(args.seed)  # the layers' initial weights too, so one seed gives one model
     model = build_mlp(reports)
     accuracy = train_mlp(model, reports, args.epochs, args.seed)
     print(f"MLP: held-out accuracy {accuracy:.3f} on {args.samples // 5:,} reports")
