@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import xlogy
+from threadpoolctl import threadpool_limits
 
 from engine.errors import Cancelled
 
@@ -383,7 +384,10 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     blocks = [range(start, min(start + SHUFFLE_BLOCK, shuffles.stop))
               for start in range(shuffles.start, shuffles.stop, SHUFFLE_BLOCK)]
     totals = {key: np.zeros(obs.shape, np.int64) for key, obs in observed.items()}
-    with ThreadPoolExecutor(n_threads) as pool:
+    # One BLAS thread: the shuffles are the parallel work, and each one's marginals matmul is small. A
+    # multi-threaded BLAS inside each of these threads oversubscribes the cores (2 × 2 threads on 2 cores),
+    # and OpenBLAS's spinning threads then made the matmul ~50x slower on a loaded machine.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
         # Summed as the blocks finish, not kept: memory stays that of a few blocks whatever the shuffle count
         # (the counts are integers, so the order of the sums changes nothing).
         for reached in pool.map(run, blocks):
