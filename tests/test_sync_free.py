@@ -218,13 +218,13 @@ def test_sync_free_training_reaches_the_exact_count_fvu():
     for sync_free in (False, True):
         stack = SAEStack(SAEConfig(d_sae=32, ks=(3, 4), dead_after_examples=4096), 30, seeds=(1, 2))
         stack.initialise_from_data(train[:2048])
-        config = TrainConfig(epochs=6, batch_size=64, lr=2e-2, log_every=64, device="cpu")
+        config = TrainConfig(epochs=6, batch_size=128, lr=2e-2, log_every=32, device="cpu")
         assert Trainer(stack, TrainData(train, val, CPU), config, sync_free=sync_free).run().status == "finished"
         stack.eval()
         reconstruction = stack.decode(stack.encode(val, use_threshold=True), len(val))
         fvu[sync_free] = (((val - reconstruction) ** 2).sum((1, 2)) / ((val - val.mean(0)) ** 2).sum()).tolist()
     assert max(fvu[False]) < 0.5, fvu
-    assert all(abs(a - b) < 0.02 for a, b in zip(fvu[False], fvu[True], strict=True)), fvu
+    assert all(abs(a - b) < 0.01 for a, b in zip(fvu[False], fvu[True], strict=True)), fvu
 
 
 def test_the_trainer_is_sync_free_on_cuda_only_unless_told():
