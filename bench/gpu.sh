@@ -102,12 +102,12 @@ EOF
     if [ -n "$missing" ]; then
         # shellcheck disable=SC2086
         "$python" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" $missing \
-            > "$out/pip.log" 2>&1 || { echo "bench/gpu.sh: error: installing .whl/ failed (see $out/pip.log)" >&2; exit 2; }
+            > "$out/setup.log" 2>&1 || { echo "bench/gpu.sh: error: installing the .whl*/ wheels failed (see $out/setup.log)" >&2; exit 2; }
     fi
 fi
 export PYTHONPATH="$site:$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-if ! "$python" -c 'import duckdb, polars, engine.pipeline, engine.sae.train' >"$out/imports.log" 2>&1; then
-    echo "bench/gpu.sh: error: $(tail -1 "$out/imports.log"); run 'bash bench/gpu.sh --prepare' where pip works and bring .whl/ along" >&2
+if ! "$python" -c 'import duckdb, polars, engine.pipeline, engine.sae.train' >>"$out/setup.log" 2>&1; then
+    echo "bench/gpu.sh: error: $(tail -n 1 "$out/setup.log"); run 'bash bench/gpu.sh --prepare' where pip works and bring .whl/ along" >&2
     exit 2
 fi
 
@@ -116,9 +116,9 @@ gpu=$("$python" -c 'import torch; print(torch.cuda.get_device_name(0))')
 echo "GPU: $gpu; torch $("$python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')" >&2
 head -12 "$out/nvidia-smi.txt" >&2
 
-timeout 120 "$python" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py > "$out/pytest_cuda.log" 2>&1
+MINI_REQUIRE_CUDA=1 timeout 120 "$python" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py > "$out/pytest_cuda.log" 2>&1
 tests_rc=$?
-tail -3 "$out/pytest_cuda.log" >&2
+tail -n 3 "$out/pytest_cuda.log" >&2
 
 # The sample's shape (60,000 × 120 counts, d_sae 512, 30 epochs, 8-SAE sweep) and the target's.
 timeout 150 "$python" bench/train.py --device cuda > "$out/train_sample.json" 2> "$out/train_sample.log"
@@ -126,7 +126,7 @@ sample_rc=$?
 timeout 150 "$python" bench/train.py --device cuda --d-in 1024 --examples 16384 --d-sae 16384 --cancel-repeat 0 \
     > "$out/train_target.json" 2> "$out/train_target.log"
 target_rc=$?
-tail -4 "$out/train_sample.log" "$out/train_target.log" >&2
+tail -n 4 "$out/train_sample.log" "$out/train_target.log" >&2
 
 "$python" - "$out" "$gpu" "$tests_rc" "$sample_rc" "$target_rc" "$((SECONDS - started))" <<'EOF' | tee "$out/gpu.json"
 import json, pathlib, sys

@@ -3,10 +3,13 @@
 Each mirrors a CPU test that passes everywhere: training in fp32 and bf16 reaches the CPU float32 FVU
 (tests/test_train.py's bf16 test), a stack of SAEs trains, no training step waits for the device
 (tests/test_sync_free.py's counter, here by CUDA's own sync debug mode), encode_all gives the CPU's code, and a
-local sweep runs one worker per GPU. Where no CUDA device is visible (CI, laptops) they are skipped, saying so.
+local sweep runs one worker per GPU. Where no CUDA device is visible (CI, laptops) they are skipped, saying so,
+unless MINI_REQUIRE_CUDA is set (bench/gpu.sh sets it): then they fail, as a GPU check that checked nothing.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -15,10 +18,16 @@ import torch
 from engine.sae.model import SAEConfig, SAEStack
 from engine.sae.train import TrainConfig, TrainData, Trainer
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none is visible to PyTorch here)"),
-]
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(autouse=True)
+def _a_cuda_device() -> None:
+    if not torch.cuda.is_available():
+        message = "needs a CUDA GPU (none is visible to PyTorch here)"
+        if os.environ.get("MINI_REQUIRE_CUDA"):
+            pytest.fail(f"{message}, and MINI_REQUIRE_CUDA is set")
+        pytest.skip(message)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
