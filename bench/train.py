@@ -3,6 +3,7 @@
     bench/setup_peers.sh                      # once: .venv-bench with the peers installed
     .venv-bench/bin/python bench/train.py     # full: 30 epochs, then a sweep of 8 SAEs
     .venv-bench/bin/python bench/train.py --epochs 2 --sweep 2   # quick look
+    python3 bench/train.py --device cuda --d-in 1024 --examples 16384 --d-sae 16384   # a GPU's shape (bench/gpu.sh)
 
 Data: the sample recording (60,000 bins × 120 units of Poisson counts, planted ensembles), split
 by trials as `mini import` does; every trainer sees the same train split, in batches of 1024, for
@@ -14,10 +15,14 @@ the same number of examples, with Adam at the same peak learning rate.
 - sparsify: its SparseCoder (per-example TopK: it has no BatchTopK) with its own AuxK loss, decoder
   normalisation and gradient projection, driven by a minimal loop (its Trainer needs a language model).
 
+--d-in D generates a sample recording of D units instead (same generator, enough bins for --examples training
+rows); --d-sae, --batch and --precision change the SAE's width, the batch and mini's arithmetic (auto: bf16 autocast
+on CUDA, float32 elsewhere). On CUDA the peers run under the same bf16 autocast whenever mini does.
+
 Quality on the validation split after training: FVU, dead fraction (latents that fire on no train
 example) and MMCS (mean over planted ensembles of the best cosine with a decoder row). Speed:
 training examples per second, and the encoder's FLOP/s against this machine's measured matmul
-peak (2·d_in·d_sae FLOP per example is the floor of any SAE step). The sweep trains 8 SAEs
+peak, float32 on CPU and bf16 on a GPU (2·d_in·d_sae FLOP per example is the floor of any SAE step). The sweep trains 8 SAEs
 (seeds 0–7) together in one stack; the peers would train them one after another, so their sweep
 time is 8 × their measured single-SAE time.
 
@@ -46,8 +51,12 @@ from engine.ingest.splits import assign_splits  # noqa: E402
 from engine.sae.model import SAEConfig, SAEStack  # noqa: E402
 from engine.sae.train import TrainConfig, TrainData, Trainer, pick_device  # noqa: E402
 from sample_data import generate  # noqa: E402
+from sample_data.generator import SampleConfig  # noqa: E402
 
 D_SAE, K, BATCH = 512, 8, 1024
+"""Defaults; --d-sae and --batch set D_SAE and BATCH for a run."""
+PRECISION = "auto"
+"""mini's TrainConfig.precision; --precision sets it."""
 WARM_UP_BATCHES = 8
 """Batches of the one-epoch warm-up each trainer runs before its timed run."""
 CANCEL_TARGET_S = 2.0
@@ -58,8 +67,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_data(device: torch.device):
-    recording = generate()
+def load_data(device: torch.device, d_in: int = 0, examples: int = 0):
+    """(train, val, planted loadings): the sample recording, or with `d_in` one of d_in units with enough bins for
+    `examples` training rows (the train split holds about 70 % of the bins)."""
+    config = SampleConfig() if not d_in else SampleConfig(n_units=d_in, n_bins=max(examples * 3 // 2 + 2000, 10_000))
+    recording = generate(config)
     trials = recording.metadata["trial"].to_numpy()
     split_of_trial = assign_splits(np.bincount(trials), seed=0)
     split = split_of_trial[trials]
@@ -106,8 +118,9 @@ def train_mini(train, val, epochs, lr, device, n=1, output="clamped") -> tuple[f
     stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=D_SAE, ks=(K,) * n, output=output), train.shape[1],
                      tuple(range(n)))
     stack.initialise_from_data(train[:10_000].cpu())
-    trainer = Trainer(stack, TrainData(train, val, device), TrainConfig(epochs=epochs, batch_size=BATCH, lr=lr,
-                                                                        device=device.type, select_on_val=False))
+    config = TrainConfig(epochs=epochs, batch_size=BATCH, lr=lr, device=device.type, select_on_val=False,
+                         precision=PRECISION)
+    trainer = Trainer(stack, TrainData(train, val, device), config)
     sync(device)
     start = time.perf_counter()
     outcome = trainer.run()
@@ -126,6 +139,11 @@ def train_mini(train, val, epochs, lr, device, n=1, output="clamped") -> tuple[f
     return seconds, results, {"examples": outcome.examples_seen}
 
 
+def bf16(device: torch.device) -> bool:
+    """Whether mini trains under bf16 autocast here (then the peers do too)."""
+    return PRECISION == "bf16" or (PRECISION == "auto" and device.type == "cuda")
+
+
 def train_sparsify(train, val, epochs, lr, device) -> tuple[float, dict[str, float]]:
     from sparsify import SparseCoder, SparseCoderConfig
 
@@ -142,7 +160,8 @@ def train_sparsify(train, val, epochs, lr, device) -> tuple[float, dict[str, flo
         order = torch.randperm(train.shape[0], generator=generator).to(device)
         for s in range(steps):
             batch = train[order[s * BATCH:(s + 1) * BATCH]]
-            out = sae(batch, dead_mask=since_fired > 50_000)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device)):
+                out = sae(batch, dead_mask=since_fired > 50_000)
             loss = out.fvu + out.auxk_loss / 32
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,7 +196,7 @@ def train_saelens(train, val, epochs, lr, device) -> tuple[float, dict[str, floa
                 yield train[order[s * BATCH:(s + 1) * BATCH]]
 
     config = SAETrainerConfig(total_training_samples=epochs * steps * BATCH, train_batch_size_samples=BATCH,
-                              lr=lr, lr_end=lr, device=str(device))
+                              lr=lr, lr_end=lr, device=str(device), **({"autocast": True} if bf16(device) else {}))
     trainer = SAETrainer(config, sae, batches())
     sync(device)
     start = time.perf_counter()
@@ -221,7 +240,7 @@ def cancel_seconds(train, val, lr, device) -> float:
 
 
 def main() -> None:
-    global LOADINGS
+    global LOADINGS, D_SAE, BATCH, PRECISION
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--sweep", type=int, default=8, help="SAEs trained together in the sweep (0: skip)")
@@ -230,11 +249,28 @@ def main() -> None:
     parser.add_argument("--cancel-repeat", type=int, default=5, help="cancels timed (0: skip)")
     parser.add_argument("--train-rows", type=int, default=0,
                         help="train on the first N rows of the train split only (0: all; for a quick look)")
+    parser.add_argument("--d-in", type=int, default=0, help="units of a generated recording (0: the sample's 120)")
+    parser.add_argument("--examples", type=int, default=0,
+                        help="training rows (0: the whole train split); with --d-in, enough bins are generated")
+    parser.add_argument("--d-sae", type=int, default=D_SAE, help="latents per SAE")
+    parser.add_argument("--batch", type=int, default=BATCH, help="examples per step")
+    parser.add_argument("--precision", default=PRECISION, choices=("auto", "fp32", "bf16"),
+                        help="mini's arithmetic (auto: bf16 autocast on CUDA); the peers follow it on CUDA")
     args = parser.parse_args()
+    for name in ("d_in", "examples", "train_rows"):
+        if not 0 <= getattr(args, name) <= 10_000_000:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be from 0 to 10,000,000")
+    for name in ("d_sae", "batch"):
+        if not 1 <= getattr(args, name) <= 1_000_000:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be from 1 to 1,000,000")
+    D_SAE, BATCH, PRECISION = args.d_sae, args.batch, args.precision
     device = pick_device(args.device)
-    train, val, LOADINGS = load_data(device)
-    if args.train_rows:
-        train = train[:max(args.train_rows, BATCH)]
+    train, val, LOADINGS = load_data(device, args.d_in, args.examples)
+    rows = args.examples or args.train_rows
+    if rows and rows > train.shape[0]:
+        sys.exit(f"bench/train.py: --examples {rows}: the train split has only {train.shape[0]} rows")
+    if rows:
+        train = train[:max(rows, BATCH)]
     examples = args.epochs * (train.shape[0] // BATCH) * BATCH
     log(f"{device}: train {tuple(train.shape)}, val {tuple(val.shape)}; {args.epochs} epochs = {examples:,} "
         f"examples; d_sae {D_SAE}, k {K}, batch {BATCH}")
@@ -244,6 +280,8 @@ def main() -> None:
     result: dict[str, object] = {"bench": "train", "device": str(device), "epochs": args.epochs,
                                  "examples": examples, "d_in": train.shape[1], "d_sae": D_SAE, "k": K,
                                  "batch": BATCH, "lr": args.lr, "matmul_peak_gflops": round(peak / 1e9, 1),
+                                 "matmul_peak_dtype": "float32" if device.type == "cpu" else "bfloat16",
+                                 "precision": "bf16" if bf16(device) else "fp32",
                                  "warm_up_examples_each": WARM_UP_BATCHES * BATCH}
     seconds, [mine], _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device), train, val, args.epochs)
     result["mini"] = {"examples_per_s": round(examples / seconds), **mine,

@@ -199,6 +199,9 @@ class SAEStack(torch.nn.Module):
         # Last step's BatchTopK cutoff per SAE and Matryoshka level: a cheap floor for candidates.
         self.register_buffer("cutoff_estimate", torch.zeros(n, len(config.levels()[0])))
         self._budget_cache: dict[int, list[list[int]]] = {}
+        self.dead_hint: list[int] = [0] * len(seeds)
+        """Dead latents per SAE when a trainer last read them on the host (refresh_dead_hint): the AuxK budget of a
+        sync-free step, which cannot read the live count without waiting for the device."""
 
     @property
     def n(self) -> int:
@@ -220,8 +223,9 @@ class SAEStack(torch.nn.Module):
         """BatchTopK budget per Matryoshka level and SAE for a batch size: B·k_ℓ entries, at least 1."""
         if batch not in self._budget_cache:  # fixed by the config: computed once, not as tensors every step
             budgets, used = [], torch.zeros(self.n)
+            ks = torch.tensor(self.config.ks, dtype=torch.long).float()  # the ks buffer's values, without a device read
             for fraction in self.config.levels()[1]:
-                band_k = self.ks.cpu().float() * fraction - used
+                band_k = ks * fraction - used
                 used = used + band_k
                 budgets.append((band_k * batch).round().clamp_min(1).long().tolist())
             self._budget_cache[batch] = budgets
@@ -275,10 +279,42 @@ class SAEStack(torch.nn.Module):
         keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
         return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
 
-    def _select(self, pre: torch.Tensor, use_threshold: bool
+    @staticmethod
+    def _batch_top(band: torch.Tensor, budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """BatchTopK over a band [n, B, W] in tensors of fixed size (no host synchronisation): the flat indices into
+        the band (ascending) of each SAE's `budgets[i]` largest entries, their values and each SAE's smallest pick.
+
+        Unlike _batch_cutoffs it takes exactly the budget: ties at the cutoff are not all kept, and where a band has
+        fewer positive entries than its budget the rest are entries <= 0, whose activations relu makes 0 (they add
+        nothing to the reconstruction and get no gradient; l0 and the dead counters skip them)."""
+        n, batch, width = band.shape
+        per_sae = batch * width
+        flat = band.reshape(n, per_sae)
+        takes = [min(budget, per_sae) for budget in budgets]
+        groups = [(slice(0, n), takes[0])] if len(set(takes)) == 1 else [(slice(i, i + 1), t) for i, t in enumerate(takes)]
+        picks, values, cutoffs = [], [], []
+        for rows, take in groups:
+            top, index = flat[rows].topk(take, dim=1, sorted=False)
+            index, order = index.sort(dim=1)
+            top = top.gather(1, order)
+            first = rows.start
+            offsets = torch.arange(first, first + top.shape[0], device=band.device).unsqueeze(1) * per_sae
+            picks.append((index + offsets).reshape(-1))
+            values.append(top.reshape(-1))
+            cutoffs.append(top.amin(1) if take else band.new_zeros(top.shape[0]))
+        return torch.cat(picks), torch.cat(values), torch.cat(cutoffs)
+
+    def _level_counts(self, batch: int) -> list[int]:
+        """Entries per Matryoshka level that a sync-free step selects (_batch_top's fixed sizes)."""
+        starts = (0, *self.config.levels()[0][:-1])
+        return [sum(min(budget, batch * (end - start)) for budget in budgets)
+                for start, end, budgets in zip(starts, self.config.levels()[0], self._budgets(batch), strict=True)]
+
+    def _select(self, pre: torch.Tensor, use_threshold: bool, sync_free: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Chosen entries as flat indices into pre [n, B, D], ascending by (sae, example), their
-        pre-activations and Matryoshka levels."""
+        pre-activations and Matryoshka levels. `sync_free` (training TopK and BatchTopK): tensors of fixed size,
+        so that a CUDA step never waits for the device to learn how many entries there are (see _batch_top)."""
         n, batch, D = pre.shape
         arch = self.config.architecture
         if arch == "relu" or (use_threshold and arch != "topk"):
@@ -291,13 +327,20 @@ class SAEStack(torch.nn.Module):
                 level = torch.searchsorted(sizes, chosen % D, right=True)
             return chosen, values, level
         if arch == "topk":
-            k_max = int(self.ks.max())
+            k_max = max(self.config.ks)
             values, latents = pre.topk(k_max, dim=-1, sorted=True)
             keep = (torch.arange(k_max, device=pre.device) < self.ks[:, None, None]) & (values > 0)
+            if sync_free:  # every slot is an entry (rows ascend as laid out); a slot not kept has pre-activation 0
+                rows = torch.arange(n * batch, device=pre.device).view(n, batch, 1)
+                chosen = (rows * D + latents).reshape(-1)
+                return chosen, values.masked_fill(~keep, 0.0).reshape(-1), torch.zeros_like(chosen)
             slots = keep.nonzero()
             chosen = (slots[:, 0] * batch + slots[:, 1]) * D + latents[keep]
             return chosen, values[keep], torch.zeros(len(slots), dtype=torch.long, device=pre.device)
         sizes = self.config.levels()[0]
+        if len(sizes) == 1 and sync_free:
+            chosen, values, _ = self._batch_top(pre, self._budgets(batch)[0])
+            return chosen, values, torch.zeros_like(chosen)
         if len(sizes) == 1:  # BatchTopK: one band, the whole width
             estimate = self.cutoff_estimate[:, 0]
             ready = all(value > 0 for value in estimate.tolist())
@@ -306,10 +349,14 @@ class SAEStack(torch.nn.Module):
             return chosen, values, torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
         picks, pre_values, levels, start = [], [], [], 0
         for level, (end, budgets) in enumerate(zip(sizes, self._budgets(batch), strict=True)):
-            estimate = self.cutoff_estimate[:, level]
-            ready = all(value > 0 for value in estimate.tolist())
-            in_band, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budgets, estimate if ready else None)
-            self.cutoff_estimate[:, level] = cutoffs
+            if sync_free:
+                in_band, values, _ = self._batch_top(pre[:, :, start:end], budgets)
+            else:
+                estimate = self.cutoff_estimate[:, level]
+                ready = all(value > 0 for value in estimate.tolist())
+                in_band, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budgets,
+                                                               estimate if ready else None)
+                self.cutoff_estimate[:, level] = cutoffs
             row = in_band // (end - start)
             picks.append(row * D + start + (in_band - row * (end - start)))
             pre_values.append(values)
@@ -383,14 +430,19 @@ class SAEStack(torch.nn.Module):
         decoded = entries.sum_by_row(self._flat()[2], code.value).reshape(n, batch, self.d_in)
         return self._output(decoded + self.b_dec.unsqueeze(1), inference=True)
 
-    def forward(self, x: torch.Tensor, *, use_threshold: bool = False, aux: bool = True) -> ForwardOutput:
-        """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward()."""
+    def forward(self, x: torch.Tensor, *, use_threshold: bool = False, aux: bool = True,
+                sync_free: bool = False) -> ForwardOutput:
+        """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward().
+
+        `sync_free`: a training step that never waits for the device (what a CUDA trainer asks for): every tensor's
+        size is known before it is computed (_batch_top), and AuxK budgets come from `dead_hint`. ReLU's
+        selection (`pre > 0`) is data-dependent by nature and still reads its count."""
         n, batch, d = self.n, x.shape[0], self.d_in
         normalised = self._normalise(x)
         with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
             centred = normalised - self.b_dec.unsqueeze(1)
             pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
-            chosen, pre_values, level = self._select(pre, use_threshold)
+            chosen, pre_values, level = self._select(pre, use_threshold, sync_free and not use_threshold)
         w_enc, b_enc, w_dec = self._flat()
         centred_flat = centred.reshape(n * batch, d)
         entries = self._entries(chosen, batch)
@@ -405,8 +457,14 @@ class SAEStack(torch.nn.Module):
         else:
             loss_per_sae = torch.zeros(n, device=x.device)
             decoded = self.b_dec.unsqueeze(1).expand(n, batch, d)
+            if sync_free and not use_threshold:  # each level's entries by a stable sort, in slices of known size
+                by_level = torch.argsort(level, stable=True)
+                bounds = list(itertools.accumulate(self._level_counts(batch), initial=0))
             for lvl, weight in enumerate(weights):
-                picked = (level == lvl).nonzero().squeeze(1)
+                if sync_free and not use_threshold:
+                    picked = by_level[bounds[lvl]: bounds[lvl + 1]]
+                else:
+                    picked = (level == lvl).nonzero().squeeze(1)
                 part_entries = self._entries(chosen.index_select(0, picked), batch)
                 part_values = values.index_select(0, picked)
                 decoded = decoded + sparse_decode(part_values, w_dec, part_entries).reshape(n, batch, d)
@@ -419,30 +477,35 @@ class SAEStack(torch.nn.Module):
             l1 = weighted.new_zeros(n).index_add(0, entries.row // batch, weighted)
             loss_per_sae = loss_per_sae + self.config.l1_coefficient * l1 / batch
         if aux and self.training and self.config.architecture != "relu":
-            loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction)
-        if n == 1:
+            loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction, sync_free)
+        if sync_free:  # entries with activation 0 (see _batch_top) do not count
+            l0 = torch.zeros(n, device=x.device).index_add_(0, entries.row // batch, (values > 0).float()) / batch
+        elif n == 1:
             l0 = torch.full((1,), len(values) / batch, device=x.device)
         else:
             l0 = torch.bincount(entries.row // batch, minlength=n).float() / batch
         return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), reconstruction_loss, l0)
 
     def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
-                  reconstruction: torch.Tensor) -> torch.Tensor:
+                  reconstruction: torch.Tensor, sync_free: bool = False) -> torch.Tensor:
         """AuxK: the dead latents' largest activations must explain what the live ones left over.
 
         Its gradient reaches the dead latents' encoder and decoder rows and pulls them back towards
         the data; without it they stay dead for good. Like the main code, the aux code is a batch
-        top-k: the batch's B·aux_k largest dead pre-activations.
+        top-k: the batch's B·aux_k largest dead pre-activations. Sync-free, the dead counts are those the trainer
+        last read (`dead_hint`, at most log_every steps old): AuxK starts and sizes itself a few steps late.
         """
         dead = self.dead_mask()  # [n, D]
-        if not bool(dead.any()):
+        if not (any(self.dead_hint) if sync_free else bool(dead.any())):
             return torch.zeros(self.n, device=pre.device)
         n, batch, d = pre.shape[0], pre.shape[1], self.d_in
         aux_k = self.config.aux_k or max(1, self.d_in // 2)
         with torch.no_grad():
             dead_pre = pre.masked_fill(~dead.unsqueeze(1), 0.0)
-            budgets = [min(dead_count, aux_k) * batch for dead_count in dead.sum(1).tolist()]
-            chosen, pre_values, _ = self._batch_cutoffs(dead_pre, budgets, None)
+            counts = self.dead_hint if sync_free else dead.sum(1).tolist()
+            budgets = [min(dead_count, aux_k) * batch for dead_count in counts]
+            select = self._batch_top if sync_free else lambda band, b: self._batch_cutoffs(band, b, None)
+            chosen, pre_values, _ = select(dead_pre, budgets)
         if len(chosen) == 0:
             return torch.zeros(n, device=pre.device)
         w_enc, b_enc, w_dec = self._flat()
@@ -455,21 +518,36 @@ class SAEStack(torch.nn.Module):
         return self.config.aux_coefficient * dead.any(1).float() * error / scale
 
     # -- bookkeeping a trainer calls after each step ------------------------------------------------
+    def refresh_dead_hint(self) -> None:
+        """Read the dead latents per SAE onto the host (one synchronisation) for sync-free steps' AuxK."""
+        self.dead_hint = self.dead_mask().sum(1).tolist()
+
     @torch.no_grad()
-    def after_step(self, code: SparseCode, batch: int) -> None:
-        """Count examples since each latent fired; keep decoder rows unit-norm; track the threshold."""
+    def after_step(self, code: SparseCode, batch: int, sync_free: bool = False) -> None:
+        """Count examples since each latent fired; keep decoder rows unit-norm; track the threshold. `sync_free`: the
+        code may hold entries with activation 0 (a sync-free forward's), which neither fire nor set the threshold."""
         n, D = self.n, self.config.d_sae
         sae = code.row // batch if n > 1 else None
-        # Latents that fired are set to -batch, so adding batch to all leaves them at 0.
-        self.examples_since_fired.view(-1).index_fill_(0, code.latent if sae is None else sae * D + code.latent, -batch)
-        self.examples_since_fired += batch
+        flat_latent = code.latent if sae is None else sae * D + code.latent
+        if sync_free:
+            fired = torch.zeros(n * D, dtype=torch.long, device=code.value.device)
+            fired.index_add_(0, flat_latent, (code.value > 0).long())
+            counter = self.examples_since_fired.view(-1)
+            counter.copy_(torch.where(fired > 0, 0, counter + batch))
+        else:
+            # Latents that fired are set to -batch, so adding batch to all leaves them at 0.
+            self.examples_since_fired.view(-1).index_fill_(0, flat_latent, -batch)
+            self.examples_since_fired += batch
         self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=2, keepdim=True).clamp_min(1e-8))
         if self.config.architecture in ("batchtopk", "matryoshka") and len(code.value):
+            value = code.value.detach()
+            if sync_free:
+                value = value.masked_fill(value <= 0, torch.inf)
             if n == 1:
-                smallest = code.value.detach().min().reshape(1).to(self.threshold.dtype)
+                smallest = value.min().reshape(1).to(self.threshold.dtype)
             else:
                 smallest = torch.full((n,), torch.inf, dtype=code.value.dtype, device=code.value.device)
-                smallest.scatter_reduce_(0, sae, code.value.detach(), reduce="amin")
+                smallest.scatter_reduce_(0, sae, value, reduce="amin")
                 smallest = smallest.to(self.threshold.dtype)
             momentum = self.config.threshold_momentum
             moved = torch.where(self.threshold == 0, smallest, momentum * self.threshold + (1 - momentum) * smallest)

@@ -47,8 +47,11 @@ class Entries:
         return cls(row, latent, row_offsets, by_latent, latent_offsets, row[by_latent], n_rows, n_latents)
 
     def pairwise_dots(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """left[row] · right[latent] for every entry, without materialising [entries × d] gathers
-        (a sampled matmul over the entries' sparsity pattern: ~50× faster than gather-multiply-sum)."""
+        """left[row] · right[latent] for every entry. On CPU without materialising [entries × d] gathers (a sampled
+        matmul over the entries' sparsity pattern: ~50× faster than gather-multiply-sum); elsewhere by gathers in
+        chunks of fixed size (dots_by_gather), which no GPU backend has to synchronise for."""
+        if left.device.type != "cpu":
+            return dots_by_gather(left, right, self.row, self.latent)
         with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
             warnings.simplefilter("ignore", UserWarning)
             pattern = torch.sparse_csr_tensor(self.row_offsets, self.latent, left.new_zeros(len(self.row)),
@@ -66,9 +69,31 @@ class Entries:
                                per_sample_weights=weights[self.by_latent], mode="sum", include_last_offset=True)
 
 
+GATHER_CHUNK = 1 << 16
+"""Entries per chunk of dots_by_gather: two [chunk × d] gathers at a time (512 MiB at d = 1024)."""
+
+
+def dots_by_gather(left: torch.Tensor, right: torch.Tensor, row: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """left[row] · right[latent] per entry, gathered and multiplied in chunks whose sizes are known on the host."""
+    parts = [(left.index_select(0, row[start: start + GATHER_CHUNK])
+              * right.index_select(0, latent[start: start + GATHER_CHUNK])).sum(1)
+             for start in range(0, len(row), GATHER_CHUNK)]
+    return torch.cat(parts) if parts else left.new_zeros(0)
+
+
 def _offsets(sorted_or_grouped: torch.Tensor, n: int) -> torch.Tensor:
     """Where each of 0..n-1 starts once the indices are grouped in ascending order, then where they end (n + 1)."""
-    return F.pad(torch.cumsum(torch.bincount(sorted_or_grouped, minlength=n), 0), (1, 0))
+    return F.pad(torch.cumsum(_counts(sorted_or_grouped, n), 0), (1, 0))
+
+
+def _counts(indices: torch.Tensor, n: int) -> torch.Tensor:
+    """How often each of 0..n-1 occurs: bincount on CPU (the faster there), counts_without_sync elsewhere."""
+    return torch.bincount(indices, minlength=n) if indices.device.type == "cpu" else counts_without_sync(indices, n)
+
+
+def counts_without_sync(indices: torch.Tensor, n: int) -> torch.Tensor:
+    """bincount's result by adding ones: CUDA's bincount reads the largest index on the host to size its output."""
+    return torch.zeros(n, dtype=torch.long, device=indices.device).index_add_(0, indices, torch.ones_like(indices))
 
 
 class _SparseEncode(torch.autograd.Function):

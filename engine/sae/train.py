@@ -172,6 +172,15 @@ class TrainData:
             yield shuffled[start: start + size]
 
 
+def _adam(stack: SAEStack, lr: float) -> torch.optim.Adam:
+    """Adam with its fused kernel (one launch for every parameter, and on CUDA no host read of the step count);
+    torch's multi-tensor (foreach) Adam where a build lacks the fused kernel for the device."""
+    try:
+        return torch.optim.Adam(stack.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(stack.parameters(), lr=lr, foreach=True)
+
+
 def _advice(config: TrainConfig) -> str:
     return (f"try a --lr lower than {config.lr:g}, or check the dataset's counts for extreme "
             "values")
@@ -194,17 +203,17 @@ class Trainer:
     def __init__(self, stack: SAEStack, data: TrainData, config: TrainConfig,
                  on_progress: Callable[[TrainProgress], None] | None = None,
                  on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
-                 cancel: threading.Event | None = None):
+                 cancel: threading.Event | None = None, sync_free: bool | None = None):
+        """`sync_free`: steps that never wait for the device (SAEStack.forward's sync_free); default on CUDA only,
+        where waiting costs a step's worth of time, and off elsewhere, where the exact-count selection is faster."""
         self.stack = stack.to(data.device)
+        self.sync_free = data.device.type == "cuda" if sync_free is None else sync_free
         self.data = data
         self.config = config
         self.on_progress = on_progress or (lambda _: None)
         self.on_checkpoint = on_checkpoint
         self.cancel = cancel or threading.Event()
-        try:  # the fused kernel is several times faster per step; older builds lack it on some devices
-            self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=config.lr, fused=True)
-        except (RuntimeError, TypeError):
-            self.optimizer = torch.optim.Adam(self.stack.parameters(), lr=config.lr)
+        self.optimizer = _adam(self.stack, config.lr)
         self.step = 0
         self.epoch = 0
         self.examples_seen = 0
@@ -292,6 +301,7 @@ class Trainer:
         stack.train()
         started, seen_at_start, step_at_start = time.perf_counter(), self.examples_seen, self.step
         self._recent_from = self.step
+        self.stack.refresh_dead_hint()
         if self.stalled():  # resumed after the stopping epoch's checkpoint, before its results were stored
             self._restore_best()
             return self._outcome("finished", stopped_early=True)
@@ -333,13 +343,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            out = stack(batch)
+            out = stack(batch, sync_free=self.sync_free)
         self._recent_losses[self.step - self._recent_from] = out.loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         stack.remove_parallel_decoder_grad()
         self.optimizer.step()
-        stack.after_step(out.code, batch.shape[0])
+        stack.after_step(out.code, batch.shape[0], sync_free=self.sync_free)
         self.step += 1
         self.examples_seen += batch.shape[0]
         return out, lr
@@ -350,6 +360,7 @@ class Trainer:
         seen = self._recent_losses[:self.step - self._recent_from]
         bad = (~torch.isfinite(seen)).nonzero()
         self._recent_from = self.step
+        self.stack.refresh_dead_hint()  # a host read already happens here: the AuxK budgets ride along
         if len(bad):
             step = self._recent_from - len(seen) + int(bad[0]) + 1
             epoch = (step - 1) // self.data.steps_per_epoch(self.config.batch_size) + 1
