@@ -199,13 +199,19 @@ class Store:
 
     def _rollback(self) -> None:
         # Under `interrupted_when` the ROLLBACK itself can be interrupted; each interrupt stops one statement
-        # only, and they come tens of milliseconds apart, so the next try goes through.
+        # only, and they come tens of milliseconds apart, so the next try goes through. An interrupt can also
+        # land after the ROLLBACK has finished (seen on a loaded machine): the next try then finds no
+        # transaction, which means the rollback is done.
         for _ in range(100):
             try:
                 self.con.execute("ROLLBACK")
                 return
             except duckdb.InterruptException:
                 continue
+            except duckdb.TransactionException as error:
+                if "no transaction is active" in str(error):
+                    return
+                raise
         self.con.execute("ROLLBACK")
 
     def insert_frame(self, table: str, frame: pl.DataFrame | pa.Table) -> int:
