@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from joblib import Parallel, delayed, effective_n_jobs
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from engine.analysis.nulls import benjamini_hochberg
@@ -30,6 +31,7 @@ from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.ingest.matrix import dense_counts
 from engine.memory import check_fits
+from engine.validation.ablation import SAEMaterial, final_stack_state, necessity
 from engine.validation.freezes import check_test_allowed
 from engine.validation.validate import (
     ValidateConfig,
@@ -44,13 +46,16 @@ from engine.validation.validation_summary import verdict_counts
 from engine.validation.validation_text import MIN_CI_TRIALS
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
-from store.runs import get_run
+from store.runs import get_run, load_checkpoint, load_saes
 from store.validations import (
     accepted_labels,
     append_attempts,
     decoder_rows,
     feature_activations,
     latest_attempt,
+    sae_code,
+    sae_decoder,
+    sae_densities,
 )
 
 
@@ -102,11 +107,12 @@ class _Split:
 
 
 def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], predicate: Predicate,
-                    kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
+                    kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig,
+                    materials: dict[int, SAEMaterial], nonnegative: bool) -> list[tuple[dict, dict]]:
     """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
 
     Every figure is computed on the rows where every variable of the predicate has a value (the same rows
-    for the threshold, the co-occurrence, its null and the decoders). When the predicate never or always
+    for the threshold, the co-occurrence, its null, the decoders and the ablations). When the predicate never or always
     holds there, on test or on train + val, nothing can be scored: the labels come back not testable.
 
     One BLAS thread, in every worker and in one process too. The decoders' matrices are small
@@ -128,6 +134,7 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
         rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
         fit_counts, test_counts = split.counts[rows], split.counts[test]
         memo: dict = {}
+        ablation_memos: dict[int, dict] = {}  # per SAE: its readout and nulls, shared by its labels here
         out = []
         for label, activation in zip(labels, activations, strict=True):
             threshold = choose_threshold(activation[fit], present[fit])
@@ -143,7 +150,10 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
                    "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],
                    "decode_feature": decoding["feature_score"], "decode_random_p95": decoding["random_p95"],
                    "signature_over_all": decoding["signature_over_all"],
-                   "signature_percentile": decoding["signature_percentile"], "n_signature_units": len(signature)}
+                   "signature_percentile": decoding["signature_percentile"], "n_signature_units": len(signature),
+                   **necessity(materials[label["sae_id"]], label["feature_id"], signature, rows, test, present,
+                               split.trials, split.counts, nonnegative, config,
+                               ablation_memos.setdefault(label["sae_id"], {}))}
             out.append((row, {"signature": signature, "profile": profile}))
         return out
 
@@ -210,6 +220,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
                "one with v)")
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
+    materials = _ablation_materials(db, run_id, testable["sae_id"].unique().to_list(), n_bins, split.counts.shape[1])
+    nonnegative = get_dataset(db, run["config"]["dataset"])["kind"] == "spike_counts"
     # Labels whose predicates have one target (the same clauses, however spaced or ordered) share it.
     groups: dict[tuple, list[dict]] = {}
     for label in testable.iter_rows(named=True):
@@ -218,7 +230,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
     tasks = [delayed(_validate_group)(
         split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], parsed[group[0]["label_id"]],
-        kinds, _values_of(values, parsed[group[0]["label_id"]]), config)
+        kinds, _values_of(values, parsed[group[0]["label_id"]]), config,
+        {g["sae_id"]: materials[g["sae_id"]] for g in group}, nonnegative)
         for group in groups.values()]
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
@@ -269,6 +282,26 @@ def _read_split(db: Store, run: dict, epoch: Epoch, source: str
     values = load_natural_values(db, dataset["dataset_id"])
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
     return split, values, kinds, selection
+
+
+def _ablation_materials(db: Store, run_id: int, sae_ids: list[int], n_examples: int, n_units: int
+                        ) -> dict[int, SAEMaterial]:
+    """Each SAE's stored code, decoder rows and densities, and its slice of the run's 'final' checkpoint (None,
+    with the reason, where the run has none: signature-unit ablation then stores NULL)."""
+    saes = {row["sae_id"]: row for row in load_saes(db, run_id).iter_rows(named=True)}
+    final = load_checkpoint(db, run_id, "final")
+    out = {}
+    for sae_id in sae_ids:
+        sae = saes[sae_id]
+        examples, features, values = sae_code(db, sae_id)
+        code = sparse.csr_matrix((values, (examples, features)), shape=(n_examples, sae["d_sae"]))
+        density, dead = sae_densities(db, sae_id, sae["d_sae"])
+        if final is None:
+            state, reason = None, f"run {run_id} has no 'final' checkpoint"
+        else:
+            state, reason = final_stack_state(final[2], sae["instance"])
+        out[sae_id] = SAEMaterial(code, sae_decoder(db, sae_id, sae["d_sae"], n_units), density, dead, state, reason)
+    return out
 
 
 def _parse_predicates(labels: pl.DataFrame, kinds: dict[str, str]) -> tuple[dict[int, Predicate], dict[int, str]]:
@@ -402,5 +435,7 @@ _VALIDATION_COLUMNS = {
     "recall", "specificity", "f1", "mcc", "mcc_ci_low", "mcc_ci_high", "balanced_accuracy",
     "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "n_test_trials", "p_value", "n_shifts",
     "decode_metric", "decode_signature", "decode_all", "decode_feature", "decode_random_p95", "signature_over_all",
-    "signature_percentile", "n_signature_units", "reason", "where_sql", "around",
+    "signature_percentile", "n_signature_units", "reason", "where_sql", "around", "reconstruction_decode",
+    "necessity_drop", "necessity_null_p95", "necessity_p", "n_ablation_null", "necessary", "signature_ablation_drop",
+    "signature_ablation_null_p95", "signature_ablation_p", "signature_necessary", "ablation_note",
 }
