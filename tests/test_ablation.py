@@ -175,3 +175,33 @@ def test_a_database_at_version_13_gets_the_ablation_columns_and_keeps_its_attemp
         row = db.frame("SELECT * FROM current_validations").to_dicts()
     assert columns[-len(NEW_COLUMNS):] == NEW_COLUMNS
     assert len(row) == 1 and row[0]["mcc"] == 0.4 and all(row[0][c] is None for c in NEW_COLUMNS)
+
+
+def test_the_shortcut_scores_equal_a_fresh_encode_of_the_zeroed_input(db):
+    """Signature-unit ablation updates pre-activations instead of encoding again: for random unit subsets its
+    scores are those of SAEStack.encode on the input with those units zeroed, reconstructed and read."""
+    import torch
+
+    from engine.validation.ablation import _ablated_scores, _Encoder, fit_readout, reconstruct
+
+    feature, value = _condition_feature(db)
+    split, present, _, test, rows, material, _ = _one_label_inputs(db, feature, f"condition = {value}")
+    readout = fit_readout(reconstruct(material.code[rows], material.decoder), present[rows], split.trials[rows], FAST)
+    encoder = _Encoder(material.stack_state, nonnegative=True)
+    x_test = split.counts[test].astype(np.float32)
+    effect = material.decoder.astype(np.float64) @ readout.weights
+    pre = encoder.pre_activations(x_test)
+    whole = encoder.scores(pre, effect, readout.intercept)
+    rng = np.random.default_rng(1)
+    subsets = [np.sort(rng.choice(x_test.shape[1], size, replace=False)) for size in (1, 4, 12, 30)]
+    shortcut = _ablated_scores(encoder, effect, readout.intercept, x_test, pre, whole, subsets)
+    for i, units in enumerate(subsets):
+        zeroed = x_test.copy()
+        zeroed[:, units] = 0
+        code = encoder.stack.encode(torch.from_numpy(zeroed), use_threshold=True)
+        fresh = np.zeros((len(zeroed), material.decoder.shape[0]), dtype=np.float32)
+        fresh[code.row.numpy(), code.latent.numpy()] = code.value.numpy()
+        expected = readout.score(fresh @ material.decoder)
+        assert np.mean(np.abs(shortcut[:, i] - expected) < 1e-3) > 0.999  # float32 rounding at the threshold
+        assert np.mean(np.sign(shortcut[:, i]) == np.sign(expected)) > 0.999
+    assert not np.allclose(shortcut[:, -1], whole)  # zeroing 30 units changes the scores

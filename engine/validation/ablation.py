@@ -30,8 +30,8 @@ from scipy import sparse
 
 from engine.validation.validate import Folds, ValidateConfig, _model, _scale, best_param
 
-ENCODE_CHUNK_VALUES = 4_000_000
-"""Largest ablated input (bins × units, float32) encoded at once: null draws are stacked up to this."""
+ENCODE_CHUNK_VALUES = 8_000_000
+"""Most pre-activations (bins × d_sae, float32) selected in one call: null draws are stacked up to this."""
 
 
 @dataclass
@@ -165,7 +165,8 @@ def final_stack_state(checkpoint: bytes, instance: int) -> tuple[dict[str, Any] 
 
 
 class _Encoder:
-    """A one-SAE stack loaded from its checkpoint slice, encoding as engine.pipeline.encode_all does."""
+    """A one-SAE stack loaded from its checkpoint slice, encoding as engine.pipeline.encode_all does, that scores
+    codes with a readout directly: score = code · (decoder rows · readout weights) + intercept."""
 
     def __init__(self, state: dict[str, Any], nonnegative: bool):
         import torch
@@ -179,37 +180,63 @@ class _Encoder:
         self.stack.load_state_dict(model)
         self.stack.eval()
         self.use_threshold = config.architecture in ("batchtopk", "matryoshka")
-        self.d_sae = config.d_sae
+        # Zeroing input units moves the pre-activations by minus their share: (x_u / scale_u) · W_enc[:, u].
+        self.unit_weights = (self.stack.W_enc[0] / self.stack.scale).detach().numpy().T.astype(np.float32)
         self.torch = torch
 
-    def code(self, x: np.ndarray) -> sparse.csr_matrix:
+    def _single_threaded(self, work):
         # One thread, as every decoder here: the same sums in the same order whatever the worker count, and no
         # spinning threads on these small matrices. The caller's setting (the app trains in this process) is kept.
         threads = self.torch.get_num_threads()
         self.torch.set_num_threads(1)
         try:
-            out = self.stack.encode(self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                                    use_threshold=self.use_threshold)
+            return work()
         finally:
             self.torch.set_num_threads(threads)
-        return sparse.csr_matrix((out.value.numpy(), (out.row.numpy(), out.latent.numpy())),
-                                 shape=(x.shape[0], self.d_sae))
+
+    def pre_activations(self, x: np.ndarray) -> np.ndarray:
+        """[bins × d_sae] float32 pre-activations of the input x [bins × units]."""
+        tensor = self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return self._single_threaded(lambda: self.stack.pre_activations(tensor)[0].numpy())
+
+    def scores(self, pre: np.ndarray, effect: np.ndarray, intercept: float) -> np.ndarray:
+        """Readout scores [bins] of the codes the SAE selects from pre-activations [bins × d_sae]."""
+        tensor = self.torch.from_numpy(np.ascontiguousarray(pre))
+        code = self._single_threaded(lambda: self.stack.select(tensor.unsqueeze(0), use_threshold=self.use_threshold))
+        row, latent, value = code.row.numpy(), code.latent.numpy(), code.value.numpy().astype(np.float64)
+        return np.bincount(row, weights=value * effect[latent], minlength=len(pre)) + intercept
 
 
-def _ablated_scores(encoder: _Encoder, decoder: np.ndarray, readout: Readout, x_test: np.ndarray,
-                    subsets: list[np.ndarray]) -> np.ndarray:
+def _ablated_scores(encoder: _Encoder, effect: np.ndarray, intercept: float, x_test: np.ndarray,
+                    pre_test: np.ndarray, whole_scores: np.ndarray, subsets: list[np.ndarray]) -> np.ndarray:
     """[bins × subsets] readout scores of the test input with each subset of units zeroed, encoded and
-    reconstructed; draws are stacked into one encode up to ENCODE_CHUNK_VALUES values."""
-    n_bins = x_test.shape[0]
-    per_chunk = max(1, ENCODE_CHUNK_VALUES // max(1, x_test.size))
-    out = np.empty((n_bins, len(subsets)))
-    for start in range(0, len(subsets), per_chunk):
-        chunk = subsets[start: start + per_chunk]
-        x = np.tile(x_test, (len(chunk), 1))
-        for i, units in enumerate(chunk):
-            x[i * n_bins: (i + 1) * n_bins, units] = 0
-        scores = readout.score(reconstruct(encoder.code(x), decoder))
-        out[:, start: start + len(chunk)] = scores.reshape(len(chunk), n_bins).T
+    reconstructed. A bin where every unit of the subset is already 0 is unchanged, so it keeps its whole score;
+    the others' pre-activations lose the zeroed units' share (exactly what a fresh encode computes, without its
+    matmul over every unit), and the changed bins of successive draws are selected in one call of up to
+    ENCODE_CHUNK_VALUES pre-activations."""
+    out = np.repeat(whole_scores[:, None], len(subsets), axis=1)
+    budget = max(1, ENCODE_CHUNK_VALUES // pre_test.shape[1])
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (draw, changed rows, their ablated pre-activations)
+
+    def flush() -> None:
+        if not pending:
+            return
+        scores = encoder.scores(np.concatenate([pre for _, _, pre in pending]), effect, intercept)
+        offset = 0
+        for draw, rows, _ in pending:
+            out[rows, draw] = scores[offset: offset + len(rows)]
+            offset += len(rows)
+        pending.clear()
+
+    n_pending = 0
+    for draw, units in enumerate(subsets):
+        rows = np.flatnonzero((x_test[:, units] != 0).any(axis=1))
+        pending.append((draw, rows, pre_test[rows] - x_test[np.ix_(rows, units)] @ encoder.unit_weights[units]))
+        n_pending += len(rows)
+        if n_pending >= budget:
+            flush()
+            n_pending = 0
+    flush()
     return out
 
 
@@ -220,20 +247,20 @@ def signature_ablation(encoder: _Encoder, decoder: np.ndarray, readout: Readout,
     subsets of the same size (seeded by the size, shared by every label of the memo's SAE and target)."""
     if not len(signature):
         return NO_ABLATION
-    if "whole" not in memo:  # the unablated test input through the same encoder: a like-for-like baseline
-        memo["whole"] = balanced_accuracy(_ablated_scores(encoder, decoder, readout, x_test, [np.zeros(0, int)]),
-                                          present_test)[0]
-    whole = memo["whole"]
+    if "pre" not in memo:  # the unablated test input through the same encoder: a like-for-like baseline
+        memo["pre"] = encoder.pre_activations(x_test)
+        memo["effect"] = decoder.astype(np.float64) @ readout.weights
+        memo["whole_scores"] = encoder.scores(memo["pre"], memo["effect"], readout.intercept)
+    args = (encoder, memo["effect"], readout.intercept, x_test, memo["pre"], memo["whole_scores"])
+    whole = balanced_accuracy(memo["whole_scores"], present_test)
     key = ("null", len(signature))
     if key not in memo:
         rng = np.random.default_rng([config.seed, 5, len(signature)])
         subsets = [np.sort(rng.choice(x_test.shape[1], len(signature), replace=False))
                    for _ in range(config.n_ablation_null)]
-        memo[key] = whole - balanced_accuracy(_ablated_scores(encoder, decoder, readout, x_test, subsets),
-                                              present_test)
-    drop = whole - balanced_accuracy(_ablated_scores(encoder, decoder, readout, x_test, [signature]),
-                                     present_test)[0]
-    return _compare(float(drop), memo[key])
+        memo[key] = whole - balanced_accuracy(_ablated_scores(*args, subsets), present_test)
+    ablated = _ablated_scores(*args, [signature])
+    return _compare(float(whole - balanced_accuracy(ablated, present_test)[0]), memo[key])
 
 
 # --------------------------------------------------------------------------- one label
