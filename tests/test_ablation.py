@@ -82,8 +82,11 @@ def test_planted_feature_is_necessary_and_a_distractor_label_is_not(db):
     validate_run(db, 1, FAST, n_jobs=1)
     good = _latest(db, feature)
     assert good["reconstruction_decode"] > 0.7
-    assert good["necessary"] and good["necessity_drop"] > good["necessity_null_p95"]
-    assert good["necessity_p"] <= 0.02 and good["n_ablation_null"] == 100
+    # The sample plants each condition in an ensemble that several features share, so zeroing one of them costs
+    # the readout little (0.004 here), but more than nearly every feature of its density (63 live ones in this
+    # 64-latent SAE: p's floor is 1/64). Its signature units, zeroed in the input, cost far more (0.14).
+    assert good["necessary"] and good["necessity_drop"] > good["necessity_null_p95"] > 0
+    assert good["necessity_p"] <= 0.07 and good["n_ablation_null"] == 63
     assert good["signature_ablation_drop"] is not None and good["ablation_note"] is None
     assert good["signature_necessary"] and good["signature_ablation_p"] <= 0.05
     # The necessity figure is a third one: the two verdicts are those of the co-occurrence and the decoders.
@@ -108,7 +111,9 @@ def test_mini_validate_prints_the_necessity_beside_the_verdicts(trained, tmp_pat
     header = next(line for line in result.stdout.splitlines() if "necessary (drop, p)" in line)
     assert header.index("signature specific") < header.index("necessary (drop, p)")
     row = next(line for line in result.stdout.splitlines() if f"condition = {value}" in line)
-    assert "✓ 0." in row and "(p < 0.0099)" in row, result.stdout
+    with Store.open(path, read_only=True) as db:
+        stored = _latest(db, feature)
+    assert f"✓ {stored['necessity_drop']:.3f} (p 0.062)" in row, result.stdout  # 4/64: 63 null features
     report = tmp_path / "report.md"
     assert run_cli("report", "--run", "1", "--db", str(path), "--out", str(report), cwd=tmp_path).returncode == 0
     assert "feature necessary: drop" in report.read_text()

@@ -36,7 +36,7 @@ def test_validate_prints_both_counts_and_a_table_of_both_verdicts(app_db: Path, 
         # Both verdicts, then the necessity figure (causal ablation), a third mark that never changes them.
         assert marks == ["✓" if row["generalises"] else "✗", "✓" if row["signature_specific"] else "✗",
                          "✓" if row["necessary"] else "✗"], shown
-        assert f"{row['necessity_drop']:.2f} (p " in shown
+        assert f"{row['necessity_drop']:.3f} (p " in shown
         assert f"{row['mcc']:.2f} [{row['mcc_ci_low']:.2f}, {row['mcc_ci_high']:.2f}]" in shown
         assert f"{row['n_test_trials']} test trials" in shown
         assert ("weaker duplicate of SAE 1 feature" in shown) == (row["duplicate_of"] is not None)

@@ -88,9 +88,9 @@ def necessity_text(row: dict, prefix: str = "", signature: bool = False) -> str:
 
 
 def necessity_cell(row: dict) -> str:
-    """`✓ 0.21 (p < 0.0099)` / `✗ 0.00 (p 0.6)` / `–`: the feature ablation in a table cell."""
+    """`✓ 0.214 (p < 0.0099)` / `✗ 0.001 (p 0.6)` / `–`: the feature ablation in a table cell."""
     drop, p95 = row.get("necessity_drop"), row.get("necessity_null_p95")
     if not row.get("testable") or _missing(drop) or _missing(p95):
         return "–"
     p = p_text(row.get("necessity_p"), row.get("n_ablation_null"))
-    return f"{'✓' if drop > p95 else '✗'} {drop:.2f} (p {p})"
+    return f"{'✓' if drop > p95 else '✗'} {drop:.3f} (p {p})"
