@@ -582,6 +582,7 @@ ALTER TABLE validations ADD COLUMN necessary BOOLEAN;
 ALTER TABLE validations ADD COLUMN signature_ablation_drop DOUBLE;
 ALTER TABLE validations ADD COLUMN signature_ablation_null_p95 DOUBLE;
 ALTER TABLE validations ADD COLUMN signature_ablation_p DOUBLE;
+ALTER TABLE validations ADD COLUMN n_signature_ablation_null INTEGER;
 ALTER TABLE validations ADD COLUMN signature_necessary BOOLEAN;
 ALTER TABLE validations ADD COLUMN ablation_note VARCHAR;
 CREATE VIEW current_validations AS

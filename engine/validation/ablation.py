@@ -15,7 +15,13 @@ dozen others duplicate. Ablation asks that directly, on the test split only:
 The decoder bias is left out of the reconstruction: a constant column shift, which standardising removes.
 The fitted readout is linear in the reconstruction, so ablating feature j moves every test score by
 −a_j · (decoder row j · readout weights): each null draw is one multiply over the test bins, never a refit.
-The necessity figure is a third, separate one: it never changes the two verdicts.
+One readout per (SAE, predicate) serves both ablations and every label there.
+
+Signature-unit ablation runs once every readout is fitted (engine.validation.validate_run): the SAE's test bins
+are encoded once (TestEncoding, in the parent process, the only one that imports torch), and the labels of one
+SAE whose signatures have one size share their null's unit subsets: each subset is encoded once and read by all
+their readouts in one product. Only bins where a zeroed unit fired are encoded again, by updating their
+pre-activations. The necessity figure is a third, separate one: it never changes the two verdicts.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from engine.validation.validate import Folds, ValidateConfig, _model, _scale, best_param
 
 ENCODE_CHUNK_VALUES = 8_000_000
-"""Most pre-activations (bins × d_sae, float32) selected in one call: null draws are stacked up to this."""
+"""Most pre-activations (bins × d_sae, float32) selected in one block."""
 
 
 @dataclass
@@ -46,11 +54,6 @@ class SAEMaterial:
     """[d_sae] share of train bins where each feature is active."""
     dead: np.ndarray
     """[d_sae] bool: never active on train; never drawn for the null."""
-    stack_state: dict[str, Any] | None
-    """The SAE's slice of the run's 'final' checkpoint ({"model": state_dict of a one-SAE stack, "sae": SAEConfig
-    fields}); None when there is none (then ``no_stack_reason``)."""
-    no_stack_reason: str | None = None
-    """Why signature-unit ablation cannot run (no 'final' checkpoint, or one that does not hold this SAE)."""
 
 
 class Readout(NamedTuple):
@@ -149,11 +152,36 @@ def feature_ablation(material: SAEMaterial, feature: int, readout: Readout, whol
 # --------------------------------------------------------------------------- signature units
 
 
-def final_stack_state(checkpoint: bytes, instance: int) -> tuple[dict[str, Any] | None, str | None]:
-    """The one SAE ``instance`` of a run's 'final' checkpoint as {"model", "sae"}, or None and why not."""
+class TestEncoding(NamedTuple):
+    """One SAE's encoder on the epoch's test bins, from the run's 'final' checkpoint, as plain arrays: what
+    signature-unit ablation needs, built once per SAE in the parent (the only place torch is imported) and shared
+    by every label of the SAE."""
+
+    rows: np.ndarray
+    """[bins] example ids of the epoch's test bins, ascending."""
+    counts: np.ndarray
+    """[bins × units] float32: their input."""
+    pre: np.ndarray
+    """[bins × d_sae] float32: their encoder pre-activations, from SAEStack.pre_activations."""
+    unit_weights: np.ndarray
+    """[units × d_sae] float32: a count's share of each pre-activation (W_enc / scale): zeroing units subtracts it."""
+    floor: float | None
+    """Elementwise selection at inference (relu: 0; BatchTopK and Matryoshka: the running threshold): a latent is
+    active where its pre-activation exceeds it. None: top-k per bin."""
+    k: int
+    """Top-k's k (used where floor is None)."""
+
+
+def load_final(checkpoint: bytes) -> dict[str, Any]:
+    """A run's 'final' checkpoint as saved: {"model": state_dict of its whole stack, "config": ...}."""
     import torch
 
-    saved = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+    return torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)
+
+
+def final_stack_state(saved: dict[str, Any], instance: int) -> tuple[dict[str, Any] | None, str | None]:
+    """The one SAE ``instance`` of a loaded 'final' checkpoint (load_final) as {"model", "sae"}, or None and why
+    not."""
     model, config = saved["model"], saved["config"]
     n = int(model["W_dec"].shape[0])
     if not 0 <= instance < n:
@@ -164,139 +192,172 @@ def final_stack_state(checkpoint: bytes, instance: int) -> tuple[dict[str, Any] 
     return {"model": one, "sae": sae}, None
 
 
-class _Encoder:
-    """A one-SAE stack loaded from its checkpoint slice, encoding as engine.pipeline.encode_all does, that scores
-    codes with a readout directly: score = code · (decoder rows · readout weights) + intercept."""
+def encode_test(state: dict[str, Any], rows: np.ndarray, counts: np.ndarray) -> TestEncoding:
+    """Load the SAE's checkpoint slice into an SAEStack and take the test bins' pre-activations as
+    engine.pipeline.encode_all does (its batches, one thread: the same sums whatever the worker count).
+    Selection is left to select_values, which applies the stack's inference rule to any pre-activations."""
+    import torch
 
-    def __init__(self, state: dict[str, Any], nonnegative: bool):
-        import torch
+    from engine.sae.model import SAEConfig, SAEStack
 
-        from engine.sae.model import SAEConfig, SAEStack
-
-        model = state["model"]
-        config = replace(SAEConfig(**state["sae"]), ks=tuple(int(k) for k in model["ks"].tolist()),
-                         nonnegative_output=nonnegative)
-        self.stack = SAEStack(config, int(model["W_dec"].shape[2]), (0,), input_scale=model["scale"])
-        self.stack.load_state_dict(model)
-        self.stack.eval()
-        self.use_threshold = config.architecture in ("batchtopk", "matryoshka")
-        # Zeroing input units moves the pre-activations by minus their share: (x_u / scale_u) · W_enc[:, u].
-        self.unit_weights = (self.stack.W_enc[0] / self.stack.scale).detach().numpy().T.astype(np.float32)
-        self.torch = torch
-
-    def _single_threaded(self, work):
-        # One thread, as every decoder here: the same sums in the same order whatever the worker count, and no
-        # spinning threads on these small matrices. The caller's setting (the app trains in this process) is kept.
-        threads = self.torch.get_num_threads()
-        self.torch.set_num_threads(1)
-        try:
-            return work()
-        finally:
-            self.torch.set_num_threads(threads)
-
-    def pre_activations(self, x: np.ndarray) -> np.ndarray:
-        """[bins × d_sae] float32 pre-activations of the input x [bins × units]."""
-        tensor = self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        return self._single_threaded(lambda: self.stack.pre_activations(tensor)[0].numpy())
-
-    def scores(self, pre: np.ndarray, effect: np.ndarray, intercept: float) -> np.ndarray:
-        """Readout scores [bins] of the codes the SAE selects from pre-activations [bins × d_sae]."""
-        tensor = self.torch.from_numpy(np.ascontiguousarray(pre))
-        code = self._single_threaded(lambda: self.stack.select(tensor.unsqueeze(0), use_threshold=self.use_threshold))
-        row, latent, value = code.row.numpy(), code.latent.numpy(), code.value.numpy().astype(np.float64)
-        return np.bincount(row, weights=value * effect[latent], minlength=len(pre)) + intercept
+    model = state["model"]
+    config = replace(SAEConfig(**state["sae"]), ks=tuple(int(k) for k in model["ks"].tolist()))
+    stack = SAEStack(config, int(model["W_dec"].shape[2]), (0,), input_scale=model["scale"])
+    stack.load_state_dict(model)
+    stack.eval()
+    x = np.ascontiguousarray(counts, dtype=np.float32)
+    pre = np.empty((len(x), config.d_sae), dtype=np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, len(x), 8192):
+            pre[start: start + 8192] = stack.pre_activations(torch.from_numpy(x[start: start + 8192]))[0].numpy()
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting (the app trains in this process) is kept
+    arch = config.architecture
+    floor = 0.0 if arch == "relu" else float(stack.threshold[0]) if arch in ("batchtopk", "matryoshka") else None
+    unit_weights = (stack.W_enc[0] / stack.scale).detach().numpy().T.astype(np.float32)
+    return TestEncoding(np.asarray(rows), x, pre, np.ascontiguousarray(unit_weights), floor, int(stack.ks[0]))
 
 
-def _ablated_scores(encoder: _Encoder, effect: np.ndarray, intercept: float, x_test: np.ndarray,
-                    pre_test: np.ndarray, whole_scores: np.ndarray, subsets: list[np.ndarray]) -> np.ndarray:
-    """[bins × subsets] readout scores of the test input with each subset of units zeroed, encoded and
-    reconstructed. A bin where every unit of the subset is already 0 is unchanged, so it keeps its whole score;
-    the others' pre-activations lose the zeroed units' share (exactly what a fresh encode computes, without its
-    matmul over every unit), and the changed bins of successive draws are selected in one call of up to
-    ENCODE_CHUNK_VALUES pre-activations."""
-    out = np.repeat(whole_scores[:, None], len(subsets), axis=1)
-    budget = max(1, ENCODE_CHUNK_VALUES // pre_test.shape[1])
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (draw, changed rows, their ablated pre-activations)
-
-    def flush() -> None:
-        if not pending:
-            return
-        scores = encoder.scores(np.concatenate([pre for _, _, pre in pending]), effect, intercept)
-        offset = 0
-        for draw, rows, _ in pending:
-            out[rows, draw] = scores[offset: offset + len(rows)]
-            offset += len(rows)
-        pending.clear()
-
-    n_pending = 0
-    for draw, units in enumerate(subsets):
-        rows = np.flatnonzero((x_test[:, units] != 0).any(axis=1))
-        pending.append((draw, rows, pre_test[rows] - x_test[np.ix_(rows, units)] @ encoder.unit_weights[units]))
-        n_pending += len(rows)
-        if n_pending >= budget:
-            flush()
-            n_pending = 0
-    flush()
+def select_values(pre: np.ndarray, floor: float | None, k: int, *, overwrite: bool = False) -> np.ndarray:
+    """[bins × d_sae] float32 code values SAEStack.encode selects from pre-activations at inference (the rule of
+    SAEStack._select, elementwise or top-k per bin, then ReLU), dense. ``overwrite``: pre is a scratch copy, to
+    be written over (the null draws' ablated pre-activations; no new array of bins × d_sae)."""
+    if floor is not None:
+        values = pre if overwrite else pre.copy()
+        np.multiply(values, values > floor, out=values)
+        if floor < 0:
+            np.maximum(values, 0, out=values)
+        return values
+    k = min(k, pre.shape[1])
+    top = np.argpartition(pre, pre.shape[1] - k, axis=1)[:, -k:]
+    out = np.zeros_like(pre)
+    np.put_along_axis(out, top, np.maximum(np.take_along_axis(pre, top, axis=1), 0), axis=1)
     return out
 
 
-def signature_ablation(encoder: _Encoder, decoder: np.ndarray, readout: Readout, x_test: np.ndarray,
-                       signature: np.ndarray, present_test: np.ndarray, config: ValidateConfig,
-                       memo: dict) -> Ablation:
-    """Drop in test balanced accuracy when the signature units are zeroed in the input, against random unit
-    subsets of the same size (seeded by the size, shared by every label of the memo's SAE and target)."""
-    if not len(signature):
-        return NO_ABLATION
-    if "pre" not in memo:  # the unablated test input through the same encoder: a like-for-like baseline
-        memo["pre"] = encoder.pre_activations(x_test)
-        memo["effect"] = decoder.astype(np.float64) @ readout.weights
-        memo["whole_scores"] = encoder.scores(memo["pre"], memo["effect"], readout.intercept)
-    args = (encoder, memo["effect"], readout.intercept, x_test, memo["pre"], memo["whole_scores"])
-    whole = balanced_accuracy(memo["whole_scores"], present_test)
-    key = ("null", len(signature))
-    if key not in memo:
-        rng = np.random.default_rng([config.seed, 5, len(signature)])
-        subsets = [np.sort(rng.choice(x_test.shape[1], len(signature), replace=False))
-                   for _ in range(config.n_ablation_null)]
-        memo[key] = whole - balanced_accuracy(_ablated_scores(*args, subsets), present_test)
-    ablated = _ablated_scores(*args, [signature])
-    return _compare(float(whole - balanced_accuracy(ablated, present_test)[0]), memo[key])
+class SignatureTask(NamedTuple):
+    """One label's part in its SAE's signature-unit ablation."""
+
+    signature: np.ndarray
+    """The feature's signature units."""
+    effect: np.ndarray
+    """[d_sae] readout score per unit of each feature's activation (decoder rows · readout weights)."""
+    intercept: float
+    """The readout's intercept in reconstruction units."""
+    positions: np.ndarray
+    """The label's test bins (measured ones) as positions in TestEncoding.rows."""
+    present: np.ndarray
+    """[positions] whether the predicate holds there."""
+
+
+def code_scores(encoding: TestEncoding, pre: np.ndarray, effects: np.ndarray, intercepts: np.ndarray, *,
+                overwrite: bool = False) -> np.ndarray:
+    """[len(pre) × readouts] readout scores of the codes selected from pre-activations [bins × d_sae]: code ·
+    effects + intercepts, in blocks of at most ENCODE_CHUNK_VALUES pre-activations (``overwrite``: pre is
+    scratch, see select_values)."""
+    budget = max(1, ENCODE_CHUNK_VALUES // encoding.pre.shape[1])
+    out = np.empty((len(pre), effects.shape[1]))
+    for start in range(0, len(pre), budget):
+        block = select_values(pre[start: start + budget], encoding.floor, encoding.k, overwrite=overwrite)
+        out[start: start + budget] = block @ effects
+    return out + intercepts
+
+
+def ablated_scores(encoding: TestEncoding, units: np.ndarray, effects: np.ndarray, intercepts: np.ndarray,
+                   whole: np.ndarray) -> np.ndarray:
+    """[bins × readouts] readout scores of the test input with ``units`` zeroed, encoded and reconstructed.
+
+    A bin where every zeroed unit is already 0 keeps its code, and its score (``whole``, code_scores of the
+    unablated pre-activations); only the others are encoded again, their pre-activations updated by the zeroed
+    units' share: exactly what a fresh encode computes, without its matmul over every unit."""
+    changed = np.flatnonzero((encoding.counts[:, units] != 0).any(axis=1))
+    pre = encoding.pre[changed]  # a copy, written over from here on
+    if len(changed):  # pre -= counts · unit weights, in one pass over pre (BLAS's C = αAB + βC on pre's transpose)
+        blas.sgemm(-1.0, encoding.unit_weights[units].T, encoding.counts[np.ix_(changed, units)].T, 1.0, pre.T,
+                   overwrite_c=True)
+    out = whole.copy()
+    out[changed] = code_scores(encoding, pre, effects, intercepts, overwrite=True)
+    return out
+
+
+def signature_ablations(encoding: TestEncoding, tasks: list[SignatureTask], config: ValidateConfig
+                        ) -> list[Ablation]:
+    """Signature-unit ablation of labels of one SAE whose signatures have one size: each signature's units zeroed
+    in the test input, encoded, reconstructed and read by the label's readout (ablated_scores), against the same
+    n_ablation_null random unit subsets of that size (seeded by the size). Every label here shares them: each
+    subset is encoded once and read by every label's readout in one product."""
+    with threadpool_limits(1):  # as every decoder here: no threads spinning on small products, one summing order
+        return _shared_null(encoding, tasks, config)
+
+
+def _shared_null(encoding: TestEncoding, tasks: list[SignatureTask], config: ValidateConfig) -> list[Ablation]:
+    size = len(tasks[0].signature)
+    if not size or any(len(task.signature) != size for task in tasks):
+        raise ValueError("signature_ablations takes labels whose signatures have one size, not 0")
+    effects = np.stack([task.effect for task in tasks], axis=1).astype(np.float32)
+    intercepts = np.array([task.intercept for task in tasks])
+    whole = code_scores(encoding, encoding.pre, effects, intercepts)
+    whole_accuracy = [balanced_accuracy(whole[task.positions, i], task.present) for i, task in enumerate(tasks)]
+
+    def drops(units: np.ndarray) -> np.ndarray:
+        """[labels] each label's drop in balanced accuracy on its own test bins with ``units`` zeroed."""
+        ablated = ablated_scores(encoding, units, effects, intercepts, whole)
+        return np.array([whole_accuracy[i] - balanced_accuracy(ablated[task.positions, i], task.present)
+                         for i, task in enumerate(tasks)])
+
+    rng = np.random.default_rng([config.seed, 5, size])
+    null = np.array([drops(np.sort(rng.choice(encoding.counts.shape[1], size, replace=False)))
+                     for _ in range(config.n_ablation_null)]).reshape(config.n_ablation_null, len(tasks))
+    return [_compare(float(drops(task.signature)[i]), null[:, i]) for i, task in enumerate(tasks)]
 
 
 # --------------------------------------------------------------------------- one label
 
 
-def necessity(material: SAEMaterial, feature: int, signature: np.ndarray, fit_rows: np.ndarray,
-              test: np.ndarray, present: np.ndarray, trials: np.ndarray, counts: np.ndarray, nonnegative: bool,
-              config: ValidateConfig, memo: dict) -> dict[str, Any]:
-    """Both ablations of one label, as validations columns. ``memo``: one dict per (SAE, predicate target),
-    holding the readout, its whole-reconstruction scores and the nulls that every label there shares."""
+class LabelReadout(NamedTuple):
+    """What one label's signature-unit ablation needs from its group (engine.validation.validate_run's phase 2)."""
+
+    effect: np.ndarray
+    """[d_sae] decoder rows · readout weights."""
+    intercept: float
+    test_rows: np.ndarray
+    """Example ids of the label's test bins (test and measured)."""
+    present: np.ndarray
+    """[test_rows] whether the predicate holds there."""
+
+
+def necessity(material: SAEMaterial, feature: int, fit_rows: np.ndarray, test: np.ndarray, present: np.ndarray,
+              trials: np.ndarray, config: ValidateConfig, memo: dict) -> tuple[dict[str, Any], LabelReadout]:
+    """Feature ablation of one label, as validations columns, and its readout for the signature-unit ablation
+    that follows once every group is done. ``memo``: one dict per (SAE, predicate target), holding the readout
+    and its whole-reconstruction scores, which every label there shares."""
     test_rows = np.flatnonzero(test)
     if "readout" not in memo:
         memo["readout"] = fit_readout(reconstruct(material.code[fit_rows], material.decoder), present[fit_rows],
                                       trials[fit_rows], config)
         memo["whole_scores"] = memo["readout"].score(reconstruct(material.code[test_rows], material.decoder))
+        memo["effect"] = material.decoder.astype(np.float64) @ memo["readout"].weights
     readout: Readout = memo["readout"]
     whole = memo["whole_scores"]
     present_test = present[test_rows].astype(bool)
     by_feature = feature_ablation(material, feature, readout, whole, test_rows, present_test, config)
-    notes = []
-    if material.stack_state is None:
-        by_units = NO_ABLATION
-        notes.append(f"no signature-unit ablation: {material.no_stack_reason}")
-    else:
-        if "encoder" not in memo:
-            memo["encoder"] = _Encoder(material.stack_state, nonnegative)
-            memo["x_test"] = np.asarray(counts[test_rows], dtype=np.float32)
-        by_units = signature_ablation(memo["encoder"], material.decoder, readout, memo["x_test"], signature,
-                                      present_test, config, memo.setdefault("signature", {}))
-    return {
+    columns = {
         "reconstruction_decode": float(balanced_accuracy(whole, present_test)),
         "necessity_drop": by_feature.drop, "necessity_null_p95": by_feature.null_p95,
         "necessity_p": by_feature.p, "n_ablation_null": by_feature.n_null or None,
         "necessary": by_feature.necessary if np.isfinite(by_feature.drop) else None,
+    }
+    return columns, LabelReadout(memo["effect"], readout.intercept, test_rows, present_test)
+
+
+def signature_columns(ablation: Ablation | None, note: str | None) -> dict[str, Any]:
+    """The signature-unit ablation's validations columns (NULL, with the note, where it could not run)."""
+    by_units = ablation or NO_ABLATION
+    return {
         "signature_ablation_drop": by_units.drop, "signature_ablation_null_p95": by_units.null_p95,
-        "signature_ablation_p": by_units.p,
+        "signature_ablation_p": by_units.p, "n_signature_ablation_null": by_units.n_null or None,
         "signature_necessary": by_units.necessary if np.isfinite(by_units.drop) else None,
-        "ablation_note": "; ".join(notes) or None,
+        "ablation_note": note,
     }

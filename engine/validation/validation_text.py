@@ -84,7 +84,7 @@ def necessity_text(row: dict, prefix: str = "", signature: bool = False) -> str:
     necessary = drop > p95
     words = f"{what} {'necessary' if necessary else 'not necessary'}"
     return (f"{words}: drop {drop:.3f} {'>' if necessary else 'vs'} null 95th percentile {p95:.3f}, "
-            f"p {p_text(p, row.get('n_ablation_null'))}")
+            f"p {p_text(p, row.get('n_signature_ablation_null' if signature else 'n_ablation_null'))}")
 
 
 def necessity_cell(row: dict) -> str:
