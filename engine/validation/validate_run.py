@@ -236,7 +236,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
     for label in testable.iter_rows(named=True):
         label["weights"] = weights[(label["sae_id"], label["feature_id"])]
         groups.setdefault(parsed[label["label_id"]].target, []).append(label)
-    n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
+    cores = effective_n_jobs(n_jobs)
+    n_jobs = min(len(groups), cores) if groups else 1
     tasks = [delayed(_validate_group)(
         split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], parsed[group[0]["label_id"]],
         kinds, _values_of(values, parsed[group[0]["label_id"]]), config,
@@ -260,7 +261,7 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
             outcomes.close()  # a cancel or a failure stops the workers' remaining groups
     _signature_ablations(db, run_id, split, results, {g["label_id"]: g for gs in groups.values() for g in gs},
-                         config, n_jobs, report, cancel)
+                         config, cores, report, cancel)
     rows, signature_rows = _result_rows(labels, results, weights, unparsed, epoch)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
