@@ -568,6 +568,29 @@ CREATE TABLE sweep_trials (
 )
 """
 
+# Causal ablation (issue 20): each validation attempt also says whether its feature is *necessary* for reading
+# the predicate from the SAE's reconstruction on test (engine.validation.ablation), a third figure beside the two
+# verdicts. Older attempts keep NULL (never computed). The view is rebuilt so that it lists the new columns.
+V14_ABLATION = """
+DROP VIEW current_validations;
+ALTER TABLE validations ADD COLUMN reconstruction_decode DOUBLE;
+ALTER TABLE validations ADD COLUMN necessity_drop DOUBLE;
+ALTER TABLE validations ADD COLUMN necessity_null_p95 DOUBLE;
+ALTER TABLE validations ADD COLUMN necessity_p DOUBLE;
+ALTER TABLE validations ADD COLUMN n_ablation_null INTEGER;
+ALTER TABLE validations ADD COLUMN necessary BOOLEAN;
+ALTER TABLE validations ADD COLUMN signature_ablation_drop DOUBLE;
+ALTER TABLE validations ADD COLUMN signature_ablation_null_p95 DOUBLE;
+ALTER TABLE validations ADD COLUMN signature_ablation_p DOUBLE;
+ALTER TABLE validations ADD COLUMN n_signature_ablation_null INTEGER;
+ALTER TABLE validations ADD COLUMN signature_necessary BOOLEAN;
+ALTER TABLE validations ADD COLUMN ablation_note VARCHAR;
+CREATE VIEW current_validations AS
+SELECT * EXCLUDE (rn) FROM (
+    SELECT *, row_number() OVER (PARTITION BY label_id ORDER BY validation_id DESC) AS rn FROM validations
+) WHERE rn = 1;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -585,4 +608,6 @@ MIGRATIONS: tuple[Migration, ...] = (
               V11_ATTEMPTS),
     Migration(12, "label_freezes: blind runs and frozen labels (preregistration)", V12_FREEZES),
     Migration(13, "sweeps and sweep_trials: grids of SAE settings trained outside the database", V13_SWEEPS),
+    Migration(14, "validations: necessity by causal ablation (feature and signature units) beside the verdicts",
+              V14_ABLATION),
 )

@@ -145,3 +145,28 @@ def run_signature_units(db: Store, run_id: int) -> pl.DataFrame:
         " FROM signatures g JOIN saes s USING (sae_id) JOIN runs r USING (run_id)"
         " JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = g.unit_id"
         " WHERE s.run_id = ? AND g.in_signature ORDER BY g.label_id, abs(g.weight) DESC, g.unit_id", [run_id])
+
+
+def sae_code(db: Store, sae_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every stored activation of the SAE: (example_id, feature_id, value) arrays, for its sparse code."""
+    frame = db.frame("SELECT example_id, feature_id, value FROM activations WHERE sae_id = ?", [sae_id])
+    return (frame["example_id"].to_numpy(), frame["feature_id"].to_numpy(),
+            frame["value"].to_numpy().astype(np.float32))
+
+
+def sae_decoder(db: Store, sae_id: int, d_sae: int, n_units: int) -> np.ndarray:
+    """The SAE's decoder rows [d_sae × units] float32 (count units), as stored."""
+    frame = db.frame("SELECT feature_id, unit_id, weight FROM decoder WHERE sae_id = ?", [sae_id])
+    out = np.zeros((d_sae, n_units), dtype=np.float32)
+    out[frame["feature_id"].to_numpy(), frame["unit_id"].to_numpy()] = frame["weight"].to_numpy()
+    return out
+
+
+def sae_densities(db: Store, sae_id: int, d_sae: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's train density and whether it is dead, [d_sae] each (a feature without a row: dead)."""
+    frame = db.frame("SELECT feature_id, density, dead FROM features WHERE sae_id = ?", [sae_id])
+    density, dead = np.zeros(d_sae), np.ones(d_sae, dtype=bool)
+    ids = frame["feature_id"].to_numpy()
+    density[ids] = frame["density"].fill_null(0).to_numpy()
+    dead[ids] = frame["dead"].fill_null(True).to_numpy()
+    return density, dead

@@ -29,11 +29,14 @@ def test_validate_prints_both_counts_and_a_table_of_both_verdicts(app_db: Path, 
         assert f"{counts.n_duplicates} weaker duplicate" in line
     header, _rule, *rows, total = result.stdout.splitlines()
     assert header.split()[:4] == ["SAE", "feature", "label", "attempt"]
-    assert "generalises  signature specific  remark" in header and total == "(6 rows)"
+    assert "generalises  signature specific  necessary (drop, p)  remark" in header and total == "(6 rows)"
     for row in latest:
         shown = next(r for r in rows if re.match(rf"\s*1\s+{row['feature_id']}\s", r))
         marks = re.findall(r"[✓✗]", shown)
-        assert marks == ["✓" if row["generalises"] else "✗", "✓" if row["signature_specific"] else "✗"], shown
+        # Both verdicts, then the necessity figure (causal ablation), a third mark that never changes them.
+        assert marks == ["✓" if row["generalises"] else "✗", "✓" if row["signature_specific"] else "✗",
+                         "✓" if row["necessary"] else "✗"], shown
+        assert f"{row['necessity_drop']:.3f} (p " in shown
         assert f"{row['mcc']:.2f} [{row['mcc_ci_low']:.2f}, {row['mcc_ci_high']:.2f}]" in shown
         assert f"{row['n_test_trials']} test trials" in shown
         assert ("weaker duplicate of SAE 1 feature" in shown) == (row["duplicate_of"] is not None)

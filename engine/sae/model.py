@@ -417,10 +417,15 @@ class SAEStack(torch.nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *, use_threshold: bool = False) -> SparseCode:
         """Sparse code of a batch [B, d_in] for every SAE."""
-        centred = self._normalise(x) - self.b_dec.unsqueeze(1)
-        chosen, pre_values, level = self._select(self._pre_activations(centred), use_threshold)
+        chosen, pre_values, level = self._select(self.pre_activations(x), use_threshold)
         row = chosen // self.config.d_sae
         return SparseCode(row, chosen - row * self.config.d_sae, F.relu(pre_values), level)
+
+    @torch.no_grad()
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, B, d_sae] encoder pre-activations of a batch [B, d_in]: encode's one dense matmul, before selection.
+        Linear in x, so validation's ablation updates them where it zeroes a few inputs."""
+        return self._pre_activations(self._normalise(x) - self.b_dec.unsqueeze(1))
 
     @torch.no_grad()
     def decode(self, code: SparseCode, batch: int) -> torch.Tensor:

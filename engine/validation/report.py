@@ -33,7 +33,7 @@ from engine.validation.validation_summary import (
     interval_text,
     verdict_counts,
 )
-from engine.validation.validation_text import p_text, q_text, trials_text, verdict_words
+from engine.validation.validation_text import necessity_text, p_text, q_text, trials_text, verdict_words
 from store import Store
 from store.datasets import load_natural_variables
 from store.epochs import run_epochs
@@ -251,7 +251,11 @@ def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
             "signature is **specific** when decoding the predicate from the signature units beats the 95th "
             "percentile of random unit subsets of the same size (each tuned on random subsets of that size). "
             "A label is **validated** when both hold; in dense codes (every unit tuned) a label can generalise "
-            "while random units decode it as well.", "",
+            "while random units decode it as well. A third figure, **necessity**, leaves both verdicts as they "
+            "are: zeroing the feature's code (and, separately, its signature units in the input) drops the "
+            "balanced accuracy of reading the predicate from the SAE's reconstruction on test by more than the "
+            "95th percentile of the drops of random features of the nearest train density (random unit subsets "
+            "of the signature's size).", "",
             *markdown_table(summary), ""]
 
 
@@ -342,6 +346,10 @@ def _validation(db: Store, dataset: dict, kinds: dict[str, str], row: dict, labe
     q = q_text(row["q_value"], row["p_value"], shifts)
     return [
         title, "", verdicts, "", *(remark if duplicate else []),
+        f"Necessity (causal ablation on test, a third figure that leaves both verdicts as they are): "
+        f"{necessity_text(row)}; {necessity_text(row, signature=True)}"
+        f"{'' if row.get('reconstruction_decode') is None else '; the whole reconstruction decodes ' + _number(row['reconstruction_decode'])}"
+        ".", "",
         f"{str(row['reason'])[:1].upper() + str(row['reason'])[1:]}.", "",
         f"MCC {interval_text(row, 3)} over {trials}. "
         f"p {p if p[:1] in '<≤' else '= ' + p}{f' ({shifts} draws of the ranking null)' if shifts else ''}, "

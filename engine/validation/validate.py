@@ -70,6 +70,9 @@ class ValidateConfig:
     """Seed of every random draw here (bootstrap, shifts, subsets, row subsample)."""
     alpha: float = 0.05
     """Significance level for the FDR-corrected co-occurrence q-value in the verdict."""
+    n_ablation_null: int = 100
+    """Null draws of each ablation (engine.validation.ablation): random features of the nearest train density,
+    and random unit subsets of the signature's size; the exact p's floor is 1 / (1 + n_ablation_null)."""
     max_fit_rows: int = 20_000
     """Decoders train on at most this many train + val rows (uniform seeded subsample): past ~10⁴ rows
     scores barely move while every one of the ~100 fits gets proportionally slower."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 from joblib import Parallel, delayed, effective_n_jobs
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from engine.analysis.nulls import benjamini_hochberg
@@ -30,6 +31,17 @@ from engine.epochs import Epoch, EpochSelection, resolve_epoch, select_epoch
 from engine.errors import Cancelled, InputError
 from engine.ingest.matrix import dense_counts
 from engine.memory import check_fits
+from engine.validation.ablation import (
+    SAEMaterial,
+    SignatureTask,
+    TestEncoding,
+    encode_test,
+    final_stack_state,
+    load_final,
+    necessity,
+    signature_ablations,
+    signature_columns,
+)
 from engine.validation.freezes import check_test_allowed
 from engine.validation.validate import (
     ValidateConfig,
@@ -44,13 +56,16 @@ from engine.validation.validation_summary import verdict_counts
 from engine.validation.validation_text import MIN_CI_TRIALS
 from store import Store
 from store.datasets import get_dataset, load_examples, load_natural_values, load_natural_variables
-from store.runs import get_run
+from store.runs import get_run, load_checkpoint, load_saes
 from store.validations import (
     accepted_labels,
     append_attempts,
     decoder_rows,
     feature_activations,
     latest_attempt,
+    sae_code,
+    sae_decoder,
+    sae_densities,
 )
 
 
@@ -102,11 +117,12 @@ class _Split:
 
 
 def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndarray], predicate: Predicate,
-                    kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig) -> list[tuple[dict, dict]]:
+                    kinds: dict[str, str], values: pl.DataFrame, config: ValidateConfig,
+                    materials: dict[int, SAEMaterial]) -> list[tuple[dict, dict]]:
     """Validate the labels that share one predicate: one target, one all-unit decoder, shared nulls.
 
     Every figure is computed on the rows where every variable of the predicate has a value (the same rows
-    for the threshold, the co-occurrence, its null and the decoders). When the predicate never or always
+    for the threshold, the co-occurrence, its null, the decoders and the ablations). When the predicate never or always
     holds there, on test or on train + val, nothing can be scored: the labels come back not testable.
 
     One BLAS thread, in every worker and in one process too. The decoders' matrices are small
@@ -128,6 +144,7 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
         rows = np.flatnonzero(fit)[fit_rows(int(fit.sum()), config)]
         fit_counts, test_counts = split.counts[rows], split.counts[test]
         memo: dict = {}
+        ablation_memos: dict[int, dict] = {}  # per SAE: its readout and nulls, shared by its labels here
         out = []
         for label, activation in zip(labels, activations, strict=True):
             threshold = choose_threshold(activation[fit], present[fit])
@@ -139,12 +156,15 @@ def _validate_group(split: _Split, labels: list[dict], activations: list[np.ndar
             on = fit & (activation > threshold)
             profile = ((split.counts[on].mean(axis=0) - split.fit_mean) / split.fit_sd if on.any()
                        else np.full(len(weights), np.nan))
+            ablation, readout = necessity(materials[label["sae_id"]], label["feature_id"], rows, test, present,
+                                          split.trials, config, ablation_memos.setdefault(label["sae_id"], {}))
             row = {"testable": True, "threshold": threshold, **co, "decode_metric": "balanced_accuracy",
                    "decode_signature": decoding["signature_score"], "decode_all": decoding["all_score"],
                    "decode_feature": decoding["feature_score"], "decode_random_p95": decoding["random_p95"],
                    "signature_over_all": decoding["signature_over_all"],
-                   "signature_percentile": decoding["signature_percentile"], "n_signature_units": len(signature)}
-            out.append((row, {"signature": signature, "profile": profile}))
+                   "signature_percentile": decoding["signature_percentile"], "n_signature_units": len(signature),
+                   **ablation}
+            out.append((row, {"signature": signature, "profile": profile, "readout": readout}))
         return out
 
 
@@ -210,15 +230,18 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
                "one with v)")
     activation = feature_activations(db, testable.select("sae_id", "feature_id"), len(split.trials))
     weights = decoder_rows(db, testable.select("sae_id", "feature_id"))
+    materials = _ablation_materials(db, run_id, testable["sae_id"].unique().to_list(), n_bins, split.counts.shape[1])
     # Labels whose predicates have one target (the same clauses, however spaced or ordered) share it.
     groups: dict[tuple, list[dict]] = {}
     for label in testable.iter_rows(named=True):
         label["weights"] = weights[(label["sae_id"], label["feature_id"])]
         groups.setdefault(parsed[label["label_id"]].target, []).append(label)
-    n_jobs = min(len(groups), effective_n_jobs(n_jobs)) if groups else 1
+    cores = effective_n_jobs(n_jobs)
+    n_jobs = min(len(groups), cores) if groups else 1
     tasks = [delayed(_validate_group)(
         split, group, [activation[(g["sae_id"], g["feature_id"])] for g in group], parsed[group[0]["label_id"]],
-        kinds, _values_of(values, parsed[group[0]["label_id"]]), config)
+        kinds, _values_of(values, parsed[group[0]["label_id"]]), config,
+        {g["sae_id"]: materials[g["sae_id"]] for g in group})
         for group in groups.values()]
     report(f"{testable.height} labels, {len(groups)} predicates, {n_jobs} worker(s)")
     results: dict[int, tuple[dict, dict]] = {}
@@ -237,6 +260,8 @@ def validate_run(db: Store, run_id: int, config: ValidateConfig | None = None,
         with warnings.catch_warnings():  # joblib warns that it cancelled the groups in flight: as asked
             warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
             outcomes.close()  # a cancel or a failure stops the workers' remaining groups
+    _signature_ablations(db, run_id, split, results, {g["label_id"]: g for gs in groups.values() for g in gs},
+                         config, cores, report, cancel)
     rows, signature_rows = _result_rows(labels, results, weights, unparsed, epoch)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = frame.select([c for c in frame.columns if c in _VALIDATION_COLUMNS])
@@ -269,6 +294,73 @@ def _read_split(db: Store, run: dict, epoch: Epoch, source: str
     values = load_natural_values(db, dataset["dataset_id"])
     kinds = dict(load_natural_variables(db, dataset["dataset_id"]).select("variable", "kind").iter_rows())
     return split, values, kinds, selection
+
+
+def _ablation_materials(db: Store, run_id: int, sae_ids: list[int], n_examples: int, n_units: int
+                        ) -> dict[int, SAEMaterial]:
+    """Each SAE's stored code, decoder rows and densities (what feature ablation needs)."""
+    saes = {row["sae_id"]: row for row in load_saes(db, run_id).iter_rows(named=True)}
+    out = {}
+    for sae_id in sae_ids:
+        d_sae = saes[sae_id]["d_sae"]
+        examples, features, values = sae_code(db, sae_id)
+        code = sparse.csr_matrix((values, (examples, features)), shape=(n_examples, d_sae))
+        density, dead = sae_densities(db, sae_id, d_sae)
+        out[sae_id] = SAEMaterial(code, sae_decoder(db, sae_id, d_sae, n_units), density, dead)
+    return out
+
+
+def _signature_ablations(db: Store, run_id: int, split: _Split, results: dict[int, tuple[dict, dict]],
+                         labels: dict[int, dict], config: ValidateConfig, n_jobs: int,
+                         report: Callable[[str], None], cancel: threading.Event | None) -> None:
+    """Signature-unit ablation of every testable label, once every readout is fitted: the labels of one SAE whose
+    signatures have one size share their null draws (each encoded once, read by all their readouts), one task per
+    (SAE, size). Its columns go into each label's row; NULL with the reason where the run has no 'final'
+    checkpoint. The SAEs are encoded here, in the parent, so the workers never import torch."""
+    testable = {label_id: result for label_id, result in results.items() if result[0].get("testable")}
+    readouts = {label_id: extra.pop("readout") for label_id, (_, extra) in testable.items()}
+    for row, _ in testable.values():
+        row.update(signature_columns(None, None))
+    if not testable:
+        return
+    final = load_checkpoint(db, run_id, "final")
+    saved = load_final(final[2]) if final is not None else None
+    instances = dict(load_saes(db, run_id).select("sae_id", "instance").iter_rows())
+    test_rows = np.flatnonzero(split.test)
+    encodings: dict[int, TestEncoding | str] = {}  # a str: why the SAE has none
+    groups: dict[tuple[int, int], list[int]] = {}
+    for label_id, (row, extra) in testable.items():
+        sae_id = labels[label_id]["sae_id"]
+        if final is None:
+            row["ablation_note"] = f"no signature-unit ablation: run {run_id} has no 'final' checkpoint"
+            continue
+        if sae_id not in encodings:
+            state, why = final_stack_state(saved, instances[sae_id])
+            if state is None:
+                encodings[sae_id] = why
+            else:
+                encodings[sae_id] = encode_test(state, test_rows, split.counts[test_rows])
+        if isinstance(encodings[sae_id], str):
+            row["ablation_note"] = f"no signature-unit ablation: {encodings[sae_id]}"
+        elif len(extra["signature"]):
+            groups.setdefault((sae_id, len(extra["signature"])), []).append(label_id)
+    tasks = [delayed(signature_ablations)(encodings[sae_id], [SignatureTask(
+        np.asarray(results[label_id][1]["signature"]), readouts[label_id].effect, readouts[label_id].intercept,
+        np.searchsorted(test_rows, readouts[label_id].test_rows), readouts[label_id].present) for label_id in ids],
+        config) for (sae_id, _), ids in groups.items()]
+    outcomes = Parallel(n_jobs=min(len(tasks), n_jobs) or 1, return_as="generator")(tasks)
+    try:
+        for ((sae_id, size), ids), ablations in zip(groups.items(), outcomes, strict=True):
+            for label_id, ablation in zip(ids, ablations, strict=True):
+                results[label_id][0].update(signature_columns(ablation, None))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"validation of run {run_id} cancelled during signature-unit ablation; nothing was "
+                                "stored")
+            report(f"signature-unit ablation: SAE {sae_id}, {len(ids)} label(s) of {size} unit(s)")
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+            outcomes.close()
 
 
 def _parse_predicates(labels: pl.DataFrame, kinds: dict[str, str]) -> tuple[dict[int, Predicate], dict[int, str]]:
@@ -402,5 +494,7 @@ _VALIDATION_COLUMNS = {
     "recall", "specificity", "f1", "mcc", "mcc_ci_low", "mcc_ci_high", "balanced_accuracy",
     "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "n_test_trials", "p_value", "n_shifts",
     "decode_metric", "decode_signature", "decode_all", "decode_feature", "decode_random_p95", "signature_over_all",
-    "signature_percentile", "n_signature_units", "reason", "where_sql", "around",
+    "signature_percentile", "n_signature_units", "reason", "where_sql", "around", "reconstruction_decode",
+    "necessity_drop", "necessity_null_p95", "necessity_p", "n_ablation_null", "necessary", "signature_ablation_drop",
+    "signature_ablation_null_p95", "signature_ablation_p", "n_signature_ablation_null", "signature_necessary", "ablation_note",
 }

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from engine.epochs import Epoch
-from engine.validation.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text
+from engine.validation.validation_text import MIN_CI_TRIALS, necessity_cell, p_text, q_text, trials_text
 
 MARKS = {True: "✓", False: "✗", None: "–"}
 """A verdict as one character: held, did not hold, not tested (not testable, or no verdict stored)."""
@@ -118,7 +118,7 @@ def duplicate_text(row: Mapping[str, Any], labels: Mapping[int, Mapping[str, Any
 
 def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mapping[str, Any]], *,
                   attempts: bool = False) -> pl.DataFrame:
-    """Validation rows as a table of text: label, attempt, MCC [CI], test trials, p, q, both verdicts and
+    """Validation rows as a table of text: label, attempt, MCC [CI], test trials, p, q, both verdicts, necessity and
     the duplicate remark (a failed or not-testable row reads as such). `attempts` adds the epoch each was
     scored on, when it was stored, whether it is its label's latest (the rows' `latest`) and whether it is
     in the q-value family (`in_family`: the latest row of its test, and testable), for a table of every
@@ -141,6 +141,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
             "q": q_text(row.get("q_value"), row.get("p_value"), row.get("n_shifts")),
             "generalises": MARKS[bool(row.get("generalises"))] if testable else MARKS[None],
             "signature specific": MARKS[bool(row.get("signature_specific"))] if testable else MARKS[None],
+            "necessary (drop, p)": necessity_cell(row),
             "remark": duplicate_text(row, labels) or ("" if testable else _untestable(row)),
         }
         out.append(cells)
@@ -148,7 +149,7 @@ def figures_frame(rows: Iterable[Mapping[str, Any]], labels: Mapping[int, Mappin
     if attempts:
         schema |= {"epoch": pl.String, "stored": pl.String, "latest": pl.String, "in family": pl.String}
     schema |= {name: pl.String for name in ("MCC [95% CI]", "test trials", "p", "q", "generalises",
-                                             "signature specific", "remark")}
+                                             "signature specific", "necessary (drop, p)", "remark")}
     return pl.DataFrame(out, schema=schema)
 
 

@@ -69,3 +69,28 @@ def verdict_words(row: dict) -> tuple[str, str]:
     general = "generalises" if row.get("generalises") else "does not generalise"
     specific = "signature-specific" if row.get("signature_specific") else "signature not specific"
     return general, specific
+
+
+def necessity_text(row: dict, prefix: str = "", signature: bool = False) -> str:
+    """`necessary: drop 0.21 > null 95th percentile 0.03, p < 0.0099` for the feature ablation (``signature``:
+    the signature-unit ablation); `necessity –` (with the stored note) where it was not computed. A third
+    figure beside the two verdicts, which it never changes."""
+    name = "signature_ablation" if signature else "necessity"
+    drop, p95, p = row.get(f"{name}_drop"), row.get(f"{name}_null_p95"), row.get(f"{name}_p")
+    what = prefix or ("signature units" if signature else "feature")
+    if not row.get("testable") or _missing(drop) or _missing(p95):
+        note = row.get("ablation_note") if signature else None
+        return f"{what} necessity –" + (f" ({note})" if note else "")
+    necessary = drop > p95
+    words = f"{what} {'necessary' if necessary else 'not necessary'}"
+    return (f"{words}: drop {drop:.3f} {'>' if necessary else 'vs'} null 95th percentile {p95:.3f}, "
+            f"p {p_text(p, row.get('n_signature_ablation_null' if signature else 'n_ablation_null'))}")
+
+
+def necessity_cell(row: dict) -> str:
+    """`✓ 0.214 (p < 0.0099)` / `✗ 0.001 (p 0.6)` / `–`: the feature ablation in a table cell."""
+    drop, p95 = row.get("necessity_drop"), row.get("necessity_null_p95")
+    if not row.get("testable") or _missing(drop) or _missing(p95):
+        return "–"
+    p = p_text(row.get("necessity_p"), row.get("n_ablation_null"))
+    return f"{'✓' if drop > p95 else '✗'} {drop:.3f} (p {p})"

@@ -16,7 +16,14 @@ from rich.text import Text
 
 from engine.validation.report import bar
 from engine.validation.validation_summary import MARKS, duplicate_text, interval_text
-from engine.validation.validation_text import MIN_CI_TRIALS, p_text, q_text, trials_text, verdict_words
+from engine.validation.validation_text import (
+    MIN_CI_TRIALS,
+    necessity_text,
+    p_text,
+    q_text,
+    trials_text,
+    verdict_words,
+)
 
 BAR_WIDTH = 20
 LABEL_WIDTH = 15
@@ -199,6 +206,11 @@ def _verdicts(text: Text, row: dict, labels: dict[int, dict]) -> None:
     text.append(f"{MARKS[held]} {specific}", style="bold green" if held else "bold red")
     text.append(f" — signature {number(row.get('decode_signature'), 2)} vs random p95 "
                 f"{number(row.get('decode_random_p95'), 2)}\n")
+    if row.get("testable"):  # a third figure beside the verdicts, which it never changes
+        held = bool(row.get("necessary"))
+        text.append(f"{MARKS[held] if row.get('necessary') is not None else MARKS[None]} ",
+                    style="bold green" if held else "bold red")
+        text.append(f"{necessity_text(row)}\n  {necessity_text(row, signature=True)}\n")
     duplicate = duplicate_text(row, labels)
     if duplicate:
         text.append(f"≈ {duplicate}: the same predicate, tested on a stronger feature\n", style="magenta")
