@@ -211,14 +211,14 @@ def _p_values(entries: ActiveEntries, trials: Trials, tests: list[_Test], config
     significant stays so as others' p-values fall (BH is monotone), so neither needs more."""
     members = [m for t in tests for m in t.members]
 
-    def run(part: ActiveEntries, shuffles: range):
-        return null_exceedances(group_members(members), part.rows, part.indptr, part.values, trials, shuffles,
+    def run(part: ActiveEntries, shuffles: range, tested: list[Member]):
+        return null_exceedances(group_members(tested), part.rows, part.indptr, part.values, trials, shuffles,
                                 config.min_shift_fraction, config.seed, config.n_threads, cancel)
 
     def p_values() -> dict[int, np.ndarray]:
         return {k: np.where(np.isnan(observed[k]), np.nan, monte_carlo_p(reached[k], used[k])) for k in observed}
 
-    first = run(entries, range(config.n_shuffles))
+    first = run(entries, range(config.n_shuffles), members)
     observed = {k: v[0] for k, v in first.items()}
     reached = {k: v[1].copy() for k, v in first.items()}
     used = {k: np.full(v[0].shape, config.n_shuffles, np.int64) for k, v in first.items()}
@@ -242,7 +242,11 @@ def _p_values(entries: ActiveEntries, trials: Trials, tests: list[_Test], config
         if not len(features):
             break
         more = min(done * 5, config.max_shuffles) if done else config.max_shuffles
-        extra = run(entries.subset(features), range(done, more))
+        # only the tests still open on these features: each member's statistic is its own, and a shuffle is
+        # seeded by its index, so leaving the settled ones out changes no count (and saves a pass over the
+        # entries per group left out: the late rounds run thousands of shuffles on a few features)
+        open_members = [m for m in members if going[m.key][features].any()]
+        extra = run(entries.subset(features), range(done, more), open_members)
         for k, (_, count) in extra.items():
             keep = going[k][features]
             reached[k][features] += np.where(keep, count, 0)
