@@ -568,6 +568,28 @@ CREATE TABLE sweep_trials (
 )
 """
 
+# Transcoders (issue 20): attributes of a dataset's units given at import (`--unit-meta`, NWB unit columns), the
+# units a transcoder run reads (inputs) and reconstructs (targets), and the ridge regression baseline from inputs to
+# targets beside each QC row (null for a plain SAE, whose baselines are PCA and NMF).
+V15_TRANSCODERS = """
+CREATE TABLE unit_attributes (
+    dataset_id  INTEGER NOT NULL,
+    unit_id     INTEGER NOT NULL,
+    key         VARCHAR NOT NULL,
+    value       VARCHAR NOT NULL,
+    PRIMARY KEY (dataset_id, unit_id, key)
+);
+CREATE TABLE run_units (
+    run_id   INTEGER NOT NULL,
+    role     VARCHAR NOT NULL CHECK (role IN ('input', 'target')),
+    unit_id  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (run_id, role, unit_id)
+);
+ALTER TABLE qc ADD COLUMN ridge_fvu DOUBLE;
+ALTER TABLE qc ADD COLUMN ridge_alpha DOUBLE;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -585,4 +607,5 @@ MIGRATIONS: tuple[Migration, ...] = (
               V11_ATTEMPTS),
     Migration(12, "label_freezes: blind runs and frozen labels (preregistration)", V12_FREEZES),
     Migration(13, "sweeps and sweep_trials: grids of SAE settings trained outside the database", V13_SWEEPS),
+    Migration(15, "transcoders: unit_attributes, run_units, qc.ridge_fvu and ridge_alpha", V15_TRANSCODERS),
 )

@@ -36,14 +36,29 @@ class RunResults:
 
 
 def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
-              epoch: dict[str, Any] | None = None) -> int:
-    """Commit the run row (and the epoch it trains on, `store.epochs.epoch_row`; None: every bin)."""
+              epoch: dict[str, Any] | None = None, units: dict[str, list[int]] | None = None) -> int:
+    """Commit the run row (and the epoch it trains on, `store.epochs.epoch_row`; None: every bin; and a
+    transcoder's units, role ('input', 'target') -> unit ids in model order)."""
     from store.epochs import write_epoch
 
     with db.transaction():
         run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
+        rows = [(run_id, role, unit_id, position) for role, unit_ids in (units or {}).items()
+                for position, unit_id in enumerate(unit_ids)]
+        if rows:
+            db.con.executemany("INSERT INTO run_units (run_id, role, unit_id, position) VALUES (?, ?, ?, ?)", rows)
     return run_id
+
+
+def run_units(db: Store, run_id: int) -> dict[str, list[int]]:
+    """A transcoder run's units, role ('input', 'target') -> unit ids in model order; {} for a plain SAE."""
+    rows = db.con.execute("SELECT role, unit_id FROM run_units WHERE run_id = ? ORDER BY role, position",
+                          [run_id]).fetchall()
+    out: dict[str, list[int]] = {}
+    for role, unit_id in rows:
+        out.setdefault(role, []).append(int(unit_id))
+    return out
 
 
 def _insert_run(db: Store, dataset_id: int, config: dict[str, Any], device: str) -> int:
@@ -177,7 +192,8 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
         deleted["feature_matches"] = _delete(
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
-        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "runs"):
+        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "run_units",
+                      "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         db.con.execute("UPDATE sweep_trials SET run_id = NULL WHERE run_id = ?", [run_id])  # promote it again
     return deleted
