@@ -46,7 +46,7 @@ from store.report import (
     variable_summary,
 )
 from store.review import run_dataset
-from store.runs import get_run
+from store.runs import get_run, run_units
 
 TABLE_FORMATS = ("csv", "parquet")
 BAR_WIDTH = 28
@@ -157,8 +157,20 @@ def _header(db: Store, run: dict, dataset: dict, epochs: dict[str, dict]) -> lis
         f"({dataset['trial_source']}), bins of {_number(dataset['bin_size_s'])} s. Splits are by whole trials "
         f"(seed {dataset['split_seed']}); the test split informs no training, threshold or hyperparameter.", "",
         *markdown_table(splits), "", *_epochs(epochs), "Natural features:", "",
-        *markdown_table(variables), "", "## SAE settings", "", *markdown_table(settings), "",
+        *markdown_table(variables), "", "## SAE settings", "", *_transcoder(db, run), *markdown_table(settings), "",
     ]
+
+
+def _transcoder(db: Store, run: dict) -> list[str]:
+    """What a transcoder run read and reconstructed (nothing for a plain SAE)."""
+    units = run_units(db, run["run_id"])
+    if not units:
+        return []
+    config = run["config"]
+    return [f"Transcoder: inputs {len(units['input'])} units ({config.get('inputs')}), targets "
+            f"{len(units['target'])} units ({config.get('targets')}). The code is computed from the inputs and "
+            "reconstructs the targets: decoder rows, signatures and QC are over the targets, and QC's baseline is a "
+            "ridge regression from inputs to targets (fitted on train, its penalty chosen on val).", ""]
 
 
 def _epochs(epochs: dict[str, dict]) -> list[str]:
@@ -189,11 +201,16 @@ def _quality(frames: dict[str, pl.DataFrame]) -> list[str]:
     saes = frames["saes"].select("sae_id", "instance", "architecture", "d_in", "d_sae", "k", "seed", "loss",
                                  "best_epoch", "val_loss")
     qc = frames["qc"].select("sae_id", "split", "n_examples", "fvu", "pca_fvu", "nmf_fvu", "baseline_components",
-                             "r2", "l0_mean", "dead_fraction", "n_bad_units")
+                             "ridge_fvu", "r2", "l0_mean", "dead_fraction", "n_bad_units")
+    if qc["ridge_fvu"].is_null().all():  # a plain SAE: its baselines are PCA and NMF
+        qc = qc.drop("ridge_fvu")
+    else:  # a transcoder: PCA and NMF reconstruct a matrix from itself, which says nothing across spaces
+        qc = qc.drop("pca_fvu", "nmf_fvu", "baseline_components")
     return ["### SAEs", "", *markdown_table(saes), "",
             "## Quality", "",
             "FVU is the fraction of variance unexplained (lower is better); PCA and NMF use as many components "
-            "as the SAE's mean L0, fitted on train. Bad units are reconstructed with R² ≤ 0.1.", "",
+            "as the SAE's mean L0, fitted on train (a transcoder's baseline is ridge, from its inputs to its "
+            "targets). Bad units are reconstructed with R² ≤ 0.1.", "",
             *markdown_table(qc), ""]
 
 
