@@ -36,6 +36,7 @@ from engine.sae.train import (
     pick_device,
 )
 from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
+from engine.temporal import check_history, history_examples, lag_norms
 from engine.unit_selection import parse_selection, resolve_selection
 from store import Store
 from store.datasets import get_dataset, load_unit_attributes, load_unit_names
@@ -82,11 +83,14 @@ class RunSpec:
     """Transcoder: the units the code is computed from (engine.unit_selection syntax); None: a plain SAE."""
     targets: str | None = None
     """Transcoder: the units the code reconstructs; given together with `inputs`."""
+    history: int = 1
+    """Bins of context (engine.temporal): the input of bin t is bins t-L+1 … t of its trial; 1 is no context."""
 
     def __post_init__(self) -> None:
         if (self.inputs is None) != (self.targets is None):
             given, missing = ("--inputs", "--targets") if self.targets is None else ("--targets", "--inputs")
             raise InputError(f"{given} without {missing}: a transcoder needs both (or neither, for a plain SAE)")
+        check_history(self.history)
         if self.inputs is not None:
             parse_selection("--inputs", self.inputs)
             parse_selection("--targets", self.targets)
@@ -143,15 +147,23 @@ def resolve_roles(db: Store, spec: RunSpec, dataset: dict[str, Any]) -> UnitRole
                      resolve_selection(parse_selection("--targets", spec.targets), names, attributes))
 
 
-def model_examples(counts: np.ndarray, roles: UnitRoles | None) -> np.ndarray:
-    """What the stack trains on, one row per bin: the counts themselves for a plain SAE, a transcoder's inputs
-    followed by its targets otherwise (SAEStack.split_example splits them again)."""
+def model_examples(counts: np.ndarray, roles: UnitRoles | None, history: int = 1,
+                   trial_ids: np.ndarray | None = None, train: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the stack trains on, one row per bin, and which bins have their whole history (None: all): the counts
+    themselves for a plain SAE, a transcoder's inputs followed by its targets otherwise (SAEStack.split_example
+    splits them again), the inputs with `history` lags of their trial (engine.temporal, `trial_ids` and the
+    `train` mask needed) when history > 1."""
+    if history > 1:
+        assert roles is not None and trial_ids is not None and train is not None
+        fill = counts[train][:, roles.inputs].mean(axis=0) if train.any() else np.zeros(len(roles.inputs))
+        return history_examples(counts, roles.inputs, roles.targets, trial_ids, history, fill.astype(np.float32))
     if roles is None:
-        return counts
+        return counts, None
     check_fits(f"the transcoder's examples, {counts.shape[0]:,} bins × {len(roles.inputs) + len(roles.targets):,} "
                "units as float32", counts.shape[0] * (len(roles.inputs) + len(roles.targets)) * 4,
                "select fewer units")
-    return np.concatenate([counts[:, roles.inputs], counts[:, roles.targets]], axis=1)
+    return np.concatenate([counts[:, roles.inputs], counts[:, roles.targets]], axis=1), None
 
 
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -283,7 +295,6 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
              "units)…")
     roles = resolve_roles(db, spec, dataset)  # before the counts are read: a bad selection is refused at once
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
-    counts = model_examples(counts, roles)
     check_cancel()
     selection = select_epoch(db, dataset, examples, spec.epoch, "train")
     # Bins outside the epoch belong to no split here: they are neither trained on nor scored by QC, but
@@ -291,9 +302,20 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     if spec.epoch.is_set:
         report(selection.summary(read_splits("train")))
+    if spec.history > 1 and roles is None:  # context for an SAE: every unit's history decodes every unit
+        every = np.arange(counts.shape[1])
+        roles = UnitRoles(every, every)
+    counts, complete = model_examples(counts, roles, spec.history, examples["trial_id"].to_numpy(), splits == "train")
+    if complete is not None and not complete.all():
+        # Like bins outside an epoch: not trained on or scored, but encoded (their missing lags at the units' train
+        # means) so that ranking and validation, which read every bin, have a code for them.
+        report(f"--history {spec.history}: {int((~complete).sum()):,} bins (the first {spec.history - 1} of each "
+               "trial) have no full history in their trial: not trained on or scored; encoded with the missing lags "
+               "at the units' train means")
+        splits = np.where(complete, splits, "outside")
     if spec.auto:
         on_stage(f"choosing {', '.join(name for name in AUTO_SETTINGS if name in spec.auto)} from the recording…")
-    targets = counts if roles is None else counts[:, len(roles.inputs):]
+    targets = counts if roles is None else counts[:, len(roles.inputs) * spec.history:]
     spec = resolve_settings(spec, targets, splits == "train")  # chosen for the epoch's train bins
     check_cancel()
     n_saes = len(spec.ks) * spec.instances
@@ -302,7 +324,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     stack, data = build_stack(spec, counts, splits, dataset["kind"], None if roles is None else len(roles.targets))
     check_cancel()
     if roles is not None:
-        report(f"{roles.describe()} ({spec.inputs} → {spec.targets})")
+        context = f", {spec.history} bins of history" if spec.history > 1 else ""
+        report(f"{roles.describe()} ({spec.inputs or 'all'} → {spec.targets or 'all'}{context})")
     if spec.chosen and resume_run is None:
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
@@ -336,7 +359,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
                                   raw_counts=dataset.get("value_type", "counts") == "counts")
             results = collect_results(stack, counts, splits, outcome, dataset["kind"],
                                       load_unit_names(db, dataset["dataset_id"]), context, quitting=quitting,
-                                      target_units=None if roles is None else roles.targets)
+                                      target_units=None if roles is None else roles.targets,
+                                      input_units=None if roles is None else roles.inputs, history=spec.history)
             with db.interrupted_when(quitting):
                 sae_ids = save_run_results(db, run_id, results, status=outcome.status,
                                            examples_seen=outcome.examples_seen,
@@ -363,7 +387,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
 def spec_to_config(spec: RunSpec) -> dict[str, Any]:
     return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
             "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units,
-            "chosen": spec.chosen, "epoch": spec.epoch.to_config(), "inputs": spec.inputs, "targets": spec.targets}
+            "chosen": spec.chosen, "epoch": spec.epoch.to_config(), "inputs": spec.inputs, "targets": spec.targets,
+            "history": spec.history}
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
@@ -372,7 +397,7 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
                    ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
                    normalize_units=config["normalize_units"], chosen=dict(config.get("chosen", {})),
                    epoch=Epoch.from_config(config.get("epoch")), inputs=config.get("inputs"),
-                   targets=config.get("targets"))
+                   targets=config.get("targets"), history=config.get("history", 1))
 
 
 @torch.no_grad()
@@ -415,7 +440,8 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
                     kind: str, unit_names: list[str] | None = None,
                     context: FlagContext = RAW_COUNTS, quitting: threading.Event | None = None,
                     baselines: MutableMapping[tuple[str, int], tuple[float, float | None]] | None = None,
-                    target_units: np.ndarray | None = None) -> RunResults:
+                    target_units: np.ndarray | None = None, input_units: np.ndarray | None = None,
+                    history: int = 1) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index).
 
     `quitting` set stops it between batches and between SAEs' QC splits (QuitRequested). `baselines` holds the
@@ -424,7 +450,8 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
 
     A transcoder's `counts` are model_examples (inputs, then targets): QC is on the targets, against a ridge
     regression from the inputs (PCA and NMF, which reconstruct a matrix from itself, are left out), and its
-    decoder and unit_qc rows name the targets' unit ids, `target_units`."""
+    decoder and unit_qc rows name the targets' unit ids, `target_units`. With `history` > 1 its encoder's weight
+    norm per feature and lag (and the input unit, of `input_units`, that weighs most there) go to encoder_lags."""
     activations, recon = encode_all(stack, counts, quitting=quitting)
     n, D, d = stack.n, stack.config.d_sae, stack.d_out
     inputs, counts = stack.split_example(counts)  # counts: what is reconstructed from here on
@@ -513,7 +540,18 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
                                             "l0": pl.Float64,
                                             "dead_fraction": pl.Float64, "lr": pl.Float64,
                                             "val_loss": pl.Float64}).rename({"sae": "sae_id"})
+    lags = None
+    if history > 1:
+        w_enc = weights["W_enc"].cpu().numpy()
+        norms = lag_norms(w_enc, history)  # [n, D, L]
+        per_lag = np.abs(w_enc.reshape(n, D, history, -1))
+        top = np.asarray(input_units)[per_lag.argmax(axis=-1)]
+        sae_i, feature_i, lag_i = np.meshgrid(np.arange(n), np.arange(D), np.arange(history), indexing="ij")
+        lags = pl.DataFrame({"sae_id": sae_i.ravel().astype(np.int32), "feature_id": feature_i.ravel().astype(np.int32),
+                             "lag": lag_i.ravel().astype(np.int32), "norm": norms.ravel().astype(np.float64),
+                             "top_unit_id": top.ravel().astype(np.int32)})
     return RunResults(
+        encoder_lags=lags,
         saes=saes,
         features=pl.concat(feature_frames),
         decoder=pl.DataFrame({"sae_id": sae_index.ravel().astype(np.int32),

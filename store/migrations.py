@@ -590,6 +590,19 @@ ALTER TABLE qc ADD COLUMN ridge_fvu DOUBLE;
 ALTER TABLE qc ADD COLUMN ridge_alpha DOUBLE;
 """
 
+# Temporal context (issue 20, `mini train --history L`): each feature's encoder weight norm per lag (lag 0 is the
+# bin itself, lag j the bin j earlier in its trial) and the input unit that weighs most at that lag.
+V16_ENCODER_LAGS = """
+CREATE TABLE encoder_lags (
+    sae_id       INTEGER NOT NULL,
+    feature_id   INTEGER NOT NULL,
+    lag          INTEGER NOT NULL,
+    norm         DOUBLE NOT NULL,
+    top_unit_id  INTEGER NOT NULL,
+    PRIMARY KEY (sae_id, feature_id, lag)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -608,4 +621,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "label_freezes: blind runs and frozen labels (preregistration)", V12_FREEZES),
     Migration(13, "sweeps and sweep_trials: grids of SAE settings trained outside the database", V13_SWEEPS),
     Migration(15, "transcoders: unit_attributes, run_units, qc.ridge_fvu and ridge_alpha", V15_TRANSCODERS),
+    Migration(16, "encoder_lags: per-lag encoder weight norms of runs with temporal context", V16_ENCODER_LAGS),
 )

@@ -33,6 +33,8 @@ class RunResults:
     train_log: pl.DataFrame
     flags: pl.DataFrame | None = None
     """quality_flags rows (sae_id = instance index; dataset_id and run_id are added here)."""
+    encoder_lags: pl.DataFrame | None = None
+    """Runs with --history: sae_id, feature_id, lag, norm, top_unit_id (None: no temporal context)."""
 
 
 def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
@@ -143,7 +145,7 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
 
     old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
     if old:  # a resumed run replaces what an earlier, cancelled part of it stored
-        for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
+        for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log", "encoder_lags"):
             db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
                            [run_id])
         db.con.execute("DELETE FROM quality_flags WHERE run_id = ?", [run_id])
@@ -161,6 +163,8 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
                          ("activations", results.activations), ("qc", results.qc),
                          ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
         db.insert_frame(table, with_ids(frame))
+    if results.encoder_lags is not None:
+        db.insert_frame("encoder_lags", with_ids(results.encoder_lags))
     if results.flags is not None and results.flags.height:
         dataset_id = db.scalar("SELECT dataset_id FROM runs WHERE run_id = ?", [run_id])
         db.insert_frame("quality_flags", with_ids(results.flags).with_columns(
@@ -176,8 +180,8 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
 
 # Every table keyed by sae_id, in the order rows are deleted (children before the saes rows).
 _SAE_TABLES = ("train_log", "features", "decoder", "activations", "activations_by_feature",
-               "activations_by_feature_builds", "qc", "unit_qc", "associations", "tuning_curves", "mis",
-               "rankings", "suggestions", "label_undos", "labels", "validations", "signatures")
+               "activations_by_feature_builds", "qc", "unit_qc", "encoder_lags", "associations", "tuning_curves",
+               "mis", "rankings", "suggestions", "label_undos", "labels", "validations", "signatures")
 
 
 def delete_run(db: Store, run_id: int) -> dict[str, int]:

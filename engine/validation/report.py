@@ -167,10 +167,14 @@ def _transcoder(db: Store, run: dict) -> list[str]:
     if not units:
         return []
     config = run["config"]
-    return [f"Transcoder: inputs {len(units['input'])} units ({config.get('inputs')}), targets "
-            f"{len(units['target'])} units ({config.get('targets')}). The code is computed from the inputs and "
-            "reconstructs the targets: decoder rows, signatures and QC are over the targets, and QC's baseline is a "
-            "ridge regression from inputs to targets (fitted on train, its penalty chosen on val).", ""]
+    history = config.get("history", 1)
+    context = (f" Temporal context: the input of a bin is its last {history} bins of the same trial (the first "
+               f"{history - 1} bins of each trial are not trained on or scored; their missing lags are set to the "
+               "units' train means when they are encoded).") if history > 1 else ""
+    return [f"Transcoder: inputs {len(units['input'])} units ({config.get('inputs') or 'all'}), targets "
+            f"{len(units['target'])} units ({config.get('targets') or 'all'}). The code is computed from the inputs "
+            "and reconstructs the targets: decoder rows, signatures and QC are over the targets, and QC's baseline is "
+            f"a ridge regression from inputs to targets (fitted on train, its penalty chosen on val).{context}", ""]
 
 
 def _epochs(epochs: dict[str, dict]) -> list[str]:
@@ -243,8 +247,22 @@ def _ranked(frames: dict[str, pl.DataFrame], top: int) -> list[str]:
              "full ranking of every feature is in the rankings table beside this report.", ""]
     for (sae_id,), part in frames["rankings"].group_by("sae_id", maintain_order=True):
         lines += [f"### SAE {sae_id}: top {min(top, part.height)} of {part.height}", "",
-                  *markdown_table(part.head(top).drop("sae_id")), ""]
+                  *markdown_table(part.head(top).drop("sae_id")), "", *_lags(frames, sae_id, part.head(top))]
     return lines
+
+
+def _lags(frames: dict[str, pl.DataFrame], sae_id: int, top: pl.DataFrame) -> list[str]:
+    """A run with temporal context: where in time each top feature reads its inputs (lag 0 is the bin itself)."""
+    if "encoder_lags" not in frames:
+        return []
+    mine = frames["encoder_lags"].filter(pl.col("sae_id") == sae_id)
+    cells = mine.with_columns(cell=pl.format("{} ({})", pl.col("share").round(2), pl.col("top_unit")),
+                              lag=pl.format("lag {}", pl.col("lag")))
+    table = top.select("rank", "feature_id").join(
+        cells.pivot(on="lag", index="feature_id", values="cell"), on="feature_id", how="left").sort("rank")
+    return ["Each top feature's encoder weight per lag, as a share of its norm over the lags (lag j is the bin j bins "
+            "earlier in the same trial), with the input unit that weighs most at that lag:", "",
+            *markdown_table(table), ""]
 
 
 def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:
