@@ -96,7 +96,7 @@ def test_bad_selections_are_refused_in_one_line_and_write_nothing(small, inputs,
 
 
 def test_unit_meta_round_trip_csv_and_parquet(small, tmp_path):
-    folder, db, names = small
+    folder, db, _ = small
     stored = _sql(db, "SELECT key, value, count(*) AS n, min(unit_id) AS first, max(unit_id) AS last "
                       "FROM unit_attributes GROUP BY ALL ORDER BY ALL", folder)
     assert stored == [{"key": "area", "value": "CA1", "n": 60, "first": 0, "last": 59},
