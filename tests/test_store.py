@@ -48,7 +48,8 @@ def test_old_file_is_migrated_and_keeps_its_data(tmp_path):
         assert db.scalar("SELECT count(*) FROM runs") == 0  # the real later migrations ran too
         assert db.scalar("SELECT value FROM activations WHERE sae_id = 1") == 0.5
         versions = db.frame("SELECT version, description FROM schema_version ORDER BY version")
-    assert versions["version"].to_list() == list(range(1, LATEST + 2))
+    # Every known version and the new one (a branch may hold 15 before 14 is merged: gaps are allowed).
+    assert versions["version"].to_list() == [*(m.version for m in MIGRATIONS), LATEST + 1]
 
 
 def test_failed_migration_rolls_back_whole(tmp_path):
