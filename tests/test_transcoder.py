@@ -237,3 +237,22 @@ def test_a_transcoder_between_halves_recovers_the_ensembles_and_beats_ridge(tmp_
     text = (tmp_path / "r.md").read_text()
     assert "Transcoder: inputs 60 units (area=CA3), targets 60 units (area=CA1)" in text
     assert "| ridge_fvu |" in text and "| pca_fvu |" not in text
+
+
+def test_the_ridge_baseline_chooses_its_penalty_on_val_and_only_scores_test():
+    from engine.sae.qc import RIDGE_ALPHAS, ridge_baseline
+
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(6, 4))
+
+    def split(n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(size=(n, 6))
+        return x, x @ mixing + noise * rng.normal(size=(n, 4))
+
+    train, val, test = split(400, 0.1), split(200, 0.1), split(200, 0.1)
+    fitted = ridge_baseline(train, {"train": train, "val": val, "test": test})
+    assert fitted.alpha in RIDGE_ALPHAS and fitted.alpha < 10  # a linear map: little penalty wins on val
+    assert fitted.fvu["val"] < 0.05 and fitted.fvu["test"] < 0.05
+    scrambled = (test[0], rng.permutation(test[1]))  # test changes nothing but its own score
+    again = ridge_baseline(train, {"train": train, "val": val, "test": scrambled})
+    assert again.alpha == fitted.alpha and again.fvu["val"] == fitted.fvu["val"] and again.fvu["test"] > 0.9
