@@ -470,6 +470,10 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     names = [names[u] for u in unit_ids]
     val = splits == "val"
     ridge = None
+    # PCA and NMF reconstruct the targets from themselves: a baseline for an SAE, and for a transcoder whose inputs
+    # hold its targets (an SAE with --history, where the ridge, which can copy them, is no baseline at all).
+    self_baselines = not stack.transcoder or (
+        input_units is not None and target_units is not None and bool(np.isin(target_units, input_units).all()))
     if stack.transcoder:
         _stop_if_quitting(quitting)
         ridge = ridge_baseline((inputs[train_mask], counts[train_mask]),
@@ -493,7 +497,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         qcs = []
         components = max(1, round(float(l0[train_mask].mean())))
         missing = [split for split in SPLITS if (splits == split).any() and (split, components) not in baselines
-                   and ridge is None]
+                   and self_baselines]
         if missing:  # one fit for every split that needs it: seconds on a large recording
             _stop_if_quitting(quitting)
             fitted = baseline_fvus(counts[train_mask], {split: counts[splits == split] for split in missing},
@@ -508,10 +512,10 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
             split_examples = in_split[examples]
             report = split_qc(split, counts[in_split], recon[i][in_split], l0[in_split],
                               np.bincount(features[split_examples], minlength=D))
-            if ridge is None:
+            if self_baselines:
                 report.pca_fvu, report.nmf_fvu = baselines[(split, components)]
                 report.baseline_components = components
-            else:
+            if ridge is not None:
                 report.ridge_fvu, report.ridge_alpha = ridge.fvu.get(split), ridge.alpha
             qcs.append(report)
         figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,

@@ -107,3 +107,17 @@ def test_history_trains_on_complete_bins_and_reports_each_lag(small, tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "Temporal context: the input of a bin is its last 3 bins of the same trial" in text
     assert "| rank | feature_id | lag 0 | lag 1 | lag 2 |" in text
+
+
+def test_history_without_a_selection_is_an_sae_with_context_and_keeps_pca(small, tmp_path):
+    folder, db = small
+    copy = tmp_path / "c.duckdb"
+    copy.write_bytes(db.read_bytes())
+    result = run_cli("train", "--dataset", "small", "--d-sae", "32", "--k", "3", "--epochs", "2", "--history", "2",
+                     "--db", str(copy), cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "transcoder: inputs 24 units, targets 24 units (all → all, 2 bins of history)" in result.stderr
+    qc = _sql(copy, "SELECT split, pca_fvu, ridge_fvu, fvu FROM qc ORDER BY split", folder)
+    # Every target is an input at lag 0: the ridge copies it (near 0), so PCA of the targets stays the baseline.
+    assert all(r["pca_fvu"] is not None and r["ridge_fvu"] < 0.05 and r["fvu"] is not None for r in qc), qc
+    assert _sql(copy, "SELECT count(*) AS n FROM decoder", folder) == [{"n": 32 * 24}]

@@ -206,10 +206,9 @@ def _quality(frames: dict[str, pl.DataFrame]) -> list[str]:
                                  "best_epoch", "val_loss")
     qc = frames["qc"].select("sae_id", "split", "n_examples", "fvu", "pca_fvu", "nmf_fvu", "baseline_components",
                              "ridge_fvu", "r2", "l0_mean", "dead_fraction", "n_bad_units")
-    if qc["ridge_fvu"].is_null().all():  # a plain SAE: its baselines are PCA and NMF
-        qc = qc.drop("ridge_fvu")
-    else:  # a transcoder: PCA and NMF reconstruct a matrix from itself, which says nothing across spaces
-        qc = qc.drop("pca_fvu", "nmf_fvu", "baseline_components")
+    # A plain SAE has no ridge baseline; a transcoder across spaces has no PCA/NMF (they reconstruct a matrix from
+    # itself, which says nothing about predicting one population from another).
+    qc = qc.drop([c for c in ("pca_fvu", "nmf_fvu", "baseline_components", "ridge_fvu") if qc[c].is_null().all()])
     return ["### SAEs", "", *markdown_table(saes), "",
             "## Quality", "",
             "FVU is the fraction of variance unexplained (lower is better); PCA and NMF use as many components "

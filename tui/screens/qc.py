@@ -85,7 +85,8 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
     components = next(iter(rows.values()))["baseline_components"] if rows else None
 
     def fvu_cell(row: dict[str, Any]) -> Text:
-        baselines = [b for b in (row["pca_fvu"], row["nmf_fvu"], row.get("ridge_fvu")) if b is not None]
+        baselines = [b for b in (row["pca_fvu"], row["nmf_fvu"]) if b is not None] or \
+            [b for b in (row.get("ridge_fvu"),) if b is not None]  # a transcoder across spaces: ridge
         beats = row["fvu"] is not None and baselines and row["fvu"] < min(baselines)
         return Text(_number(row["fvu"]), style="green" if beats else "yellow")
 
@@ -102,8 +103,9 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
         (f" PCA ({components})", lambda r: _number(r["pca_fvu"])),
         (f" NMF ({components})", lambda r: _number(r["nmf_fvu"])),
     ]
-    if any(row.get("ridge_fvu") is not None for row in rows.values()):  # a transcoder: ridge, not PCA/NMF
-        lines = [*lines[:3], ("FVU targets", fvu_cell), (" ridge", lambda r: _number(r.get("ridge_fvu")))]
+    if any(row.get("ridge_fvu") is not None for row in rows.values()):  # a transcoder: ridge beside PCA/NMF if any
+        pca = [] if all(row["pca_fvu"] is None for row in rows.values()) else lines[4:]
+        lines = [*lines[:3], ("FVU targets", fvu_cell), *pca, (" ridge", lambda r: _number(r.get("ridge_fvu")))]
     lines += [
         ("cosine", lambda r: _number(r["cosine_mean"])),
         ("sum R²", lambda r: _number(r["summed_count_r2"])),
