@@ -259,8 +259,10 @@ def _lags(frames: dict[str, pl.DataFrame], sae_id: int, top: pl.DataFrame) -> li
                               lag=pl.format("lag {}", pl.col("lag")))
     table = top.select("rank", "feature_id").join(
         cells.pivot(on="lag", index="feature_id", values="cell"), on="feature_id", how="left").sort("rank")
+    history = mine["lag"].max() + 1 if mine.height else 1
     return ["Each top feature's encoder weight per lag, as a share of its norm over the lags (lag j is the bin j bins "
-            "earlier in the same trial), with the input unit that weighs most at that lag:", "",
+            "earlier in the same trial), with the input unit that weighs most at that lag. The encoder starts as "
+            f"random rows, so a share near 1/{history} = {1 / history:.2f} at every lag is no preference:", "",
             *markdown_table(table), ""]
 
 
