@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -25,7 +25,7 @@ from engine.memory import check_fits, human_bytes
 from engine.options import check_integer, check_seed
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
 from engine.sae.model import SAEConfig, SAEStack
-from engine.sae.qc import baseline_fvus, qc_table_rows, split_qc
+from engine.sae.qc import baseline_fvus, qc_table_rows, ridge_baseline, split_qc
 from engine.sae.train import (
     NonFiniteLoss,
     TrainConfig,
@@ -36,8 +36,10 @@ from engine.sae.train import (
     pick_device,
 )
 from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
+from engine.temporal import check_history, history_examples, lag_norms
+from engine.unit_selection import parse_selection, resolve_selection
 from store import Store
-from store.datasets import get_dataset, load_unit_names
+from store.datasets import get_dataset, load_unit_attributes, load_unit_names
 from store.errors import StoreInterrupted
 from store.runs import (
     RunResults,
@@ -77,8 +79,21 @@ class RunSpec:
     """Settings to choose from the recording (engine.sae.train_defaults.AUTO_SETTINGS); the rest are as given."""
     chosen: dict[str, str] = field(default_factory=dict)
     """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
+    inputs: str | None = None
+    """Transcoder: the units the code is computed from (engine.unit_selection syntax); None: a plain SAE."""
+    targets: str | None = None
+    """Transcoder: the units the code reconstructs; given together with `inputs`."""
+    history: int = 1
+    """Bins of context (engine.temporal): the input of bin t is bins t-L+1 … t of its trial; 1 is no context."""
 
     def __post_init__(self) -> None:
+        if (self.inputs is None) != (self.targets is None):
+            given, missing = ("--inputs", "--targets") if self.targets is None else ("--targets", "--inputs")
+            raise InputError(f"{given} without {missing}: a transcoder needs both (or neither, for a plain SAE)")
+        check_history(self.history)
+        if self.inputs is not None:
+            parse_selection("--inputs", self.inputs)
+            parse_selection("--targets", self.targets)
         check_integer("--instances", self.instances, 1)
         check_seed("--seed", self.seed, taken=self.instances, taken_by=f"--instances {self.instances}")  # the SAEs take seeds seed … seed + instances - 1
 
@@ -109,6 +124,48 @@ class RunOutcome:
     """The bins the run trained on and how many of each split."""
 
 
+class UnitRoles(NamedTuple):
+    """A transcoder's units, as the dataset's unit indices (ascending)."""
+
+    inputs: np.ndarray
+    """The units its code is computed from."""
+    targets: np.ndarray
+    """The units it reconstructs: its decoder rows, signatures and QC are over these."""
+
+    def describe(self) -> str:
+        return f"transcoder: inputs {len(self.inputs)} units, targets {len(self.targets)} units"
+
+
+def resolve_roles(db: Store, spec: RunSpec, dataset: dict[str, Any]) -> UnitRoles | None:
+    """The units `spec.inputs` and `spec.targets` select in the dataset (None for a plain SAE), refused in one
+    line when either names nothing."""
+    if spec.inputs is None or spec.targets is None:
+        return None
+    names = load_unit_names(db, dataset["dataset_id"])
+    attributes = load_unit_attributes(db, dataset["dataset_id"])
+    return UnitRoles(resolve_selection(parse_selection("--inputs", spec.inputs), names, attributes),
+                     resolve_selection(parse_selection("--targets", spec.targets), names, attributes))
+
+
+def model_examples(counts: np.ndarray, roles: UnitRoles | None, history: int = 1,
+                   trial_ids: np.ndarray | None = None, train: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the stack trains on, one row per bin, and which bins have their whole history (None: all): the counts
+    themselves for a plain SAE, a transcoder's inputs followed by its targets otherwise (SAEStack.split_example
+    splits them again), the inputs with `history` lags of their trial (engine.temporal, `trial_ids` and the
+    `train` mask needed) when history > 1."""
+    if history > 1:
+        assert roles is not None and trial_ids is not None and train is not None
+        fill = counts[train][:, roles.inputs].mean(axis=0) if train.any() else np.zeros(len(roles.inputs))
+        return history_examples(counts, roles.inputs, roles.targets, trial_ids, history, fill.astype(np.float32))
+    if roles is None:
+        return counts, None
+    check_fits(f"the transcoder's examples, {counts.shape[0]:,} bins × {len(roles.inputs) + len(roles.targets):,} "
+               "units as float32", counts.shape[0] * (len(roles.inputs) + len(roles.targets)) * 4,
+               "select fewer units")
+    return np.concatenate([counts[:, roles.inputs], counts[:, roles.targets]], axis=1), None
+
+
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     ks = tuple(k for k in spec.ks for _ in range(spec.instances))
     seeds = tuple(spec.seed + i for _ in spec.ks for i in range(spec.instances))
@@ -137,9 +194,11 @@ def check_memory(spec: RunSpec, n_examples: int, d_in: int) -> None:
                "use a smaller --d-sae or fewer --instances")
 
 
-def build_stack(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str) -> tuple[SAEStack, TrainData]:
+def build_stack(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str, d_out: int | None = None
+                ) -> tuple[SAEStack, TrainData]:
     """The stack `spec` asks for, initialised from the training rows, and its train/val data on the device
-    (refused first when it would not fit in memory). A sweep's workers call it as train_run does."""
+    (refused first when it would not fit in memory). A sweep's workers call it as train_run does. With `d_out`,
+    a transcoder: `counts` are model_examples, whose last d_out columns are the targets."""
     check_memory(spec, counts.shape[0], counts.shape[1])
     ks, seeds = _stack_seeds(spec)
     sae = replace(spec.sae, ks=ks, nonnegative_output=kind == "spike_counts")
@@ -149,7 +208,12 @@ def build_stack(spec: RunSpec, counts: np.ndarray, splits: np.ndarray, kind: str
     if train.shape[0] == 0:
         raise InputError(f"dataset '{spec.dataset}': the train split is empty")
     scale = train.std(0).clamp_min(1e-3) if spec.normalize_units else None
-    stack = SAEStack(sae, counts.shape[1], seeds, input_scale=scale)
+    if d_out is None:
+        stack = SAEStack(sae, counts.shape[1], seeds, input_scale=scale)
+    else:
+        d_in = counts.shape[1] - d_out
+        stack = SAEStack(sae, d_in, seeds, input_scale=None if scale is None else scale[:d_in], d_out=d_out,
+                         target_scale=None if scale is None else scale[d_in:])
     sample = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(spec.seed))[:10_000]]
     stack.initialise_from_data(sample)
     device = pick_device(spec.train.device)
@@ -229,6 +293,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     check_loss_fits(spec.sae.loss, dataset)
     on_stage(f"reading dataset '{spec.dataset}' ({dataset['n_examples']:,} examples × {dataset['n_units']:,} "
              "units)…")
+    roles = resolve_roles(db, spec, dataset)  # before the counts are read: a bad selection is refused at once
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     check_cancel()
     selection = select_epoch(db, dataset, examples, spec.epoch, "train")
@@ -237,20 +302,36 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     if spec.epoch.is_set:
         report(selection.summary(read_splits("train")))
+    if spec.history > 1 and roles is None:  # context for an SAE: every unit's history decodes every unit
+        every = np.arange(counts.shape[1])
+        roles = UnitRoles(every, every)
+    counts, complete = model_examples(counts, roles, spec.history, examples["trial_id"].to_numpy(), splits == "train")
+    if complete is not None and not complete.all():
+        # Like bins outside an epoch: not trained on or scored, but encoded (their missing lags at the units' train
+        # means) so that ranking and validation, which read every bin, have a code for them.
+        report(f"--history {spec.history}: {int((~complete).sum()):,} bins (the first {spec.history - 1} of each "
+               "trial) have no full history in their trial: not trained on or scored; encoded with the missing lags "
+               "at the units' train means")
+        splits = np.where(complete, splits, "outside")
     if spec.auto:
         on_stage(f"choosing {', '.join(name for name in AUTO_SETTINGS if name in spec.auto)} from the recording…")
-    spec = resolve_settings(spec, counts, splits == "train")  # chosen for the epoch's train bins
+    targets = counts if roles is None else counts[:, len(roles.inputs) * spec.history:]
+    spec = resolve_settings(spec, targets, splits == "train")  # chosen for the epoch's train bins
     check_cancel()
     n_saes = len(spec.ks) * spec.instances
     on_stage(f"building {n_saes} SAE{'s' if n_saes != 1 else ''} (d_sae {spec.sae.d_sae:,}, "
              f"k {', '.join(map(str, spec.ks))}) from {int((splits == 'train').sum()):,} training examples…")
-    stack, data = build_stack(spec, counts, splits, dataset["kind"])
+    stack, data = build_stack(spec, counts, splits, dataset["kind"], None if roles is None else len(roles.targets))
     check_cancel()
+    if roles is not None:
+        context = f", {spec.history} bins of history" if spec.history > 1 else ""
+        report(f"{roles.describe()} ({spec.inputs or 'all'} → {spec.targets or 'all'}{context})")
     if spec.chosen and resume_run is None:
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
     if resume_run is None:
-        run_id = start_run(db, dataset["dataset_id"], config, str(data.device), epoch=selection.row())
+        units = None if roles is None else {"input": roles.inputs.tolist(), "target": roles.targets.tolist()}
+        run_id = start_run(db, dataset["dataset_id"], config, str(data.device), epoch=selection.row(), units=units)
     else:
         run_id = resume_run
         reopen_run(db, run_id)
@@ -277,7 +358,9 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
             context = FlagContext(normalized=spec.normalize_units,
                                   raw_counts=dataset.get("value_type", "counts") == "counts")
             results = collect_results(stack, counts, splits, outcome, dataset["kind"],
-                                      load_unit_names(db, dataset["dataset_id"]), context, quitting=quitting)
+                                      load_unit_names(db, dataset["dataset_id"]), context, quitting=quitting,
+                                      target_units=None if roles is None else roles.targets,
+                                      input_units=None if roles is None else roles.inputs, history=spec.history)
             with db.interrupted_when(quitting):
                 sae_ids = save_run_results(db, run_id, results, status=outcome.status,
                                            examples_seen=outcome.examples_seen,
@@ -304,7 +387,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
 def spec_to_config(spec: RunSpec) -> dict[str, Any]:
     return {"dataset": spec.dataset, "sae": asdict(spec.sae), "train": asdict(spec.train), "ks": list(spec.ks),
             "instances": spec.instances, "seed": spec.seed, "normalize_units": spec.normalize_units,
-            "chosen": spec.chosen, "epoch": spec.epoch.to_config()}
+            "chosen": spec.chosen, "epoch": spec.epoch.to_config(), "inputs": spec.inputs, "targets": spec.targets,
+            "history": spec.history}
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
@@ -312,13 +396,14 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
     return RunSpec(dataset=config["dataset"], sae=SAEConfig(**sae), train=TrainConfig(**config["train"]),
                    ks=tuple(config["ks"]), instances=config["instances"], seed=config["seed"],
                    normalize_units=config["normalize_units"], chosen=dict(config.get("chosen", {})),
-                   epoch=Epoch.from_config(config.get("epoch")))
+                   epoch=Epoch.from_config(config.get("epoch")), inputs=config.get("inputs"),
+                   targets=config.get("targets"), history=config.get("history", 1))
 
 
 @torch.no_grad()
 def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192, quitting: threading.Event | None = None
                ) -> tuple[pl.DataFrame, np.ndarray]:
-    """Sparse activations of every example for every SAE, and reconstructions [n, N, d] (float32).
+    """Sparse activations of every example for every SAE, and reconstructions [n, N, d_out] (float32).
 
     BatchTopK-style SAEs use their inference threshold, so an example's code does not depend on
     which other examples share its batch. `quitting` set stops it between batches (QuitRequested).
@@ -326,7 +411,7 @@ def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192, quitting:
     stack.eval()
     device = next(stack.parameters()).device
     use_threshold = stack.config.architecture in ("batchtopk", "matryoshka")
-    parts, recon = [], np.empty((stack.n, *counts.shape), dtype=np.float32)
+    parts, recon = [], np.empty((stack.n, counts.shape[0], stack.d_out), dtype=np.float32)
     for start in range(0, counts.shape[0], batch):
         _stop_if_quitting(quitting)
         x = torch.from_numpy(counts[start: start + batch]).to(device)
@@ -354,15 +439,23 @@ def _unit_error_share(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
 def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, outcome: TrainOutcome,
                     kind: str, unit_names: list[str] | None = None,
                     context: FlagContext = RAW_COUNTS, quitting: threading.Event | None = None,
-                    baselines: MutableMapping[tuple[str, int], tuple[float, float | None]] | None = None
-                    ) -> RunResults:
+                    baselines: MutableMapping[tuple[str, int], tuple[float, float | None]] | None = None,
+                    target_units: np.ndarray | None = None, input_units: np.ndarray | None = None,
+                    history: int = 1) -> RunResults:
     """Everything the store keeps about a trained stack, as frames (sae_id = instance index).
 
     `quitting` set stops it between batches and between SAEs' QC splits (QuitRequested). `baselines` holds the
     PCA and NMF FVU of each (split, components) already fitted on these counts and splits (most of this
-    function's time on a small stack): a sweep's stacks share them; new ones are added to it."""
+    function's time on a small stack): a sweep's stacks share them; new ones are added to it.
+
+    A transcoder's `counts` are model_examples (inputs, then targets): QC is on the targets, against a ridge
+    regression from the inputs (PCA and NMF, which reconstruct a matrix from itself, are left out), and its
+    decoder and unit_qc rows name the targets' unit ids, `target_units`. With `history` > 1 its encoder's weight
+    norm per feature and lag (and the input unit, of `input_units`, that weighs most there) go to encoder_lags."""
     activations, recon = encode_all(stack, counts, quitting=quitting)
-    n, D, d = stack.n, stack.config.d_sae, stack.d_in
+    n, D, d = stack.n, stack.config.d_sae, stack.d_out
+    inputs, counts = stack.split_example(counts)  # counts: what is reconstructed from here on
+    unit_ids = np.arange(d) if target_units is None else np.asarray(target_units)
     weights = stack.folded_weights()
     sizes, _, _ = stack.config.levels()
     level_of = np.searchsorted(np.asarray(sizes), np.arange(D), side="right").astype(np.int32)
@@ -373,8 +466,18 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
     train_mask = splits == "train"
     baselines = {} if baselines is None else baselines
     qc_frames, unit_frames, feature_frames, flags = [], [], [], []
-    names = unit_names or [str(u) for u in range(counts.shape[1])]
+    names = unit_names or [str(u) for u in range(int(unit_ids.max()) + 1)]
+    names = [names[u] for u in unit_ids]
     val = splits == "val"
+    ridge = None
+    # PCA and NMF reconstruct the targets from themselves: a baseline for an SAE, and for a transcoder whose inputs
+    # hold its targets (an SAE with --history, where the ridge, which can copy them, is no baseline at all).
+    self_baselines = not stack.transcoder or (
+        input_units is not None and target_units is not None and bool(np.isin(target_units, input_units).all()))
+    if stack.transcoder:
+        _stop_if_quitting(quitting)
+        ridge = ridge_baseline((inputs[train_mask], counts[train_mask]),
+                               {s: (inputs[splits == s], counts[splits == s]) for s in SPLITS})
     for i in range(n):
         mine = act_sae == i
         examples, features, values = act_example[mine], act_feature[mine], act_value[mine]
@@ -393,7 +496,8 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
         }).with_columns(pl.col("mean_act", "max_act").fill_nan(None)))
         qcs = []
         components = max(1, round(float(l0[train_mask].mean())))
-        missing = [split for split in SPLITS if (splits == split).any() and (split, components) not in baselines]
+        missing = [split for split in SPLITS if (splits == split).any() and (split, components) not in baselines
+                   and self_baselines]
         if missing:  # one fit for every split that needs it: seconds on a large recording
             _stop_if_quitting(quitting)
             fitted = baseline_fvus(counts[train_mask], {split: counts[splits == split] for split in missing},
@@ -408,14 +512,20 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
             split_examples = in_split[examples]
             report = split_qc(split, counts[in_split], recon[i][in_split], l0[in_split],
                               np.bincount(features[split_examples], minlength=D))
-            report.pca_fvu, report.nmf_fvu = baselines[(split, components)]
-            report.baseline_components = components
+            if self_baselines:
+                report.pca_fvu, report.nmf_fvu = baselines[(split, components)]
+                report.baseline_components = components
+            if ridge is not None:
+                report.ridge_fvu, report.ridge_alpha = ridge.fvu.get(split), ridge.alpha
             qcs.append(report)
         figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,
                                          r.l0_histogram) for r in qcs}
         share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
         flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names, context)
         qc_frame, unit_frame = qc_table_rows(i, qcs)
+        if target_units is not None:
+            unit_frame = unit_frame.with_columns(unit_id=pl.Series(unit_ids[unit_frame["unit_id"].to_numpy()],
+                                                                   dtype=pl.Int64))
         qc_frames.append(qc_frame)
         unit_frames.append(unit_frame)
     W_dec = weights["W_dec"].cpu().numpy()  # [n, D, d] in count units
@@ -434,12 +544,23 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
                                             "l0": pl.Float64,
                                             "dead_fraction": pl.Float64, "lr": pl.Float64,
                                             "val_loss": pl.Float64}).rename({"sae": "sae_id"})
+    lags = None
+    if history > 1:
+        w_enc = weights["W_enc"].cpu().numpy()
+        norms = lag_norms(w_enc, history)  # [n, D, L]
+        per_lag = np.abs(w_enc.reshape(n, D, history, -1))
+        top = np.asarray(input_units)[per_lag.argmax(axis=-1)]
+        sae_i, feature_i, lag_i = np.meshgrid(np.arange(n), np.arange(D), np.arange(history), indexing="ij")
+        lags = pl.DataFrame({"sae_id": sae_i.ravel().astype(np.int32), "feature_id": feature_i.ravel().astype(np.int32),
+                             "lag": lag_i.ravel().astype(np.int32), "norm": norms.ravel().astype(np.float64),
+                             "top_unit_id": top.ravel().astype(np.int32)})
     return RunResults(
+        encoder_lags=lags,
         saes=saes,
         features=pl.concat(feature_frames),
         decoder=pl.DataFrame({"sae_id": sae_index.ravel().astype(np.int32),
                               "feature_id": feature_index.ravel().astype(np.int32),
-                              "unit_id": unit_index.ravel().astype(np.int32),
+                              "unit_id": unit_ids[unit_index.ravel()].astype(np.int32),
                               "weight": W_dec.ravel().astype(np.float32)}),
         activations=activations.to_arrow(),
         qc=pl.concat(qc_frames, how="vertical_relaxed"),

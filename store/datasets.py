@@ -53,6 +53,8 @@ class NewDataset:
     value_type: str | None = None
     """'counts' (whole numbers), 'rates' (non-negative, not all whole: smoothed counts) or 'activations';
     None: 'activations' for kind activations, else 'counts'."""
+    unit_attributes: pl.DataFrame | None = field(default=None)
+    """unit_id, key, value (text): attributes of the units given at import (`--unit-meta`, NWB unit columns)."""
 
 
 def add_dataset(db: Store, new: NewDataset) -> int:
@@ -84,6 +86,8 @@ def add_dataset(db: Store, new: NewDataset) -> int:
                 ("ground_truth_variables", truth.variables), ("ground_truth_latents", truth.latents),
                 ("ground_truth_loadings", truth.loadings), ("ground_truth_activity", truth.activity),
             ]
+        if new.unit_attributes is not None and new.unit_attributes.height:
+            tables.append(("unit_attributes", new.unit_attributes))
         if new.flags is not None and new.flags.height:
             tables.append(("quality_flags", new.flags))
         for table, frame in tables:
@@ -123,6 +127,15 @@ def load_unit_names(db: Store, dataset_id: int) -> list[str]:
     """Unit names in unit_id order."""
     return [r[0] for r in db.con.execute("SELECT name FROM units WHERE dataset_id = ? ORDER BY unit_id",
                                          [dataset_id]).fetchall()]
+
+
+def load_unit_attributes(db: Store, dataset_id: int) -> dict[str, dict[int, str]]:
+    """Attributes of the dataset's units: key -> unit_id -> value (text)."""
+    out: dict[str, dict[int, str]] = {}
+    for key, unit_id, value in db.con.execute("SELECT key, unit_id, value FROM unit_attributes WHERE dataset_id = ?"
+                                              " ORDER BY key, unit_id", [dataset_id]).fetchall():
+        out.setdefault(key, {})[int(unit_id)] = value
+    return out
 
 
 def load_counts_long(db: Store, dataset_id: int) -> pa.Table:

@@ -591,6 +591,41 @@ SELECT * EXCLUDE (rn) FROM (
 ) WHERE rn = 1;
 """
 
+# Transcoders (issue 20): attributes of a dataset's units given at import (`--unit-meta`, NWB unit columns), the
+# units a transcoder run reads (inputs) and reconstructs (targets), and the ridge regression baseline from inputs to
+# targets beside each QC row (null for a plain SAE, whose baselines are PCA and NMF).
+V15_TRANSCODERS = """
+CREATE TABLE unit_attributes (
+    dataset_id  INTEGER NOT NULL,
+    unit_id     INTEGER NOT NULL,
+    key         VARCHAR NOT NULL,
+    value       VARCHAR NOT NULL,
+    PRIMARY KEY (dataset_id, unit_id, key)
+);
+CREATE TABLE run_units (
+    run_id   INTEGER NOT NULL,
+    role     VARCHAR NOT NULL CHECK (role IN ('input', 'target')),
+    unit_id  INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (run_id, role, unit_id)
+);
+ALTER TABLE qc ADD COLUMN ridge_fvu DOUBLE;
+ALTER TABLE qc ADD COLUMN ridge_alpha DOUBLE;
+"""
+
+# Temporal context (issue 20, `mini train --history L`): each feature's encoder weight norm per lag (lag 0 is the
+# bin itself, lag j the bin j earlier in its trial) and the input unit that weighs most at that lag.
+V16_ENCODER_LAGS = """
+CREATE TABLE encoder_lags (
+    sae_id       INTEGER NOT NULL,
+    feature_id   INTEGER NOT NULL,
+    lag          INTEGER NOT NULL,
+    norm         DOUBLE NOT NULL,
+    top_unit_id  INTEGER NOT NULL,
+    PRIMARY KEY (sae_id, feature_id, lag)
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "datasets, units, trials, examples, counts, natural variables, ground truth, activations",
               V1_DATASETS),
@@ -610,4 +645,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "sweeps and sweep_trials: grids of SAE settings trained outside the database", V13_SWEEPS),
     Migration(14, "validations: necessity by causal ablation (feature and signature units) beside the verdicts",
               V14_ABLATION),
+    Migration(15, "transcoders: unit_attributes, run_units, qc.ridge_fvu and ridge_alpha", V15_TRANSCODERS),
+    Migration(16, "encoder_lags: per-lag encoder weight norms of runs with temporal context", V16_ENCODER_LAGS),
 )

@@ -72,9 +72,11 @@ def sae_train_log(db: Store, sae_id: int) -> pl.DataFrame:
 
 
 def run_qc_headline(db: Store, run_id: int) -> dict[str, Any]:
-    """Mean over the run's SAEs, on the validation split: fvu, pca_fvu, nmf_fvu, dead_fraction, l0_mean."""
+    """Mean over the run's SAEs, on the validation split: fvu, pca_fvu, nmf_fvu, ridge_fvu (transcoders),
+    dead_fraction, l0_mean."""
     row = db.row(
         "SELECT count(*) AS n_saes, avg(q.fvu) AS fvu, avg(q.pca_fvu) AS pca_fvu, avg(q.nmf_fvu) AS nmf_fvu,"
+        " avg(q.ridge_fvu) AS ridge_fvu,"
         " avg(q.dead_fraction) AS dead_fraction, avg(q.l0_mean) AS l0_mean"
         " FROM saes s JOIN qc q ON q.sae_id = s.sae_id AND q.split = 'val' WHERE s.run_id = ?", [run_id])
     assert row is not None  # an aggregate has its one row

@@ -23,8 +23,9 @@ def report_tables(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
     """The run's tables as exported beside the report, by file name, in the order they are written:
     saes, qc, rankings (with density, current label and its latest verdicts), labels (every action),
     current_labels (with their latest attempt), validations (every attempt, `store.validations.run_attempts`),
-    analysis_epochs, signatures (with unit names) and quality_flags (`store.quality.report_flags`)."""
-    return {
+    analysis_epochs, signatures (with unit names), quality_flags (`store.quality.report_flags`) and, for a run with
+    temporal context (--history), encoder_lags (each feature's share of its encoder norm per lag, top unit named)."""
+    tables = {
         "saes": db.frame("SELECT * FROM saes WHERE run_id = ? ORDER BY sae_id", [run_id]),
         "qc": db.frame(f"SELECT * EXCLUDE (l0_histogram, density_histogram) FROM qc WHERE sae_id IN {_RUN_SAES}"
                        " ORDER BY sae_id, array_position(['train', 'val', 'test'], split)", [run_id]),
@@ -53,6 +54,14 @@ def report_tables(db: Store, run_id: int) -> dict[str, pl.DataFrame]:
             " WHERE s.run_id = ? ORDER BY g.sae_id, g.feature_id, abs(g.weight) DESC", [run_id]),
         "quality_flags": report_flags(db, run_id),
     }
+    lags = db.frame(
+        "SELECT e.sae_id, e.feature_id, e.lag, e.norm, e.norm / sum(e.norm) OVER (PARTITION BY e.sae_id, e.feature_id)"
+        " AS share, e.top_unit_id, u.name AS top_unit FROM encoder_lags e JOIN saes s USING (sae_id)"
+        " JOIN runs r USING (run_id) JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = e.top_unit_id"
+        " WHERE s.run_id = ? ORDER BY e.sae_id, e.feature_id, e.lag", [run_id])
+    if lags.height:
+        tables["encoder_lags"] = lags
+    return tables
 
 
 def split_sizes(db: Store, dataset_id: int) -> pl.DataFrame:

@@ -33,17 +33,34 @@ class RunResults:
     train_log: pl.DataFrame
     flags: pl.DataFrame | None = None
     """quality_flags rows (sae_id = instance index; dataset_id and run_id are added here)."""
+    encoder_lags: pl.DataFrame | None = None
+    """Runs with --history: sae_id, feature_id, lag, norm, top_unit_id (None: no temporal context)."""
 
 
 def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
-              epoch: dict[str, Any] | None = None) -> int:
-    """Commit the run row (and the epoch it trains on, `store.epochs.epoch_row`; None: every bin)."""
+              epoch: dict[str, Any] | None = None, units: dict[str, list[int]] | None = None) -> int:
+    """Commit the run row (and the epoch it trains on, `store.epochs.epoch_row`; None: every bin; and a
+    transcoder's units, role ('input', 'target') -> unit ids in model order)."""
     from store.epochs import write_epoch
 
     with db.transaction():
         run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
+        rows = [(run_id, role, unit_id, position) for role, unit_ids in (units or {}).items()
+                for position, unit_id in enumerate(unit_ids)]
+        if rows:
+            db.con.executemany("INSERT INTO run_units (run_id, role, unit_id, position) VALUES (?, ?, ?, ?)", rows)
     return run_id
+
+
+def run_units(db: Store, run_id: int) -> dict[str, list[int]]:
+    """A transcoder run's units, role ('input', 'target') -> unit ids in model order; {} for a plain SAE."""
+    rows = db.con.execute("SELECT role, unit_id FROM run_units WHERE run_id = ? ORDER BY role, position",
+                          [run_id]).fetchall()
+    out: dict[str, list[int]] = {}
+    for role, unit_id in rows:
+        out.setdefault(role, []).append(int(unit_id))
+    return out
 
 
 def _insert_run(db: Store, dataset_id: int, config: dict[str, Any], device: str) -> int:
@@ -128,7 +145,7 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
 
     old = [r[0] for r in db.con.execute("SELECT sae_id FROM saes WHERE run_id = ?", [run_id]).fetchall()]
     if old:  # a resumed run replaces what an earlier, cancelled part of it stored
-        for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log"):
+        for table in ("features", "decoder", "activations", "qc", "unit_qc", "train_log", "encoder_lags"):
             db.con.execute(f"DELETE FROM {table} WHERE sae_id IN (SELECT sae_id FROM saes WHERE run_id = ?)",
                            [run_id])
         db.con.execute("DELETE FROM quality_flags WHERE run_id = ?", [run_id])
@@ -146,6 +163,8 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
                          ("activations", results.activations), ("qc", results.qc),
                          ("unit_qc", results.unit_qc), ("train_log", results.train_log)):
         db.insert_frame(table, with_ids(frame))
+    if results.encoder_lags is not None:
+        db.insert_frame("encoder_lags", with_ids(results.encoder_lags))
     if results.flags is not None and results.flags.height:
         dataset_id = db.scalar("SELECT dataset_id FROM runs WHERE run_id = ?", [run_id])
         db.insert_frame("quality_flags", with_ids(results.flags).with_columns(
@@ -161,8 +180,8 @@ def _write_results(db: Store, run_id: int, results: RunResults, status: str, exa
 
 # Every table keyed by sae_id, in the order rows are deleted (children before the saes rows).
 _SAE_TABLES = ("train_log", "features", "decoder", "activations", "activations_by_feature",
-               "activations_by_feature_builds", "qc", "unit_qc", "associations", "tuning_curves", "mis",
-               "rankings", "suggestions", "label_undos", "labels", "validations", "signatures")
+               "activations_by_feature_builds", "qc", "unit_qc", "encoder_lags", "associations", "tuning_curves",
+               "mis", "rankings", "suggestions", "label_undos", "labels", "validations", "signatures")
 
 
 def delete_run(db: Store, run_id: int) -> dict[str, int]:
@@ -177,7 +196,8 @@ def delete_run(db: Store, run_id: int) -> dict[str, int]:
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE sae_id IN {saes}", [run_id])
         deleted["feature_matches"] = _delete(
             db, f"DELETE FROM feature_matches WHERE sae_id IN {saes} OR other_sae_id IN {saes}", [run_id, run_id])
-        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "runs"):
+        for table in ("quality_flags", "saes", "checkpoints", "analysis_epochs", "label_freezes", "run_units",
+                      "runs"):
             deleted[table] = _delete(db, f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         db.con.execute("UPDATE sweep_trials SET run_id = NULL WHERE run_id = ?", [run_id])  # promote it again
     return deleted

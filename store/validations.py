@@ -36,14 +36,20 @@ def feature_activations(db: Store, features: pl.DataFrame, n_examples: int) -> d
 
 
 def decoder_rows(db: Store, features: pl.DataFrame) -> dict[tuple[int, int], np.ndarray]:
-    """Decoder weights [n_units] of each (sae_id, feature_id) row of ``features``, in unit order."""
+    """Decoder weights [n_units] of each (sae_id, feature_id) row of ``features``, indexed by the dataset's unit id
+    (a transcoder decodes only its target units: the others weigh 0)."""
     if features.is_empty():
         return {}
     with db.registered("wanted", features.unique()):
-        long = db.frame("SELECT d.sae_id, d.feature_id, d.weight FROM decoder d JOIN wanted w"
-                        " USING (sae_id, feature_id) ORDER BY d.sae_id, d.feature_id, d.unit_id")
-    return {key: part["weight"].to_numpy() for key, part in
-            long.partition_by(["sae_id", "feature_id"], as_dict=True, maintain_order=True).items()}
+        long = db.frame("SELECT d.sae_id, d.feature_id, d.unit_id, d.weight, ds.n_units FROM decoder d JOIN wanted w"
+                        " USING (sae_id, feature_id) JOIN saes s USING (sae_id) JOIN runs r USING (run_id)"
+                        " JOIN datasets ds USING (dataset_id) ORDER BY d.sae_id, d.feature_id, d.unit_id")
+    out = {}
+    for key, part in long.partition_by(["sae_id", "feature_id"], as_dict=True, maintain_order=True).items():
+        row = np.zeros(int(part["n_units"][0]), dtype=part["weight"].to_numpy().dtype)
+        row[part["unit_id"].to_numpy()] = part["weight"].to_numpy()
+        out[key] = row
+    return out
 
 
 def append_attempts(db: Store, run_id: int, attempts: pl.DataFrame, signatures: pl.DataFrame, *,

@@ -167,7 +167,8 @@ def test_qc_table_rows():
     table, units = qc_table_rows(7, [train, val])
     assert table.columns == ["sae_id", "split", "n_examples", "l0_mean", "l0_std", "dead_fraction", "fvu", "r2",
                              "cosine_mean", "summed_count_r2", "example_r2_median", "pca_fvu", "nmf_fvu",
-                             "baseline_components", "n_bad_units", "l0_histogram", "density_histogram"]
+                             "baseline_components", "n_bad_units", "ridge_fvu", "ridge_alpha", "l0_histogram",
+                             "density_histogram"]
     assert table.height == 2 and table["split"].to_list() == ["train", "val"]
     assert table["sae_id"].to_list() == [7, 7] and table["n_bad_units"].to_list() == [1, 0]
     assert table["pca_fvu"].to_list() == [0.25, None] and table["baseline_components"].to_list() == [2, None]

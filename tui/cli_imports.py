@@ -29,6 +29,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     # Read and validate before opening the database, so a refused import leaves no file behind.
     new, notes = prepare_files(args.counts, args.meta, options)
+    _add_unit_meta(new, args.unit_meta)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -90,6 +91,7 @@ def cmd_import_spikes(args: argparse.Namespace) -> int:
     recording = read_recording(args.source, source, behaviour=args.behaviour, events=args.events,
                                trials=trials_file, tracking=TrackingOptions(frozen_s=args.frozen_s))
     new, notes = prepare_spike_dataset(recording, binning, options)
+    _add_unit_meta(new, args.unit_meta)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -118,6 +120,7 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
     elif args.trials is None and recording.trials is not None:
         binning = _binning(args, "table")  # the file's own trials (or --trials-table), unless told otherwise
     new, notes = prepare_spike_dataset(recording, binning, options)
+    _add_unit_meta(new, args.unit_meta)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -135,13 +138,26 @@ def cmd_import_activations(args: argparse.Namespace) -> int:
     values = capture_activations(model, args.layer, inputs, batch_size=args.batch_size)
     new, notes = prepare_activation_dataset(values, table, options, layer=args.layer,
                                             source=f"{args.model} + {args.data}")
+    _add_unit_meta(new, args.unit_meta)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
 
 
 
+def _add_unit_meta(new, path: str | None) -> None:
+    """The units' attributes from --unit-meta, read and checked before the database is opened."""
+    if path is not None:
+        from engine.ingest.unit_meta import read_unit_meta
+
+        new.unit_attributes = read_unit_meta(path, new.units["name"].to_list())
+
+
 def _add_dataset_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--unit-meta", metavar="FILE",
+                     help="a .csv/.parquet table of unit attributes: a column 'unit' (0-based index or name) and any "
+                          "columns such as area or shank, one row per unit; `mini train --inputs area=CA1` selects "
+                          "by them")
     sub.add_argument("--name", help="dataset name (default: the file's name)")
     sub.add_argument("--var-kind", action="append", default=[], metavar="NAME=KIND",
                      help="override a variable's kind: continuous, categorical, circular or binary (repeatable)")

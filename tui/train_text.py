@@ -51,7 +51,12 @@ def quality_line(headline: dict[str, Any]) -> str:
     """The run's QC headline on the validation split, averaged over its SAEs (empty if it has none)."""
     if headline.get("fvu") is None:
         return ""
-    baselines = f"PCA {headline['pca_fvu']:.3f}"
+    if headline.get("ridge_fvu") is not None:  # a transcoder: its baseline is a ridge from inputs to targets
+        baselines = f"ridge {headline['ridge_fvu']:.3f}"
+    elif headline.get("pca_fvu") is None:
+        baselines = "no baseline"
+    else:
+        baselines = f"PCA {headline['pca_fvu']:.3f}"
     if headline.get("nmf_fvu") is not None:
         baselines += f", NMF {headline['nmf_fvu']:.3f}"
     return (f"val: FVU {headline['fvu']:.3f} ({baselines}) · L0 {headline['l0_mean']:.1f} · "

@@ -18,6 +18,13 @@ Selection:
   BatchTopK budget, so prefix ℓ reconstructs with exactly its own k_ℓ on average, and its loss is
   weighted by w_ℓ. Early latents learn coarse, general features.
 - ReLU + L1: the classic dense SAE, for comparison.
+
+Transcoder (`d_out` given): the code is computed from one set of units (the inputs, d_in columns) and decodes
+another (the targets, d_out columns), e.g. one area from another, or the current bin from the last L bins. An
+example is then a row of d_in + d_out columns, inputs first, so the trainer and its batches stay the same. The
+encoder cannot start as the decoder's transpose (they live in different spaces): both start as independent
+random unit rows. The inputs are centred at a fixed point (their geometric median; b_enc absorbs any shift)
+and the targets at b_dec, which trains as in an SAE; inputs and targets have their own scales.
 """
 
 from __future__ import annotations
@@ -168,31 +175,51 @@ def geometric_median(x: torch.Tensor, iterations: int = 100, eps: float = 1e-8) 
     return median
 
 
+def _scale(given: torch.Tensor | None, d: int) -> torch.Tensor:
+    return torch.ones(d) if given is None else given.float().expand(d).clone()
+
+
 class SAEStack(torch.nn.Module):
     """n SAEs of one architecture and width, stacked on a leading axis (one seed per SAE)."""
 
     def __init__(self, config: SAEConfig, d_in: int, seeds: tuple[int, ...],
-                 input_scale: torch.Tensor | None = None):
+                 input_scale: torch.Tensor | None = None, d_out: int | None = None,
+                 target_scale: torch.Tensor | None = None):
+        """A plain SAE when `d_out` is None (`input_scale` scales inputs and reconstructions alike); a transcoder
+        from d_in inputs to d_out targets otherwise (even when d_out == d_in), with `input_scale` for the inputs
+        and `target_scale` for the targets."""
         super().__init__()
         config.validate(d_in)
+        if d_out is not None and d_out < 1:
+            raise InputError("the transcoder has no target units")
         if len(seeds) != len(config.ks):
             raise ValueError("one seed per SAE: len(seeds) must equal len(config.ks)")
         self.config, self.d_in, self.seeds = config, d_in, tuple(seeds)
+        self.transcoder = d_out is not None
+        self.d_out = d_in if d_out is None else d_out
         n, D = len(seeds), config.d_sae
-        decoders = []
+        decoders, encoders = [], []
         for seed in seeds:
-            w = torch.randn(D, d_in, generator=torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(seed)
+            w = torch.randn(D, self.d_out, generator=generator)
             decoders.append(w / torch.linalg.vector_norm(w, dim=1, keepdim=True))
+            if self.transcoder:  # drawn after the decoder from the same generator: independent of it
+                e = torch.randn(D, d_in, generator=generator)
+                encoders.append(e / torch.linalg.vector_norm(e, dim=1, keepdim=True))
         w_dec = torch.stack(decoders)
         # Tied initialisation: the encoder starts as the decoder (both stored as [n, D, d_in]), so an
         # activation starts as the input's projection on its latent's direction.
         self.W_dec = torch.nn.Parameter(w_dec.clone())
-        self.W_enc = torch.nn.Parameter(w_dec.clone())
+        self.W_enc = torch.nn.Parameter(torch.stack(encoders) if self.transcoder else w_dec.clone())
         self.b_enc = torch.nn.Parameter(torch.zeros(n, D))
-        self.b_dec = torch.nn.Parameter(torch.zeros(n, d_in))
-        scale = torch.ones(d_in) if input_scale is None else input_scale.float().expand(d_in).clone()
-        self.register_buffer("scale", scale)
-        self.unit_scale = bool((scale == 1).all())  # then skip two elementwise passes per step
+        self.b_dec = torch.nn.Parameter(torch.zeros(n, self.d_out))
+        if self.transcoder:
+            self.register_buffer("scale", _scale(target_scale, self.d_out))
+            self.register_buffer("input_scale", _scale(input_scale, d_in))
+            self.register_buffer("input_centre", torch.zeros(d_in))
+        else:
+            self.register_buffer("scale", _scale(input_scale, d_in))
+        self.unit_scale = bool((self.scale == 1).all())  # then skip two elementwise passes per step
         self.register_buffer("threshold", torch.zeros(n))
         self.register_buffer("examples_since_fired", torch.zeros(n, D, dtype=torch.long))
         self.register_buffer("ks", torch.tensor(config.ks, dtype=torch.long))
@@ -207,13 +234,22 @@ class SAEStack(torch.nn.Module):
     def n(self) -> int:
         return len(self.seeds)
 
+    def split_example(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs [B, d_in], targets [B, d_out]) of examples: the same tensor twice for a plain SAE."""
+        if not self.transcoder:
+            return x, x
+        return x[:, :self.d_in], x[:, self.d_in:]
+
     # -- initialisation from data -------------------------------------------------------------------
     @torch.no_grad()
     def initialise_from_data(self, sample: torch.Tensor, centre: str = "median") -> None:
-        """b_dec at the data's (geometric) median or mean, in the SAE's normalised input space."""
-        scaled = sample.float() / self.scale
-        centre_vector = geometric_median(scaled) if centre == "median" else scaled.mean(0)
-        self.b_dec.copy_(centre_vector.expand_as(self.b_dec))
+        """b_dec at the data's (geometric) median or mean, in the SAE's normalised input space (a transcoder's:
+        b_dec at its targets', the fixed input centre at its inputs')."""
+        inputs, targets = self.split_example(sample.float())
+        find = geometric_median if centre == "median" else (lambda scaled: scaled.mean(0))
+        self.b_dec.copy_(find(targets / self.scale).expand_as(self.b_dec))
+        if self.transcoder:
+            self.input_centre.copy_(find(inputs / self.input_scale))
 
     # -- forward ------------------------------------------------------------------------------------
     def _pre_activations(self, centred: torch.Tensor) -> torch.Tensor:
@@ -375,11 +411,24 @@ class SAEStack(torch.nn.Module):
         return Entries.build(row, latent, n * batch, n * D)
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, D, d = self.n, self.config.d_sae, self.d_in
-        return self.W_enc.reshape(n * D, d), self.b_enc.reshape(n * D), self.W_dec.reshape(n * D, d)
+        n, D = self.n, self.config.d_sae
+        return self.W_enc.reshape(n * D, self.d_in), self.b_enc.reshape(n * D), self.W_dec.reshape(n * D, self.d_out)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(0) if self.unit_scale else x.unsqueeze(0) / self.scale
+
+    def _centred(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the encoder's centred input [n, B, d_in], the normalised target [1, B, d_out]) of examples."""
+        if not self.transcoder:
+            normalised = self._normalise(x)
+            return normalised - self.b_dec.unsqueeze(1), normalised
+        inputs, targets = self.split_example(x)
+        centred = (inputs / self.input_scale - self.input_centre).unsqueeze(0).expand(self.n, -1, -1)
+        return centred, self._normalise(targets)
+
+    def _input_centre(self) -> torch.Tensor:
+        """What sparse_encode subtracts from the inputs, per SAE: b_dec (trained) or a transcoder's fixed centre."""
+        return self.input_centre.expand(self.n, -1) if self.transcoder else self.b_dec
 
     def _output(self, normalised: torch.Tensor, inference: bool = False) -> torch.Tensor:
         """Back to input units, through the output nonlinearity.
@@ -416,7 +465,7 @@ class SAEStack(torch.nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *, use_threshold: bool = False) -> SparseCode:
-        """Sparse code of a batch [B, d_in] for every SAE."""
+        """Sparse code of a batch [B, d_in] for every SAE (a transcoder's examples may carry their targets too)."""
         chosen, pre_values, level = self._select(self.pre_activations(x), use_threshold)
         row = chosen // self.config.d_sae
         return SparseCode(row, chosen - row * self.config.d_sae, F.relu(pre_values), level)
@@ -425,36 +474,40 @@ class SAEStack(torch.nn.Module):
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """[n, B, d_sae] encoder pre-activations of a batch [B, d_in]: encode's one dense matmul, before selection.
         Linear in x, so validation's ablation updates them where it zeroes a few inputs."""
-        return self._pre_activations(self._normalise(x) - self.b_dec.unsqueeze(1))
+        if self.transcoder:
+            centred = (x[:, :self.d_in] / self.input_scale - self.input_centre).unsqueeze(0).expand(self.n, -1, -1)
+        else:
+            centred = self._normalise(x) - self.b_dec.unsqueeze(1)
+        return self._pre_activations(centred)
 
     @torch.no_grad()
     def decode(self, code: SparseCode, batch: int) -> torch.Tensor:
-        """Reconstruction [n, B, d_in] in input units from a sparse code."""
+        """Reconstruction [n, B, d_out] in target units from a sparse code."""
         n, D = self.n, self.config.d_sae
         entries = Entries.build(code.row, (code.row // batch) * D + code.latent, n * batch, n * D)
-        decoded = entries.sum_by_row(self._flat()[2], code.value).reshape(n, batch, self.d_in)
+        decoded = entries.sum_by_row(self._flat()[2], code.value).reshape(n, batch, self.d_out)
         return self._output(decoded + self.b_dec.unsqueeze(1), inference=True)
 
     def forward(self, x: torch.Tensor, *, use_threshold: bool = False, aux: bool = True,
                 sync_free: bool = False) -> ForwardOutput:
-        """Encode, decode and score a batch [B, d_in]; `loss` is ready for backward().
+        """Encode, decode and score a batch [B, d_in] (a transcoder's: [B, d_in + d_out], inputs then targets);
+        `loss` is ready for backward().
 
         `sync_free`: a training step that never waits for the device (what a CUDA trainer asks for): every tensor's
         size is known before it is computed (_batch_top), and AuxK budgets come from `dead_hint`. ReLU's
         selection (`pre > 0`) is data-dependent by nature and still reads its count."""
-        n, batch, d = self.n, x.shape[0], self.d_in
-        normalised = self._normalise(x)
+        n, batch, d = self.n, x.shape[0], self.d_out
         with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
-            centred = normalised - self.b_dec.unsqueeze(1)
+            centred, normalised = self._centred(x)
             pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
             chosen, pre_values, level = self._select(pre, use_threshold, sync_free and not use_threshold)
         w_enc, b_enc, w_dec = self._flat()
-        centred_flat = centred.reshape(n * batch, d)
+        centred_flat = centred.reshape(n * batch, self.d_in)
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self._input_centre(), entries)
         code = SparseCode(entries.row, chosen - entries.row * self.config.d_sae, values, level)
         _, _, weights = self.config.levels()
-        target = x.unsqueeze(0).expand(n, -1, -1)
+        target = self.split_example(x)[1].unsqueeze(0).expand(n, -1, -1)
         if len(weights) == 1:  # the common case, in as few operations as it takes
             decoded = sparse_decode(values, w_dec, entries).view(n, batch, d) + self.b_dec.unsqueeze(1)
             reconstruction = self._output(decoded)
@@ -503,8 +556,8 @@ class SAEStack(torch.nn.Module):
         dead = self.dead_mask()  # [n, D]
         if not (any(self.dead_hint) if sync_free else bool(dead.any())):
             return torch.zeros(self.n, device=pre.device)
-        n, batch, d = pre.shape[0], pre.shape[1], self.d_in
-        aux_k = self.config.aux_k or max(1, self.d_in // 2)
+        n, batch, d = pre.shape[0], pre.shape[1], self.d_out
+        aux_k = self.config.aux_k or max(1, self.d_out // 2)
         with torch.no_grad():
             dead_pre = pre.masked_fill(~dead.unsqueeze(1), 0.0)
             counts = self.dead_hint if sync_free else dead.sum(1).tolist()
@@ -515,7 +568,7 @@ class SAEStack(torch.nn.Module):
             return torch.zeros(n, device=pre.device)
         w_enc, b_enc, w_dec = self._flat()
         entries = self._entries(chosen, batch)
-        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self.b_dec, entries)
+        values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self._input_centre(), entries)
         explained = sparse_decode(values, w_dec, entries).reshape(n, batch, d)
         residual = normalised - reconstruction.detach() / self.scale
         error = ((residual - explained) ** 2).sum(dim=(1, 2))
@@ -572,6 +625,14 @@ class SAEStack(torch.nn.Module):
     @torch.no_grad()
     def folded_weights(self) -> dict[str, torch.Tensor]:
         """Weights in input units with the normalisation folded in (what is stored and exported)."""
+        if self.transcoder:  # pre = W_enc (x / s_in - c) + b_enc; the targets' side as an SAE's
+            return {
+                "W_enc": self.W_enc / self.input_scale,
+                "b_enc": self.b_enc - (self.W_enc * self.input_centre).sum(-1),
+                "W_dec": self.W_dec * self.scale,
+                "b_dec": self.b_dec * self.scale,
+                "threshold": self.threshold.clone(),
+            }
         return {
             "W_enc": self.W_enc / self.scale,  # [n, D, d]: pre = W_enc x + b_enc - W_enc b_dec / scale
             "b_enc": self.b_enc - (self.W_enc * self.b_dec.unsqueeze(1)).sum(-1),

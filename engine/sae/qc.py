@@ -16,6 +16,7 @@ import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -87,6 +88,10 @@ class SplitQC:
     """FVU of NMF with baseline_components components (fitted on train); None for data that can be negative."""
     baseline_components: int | None = None
     """Components used by the PCA/NMF baselines: max(1, round(mean L0)) clipped to [1, d]."""
+    ridge_fvu: float | None = None
+    """Transcoders: target FVU of a ridge regression from the inputs (fitted on train, alpha chosen on val)."""
+    ridge_alpha: float | None = None
+    """Transcoders: the ridge penalty chosen on val."""
 
 
 def _ratio(num: float, den: float) -> float:
@@ -258,6 +263,44 @@ def _baseline_fvus(train_x: np.ndarray, evals: dict[str, np.ndarray], n_componen
     return out
 
 
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
+"""The ridge penalties tried, a log grid; the one with the lowest val FVU is kept."""
+
+
+class RidgeBaseline(NamedTuple):
+    """A transcoder's linear baseline: its penalty and its target FVU per split."""
+
+    alpha: float
+    """Chosen on val (the grid's middle, 10, when there is no val split)."""
+    fvu: dict[str, float]
+    """Split name -> FVU of the targets predicted from the inputs."""
+
+
+def ridge_baseline(train: tuple[np.ndarray, np.ndarray], evals: dict[str, tuple[np.ndarray, np.ndarray]]
+                   ) -> RidgeBaseline:
+    """Ridge regression from inputs to targets: fitted on train, its penalty chosen on `evals['val']` (never
+    test), then scored on every split of `evals` — the linear map a transcoder's sparse code has to beat."""
+    from sklearn.linear_model import Ridge  # imported late: scikit-learn is slow to import
+
+    x_train, y_train = (np.asarray(a, np.float64) for a in train)
+
+    def fit(alpha: float) -> Ridge:
+        return Ridge(alpha=alpha).fit(x_train, y_train)
+
+    def score(model: Ridge, x: np.ndarray, y: np.ndarray) -> float:
+        predicted = model.predict(np.asarray(x, np.float64))
+        return _fvu(y, lambda rows: predicted[rows])
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if "val" in evals and len(evals["val"][0]):
+            scored = [(score(fit(alpha), *evals["val"]), alpha) for alpha in RIDGE_ALPHAS]
+            alpha = min(scored, key=lambda pair: (np.nan_to_num(pair[0], nan=np.inf), pair[1]))[1]
+        else:
+            alpha = 10.0
+        model = fit(alpha)
+        return RidgeBaseline(alpha, {name: score(model, x, y) for name, (x, y) in evals.items() if len(x)})
+
+
 def _nan_to_none(value: float | None) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
@@ -278,6 +321,7 @@ def qc_table_rows(sae_id: int, qcs: list[SplitQC]) -> tuple[pl.DataFrame, pl.Dat
             "example_r2_median": _nan_to_none(q.example_r2_median),
             "pca_fvu": _nan_to_none(q.pca_fvu), "nmf_fvu": _nan_to_none(q.nmf_fvu),
             "baseline_components": q.baseline_components, "n_bad_units": len(q.bad_units),
+            "ridge_fvu": _nan_to_none(q.ridge_fvu), "ridge_alpha": q.ridge_alpha,
             "l0_histogram": json.dumps([list(b) for b in q.l0_histogram]),
             "density_histogram": json.dumps([list(b) for b in q.density_histogram]),
         } for q in qcs],
@@ -285,7 +329,8 @@ def qc_table_rows(sae_id: int, qcs: list[SplitQC]) -> tuple[pl.DataFrame, pl.Dat
                 "l0_std": pl.Float64, "dead_fraction": pl.Float64, "fvu": pl.Float64, "r2": pl.Float64,
                 "cosine_mean": pl.Float64, "summed_count_r2": pl.Float64, "example_r2_median": pl.Float64,
                 "pca_fvu": pl.Float64, "nmf_fvu": pl.Float64, "baseline_components": pl.Int64,
-                "n_bad_units": pl.Int64, "l0_histogram": pl.String, "density_histogram": pl.String},
+                "n_bad_units": pl.Int64, "ridge_fvu": pl.Float64, "ridge_alpha": pl.Float64,
+                "l0_histogram": pl.String, "density_histogram": pl.String},
     )
     unit_frames = []
     for q in qcs:

@@ -46,7 +46,7 @@ from store.report import (
     variable_summary,
 )
 from store.review import run_dataset
-from store.runs import get_run
+from store.runs import get_run, run_units
 
 TABLE_FORMATS = ("csv", "parquet")
 BAR_WIDTH = 28
@@ -157,8 +157,24 @@ def _header(db: Store, run: dict, dataset: dict, epochs: dict[str, dict]) -> lis
         f"({dataset['trial_source']}), bins of {_number(dataset['bin_size_s'])} s. Splits are by whole trials "
         f"(seed {dataset['split_seed']}); the test split informs no training, threshold or hyperparameter.", "",
         *markdown_table(splits), "", *_epochs(epochs), "Natural features:", "",
-        *markdown_table(variables), "", "## SAE settings", "", *markdown_table(settings), "",
+        *markdown_table(variables), "", "## SAE settings", "", *_transcoder(db, run), *markdown_table(settings), "",
     ]
+
+
+def _transcoder(db: Store, run: dict) -> list[str]:
+    """What a transcoder run read and reconstructed (nothing for a plain SAE)."""
+    units = run_units(db, run["run_id"])
+    if not units:
+        return []
+    config = run["config"]
+    history = config.get("history", 1)
+    context = (f" Temporal context: the input of a bin is its last {history} bins of the same trial (the first "
+               f"{history - 1} bins of each trial are not trained on or scored; their missing lags are set to the "
+               "units' train means when they are encoded).") if history > 1 else ""
+    return [f"Transcoder: inputs {len(units['input'])} units ({config.get('inputs') or 'all'}), targets "
+            f"{len(units['target'])} units ({config.get('targets') or 'all'}). The code is computed from the inputs "
+            "and reconstructs the targets: decoder rows, signatures and QC are over the targets, and QC's baseline is "
+            f"a ridge regression from inputs to targets (fitted on train, its penalty chosen on val).{context}", ""]
 
 
 def _epochs(epochs: dict[str, dict]) -> list[str]:
@@ -189,11 +205,15 @@ def _quality(frames: dict[str, pl.DataFrame]) -> list[str]:
     saes = frames["saes"].select("sae_id", "instance", "architecture", "d_in", "d_sae", "k", "seed", "loss",
                                  "best_epoch", "val_loss")
     qc = frames["qc"].select("sae_id", "split", "n_examples", "fvu", "pca_fvu", "nmf_fvu", "baseline_components",
-                             "r2", "l0_mean", "dead_fraction", "n_bad_units")
+                             "ridge_fvu", "r2", "l0_mean", "dead_fraction", "n_bad_units")
+    # A plain SAE has no ridge baseline; a transcoder across spaces has no PCA/NMF (they reconstruct a matrix from
+    # itself, which says nothing about predicting one population from another).
+    qc = qc.drop([c for c in ("pca_fvu", "nmf_fvu", "baseline_components", "ridge_fvu") if qc[c].is_null().all()])
     return ["### SAEs", "", *markdown_table(saes), "",
             "## Quality", "",
             "FVU is the fraction of variance unexplained (lower is better); PCA and NMF use as many components "
-            "as the SAE's mean L0, fitted on train. Bad units are reconstructed with R² ≤ 0.1.", "",
+            "as the SAE's mean L0, fitted on train (a transcoder's baseline is ridge, from its inputs to its "
+            "targets). Bad units are reconstructed with R² ≤ 0.1.", "",
             *markdown_table(qc), ""]
 
 
@@ -226,8 +246,24 @@ def _ranked(frames: dict[str, pl.DataFrame], top: int) -> list[str]:
              "full ranking of every feature is in the rankings table beside this report.", ""]
     for (sae_id,), part in frames["rankings"].group_by("sae_id", maintain_order=True):
         lines += [f"### SAE {sae_id}: top {min(top, part.height)} of {part.height}", "",
-                  *markdown_table(part.head(top).drop("sae_id")), ""]
+                  *markdown_table(part.head(top).drop("sae_id")), "", *_lags(frames, sae_id, part.head(top))]
     return lines
+
+
+def _lags(frames: dict[str, pl.DataFrame], sae_id: int, top: pl.DataFrame) -> list[str]:
+    """A run with temporal context: where in time each top feature reads its inputs (lag 0 is the bin itself)."""
+    if "encoder_lags" not in frames:
+        return []
+    mine = frames["encoder_lags"].filter(pl.col("sae_id") == sae_id)
+    cells = mine.with_columns(cell=pl.format("{} ({})", pl.col("share").round(2), pl.col("top_unit")),
+                              lag=pl.format("lag {}", pl.col("lag")))
+    table = top.select("rank", "feature_id").join(
+        cells.pivot(on="lag", index="feature_id", values="cell"), on="feature_id", how="left").sort("rank")
+    history = mine["lag"].max() + 1 if mine.height else 1
+    return ["Each top feature's encoder weight per lag, as a share of its norm over the lags (lag j is the bin j bins "
+            "earlier in the same trial), with the input unit that weighs most at that lag. The encoder starts as "
+            f"random rows, so a share near 1/{history} = {1 / history:.2f} at every lag is no preference:", "",
+            *markdown_table(table), ""]
 
 
 def _labels(frames: dict[str, pl.DataFrame]) -> list[str]:

@@ -85,7 +85,8 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
     components = next(iter(rows.values()))["baseline_components"] if rows else None
 
     def fvu_cell(row: dict[str, Any]) -> Text:
-        baselines = [b for b in (row["pca_fvu"], row["nmf_fvu"]) if b is not None]
+        baselines = [b for b in (row["pca_fvu"], row["nmf_fvu"]) if b is not None] or \
+            [b for b in (row.get("ridge_fvu"),) if b is not None]  # a transcoder across spaces: ridge
         beats = row["fvu"] is not None and baselines and row["fvu"] < min(baselines)
         return Text(_number(row["fvu"]), style="green" if beats else "yellow")
 
@@ -101,6 +102,11 @@ def metrics_table(qc: pl.DataFrame, n_units: int) -> Table:
         ("FVU", fvu_cell),
         (f" PCA ({components})", lambda r: _number(r["pca_fvu"])),
         (f" NMF ({components})", lambda r: _number(r["nmf_fvu"])),
+    ]
+    if any(row.get("ridge_fvu") is not None for row in rows.values()):  # a transcoder: ridge beside PCA/NMF if any
+        pca = [] if all(row["pca_fvu"] is None for row in rows.values()) else lines[4:]
+        lines = [*lines[:3], ("FVU targets", fvu_cell), *pca, (" ridge", lambda r: _number(r.get("ridge_fvu")))]
+    lines += [
         ("cosine", lambda r: _number(r["cosine_mean"])),
         ("sum R²", lambda r: _number(r["summed_count_r2"])),
         ("ex R² (med)", lambda r: _number(r["example_r2_median"])),
@@ -115,7 +121,8 @@ METRICS_NOTE = (
     "FVU: variance the SAE leaves unexplained, green where it is below both PCA's and NMF's with as many "
     "components as its mean train L0 (in brackets); NMF only for spike counts. dead: features never active "
     "on the split. sum R²: of each example's total count. ex R² (med): median over examples of each "
-    "example's R². bad units: R² ≤ 0.1."
+    "example's R². bad units: R² ≤ 0.1. A transcoder's FVU is of its targets, beside a ridge regression from "
+    "its inputs (fitted on train, penalty chosen on val)."
 )
 
 
