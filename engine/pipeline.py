@@ -36,8 +36,8 @@ from engine.sae.train import (
     pick_device,
 )
 from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
-from engine.temporal import check_history, history_examples, lag_norms
-from engine.unit_selection import parse_selection, resolve_selection
+from engine.sae.history import check_history, history_examples, lag_norms
+from engine.sae.unit_selection import parse_selection, resolve_selection
 from store import Store
 from store.datasets import get_dataset, load_unit_attributes, load_unit_names
 from store.errors import StoreInterrupted
@@ -80,11 +80,11 @@ class RunSpec:
     chosen: dict[str, str] = field(default_factory=dict)
     """Filled when the run starts: each chosen setting with its reason (stored in runs.config)."""
     inputs: str | None = None
-    """Transcoder: the units the code is computed from (engine.unit_selection syntax); None: a plain SAE."""
+    """Transcoder: the units the code is computed from (engine.sae.unit_selection syntax); None: a plain SAE."""
     targets: str | None = None
     """Transcoder: the units the code reconstructs; given together with `inputs`."""
     history: int = 1
-    """Bins of context (engine.temporal): the input of bin t is bins t-L+1 … t of its trial; 1 is no context."""
+    """Bins of context (engine.sae.history): the input of bin t is bins t-L+1 … t of its trial; 1 is no context."""
 
     def __post_init__(self) -> None:
         if (self.inputs is None) != (self.targets is None):
@@ -152,7 +152,7 @@ def model_examples(counts: np.ndarray, roles: UnitRoles | None, history: int = 1
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """What the stack trains on, one row per bin, and which bins have their whole history (None: all): the counts
     themselves for a plain SAE, a transcoder's inputs followed by its targets otherwise (SAEStack.split_example
-    splits them again), the inputs with `history` lags of their trial (engine.temporal, `trial_ids` and the
+    splits them again), the inputs with `history` lags of their trial (engine.sae.history, `trial_ids` and the
     `train` mask needed) when history > 1."""
     if history > 1:
         assert roles is not None and trial_ids is not None and train is not None

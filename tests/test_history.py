@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.temporal import history_examples, trial_positions
+from engine.sae.history import history_examples, trial_positions
 from sample_data import SampleConfig, generate
 from tests.conftest import run_cli
 

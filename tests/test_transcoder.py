@@ -13,7 +13,7 @@ import torch
 
 from engine.errors import InputError
 from engine.sae.model import SAEConfig, SAEStack
-from engine.unit_selection import parse_selection, resolve_selection
+from engine.sae.unit_selection import parse_selection, resolve_selection
 from sample_data import SampleConfig, generate
 from tests.conftest import run_cli
 
@@ -232,6 +232,13 @@ def test_a_transcoder_between_halves_recovers_the_ensembles_and_beats_ridge(tmp_
     assert outside == [{"n": 0}]
     inside = _sql(Path(db), "SELECT count(*) AS n FROM signatures WHERE in_signature", tmp_path)
     assert inside[0]["n"] > 0
+    # Feature ablation reads the reconstruction of the targets; zeroing signature units "in the input" has no
+    # meaning when they are targets, so that figure is left out with the reason.
+    ablations = _sql(Path(db), "SELECT necessity_drop, signature_ablation_drop, ablation_note FROM validations",
+                     tmp_path)
+    assert ablations and all(r["signature_ablation_drop"] is None and "transcoder" in r["ablation_note"]
+                             for r in ablations), ablations
+    assert any(r["necessity_drop"] is not None for r in ablations), ablations
     report = run_cli("report", "--run", "1", "--db", db, "--out", str(tmp_path / "r.md"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "r.md").read_text()

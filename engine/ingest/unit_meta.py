@@ -1,5 +1,5 @@
 """Attributes of a dataset's units from a table given at import (`--unit-meta FILE`): which area, shank or cell
-type each unit is, for `mini train --inputs area=CA1` (engine.unit_selection).
+type each unit is, for `mini train --inputs area=CA1` (engine.sae.unit_selection).
 
 The table (CSV or Parquet) has one row per unit of the dataset: a column naming the unit (`unit`, `unit_id` or
 `name`: an integer column holds 0-based unit indices, a text column unit names) and any number of attribute

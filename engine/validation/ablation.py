@@ -183,6 +183,9 @@ def final_stack_state(saved: dict[str, Any], instance: int) -> tuple[dict[str, A
     """The one SAE ``instance`` of a loaded 'final' checkpoint (load_final) as {"model", "sae"}, or None and why
     not."""
     model, config = saved["model"], saved["config"]
+    if "input_scale" in model:  # a transcoder's buffers (--inputs/--targets or --history)
+        return None, ("the run is a transcoder or has temporal context: its signature units are target units, not "
+                      "the inputs its code is computed from")
     n = int(model["W_dec"].shape[0])
     if not 0 <= instance < n:
         return None, f"the run's 'final' checkpoint holds {n} SAE(s), not instance {instance}"
