@@ -24,6 +24,7 @@ from engine.ingest.matrix import dataset_matrix
 from engine.memory import check_fits, human_bytes
 from engine.options import check_integer, check_seed
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
+from engine.sae.history import check_history, history_examples, lag_norms
 from engine.sae.model import SAEConfig, SAEStack
 from engine.sae.qc import baseline_fvus, qc_table_rows, ridge_baseline, split_qc
 from engine.sae.train import (
@@ -36,7 +37,6 @@ from engine.sae.train import (
     pick_device,
 )
 from engine.sae.train_defaults import AUTO_SETTINGS, choose_settings, recording_shape
-from engine.sae.history import check_history, history_examples, lag_norms
 from engine.sae.unit_selection import parse_selection, resolve_selection
 from store import Store
 from store.datasets import get_dataset, load_unit_attributes, load_unit_names
