@@ -65,7 +65,13 @@ def test_blocks_are_contiguous_and_cover_every_example():
 
 
 def test_no_trial_in_two_splits_in_the_database(tmp_path, cli):
-    result = cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--db", "demo.duckdb", timeout=600)
+    from sample_data import SampleConfig, generate
+
+    # Splits are assigned at import (training, ranking and validation only read them): the demo's recording,
+    # imported as a user imports it, is the whole case.
+    generate(SampleConfig()).write(tmp_path / "data")
+    result = cli("import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "demo",
+                 "--db", "demo.duckdb", timeout=600)
     assert result.returncode == 0, result.stderr
     query = ("SELECT count(*) FROM (SELECT trial_id FROM examples GROUP BY trial_id "
              "HAVING count(DISTINCT split) > 1)")
@@ -74,6 +80,10 @@ def test_no_trial_in_two_splits_in_the_database(tmp_path, cli):
     agree = cli("sql", "--db", "demo.duckdb", "--format", "csv",
                 "SELECT count(*) FROM examples e JOIN trials t USING (dataset_id, trial_id) WHERE e.split <> t.split")
     assert agree.stdout.strip().splitlines()[-1] == "0"
+    counted = cli("sql", "--db", "demo.duckdb", "--format", "csv",
+                  "SELECT count(DISTINCT e.split), count(DISTINCT t.trial_id) FROM examples e JOIN trials t "
+                  "USING (dataset_id, trial_id)")
+    assert counted.stdout.strip().splitlines()[-1] == "3,519"  # every split, every trial: the checks above saw them
 
 
 def test_the_test_split_gets_enough_trials_for_its_intervals():
