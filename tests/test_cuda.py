@@ -18,6 +18,7 @@ import torch
 
 from engine.sae.model import SAEConfig, SAEStack
 from engine.sae.train import TrainConfig, TrainData, Trainer
+from tests.test_train import planted as planted_with_loadings
 
 pytestmark = pytest.mark.cuda
 
@@ -33,16 +34,9 @@ def _a_cuda_device() -> None:
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def planted(n: int, seed: int, d_in: int = 30, n_latents: int = 6) -> torch.Tensor:
-    """Poisson counts driven by sparse planted ensembles (as tests/test_train.py's)."""
-    generator = torch.Generator().manual_seed(0)
-    loadings = torch.zeros(n_latents, d_in)
-    for i in range(n_latents):
-        units = torch.randperm(d_in, generator=generator)[:5]
-        loadings[i, units] = 6.0 * (0.5 + torch.rand(5, generator=generator))
-    generator = torch.Generator().manual_seed(seed)
-    on = (torch.rand(n, n_latents, generator=generator) < 0.1).float()
-    return torch.poisson(0.5 + on @ loadings, generator=generator)
+def planted(n: int, seed: int) -> torch.Tensor:
+    """Poisson counts driven by sparse planted ensembles: tests/test_train.py's, without the loadings."""
+    return planted_with_loadings(n, seed)[0]
 
 
 @functools.cache

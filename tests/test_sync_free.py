@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from engine.sae.model import SAEConfig, SAEStack, SparseCode
 from engine.sae.sparse_ops import Entries, counts_without_sync, dots_by_gather
 from engine.sae.train import TrainConfig, TrainData, Trainer
+from tests.test_train import planted as planted_with_loadings
 
 CPU = torch.device("cpu")
 D_IN, D_SAE, BATCH = 20, 64, 256
@@ -201,15 +202,9 @@ def test_the_exact_count_step_does_wait_so_the_counter_sees_it(monkeypatch):
 
 
 # -- the same quality after training -------------------------------------------------------------------------
-def planted(n: int, seed: int, d_in: int = 30, n_latents: int = 6) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    loadings = torch.zeros(n_latents, d_in)
-    for i in range(n_latents):
-        units = torch.randperm(d_in, generator=generator)[:5]
-        loadings[i, units] = 6.0 * (0.5 + torch.rand(5, generator=generator))
-    generator = torch.Generator().manual_seed(seed)
-    on = (torch.rand(n, n_latents, generator=generator) < 0.1).float()
-    return torch.poisson(0.5 + on @ loadings, generator=generator)
+def planted(n: int, seed: int) -> torch.Tensor:
+    """Poisson counts driven by sparse planted ensembles: tests/test_train.py's, without the loadings."""
+    return planted_with_loadings(n, seed)[0]
 
 
 def test_sync_free_training_reaches_the_exact_count_fvu():
