@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from sample_data import SampleConfig
+    from store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,3 +136,14 @@ def slurm_partition() -> str:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@contextmanager
+def store_copy(path: Path, folder: Path) -> Iterator[Store]:
+    """A Store open on a copy of the database at `path` (made in `folder`), for a test that writes to it."""
+    from store import Store
+
+    copy = folder / "copy.duckdb"
+    shutil.copy(path, copy)
+    with Store.open(copy) as store:
+        yield store

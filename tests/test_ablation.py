@@ -32,7 +32,7 @@ from sample_data import SampleConfig, generate
 from store import Store
 from store.migrations import MIGRATIONS
 from store.runs import get_run
-from tests.conftest import run_cli
+from tests.conftest import run_cli, store_copy
 
 FAST = ValidateConfig(n_bootstrap=200, n_shifts=99, n_random_subsets=40, cv_folds=3)
 NEW_COLUMNS = ["reconstruction_decode", "necessity_drop", "necessity_null_p95", "necessity_p", "n_ablation_null",
@@ -61,11 +61,8 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def db(trained, tmp_path):
-    path = tmp_path / "copy.duckdb"
-    shutil.copy(trained, path)
-    store = Store.open(path)
-    yield store
-    store.close()
+    with store_copy(trained, tmp_path) as store:
+        yield store
 
 
 def _condition_features(db: Store, n: int) -> list[tuple[int, str]]:

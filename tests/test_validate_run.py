@@ -23,7 +23,7 @@ from engine.validation.validate import ValidateConfig
 from engine.validation.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
-from tests.conftest import run_cli
+from tests.conftest import run_cli, store_copy
 
 FAST = ValidateConfig(n_bootstrap=300, n_shifts=99, n_random_subsets=40, cv_folds=3)
 
@@ -54,11 +54,8 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def db(trained, tmp_path):
-    path = tmp_path / "copy.duckdb"
-    shutil.copy(trained, path)
-    store = Store.open(path)
-    yield store
-    store.close()
+    with store_copy(trained, tmp_path) as store:
+        yield store
 
 
 def _condition_feature(db: Store) -> tuple[int, str]:

@@ -422,9 +422,11 @@ class SAEStack(torch.nn.Module):
         if not self.transcoder:
             normalised = self._normalise(x)
             return normalised - self.b_dec.unsqueeze(1), normalised
-        inputs, targets = self.split_example(x)
-        centred = (inputs / self.input_scale - self.input_centre).unsqueeze(0).expand(self.n, -1, -1)
-        return centred, self._normalise(targets)
+        return self._transcoder_input(x), self._normalise(x[:, self.d_in:])
+
+    def _transcoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A transcoder's centred, scaled inputs [n, B, d_in] from examples whose first d_in columns are them."""
+        return (x[:, :self.d_in] / self.input_scale - self.input_centre).unsqueeze(0).expand(self.n, -1, -1)
 
     def _input_centre(self) -> torch.Tensor:
         """What sparse_encode subtracts from the inputs, per SAE: b_dec (trained) or a transcoder's fixed centre."""
@@ -474,10 +476,7 @@ class SAEStack(torch.nn.Module):
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """[n, B, d_sae] encoder pre-activations of a batch [B, d_in]: encode's one dense matmul, before selection.
         Linear in x, so validation's ablation updates them where it zeroes a few inputs."""
-        if self.transcoder:
-            centred = (x[:, :self.d_in] / self.input_scale - self.input_centre).unsqueeze(0).expand(self.n, -1, -1)
-        else:
-            centred = self._normalise(x) - self.b_dec.unsqueeze(1)
+        centred = self._transcoder_input(x) if self.transcoder else self._normalise(x) - self.b_dec.unsqueeze(1)
         return self._pre_activations(centred)
 
     @torch.no_grad()
