@@ -401,9 +401,10 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
 
 
 @torch.no_grad()
-def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192, quitting: threading.Event | None = None
+def encode_all(stack: SAEStack, counts: np.ndarray, batch: int | None = None, quitting: threading.Event | None = None
                ) -> tuple[pl.DataFrame, np.ndarray]:
-    """Sparse activations of every example for every SAE, and reconstructions [n, N, d_out] (float32).
+    """Sparse activations of every example for every SAE, and reconstructions [n, N, d_out] (float32), in batches
+    of `batch` examples (default SAEStack.chunk_rows).
 
     BatchTopK-style SAEs use their inference threshold, so an example's code does not depend on
     which other examples share its batch. `quitting` set stops it between batches (QuitRequested).
@@ -412,6 +413,7 @@ def encode_all(stack: SAEStack, counts: np.ndarray, batch: int = 8192, quitting:
     device = next(stack.parameters()).device
     use_threshold = stack.config.architecture in ("batchtopk", "matryoshka")
     parts, recon = [], np.empty((stack.n, counts.shape[0], stack.d_out), dtype=np.float32)
+    batch = batch or stack.chunk_rows()
     for start in range(0, counts.shape[0], batch):
         _stop_if_quitting(quitting)
         x = torch.from_numpy(counts[start: start + batch]).to(device)

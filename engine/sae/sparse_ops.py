@@ -42,7 +42,10 @@ class Entries:
     @classmethod
     def build(cls, row: torch.Tensor, latent: torch.Tensor, n_rows: int, n_latents: int) -> Entries:
         row_offsets = _offsets(row, n_rows)
-        by_latent = torch.argsort(latent)  # grouping is all that matters: no stable sort
+        # Grouping is all that matters: no stable sort, and on the narrowest integer type that holds every latent
+        # (sorting int16 keys takes a third of the time of int64 ones at 65k entries).
+        narrow = torch.int16 if n_latents <= 1 << 15 else torch.int32 if n_latents <= 1 << 31 else latent.dtype
+        by_latent = torch.argsort(latent.to(narrow))
         latent_offsets = _offsets(latent, n_latents)
         return cls(row, latent, row_offsets, by_latent, latent_offsets, row[by_latent], n_rows, n_latents)
 
@@ -67,6 +70,23 @@ class Entries:
         """out[l] = Σ_entries of latent l  weights · table[row]   → [n_latents, d]."""
         return F.embedding_bag(self.row_by_latent, table, self.latent_offsets,
                                per_sample_weights=weights[self.by_latent], mode="sum", include_last_offset=True)
+
+
+def sparse_positions(mask: torch.Tensor) -> torch.Tensor:
+    """The flat indices (ascending) of a boolean tensor's True entries: `mask.view(-1).nonzero()`, faster on CPU
+    where few are True (BatchTopK's candidates, a threshold's picks: ~1 % of an [n, B, d_sae] block).
+
+    CPU nonzero reads a byte per entry twice; this reads the mask as 64-bit words first (8 entries each), so the
+    full pass touches an eighth as many elements, then finds the True bytes within the few words that have any
+    (2.7× faster at 1.4 % True on 4M entries). Where many words hold a True entry it falls back to nonzero."""
+    flat = mask.reshape(-1)
+    if flat.device.type != "cpu" or flat.numel() % 8 or flat.storage_offset() % 8 or flat.numel() < 4096:
+        return flat.nonzero().squeeze(1)
+    words = flat.view(torch.int64).nonzero().squeeze(1)
+    if 4 * len(words) > flat.numel() // 8:  # dense: the second pass would cost more than it saves
+        return flat.nonzero().squeeze(1)
+    word, byte = flat.view(-1, 8).index_select(0, words).nonzero(as_tuple=True)
+    return words.index_select(0, word) * 8 + byte
 
 
 GATHER_CHUNK = 1 << 16

@@ -268,8 +268,9 @@ class Trainer:
         self.stack.eval()
         total = torch.zeros(self.stack.n, device=val.device)
         use_threshold = self.stack.config.architecture in ("batchtopk", "matryoshka")
-        for start in range(0, val.shape[0], 8192):
-            batch = val[start: start + 8192]
+        rows = self.stack.chunk_rows()
+        for start in range(0, val.shape[0], rows):
+            batch = val[start: start + rows]
             with self._autocast():
                 out = self.stack(batch, use_threshold=use_threshold, aux=False)
             total += out.per_sae_reconstruction.float() * batch.shape[0]

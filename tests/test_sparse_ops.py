@@ -1,0 +1,79 @@
+"""The sparse bookkeeping of a training step: finding the chosen entries, grouping them by latent, and encoding a
+split in chunks; each against the plain operation it replaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.sae.model import CHUNK_ELEMENTS, SAEConfig, SAEStack
+from engine.sae.sparse_ops import Entries, sparse_positions
+from engine.sae.train import TrainConfig, TrainData, Trainer
+
+
+@pytest.mark.parametrize(("shape", "density"), [
+    ((8, 1024, 512), 0.014),  # an 8-SAE stack's BatchTopK candidates: the case it is for
+    ((1, 1024, 512), 0.0),  # nothing chosen
+    ((1, 1024, 512), 1.0),  # everything chosen (dense: the fallback)
+    ((2, 4096, 64), 0.6),  # many words hold a chosen entry: the fallback
+    ((3, 7, 5), 0.3),  # fewer entries than a word pass pays for
+    ((1, 1001, 513), 0.01),  # an entry count that is no multiple of 8
+])
+def test_sparse_positions_are_the_flat_nonzero_indices(shape, density):
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(1)) < density
+    expected = mask.reshape(-1).nonzero().squeeze(1)
+    positions = sparse_positions(mask)
+    assert torch.equal(positions, expected)
+    assert positions.dtype == torch.int64
+
+
+def test_sparse_positions_of_views_that_no_word_can_read():
+    mask = torch.rand(8 * 4096 + 1, generator=torch.Generator().manual_seed(2)) < 0.02
+    shifted = mask[1:]  # 32,768 entries starting one byte into the storage: not readable as 64-bit words
+    assert torch.equal(sparse_positions(shifted), shifted.nonzero().squeeze(1))
+    transposed = mask[:8 * 4096].view(64, 512).t()  # not contiguous: read in row-major order of the view
+    assert torch.equal(sparse_positions(transposed), transposed.reshape(-1).nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize("n_latents", [512, 1 << 15, (1 << 15) + 1, 70_000])
+def test_entries_are_grouped_by_latent_on_the_narrow_sort_key(n_latents):
+    generator = torch.Generator().manual_seed(3)
+    rows, per_row = 300, 9
+    row = torch.arange(rows).repeat_interleave(per_row)
+    latent = torch.randint(0, n_latents, (rows * per_row,), generator=generator)
+    latent[:2] = torch.tensor([0, n_latents - 1])  # both ends of the key range
+    entries = Entries.build(row, latent, rows, n_latents)
+    grouped = latent[entries.by_latent]
+    assert bool((grouped[1:] >= grouped[:-1]).all())
+    assert torch.equal(torch.sort(entries.by_latent).values, torch.arange(len(latent)))  # a permutation
+    assert torch.equal(entries.row_by_latent, row[entries.by_latent])
+    counts = torch.bincount(latent, minlength=n_latents)
+    assert torch.equal(entries.latent_offsets[1:] - entries.latent_offsets[:-1], counts)
+
+
+def test_chunk_rows_keep_the_dense_block_near_its_budget():
+    small = SAEStack(SAEConfig(d_sae=512, ks=(8,)), 20, (0,))
+    wide = SAEStack(SAEConfig(d_sae=8192, ks=(8, 8)), 20, (0, 1))
+    assert small.chunk_rows() * 512 == CHUNK_ELEMENTS
+    assert wide.chunk_rows() == 256  # the floor: 2 × 8192 latents would allow fewer rows
+    stack = SAEStack(SAEConfig(d_sae=512, ks=(8,) * 8), 20, tuple(range(8)))
+    assert stack.chunk_rows() * 8 * 512 == CHUNK_ELEMENTS
+
+
+def test_validation_loss_in_chunks_is_the_loss_of_the_whole_split():
+    generator = torch.Generator().manual_seed(4)
+    rates = 0.3 + 3.7 * torch.rand(20, generator=generator)
+    train = torch.poisson(rates.expand(2048, 20).contiguous(), generator=generator)
+    val = torch.poisson(rates.expand(1000, 20).contiguous(), generator=generator)
+    stack = SAEStack(SAEConfig(d_sae=8192, ks=(4, 6)), 20, (0, 1))  # chunks of 256 rows: 4 of them
+    stack.initialise_from_data(train)
+    trainer = Trainer(stack, TrainData(train, val, torch.device("cpu")),
+                      TrainConfig(epochs=1, batch_size=512, select_on_val=False))
+    trainer.run()
+    assert stack.chunk_rows() < len(val)
+    chunked = trainer.validation_loss()
+    stack.eval()
+    with torch.no_grad():
+        whole = stack(val, use_threshold=True, aux=False).per_sae_reconstruction
+    assert chunked == pytest.approx(whole.tolist(), rel=1e-5)
+    assert all(loss > 0 for loss in chunked)
