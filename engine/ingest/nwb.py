@@ -217,15 +217,11 @@ def _electrode_values(units) -> dict[str, list[str | None]]:
 
 
 def _electrode_column(electrodes, name: str) -> list[str | None] | None:
-    """The electrodes table's column as text, or None where it has none; `group_name` falls back to the names of
-    the `group` column's electrode groups (older files write only those)."""
-    if name in electrodes.colnames:
-        values, _ = _column_values(electrodes, name)
-        return None if values is None else _texts(values)
-    if name == "group_name" and "group" in electrodes.colnames:
-        groups = electrodes["group"].data[:]
-        return _texts(np.array([str(getattr(g, "name", "")) for g in groups], dtype=object))
-    return None
+    """The electrodes table's column as text, or None where it has none (or not one value per electrode)."""
+    if name not in electrodes.colnames:
+        return None
+    values, _ = _column_values(electrodes, name)
+    return None if values is None else _texts(values)
 
 
 def interval_tables(nwbfile) -> dict[str, object]:
