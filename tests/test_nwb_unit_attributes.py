@@ -24,9 +24,9 @@ UNIT_ELECTRODES = ([0], [0, 1], [1, 2], [2], [3], [4])
 
 
 def write_nwb_units(path: Path, session: Session, *, electrodes: bool = True, columns: bool = True) -> Path:
-    """Units with spike times; with `columns`, a text column (`quality`, one cell empty), a float one (`snr`, one
-    NaN), a boolean one, one whose name holds a space (`cell type`), a ragged one and an array-valued
-    `waveform_mean`; with `electrodes`, the region into an electrodes table of two shanks (ELECTRODES)."""
+    """Units with spike times; with `columns`, a text column (`quality`, one cell empty, one holding `|`), a float
+    one (`snr`, one NaN), a boolean one, one whose name holds a space (`cell type`) and one that is the same key
+    once its name is sanitised (`cell=type`), a ragged one and an array-valued `waveform_mean`; with `electrodes`, the region into an electrodes table of two shanks (ELECTRODES)."""
     from pynwb import NWBHDF5IO, NWBFile
 
     nwbfile = NWBFile(session_description="units with attributes", identifier="mini-unit-attributes",
@@ -40,6 +40,7 @@ def write_nwb_units(path: Path, session: Session, *, electrodes: bool = True, co
     if columns:
         for name, text, ragged in (("quality", "curation", False), ("snr", "signal to noise", False),
                                    ("is_good", "passes curation", False), ("cell type", "putative type", False),
+                                   ("cell=type", "the same key once written for --inputs", False),
                                    ("depths", "several depths", True)):
             nwbfile.add_unit_column(name=name, description=text, index=ragged)
     for i, name in enumerate(UNIT_NAMES):
@@ -47,9 +48,10 @@ def write_nwb_units(path: Path, session: Session, *, electrodes: bool = True, co
         if electrodes:
             row["electrodes"] = UNIT_ELECTRODES[i]
         if columns:
-            row.update(quality="" if i == 5 else ("good" if i % 2 == 0 else "mua"),
+            row.update(quality="" if i == 5 else "good | noisy" if i == 4 else ("good" if i % 2 == 0 else "mua"),
                        snr=np.nan if i == 3 else 2.0 + i * 0.5, is_good=i % 2 == 0,
-                       **{"cell type": "pyramidal" if i < 4 else "interneuron"}, depths=[10.0 * i] * (1 + i % 2),
+                       **{"cell type": "pyramidal" if i < 4 else "interneuron", "cell=type": "x"},
+                       depths=[10.0 * i] * (1 + i % 2),
                        waveform_mean=np.zeros((5, 2)))
         nwbfile.add_unit(**row)
     with NWBHDF5IO(str(path), "w") as io:
@@ -76,7 +78,7 @@ def test_unit_columns_and_electrodes_become_attributes(tmp_path: Path) -> None:
     assert set(stored) == {"quality", "snr", "is_good", "cell_type", "location", "group_name"}
     # Scalar columns as text; the empty cell and the NaN give no value; whole floats lose their decimal point.
     assert stored["quality"] == {"unit_0": "good", "unit_1": "mua", "unit_2": "good", "unit_3": "mua",
-                                 "unit_4": "good"}
+                                 "unit_4": "good;noisy"}  # '|' is an operator of the selection syntax
     # (A column with a fraction keeps the decimal point on its whole values, as --unit-meta does.)
     assert stored["snr"] == {"unit_0": "2.0", "unit_1": "2.5", "unit_2": "3.0", "unit_4": "4.0", "unit_5": "4.5"}
     assert stored["is_good"] == {f"unit_{i}": "true" if i % 2 == 0 else "false" for i in range(6)}
@@ -92,8 +94,8 @@ def test_unit_columns_and_electrodes_become_attributes(tmp_path: Path) -> None:
     assert ("note: s.nwb:units: unit attributes quality, snr, is_good, cell_type from the Units table; location, "
             "group_name from the units' electrodes") in notes
     assert "attribute names written for the selection syntax: 'cell type' as cell_type" in notes
-    assert "not unit attributes: 'depths' (several values per row)" in notes
-    assert "1 attribute value(s) held ',' or '|'" in notes
+    assert "not unit attributes: 'depths' (several values per row), 'cell=type' (a second cell_type)" in notes
+    assert "2 attribute value(s) held ',' or '|' (operators of --inputs and --targets), written as ';'" in notes
     assert "waveform_mean" not in notes  # a standard array column: not an attribute, not worth a note
 
     # Every stored value can be selected: a transcoder from the CA1 units to the CA3 unit and the mixed one.
