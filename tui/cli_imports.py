@@ -29,7 +29,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     # Read and validate before opening the database, so a refused import leaves no file behind.
     new, notes = prepare_files(args.counts, args.meta, options)
-    _add_unit_meta(new, args.unit_meta)
+    _add_unit_meta(new, args.unit_meta, notes)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -91,7 +91,7 @@ def cmd_import_spikes(args: argparse.Namespace) -> int:
     recording = read_recording(args.source, source, behaviour=args.behaviour, events=args.events,
                                trials=trials_file, tracking=TrackingOptions(frozen_s=args.frozen_s))
     new, notes = prepare_spike_dataset(recording, binning, options)
-    _add_unit_meta(new, args.unit_meta)
+    _add_unit_meta(new, args.unit_meta, notes)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -120,7 +120,7 @@ def cmd_import_nwb(args: argparse.Namespace) -> int:
     elif args.trials is None and recording.trials is not None:
         binning = _binning(args, "table")  # the file's own trials (or --trials-table), unless told otherwise
     new, notes = prepare_spike_dataset(recording, binning, options)
-    _add_unit_meta(new, args.unit_meta)
+    _add_unit_meta(new, args.unit_meta, notes)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
@@ -138,19 +138,22 @@ def cmd_import_activations(args: argparse.Namespace) -> int:
     values = capture_activations(model, args.layer, inputs, batch_size=args.batch_size)
     new, notes = prepare_activation_dataset(values, table, options, layer=args.layer,
                                             source=f"{args.model} + {args.data}")
-    _add_unit_meta(new, args.unit_meta)
+    _add_unit_meta(new, args.unit_meta, notes)
     with open_store(args) as db:
         print_imported(store_dataset(db, new, notes))
     return 0
 
 
 
-def _add_unit_meta(new, path: str | None) -> None:
-    """The units' attributes from --unit-meta, read and checked before the database is opened."""
+def _add_unit_meta(new, path: str | None, notes: list[str]) -> None:
+    """The units' attributes from --unit-meta, read and checked before the database is opened; where the
+    recording gave attributes too (an NWB file's Units table), the file's replace them key by key (noted)."""
     if path is not None:
-        from engine.ingest.unit_meta import read_unit_meta
+        from engine.ingest.unit_meta import merge_unit_attributes, read_unit_meta
 
-        new.unit_attributes = read_unit_meta(path, new.units["name"].to_list())
+        given = read_unit_meta(path, new.units["name"].to_list())
+        new.unit_attributes, merged = merge_unit_attributes(new.unit_attributes, given, path)
+        notes += merged
 
 
 def _add_dataset_options(sub: argparse.ArgumentParser) -> None:

@@ -2,7 +2,10 @@
 
 pynwb is an optional extra (`pip install 'mini-sae[nwb]'`) and is imported only here, only when an
 NWB file is read, so `mini` starts without it. What is read:
-- `units`: one unit per row, its `spike_times` (seconds, the file's session clock), named `unit_<id>`;
+- `units`: one unit per row, its `spike_times` (seconds, the file's session clock), named `unit_<id>`; its
+  other columns of one number or text per unit (`quality`, `location`, `cell_type` …) and, through its
+  `electrodes` column, its electrodes' `location` and `group_name` become unit attributes (`unit_attributes`,
+  for `mini train --inputs location=CA1`; see `_unit_attributes` for how keys and values are written);
 - `intervals/`: every TimeIntervals table (trials, epochs, and the task's own, e.g. `encoding_table`) is
   listed in the notes. The trials are `trials`, or the table named by `trials_table`: `start_time`,
   `stop_time`; each other column of numbers or text (text stored as bytes is decoded) is a trial-level
@@ -19,6 +22,7 @@ Everything is on the session clock, so no alignment between clocks is needed.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +35,7 @@ from engine.ingest.behaviour import BehaviourSource, EventSource, check_times
 from engine.ingest.spike_import import Recording
 from engine.ingest.spikes import SpikeTrains
 from engine.ingest.trials import Trials, check_trials
+from engine.ingest.unit_meta import as_text
 from engine.memory import check_fits
 
 BEHAVIOUR_MODULES = ("behavior", "behaviour", "Behavior", "Behaviour")
@@ -69,6 +74,7 @@ def read_nwb(path: str | Path, *, behaviour: bool = True, trials_table: str | No
                 warnings.simplefilter("ignore")
                 nwbfile = io.read()
             spikes = _units(nwbfile, path)
+            attributes, attribute_notes = _unit_attributes(nwbfile.units, spikes.names, path)
             tables = interval_tables(nwbfile)
             notes = [_describe(path, name, table) for name, table in tables.items()]
             trials, events, trial_notes = _trials(tables, trials_table, path)
@@ -81,7 +87,8 @@ def read_nwb(path: str | Path, *, behaviour: bool = True, trials_table: str | No
             raise InputError(f"{path}: cannot read as NWB ({_first_line(error)})") from None
     finally:
         io.close()
-    return Recording(spikes, sources, events, trials, str(path), notes=notes + trial_notes)
+    return Recording(spikes, sources, events, trials, str(path), notes=notes + trial_notes + attribute_notes,
+                     unit_attributes=attributes)
 
 
 def _first_line(error: Exception) -> str:
@@ -104,6 +111,117 @@ def _units(nwbfile, path: Path) -> SpikeTrains:
     times = [np.asarray(units["spike_times"][i], dtype=np.float64) for i in range(len(ids))]
     return SpikeTrains([f"unit_{i}" for i in ids], times, f"{path}:units",
                        notes=[f"read {len(ids)} unit(s) from {path.name}'s Units table"])
+
+
+ELECTRODE_ATTRIBUTES = ("location", "group_name")
+"""Columns of the electrodes table that each unit takes from its electrodes (through the Units table's
+`electrodes` column)."""
+NOT_ATTRIBUTES = ("spike_times", "electrodes", "electrode_group", "obs_intervals", "waveform_mean", "waveform_sd",
+                  "waveforms")
+"""Units table columns that are the spikes or what they were recorded on, never attributes (left out silently;
+other columns that are not one value per unit are left out with a note)."""
+_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
+"""What a key may not hold: `,` `=` `|` `:` and spaces are, or may become, operators of the unit selection syntax
+(engine.sae.unit_selection)."""
+_VALUE_OPERATORS = re.compile(r"\s*[,|]\s*")
+"""`,` separates a selection's terms and `|` a term's alternatives, so a value holding one could not be selected."""
+
+
+def _unit_attributes(units, names: list[str], path: Path) -> tuple[pl.DataFrame, list[str]]:
+    """unit, key, value rows of what the Units table says about each unit, and notes.
+
+    Each column of one number or text per unit gives a key, the column's name; through the `electrodes` column
+    each unit takes its electrodes' `location` and `group_name` (several electrodes that disagree give their
+    distinct values sorted and joined with `;`), unless the Units table has a column of that name itself (the
+    unit's own value is the more precise). Keys keep letters, digits, `_`, `.` and `-` (any other run of
+    characters becomes `_`), so every key can be written in `--inputs key=value`; a key that is empty or repeats
+    another after that is left out. In values, `,` and `|` (with the spaces around them) become `;`, surrounding
+    spaces are dropped, and empty text and NaN mean no value.
+    """
+    columns: dict[str, list[str | None]] = {}
+    skipped, renamed, notes = [], [], []
+    for column in units.colnames:
+        if column in NOT_ATTRIBUTES:
+            continue
+        values, why = _column_values(units, column)
+        if values is None:
+            skipped.append(f"'{column}' ({why})")
+        else:
+            columns[column] = _texts(values)
+    from_units = set(columns)
+    for column, values in _electrode_values(units).items():
+        if column in columns:
+            notes.append(f"{path.name}:units: '{column}' is the Units table's own column, not its electrodes'")
+        else:
+            columns[column] = values
+    frames, origin = [], {}
+    for column, values in columns.items():
+        key = _KEY_CHARACTERS.sub("_", column).strip("_")
+        if not key or key in origin:
+            skipped.append(f"'{column}' ({'no letter or digit in its name' if not key else f'a second {key}'})")
+            continue
+        if key != column:
+            renamed.append(f"'{column}' as {key}")
+        origin[key] = "the Units table" if column in from_units else "the units' electrodes"
+        frames.append(pl.DataFrame({"unit": names, "key": key, "value": pl.Series(values, dtype=pl.String)},
+                                   schema={"unit": pl.String, "key": pl.String, "value": pl.String}))
+    attributes = (pl.concat(frames).drop_nulls("value") if frames
+                  else pl.DataFrame(schema={"unit": pl.String, "key": pl.String, "value": pl.String}))
+    stored = set(attributes["key"].to_list())
+    said = [f"{', '.join(k for k in origin if k in stored and origin[k] == where)} from {where}"
+            for where in dict.fromkeys(origin[k] for k in origin if k in stored)]
+    if said:
+        notes.insert(0, f"{path.name}:units: unit attributes {'; '.join(said)} (mini train --inputs key=value)")
+    if renamed:
+        notes.append(f"{path.name}:units: attribute names written for the selection syntax: {', '.join(renamed)}")
+    if skipped:
+        notes.append(f"{path.name}:units: not unit attributes: {', '.join(skipped)}")
+    changed = sum(v != _VALUE_OPERATORS.sub(";", v) for v in attributes["value"].to_list())
+    if changed:
+        attributes = attributes.with_columns(pl.col("value").str.replace_all(_VALUE_OPERATORS.pattern, ";"))
+        notes.append(f"{path.name}:units: {changed} attribute value(s) held ',' or '|' (operators of --inputs and "
+                     "--targets), written as ';'")
+    return attributes, notes
+
+
+def _texts(values: np.ndarray) -> list[str | None]:
+    """Values as attribute text (surrounding spaces dropped), None where there is none (NaN, empty text)."""
+    texts = as_text(pl.Series(values)).str.strip_chars().to_list()
+    return [t if t else None for t in texts]
+
+
+def _electrode_values(units) -> dict[str, list[str | None]]:
+    """Per unit, its electrodes' location and group_name (the distinct values, sorted, joined with `;`)."""
+    from hdmf.common import DynamicTableRegion, VectorIndex
+
+    if "electrodes" not in units.colnames:
+        return {}
+    column = units["electrodes"]
+    if isinstance(column, VectorIndex):  # several electrodes per unit: ends into the region's rows
+        region, ends = column.target, np.asarray(column.data[:], dtype=np.int64)
+    elif isinstance(column, DynamicTableRegion):  # one electrode per unit
+        region, ends = column, np.arange(1, len(units) + 1)
+    else:
+        return {}
+    rows = np.asarray(region.data[:], dtype=np.int64)
+    electrodes = region.table
+    out = {}
+    for name in ELECTRODE_ATTRIBUTES:
+        values = _electrode_column(electrodes, name)
+        if values is None:
+            continue
+        starts = np.concatenate([[0], ends[:-1]])
+        out[name] = [";".join(sorted({values[r] for r in rows[a:b] if values[r] is not None})) or None
+                     for a, b in zip(starts, ends, strict=True)]
+    return out
+
+
+def _electrode_column(electrodes, name: str) -> list[str | None] | None:
+    """The electrodes table's column as text, or None where it has none (or not one value per electrode)."""
+    if name not in electrodes.colnames:
+        return None
+    values, _ = _column_values(electrodes, name)
+    return None if values is None else _texts(values)
 
 
 def interval_tables(nwbfile) -> dict[str, object]:

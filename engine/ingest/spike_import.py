@@ -99,6 +99,9 @@ class Recording:
     """What `datasets.source` says (the files, joined with ' + ')."""
     notes: list[str] = field(default_factory=list)
     """What the readers found worth saying (e.g. an NWB file's intervals tables)."""
+    unit_attributes: pl.DataFrame | None = None
+    """unit (the unit's name), key, value (text): attributes the recording gives its units (an NWB file's Units
+    table); stored for the units kept."""
 
 
 def _trials_for(recording: Recording, options: BinningOptions) -> Trials | None:
@@ -232,10 +235,19 @@ def prepare_spike_dataset(recording: Recording, binning: BinningOptions, options
     new.units = new.units.with_columns(pl.Series("firing_rate_hz", raw))
     new.options.update(_record(spikes, binning, window, names, metrics, trials, keep, behaviour_record,
                                events_counted))
+    new.unit_attributes = _kept_unit_attributes(recording.unit_attributes, names)
     add_flags(new, [flag for source in recording.behaviour
                     if (flag := track_flag(Path(source.label).name,
                                            source.details.get("axis_share", float("nan"))))])
     return new, notes + import_notes
+
+
+def _kept_unit_attributes(attributes: pl.DataFrame | None, names: list[str]) -> pl.DataFrame | None:
+    """unit_id, key, value rows of the kept units (a unit left out by --min-rate takes its attributes with it)."""
+    if attributes is None or attributes.height == 0:
+        return None
+    index = pl.DataFrame({"unit": names, "unit_id": pl.Series(range(len(names)), dtype=pl.Int32)})
+    return attributes.join(index, on="unit").select("unit_id", "key", "value")
 
 
 def _record(spikes: SpikeTrains, binning: BinningOptions, window: tuple[float, float], names: list[str],

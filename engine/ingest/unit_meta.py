@@ -5,6 +5,9 @@ The table (CSV or Parquet) has one row per unit of the dataset: a column naming 
 `name`: an integer column holds 0-based unit indices, a text column unit names) and any number of attribute
 columns, stored as text. An empty cell means the unit has no value for that attribute. Every unit needs a row, so a
 table written for another recording (or another sorting) is refused rather than half applied.
+
+An NWB import also reads attributes from the file's Units table (engine.ingest.nwb); with `--unit-meta` as well,
+the table's attributes are added and replace the file's where both give the same key.
 """
 
 from __future__ import annotations
@@ -69,10 +72,31 @@ def read_unit_meta(path: str | Path, unit_names: list[str]) -> pl.DataFrame:
         if not (values.dtype.is_numeric() or isinstance(values.dtype, _SCALAR) or values.dtype in _SCALAR):
             raise InputError(f"{path}: column '{key}' holds {values.dtype}; attributes must be text, numbers or "
                              "true/false")
-        if values.dtype.is_float():  # 2.0 read from a CSV column with gaps is the attribute value "2"
-            whole = values.is_not_null() & values.is_finite() & (values == values.round(0))
-            if bool(whole.fill_null(False).eq(values.is_not_null()).all()):
-                values = values.cast(pl.Int64)
         frames.append(pl.DataFrame({"unit_id": pl.Series(ids, dtype=pl.Int32), "key": key,
-                                    "value": values.cast(pl.String)}).drop_nulls("value"))
+                                    "value": as_text(values)}).drop_nulls("value"))
     return pl.concat(frames).filter(pl.col("value").str.strip_chars() != "")
+
+
+def as_text(values: pl.Series) -> pl.Series:
+    """Attribute values as text: whole floats without a decimal point (2.0 read from a CSV column with gaps is the
+    attribute value "2"), NaN as no value, true/false for booleans."""
+    if values.dtype.is_float():
+        values = values.fill_nan(None)
+        whole = values.is_not_null() & values.is_finite() & (values == values.round(0))
+        if bool(whole.fill_null(False).eq(values.is_not_null()).all()):
+            values = values.cast(pl.Int64)
+    return values.cast(pl.String)
+
+
+def merge_unit_attributes(read: pl.DataFrame | None, given: pl.DataFrame, label: str
+                          ) -> tuple[pl.DataFrame, list[str]]:
+    """The attributes read from the recording (an NWB file's unit columns) with those of --unit-meta `label`: where
+    both give a key, the file's values replace the recording's for every unit (a unit with an empty cell in the
+    file then has no value), so a person can correct what the recording says."""
+    if read is None or read.height == 0:
+        return given, []
+    replaced = sorted(set(given["key"].to_list()) & set(read["key"].to_list()))
+    merged = pl.concat([read.filter(~pl.col("key").is_in(replaced)), given])
+    notes = [f"--unit-meta {label}: its {', '.join(replaced)} replace the values read from the recording (the "
+             "file wins)"] if replaced else []
+    return merged, notes
