@@ -521,7 +521,7 @@ def collect_results(stack: SAEStack, counts: np.ndarray, splits: np.ndarray, out
                 report.ridge_fvu, report.ridge_alpha = ridge.fvu.get(split), ridge.alpha
             qcs.append(report)
         figures = {r.split: SplitFigures(r.split, r.fvu, r.pca_fvu, r.baseline_components, r.dead_fraction,
-                                         r.l0_histogram) for r in qcs}
+                                         r.l0_histogram, r.ridge_fvu) for r in qcs}
         share = _unit_error_share(counts[val], recon[i][val]) if val.any() else None
         flags += sae_flags(i, figures, int(stack.config.ks[i]), D, share, names, context)
         qc_frame, unit_frame = qc_table_rows(i, qcs)

@@ -25,6 +25,9 @@ sample's cue and reward bins, where many planted ensembles fire at once, reach 3
 on the linear track trained with 512 latents (up to 120 active at k 8), the threshold is off."""
 DOMINANT_SHARE = 0.5
 """One unit holding more than this share of the variance (or of the SAE's error) is flagged."""
+UNPREDICTABLE_RIDGE_FVU = 0.95
+"""A transcoder whose ridge baseline explains less than 5 % of the targets' variance (FVU above this): the inputs carry
+(almost) no linear information about the targets, and no setting of the SAE is the thing to change."""
 LINE_SHARE = 0.9
 """A tracked position whose principal axis explains less of the 2-D movement than this is not a line."""
 
@@ -33,7 +36,7 @@ class QualityFlag(NamedTuple):
     """One finding, stored as a row of `quality_flags`."""
 
     flag: str
-    """A short code: fvu_above_pca, fvu_above_one, train_val_gap, dead_on_val, l0_tail,
+    """A short code: fvu_above_pca, fvu_above_ridge, fvu_above_one, train_val_gap, dead_on_val, l0_tail,
     unit_dominates_variance, unit_dominates_error, track_not_a_line."""
     message: str
     """What is wrong, in one line with the figures."""
@@ -56,6 +59,8 @@ class SplitFigures(NamedTuple):
     baseline_components: int | None
     dead_fraction: float
     l0_histogram: Sequence[tuple[int, int]]
+    ridge_fvu: float | None = None
+    """Transcoders: the ridge regression's target FVU on this split (the baseline in place of PCA)."""
 
 
 class FlagContext(NamedTuple):
@@ -80,6 +85,11 @@ def _l0_quantile(histogram: Sequence[tuple[int, int]], q: float) -> float:
     return float(values[min(len(values) - 1, int(np.searchsorted(cumulative, q)))])
 
 
+def _unpredictable(ridge_fvu: float) -> str:
+    return (f"the inputs predict almost none of the targets linearly either (ridge FVU {ridge_fvu:.3f}): pick "
+            "--inputs that carry information about the --targets, or train a plain SAE on the targets")
+
+
 def _smaller(d_sae: int) -> int:
     return max(8, d_sae // 2 // 8 * 8)
 
@@ -98,11 +108,20 @@ def sae_flags(index: int, figures: dict[str, SplitFigures], k: int, d_sae: int,
         f = figures.get(split)
         if f is None or not np.isfinite(f.fvu):
             continue
+        unpredictable = f.ridge_fvu is not None and f.ridge_fvu > UNPREDICTABLE_RIDGE_FVU
         if f.fvu > 1:
             flags.append(QualityFlag(
                 "fvu_above_one", f"{split} FVU {f.fvu:.2f} is above 1: worse than each unit's mean",
+                _unpredictable(f.ridge_fvu) if unpredictable else
                 f"train with the settings chosen from the recording (leave out --d-sae, --k, --epochs) or a "
                 f"smaller --d-sae such as {_smaller(d_sae)}", f.fvu, 1.0, split, index))
+        elif f.ridge_fvu is not None and np.isfinite(f.ridge_fvu) and f.fvu > f.ridge_fvu:
+            flags.append(QualityFlag(
+                "fvu_above_ridge", f"{split} FVU {f.fvu:.3f} is above the ridge regression's {f.ridge_fvu:.3f} from "
+                "the same inputs",
+                _unpredictable(f.ridge_fvu) if unpredictable else
+                f"a linear map predicts the targets better: a larger --k or --d-sae than {d_sae}, or train longer "
+                "(leave out --epochs)", f.fvu, f.ridge_fvu, split, index))
         elif f.pca_fvu is not None and np.isfinite(f.pca_fvu) and f.fvu > f.pca_fvu:
             flags.append(QualityFlag(
                 "fvu_above_pca", f"{split} FVU {f.fvu:.3f} is above PCA's {f.pca_fvu:.3f} with "

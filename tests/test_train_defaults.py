@@ -230,3 +230,24 @@ def test_the_real_w_maze_is_flagged_at_import_and_the_linear_track_is_not(tmp_pa
     assert 0.5 < by_dataset[("w-maze", "track_not_a_line")]["value"] < 0.8
     assert by_dataset[("w-maze", "track_not_a_line")]["message"].startswith("trajectory.videoPositionTracking: ")
     assert by_dataset[("w-maze", "unit_dominates_variance")]["value"] > 0.9
+
+
+def test_a_transcoder_is_judged_against_its_ridge_baseline() -> None:
+    def transcoder(split: str, fvu: float, ridge: float) -> SplitFigures:
+        return SplitFigures(split, fvu, None, None, 0.0, ((4, 100),), ridge)
+
+    healthy = {"train": transcoder("train", 0.70, 0.77), "val": transcoder("val", 0.73, 0.78),
+               "test": transcoder("test", 0.73, 0.77)}
+    assert sae_flags(0, healthy, k=4, d_sae=64, unit_error_share=None, unit_names=[]) == []
+    worse = healthy | {"test": transcoder("test", 0.80, 0.77)}
+    flags = sae_flags(0, worse, k=4, d_sae=64, unit_error_share=None, unit_names=[])
+    assert codes(flags) == {("fvu_above_ridge", "test")}
+    assert "0.770" in flags[0].message and "--k" in flags[0].suggestion and flags[0].threshold == 0.77
+    # The inputs say almost nothing about the targets (the human recording's amygdala → hippocampus at 50 ms):
+    # no SAE setting is the thing to change, and the suggestion says so instead.
+    hopeless = {"train": transcoder("train", 0.987, 0.995), "val": transcoder("val", 0.998, 0.995),
+                "test": transcoder("test", 1.001, 0.996)}
+    flags = {f.split: f for f in sae_flags(0, hopeless, k=3, d_sae=104, unit_error_share=None, unit_names=[])}
+    assert (flags["test"].flag, flags["val"].flag) == ("fvu_above_one", "fvu_above_ridge")
+    for flag in flags.values():
+        assert "--inputs" in flag.suggestion and "0.99" in flag.suggestion and "--d-sae" not in flag.suggestion
