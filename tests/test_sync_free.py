@@ -1,6 +1,6 @@
 """Sync-free training steps (what a CUDA trainer runs), checked on CPU.
 
-A sync-free step selects with tensors of fixed size (SAEStack._batch_top) so that a GPU never stops to tell the
+A sync-free step selects with tensors of fixed size (engine.sae.selection.batch_top) so that a GPU never stops to tell the
 host how many entries it chose. These tests check that it is the same SAE: the same entries, loss and gradients
 as the exact-count selection; the same quality after training; and that no operation inside its step would make
 a GPU wait (counted here with a dispatch mode, since CPU work never waits).
@@ -13,6 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.sae.model import SAEConfig, SAEStack, SparseCode
+from engine.sae.selection import batch_top
 from engine.sae.sparse_ops import Entries, counts_without_sync, dots_by_gather
 from engine.sae.train import TrainConfig, TrainData, Trainer
 from tests.test_train import planted as planted_with_loadings
@@ -93,7 +94,7 @@ def test_entries_of_activation_zero_neither_fire_nor_set_the_threshold():
 
 def test_a_band_with_fewer_positive_entries_than_its_budget_fills_it_with_zero_activations():
     band = torch.tensor([[[1.0, -1.0], [-2.0, 3.0]]])  # one SAE, 2 examples × 2 latents, two positive entries
-    chosen, values, _ = SAEStack._batch_top(band, [3])
+    chosen, values, _ = batch_top(band, [3])
     assert chosen.tolist() == [0, 1, 3] and values.tolist() == [1.0, -1.0, 3.0]
     stack = SAEStack(SAEConfig(architecture="batchtopk", d_sae=2, ks=(1,)), 2, (0,))
     out = stack(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), sync_free=True)
@@ -121,7 +122,7 @@ WAITING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "_
                "unique_consecutive", "repeat_interleave", "kthvalue"}
 """Operators that make a GPU report to the host: reading a value (item, bool, float, int), or an output whose size
 depends on the data (nonzero, also behind boolean indexing; CUDA's bincount sizes its output by the largest
-index; kthvalue is here as _batch_cutoffs pairs it with such shapes)."""
+index; kthvalue is here as batch_cutoffs pairs it with such shapes)."""
 
 
 class SyncCounter(TorchDispatchMode):

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
+from engine.sae.selection import batch_cutoffs, batch_top
 from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode, sparse_positions
 
 ARCHITECTURES = ("batchtopk", "topk", "matryoshka", "relu")
@@ -308,81 +309,8 @@ class SAEStack(torch.nn.Module):
             self._budget_cache[batch] = budgets
         return self._budget_cache[batch]
 
-    def _batch_cutoffs(self, band: torch.Tensor, budgets: list[int], estimate: torch.Tensor | None
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exact BatchTopK over a band [n, B, W]: the flat indices into the band (ascending) of each SAE's
-        `budgets[i]` largest positive entries, their values, and each SAE's cutoff.
-
-        Candidates are the entries above a fraction of last step's cutoff (one comparison and one
-        nonzero, far cheaper than a top-k over every row); if that leaves too few, all positive
-        entries are candidates. Either way every entry above the true cutoff is a candidate, so
-        the selection is exact.
-        """
-        n, batch, width = band.shape
-        flat = band.reshape(-1)
-        per_sae = batch * width
-        if estimate is None:
-            candidates = (flat > 0).nonzero().squeeze(1)
-        else:
-            candidates = sparse_positions(band > (0.9 * estimate).view(n, 1, 1))
-        sae = candidates // per_sae if n > 1 else None
-        counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
-        if estimate is not None and any(c < b for c, b in zip(counts, budgets, strict=True)):
-            candidates = (flat > 0).nonzero().squeeze(1)
-            sae = candidates // per_sae if n > 1 else None
-            counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
-        values = flat.index_select(0, candidates)
-        if sae is None:  # one SAE: its cutoff is a scalar, no per-entry gather
-            take = min(budgets[0], counts[0])
-            cutoff = values.topk(take, sorted=False).values.min() if take else band.new_zeros(())
-            keep = (values >= cutoff).nonzero().squeeze(1)
-            return candidates.index_select(0, keep), values.index_select(0, keep), cutoff.reshape(1)
-        if len(set(budgets)) == 1 and min(counts) >= budgets[0]:
-            # Every SAE takes the same budget from at least as many candidates: one k-th value over a padded
-            # [n, most candidates] table instead of a top-k per SAE.
-            starts = torch.tensor(list(itertools.accumulate(counts, initial=0))[:-1], device=band.device)
-            table = values.new_full((n, max(counts)), -torch.inf)
-            table[sae, torch.arange(len(values), device=band.device) - starts[sae]] = values
-            cutoffs = -torch.kthvalue(-table, budgets[0], dim=1).values
-            keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
-            return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
-        cutoffs = band.new_zeros(n)  # band's dtype: a float32 cutoff would round a float64 one
-        start = 0
-        for i, count in enumerate(counts):  # a few SAEs at most: a loop of small ops
-            take = min(budgets[i], count)
-            if take:
-                cutoffs[i] = values[start: start + count].topk(take, sorted=False).values.min()
-            start += count
-        keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
-        return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
-
-    @staticmethod
-    def _batch_top(band: torch.Tensor, budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """BatchTopK over a band [n, B, W] in tensors of fixed size (no host synchronisation): the flat indices into
-        the band (ascending) of each SAE's `budgets[i]` largest entries, their values and each SAE's smallest pick.
-
-        Unlike _batch_cutoffs it takes exactly the budget: ties at the cutoff are not all kept, and where a band has
-        fewer positive entries than its budget the rest are entries <= 0, whose activations relu makes 0 (they add
-        nothing to the reconstruction and get no gradient; l0 and the dead counters skip them)."""
-        n, batch, width = band.shape
-        per_sae = batch * width
-        flat = band.reshape(n, per_sae)
-        takes = [min(budget, per_sae) for budget in budgets]
-        groups = [(slice(0, n), takes[0])] if len(set(takes)) == 1 else [(slice(i, i + 1), t) for i, t in enumerate(takes)]
-        picks, values, cutoffs = [], [], []
-        for rows, take in groups:
-            top, index = flat[rows].topk(take, dim=1, sorted=False)
-            index, order = index.sort(dim=1)
-            top = top.gather(1, order)
-            first = rows.start
-            offsets = torch.arange(first, first + top.shape[0], device=band.device).unsqueeze(1) * per_sae
-            picks.append((index + offsets).reshape(-1))
-            values.append(top.reshape(-1))
-            cutoffs.append(top.amin(1) if take else band.new_zeros(top.shape[0]))
-        return torch.cat(picks), torch.cat(values), torch.cat(cutoffs)
-
     def _level_counts(self, batch: int) -> list[int]:
-        """Entries per Matryoshka level that a sync-free step selects (_batch_top's fixed sizes)."""
+        """Entries per Matryoshka level that a sync-free step selects (batch_top's fixed sizes)."""
         starts = (0, *self.config.levels()[0][:-1])
         return [sum(min(budget, batch * (end - start)) for budget in budgets)
                 for start, end, budgets in zip(starts, self.config.levels()[0], self._budgets(batch), strict=True)]
@@ -391,7 +319,7 @@ class SAEStack(torch.nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Chosen entries as flat indices into pre [n, B, D], ascending by (sae, example), their
         pre-activations and Matryoshka levels. `sync_free` (training TopK and BatchTopK): tensors of fixed size,
-        so that a CUDA step never waits for the device to learn how many entries there are (see _batch_top)."""
+        so that a CUDA step never waits for the device to learn how many entries there are (see batch_top)."""
         n, batch, D = pre.shape
         arch = self.config.architecture
         if arch == "relu" or (use_threshold and arch != "topk"):
@@ -416,22 +344,22 @@ class SAEStack(torch.nn.Module):
             return chosen, values[keep], torch.zeros(len(slots), dtype=torch.long, device=pre.device)
         sizes = self.config.levels()[0]
         if len(sizes) == 1 and sync_free:
-            chosen, values, _ = self._batch_top(pre, self._budgets(batch)[0])
+            chosen, values, _ = batch_top(pre, self._budgets(batch)[0])
             return chosen, values, torch.zeros_like(chosen)
         if len(sizes) == 1:  # BatchTopK: one band, the whole width
             estimate = self.cutoff_estimate[:, 0]
             ready = all(value > 0 for value in estimate.tolist())
-            chosen, values, cutoffs = self._batch_cutoffs(pre, self._budgets(batch)[0], estimate if ready else None)
+            chosen, values, cutoffs = batch_cutoffs(pre, self._budgets(batch)[0], estimate if ready else None)
             self.cutoff_estimate[:, 0] = cutoffs
             return chosen, values, torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
         picks, pre_values, levels, start = [], [], [], 0
         for level, (end, budgets) in enumerate(zip(sizes, self._budgets(batch), strict=True)):
             if sync_free:
-                in_band, values, _ = self._batch_top(pre[:, :, start:end], budgets)
+                in_band, values, _ = batch_top(pre[:, :, start:end], budgets)
             else:
                 estimate = self.cutoff_estimate[:, level]
                 ready = all(value > 0 for value in estimate.tolist())
-                in_band, values, cutoffs = self._batch_cutoffs(pre[:, :, start:end], budgets,
+                in_band, values, cutoffs = batch_cutoffs(pre[:, :, start:end], budgets,
                                                                estimate if ready else None)
                 self.cutoff_estimate[:, level] = cutoffs
             row = in_band // (end - start)
@@ -545,7 +473,7 @@ class SAEStack(torch.nn.Module):
         `loss` is ready for backward().
 
         `sync_free`: a training step that never waits for the device (what a CUDA trainer asks for): every tensor's
-        size is known before it is computed (_batch_top), and AuxK budgets come from `dead_hint`. ReLU's
+        size is known before it is computed (selection.batch_top), and AuxK budgets come from `dead_hint`. ReLU's
         selection (`pre > 0`) is data-dependent by nature and still reads its count."""
         n, batch, d = self.n, x.shape[0], self.d_out
         with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
@@ -586,7 +514,7 @@ class SAEStack(torch.nn.Module):
             loss_per_sae = loss_per_sae + self.config.l1_coefficient * l1 / batch
         if aux and self.training and self.config.architecture != "relu":
             loss_per_sae = loss_per_sae + self._aux_loss(pre, centred_flat, normalised, reconstruction, sync_free)
-        if sync_free:  # entries with activation 0 (see _batch_top) do not count
+        if sync_free:  # entries with activation 0 (see batch_top) do not count
             l0 = torch.zeros(n, device=x.device).index_add_(0, entries.row // batch, (values > 0).float()) / batch
         elif n == 1:
             l0 = torch.full((1,), len(values) / batch, device=x.device)
@@ -612,7 +540,7 @@ class SAEStack(torch.nn.Module):
             dead_pre = pre.masked_fill(~dead.unsqueeze(1), 0.0)
             counts = self.dead_hint if sync_free else dead.sum(1).tolist()
             budgets = [min(dead_count, aux_k) * batch for dead_count in counts]
-            select = self._batch_top if sync_free else lambda band, b: self._batch_cutoffs(band, b, None)
+            select = batch_top if sync_free else lambda band, b: batch_cutoffs(band, b, None)
             chosen, pre_values, _ = select(dead_pre, budgets)
         if len(chosen) == 0:
             return torch.zeros(n, device=pre.device)

@@ -1,0 +1,92 @@
+"""BatchTopK selection over dense pre-activations: which (SAE, example, latent) entries a step keeps.
+
+Two ways to the same budget of B·k entries per SAE, over a band [n, B, W] of pre-activations (the whole width, or one
+Matryoshka band):
+- `batch_cutoffs` (CPU, and inference): exact. The candidates are the entries above a fraction of last step's cutoff
+  (one comparison and one pass over the mask, far cheaper than a top-k over every row), and the cutoff is the
+  budget-th largest among them; every entry at or above it is kept, ties included.
+- `batch_top` (a CUDA training step): tensors of fixed size, so that the GPU never stops to tell the host how many
+  entries there are; exactly the budget, ties at the cutoff not all kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from engine.sae.sparse_ops import sparse_positions
+
+
+def batch_cutoffs(band: torch.Tensor, budgets: list[int], estimate: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact BatchTopK over a band [n, B, W]: the flat indices into the band (ascending) of each SAE's
+    `budgets[i]` largest positive entries, their values, and each SAE's cutoff.
+
+    Candidates are the entries above a fraction of last step's cutoff (one comparison and one
+    sparse_positions, far cheaper than a top-k over every row); if that leaves too few, all positive
+    entries are candidates. Either way every entry above the true cutoff is a candidate, so
+    the selection is exact.
+    """
+    n, batch, width = band.shape
+    flat = band.reshape(-1)
+    per_sae = batch * width
+    if estimate is None:
+        candidates = (flat > 0).nonzero().squeeze(1)
+    else:
+        candidates = sparse_positions(band > (0.9 * estimate).view(n, 1, 1))
+    sae = candidates // per_sae if n > 1 else None
+    counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
+    if estimate is not None and any(c < b for c, b in zip(counts, budgets, strict=True)):
+        candidates = (flat > 0).nonzero().squeeze(1)
+        sae = candidates // per_sae if n > 1 else None
+        counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
+    values = flat.index_select(0, candidates)
+    if sae is None:  # one SAE: its cutoff is a scalar, no per-entry gather
+        take = min(budgets[0], counts[0])
+        cutoff = values.topk(take, sorted=False).values.min() if take else band.new_zeros(())
+        keep = (values >= cutoff).nonzero().squeeze(1)
+        return candidates.index_select(0, keep), values.index_select(0, keep), cutoff.reshape(1)
+    if len(set(budgets)) == 1 and min(counts) >= budgets[0]:
+        # Every SAE takes the same budget from at least as many candidates: one k-th value over a padded
+        # [n, most candidates] table instead of a top-k per SAE.
+        starts = torch.tensor(list(itertools.accumulate(counts, initial=0))[:-1], device=band.device)
+        table = values.new_full((n, max(counts)), -torch.inf)
+        table[sae, torch.arange(len(values), device=band.device) - starts[sae]] = values
+        cutoffs = -torch.kthvalue(-table, budgets[0], dim=1).values
+        keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
+        return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
+    cutoffs = band.new_zeros(n)  # band's dtype: a float32 cutoff would round a float64 one
+    start = 0
+    for i, count in enumerate(counts):  # a few SAEs at most: a loop of small ops
+        take = min(budgets[i], count)
+        if take:
+            cutoffs[i] = values[start: start + count].topk(take, sorted=False).values.min()
+        start += count
+    keep = (values >= cutoffs[sae]).nonzero().squeeze(1)
+    return candidates.index_select(0, keep), values.index_select(0, keep), cutoffs
+
+
+def batch_top(band: torch.Tensor, budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BatchTopK over a band [n, B, W] in tensors of fixed size (no host synchronisation): the flat indices into
+    the band (ascending) of each SAE's `budgets[i]` largest entries, their values and each SAE's smallest pick.
+
+    Unlike batch_cutoffs it takes exactly the budget: ties at the cutoff are not all kept, and where a band has
+    fewer positive entries than its budget the rest are entries <= 0, whose activations relu makes 0 (they add
+    nothing to the reconstruction and get no gradient; l0 and the dead counters skip them)."""
+    n, batch, width = band.shape
+    per_sae = batch * width
+    flat = band.reshape(n, per_sae)
+    takes = [min(budget, per_sae) for budget in budgets]
+    groups = [(slice(0, n), takes[0])] if len(set(takes)) == 1 else [(slice(i, i + 1), t) for i, t in enumerate(takes)]
+    picks, values, cutoffs = [], [], []
+    for rows, take in groups:
+        top, index = flat[rows].topk(take, dim=1, sorted=False)
+        index, order = index.sort(dim=1)
+        top = top.gather(1, order)
+        first = rows.start
+        offsets = torch.arange(first, first + top.shape[0], device=band.device).unsqueeze(1) * per_sae
+        picks.append((index + offsets).reshape(-1))
+        values.append(top.reshape(-1))
+        cutoffs.append(top.amin(1) if take else band.new_zeros(top.shape[0]))
+    return torch.cat(picks), torch.cat(values), torch.cat(cutoffs)
