@@ -87,15 +87,21 @@ class RunSpec:
     """Bins of context (engine.sae.history): the input of bin t is bins t-L+1 … t of its trial; 1 is no context."""
 
     def __post_init__(self) -> None:
-        if (self.inputs is None) != (self.targets is None):
-            given, missing = ("--inputs", "--targets") if self.targets is None else ("--targets", "--inputs")
-            raise InputError(f"{given} without {missing}: a transcoder needs both (or neither, for a plain SAE)")
-        check_history(self.history)
-        if self.inputs is not None:
-            parse_selection("--inputs", self.inputs)
-            parse_selection("--targets", self.targets)
+        check_unit_options(self.inputs, self.targets, self.history)
         check_integer("--instances", self.instances, 1)
         check_seed("--seed", self.seed, taken=self.instances, taken_by=f"--instances {self.instances}")  # the SAEs take seeds seed … seed + instances - 1
+
+
+def check_unit_options(inputs: str | None, targets: str | None, history: int) -> None:
+    """Refuse --inputs, --targets and --history in one line when they cannot mean anything, before any dataset is
+    read: `mini train` (RunSpec) and `mini sweep` (SweepConfig) check them here, with the same messages."""
+    if (inputs is None) != (targets is None):
+        given, missing = ("--inputs", "--targets") if targets is None else ("--targets", "--inputs")
+        raise InputError(f"{given} without {missing}: a transcoder needs both (or neither, for a plain SAE)")
+    check_history(history)
+    if inputs is not None and targets is not None:
+        parse_selection("--inputs", inputs)
+        parse_selection("--targets", targets)
 
 
 class TrainingCancelled(Exception):
@@ -135,6 +141,16 @@ class UnitRoles(NamedTuple):
     def describe(self) -> str:
         return f"transcoder: inputs {len(self.inputs)} units, targets {len(self.targets)} units"
 
+    def as_lists(self) -> dict[str, list[int]]:
+        """role ('input', 'target') -> unit ids, as run_units stores them (and a sweep's plan)."""
+        return {"input": self.inputs.tolist(), "target": self.targets.tolist()}
+
+    @classmethod
+    def from_lists(cls, units: dict[str, list[int]] | None) -> UnitRoles | None:
+        if not units:
+            return None
+        return cls(np.asarray(units["input"], dtype=np.int64), np.asarray(units["target"], dtype=np.int64))
+
 
 def resolve_roles(db: Store, spec: RunSpec, dataset: dict[str, Any]) -> UnitRoles | None:
     """The units `spec.inputs` and `spec.targets` select in the dataset (None for a plain SAE), refused in one
@@ -145,6 +161,52 @@ def resolve_roles(db: Store, spec: RunSpec, dataset: dict[str, Any]) -> UnitRole
     attributes = load_unit_attributes(db, dataset["dataset_id"])
     return UnitRoles(resolve_selection(parse_selection("--inputs", spec.inputs), names, attributes),
                      resolve_selection(parse_selection("--targets", spec.targets), names, attributes))
+
+
+class ModelData(NamedTuple):
+    """What a stack trains on and is scored on (model_data): `mini train` and every worker of a sweep use it."""
+
+    counts: np.ndarray
+    """The model's examples, one row per bin (model_examples)."""
+    splits: np.ndarray
+    """Each bin's split; 'outside' also for a bin without its whole history."""
+    roles: UnitRoles | None
+    """A transcoder's units (with --history, every unit of an SAE is both); None: a plain SAE."""
+    incomplete: int
+    """Bins without their whole history in their trial (not trained on or scored)."""
+
+    @property
+    def d_out(self) -> int | None:
+        """The targets' width for build_stack; None: a plain SAE."""
+        return None if self.roles is None else len(self.roles.targets)
+
+    def targets(self) -> np.ndarray:
+        """The columns the stack reconstructs (what settings are chosen from)."""
+        return self.counts if self.roles is None else self.counts[:, self.counts.shape[1] - len(self.roles.targets):]
+
+    def history_note(self, history: int) -> str | None:
+        if not self.incomplete:
+            return None
+        return (f"--history {history}: {self.incomplete:,} bins (the first {history - 1} of each trial) have no full "
+                "history in their trial: not trained on or scored; encoded with the missing lags at the units' "
+                "train means")
+
+
+def model_data(counts: np.ndarray, splits: np.ndarray, trial_ids: np.ndarray, roles: UnitRoles | None,
+               history: int) -> ModelData:
+    """The examples and splits a stack with these roles and `history` lags trains on, from the dataset's counts
+    [bins, units] in time order. Bins without their whole history are, like bins outside an epoch, not trained on
+    or scored but still encoded (their missing lags at the units' train means), so that ranking and validation,
+    which read every bin, have a code for them."""
+    if history > 1 and roles is None:  # context for an SAE: every unit's history decodes every unit
+        every = np.arange(counts.shape[1])
+        roles = UnitRoles(every, every)
+    examples, complete = model_examples(counts, roles, history, trial_ids, splits == "train")
+    incomplete = 0
+    if complete is not None and not complete.all():
+        incomplete = int((~complete).sum())
+        splits = np.where(complete, splits, "outside")
+    return ModelData(examples, splits, roles, incomplete)
 
 
 def model_examples(counts: np.ndarray, roles: UnitRoles | None, history: int = 1,
@@ -302,26 +364,19 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     splits = np.where(selection.selected, examples["split"].to_numpy(), "outside")
     if spec.epoch.is_set:
         report(selection.summary(read_splits("train")))
-    if spec.history > 1 and roles is None:  # context for an SAE: every unit's history decodes every unit
-        every = np.arange(counts.shape[1])
-        roles = UnitRoles(every, every)
-    counts, complete = model_examples(counts, roles, spec.history, examples["trial_id"].to_numpy(), splits == "train")
-    if complete is not None and not complete.all():
-        # Like bins outside an epoch: not trained on or scored, but encoded (their missing lags at the units' train
-        # means) so that ranking and validation, which read every bin, have a code for them.
-        report(f"--history {spec.history}: {int((~complete).sum()):,} bins (the first {spec.history - 1} of each "
-               "trial) have no full history in their trial: not trained on or scored; encoded with the missing lags "
-               "at the units' train means")
-        splits = np.where(complete, splits, "outside")
+    data_in = model_data(counts, splits, examples["trial_id"].to_numpy(), roles, spec.history)
+    counts, splits, roles = data_in.counts, data_in.splits, data_in.roles
+    if data_in.history_note(spec.history):
+        report(data_in.history_note(spec.history))
     if spec.auto:
         on_stage(f"choosing {', '.join(name for name in AUTO_SETTINGS if name in spec.auto)} from the recording…")
-    targets = counts if roles is None else counts[:, len(roles.inputs) * spec.history:]
+    targets = data_in.targets()
     spec = resolve_settings(spec, targets, splits == "train")  # chosen for the epoch's train bins
     check_cancel()
     n_saes = len(spec.ks) * spec.instances
     on_stage(f"building {n_saes} SAE{'s' if n_saes != 1 else ''} (d_sae {spec.sae.d_sae:,}, "
              f"k {', '.join(map(str, spec.ks))}) from {int((splits == 'train').sum()):,} training examples…")
-    stack, data = build_stack(spec, counts, splits, dataset["kind"], None if roles is None else len(roles.targets))
+    stack, data = build_stack(spec, counts, splits, dataset["kind"], data_in.d_out)
     check_cancel()
     if roles is not None:
         context = f", {spec.history} bins of history" if spec.history > 1 else ""
@@ -330,7 +385,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
         report("chosen from the recording: " + ", ".join(f"{name} {why}" for name, why in spec.chosen.items()))
     config = spec_to_config(spec)
     if resume_run is None:
-        units = None if roles is None else {"input": roles.inputs.tolist(), "target": roles.targets.tolist()}
+        units = None if roles is None else roles.as_lists()
         run_id = start_run(db, dataset["dataset_id"], config, str(data.device), epoch=selection.row(), units=units)
     else:
         run_id = resume_run

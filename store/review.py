@@ -85,6 +85,16 @@ def decoder_matrix(db: Store, sae_id: int, d_sae: int, n_units: int) -> np.ndarr
     return matrix
 
 
+def sae_encoder_lags(db: Store, sae_id: int) -> pl.DataFrame:
+    """An SAE trained with --history: feature_id, lag, norm, top_unit (the name of the input unit that weighs most
+    at that lag), by feature and lag; empty for an SAE without temporal context."""
+    return db.frame(
+        "SELECT e.feature_id, e.lag, e.norm, coalesce(u.name, e.top_unit_id::VARCHAR) AS top_unit"
+        " FROM encoder_lags e JOIN saes s USING (sae_id) JOIN runs r USING (run_id)"
+        " LEFT JOIN units u ON u.dataset_id = r.dataset_id AND u.unit_id = e.top_unit_id"
+        " WHERE e.sae_id = ? ORDER BY e.feature_id, e.lag", [sae_id])
+
+
 def unit_names(db: Store, dataset_id: int) -> list[str]:
     return [row[0] for row in db.con.execute("SELECT name FROM units WHERE dataset_id = ? ORDER BY unit_id",
                                              [dataset_id]).fetchall()]

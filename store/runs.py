@@ -46,11 +46,15 @@ def start_run(db: Store, dataset_id: int, config: dict[str, Any], device: str,
     with db.transaction():
         run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
-        rows = [(run_id, role, unit_id, position) for role, unit_ids in (units or {}).items()
-                for position, unit_id in enumerate(unit_ids)]
-        if rows:
-            db.con.executemany("INSERT INTO run_units (run_id, role, unit_id, position) VALUES (?, ?, ?, ?)", rows)
+        _insert_units(db, run_id, units)
     return run_id
+
+
+def _insert_units(db: Store, run_id: int, units: dict[str, list[int]] | None) -> None:
+    rows = [(run_id, role, unit_id, position) for role, unit_ids in (units or {}).items()
+            for position, unit_id in enumerate(unit_ids)]
+    if rows:
+        db.con.executemany("INSERT INTO run_units (run_id, role, unit_id, position) VALUES (?, ?, ?, ?)", rows)
 
 
 def run_units(db: Store, run_id: int) -> dict[str, list[int]]:
@@ -74,16 +78,17 @@ def _insert_run(db: Store, dataset_id: int, config: dict[str, Any], device: str)
 
 def add_trained_run(db: Store, dataset_id: int, config: dict[str, Any], device: str, results: RunResults, *,
                     examples_seen: int, seconds: float, epoch: dict[str, Any] | None = None,
-                    final: tuple[int, int, bytes] | None = None,
+                    final: tuple[int, int, bytes] | None = None, units: dict[str, list[int]] | None = None,
                     then: Callable[[int], None] = lambda _: None) -> tuple[int, list[int]]:
     """A run trained elsewhere (a sweep's trial) stored whole in one transaction: its row, the epoch it trained
-    on, its results, status finished, its `final` checkpoint (epoch, step, state) and `then(run_id)` (e.g.
-    linking it to the sweep). Returns (run_id, sae ids)."""
+    on, a transcoder's `units` (as start_run), its results, status finished, its `final` checkpoint (epoch, step,
+    state) and `then(run_id)` (e.g. linking it to the sweep). Returns (run_id, sae ids)."""
     from store.epochs import write_epoch
 
     with db.transaction():
         run_id = _insert_run(db, dataset_id, config, device)
         write_epoch(db, run_id, "train", epoch)
+        _insert_units(db, run_id, units)
         sae_ids = _write_results(db, run_id, results, "finished", examples_seen, seconds)
         if final is not None:
             db.con.execute("INSERT INTO checkpoints (run_id, kind, epoch, step, state) VALUES (?, 'final', ?, ?, ?)",

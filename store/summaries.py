@@ -72,6 +72,22 @@ def run_summaries(db: Store) -> list[dict[str, Any]]:
     )
 
 
+def context_summaries(db: Store) -> list[dict[str, Any]]:
+    """One row per run trained as a transcoder or with temporal context: run_id, inputs and targets (the
+    selections as given; None for an SAE with --history), n_inputs and n_targets (run_units), history (bins)."""
+    return db.records(
+        """
+        SELECT r.run_id, r.config->>'$.inputs' AS inputs, r.config->>'$.targets' AS targets,
+               coalesce(TRY_CAST(r.config->>'$.history' AS INTEGER), 1) AS history,
+               (SELECT count(*) FROM run_units u WHERE u.run_id = r.run_id AND u.role = 'input') AS n_inputs,
+               (SELECT count(*) FROM run_units u WHERE u.run_id = r.run_id AND u.role = 'target') AS n_targets
+        FROM runs r
+        WHERE r.config->>'$.inputs' IS NOT NULL OR coalesce(TRY_CAST(r.config->>'$.history' AS INTEGER), 1) > 1
+        ORDER BY r.run_id
+        """
+    )
+
+
 def epoch_summaries(db: Store) -> list[dict[str, Any]]:
     """One row per run and step that read an analysis epoch (`--where`, `--around`): run_id, step, epoch
     (the text, `speed > 5 and around go:-0.5,0.5`), n_train, n_val, n_test (bins selected per split)."""

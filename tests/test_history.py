@@ -72,6 +72,8 @@ def test_history_one_is_the_plain_sae(small, tmp_path):
         decoders.append(_sql(copy, "SELECT feature_id, unit_id, weight FROM decoder ORDER BY ALL", folder))
         assert _sql(copy, "SELECT count(*) AS n FROM run_units", folder) == [{"n": 0}]
         assert _sql(copy, "SELECT count(*) AS n FROM encoder_lags", folder) == [{"n": 0}]
+        info = run_cli("info", "--db", str(copy), cwd=folder)
+        assert info.returncode == 0 and "history:" not in info.stdout and "transcoder:" not in info.stdout
     assert decoders[0] == decoders[1] and len(decoders[0]) == 32 * 24
 
 
@@ -100,6 +102,11 @@ def test_history_trains_on_complete_bins_and_reports_each_lag(small, tmp_path):
     assert padded[0]["n"] > 0
     config = _sql(copy, "SELECT config FROM runs", folder)[0]["config"]
     assert json.loads(config)["history"] == 3
+    # `mini info` says what the run read and reconstructed, in the validation report's words.
+    info = run_cli("info", "--db", str(copy), cwd=folder)
+    assert info.returncode == 0, info.stderr
+    assert "run 1: transcoder: inputs 12 units (0-11), targets 12 units (12-23)\n" in info.stdout
+    assert "run 1: history: 3 bins\n" in info.stdout
     ranked = run_cli("rank", "--run", "1", "--db", str(copy), cwd=folder, timeout=600)
     assert ranked.returncode == 0, ranked.stderr
     report = run_cli("report", "--run", "1", "--db", str(copy), "--out", str(tmp_path / "r.md"), cwd=folder)
@@ -107,6 +114,7 @@ def test_history_trains_on_complete_bins_and_reports_each_lag(small, tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "Temporal context: the input of a bin is its last 3 bins of the same trial" in text
     assert "| rank | feature_id | lag 0 | lag 1 | lag 2 |" in text
+    assert "Transcoder: inputs 12 units (0-11), targets 12 units (12-23). The code" in text
 
 
 def test_history_without_a_selection_is_an_sae_with_context_and_keeps_pca(small, tmp_path):
@@ -121,3 +129,7 @@ def test_history_without_a_selection_is_an_sae_with_context_and_keeps_pca(small,
     # Every target is an input at lag 0: the ridge copies it (near 0), so PCA of the targets stays the baseline.
     assert all(r["pca_fvu"] is not None and r["ridge_fvu"] < 0.05 and r["fvu"] is not None for r in qc), qc
     assert _sql(copy, "SELECT count(*) AS n FROM decoder", folder) == [{"n": 32 * 24}]
+    # Not a transcoder to the person who trained it (no --inputs): `mini info` names its history alone.
+    info = run_cli("info", "--db", str(copy), cwd=folder)
+    assert info.returncode == 0, info.stderr
+    assert "run 1: history: 2 bins\n" in info.stdout and "transcoder:" not in info.stdout

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tui.cli_common import db_path, open_store, say
+from tui.cli_common import add_unit_options, db_path, open_store, say
 
 EXIT_USAGE = 2
 
@@ -344,14 +344,7 @@ def _add_pipeline_commands(add: AddCommand) -> None:
     train.add_argument("--normalize", action="store_true", help="scale each unit by its train std while training")
     train.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                        help="where to train (default auto: cuda, then mps, then cpu)")
-    train.add_argument("--inputs", metavar="UNITS",
-                       help="train a transcoder: its code is computed from these units (indices and ranges 0-59,20; "
-                            "names u3,u7 or name:3 for a name that looks like an index; key=value terms stored at "
-                            "import, all of which must match: area=CA1,shank=2|3); needs --targets")
-    train.add_argument("--targets", metavar="UNITS", help="the units a transcoder reconstructs (as --inputs)")
-    train.add_argument("--history", type=int, default=1, metavar="L",
-                       help="temporal context: the input of a bin is the last L bins of its trial (the bin included; "
-                            "1 to 64, default 1: none); the first L-1 bins of each trial are not trained on")
+    add_unit_options(train)
     train.add_argument("--resume", type=int, metavar="RUN", help="continue a cancelled or interrupted run")
     _add_epoch_options(train, "train on the train bins it selects (val loss on the selected val bins)", None)
 

@@ -29,6 +29,20 @@ def open_store(args: argparse.Namespace, *, read_only: bool = False, create: boo
     return Store.open(db_path(args), read_only=read_only, create=create)
 
 
+def add_unit_options(parser: argparse.ArgumentParser) -> None:
+    """--inputs, --targets and --history, as `mini train` and `mini sweep` both take them (checked in the engine,
+    engine.pipeline.check_unit_options)."""
+    parser.add_argument("--inputs", metavar="UNITS",
+                        help="train a transcoder: its code is computed from these units (indices and ranges 0-59,20; "
+                             "names u3,u7 or name:3 for a name that looks like an index; key=value terms stored at "
+                             "import, all of which must match: area=CA1,shank=2|3); needs --targets")
+    parser.add_argument("--targets", metavar="UNITS", help="the units a transcoder reconstructs (as --inputs)")
+    parser.add_argument("--history", type=int, default=1, metavar="L",
+                        help="temporal context: the input of a bin is the last L bins of its trial (the bin "
+                             "included; 1 to 64, default 1: none); the first L-1 bins of each trial are not "
+                             "trained on")
+
+
 def parse_var_kinds(pairs: list[str]) -> dict[str, str]:
     from engine.errors import InputError
 

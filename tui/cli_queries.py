@@ -18,12 +18,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from store.freezes import all_freezes
     from store.quality import all_flags, flag_line
-    from store.summaries import dataset_summaries, epoch_summaries, run_summaries
+    from store.summaries import context_summaries, dataset_summaries, epoch_summaries, run_summaries
     from tui.table_text import render_table
 
     with open_store(args, read_only=True) as db:
         datasets, runs, flags = dataset_summaries(db), run_summaries(db), all_flags(db)
-        epochs, freezes = epoch_summaries(db), all_freezes(db)
+        epochs, freezes, contexts = epoch_summaries(db), all_freezes(db), context_summaries(db)
     print(f"database: {db_path(args)}")
     if not datasets:
         print("no datasets yet: `mini import COUNTS --meta META` or `mini demo`")
@@ -45,6 +45,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         runs = [{**run, "status": "interrupted" if run["status"] == "running" else run["status"]}
                 for run in runs]
         print(render_table(pl.DataFrame(runs, infer_schema_length=None).drop("started_at")))
+        for line in _context_lines(contexts):
+            print(line)
         for line in _epoch_lines(epochs):
             print(line)
         for line in _freeze_lines(freezes):
@@ -56,6 +58,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         for flag in run_flags:
             print(f"run {flag['run_id']}: flag: {flag_line(flag)}")
     return 0
+
+
+def _context_lines(contexts: list[dict]) -> list[str]:
+    """'run 2: transcoder: inputs 12 units (0-11), targets 12 units (12-23)' and 'run 2: history: 4 bins' for
+    runs trained with --inputs/--targets or --history L > 1 (the validation report's wording)."""
+    from engine.sae.unit_selection import roles_text
+
+    lines = []
+    for row in contexts:
+        if row["inputs"] is not None:
+            lines.append(f"run {row['run_id']}: transcoder: "
+                         f"{roles_text(row['n_inputs'], row['inputs'], row['n_targets'], row['targets'])}")
+        if row["history"] > 1:
+            lines.append(f"run {row['run_id']}: history: {row['history']} bins")
+    return lines
 
 
 def _epoch_lines(epochs: list[dict]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tui.cli_common import db_path, open_store, say
+from tui.cli_common import add_unit_options, db_path, open_store, say
 
 ACTIONS = ("show", "promote")
 
@@ -59,7 +59,8 @@ def _config(args: argparse.Namespace):
         executor=args.executor or "local", max_parallel=args.max_parallel, device=args.device,
         slurm_partition=args.slurm_partition, slurm_gpus_per_task=args.slurm_gpus_per_task,
         slurm_cpus_per_task=args.slurm_cpus_per_task, slurm_time_min=args.slurm_time_min,
-        ray_address=args.ray_address, ray_gpus_per_task=args.ray_gpus_per_task, folder=args.folder)
+        ray_address=args.ray_address, ray_gpus_per_task=args.ray_gpus_per_task, folder=args.folder,
+        inputs=args.inputs, targets=args.targets, history=args.history)
     config.check()
     return config
 
@@ -68,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     from engine.errors import InputError
 
     if args.resume is not None:
-        given = [name for name in ("dataset", "grid", "epochs", "folder") if getattr(args, name) is not None]
+        given = [name for name in ("dataset", "grid", "epochs", "folder", "inputs", "targets")
+                 if getattr(args, name) is not None] + (["history"] if args.history != 1 else [])
         if given:
             raise InputError(f"mini sweep --resume: a sweep keeps its own settings; drop --{given[0]}")
         config = None
@@ -156,6 +158,7 @@ def add_sweep_command(add) -> None:
                                                             "2 or more also measure stability)")
     sweep.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     sweep.add_argument("--epochs", type=int, help="passes over the train split (default: early stopping on val)")
+    add_unit_options(sweep)
     sweep.add_argument("--executor", choices=["local", "slurm", "ray"],
                        help="where packs train: local (a process pool here; default), slurm (submitit job "
                             "arrays) or ray (Ray tasks); with --resume, overrides the sweep's own")

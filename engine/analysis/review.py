@@ -97,6 +97,29 @@ def _level_order(level: str) -> tuple[int, float, str]:
         return (1, 0.0, level)
 
 
+@dataclass(frozen=True)
+class FeatureLags:
+    """A feature of an SAE trained with --history L: how its encoder weight is shared among the lags."""
+
+    shares: list[float]
+    """Each lag's share of the feature's encoder norm (summing to 1), oldest lag first, the bin itself last;
+    1/L each if the feature read every lag alike."""
+    top_units: list[str]
+    """Per lag, in the same order: the input unit whose encoder weight is largest there."""
+
+
+def feature_lags(rows: pl.DataFrame) -> dict[int, FeatureLags]:
+    """Every feature's FeatureLags from store.review.sae_encoder_lags's rows (lag 0 is the bin itself)."""
+    out = {}
+    for (feature_id,), part in rows.partition_by("feature_id", as_dict=True, maintain_order=True).items():
+        part = part.sort("lag", descending=True)  # oldest first
+        norms = part["norm"].to_numpy()
+        total = float(norms.sum())
+        shares = (norms / total).tolist() if total > 0 else [1 / len(norms)] * len(norms)
+        out[int(feature_id)] = FeatureLags(shares, part["top_unit"].to_list())
+    return out
+
+
 @dataclass
 class ReviewContext:
     """What every feature of one SAE shares; built once per Review screen."""
@@ -121,6 +144,8 @@ class ReviewContext:
     tuning_inputs: TuningInputs | None = None
     """What split tuning and peri-event histograms read (engine.analysis.tuning)."""
     bin_size_s: float | None = None
+    lags: dict[int, FeatureLags] = field(default_factory=dict)
+    """Per feature, its encoder's share of each lag (SAEs trained with --history only)."""
 
     def __post_init__(self) -> None:
         self._positions = {feature_id: i for i, feature_id in enumerate(self.order)}
@@ -167,7 +192,7 @@ def load_context(db: Store, run_id: int, sae_id: int) -> ReviewContext:
         suggestions, queries.sae_tuning_curves(db, sae_id),
         queries.decoder_matrix(db, sae_id, int(sae["d_sae"][0]), len(data.unit_names)), names, predicates,
         queries.labelled_features(db, sae_id), queries.activations_by_feature_current(db, sae_id), inputs,
-        dataset["bin_size_s"])
+        dataset["bin_size_s"], feature_lags(queries.sae_encoder_lags(db, sae_id)))
 
 
 # -- one feature -----------------------------------------------------------------------------------------
@@ -233,6 +258,8 @@ class FeaturePanel:
     """The tuning of one continuous variable split by each categorical one, the one to show first first."""
     peri_events: list[PeriEvent] = field(default_factory=list)
     """The peri-event histogram around each event of the dataset."""
+    lags: FeatureLags | None = None
+    """Its encoder's share of each lag (--history); None without temporal context."""
 
 
 def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeaturePanel:
@@ -252,7 +279,7 @@ def load_feature(db: Store, context: ReviewContext, feature_id: int) -> FeatureP
         _trace(data, examples, values, _context_predicate(label, suggestions)),
         _tunings(context, feature_id, examples, values, suggestions),
         _top_examples(data, examples, values, suggestions), *_units(context, feature_id, signature),
-        *_split_and_peri(context, feature_id, examples, values, suggestions))
+        *_split_and_peri(context, feature_id, examples, values, suggestions), context.lags.get(feature_id))
 
 
 def _split_and_peri(context: ReviewContext, feature_id: int, examples: np.ndarray, values: np.ndarray,

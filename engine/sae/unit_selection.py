@@ -39,6 +39,12 @@ class UnitSelection(NamedTuple):
     """`name:` given: every term is a name."""
 
 
+def roles_text(n_inputs: int, inputs: str | None, n_targets: int, targets: str | None) -> str:
+    """'inputs N units (0-59), targets M units (60-119)': a transcoder's units as the report and `mini info` say
+    them (each selection as given; 'all' where none was, as for an SAE with --history)."""
+    return f"inputs {n_inputs} units ({inputs or 'all'}), targets {n_targets} units ({targets or 'all'})"
+
+
 def parse_selection(option: str, text: str) -> UnitSelection:
     """The selection's form and terms, refused in one line when it cannot mean anything (checked before any
     dataset is read)."""

@@ -1,9 +1,11 @@
 """The sweep folder: everything a worker reads and writes, so that no worker ever opens the database.
 
 ```
-sweep.json                 the plan: dataset, grid, options, every pack's resolved settings and its trials
-inputs/counts.npy          the dataset's dense matrix [examples × units], float32 (workers memory-map it)
-inputs/splits.npy          each example's split for training ('outside': not in the epoch)
+sweep.json                 the plan: dataset, grid, options, a transcoder's units by role, every pack's resolved
+                           settings and its trials
+inputs/counts.npy          the model's examples (engine.pipeline.model_data): the dataset's dense matrix [examples ×
+                           units], float32, or a transcoder's inputs (with --history, every lag) then its targets
+inputs/splits.npy          each example's split for training ('outside': not in the epoch, or no full history)
 inputs/dataset.json        name, kind, value_type, unit names
 packs/<pack>/attempts/<a>/ one try: started.json (host, pid, job, device), then failed.json or lost.json
 packs/<pack>/result/       a finished pack, renamed into place whole: the run's tables as Parquet,
@@ -32,7 +34,7 @@ from typing import Any, NamedTuple
 
 from engine.errors import InputError
 
-RESULT_TABLES = ("saes", "features", "decoder", "activations", "qc", "unit_qc", "train_log", "flags")
+RESULT_TABLES = ("saes", "features", "decoder", "activations", "qc", "unit_qc", "train_log", "flags", "encoder_lags")
 """store.runs.RunResults's frames, one Parquet file each."""
 
 

@@ -15,7 +15,17 @@ import numpy as np
 from engine.errors import InputError
 from engine.ingest.matrix import dataset_matrix
 from engine.options import check_integer, check_seed
-from engine.pipeline import RunSpec, check_loss_fits, check_memory, resolve_settings, spec_to_config
+from engine.pipeline import (
+    ModelData,
+    RunSpec,
+    check_loss_fits,
+    check_memory,
+    check_unit_options,
+    model_data,
+    resolve_roles,
+    resolve_settings,
+    spec_to_config,
+)
 from engine.sae.model import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.sweep.folder import SweepFolder, write_json
@@ -60,10 +70,17 @@ class SweepConfig:
     """GPU share of each Ray task (e.g. 0.25: four small SAEs per GPU)."""
     folder: str | None = None
     """Where the sweep folder goes (shared storage on a cluster); None: beside the database."""
+    inputs: str | None = None
+    """Transcoder (as `mini train --inputs`): the units every trial's code is computed from; None: plain SAEs."""
+    targets: str | None = None
+    """Transcoder: the units every trial reconstructs; given together with `inputs`."""
+    history: int = 1
+    """Bins of context of every trial (as `mini train --history`); 1 is none."""
 
     def check(self) -> None:
         """Refuse an option out of range, in one line, before anything is read or written."""
         check_integer("--seeds", self.seeds, 1, 1000)
+        check_unit_options(self.inputs, self.targets, self.history)
         check_seed("--seed", self.seed, taken=self.seeds, taken_by=f"--seeds {self.seeds}")
         if self.epochs is not None:
             check_integer("--epochs", self.epochs, 1, 100_000)
@@ -102,7 +119,8 @@ def _pack_spec(config: SweepConfig, settings: dict[str, Any], ks: tuple[int, ...
         train=TrainConfig(epochs=config.epochs or 1, batch_size=settings.get("batch_size", 1),
                           lr=settings.get("lr", 2e-3), seed=config.seed, device=config.device),
         ks=ks or (1,), instances=config.seeds, seed=config.seed,
-        auto=tuple(name for name, value in given.items() if value is None))
+        auto=tuple(name for name, value in given.items() if value is None),
+        inputs=config.inputs, targets=config.targets, history=config.history)
 
 
 def _trials(pack_id: str, spec: RunSpec, first_id: int, dataset: str) -> list[Trial]:
@@ -113,26 +131,30 @@ def _trials(pack_id: str, spec: RunSpec, first_id: int, dataset: str) -> list[Tr
                       "loss": spec.sae.loss, "output": spec.sae.output, "seed": spec.seed + i, "lr": spec.train.lr,
                       "batch_size": spec.train.batch_size, "epochs": spec.train.epochs,
                       "patience": spec.train.patience}
+            # Only where given, so that a plain sweep's trials keep the hashes they always had.
+            config.update({key: value for key, value in (("inputs", spec.inputs), ("targets", spec.targets),
+                                                         ("history", spec.history)) if value not in (None, 1)})
             trials.append(Trial(first_id + len(trials), pack_id, k_index * spec.instances + i, config,
                                 config_hash(config)))
     return trials
 
 
-def plan_packs(config: SweepConfig, grid: GridValues, counts: np.ndarray, train: np.ndarray
-               ) -> list[tuple[str, RunSpec, list[Trial]]]:
-    """(pack id, resolved spec, its trials) for every stack the grid makes, in grid order."""
+def plan_packs(config: SweepConfig, grid: GridValues, data: ModelData) -> list[tuple[str, RunSpec, list[Trial]]]:
+    """(pack id, resolved spec, its trials) for every stack the grid makes, in grid order; settings left out
+    of the grid are chosen from the train bins of the columns the stacks reconstruct, as `mini train` does."""
     groups: dict[tuple, tuple[dict[str, Any], list[int]]] = {}
     for combination in combinations(grid):
         settings, ks = groups.setdefault(pack_key(combination), (combination, []))
         if "k" in combination:
             ks.append(combination["k"])
     packs, next_id = [], 1
+    targets, train = data.targets(), data.splits == "train"
     for settings, ks in groups.values():
-        spec = resolve_settings(_pack_spec(config, settings, tuple(ks)), counts, train)
+        spec = resolve_settings(_pack_spec(config, settings, tuple(ks)), targets, train)
         for k in spec.ks:
             if spec.sae.architecture != "relu" and k > spec.sae.d_sae:
                 raise InputError(f"--grid k={k} with d_sae={spec.sae.d_sae}: k must be at most d_sae")
-        spec.sae.validate(counts.shape[1])
+        spec.sae.validate(targets.shape[1])
         pack_id = config_hash(spec_to_config(replace(spec, chosen={})))
         trials = _trials(pack_id, spec, next_id, config.dataset)
         packs.append((pack_id, spec, trials))
@@ -140,29 +162,32 @@ def plan_packs(config: SweepConfig, grid: GridValues, counts: np.ndarray, train:
     return packs
 
 
-def prepare_sweep(db: Store, config: SweepConfig) -> tuple[dict[str, Any], np.ndarray, np.ndarray,
+def prepare_sweep(db: Store, config: SweepConfig) -> tuple[dict[str, Any], ModelData,
                                                             list[tuple[str, RunSpec, list[Trial]]]]:
-    """Read and check everything a sweep needs (dataset, grid, memory), writing nothing; returns (dataset
-    row, counts, splits, packs)."""
+    """Read and check everything a sweep needs (dataset, grid, units, memory), writing nothing; returns (dataset
+    row, what every stack trains on: engine.pipeline.model_data, as `mini train` builds it, and packs)."""
     config.check()
     grid = parse_grid(config.grid)
     dataset = get_dataset(db, config.dataset)
     for loss in grid.values.get("loss", ("mse",)):
         check_loss_fits(loss, dataset)
+    roles = resolve_roles(db, _pack_spec(config, {}, ()), dataset)  # before the counts: a bad selection at once
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = examples["split"].to_numpy().astype(str)
-    packs = plan_packs(config, grid, counts, splits == "train")
+    data = model_data(counts, splits, examples["trial_id"].to_numpy(), roles, config.history)
+    packs = plan_packs(config, grid, data)
     for _, spec, _ in packs:  # each worker holds one pack; on a cluster's nodes this is a lower bound
-        check_memory(spec, counts.shape[0], counts.shape[1])
-    return dataset, counts, splits, packs
+        check_memory(spec, data.counts.shape[0], data.counts.shape[1])
+    return dataset, data, packs
 
 
 def write_inputs(folder: SweepFolder, sweep_id: int, config: SweepConfig, dataset: dict[str, Any],
-                 counts: np.ndarray, splits: np.ndarray, unit_names: list[str],
-                 packs: list[tuple[str, RunSpec, list[Trial]]]) -> None:
-    """The files every worker reads; sweep.json last, so a folder with a plan has its inputs."""
+                 data: ModelData, unit_names: list[str], packs: list[tuple[str, RunSpec, list[Trial]]]) -> None:
+    """The files every worker reads; sweep.json last, so a folder with a plan has its inputs. The matrix is the
+    model's examples (a transcoder's inputs, with their history, then its targets) and the plan names the units
+    of each role, so a worker trains and scores exactly what `mini train` would."""
     folder.inputs.mkdir(parents=True, exist_ok=True)
-    for name, array in (("counts.npy", counts), ("splits.npy", splits)):
+    for name, array in (("counts.npy", data.counts), ("splits.npy", data.splits)):
         temporary = folder.inputs / f".{name}.{os.getpid()}.tmp.npy"
         np.save(temporary, array)
         os.replace(temporary, folder.inputs / name)
@@ -171,6 +196,6 @@ def write_inputs(folder: SweepFolder, sweep_id: int, config: SweepConfig, datase
         "value_type": dataset.get("value_type", "counts"), "unit_names": unit_names})
     write_json(folder.plan_file, {
         "sweep_id": sweep_id, "dataset": config.dataset, "grid": config.grid, "options": config.options(),
+        "units": None if data.roles is None else data.roles.as_lists(),
         "packs": [{"pack_id": pack_id, "config": spec_to_config(spec),
                    "trials": [t._asdict() for t in trials]} for pack_id, spec, trials in packs]})
-

@@ -110,7 +110,7 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
     config.check()
     check_executor(config)
     with Store.open(db_path, create=False) as db:
-        dataset, counts, splits, packs = prepare_sweep(db, config)
+        dataset, data, packs = prepare_sweep(db, config)
         unit_names = load_unit_names(db, dataset["dataset_id"])
         sweep_id = next_sweep_id(db)
         path = sweep_folder_for(db_path, config, sweep_id)
@@ -119,8 +119,12 @@ def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: N
                              "--folder another place")
         n_trials = sum(len(trials) for _, _, trials in packs)
         report(f"sweep {sweep_id}: {n_trials} trial(s) in {len(packs)} pack(s) of dataset '{config.dataset}' "
-               f"({counts.shape[0]:,} examples × {counts.shape[1]} units); folder {path}")
-        write_inputs(SweepFolder(path), sweep_id, config, dataset, counts, splits, unit_names, packs)
+               f"({data.counts.shape[0]:,} examples × {dataset['n_units']} units); folder {path}")
+        if data.roles is not None and config.inputs is not None:
+            report(f"sweep {sweep_id}: {data.roles.describe()} ({config.inputs} → {config.targets})")
+        if data.history_note(config.history):
+            report(f"sweep {sweep_id}: {data.history_note(config.history)}")
+        write_inputs(SweepFolder(path), sweep_id, config, dataset, data, unit_names, packs)
         add_sweep(db, dataset["dataset_id"], config.grid, config.options(), config.executor, n_trials,
                   lambda _: path)
     return drive_sweep(db_path, path, report=report, cancel=cancel)  # ingests the pending trials first

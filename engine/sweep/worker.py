@@ -23,7 +23,7 @@ import polars as pl
 import torch
 
 from engine.analysis.stability import stability
-from engine.pipeline import build_stack, collect_results, spec_from_config
+from engine.pipeline import UnitRoles, build_stack, collect_results, spec_from_config
 from engine.quality_flags import FlagContext
 from engine.sae.train import Trainer
 from engine.sweep.folder import RESULT_TABLES, SweepFolder, now, read_json, write_json
@@ -77,18 +77,23 @@ def _pack(plan: dict[str, Any], pack_id: str) -> dict[str, Any]:
 
 def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, Any]) -> dict[str, Any]:
     clock = time.perf_counter()
-    pack = _pack(sweep.plan(), pack_id)
+    plan = sweep.plan()
+    pack = _pack(plan, pack_id)
     spec = spec_from_config(pack["config"])
     dataset = read_json(sweep.inputs / "dataset.json")
+    # The model's examples as the planner built them (engine.pipeline.model_data) and the units of each role.
     counts = np.load(sweep.inputs / "counts.npy")
     splits = np.load(sweep.inputs / "splits.npy")
-    stack, data = build_stack(spec, counts, splits, dataset["kind"])
+    roles = UnitRoles.from_lists(plan.get("units"))
+    stack, data = build_stack(spec, counts, splits, dataset["kind"], None if roles is None else len(roles.targets))
     started["device"] = str(data.device)
     write_json(attempt / "started.json", started)
     outcome = Trainer(stack, data, spec.train).run()
     context = FlagContext(normalized=spec.normalize_units, raw_counts=dataset["value_type"] == "counts")
     results = collect_results(stack, counts, splits, outcome, dataset["kind"], dataset["unit_names"], context,
-                              baselines=FolderBaselines(sweep.path / "baselines"))
+                              baselines=FolderBaselines(sweep.path / "baselines"),
+                              target_units=None if roles is None else roles.targets,
+                              input_units=None if roles is None else roles.inputs, history=spec.history)
     seconds = time.perf_counter() - clock
     staging = attempt / "result"
     staging.mkdir()

@@ -25,6 +25,7 @@ from engine.analysis.tuning import peri_event_lines, ranked_rows, split_tuning_l
 from engine.epochs import STEP_VERBS, Epoch, read_splits
 from engine.errors import InputError
 from engine.options import check_integer
+from engine.sae.unit_selection import roles_text
 from engine.validation.freezes import report_paragraph
 from engine.validation.validation_summary import (
     counts_line,
@@ -171,8 +172,8 @@ def _transcoder(db: Store, run: dict) -> list[str]:
     context = (f" Temporal context: the input of a bin is its last {history} bins of the same trial (the first "
                f"{history - 1} bins of each trial are not trained on or scored; their missing lags are set to the "
                "units' train means when they are encoded).") if history > 1 else ""
-    return [f"Transcoder: inputs {len(units['input'])} units ({config.get('inputs') or 'all'}), targets "
-            f"{len(units['target'])} units ({config.get('targets') or 'all'}). The code is computed from the inputs "
+    roles = roles_text(len(units["input"]), config.get("inputs"), len(units["target"]), config.get("targets"))
+    return [f"Transcoder: {roles}. The code is computed from the inputs "
             "and reconstructs the targets: decoder rows, signatures and QC are over the targets, and QC's baseline is "
             f"a ridge regression from inputs to targets (fitted on train, its penalty chosen on val).{context}", ""]
 

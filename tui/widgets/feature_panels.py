@@ -203,7 +203,12 @@ def units_text(panel: FeaturePanel, width: int) -> Text:
     headers = ["unit", "weight", *(["coact z"] if signature else [])]
     rows = [[row["name"], f"{row['weight']:+.3f}", *([number(row["coactivation"], 2)] if signature else [])]
             for row in panel.units.iter_rows(named=True)]
-    return table_text(headers, rows, width, right={1, 2}, flexible=0)
+    table = table_text(headers, rows, width, right={1, 2}, flexible=0)
+    if panel.lags is None:
+        return table
+    from tui.widgets.lag_text import lags_text
+
+    return Text("\n").join([lags_text(panel.lags, width), table])  # temporal context (--history) above the units
 
 
 def units_title(panel: FeaturePanel) -> str:
