@@ -1,5 +1,5 @@
-"""The sparse bookkeeping of a training step: finding the chosen entries, grouping them by latent, and encoding a
-split in chunks; each against the plain operation it replaces."""
+"""The sparse bookkeeping of a training step: grouping the chosen entries by latent, and encoding a split in chunks;
+each against the plain operation it replaces."""
 
 from __future__ import annotations
 
@@ -7,32 +7,8 @@ import pytest
 import torch
 
 from engine.sae.model import CHUNK_ELEMENTS, SAEConfig, SAEStack
-from engine.sae.sparse_ops import Entries, sparse_positions
+from engine.sae.sparse_ops import Entries
 from engine.sae.train import TrainConfig, TrainData, Trainer
-
-
-@pytest.mark.parametrize(("shape", "density"), [
-    ((8, 1024, 512), 0.014),  # an 8-SAE stack's BatchTopK candidates: the case it is for
-    ((1, 1024, 512), 0.0),  # nothing chosen
-    ((1, 1024, 512), 1.0),  # everything chosen (dense: the fallback)
-    ((2, 4096, 64), 0.6),  # many words hold a chosen entry: the fallback
-    ((3, 7, 5), 0.3),  # fewer entries than a word pass pays for
-    ((1, 1001, 513), 0.01),  # an entry count that is no multiple of 8
-])
-def test_sparse_positions_are_the_flat_nonzero_indices(shape, density):
-    mask = torch.rand(shape, generator=torch.Generator().manual_seed(1)) < density
-    expected = mask.reshape(-1).nonzero().squeeze(1)
-    positions = sparse_positions(mask)
-    assert torch.equal(positions, expected)
-    assert positions.dtype == torch.int64
-
-
-def test_sparse_positions_of_views_that_no_word_can_read():
-    mask = torch.rand(8 * 4096 + 1, generator=torch.Generator().manual_seed(2)) < 0.02
-    shifted = mask[1:]  # 32,768 entries starting one byte into the storage: not readable as 64-bit words
-    assert torch.equal(sparse_positions(shifted), shifted.nonzero().squeeze(1))
-    transposed = mask[:8 * 4096].view(64, 512).t()  # not contiguous: read in row-major order of the view
-    assert torch.equal(sparse_positions(transposed), transposed.reshape(-1).nonzero().squeeze(1))
 
 
 @pytest.mark.parametrize("n_latents", [512, 1 << 15, (1 << 15) + 1, 70_000])

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from engine.errors import InputError
 from engine.sae.selection import batch_cutoffs, batch_top
-from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode, sparse_positions
+from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode
 
 ARCHITECTURES = ("batchtopk", "topk", "matryoshka", "relu")
 CHUNK_ELEMENTS = 1 << 22
@@ -324,7 +324,7 @@ class SAEStack(torch.nn.Module):
         arch = self.config.architecture
         if arch == "relu" or (use_threshold and arch != "topk"):
             floor = pre.new_zeros(()) if arch == "relu" else self.threshold.view(n, 1, 1)
-            chosen = sparse_positions(pre > floor)
+            chosen = (pre > floor).view(-1).nonzero().squeeze(1)
             values = pre.reshape(-1).index_select(0, chosen)
             level = torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
             if arch == "matryoshka":

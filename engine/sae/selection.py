@@ -3,7 +3,7 @@
 Two ways to the same budget of B·k entries per SAE, over a band [n, B, W] of pre-activations (the whole width, or one
 Matryoshka band):
 - `batch_cutoffs` (CPU, and inference): exact. The candidates are the entries above a fraction of last step's cutoff
-  (one comparison and one pass over the mask, far cheaper than a top-k over every row), and the cutoff is the
+  (one comparison and one nonzero, far cheaper than a top-k over every row), and the cutoff is the
   budget-th largest among them; every entry at or above it is kept, ties included.
 - `batch_top` (a CUDA training step): tensors of fixed size, so that the GPU never stops to tell the host how many
   entries there are; exactly the budget, ties at the cutoff not all kept.
@@ -15,8 +15,6 @@ import itertools
 
 import torch
 
-from engine.sae.sparse_ops import sparse_positions
-
 
 def batch_cutoffs(band: torch.Tensor, budgets: list[int], estimate: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -24,7 +22,7 @@ def batch_cutoffs(band: torch.Tensor, budgets: list[int], estimate: torch.Tensor
     `budgets[i]` largest positive entries, their values, and each SAE's cutoff.
 
     Candidates are the entries above a fraction of last step's cutoff (one comparison and one
-    sparse_positions, far cheaper than a top-k over every row); if that leaves too few, all positive
+    nonzero, far cheaper than a top-k over every row); if that leaves too few, all positive
     entries are candidates. Either way every entry above the true cutoff is a candidate, so
     the selection is exact.
     """
@@ -34,7 +32,7 @@ def batch_cutoffs(band: torch.Tensor, budgets: list[int], estimate: torch.Tensor
     if estimate is None:
         candidates = (flat > 0).nonzero().squeeze(1)
     else:
-        candidates = sparse_positions(band > (0.9 * estimate).view(n, 1, 1))
+        candidates = (band > (0.9 * estimate).view(n, 1, 1)).view(-1).nonzero().squeeze(1)
     sae = candidates // per_sae if n > 1 else None
     counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
     if estimate is not None and any(c < b for c, b in zip(counts, budgets, strict=True)):
