@@ -128,6 +128,12 @@ def test_unit_meta_round_trip_csv_and_parquet(small, tmp_path):
     ("unit,area\n0,CA1\n120,CA3\n", "row 2: unit index 120 is not a unit of the dataset"),
     ("unit,area\n0.5,CA1\n", "column 'unit' holds Float64"),
     ("unit,area\nunit_000,CA1\n,CA3\n", "row 2 has no unit"),
+    ("unit,area\n" + "".join(f"unit_{i:03d},{'CA1|CA3' if i == 4 else 'CA1'}\n" for i in range(N_UNITS)),
+     "row 5, column 'area': value 'CA1|CA3' holds '|', which --inputs and --targets read as an operator"),
+    ('unit,layer\n' + "".join(f'unit_{i:03d},"CA1, deep"\n' for i in range(N_UNITS)),
+     "row 1, column 'layer': value 'CA1, deep' holds ','"),
+    ('unit,"a=b"\n' + "".join(f"unit_{i:03d},x\n" for i in range(N_UNITS)),
+     "column 'a=b': an attribute's name cannot hold '='"),
 ])
 def test_bad_unit_meta_is_refused_before_the_database_is_made(small, tmp_path, table, says):
     folder, _, _ = small

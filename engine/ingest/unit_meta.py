@@ -24,6 +24,11 @@ UNIT_COLUMNS = ("unit", "unit_id", "name")
 
 _SCALAR = (pl.String, pl.Categorical, pl.Boolean, pl.Enum)
 
+KEY_OPERATORS = (",", "=", "|")
+"""Characters an attribute's name cannot hold: engine.sae.unit_selection splits a selection on them."""
+VALUE_OPERATORS = (",", "|")
+"""Characters a value cannot hold (a selection splits on the first '=' only, so '=' in a value is fine)."""
+
 
 def read_unit_meta(path: str | Path, unit_names: list[str]) -> pl.DataFrame:
     """unit_id, key, value rows of the table's attributes for a dataset with these unit names, refused in one
@@ -72,8 +77,20 @@ def read_unit_meta(path: str | Path, unit_names: list[str]) -> pl.DataFrame:
         if not (values.dtype.is_numeric() or isinstance(values.dtype, _SCALAR) or values.dtype in _SCALAR):
             raise InputError(f"{path}: column '{key}' holds {values.dtype}; attributes must be text, numbers or "
                              "true/false")
+        operator = next((c for c in KEY_OPERATORS if c in key), None)
+        if operator is not None:
+            raise InputError(f"{path}: column '{key}': an attribute's name cannot hold '{operator}', which --inputs and "
+                             "--targets read as an operator; rename the column")
+        text = as_text(values)
+        bad = next((row for row, value in enumerate(text.to_list()) if value is not None
+                    and any(c in value for c in VALUE_OPERATORS)), None)
+        if bad is not None:
+            raise InputError(f"{path}: row {bad + 1}, column '{key}': value '{text[bad]}' holds "
+                             f"'{next(c for c in VALUE_OPERATORS if c in text[bad])}', which --inputs and --targets "
+                             "read as an operator (',' joins terms, '|' alternatives); write it another way, e.g. "
+                             "with ';'")
         frames.append(pl.DataFrame({"unit_id": pl.Series(ids, dtype=pl.Int32), "key": key,
-                                    "value": as_text(values)}).drop_nulls("value"))
+                                    "value": text}).drop_nulls("value"))
     return pl.concat(frames).filter(pl.col("value").str.strip_chars() != "")
 
 
