@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -24,8 +24,9 @@ from engine.ingest.matrix import dataset_matrix
 from engine.memory import check_fits, human_bytes
 from engine.options import check_integer, check_seed
 from engine.quality_flags import RAW_COUNTS, FlagContext, SplitFigures, flags_frame, sae_flags
-from engine.sae.history import check_history, history_examples, lag_norms
+from engine.sae.history import check_history, lag_norms
 from engine.sae.model import SAEConfig, SAEStack
+from engine.sae.model_data import UnitRoles, model_data
 from engine.sae.qc import baseline_fvus, qc_table_rows, ridge_baseline, split_qc
 from engine.sae.train import (
     NonFiniteLoss,
@@ -130,102 +131,15 @@ class RunOutcome:
     """The bins the run trained on and how many of each split."""
 
 
-class UnitRoles(NamedTuple):
-    """A transcoder's units, as the dataset's unit indices (ascending)."""
-
-    inputs: np.ndarray
-    """The units its code is computed from."""
-    targets: np.ndarray
-    """The units it reconstructs: its decoder rows, signatures and QC are over these."""
-
-    def describe(self) -> str:
-        return f"transcoder: inputs {len(self.inputs)} units, targets {len(self.targets)} units"
-
-    def as_lists(self) -> dict[str, list[int]]:
-        """role ('input', 'target') -> unit ids, as run_units stores them (and a sweep's plan)."""
-        return {"input": self.inputs.tolist(), "target": self.targets.tolist()}
-
-    @classmethod
-    def from_lists(cls, units: dict[str, list[int]] | None) -> UnitRoles | None:
-        if not units:
-            return None
-        return cls(np.asarray(units["input"], dtype=np.int64), np.asarray(units["target"], dtype=np.int64))
-
-
-def resolve_roles(db: Store, spec: RunSpec, dataset: dict[str, Any]) -> UnitRoles | None:
-    """The units `spec.inputs` and `spec.targets` select in the dataset (None for a plain SAE), refused in one
-    line when either names nothing."""
-    if spec.inputs is None or spec.targets is None:
+def resolve_roles(db: Store, inputs: str | None, targets: str | None, dataset: dict[str, Any]) -> UnitRoles | None:
+    """The units `inputs` and `targets` (--inputs, --targets) select in the dataset (None for a plain SAE), refused
+    in one line when either names nothing."""
+    if inputs is None or targets is None:
         return None
     names = load_unit_names(db, dataset["dataset_id"])
     attributes = load_unit_attributes(db, dataset["dataset_id"])
-    return UnitRoles(resolve_selection(parse_selection("--inputs", spec.inputs), names, attributes),
-                     resolve_selection(parse_selection("--targets", spec.targets), names, attributes))
-
-
-class ModelData(NamedTuple):
-    """What a stack trains on and is scored on (model_data): `mini train` and every worker of a sweep use it."""
-
-    counts: np.ndarray
-    """The model's examples, one row per bin (model_examples)."""
-    splits: np.ndarray
-    """Each bin's split; 'outside' also for a bin without its whole history."""
-    roles: UnitRoles | None
-    """A transcoder's units (with --history, every unit of an SAE is both); None: a plain SAE."""
-    incomplete: int
-    """Bins without their whole history in their trial (not trained on or scored)."""
-
-    @property
-    def d_out(self) -> int | None:
-        """The targets' width for build_stack; None: a plain SAE."""
-        return None if self.roles is None else len(self.roles.targets)
-
-    def targets(self) -> np.ndarray:
-        """The columns the stack reconstructs (what settings are chosen from)."""
-        return self.counts if self.roles is None else self.counts[:, self.counts.shape[1] - len(self.roles.targets):]
-
-    def history_note(self, history: int) -> str | None:
-        if not self.incomplete:
-            return None
-        return (f"--history {history}: {self.incomplete:,} bins (the first {history - 1} of each trial) have no full "
-                "history in their trial: not trained on or scored; encoded with the missing lags at the units' "
-                "train means")
-
-
-def model_data(counts: np.ndarray, splits: np.ndarray, trial_ids: np.ndarray, roles: UnitRoles | None,
-               history: int) -> ModelData:
-    """The examples and splits a stack with these roles and `history` lags trains on, from the dataset's counts
-    [bins, units] in time order. Bins without their whole history are, like bins outside an epoch, not trained on
-    or scored but still encoded (their missing lags at the units' train means), so that ranking and validation,
-    which read every bin, have a code for them."""
-    if history > 1 and roles is None:  # context for an SAE: every unit's history decodes every unit
-        every = np.arange(counts.shape[1])
-        roles = UnitRoles(every, every)
-    examples, complete = model_examples(counts, roles, history, trial_ids, splits == "train")
-    incomplete = 0
-    if complete is not None and not complete.all():
-        incomplete = int((~complete).sum())
-        splits = np.where(complete, splits, "outside")
-    return ModelData(examples, splits, roles, incomplete)
-
-
-def model_examples(counts: np.ndarray, roles: UnitRoles | None, history: int = 1,
-                   trial_ids: np.ndarray | None = None, train: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """What the stack trains on, one row per bin, and which bins have their whole history (None: all): the counts
-    themselves for a plain SAE, a transcoder's inputs followed by its targets otherwise (SAEStack.split_example
-    splits them again), the inputs with `history` lags of their trial (engine.sae.history, `trial_ids` and the
-    `train` mask needed) when history > 1."""
-    if history > 1:
-        assert roles is not None and trial_ids is not None and train is not None
-        fill = counts[train][:, roles.inputs].mean(axis=0) if train.any() else np.zeros(len(roles.inputs))
-        return history_examples(counts, roles.inputs, roles.targets, trial_ids, history, fill.astype(np.float32))
-    if roles is None:
-        return counts, None
-    check_fits(f"the transcoder's examples, {counts.shape[0]:,} bins × {len(roles.inputs) + len(roles.targets):,} "
-               "units as float32", counts.shape[0] * (len(roles.inputs) + len(roles.targets)) * 4,
-               "select fewer units")
-    return np.concatenate([counts[:, roles.inputs], counts[:, roles.targets]], axis=1), None
+    return UnitRoles(resolve_selection(parse_selection("--inputs", inputs), names, attributes),
+                     resolve_selection(parse_selection("--targets", targets), names, attributes))
 
 
 def _stack_seeds(spec: RunSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -355,7 +269,7 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
     check_loss_fits(spec.sae.loss, dataset)
     on_stage(f"reading dataset '{spec.dataset}' ({dataset['n_examples']:,} examples × {dataset['n_units']:,} "
              "units)…")
-    roles = resolve_roles(db, spec, dataset)  # before the counts are read: a bad selection is refused at once
+    roles = resolve_roles(db, spec.inputs, spec.targets, dataset)  # before the counts are read: a bad selection is refused at once
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     check_cancel()
     selection = select_epoch(db, dataset, examples, spec.epoch, "train")
@@ -366,8 +280,8 @@ def train_run(db: Store, spec: RunSpec, *, on_progress: Callable[[TrainProgress]
         report(selection.summary(read_splits("train")))
     data_in = model_data(counts, splits, examples["trial_id"].to_numpy(), roles, spec.history)
     counts, splits, roles = data_in.counts, data_in.splits, data_in.roles
-    if data_in.history_note(spec.history):
-        report(data_in.history_note(spec.history))
+    if note := data_in.history_note(spec.history):
+        report(note)
     if spec.auto:
         on_stage(f"choosing {', '.join(name for name in AUTO_SETTINGS if name in spec.auto)} from the recording…")
     targets = data_in.targets()

@@ -3,7 +3,7 @@
 ```
 sweep.json                 the plan: dataset, grid, options, a transcoder's units by role, every pack's resolved
                            settings and its trials
-inputs/counts.npy          the model's examples (engine.pipeline.model_data): the dataset's dense matrix [examples ×
+inputs/counts.npy          the model's examples (engine.sae.model_data): the dataset's dense matrix [examples ×
                            units], float32, or a transcoder's inputs (with --history, every lag) then its targets
 inputs/splits.npy          each example's split for training ('outside': not in the epoch, or no full history)
 inputs/dataset.json        name, kind, value_type, unit names

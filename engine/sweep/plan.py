@@ -16,17 +16,16 @@ from engine.errors import InputError
 from engine.ingest.matrix import dataset_matrix
 from engine.options import check_integer, check_seed
 from engine.pipeline import (
-    ModelData,
     RunSpec,
     check_loss_fits,
     check_memory,
     check_unit_options,
-    model_data,
     resolve_roles,
     resolve_settings,
     spec_to_config,
 )
 from engine.sae.model import SAEConfig
+from engine.sae.model_data import ModelData, model_data
 from engine.sae.train import TrainConfig
 from engine.sweep.folder import SweepFolder, write_json
 from engine.sweep.grid import GridValues, Trial, combinations, config_hash, pack_key, parse_grid
@@ -165,13 +164,13 @@ def plan_packs(config: SweepConfig, grid: GridValues, data: ModelData) -> list[t
 def prepare_sweep(db: Store, config: SweepConfig) -> tuple[dict[str, Any], ModelData,
                                                             list[tuple[str, RunSpec, list[Trial]]]]:
     """Read and check everything a sweep needs (dataset, grid, units, memory), writing nothing; returns (dataset
-    row, what every stack trains on: engine.pipeline.model_data, as `mini train` builds it, and packs)."""
+    row, what every stack trains on: engine.sae.model_data, as `mini train` builds it, and packs)."""
     config.check()
     grid = parse_grid(config.grid)
     dataset = get_dataset(db, config.dataset)
     for loss in grid.values.get("loss", ("mse",)):
         check_loss_fits(loss, dataset)
-    roles = resolve_roles(db, _pack_spec(config, {}, ()), dataset)  # before the counts: a bad selection at once
+    roles = resolve_roles(db, config.inputs, config.targets, dataset)  # before the counts: a bad selection at once
     counts, examples = dataset_matrix(db, dataset["dataset_id"], dataset["n_examples"], dataset["n_units"])
     splits = examples["split"].to_numpy().astype(str)
     data = model_data(counts, splits, examples["trial_id"].to_numpy(), roles, config.history)

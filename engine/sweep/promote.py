@@ -88,5 +88,6 @@ def promote_trial(db: Store, sweep_id: int, trial_id: int) -> Promoted:
     run_id, sae_ids = add_trained_run(
         db, sweep["dataset_id"], config, trial["device"] or "cpu", results,
         examples_seen=int(metrics["examples_seen"]), seconds=float(metrics["seconds"]),
-        final=(int(metrics["epochs"]), 0, state), units=folder.plan().get("units"), then=lambda run: set_promoted(db, sweep_id, ids, run))
+        final=(int(metrics["epochs"]), 0, state), units=folder.plan().get("units"),
+        then=lambda run: set_promoted(db, sweep_id, ids, run))
     return Promoted(run_id, sae_ids, ids)

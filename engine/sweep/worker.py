@@ -23,8 +23,9 @@ import polars as pl
 import torch
 
 from engine.analysis.stability import stability
-from engine.pipeline import UnitRoles, build_stack, collect_results, spec_from_config
+from engine.pipeline import build_stack, collect_results, spec_from_config
 from engine.quality_flags import FlagContext
+from engine.sae.model_data import UnitRoles
 from engine.sae.train import Trainer
 from engine.sweep.folder import RESULT_TABLES, SweepFolder, now, read_json, write_json
 
@@ -81,7 +82,7 @@ def _train(sweep: SweepFolder, pack_id: str, attempt: Path, started: dict[str, A
     pack = _pack(plan, pack_id)
     spec = spec_from_config(pack["config"])
     dataset = read_json(sweep.inputs / "dataset.json")
-    # The model's examples as the planner built them (engine.pipeline.model_data) and the units of each role.
+    # The model's examples as the planner built them (engine.sae.model_data) and the units of each role.
     counts = np.load(sweep.inputs / "counts.npy")
     splits = np.load(sweep.inputs / "splits.npy")
     roles = UnitRoles.from_lists(plan.get("units"))
