@@ -298,7 +298,12 @@ def export_query_result(db: Store, result: AppQueryResult, path: str | Path) -> 
 @contextmanager
 def _read_only_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Everything inside runs in a transaction that cannot write and is always rolled back."""
-    con.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        con.execute("BEGIN TRANSACTION READ ONLY")
+    except BaseException:
+        with suppress(duckdb.Error):  # an interrupted BEGIN can leave the transaction begun
+            con.execute("ROLLBACK")
+        raise
     try:
         yield
     finally:
