@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 from spike_cases import UNIT_NAMES, Session, make_session, run_mini
 
 from store import Store
@@ -126,6 +127,30 @@ def test_electrodes_alone_give_location_and_group_name(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert set(attributes(tmp_path / "x.duckdb")) == {"location", "group_name"}
     assert "unit attributes location, group_name from the units' electrodes" in done.stderr
+
+
+def test_a_damaged_electrodes_region_is_refused_naming_the_unit_and_the_row(tmp_path: Path) -> None:
+    import h5py
+
+    from engine.errors import InputError
+    from engine.ingest.nwb import read_nwb
+
+    write_nwb_units(tmp_path / "s.nwb", make_session(), columns=False)
+    with h5py.File(tmp_path / "s.nwb", "r+") as file:  # unit 3's electrode (entry 5) points past the 5 rows
+        file["units/electrodes"][5] = 99
+    done = run_mini("import-nwb", "s.nwb", "--db", "x.duckdb", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "mini: error: s.nwb:units: column 'electrodes': unit row 3 names electrode row 99, but the electrodes "
+        "table has 5 rows (0-4); the file is damaged"]
+    assert not (tmp_path / "x.duckdb").exists()
+
+    write_nwb_units(tmp_path / "t.nwb", make_session(), columns=False)
+    with h5py.File(tmp_path / "t.nwb", "r+") as file:  # the last unit's end past the 8 entries
+        file["units/electrodes_index"][5] = 40
+    with pytest.raises(InputError, match=r"t.nwb:units: column 'electrodes': unit row 5 ends at electrode entry 40, "
+                                         r"outside the 8 entries"):
+        read_nwb(tmp_path / "t.nwb")
 
 
 def test_unit_meta_replaces_the_files_attributes_key_by_key(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def _unit_attributes(units, names: list[str], path: Path) -> tuple[pl.DataFrame,
         else:
             columns[column] = _texts(values)
     from_units = set(columns)
-    for column, values in _electrode_values(units).items():
+    for column, values in _electrode_values(units, path).items():
         if column in columns:
             notes.append(f"{path.name}:units: '{column}' is the Units table's own column, not its electrodes'")
         else:
@@ -190,8 +190,10 @@ def _texts(values: np.ndarray) -> list[str | None]:
     return [t if t else None for t in texts]
 
 
-def _electrode_values(units) -> dict[str, list[str | None]]:
-    """Per unit, its electrodes' location and group_name (the distinct values, sorted, joined with `;`)."""
+def _electrode_values(units, path: Path) -> dict[str, list[str | None]]:
+    """Per unit, its electrodes' location and group_name (the distinct values, sorted, joined with `;`).
+
+    A region that does not fit its tables (a damaged or hand-edited file) is an InputError naming the unit."""
     from hdmf.common import DynamicTableRegion, VectorIndex
 
     if "electrodes" not in units.colnames:
@@ -205,6 +207,7 @@ def _electrode_values(units) -> dict[str, list[str | None]]:
         return {}
     rows = np.asarray(region.data[:], dtype=np.int64)
     electrodes = region.table
+    _check_region(path, ends, rows, n_units=len(units), n_electrodes=len(electrodes))
     out = {}
     for name in ELECTRODE_ATTRIBUTES:
         values = _electrode_column(electrodes, name)
@@ -214,6 +217,24 @@ def _electrode_values(units) -> dict[str, list[str | None]]:
         out[name] = [";".join(sorted({values[r] for r in rows[a:b] if values[r] is not None})) or None
                      for a, b in zip(starts, ends, strict=True)]
     return out
+
+
+def _check_region(path: Path, ends: np.ndarray, rows: np.ndarray, *, n_units: int, n_electrodes: int) -> None:
+    """The Units table's `electrodes` column must give each unit rows of the electrodes table."""
+    where = f"{path.name}:units: column 'electrodes'"
+    if len(ends) != n_units:
+        raise InputError(f"{where} has {len(ends)} entries for {n_units} units; the file is damaged")
+    steps = np.diff(ends, prepend=0)
+    if len(ends) and (steps.min() < 0 or ends[-1] > len(rows)):
+        unit = int(np.argmax((steps < 0) | (ends > len(rows))))
+        raise InputError(f"{where}: unit row {unit} ends at electrode entry {int(ends[unit])}, outside the "
+                         f"{len(rows)} entries (or before the previous unit's end); the file is damaged")
+    outside = (rows < 0) | (rows >= n_electrodes)
+    if outside.any():
+        entry = int(np.argmax(outside))
+        unit = int(np.searchsorted(ends, entry, side="right"))
+        raise InputError(f"{where}: unit row {unit} names electrode row {int(rows[entry])}, but the electrodes "
+                         f"table has {n_electrodes} rows (0-{n_electrodes - 1}); the file is damaged")
 
 
 def _electrode_column(electrodes, name: str) -> list[str | None] | None:
