@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from scipy.special import xlogy
 from threadpoolctl import threadpool_limits
 
+from engine.analysis.pair_counts import PairCounts
 from engine.errors import Cancelled
 
 MIN_SHIFT_TRIAL = 5
@@ -237,6 +238,9 @@ class CodeGroup:
     swapped: list[tuple[np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
     """Per by-trial member: its trial codes × stride, the rows without a value, and its missing code × stride."""
     fixed: np.ndarray | None = None
+    pair_counts: list[PairCounts | None] | None = None
+    """Where members keep part of their code fixed: each member's rows per code by lookup (None for a member
+    without a fixed part), or None where a lag table would be too large (then counted over every row)."""
 
     def prepare(self) -> None:
         dims = [m.n_codes for m in self.members]
@@ -275,12 +279,26 @@ class CodeGroup:
         # marginals by one small matmul: summing a 5-axis table over 4 axes at a time is ~10x slower
         table = table.astype(np.float64, copy=False) @ self.marginals
         bounds = np.cumsum([m.n_codes for m in self.members])[:-1]
-        if self.fixed is not None and shuffle is not None:  # part moves, part stays: joint counts change
+        if self.fixed is not None and shuffle is not None and self.pair_counts is not None:
+            rows = [self._rows(m, trials, shuffle) if counts is None else counts.at(trials, shuffle)
+                    for m, counts in zip(self.members, self.pair_counts, strict=True)]
+        elif self.fixed is not None and shuffle is not None:  # part moves, part stays: joint counts change
+            assert everything is not None
             every = self.codes_at(everything, trials, shuffle, np.empty(len(everything.rows), np.int32))
             rows = np.split(np.bincount(every, minlength=self.size) @ self.marginals, bounds)
         else:
             rows = [self._rows(m, trials, shuffle) for m in self.members]
         return np.split(table, bounds, axis=1), rows
+
+    def prepare_pair_counts(self, trials: Trials) -> None:
+        """Tabulate the rows per code of members with a fixed part (engine.analysis.pair_counts)."""
+        if self.fixed is None:
+            return
+        long = trials.lengths >= MIN_SHIFT_TRIAL
+        short = RowView.of(trials, np.flatnonzero(~long[trials.row_trial]))
+        counts = [None if m.fixed is None else PairCounts.build(m, trials, long, short) for m in self.members]
+        built = all(c is not None for c, m in zip(counts, self.members, strict=True) if m.fixed is not None)
+        self.pair_counts = counts if built else None
 
     def codes_at(self, view: RowView, trials: Trials, shuffle: Shuffle | None, out: np.ndarray,
                  source: np.ndarray | None = None) -> np.ndarray:
@@ -348,11 +366,12 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     `cancel` set stops the shuffles at the next block of SHUFFLE_BLOCK (engine.errors.Cancelled)."""
     for group in groups:
         group.prepare()
+        group.prepare_pair_counts(trials)
     members = [m for g in groups for m in g.members]
     needs_shift = any(m.by_trial is None for m in members)
     entries = RowView.of(trials, entry_rows)
-    everything = RowView.of(trials, np.arange(len(trials.row_start))) if any(g.fixed is not None for g in groups) \
-        else None
+    everything = RowView.of(trials, np.arange(len(trials.row_start))) \
+        if any(g.fixed is not None and g.pair_counts is None for g in groups) else None
 
     def statistics(shuffle: Shuffle | None, buffer: np.ndarray) -> dict[int, np.ndarray]:
         out = {}
