@@ -53,7 +53,8 @@ def matches(suggestion: dict, latent: dict) -> bool:
     return overlap / union >= 0.25  # a range that merely touches a field (or spans two) does not count
 
 
-def recovery(epochs: int | None, bins: int | None) -> dict[str, object]:
+def recovery(epochs: int | None, bins: int | None, max_shuffles: int | None) -> dict[str, object]:
+    from engine.analysis.rank import rank_config
     from engine.demo import DEMO_RUN, run_demo
     from sample_data import SampleConfig
     from store import Store
@@ -62,7 +63,9 @@ def recovery(epochs: int | None, bins: int | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as folder:
         db = Store.open(Path(folder) / "bench.duckdb")
         start = time.perf_counter()
-        result = run_demo(db, Path(folder) / "data", config, report=lambda m: log(f"  {m}"), epochs=epochs)
+        # import, train and rank as the demo does; no labels (recovery reads the ranking alone)
+        result = run_demo(db, Path(folder) / "data", config, report=lambda m: log(f"  {m}"), epochs=epochs,
+                          auto_accept=0, rank_settings=rank_config(max_shuffles))
         seconds = time.perf_counter() - start
         sae_id = db.scalar("SELECT min(sae_id) FROM saes WHERE run_id = ?", [result.run_id])
         top = db.frame(
@@ -81,7 +84,8 @@ def recovery(epochs: int | None, bins: int | None) -> dict[str, object]:
     return {"planted": len(found), "recovered_in_top30": recovered,
             "fraction": round(recovered / len(found), 3), "target_fraction": 0.9,
             "distractor_suggestions_q_below_0_05": int(distractors), "pipeline_seconds": round(seconds, 1),
-            "epochs": epochs or DEMO_RUN.train.epochs, "bins": config.n_bins, "rank_of_each": found}
+            "epochs": epochs or DEMO_RUN.train.epochs, "bins": config.n_bins,
+            "max_shuffles": rank_config(max_shuffles).associations.max_shuffles, "rank_of_each": found}
 
 
 def synthetic(n: int, n_features: int, per_example: int, seed: int = 0):
@@ -140,13 +144,15 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=0, help="bins of the sample recording for recovery (0: its own)")
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=4096)
+    parser.add_argument("--max-shuffles", type=int, default=None,
+                        help="most shuffles behind one p-value in recovery (default: mini rank's)")
     parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
     result: dict[str, object] = {"bench": "rank"}
     if not args.skip_recovery:
         log("recovery on the sample recording ...")
-        result["recovery"] = recovery(args.epochs or None, args.bins or None)
+        result["recovery"] = recovery(args.epochs or None, args.bins or None, args.max_shuffles)
     if not args.skip_scale:
         result["scale"] = scale(args.examples, args.features)
     print(json.dumps(result))

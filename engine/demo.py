@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.analysis.rank import rank_run
+from engine.analysis.rank import RankConfig, rank_run
 from engine.errors import InputError
 from engine.ingest.importer import ImportOptions, ImportResult, import_files
 from engine.options import MAX_EPOCHS, check_integer, check_seed
@@ -61,8 +61,9 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_train_progress: Callable[[TrainProgress], None] | None = None,
              cancel: threading.Event | None = None, epochs: int | None = None,
-             auto_accept: int = DEMO_AUTO_ACCEPT) -> DemoResult:
-    """Generate and import the sample recording, train the demo run and rank it (each once)."""
+             auto_accept: int = DEMO_AUTO_ACCEPT, rank_settings: RankConfig | None = None) -> DemoResult:
+    """Generate and import the sample recording, train the demo run and rank it (each once; `rank_settings`:
+    RankConfig's defaults when None)."""
     result = _import_sample(db, data_folder, config, report)
     run_id = finished_run_for(db, result.dataset_id)
     if run_id is not None:
@@ -82,7 +83,7 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
     result.run_id = run_id
     if not ranking_exists(db, run_id):
         report(f"ranking the features of run {run_id} (train + val only)")
-        outcome = rank_run(db, run_id)
+        outcome = rank_run(db, run_id, config=rank_settings)
         report(f"ranked {len(outcome.sae_ids)} SAEs in {outcome.seconds:.0f} s")
     if auto_accept and not labels_exist(db, run_id):
         accepted = auto_accept_top(db, run_id, auto_accept)

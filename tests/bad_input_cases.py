@@ -448,7 +448,8 @@ def _demo_cases() -> Iterator[BadInput]:
     demo = ("demo", "--no-tui")
     for option, values in {"--seed": {"negative": "-1", "huge": HUGE, "2**32": str(2**32)},
                            "--epochs": {"zero": "0", "negative": "-1", "huge": HUGE},
-                           "--auto-accept": {"negative": "-1", "huge": HUGE}}.items():
+                           "--auto-accept": {"negative": "-1", "huge": HUGE},
+                           "--max-shuffles": {"below_the_first": "199", "huge": HUGE}}.items():
         for case, value in values.items():
             yield BadInput(f"demo/{option.lstrip('-')}={case}", (*demo, option, value), (option,), db="new.duckdb")
     yield BadInput("demo/data_is_a_file", (*demo, "--data", "file"), ("file",), _text("file", "x"), db="new.duckdb")

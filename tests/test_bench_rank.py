@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_rank_bench_prints_a_json_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "rank.py"), "--epochs", "1", "--bins", "8000", "--examples", "4000",
-         "--features", "64"],
+         "--features", "64", "--max-shuffles", "1000"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr
@@ -21,6 +21,7 @@ def test_rank_bench_prints_a_json_line(tmp_path: Path) -> None:
     assert result["bench"] == "rank"
     recovery, scale = result["recovery"], result["scale"]
     assert recovery["planted"] == 15 and recovery["epochs"] == 1 and recovery["bins"] == 8000
+    assert recovery["max_shuffles"] == 1000
     assert len(recovery["rank_of_each"]) == 15
     found = [rank for rank in recovery["rank_of_each"].values() if rank is not None]
     assert recovery["recovered_in_top30"] == len(found) and all(1 <= rank <= 30 for rank in found)

@@ -15,9 +15,9 @@ def demo_db(tmp_path_factory):
     from tests.conftest import run_cli
 
     folder = tmp_path_factory.mktemp("demo")
-    # ranking is most of it: ~70 s on a quiet 2-core machine, several times that on a busy one
-    result = run_cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--db", "demo.duckdb", cwd=folder,
-                     timeout=600)
+    # --max-shuffles 1000: the ranking's late rounds (up to 25,000 shuffles) were most of a 90-s demo here
+    result = run_cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--max-shuffles", "1000",
+                     "--db", "demo.duckdb", cwd=folder, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "imported 'sample'" in result.stderr
     return folder / "demo.duckdb"

@@ -210,7 +210,7 @@ def test_a_killed_worker_loses_its_pack_only_and_resume_trains_it_again(db):
 
 
 def test_killing_the_owner_loses_no_finished_trial(db):
-    args = ["--dataset", "small", "--grid", "d_sae=16,24,32 k=2", "--epochs", "20", "--max-parallel", "1"]
+    args = ["--dataset", "small", "--grid", "d_sae=16,24,32 k=2", "--epochs", "8", "--max-parallel", "1"]
     owner = subprocess.Popen([sys.executable, "-m", "tui.cli", "sweep", *args, "--db", str(db)], cwd=db.parent,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -206,7 +206,7 @@ def test_a_transcoder_between_halves_recovers_the_ensembles_and_beats_ridge(tmp_
     db = str(tmp_path / "t.duckdb")
     steps = [["import", "data/counts.npz", "--meta", "data/metadata.parquet", "--name", "s", "--unit-meta", str(meta)],
              ["train", "--dataset", "s", "--inputs", "area=CA3", "--targets", "area=CA1"],
-             ["rank", "--run", "1"]]
+             ["rank", "--run", "1", "--max-shuffles", "1000"]]  # the late rounds of p-values are not tested here
     said = []
     for args in steps:
         result = run_cli(*args, "--db", db, cwd=tmp_path, timeout=900)

@@ -39,14 +39,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sample_data import SampleConfig
     from tui.progress import training_progress
 
+    from engine.analysis.rank import rank_config
+
     check_demo_options(args.seed, args.epochs, args.auto_accept, args.data)  # before the database is made
+    ranking = rank_config(args.max_shuffles)
     db = open_store(args)
     data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
     try:
         with training_progress() as (on_progress, cancel):
             run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: say(f"demo: {m}"),
                      on_train_progress=on_progress, cancel=cancel, epochs=args.epochs,
-                     auto_accept=args.auto_accept)
+                     auto_accept=args.auto_accept, rank_settings=ranking)
     except BaseException:
         db.close()
         raise
@@ -302,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 15; 0 skips)")
     demo.add_argument("--data", metavar="DIR", help="where to write the sample files (default: demo_data/ "
                                                    "beside the database)")
+    demo.add_argument("--max-shuffles", type=int, default=None, metavar="N",
+                      help="most shuffles behind one p-value of the ranking (default 25000, as mini rank; fewer "
+                           "ranks sooner with coarser p-values)")
 
     from tui.cli_imports import add_import_commands
 
