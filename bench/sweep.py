@@ -83,7 +83,7 @@ def sequential(db_path: Path, grid: str, epochs: int) -> tuple[float, dict[tuple
     """One train_run per pack, as `mini train` builds its spec; returns (wall seconds, val FVU per
     (arch, d_sae, loss, k))."""
     from engine.pipeline import RunSpec, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from store import Store
 

@@ -57,7 +57,7 @@ from engine.analysis.rank import rank_config, rank_run
 from engine.demo import DEMO_RUN, auto_accept_top
 from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, dataset_matrix, train_run
-from engine.sae.model import SAEConfig
+from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.validation.labels import label_feature
 from engine.validation.validate import ValidateConfig, choose_threshold, cooccurrence

@@ -18,7 +18,7 @@ from engine.errors import InputError
 from engine.ingest.importer import ImportOptions, ImportResult, import_files
 from engine.options import MAX_EPOCHS, check_integer, check_seed
 from engine.pipeline import RunSpec, train_run
-from engine.sae.model import SAEConfig
+from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig, TrainProgress
 from engine.validation.labels import label_feature
 from engine.validation.validate_run import validate_run

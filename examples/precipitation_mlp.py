@@ -36,7 +36,7 @@ from engine.analysis.rank import rank_run  # noqa: E402
 from engine.ingest.capture import capture_activations, prepare_activation_dataset  # noqa: E402
 from engine.ingest.importer import ImportOptions, store_dataset  # noqa: E402
 from engine.pipeline import RunSpec, train_run  # noqa: E402
-from engine.sae.model import SAEConfig  # noqa: E402
+from engine.sae.config import SAEConfig  # noqa: E402
 from engine.sae.train import TrainConfig  # noqa: E402
 from store import Store  # noqa: E402
 from store.quality import run_flags  # noqa: E402

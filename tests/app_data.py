@@ -18,7 +18,7 @@ from engine.analysis.rank import rank_run
 from engine.demo import auto_accept_top
 from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, train_run
-from engine.sae.model import SAEConfig
+from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.validation.validate import ValidateConfig
 from engine.validation.validate_run import validate_run

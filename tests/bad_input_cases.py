@@ -338,7 +338,7 @@ def _no_variable_database(folder: Path) -> None:
     """x.duckdb: a recording imported with no behaviour (metadata of trial and time only), trained."""
     from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from store import Store
 

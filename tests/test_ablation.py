@@ -15,7 +15,7 @@ from engine.analysis.predicates import parse_predicate
 from engine.epochs import resolve_epoch
 from engine.ingest.importer import ImportOptions, import_files
 from engine.pipeline import RunSpec, train_run
-from engine.sae.model import SAEConfig
+from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.validation.ablation import SAEMaterial, necessity
 from engine.validation.labels import label_feature
@@ -232,7 +232,7 @@ def test_top_k_selection_is_the_stacks():
     """select_values's top-k rule (bins × d_sae in numpy) picks what SAEStack.encode picks for a top-k SAE."""
     import torch
 
-    from engine.sae.model import SAEConfig, SAEStack
+    from engine.sae.config import SAEConfig, SAEStack
     from engine.validation.ablation import select_values
 
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_the_shortcut_scores_equal_a_fresh_encode_of_the_zeroed_input(db):
 
     import torch
 
-    from engine.sae.model import SAEConfig, SAEStack
+    from engine.sae.config import SAEConfig, SAEStack
     from engine.validation.ablation import ablated_scores, code_scores, fit_readout, reconstruct
 
     feature, value = _condition_feature(db)

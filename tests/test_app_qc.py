@@ -272,7 +272,7 @@ def test_no_flags_says_so(app_db: Path) -> None:
 def test_the_datasets_import_flags_are_listed_after_the_saes(app_db: Path, tmp_path: Path) -> None:
     from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from tests.app_data import write_flagged_recording
 

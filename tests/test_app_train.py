@@ -86,7 +86,7 @@ def run_rows(db_path: Path) -> list[dict[str, Any]]:
 def test_form_defaults_are_mini_trains() -> None:
     """The form starts where `mini train --dataset X` starts, and the engine's own defaults agree."""
     from engine.pipeline import RunSpec
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from tui.cli import build_parser
 

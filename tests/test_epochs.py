@@ -126,7 +126,7 @@ def test_training_never_sees_a_bin_outside_the_epoch(db: Path, monkeypatch: pyte
     import engine.pipeline
     from engine.epochs import Epoch
     from engine.pipeline import RunSpec, dataset_matrix, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from store import Store
 

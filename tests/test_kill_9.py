@@ -137,7 +137,7 @@ def base_db(tmp_path_factory) -> Path:
     from engine.analysis.rank import rank_config, rank_run
     from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from engine.validation.labels import label_feature
     from engine.validation.validate import ValidateConfig

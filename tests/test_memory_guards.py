@@ -194,7 +194,7 @@ def test_validate_sizes_the_labelled_features_activations(tmp_path: Path) -> Non
     """Many labelled features of a recording of few units: their activations, not the counts, are the big part."""
     from engine.ingest.importer import ImportOptions, import_files
     from engine.pipeline import RunSpec, train_run
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from engine.validation.labels import label_feature
     from store import Store

@@ -364,7 +364,7 @@ def test_kill_9_mid_training_leaves_an_interrupted_run_that_resumes(db, cli):
 def test_a_run_killed_before_its_first_checkpoint_says_it_starts_again(db, cli):
     """No checkpoint to continue from: the resumed run trains from epoch 1, and says so."""
     from engine.pipeline import RunSpec, spec_to_config
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from store import Store
     from store.runs import start_run

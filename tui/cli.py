@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     epoch = _epoch(args)
     from engine.errors import InputError
     from engine.pipeline import RunSpec
-    from engine.sae.model import SAEConfig
+    from engine.sae.config import SAEConfig
     from engine.sae.train import TrainConfig
     from tui.progress import run_with_progress
 

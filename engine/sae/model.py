@@ -30,96 +30,19 @@ and the targets at b_dec, which trains as in an SAE; inputs and targets have the
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
+from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
+from engine.sae.config import SAEConfig
 from engine.sae.selection import batch_cutoffs, batch_top
 from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode
 
-ARCHITECTURES = ("batchtopk", "topk", "matryoshka", "relu")
 CHUNK_ELEMENTS = 1 << 22
 """Pre-activations per chunk of SAEStack.chunk_rows (16 MiB of float32)."""
-LOSSES = ("mse", "msle", "poisson")
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    """What the SAEs of one stack are; every SAE in a stack shares these except `ks` and the seed."""
-
-    architecture: str = "batchtopk"
-    """batchtopk, topk, matryoshka (nested BatchTopK prefixes) or relu (ReLU + L1)."""
-    d_sae: int = 512
-    """Number of latents (features) per SAE."""
-    ks: tuple[int, ...] = (8,)
-    """Active latents per example, one per SAE of the stack (a k sweep); TopK exactly, BatchTopK on average."""
-    matryoshka_sizes: tuple[int, ...] = ()
-    """Prefix sizes, increasing, ending at d_sae; default d_sae/8, /4, /2, 1."""
-    matryoshka_k_fractions: tuple[float, ...] = ()
-    """Share of k used by each prefix (cumulative, ending at 1); default 1/4, 1/2, 3/4, 1."""
-    matryoshka_weights: tuple[float, ...] = ()
-    """Loss weight of each prefix's reconstruction; default equal, summing to 1."""
-    l1_coefficient: float = 3e-3
-    """ReLU only: weight of the L1 penalty on activations × decoder norms."""
-    loss: str = "mse"
-    """Reconstruction loss: mse, msle (log(τ+x) vs log(τ+x̂)) or poisson (negative log-likelihood)."""
-    msle_tau: float = 1.0
-    """τ of the MSLE loss: counts below about τ are compared almost linearly."""
-    nonnegative_output: bool = True
-    """Clamp reconstructions at 0 (spike counts); Poisson always uses a positive rate."""
-    output: str = "clamped"
-    """How MSE training treats the clamp at 0: 'clamped' (forward clamped, gradient straight through:
-    decoder rows match whole ensembles) or 'linear' (no clamp while training: lower FVU, as it also
-    reconstructs more of each example's noise, with decoder rows that mix ensembles). See _output."""
-    aux_k: int | None = None
-    """Dead latents used by the AuxK loss per example; default d_in // 2."""
-    aux_coefficient: float = 1 / 32
-    """Weight of the AuxK loss."""
-    dead_after_examples: int = 50_000
-    """A latent that has not fired for this many training examples counts as dead."""
-    threshold_momentum: float = 0.99
-    """BatchTopK: momentum of the running inference threshold."""
-
-    def validate(self, d_in: int) -> None:
-        """Refuse settings that cannot train, in one line each."""
-        if self.architecture not in ARCHITECTURES:
-            raise InputError(f"--arch {self.architecture}: unknown (use {', '.join(ARCHITECTURES)})")
-        if self.loss not in LOSSES:
-            raise InputError(f"--loss {self.loss}: unknown (use {', '.join(LOSSES)})")
-        if self.output not in ("clamped", "linear"):
-            raise InputError(f"--output {self.output}: unknown (use clamped or linear)")
-        if self.d_sae < 1:
-            raise InputError(f"--d-sae {self.d_sae}: must be at least 1")
-        if not self.ks:
-            raise InputError("--k: at least one value")
-        for k in self.ks:
-            if self.architecture != "relu" and not 1 <= k <= self.d_sae:
-                raise InputError(f"--k {k}: must be between 1 and --d-sae ({self.d_sae})")
-        if d_in < 1:
-            raise InputError("the dataset has no units")
-        if self.architecture == "matryoshka":
-            sizes, fractions, weights = self.levels()
-            if list(sizes) != sorted(set(sizes)) or sizes[-1] != self.d_sae or sizes[0] < 1:
-                raise InputError(f"matryoshka sizes {sizes}: must increase and end at d_sae ({self.d_sae})")
-            if not (len(fractions) == len(weights) == len(sizes)):
-                raise InputError("matryoshka sizes, k fractions and weights must have the same length")
-            if any(b <= a for a, b in itertools.pairwise(fractions)) or abs(fractions[-1] - 1) > 1e-9:
-                raise InputError(f"matryoshka k fractions {fractions}: must increase and end at 1")
-
-    def levels(self) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
-        """(prefix sizes, cumulative k fractions, loss weights); one level for non-Matryoshka SAEs."""
-        if self.architecture != "matryoshka":
-            return (self.d_sae,), (1.0,), (1.0,)
-        sizes = self.matryoshka_sizes or tuple(
-            s for s in dict.fromkeys(max(1, self.d_sae * m // 8) for m in (1, 2, 4, 8))
-        )
-        n = len(sizes)
-        fractions = self.matryoshka_k_fractions or tuple((i + 1) / n for i in range(n))
-        weights = self.matryoshka_weights or tuple(1 / n for _ in range(n))
-        return tuple(sizes), tuple(fractions), tuple(weights)
 
 
 class SparseCode(NamedTuple):
@@ -150,50 +73,6 @@ class ForwardOutput(NamedTuple):
     appears only once latents count as dead, and would read as a jump in the total)."""
     l0: torch.Tensor
     """[n] mean active latents per example."""
-
-
-class _ClampedStraightThrough(torch.autograd.Function):
-    """relu(x) forward, identity backward: `x + (relu(x) - x).detach()` (the same values bit for bit) in one
-    operation instead of three, and no backward operation at all."""
-
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        return F.relu(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return grad
-
-
-class _ClampedMSE(torch.autograd.Function):
-    """The default training output and loss in one operation: reconstruction = relu((decoded + b_dec) · scale), and
-    per SAE the mean squared error against the target, with the clamp's gradient passed straight through (as
-    _ClampedStraightThrough, then F.mse_loss and a mean). The backward is one multiplication; the generic ops
-    kept four [n, B, d] intermediates and six passes over them per step."""
-
-    @staticmethod
-    def forward(ctx, decoded, b_dec, target, scale):  # type: ignore[override]
-        out = decoded + b_dec.unsqueeze(1)
-        if scale is not None:
-            out.mul_(scale)
-        reconstruction = out.relu_()
-        difference = reconstruction - target  # target [B, d] or [n, B, d]
-        n = difference.shape[0]
-        count = difference[0].numel()
-        # Autocast leaves norms in float32, so this is the float32 sum of squares whatever the context.
-        loss = torch.linalg.vector_norm(difference.view(n, -1), dim=1).square_().div_(count)
-        ctx.save_for_backward(difference, scale)
-        ctx.count = count
-        ctx.mark_non_differentiable(reconstruction)
-        return reconstruction, loss
-
-    @staticmethod
-    def backward(ctx, _grad_reconstruction, grad_loss):  # type: ignore[override]
-        difference, scale = ctx.saved_tensors
-        grad = difference * (grad_loss * (2 / ctx.count)).view(-1, 1, 1)
-        if scale is not None:
-            grad.mul_(scale)
-        return grad, grad.sum(1), None, None
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 100, eps: float = 1e-8) -> torch.Tensor:
@@ -421,16 +300,16 @@ class SAEStack(torch.nn.Module):
             return F.relu(out)
         if self.config.output == "linear":
             return out
-        return _ClampedStraightThrough.apply(out)
+        return ClampedStraightThrough.apply(out)
 
     def _output_and_loss(self, decoded: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction [n, B, d] in target units, [n] reconstruction loss) of decoded codes without b_dec, against
-        targets [B, d]: the default training case fused (_ClampedMSE), every other case as _output and
+        targets [B, d]: the default training case fused (ClampedMSE), every other case as _output and
         _reconstruction_loss."""
         config = self.config
         if (self.training and config.loss == "mse" and config.nonnegative_output and config.output == "clamped"
                 and decoded.dtype in (torch.float32, torch.float64)):
-            return _ClampedMSE.apply(decoded, self.b_dec, target, None if self.unit_scale else self.scale)
+            return ClampedMSE.apply(decoded, self.b_dec, target, None if self.unit_scale else self.scale)
         reconstruction = self._output(decoded + self.b_dec.unsqueeze(1))
         return reconstruction, self._reconstruction_loss(target.expand_as(reconstruction), reconstruction)
 

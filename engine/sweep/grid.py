@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engine.errors import InputError
-from engine.sae.model import ARCHITECTURES, LOSSES
+from engine.sae.config import ARCHITECTURES, LOSSES
 
 GRID_KEYS = {
     "arch": "architecture: " + ", ".join(ARCHITECTURES),

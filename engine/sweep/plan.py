@@ -24,7 +24,7 @@ from engine.pipeline import (
     resolve_settings,
     spec_to_config,
 )
-from engine.sae.model import SAEConfig
+from engine.sae.config import SAEConfig
 from engine.sae.model_data import ModelData, model_data
 from engine.sae.train import TrainConfig
 from engine.sweep.folder import SweepFolder, write_json

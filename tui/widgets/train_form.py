@@ -101,7 +101,7 @@ class TrainSettings:
         """The engine's RunSpec, built as `mini train` builds it (imports torch: call it in a worker)."""
         from engine.epochs import Epoch
         from engine.pipeline import RunSpec
-        from engine.sae.model import SAEConfig
+        from engine.sae.config import SAEConfig
         from engine.sae.train import TrainConfig
 
         return RunSpec(
