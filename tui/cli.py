@@ -35,11 +35,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.analysis.rank import rank_config
     from engine.demo import check_demo_options, run_demo
     from sample_data import SampleConfig
     from tui.progress import training_progress
-
-    from engine.analysis.rank import rank_config
 
     check_demo_options(args.seed, args.epochs, args.auto_accept, args.data)  # before the database is made
     ranking = rank_config(args.max_shuffles)
