@@ -232,7 +232,7 @@ def test_top_k_selection_is_the_stacks():
     """select_values's top-k rule (bins × d_sae in numpy) picks what SAEStack.encode picks for a top-k SAE."""
     import torch
 
-    from engine.sae.config import SAEConfig, SAEStack
+    from engine.sae.model import SAEConfig, SAEStack
     from engine.validation.ablation import select_values
 
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_the_shortcut_scores_equal_a_fresh_encode_of_the_zeroed_input(db):
 
     import torch
 
-    from engine.sae.config import SAEConfig, SAEStack
+    from engine.sae.model import SAEConfig, SAEStack
     from engine.validation.ablation import ablated_scores, code_scores, fit_readout, reconstruct
 
     feature, value = _condition_feature(db)

@@ -238,6 +238,8 @@ class CodeGroup:
     swapped: list[tuple[np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
     """Per by-trial member: its trial codes × stride, the rows without a value, and its missing code × stride."""
     fixed: np.ndarray | None = None
+    short: RowView | None = None
+    """With pair_counts: the rows of trials too short to shift."""
     pair_counts: list[PairCounts | None] | None = None
     """Where members keep part of their code fixed: each member's rows per code by lookup (None for a member
     without a fixed part), or None where a lag table would be too large (then counted over every row)."""
@@ -280,7 +282,11 @@ class CodeGroup:
         table = table.astype(np.float64, copy=False) @ self.marginals
         bounds = np.cumsum([m.n_codes for m in self.members])[:-1]
         if self.fixed is not None and shuffle is not None and self.pair_counts is not None:
-            rows = [self._rows(m, trials, shuffle) if counts is None else counts.at(trials, shuffle)
+            assert self.short is not None
+            short_sources = self.short.sources(trials, shuffle) \
+                if shuffle.offsets is not None and len(self.short.rows) else None
+            rows = [self._rows(m, trials, shuffle) if counts is None
+                    else counts.at(shuffle.offsets, shuffle.order, short_sources)
                     for m, counts in zip(self.members, self.pair_counts, strict=True)]
         elif self.fixed is not None and shuffle is not None:  # part moves, part stays: joint counts change
             assert everything is not None
@@ -295,8 +301,11 @@ class CodeGroup:
         if self.fixed is None:
             return
         long = trials.lengths >= MIN_SHIFT_TRIAL
-        short = RowView.of(trials, np.flatnonzero(~long[trials.row_trial]))
-        counts = [None if m.fixed is None else PairCounts.build(m, trials, long, short) for m in self.members]
+        self.short = RowView.of(trials, np.flatnonzero(~long[trials.row_trial]))
+        counts = [None if m.fixed is None else
+                  PairCounts.build(m.codes, m.fixed, m.n_fixed, m.n_codes, m.by_trial, m.absent, trials.row_trial,
+                                   trials.starts, trials.lengths, long, self.short.rows)
+                  for m in self.members]
         built = all(c is not None for c, m in zip(counts, self.members, strict=True) if m.fixed is not None)
         self.pair_counts = counts if built else None
 

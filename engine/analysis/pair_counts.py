@@ -15,12 +15,8 @@ codes) `PairCounts.build` returns None and engine.analysis.nulls counts directly
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from engine.analysis.nulls import Member, RowView, Shuffle, Trials
 
 LAG_TABLE_LIMIT = 1 << 25
 """Most entries of a member's lag table (uint16 where every trial is shorter than 65,536 rows: 64 MB), and most
@@ -40,7 +36,7 @@ class PairCounts:
     """Shifted member: first row of each trial long enough to shift."""
     long_trials: np.ndarray | None = None
     """Shifted member: those trials' indices."""
-    short: RowView | None = None
+    short_rows: np.ndarray | None = None
     """Shifted member: the rows of trials too short to shift (their blocks are permuted; counted directly)."""
     moving: np.ndarray | None = None
     """Shifted member: [rows] moving code × n_fixed."""
@@ -55,49 +51,52 @@ class PairCounts:
     """Swapped member: [n_codes] rows without a value (they keep the missing code under every swap)."""
 
     @classmethod
-    def build(cls, member: Member, trials: Trials, long: np.ndarray, short: RowView) -> PairCounts | None:
-        """`long`: [trials] bool, the trials a shift moves; `short`: the rows of the others. None where the lag
-        table would pass LAG_TABLE_LIMIT."""
-        assert member.fixed is not None
-        n_fixed, n_codes = member.n_fixed, member.n_codes
-        fixed = member.fixed.astype(np.int64)
-        if member.by_trial is not None:
-            present = np.ones(len(fixed), bool) if member.absent is None else ~member.absent
-            per_trial = np.bincount(trials.row_trial[present] * n_fixed + fixed[present],
-                                    minlength=trials.n_trials * n_fixed).reshape(trials.n_trials, n_fixed)
+    def build(cls, codes: np.ndarray, fixed: np.ndarray, n_fixed: int, n_codes: int, by_trial: np.ndarray | None,
+              absent: np.ndarray | None, row_trial: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+              long: np.ndarray, short_rows: np.ndarray) -> PairCounts | None:
+        """A member's counts (engine.analysis.nulls.Member: `codes` moving, `fixed` kept, `by_trial` set where whole
+        trials swap values, `absent` rows without a value) over trials given by each row's trial, their starts and
+        lengths; `long`: [trials] bool, the trials a shift moves; `short_rows`: the rows of the others. None where
+        the lag table would pass LAG_TABLE_LIMIT."""
+        n_trials = len(starts)
+        fixed = fixed.astype(np.int64)
+        if by_trial is not None:
+            present = np.ones(len(fixed), bool) if absent is None else ~absent
+            per_trial = np.bincount(row_trial[present] * n_fixed + fixed[present],
+                                    minlength=n_trials * n_fixed).reshape(n_trials, n_fixed)
             missing = n_codes // n_fixed - 1
             without = np.bincount(missing * n_fixed + fixed[~present], minlength=n_codes)
-            return cls(n_codes, by_trial=member.by_trial.astype(np.int64), per_trial=per_trial.astype(np.float64),
-                       n_fixed=n_fixed,
-                       without_value=without.astype(np.float64))
+            return cls(n_codes, by_trial=by_trial.astype(np.int64), per_trial=per_trial.astype(np.float64),
+                       n_fixed=n_fixed, without_value=without.astype(np.float64))
         long_trials = np.flatnonzero(long)
-        lengths = trials.lengths[long_trials]
+        long_lengths = lengths[long_trials]
         n_rows = len(fixed)
-        if n_rows * n_codes > LAG_TABLE_LIMIT or int((lengths**2).sum()) > LAG_TABLE_LIMIT:
+        if n_rows * n_codes > LAG_TABLE_LIMIT or int((long_lengths**2).sum()) > LAG_TABLE_LIMIT:
             return None
-        moving = member.codes.astype(np.int64) * n_fixed
-        table = np.zeros((n_rows, n_codes), np.uint16 if lengths.max(initial=0) < 1 << 16 else np.int32)
+        moving = codes.astype(np.int64) * n_fixed
+        table = np.zeros((n_rows, n_codes), np.uint16 if long_lengths.max(initial=0) < 1 << 16 else np.int32)
         for trial in long_trials:  # a few hundred trials; each a [L, L] count
-            start, length = int(trials.starts[trial]), int(trials.lengths[trial])
+            start, length = int(starts[trial]), int(lengths[trial])
             position = np.arange(length)
             source = start + (position[None, :] + position[:, None]) % length  # [lag, row]: what row receives
             codes = moving[source] + fixed[start + position][None, :]
             lagged = position[:, None] * n_codes + codes
             table[start:start + length] = np.bincount(lagged.ravel(), minlength=length * n_codes).reshape(length,
                                                                                                           n_codes)
-        return cls(n_codes, lag_table=table, long_starts=trials.starts[long_trials], long_trials=long_trials,
-                   short=short, moving=moving, fixed=fixed)
+        return cls(n_codes, lag_table=table, long_starts=starts[long_trials], long_trials=long_trials,
+                   short_rows=short_rows, moving=moving, fixed=fixed)
 
-    def at(self, trials: Trials, shuffle: Shuffle) -> np.ndarray:
-        """[n_codes] float64 rows per code under `shuffle`."""
+    def at(self, offsets: np.ndarray | None, order: np.ndarray, short_sources: np.ndarray | None) -> np.ndarray:
+        """[n_codes] float64 rows per code under a shuffle: its shift per trial (`offsets`), its order of whole
+        trials (`order`: trial t takes the value of trial order[t]) and the rows whose values the short trials'
+        rows take (`short_sources`, in the order of `short_rows`)."""
         if self.by_trial is not None:
             assert self.per_trial is not None and self.without_value is not None
-            value = self.by_trial[shuffle.order]  # trial t takes the value of trial order[t]
-            codes = value[:, None] * self.n_fixed + np.arange(self.n_fixed)
+            codes = self.by_trial[order][:, None] * self.n_fixed + np.arange(self.n_fixed)
             return np.bincount(codes.ravel(), self.per_trial.ravel(), minlength=self.n_codes) + self.without_value
-        assert self.lag_table is not None and self.long_trials is not None and shuffle.offsets is not None
-        counts = self.lag_table[self.long_starts + shuffle.offsets[self.long_trials]].sum(axis=0, dtype=np.int64)
-        if self.short is not None and len(self.short.rows):
-            source = self.short.sources(trials, shuffle)
-            counts += np.bincount(self.moving[source] + self.fixed[self.short.rows], minlength=self.n_codes)
+        assert self.lag_table is not None and self.long_trials is not None and offsets is not None
+        counts = self.lag_table[self.long_starts + offsets[self.long_trials]].sum(axis=0, dtype=np.int64)
+        if self.short_rows is not None and len(self.short_rows):
+            assert short_sources is not None and self.moving is not None and self.fixed is not None
+            counts += np.bincount(self.moving[short_sources] + self.fixed[self.short_rows], minlength=self.n_codes)
         return counts.astype(np.float64)
