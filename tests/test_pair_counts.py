@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 import engine.analysis.pair_counts as pair_counts
-from engine.analysis.nulls import CodeGroup, Member, RowView, Shuffle, Trials, null_exceedances, shift_offsets
+from engine.analysis.nulls import (
+    MIN_SHIFT_TRIAL,
+    CodeGroup,
+    Member,
+    RowView,
+    Shuffle,
+    Trials,
+    null_exceedances,
+    shift_offsets,
+)
 
 
 def recording(seed: int) -> tuple[Trials, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -44,7 +53,8 @@ def test_rows_per_code_by_lookup_equal_the_direct_count(seed: int) -> None:
     trials, x, v, by_trial, absent = recording(seed)
     group = CodeGroup(members(x, v, by_trial, absent))
     group.prepare()
-    group.prepare_pair_counts(trials)
+    short = RowView.of(trials, np.flatnonzero(trials.row_len < MIN_SHIFT_TRIAL))
+    group.prepare_pair_counts(trials, short)
     assert group.pair_counts is not None and all(c is not None for c in group.pair_counts)
     n = len(x)
     everything = RowView.of(trials, np.arange(n))
@@ -56,7 +66,8 @@ def test_rows_per_code_by_lookup_equal_the_direct_count(seed: int) -> None:
     for s in range(200):
         shuffle = Shuffle.draw(trials, np.random.default_rng([seed, 1 + s]), 0.1, hub, True)
         source = entries.sources(trials, shuffle)
-        lookup = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer)[1]
+        lookup = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer,
+                              short.sources(trials, shuffle))[1]
         counts, group.pair_counts = group.pair_counts, None
         direct = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer)[1]
         group.pair_counts = counts

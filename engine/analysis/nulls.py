@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from scipy.special import xlogy
 from threadpoolctl import threadpool_limits
 
-from engine.analysis.pair_counts import PairCounts
+from engine.analysis.pair_counts import ShiftedCounts, SwappedCounts, pair_counts
 from engine.errors import Cancelled
 
 MIN_SHIFT_TRIAL = 5
@@ -238,9 +238,7 @@ class CodeGroup:
     swapped: list[tuple[np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
     """Per by-trial member: its trial codes × stride, the rows without a value, and its missing code × stride."""
     fixed: np.ndarray | None = None
-    short: RowView | None = None
-    """With pair_counts: the rows of trials too short to shift."""
-    pair_counts: list[PairCounts | None] | None = None
+    pair_counts: list[ShiftedCounts | SwappedCounts | None] | None = None
     """Where members keep part of their code fixed: each member's rows per code by lookup (None for a member
     without a fixed part), or None where a lag table would be too large (then counted over every row)."""
 
@@ -272,19 +270,19 @@ class CodeGroup:
 
     def tables(self, entries: RowView, everything: RowView | None, data: np.ndarray, indptr: np.ndarray,
                trials: Trials, shuffle: Shuffle | None, source: np.ndarray | None,
-               buffer: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+               buffer: np.ndarray, short_sources: np.ndarray | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Each member's [features, n_codes] table and rows per code under one shuffle (None: as observed).
         `source`: the entries' source rows under the shuffle (computed once for all groups); `everything`
-        views every row: needed only when a member keeps part of its code fixed."""
+        views every row: needed only when a member keeps part of its code fixed and its counts have no lookup
+        (pair_counts); `short_sources`: under the shuffle, the source rows of the rows of trials too short to
+        shift, for the lookups (computed once for all groups)."""
         codes = self.codes_at(entries, trials, shuffle, buffer, source)
         table = feature_code_table(indptr, codes, data, self.size)
         # marginals by one small matmul: summing a 5-axis table over 4 axes at a time is ~10x slower
         table = table.astype(np.float64, copy=False) @ self.marginals
         bounds = np.cumsum([m.n_codes for m in self.members])[:-1]
         if self.fixed is not None and shuffle is not None and self.pair_counts is not None:
-            assert self.short is not None
-            short_sources = self.short.sources(trials, shuffle) \
-                if shuffle.offsets is not None and len(self.short.rows) else None
             rows = [self._rows(m, trials, shuffle) if counts is None
                     else counts.at(shuffle.offsets, shuffle.order, short_sources)
                     for m, counts in zip(self.members, self.pair_counts, strict=True)]
@@ -296,15 +294,15 @@ class CodeGroup:
             rows = [self._rows(m, trials, shuffle) for m in self.members]
         return np.split(table, bounds, axis=1), rows
 
-    def prepare_pair_counts(self, trials: Trials) -> None:
-        """Tabulate the rows per code of members with a fixed part (engine.analysis.pair_counts)."""
+    def prepare_pair_counts(self, trials: Trials, short: RowView) -> None:
+        """Tabulate the rows per code of members with a fixed part (engine.analysis.pair_counts); `short`: the
+        rows of trials too short to shift."""
         if self.fixed is None:
             return
         long = trials.lengths >= MIN_SHIFT_TRIAL
-        self.short = RowView.of(trials, np.flatnonzero(~long[trials.row_trial]))
         counts = [None if m.fixed is None else
-                  PairCounts.build(m.codes, m.fixed, m.n_fixed, m.n_codes, m.by_trial, m.absent, trials.row_trial,
-                                   trials.starts, trials.lengths, long, self.short.rows)
+                  pair_counts(m.codes, m.fixed, m.n_fixed, m.n_codes, m.by_trial, m.absent, trials.row_trial,
+                              trials.starts, trials.lengths, long, short.rows)
                   for m in self.members]
         built = all(c is not None for c, m in zip(counts, self.members, strict=True) if m.fixed is not None)
         self.pair_counts = counts if built else None
@@ -373,11 +371,13 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     uniform over a group already and need no hub.
 
     `cancel` set stops the shuffles at the next block of SHUFFLE_BLOCK (engine.errors.Cancelled)."""
+    short = RowView.of(trials, np.flatnonzero(trials.row_len < MIN_SHIFT_TRIAL))  # their blocks are permuted
     for group in groups:
         group.prepare()
-        group.prepare_pair_counts(trials)
+        group.prepare_pair_counts(trials, short)
     members = [m for g in groups for m in g.members]
     needs_shift = any(m.by_trial is None for m in members)
+    looks_up = any(g.pair_counts is not None for g in groups)
     entries = RowView.of(trials, entry_rows)
     everything = RowView.of(trials, np.arange(len(trials.row_start))) \
         if any(g.fixed is not None and g.pair_counts is None for g in groups) else None
@@ -385,8 +385,11 @@ def null_exceedances(groups: list[CodeGroup], entry_rows: np.ndarray, indptr: np
     def statistics(shuffle: Shuffle | None, buffer: np.ndarray) -> dict[int, np.ndarray]:
         out = {}
         source = entries.sources(trials, shuffle) if shuffle is not None and needs_shift else None
+        short_sources = short.sources(trials, shuffle) \
+            if looks_up and shuffle is not None and needs_shift and len(short.rows) else None
         for group in groups:
-            tables, rows = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer)
+            tables, rows = group.tables(entries, everything, data, indptr, trials, shuffle, source, buffer,
+                                        short_sources)
             for member, table, code_rows in zip(group.members, tables, rows, strict=True):
                 out[member.key] = member.statistic(table, code_rows)
         return out
