@@ -39,7 +39,7 @@ from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
 from engine.sae.selection import batch_cutoffs, batch_top
-from engine.sae.sparse_ops import Entries, sparse_decode, sparse_encode
+from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
 CHUNK_ELEMENTS = 1 << 22
 """Pre-activations per chunk of SAEStack.chunk_rows (16 MiB of float32)."""
@@ -254,8 +254,8 @@ class SAEStack(torch.nn.Module):
     def _entries(self, chosen: torch.Tensor, batch: int) -> Entries:
         """Entries of flat indices into [n, B, D]: row = sae · B + example, latent = sae · D + feature."""
         n, D = self.n, self.config.d_sae
-        row = chosen // D
-        latent = chosen - row * D if n == 1 else chosen - (row - row // batch) * D
+        row = index_div(chosen, D)
+        latent = chosen - row * D if n == 1 else chosen - (row - index_div(row, batch)) * D
         return Entries.build(row, latent, n * batch, n * D)
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -397,8 +397,8 @@ class SAEStack(torch.nn.Module):
             l0 = torch.zeros(n, device=x.device).index_add_(0, entries.row // batch, (values > 0).float()) / batch
         elif n == 1:
             l0 = torch.full((1,), len(values) / batch, device=x.device)
-        else:
-            l0 = torch.bincount(entries.row // batch, minlength=n).float() / batch
+        else:  # each SAE's entries are one run of rows: its count is a difference of two row offsets
+            l0 = entries.row_offsets[::batch].diff().float() / batch
         return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), reconstruction_loss, l0)
 
     def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
@@ -442,7 +442,7 @@ class SAEStack(torch.nn.Module):
         """Count examples since each latent fired; keep decoder rows unit-norm; track the threshold. `sync_free`: the
         code may hold entries with activation 0 (a sync-free forward's), which neither fire nor set the threshold."""
         n, D = self.n, self.config.d_sae
-        sae = code.row // batch if n > 1 else None
+        sae = index_div(code.row, batch) if n > 1 else None
         flat_latent = code.latent if sae is None else sae * D + code.latent
         if sync_free:
             fired = torch.zeros(n * D, dtype=torch.long, device=code.value.device)

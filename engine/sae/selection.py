@@ -13,6 +13,8 @@ Matryoshka band):
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -85,15 +87,15 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
     n, batch, width = band.shape
     per_sae = batch * width
     values_of = band.detach().numpy()
+    zeros = np.zeros((n, 1, 1), dtype=values_of.dtype)
     if estimate is None:
-        candidates = np.flatnonzero(values_of > 0)
+        candidates = _above(values_of, zeros)
     else:
-        floor = (0.9 * estimate).to(band.dtype).view(n, 1, 1).numpy()
-        candidates = np.flatnonzero(values_of > floor)
+        candidates = _above(values_of, (0.9 * estimate).to(band.dtype).view(n, 1, 1).numpy())
     bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
     counts = np.diff(bounds)
     if estimate is not None and (counts < np.asarray(budgets)).any():
-        candidates = np.flatnonzero(values_of > 0)
+        candidates = _above(values_of, zeros)
         bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
         counts = np.diff(bounds)
     values = values_of.reshape(-1)[candidates]  # a copy only where the band is a strided view (a Matryoshka band)
@@ -104,6 +106,34 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
             cutoffs[i] = np.partition(values[start:end], end - start - take)[end - start - take]
     keep = np.flatnonzero(values >= np.repeat(cutoffs, counts))
     return torch.from_numpy(candidates[keep]), torch.from_numpy(values[keep]), torch.from_numpy(cutoffs)
+
+
+_second_thread: ThreadPoolExecutor | None = None
+"""One worker thread for _above, made on first use (and made anew in a forked child, where it would not exist)."""
+
+
+def _forget_second_thread() -> None:
+    global _second_thread
+    _second_thread = None
+
+
+os.register_at_fork(after_in_child=_forget_second_thread)
+
+
+def _above(values_of: np.ndarray, floors: np.ndarray) -> np.ndarray:
+    """Flat indices of the entries of [n, B, W] above their SAE's floor ([n, 1, 1]). NumPy uses one core; where
+    PyTorch may use two, the second half of the SAEs is compared on a second thread (NumPy releases the GIL), as
+    PyTorch's own comparison and nonzero would have used both cores."""
+    n = values_of.shape[0]
+    if n < 2 or torch.get_num_threads() < 2:
+        return np.flatnonzero(values_of > floors)
+    global _second_thread
+    if _second_thread is None:
+        _second_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mini-selection")
+    half = n // 2
+    second = _second_thread.submit(lambda: np.flatnonzero(values_of[half:] > floors[half:]))
+    first = np.flatnonzero(values_of[:half] > floors[:half])
+    return np.concatenate((first, second.result() + half * values_of[0].size))
 
 
 def batch_top(band: torch.Tensor, budgets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
