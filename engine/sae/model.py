@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
+from engine.sae.screened_selection import native_bf16_matmul, screened_cutoffs
 from engine.sae.selection import batch_cutoffs, batch_top
 from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
@@ -251,6 +252,25 @@ class SAEStack(torch.nn.Module):
         order = torch.argsort(chosen // D, stable=True)
         return chosen[order], values[order], level[order]
 
+    def _screened_select(self, centred: torch.Tensor, centred_flat: torch.Tensor, batch: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """A CPU training step's BatchTopK through a bf16 screen (engine.sae.screened_selection: the same entries as
+        _select, at a fraction of the dense matmul's cost), or None where it does not apply: another architecture or
+        device, float32 not the arithmetic asked for, no hardware bf16, no cutoff yet, or dead latents (AuxK reads
+        the dense pre-activations)."""
+        if (self.config.architecture != "batchtopk" or centred.device.type != "cpu" or centred.dtype != torch.float32
+                or torch.is_autocast_enabled("cpu") or not native_bf16_matmul()):
+            return None
+        estimate = self.cutoff_estimate[:, 0]
+        if not all(value > 0 for value in estimate.tolist()) or bool(self.dead_mask().any()):
+            return None
+        found = screened_cutoffs(centred, centred_flat, self.W_enc, self.b_enc, self._budgets(batch)[0], estimate)
+        if found is None:
+            return None
+        chosen, values, cutoffs = found
+        self.cutoff_estimate[:, 0] = cutoffs
+        return chosen, values, torch.zeros(len(chosen), dtype=torch.long)
+
     def _entries(self, chosen: torch.Tensor, batch: int) -> Entries:
         """Entries of flat indices into [n, B, D]: row = sae · B + example, latent = sae · D + feature."""
         n, D = self.n, self.config.d_sae
@@ -357,10 +377,14 @@ class SAEStack(torch.nn.Module):
         n, batch, d = self.n, x.shape[0], self.d_out
         with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
             centred, normalised = self._centred(x)
-            pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
-            chosen, pre_values, level = self._select(pre, use_threshold, sync_free and not use_threshold)
+            centred_flat = centred.reshape(n * batch, self.d_in)
+            screened = None if use_threshold or sync_free else self._screened_select(centred, centred_flat, batch)
+            if screened is None:
+                pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
+                chosen, pre_values, level = self._select(pre, use_threshold, sync_free and not use_threshold)
+            else:  # no dense pre-activations: AuxK, which needs them, has no dead latents to work on
+                pre, (chosen, pre_values, level) = None, screened
         w_enc, b_enc, w_dec = self._flat()
-        centred_flat = centred.reshape(n * batch, self.d_in)
         entries = self._entries(chosen, batch)
         values = sparse_encode(pre_values, centred_flat, w_enc, b_enc, self._input_centre(), entries)
         code = SparseCode(entries.row, chosen - entries.row * self.config.d_sae, values, level)
@@ -401,7 +425,7 @@ class SAEStack(torch.nn.Module):
             l0 = entries.row_offsets[::batch].diff().float() / batch
         return ForwardOutput(reconstruction, code, loss_per_sae.sum(), loss_per_sae.detach(), reconstruction_loss, l0)
 
-    def _aux_loss(self, pre: torch.Tensor, centred_flat: torch.Tensor, normalised: torch.Tensor,
+    def _aux_loss(self, pre: torch.Tensor | None, centred_flat: torch.Tensor, normalised: torch.Tensor,
                   reconstruction: torch.Tensor, sync_free: bool = False) -> torch.Tensor:
         """AuxK: the dead latents' largest activations must explain what the live ones left over.
 
@@ -412,7 +436,8 @@ class SAEStack(torch.nn.Module):
         """
         dead = self.dead_mask()  # [n, D]
         if not (any(self.dead_hint) if sync_free else bool(dead.any())):
-            return torch.zeros(self.n, device=pre.device)
+            return torch.zeros(self.n, device=centred_flat.device)
+        assert pre is not None, "forward's screened selection skips the dense pre-activations only with no dead latent"
         n, batch, d = pre.shape[0], pre.shape[1], self.d_out
         aux_k = self.config.aux_k or max(1, self.d_out // 2)
         with torch.no_grad():

@@ -89,13 +89,13 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
     values_of = band.detach().numpy()
     zeros = np.zeros((n, 1, 1), dtype=values_of.dtype)
     if estimate is None:
-        candidates = _above(values_of, zeros)
+        candidates = above_floors(values_of, zeros)
     else:
-        candidates = _above(values_of, (0.9 * estimate).to(band.dtype).view(n, 1, 1).numpy())
+        candidates = above_floors(values_of, (0.9 * estimate).to(band.dtype).view(n, 1, 1).numpy())
     bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
     counts = np.diff(bounds)
     if estimate is not None and (counts < np.asarray(budgets)).any():
-        candidates = _above(values_of, zeros)
+        candidates = above_floors(values_of, zeros)
         bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
         counts = np.diff(bounds)
     values = values_of.reshape(-1)[candidates]  # a copy only where the band is a strided view (a Matryoshka band)
@@ -109,7 +109,7 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
 
 
 _second_thread: ThreadPoolExecutor | None = None
-"""One worker thread for _above, made on first use (and made anew in a forked child, where it would not exist)."""
+"""One worker thread for above_floors, made on first use (and made anew in a forked child, where it would not exist)."""
 
 
 def _forget_second_thread() -> None:
@@ -120,7 +120,7 @@ def _forget_second_thread() -> None:
 os.register_at_fork(after_in_child=_forget_second_thread)
 
 
-def _above(values_of: np.ndarray, floors: np.ndarray) -> np.ndarray:
+def above_floors(values_of: np.ndarray, floors: np.ndarray) -> np.ndarray:
     """Flat indices of the entries of [n, B, W] above their SAE's floor ([n, 1, 1]). NumPy uses one core; where
     PyTorch may use two, the second half of the SAEs is compared on a second thread (NumPy releases the GIL), as
     PyTorch's own comparison and nonzero would have used both cores."""

@@ -55,11 +55,7 @@ class Entries:
         chunks of fixed size (dots_by_gather), which no GPU backend has to synchronise for."""
         if left.device.type != "cpu":
             return dots_by_gather(left, right, self.row, self.latent)
-        with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
-            warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(self.row_offsets, self.latent, left.new_zeros(len(self.row)),
-                                              (self.n_rows, self.n_latents), check_invariants=False)
-        return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
+        return sampled_dots(self.row_offsets, self.latent, left, right)
 
     def sum_by_row(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """out[r] = Σ_entries in row r  weights · table[latent]   → [n_rows, d]."""
@@ -70,6 +66,17 @@ class Entries:
         """out[l] = Σ_entries of latent l  weights · table[row]   → [n_latents, d]."""
         return F.embedding_bag(self.row_by_latent, table, self.latent_offsets,
                                per_sample_weights=weights[self.by_latent], mode="sum", include_last_offset=True)
+
+
+def sampled_dots(row_offsets: torch.Tensor, column: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+                 ) -> torch.Tensor:
+    """left[row] · right[column] for entries sorted by row (row_offsets: CSR's row pointer over left's rows), as a
+    sampled matmul over their sparsity pattern (CPU)."""
+    with warnings.catch_warnings():  # CSR is "beta" in PyTorch; this one operation on it is stable
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(row_offsets, column, left.new_zeros(len(column)),
+                                          (left.shape[0], right.shape[0]), check_invariants=False)
+    return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
 
 GATHER_CHUNK = 1 << 16
