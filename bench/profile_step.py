@@ -28,7 +28,7 @@ from bench.train import BATCH, D_SAE, K, load_data
 from engine.sae.model import SAEConfig, SAEStack
 from engine.sae.train import TrainConfig, TrainData, Trainer
 
-PHASES = ("encoder matmul", "selection", "entries", "forward rest", "auxk", "backward",
+PHASES = ("encoder matmul", "selection", "screened selection", "entries", "forward rest", "auxk", "backward",
           "decoder-grad projection", "adam", "after-step bookkeeping")
 
 
@@ -55,8 +55,10 @@ def main() -> None:
     trainer = Trainer(stack, TrainData(train, val, cpu), TrainConfig(epochs=1000, batch_size=BATCH, device="cpu"))
     totals: dict[str, float] = defaultdict(float)
     # Nested phases (matmul, selection, entries, AuxK run inside forward) are timed inside and subtracted.
+    # "screened selection" (a CPU with hardware bf16, engine.sae.screened_selection) is the bf16 screen and the
+    # float32 pre-activations of the entries that pass: it takes the place of the matmul and the selection.
     for attribute, name in (("_pre_activations", "encoder matmul"), ("_select", "selection"),
-                            ("_entries", "entries"), ("_aux_loss", "auxk")):
+                            ("_screened_select", "screened selection"), ("_entries", "entries"), ("_aux_loss", "auxk")):
         setattr(stack, attribute, timed(totals, name, getattr(stack, attribute)))
     batches = (batch for epoch in range(1000) for batch in trainer.data.batches(epoch, BATCH, 0))
 
@@ -80,7 +82,7 @@ def main() -> None:
         step()
     wall = time.perf_counter() - started
     totals["forward rest"] = totals.pop("forward") - sum(totals[p] for p in ("encoder matmul", "selection",
-                                                                              "entries", "auxk"))
+                                                                              "screened selection", "entries", "auxk"))
     per_step_us = {p: round(totals[p] / args.steps * 1e6) for p in PHASES}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for _ in range(10):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.sae.selection import _batch_cutoffs_numpy, _batch_cutoffs_torch, batch_cutoffs
+from engine.sae.selection import _batch_cutoffs_numpy, _batch_cutoffs_torch, batch_cutoffs, entries_above
 
 
 def band_with_ties(shape: tuple[int, int, int], seed: int) -> torch.Tensor:
@@ -96,3 +96,14 @@ def test_a_forked_child_selects_although_its_parent_made_the_second_thread(monke
         child.join(timeout=10)
         if child.is_alive():
             child.kill()
+
+
+@pytest.mark.parametrize("case", ["eight SAEs, last step's cutoff", "ties at every cutoff", "float64",
+                                  "a strided band (a Matryoshka band)"])
+def test_entries_above_a_threshold_are_pytorchs_comparison_and_nonzero(case):
+    band, _, _ = CASES[case]
+    floors = torch.linspace(-0.5, 1.5, band.shape[0])
+    chosen, values = entries_above(band, floors)
+    expected = (band > floors.view(-1, 1, 1)).view(-1).nonzero().squeeze(1)
+    assert torch.equal(chosen, expected)
+    assert torch.equal(values, band.reshape(-1)[expected])

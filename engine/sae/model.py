@@ -39,7 +39,7 @@ from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
 from engine.sae.screened_selection import native_bf16_matmul, screened_cutoffs
-from engine.sae.selection import batch_cutoffs, batch_top
+from engine.sae.selection import batch_cutoffs, batch_top, entries_above
 from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
 CHUNK_ELEMENTS = 1 << 22
@@ -203,9 +203,7 @@ class SAEStack(torch.nn.Module):
         n, batch, D = pre.shape
         arch = self.config.architecture
         if arch == "relu" or (use_threshold and arch != "topk"):
-            floor = pre.new_zeros(()) if arch == "relu" else self.threshold.view(n, 1, 1)
-            chosen = (pre > floor).view(-1).nonzero().squeeze(1)
-            values = pre.reshape(-1).index_select(0, chosen)
+            chosen, values = entries_above(pre, pre.new_zeros(n) if arch == "relu" else self.threshold)
             level = torch.zeros(len(chosen), dtype=torch.long, device=pre.device)
             if arch == "matryoshka":
                 sizes = torch.tensor(self.config.levels()[0], device=pre.device)
