@@ -5,7 +5,8 @@
 
 Runs the Trainer's own step (the same calls, in the same order as Trainer.run) on the sample recording's train
 split, with each phase timed by wrapping the stack's methods (CPU work is synchronous, so a wall clock around a
-call is that call's cost): the dense encoder matmul, selection, building the entries, the rest of the forward
+call is that call's cost): the dense encoder matmul and selection (or, on a CPU with hardware bf16, the screened
+selection in their place: engine.sae.screened_selection), building the entries, the rest of the forward
 (sparse encode/decode, output, loss), AuxK, backward, the decoder-gradient projection, Adam and the
 after-step bookkeeping. Also prints torch.profiler's count of operator calls per step. Prints a table to
 stderr and one JSON line to stdout.
