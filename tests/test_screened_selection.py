@@ -72,6 +72,7 @@ def test_a_training_step_takes_the_screen_where_the_cpu_has_bf16_and_the_dense_p
     calls = []
     real = model.screened_cutoffs
     monkeypatch.setattr(model, "screened_cutoffs", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(model, "SCREEN_MIN_ELEMENTS", 0)  # this step is far smaller than the screen's minimum
     chosen = {}
     for native in (True, False):
         monkeypatch.setattr(model, "native_bf16_matmul", lambda native=native: native)
@@ -85,3 +86,14 @@ def test_a_training_step_takes_the_screen_where_the_cpu_has_bf16_and_the_dense_p
     assert torch.equal(chosen[True].row, chosen[False].row)
     assert torch.equal(chosen[True].latent, chosen[False].latent)
     torch.testing.assert_close(chosen[True].value, chosen[False].value)
+
+
+def test_a_step_below_the_minimum_size_stays_dense(monkeypatch):
+    calls = []
+    monkeypatch.setattr(model, "screened_cutoffs", lambda *args: calls.append(1))
+    monkeypatch.setattr(model, "native_bf16_matmul", lambda: True)
+    x = torch.poisson(torch.rand(256, 40, generator=torch.Generator().manual_seed(1)) * 3)
+    stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
+    stack.initialise_from_data(x)
+    stack(x), stack(x)
+    assert model.SCREEN_MIN_ELEMENTS > 2 * 256 * 64 and calls == []

@@ -63,41 +63,6 @@ def test_each_sae_keeps_its_budget_largest_positive_entries_and_every_tie(case):
         assert torch.equal(values[sae == i].sort().values, row[row >= kth].sort().values)
 
 
-def test_two_threads_find_the_candidates_one_thread_finds(monkeypatch):
-    band, budgets, estimate = CASES["eight SAEs, last step's cutoff"]
-    results = {}
-    for threads in (1, 2):
-        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
-        results[threads] = _batch_cutoffs_numpy(band, budgets, estimate)
-    for one, two in zip(results[1], results[2], strict=True):
-        assert torch.equal(one, two)
-
-
-def _select_in_child(queue) -> None:
-    band, budgets, estimate = CASES["eight SAEs, last step's cutoff"]
-    queue.put(_batch_cutoffs_numpy(band, budgets, estimate)[0].tolist())
-
-
-def test_a_forked_child_selects_although_its_parent_made_the_second_thread(monkeypatch):
-    """A fork copies the executor object but not its thread: without the at-fork reset the child's submit would
-    wait for ever (a sweep's local workers, DataLoader-style forks)."""
-    import multiprocessing
-
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    band, budgets, estimate = CASES["eight SAEs, last step's cutoff"]
-    expected = _batch_cutoffs_numpy(band, budgets, estimate)[0].tolist()  # the parent's thread now exists
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_select_in_child, args=(queue,))
-    child.start()
-    try:
-        assert queue.get(timeout=60) == expected
-    finally:
-        child.join(timeout=10)
-        if child.is_alive():
-            child.kill()
-
-
 @pytest.mark.parametrize("case", ["eight SAEs, last step's cutoff", "ties at every cutoff", "float64",
                                   "a strided band (a Matryoshka band)"])
 def test_entries_above_a_threshold_are_pytorchs_comparison_and_nonzero(case):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
-from engine.sae.screened_selection import native_bf16_matmul, screened_cutoffs
+from engine.sae.screened_selection import SCREEN_MIN_ELEMENTS, native_bf16_matmul, screened_cutoffs
 from engine.sae.selection import batch_cutoffs, batch_top, entries_above
 from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
@@ -257,7 +257,8 @@ class SAEStack(torch.nn.Module):
         device, float32 not the arithmetic asked for, no hardware bf16, no cutoff yet, or dead latents (AuxK reads
         the dense pre-activations)."""
         if (self.config.architecture != "batchtopk" or centred.device.type != "cpu" or centred.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or not native_bf16_matmul()):
+                or torch.is_autocast_enabled("cpu") or self.n * batch * self.config.d_sae < SCREEN_MIN_ELEMENTS
+                or not native_bf16_matmul()):
             return None
         estimate = self.cutoff_estimate[:, 0]
         if not all(value > 0 for value in estimate.tolist()) or bool(self.dead_mask().any()):
