@@ -90,11 +90,28 @@ def small_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_db_template(tmp_path_factory) -> Path:
-    """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per session."""
+def app_db_template(tmp_path_factory, worker_id: str) -> Path:
+    """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per pytest run; read it
+    only (copy it before writing).
+
+    Under xdist every worker needs it (the app tests and the bad-input cases fall to both), and building it
+    is a training, a ranking and a validation: the first worker to get here builds it in the run's shared
+    temporary folder, under a lock, and the others wait for it and use the same file (xdist's recipe)."""
+    from filelock import FileLock
+
     from tests.app_data import build_app_database
 
-    return build_app_database(tmp_path_factory.mktemp("app_db"))
+    if worker_id == "master":  # no xdist
+        return build_app_database(tmp_path_factory.mktemp("app_db"))
+    folder = tmp_path_factory.getbasetemp().parent / "app_db"
+    built = folder / "built"  # written last: a build that failed half-way is not taken for a template
+    with FileLock(folder.with_suffix(".lock")):
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build_app_database(folder)
+            built.touch()
+    return folder / "app.duckdb"
 
 
 @pytest.fixture
