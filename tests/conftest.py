@@ -122,6 +122,28 @@ def app_db(app_db_template, tmp_path) -> Path:
     return copy_database(app_db_template, tmp_path)
 
 
+LONGEST_FIRST = (
+    "test_app_quit", "test_sweep", "test_epochs", "test_bad_inputs", "test_validate_run", "test_cli",
+    "test_app_train", "test_sweep_clusters", "test_kill_9", "test_transcoder", "test_labels", "test_bench_real",
+    "test_history", "test_validate_conjunction", "test_bench_validate", "test_app_sweep", "test_train_cli",
+    "test_freeze", "test_bench_sweep", "test_bench_rank", "test_rank", "test_import_preprocess",
+    "test_slurm_cluster", "test_sweep_context", "test_train_defaults", "test_capture", "test_validation_display",
+    "test_linear_track", "test_app_export",
+)
+"""Test modules that take longest (`--durations`, whole modules: their fixtures included), longest first.
+
+The suite runs on two workers a module at a time (`--dist loadscope` in pyproject.toml: a module's fixtures are
+built once), each worker taking the next module as it finishes one. Started first, the long modules share the
+two cores evenly and the run ends on a tail of short ones; in collection order a one-test module of a minute
+(a bench, the conjunction) could start last and leave the other worker idle. A module missing here only runs
+later; the order changes no test's outcome (modules keep their own tests' order)."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
+
+
 def pytest_configure(config) -> None:
     # One token per pytest run, set by the controller before xdist starts its workers (they inherit it):
     # whichever worker starts SLURM writes it beside the daemons, and the controller stops only those.
