@@ -90,11 +90,28 @@ def small_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_db_template(tmp_path_factory) -> Path:
-    """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per session."""
+def app_db_template(tmp_path_factory, worker_id: str) -> Path:
+    """A complete database (dataset, 2 SAEs, ranking, labels, validations) built once per pytest run; read it
+    only (copy it before writing).
+
+    Under xdist every worker needs it (the app tests and the bad-input cases fall to both), and building it
+    is a training, a ranking and a validation: the first worker to get here builds it in the run's shared
+    temporary folder, under a lock, and the others wait for it and use the same file (xdist's recipe)."""
+    from filelock import FileLock
+
     from tests.app_data import build_app_database
 
-    return build_app_database(tmp_path_factory.mktemp("app_db"))
+    if worker_id == "master":  # no xdist
+        return build_app_database(tmp_path_factory.mktemp("app_db"))
+    folder = tmp_path_factory.getbasetemp().parent / "app_db"
+    built = folder / "built"  # written last: a build that failed half-way is not taken for a template
+    with FileLock(folder.with_suffix(".lock")):
+        if not built.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build_app_database(folder)
+            built.touch()
+    return folder / "app.duckdb"
 
 
 @pytest.fixture
@@ -103,6 +120,28 @@ def app_db(app_db_template, tmp_path) -> Path:
     from tests.app_data import copy_database
 
     return copy_database(app_db_template, tmp_path)
+
+
+LONGEST_FIRST = (
+    "test_app_quit", "test_sweep", "test_epochs", "test_bad_inputs", "test_validate_run", "test_cli",
+    "test_app_train", "test_sweep_clusters", "test_kill_9", "test_transcoder", "test_labels", "test_bench_real",
+    "test_history", "test_validate_conjunction", "test_bench_validate", "test_app_sweep", "test_train_cli",
+    "test_freeze", "test_bench_sweep", "test_bench_rank", "test_rank", "test_import_preprocess",
+    "test_slurm_cluster", "test_sweep_context", "test_train_defaults", "test_capture", "test_validation_display",
+    "test_linear_track", "test_app_export",
+)
+"""Test modules that take longest (`--durations`, whole modules: their fixtures included), longest first.
+
+The suite runs on two workers a module at a time (`--dist loadscope` in pyproject.toml: a module's fixtures are
+built once), each worker taking the next module as it finishes one. Started first, the long modules share the
+two cores evenly and the run ends on a tail of short ones; in collection order a one-test module of a minute
+(a bench, the conjunction) could start last and leave the other worker idle. A module missing here only runs
+later; the order changes no test's outcome (modules keep their own tests' order)."""
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
 
 
 def pytest_configure(config) -> None:

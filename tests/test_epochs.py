@@ -252,7 +252,7 @@ def ranked_db(base_db: Path, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ranked") / "mini.duckdb"
     shutil.copy(base_db, path)
     for args in (("train", "--dataset", "t", *SMALL, "--epochs", "2", "--where", GO_MOVE),
-                 ("rank", "--run", "1"),
+                 ("rank", "--run", "1", "--max-shuffles", "1000"),  # bins are checked here, not p-values
                  ("label", "--run", "1", "--feature", "0", "--name", "fast", "--predicate", "speed in [5, 20)"),
                  ("validate", "--run", "1", "--jobs", "1")):
         done = mini(*args, db=path)
@@ -283,7 +283,7 @@ def test_rank_and_validate_use_the_run_epoch_by_default(ranked_db: Path) -> None
 
 
 def test_an_explicit_epoch_overrides_with_a_note(ranked: Path, tmp_path: Path) -> None:
-    done = mini("rank", "--run", "1", "--where", "speed > 5", db=ranked)
+    done = mini("rank", "--run", "1", "--where", "speed > 5", "--max-shuffles", "1000", db=ranked)
     assert done.returncode == 0, done.stderr
     fast = expected(ranked, set(range(20, 30)))
     assert f'rank: note: --where "speed > 5" replaces the run\'s epoch ({GO_MOVE})' in done.stderr

@@ -100,7 +100,8 @@ def test_a_local_sweep_trains_every_trial_like_mini_train_and_a_promoted_trial_r
     assert np.allclose(model["W_dec"].numpy().ravel(), stored_decoder, atol=1e-6)
     again = sweep(db, "promote", "1", "3")
     assert_refused(again, ("trial 3", "already run 2"))
-    ranked = run_cli("rank", "--run", str(run_id), "--db", str(db), cwd=db.parent, timeout=300)
+    ranked = run_cli("rank", "--run", str(run_id), "--max-shuffles", "1000", "--db", str(db), cwd=db.parent,
+                     timeout=300)  # that it ranks like any run; its p-values are tested elsewhere
     assert ranked.returncode == 0, ranked.stderr
     assert rows(db, f"SELECT count(*) FROM rankings JOIN saes USING (sae_id) WHERE run_id = {run_id}")[0][0] > 0
 
