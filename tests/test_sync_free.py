@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.sae.model import SAEConfig, SAEStack, SparseCode
+from engine.sae.model import SAEConfig, SAEStack
+from engine.sae.outputs import SparseCode
 from engine.sae.selection import batch_top
 from engine.sae.sparse_ops import Entries, counts_without_sync, dots_by_gather
 from engine.sae.train import TrainConfig, TrainData, Trainer

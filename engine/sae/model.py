@@ -30,7 +30,6 @@ and the targets at b_dec, which trains as in an SAE; inputs and targets have the
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,42 +37,13 @@ import torch.nn.functional as F
 from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
+from engine.sae.outputs import ForwardOutput, SparseCode
 from engine.sae.screened_selection import SCREEN_MIN_ELEMENTS, native_bf16_matmul, screened_cutoffs
 from engine.sae.selection import batch_cutoffs, batch_top, entries_above
 from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
 CHUNK_ELEMENTS = 1 << 22
 """Pre-activations per chunk of SAEStack.chunk_rows (16 MiB of float32)."""
-
-
-class SparseCode(NamedTuple):
-    """The active (SAE, example, latent) entries of a batch, sorted by SAE then example."""
-
-    row: torch.Tensor
-    """sae · batch + example, per entry (int64)."""
-    latent: torch.Tensor
-    """Latent index within its SAE, per entry (int64)."""
-    value: torch.Tensor
-    """Activation, per entry (float, with autograd where training)."""
-    level: torch.Tensor
-    """Matryoshka level of the entry's latent (0 for other architectures)."""
-
-
-class ForwardOutput(NamedTuple):
-    """What a training step needs from a forward pass."""
-
-    reconstruction: torch.Tensor
-    """[n, B, d_in] in input units, after the output nonlinearity."""
-    code: SparseCode
-    loss: torch.Tensor
-    """Scalar: the sum over SAEs of each SAE's total loss, so each SAE's gradient is its own."""
-    per_sae_loss: torch.Tensor
-    """[n] total loss per SAE (reconstruction plus the L1 or AuxK term), detached."""
-    per_sae_reconstruction: torch.Tensor
-    """[n] reconstruction loss alone per SAE, detached: the figure comparable across steps (the AuxK term
-    appears only once latents count as dead, and would read as a jump in the total)."""
-    l0: torch.Tensor
-    """[n] mean active latents per example."""
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 100, eps: float = 1e-8) -> torch.Tensor:

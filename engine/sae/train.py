@@ -21,7 +21,8 @@ import torch
 
 from engine.errors import InputError
 from engine.options import MAX_EPOCHS, MAX_LR, Bound, check_integer, check_number, check_seed, fraction
-from engine.sae.model import ForwardOutput, SAEStack
+from engine.sae.model import SAEStack
+from engine.sae.outputs import ForwardOutput
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
