@@ -23,16 +23,13 @@ import sys
 import numpy as np
 import torch
 
-from engine.sae.selection import above_floors
-from engine.sae.sparse_ops import index_div, sampled_dots
+from engine.sae.selection import CANDIDATE_FRACTION, above_floors, cutoffs_among
+from engine.sae.sparse_ops import group_offsets, index_div, sampled_dots
 
 SCREEN_MIN_ELEMENTS = 1 << 21
 """Smallest step (SAEs × batch × width) the screen is used for. Its fixed costs (norms, bf16 copies, the lowered
 floors) outweigh the matmul it saves on small steps: at batch 1024 and width 512 on two cores it was 4 % slower
 than the dense path for one SAE, even for two, 6 % faster for four and 10-12 % for eight."""
-
-CANDIDATE_FRACTION = 0.9
-"""Candidates are the entries above this fraction of last step's cutoff (as in selection.batch_cutoffs)."""
 
 _U = 2.0 ** -8
 """bfloat16's unit roundoff."""
@@ -73,21 +70,15 @@ def screened_cutoffs(centred: torch.Tensor, centred_flat: torch.Tensor, w_enc: t
     row = index_div(passed, width)  # sae · B + example
     sae = index_div(row, batch)
     latent = passed - (row - sae) * width  # sae · D + feature
-    row_offsets = torch.nn.functional.pad(torch.cumsum(torch.bincount(row, minlength=n * batch), 0), (1, 0))
-    values = sampled_dots(row_offsets, latent, centred_flat, w_enc.reshape(n * width, d))
+    values = sampled_dots(group_offsets(row, n * batch), latent, centred_flat, w_enc.reshape(n * width, d))
     values += b_enc.reshape(-1).index_select(0, latent)
     # From here batch_cutoffs' rule on the float32 values: candidates above the floor, each SAE's budget-th largest.
     above = np.flatnonzero(values.numpy() > floor.numpy()[sae.numpy()])
     candidates, values = passed.numpy()[above], values.numpy()[above]
-    bounds = np.searchsorted(candidates, np.arange(n + 1) * batch * width)
-    counts = np.diff(bounds)
+    counts = np.diff(np.searchsorted(candidates, np.arange(n + 1) * batch * width))
     if (counts < np.asarray(budgets)).any():
         return None
-    cutoffs = np.empty(n, dtype=values.dtype)
-    for i, (start, end) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
-        cutoffs[i] = np.partition(values[start:end], end - start - budgets[i])[end - start - budgets[i]]
-    keep = np.flatnonzero(values >= np.repeat(cutoffs, counts))
-    return torch.from_numpy(candidates[keep]), torch.from_numpy(values[keep]), torch.from_numpy(cutoffs)
+    return cutoffs_among(candidates, values, n, batch * width, budgets)
 
 
 def screen(centred: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, floor: torch.Tensor) -> torch.Tensor | None:

@@ -17,6 +17,10 @@ import itertools
 import numpy as np
 import torch
 
+CANDIDATE_FRACTION = 0.9
+"""Candidates are the entries above this fraction of last step's cutoff (a cutoff falls at most ~5 % from one step
+to the next in the bench's trainings; a lower one only means a fallback to every positive entry)."""
+
 
 def batch_cutoffs(band: torch.Tensor, budgets: list[int], estimate: torch.Tensor | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -42,7 +46,7 @@ def _batch_cutoffs_torch(band: torch.Tensor, budgets: list[int], estimate: torch
     if estimate is None:
         candidates = (flat > 0).nonzero().squeeze(1)
     else:
-        candidates = (band > (0.9 * estimate).view(n, 1, 1)).view(-1).nonzero().squeeze(1)
+        candidates = (band > (CANDIDATE_FRACTION * estimate).view(n, 1, 1)).view(-1).nonzero().squeeze(1)
     sae = candidates // per_sae if n > 1 else None
     counts = [len(candidates)] if sae is None else torch.bincount(sae, minlength=n).tolist()
     if estimate is not None and any(c < b for c, b in zip(counts, budgets, strict=True)):
@@ -79,9 +83,7 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """batch_cutoffs on the CPU through NumPy, on a view of the same memory, with the same result bit for bit.
     NumPy's comparison and flatnonzero over [8, 1024, 512] float32 take 0.6 and 1.6 ms on one core, PyTorch's
-    2.4 and 4.6 ms (its comparison writes one bool at a time; flatnonzero skips words of zeros). The candidates
-    ascend, so each SAE's are one slice (found by a binary search, not a division and a bincount), and its cutoff
-    is one partition of that slice."""
+    2.4 and 4.6 ms (its comparison writes one bool at a time; flatnonzero skips words of zeros)."""
     n, batch, width = band.shape
     per_sae = batch * width
     values_of = band.detach().numpy()
@@ -89,22 +91,28 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
     if estimate is None:
         candidates = above_floors(values_of, zeros)
     else:
-        candidates = above_floors(values_of, (0.9 * estimate).to(band.dtype).view(n, 1, 1).numpy())
-    bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
-    counts = np.diff(bounds)
+        candidates = above_floors(values_of, (CANDIDATE_FRACTION * estimate).to(band.dtype).view(n, 1, 1).numpy())
+    counts = np.diff(np.searchsorted(candidates, np.arange(n + 1) * per_sae))
     if estimate is not None and (counts < np.asarray(budgets)).any():
         candidates = above_floors(values_of, zeros)
-        bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
-        counts = np.diff(bounds)
     values = values_of.reshape(-1)[candidates]  # a copy only where the band is a strided view (a Matryoshka band)
+    return cutoffs_among(candidates, values, n, per_sae, budgets)
+
+
+def cutoffs_among(candidates: np.ndarray, values: np.ndarray, n: int, per_sae: int, budgets: list[int]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BatchTopK's rule over candidates (ascending flat indices into [n, per_sae], and their values): each SAE's
+    cutoff is the budget-th largest of its candidates (0 where it has none), and every candidate at or above it is
+    kept. The candidates ascend, so each SAE's are one slice (found by a binary search, not a division and a
+    bincount), and its cutoff is one partition of that slice."""
+    bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
     cutoffs = np.zeros(n, dtype=values.dtype)
     for i, (start, end) in enumerate(itertools.pairwise(bounds.tolist())):  # a few SAEs at most
         take = min(budgets[i], end - start)
         if take:  # the take-th largest of the SAE's candidates
             cutoffs[i] = np.partition(values[start:end], end - start - take)[end - start - take]
-    keep = np.flatnonzero(values >= np.repeat(cutoffs, counts))
+    keep = np.flatnonzero(values >= np.repeat(cutoffs, np.diff(bounds)))
     return torch.from_numpy(candidates[keep]), torch.from_numpy(values[keep]), torch.from_numpy(cutoffs)
-
 
 
 def above_floors(values_of: np.ndarray, floors: np.ndarray) -> np.ndarray:
@@ -112,6 +120,7 @@ def above_floors(values_of: np.ndarray, floors: np.ndarray) -> np.ndarray:
     core: comparing the SAEs' halves on a second thread measured 2-3 % slower on two cores (PyTorch's OpenMP
     workers still spin there after the matmul)."""
     return np.flatnonzero(values_of > floors)
+
 
 def entries_above(pre: torch.Tensor, floors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(flat indices into pre [n, B, D], ascending; their values) of the entries above their SAE's floor ([n]): the
