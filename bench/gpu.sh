@@ -121,9 +121,9 @@ tests_rc=$?
 tail -n 3 "$out/pytest_cuda.log" >&2
 
 # The sample's shape (60,000 × 120 counts, d_sae 512, 30 epochs, 8-SAE sweep) and the target's.
-timeout 150 "$python" bench/train.py --device cuda > "$out/train_sample.json" 2> "$out/train_sample.log"
+timeout 150 "$python" bench/train.py --device cuda --repeat 1 > "$out/train_sample.json" 2> "$out/train_sample.log"
 sample_rc=$?
-timeout 150 "$python" bench/train.py --device cuda --d-in 1024 --examples 16384 --d-sae 16384 --cancel-repeat 0 \
+timeout 150 "$python" bench/train.py --device cuda --repeat 1 --d-in 1024 --examples 16384 --d-sae 16384 --cancel-repeat 0 \
     > "$out/train_target.json" 2> "$out/train_target.log"
 target_rc=$?
 tail -n 4 "$out/train_sample.log" "$out/train_target.log" >&2

@@ -26,6 +26,10 @@ peak, float32 on CPU and bf16 on a GPU (2·d_in·d_sae FLOP per example is the f
 (seeds 0–7) together in one stack; the peers would train them one after another, so their sweep
 time is 8 × their measured single-SAE time.
 
+Rounds (--repeat, 3 by default): every trainer runs once per round, in the same order, and each one's median time
+over the rounds counts; the runs are listed beside it. The machines are shared, and one run of a peer has swung by
+30 % from one minute to the next: a median of interleaved runs is steadier than any single pair.
+
 Prints progress to stderr and, last on stdout, one JSON line.
 """
 
@@ -246,6 +250,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=int, default=8, help="SAEs trained together in the sweep (0: skip)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every trainer, interleaved; each one's median counts")
     parser.add_argument("--cancel-repeat", type=int, default=5, help="cancels timed (0: skip)")
     parser.add_argument("--train-rows", type=int, default=0,
                         help="train on the first N rows of the train split only (0: all; for a quick look)")
@@ -260,6 +266,8 @@ def main() -> None:
     for name in ("d_in", "examples", "train_rows"):
         if not 0 <= getattr(args, name) <= 10_000_000:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be from 0 to 10,000,000")
+    if not 1 <= args.repeat <= 20:
+        parser.error(f"--repeat {args.repeat}: must be from 1 to 20")
     for name in ("d_sae", "batch"):
         if not 1 <= getattr(args, name) <= 1_000_000:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be from 1 to 1,000,000")
@@ -282,35 +290,53 @@ def main() -> None:
                                  "batch": BATCH, "lr": args.lr, "matmul_peak_gflops": round(peak / 1e9, 1),
                                  "matmul_peak_dtype": "float32" if device.type == "cpu" else "bfloat16",
                                  "precision": "bf16" if bf16(device) else "fp32",
-                                 "warm_up_examples_each": WARM_UP_BATCHES * BATCH}
-    seconds, [mine], _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device), train, val, args.epochs)
-    result["mini"] = {"examples_per_s": round(examples / seconds), **mine,
+                                 "warm_up_examples_each": WARM_UP_BATCHES * BATCH, "repeat": args.repeat}
+    # Rounds: every trainer once per round, in the same order, so that a slow spell of a shared machine falls on
+    # each alike; each one's median over the rounds counts (its runs are listed beside it).
+    runs: dict[str, list[float]] = {}
+    qualities: dict[str, object] = {}
+    peers_missing: set[str] = set()
+    trainers = [("mini", lambda t, v, e: train_mini(t, v, e, args.lr, device)),
+                ("mini_linear_output", lambda t, v, e: train_mini(t, v, e, args.lr, device, output="linear")),
+                ("sparsify", lambda t, v, e: train_sparsify(t, v, e, args.lr, device)),
+                ("saelens", lambda t, v, e: train_saelens(t, v, e, args.lr, device))]
+    if args.sweep:
+        trainers.append(("sweep", lambda t, v, e: train_mini(t, v, e, args.lr, device, n=args.sweep)))
+    for round_ in range(args.repeat):
+        for name, trainer in trainers:
+            if name in peers_missing:
+                continue
+            try:
+                seconds, quality, *_ = warmed_up(trainer, train, val, args.epochs)
+            except ImportError as error:
+                log(f"{name}: not installed ({error}); run bench/setup_peers.sh")
+                peers_missing.add(name)
+                continue
+            runs.setdefault(name, []).append(seconds)
+            qualities.setdefault(name, quality)  # every run of a trainer is seeded alike: the same quality
+            log(f"round {round_ + 1}/{args.repeat} {name:18} {examples / seconds:,.0f} examples/s")
+    median = {name: float(np.median(seconds)) for name, seconds in runs.items()}
+
+    def speed(name: str) -> dict[str, object]:
+        return {"examples_per_s": round(examples / median[name]),
+                "examples_per_s_runs": [round(examples / s) for s in runs[name]]}
+
+    seconds = median["mini"]
+    result["mini"] = {**speed("mini"), **qualities["mini"][0],
                       "encoder_gflops": round(examples / seconds * 2 * train.shape[1] * D_SAE / 1e9, 1),
                       "fraction_of_encoder_roofline": round(examples / seconds / roofline, 3)}
-    log(f"mini      {result['mini']}")
-    linear_seconds, [linear], _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device, output="linear"),
-                                            train, val, args.epochs)
-    result["mini_linear_output"] = {"examples_per_s": round(examples / linear_seconds), **linear}
-    log(f"mini (linear output) {result['mini_linear_output']}")
-    peers = {}
-    for name, run in (("sparsify", train_sparsify), ("saelens", train_saelens)):
-        try:
-            peer_seconds, peer_quality = warmed_up(lambda t, v, e, run=run: run(t, v, e, args.lr, device),
-                                                   train, val, args.epochs)
-        except ImportError as error:
-            log(f"{name}: not installed ({error}); run bench/setup_peers.sh")
-            continue
-        peers[name] = peer_seconds
-        result[name] = {"examples_per_s": round(examples / peer_seconds), **peer_quality}
-        result[f"speedup_vs_{name}"] = round(peer_seconds / seconds, 2)
-        log(f"{name:9} {result[name]}")
+    result["mini_linear_output"] = {**speed("mini_linear_output"), **qualities["mini_linear_output"][0]}
+    peers = {name: median[name] for name in ("sparsify", "saelens") if name in median}
+    for name in peers:
+        result[name] = {**speed(name), **qualities[name]}
+        result[f"speedup_vs_{name}"] = round(peers[name] / seconds, 2)
     if peers:
         result["speedup_vs_fastest_peer"] = round(min(peers.values()) / seconds, 2)
     if args.sweep:
-        sweep_seconds, sweep, _ = warmed_up(lambda t, v, e: train_mini(t, v, e, args.lr, device, n=args.sweep),
-                                            train, val, args.epochs)
+        sweep_seconds, sweep = median["sweep"], qualities["sweep"]
         result["sweep"] = {
             "saes": args.sweep, "seconds": round(sweep_seconds, 1),
+            "seconds_runs": [round(s, 1) for s in runs["sweep"]],
             "sae_examples_per_s": round(args.sweep * examples / sweep_seconds),
             "fvu_mean": round(float(np.mean([q["fvu"] for q in sweep])), 4),
             "dead_fraction_max": max(q["dead_fraction"] for q in sweep),
@@ -318,7 +344,8 @@ def main() -> None:
             **{f"speedup_vs_{name}_one_after_another": round(args.sweep * s / sweep_seconds, 2)
                for name, s in peers.items()},
         }
-        log(f"sweep     {result['sweep']}")
+    for name in result.keys() & {"mini", "mini_linear_output", "sparsify", "saelens", "sweep"}:
+        log(f"{name:18} {result[name]}")
     if args.cancel_repeat:
         cancels = [cancel_seconds(train, val, args.lr, device) for _ in range(args.cancel_repeat)]
         result["cancel"] = {"repeat": len(cancels), "seconds_median": round(float(np.median(cancels)), 4),

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_train_bench_prints_a_json_line(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train.py"), "--epochs", "1", "--sweep", "2", "--cancel-repeat", "2",
+        [sys.executable, str(ROOT / "bench" / "train.py"), "--epochs", "1", "--sweep", "2", "--cancel-repeat", "2", "--repeat", "2",
          "--train-rows", "3072", "--device", "cpu"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
@@ -30,7 +30,13 @@ def test_train_bench_prints_a_json_line(tmp_path: Path) -> None:
         assert quality["examples_per_s"] > 0, name
         assert quality["fvu"] > 0 and 0 <= quality["dead_fraction"] <= 1 and -1 <= quality["mmcs"] <= 1, name
     assert result["mini"]["fraction_of_encoder_roofline"] > 0
+    # Two rounds: each trainer's runs are listed, and the figure that counts is their median.
+    assert result["repeat"] == 2
+    for name in ("mini", "mini_linear_output"):
+        runs = result[name]["examples_per_s_runs"]
+        assert len(runs) == 2 and min(runs) - 1 <= result[name]["examples_per_s"] <= max(runs) + 1, name
     assert result["sweep"]["saes"] == 2 and result["sweep"]["sae_examples_per_s"] > 0
+    assert len(result["sweep"]["seconds_runs"]) == 2
     cancel = result["cancel"]
     assert cancel["repeat"] == 2 and 0 < cancel["seconds_median"] <= cancel["seconds_max"]
     assert cancel["meets_target"] == (cancel["seconds_max"] <= cancel["target_seconds_max"])
@@ -42,7 +48,7 @@ def test_train_bench_prints_a_json_line(tmp_path: Path) -> None:
 def test_train_bench_takes_a_generated_shape_width_batch_and_precision(tmp_path: Path) -> None:
     """The options bench/gpu.sh uses for its target shape, at a CPU-sized version of it."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train.py"), "--epochs", "1", "--sweep", "0", "--cancel-repeat", "0",
+        [sys.executable, str(ROOT / "bench" / "train.py"), "--epochs", "1", "--sweep", "0", "--cancel-repeat", "0", "--repeat", "1",
          "--d-in", "64", "--examples", "2048", "--d-sae", "128", "--batch", "256", "--precision", "bf16",
          "--device", "cpu"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -63,6 +69,7 @@ def test_train_bench_takes_a_generated_shape_width_batch_and_precision(tmp_path:
     ("--d-sae", "0", "--d-sae 0: must be from 1"),
     ("--batch", "0", "--batch 0: must be from 1"),
     ("--precision", "fp8", "invalid choice: 'fp8'"),
+    ("--repeat", "0", "--repeat 0: must be from 1 to 20"),
 ])
 def test_train_bench_refuses_bad_shapes_in_one_line(tmp_path: Path, option: str, value: str, words: str) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "train.py"), option, value, "--device", "cpu"],

@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from engine.sae.model import SAEConfig, SAEStack
 from engine.sae.outputs import SparseCode
 from engine.sae.selection import batch_top
-from engine.sae.sparse_ops import Entries, counts_without_sync, dots_by_gather
+from engine.sae.sparse_ops import Entries, counts_without_sync, dots_by_gather, sorted_grouping
 from engine.sae.train import TrainConfig, TrainData, Trainer
 from tests.test_train import planted as planted_with_loadings
 
@@ -152,6 +152,8 @@ def syncs_inside_steps(architecture: str, ks: tuple[int, ...], sync_free: bool, 
     stack._budgets(128)  # a host-side cache of the config's budgets (CPU tensors, no device read), filled once
     # Entries count with bincount on CPU, where it is the faster; on CUDA with counts_without_sync: count that way.
     monkeypatch.setattr("engine.sae.sparse_ops._counts", counts_without_sync)
+    # Entries are grouped by latent with NumPy's radix sort on CPU; on CUDA by PyTorch's sort: group that way.
+    monkeypatch.setattr("engine.sae.sparse_ops.grouping_order", sorted_grouping)
     data = TrainData(poisson_counts(1024, seed=1), poisson_counts(256, seed=2), CPU)
     config = TrainConfig(epochs=2, batch_size=128, lr=1e-2, log_every=3, device="cpu")
     trainer = Trainer(stack, data, config, sync_free=sync_free)
