@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,25 @@ if TYPE_CHECKING:  # polars and pyarrow cost ~0.3 s to import; the app's first f
 CONNECTION_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 """Every connection mini opens: no query installs or loads an extension by itself, so none reaches the
 network (a `FROM 'https://…'` says the httpfs extension is missing instead of fetching it)."""
+
+_OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
+"""Every Store of this process (cursors included), for interrupt_open_stores."""
+
+
+def interrupt_open_stores() -> None:
+    """Stop the query running on every Store of this process (what a ctrl+c does to a command: tui/interrupts.py);
+    a transaction's COMMIT still finishes (see Store.interrupt)."""
+    for store in list(_OPEN):
+        store.interrupt()
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Whether an error is a query stopped by an interrupt: `Store.interrupt()` makes DuckDB raise
+    InterruptException, and a ctrl+c that DuckDB's Python client notices by itself (on some paths only) becomes a
+    RuntimeError('Query interrupted'), with Python's KeyboardInterrupt consumed."""
+    return (isinstance(error, (KeyboardInterrupt, duckdb.InterruptException))
+            or (type(error) is RuntimeError and str(error).startswith("Query interrupted")))
+
 
 _LOCK_PID = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 
@@ -72,6 +92,9 @@ class Store:
     """One open mini database. Use one Store per process and `for_thread()` in each worker thread."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
+        # DuckDB draws a progress bar on stdout for a query over 2 s: into `mini sql`'s CSV, or across the app's
+        # screen. A session setting, so each Store's connection or cursor sets it.
+        con.execute("SET enable_progress_bar = false")
         self.con = con
         self.path = path
         self.read_only = read_only
@@ -80,6 +103,7 @@ class Store:
         """Held while an interrupt is sent, and while `_committing` changes (see `interrupt`)."""
         self._committing = False
         """True while a COMMIT of `transaction` runs: no interrupt is sent then."""
+        _OPEN.add(self)
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod

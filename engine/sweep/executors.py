@@ -149,9 +149,10 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
                     raise KeyboardInterrupt
                 for future in done:
                     pack = futures[future]
+                    # on_done stays outside the try: an error of its own (a ctrl+c while it ingests) is not the
+                    # pack's, and must stop the sweep, not be recorded as the pack failing.
                     try:
                         future.result()
-                        on_done(pack, None)
                     except BrokenProcessPool:
                         # A worker died (killed, out of memory): the pool is gone, with every pack in it.
                         if folder.state(pack).status == "finished":
@@ -161,16 +162,21 @@ def _run_local(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
                             on_done(pack, "lost: its worker process died (killed, or out of memory)")
                         else:
                             queue.append(pack)  # never started: train it in a new pool
+                        continue
                     except Exception as error:  # the worker wrote failed.json; this is the same error
                         on_done(pack, f"{type(error).__name__}: {error}")
-        except KeyboardInterrupt:
+                        continue
+                    on_done(pack, None)
+        except BaseException as error:  # ctrl+c, or the owner failing while it ingests: the workers stop with it
             processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
             pool.shutdown(wait=False, cancel_futures=True)
             for process in processes:
                 process.terminate()
+            why = ("interrupted (ctrl+c)" if isinstance(error, KeyboardInterrupt)
+                   else f"the sweep's owner stopped ({type(error).__name__})")
             for pack in futures.values():
                 if _started_since(folder, pack, round_started):
-                    folder.mark_lost(pack, "interrupted (ctrl+c): its worker was stopped")
+                    folder.mark_lost(pack, f"{why}: its worker was stopped")
             raise
         pool.shutdown(wait=True)
 
@@ -221,15 +227,17 @@ def _run_slurm(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on
                 if not job.done():
                     continue
                 del pending[pack]
-                try:
+                try:  # on_done outside it, as in _run_local
                     job.result()
-                    on_done(pack, None)
                 except submitit.core.utils.UncompletedJobError as error:
                     why = f"lost: SLURM job {job.job_id} ended without a result ({str(error).splitlines()[0]})"
                     folder.mark_lost(pack, why)
                     on_done(pack, why)
+                    continue
                 except Exception as error:
                     on_done(pack, f"SLURM job {job.job_id}: {_last_line(error)}")
+                    continue
+                on_done(pack, None)
             time.sleep(1.0)
     except KeyboardInterrupt:
         for job in pending.values():
@@ -281,15 +289,17 @@ def _run_ray(config: SweepConfig, folder: SweepFolder, pack_ids: list[str], on_d
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             for ref in done:
                 pack = running.pop(ref)
-                try:
+                try:  # on_done outside it, as in _run_local
                     ray.get(ref)
-                    on_done(pack, None)
                 except ray.exceptions.RayTaskError as error:
                     on_done(pack, _last_line(error))
+                    continue
                 except ray.exceptions.RayError as error:  # the worker died: no failure of its own
                     why = f"lost: Ray worker died ({type(error).__name__})"
                     folder.mark_lost(pack, why)
                     on_done(pack, why)
+                    continue
+                on_done(pack, None)
     except KeyboardInterrupt:
         for ref in running:
             ray.cancel(ref, force=True)

@@ -22,6 +22,7 @@ from engine.sweep.folder import SweepFolder
 from engine.sweep.plan import SweepConfig, default_folder, prepare_sweep, write_inputs
 from store import Store
 from store.datasets import load_unit_names
+from store.db import is_interrupt
 from store.errors import StoreLockedError
 from store.sweeps import TRIAL_COLUMNS, add_sweep, get_sweep, next_sweep_id, save_trials
 
@@ -102,6 +103,10 @@ def ingest_if_free(db_path: Path, sweep_id: int, folder: SweepFolder) -> tuple[b
         return True, frame
     except StoreLockedError:
         return False, frame
+    except Exception as error:
+        if is_interrupt(error):  # a ctrl+c during the write: DuckDB reports it as its own error
+            raise KeyboardInterrupt from error
+        raise
 
 
 def start_sweep(db_path: Path, config: SweepConfig, report: Report = lambda _: None,
