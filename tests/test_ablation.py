@@ -214,7 +214,7 @@ def _test_encoding(db: Store, split) -> tuple:
 
 def test_the_test_encoding_selects_the_stored_code(db):
     """The test bins' pre-activations, selected by the stack's inference rule, give back exactly the code
-    mini train stored for them (engine.pipeline.encode_all): the ablations encode as the pipeline does."""
+    mini train stored for them (engine.run_results.encode_all): the ablations encode as the pipeline does."""
     from engine.validation.ablation import select_values
 
     feature, value = _condition_feature(db)

@@ -92,7 +92,7 @@ def test_no_training_step_waits_for_the_device(architecture, ks):
 
 
 def test_encode_all_on_cuda_gives_the_cpu_code():
-    from engine.pipeline import encode_all
+    from engine.run_results import encode_all
 
     train = planted(4096, seed=100)
     stack = SAEStack(SAEConfig(d_sae=32, ks=(3, 4)), 30, seeds=(1, 2))

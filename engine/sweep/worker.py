@@ -2,7 +2,7 @@
 
 A worker reads the sweep folder's inputs and plan and writes its results there; it never opens the database
 (the owning process ingests the files). It trains exactly as `mini train` does with the same settings
-(engine.pipeline's build_stack, Trainer and collect_results on the same matrix), so a trial's metrics do not
+(engine.pipeline's build_stack, Trainer and engine.run_results.collect_results on the same matrix), so a trial's metrics do not
 depend on where it ran.
 """
 
@@ -23,8 +23,9 @@ import polars as pl
 import torch
 
 from engine.analysis.stability import stability
-from engine.pipeline import build_stack, collect_results, spec_from_config
+from engine.pipeline import build_stack, spec_from_config
 from engine.quality_flags import FlagContext
+from engine.run_results import collect_results
 from engine.sae.model_data import UnitRoles
 from engine.sae.train import Trainer
 from engine.sweep.folder import RESULT_TABLES, SweepFolder, now, read_json, write_json

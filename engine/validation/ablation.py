@@ -197,7 +197,7 @@ def final_stack_state(saved: dict[str, Any], instance: int) -> tuple[dict[str, A
 
 def encode_test(state: dict[str, Any], rows: np.ndarray, counts: np.ndarray) -> TestEncoding:
     """Load the SAE's checkpoint slice into an SAEStack and take the test bins' pre-activations as
-    engine.pipeline.encode_all does (its batches, one thread: the same sums whatever the worker count).
+    engine.run_results.encode_all does (its batches, one thread: the same sums whatever the worker count).
     Selection is left to select_values, which applies the stack's inference rule to any pre-activations."""
     import torch
 
