@@ -60,7 +60,7 @@ from engine.pipeline import RunSpec, dataset_matrix, train_run
 from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig
 from engine.validation.labels import label_feature
-from engine.validation.validate import ValidateConfig, choose_threshold, cooccurrence
+from engine.validation.validate import ValidateConfig, choose_threshold, cooccurrence, validate_config
 from engine.validation.validate_run import predicate_target, validate_run
 from sample_data import SampleConfig, generate
 from store import Store
@@ -289,8 +289,9 @@ def same(a: Pairing | None, b: Pairing | None) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
-def scale(n_examples: int, n_labels: int, n_compared: int, max_shuffles: int | None) -> dict[str, object]:
-    config = ValidateConfig()
+def scale(n_examples: int, n_labels: int, n_compared: int, max_shuffles: int | None,
+          max_draws: int | None = None) -> dict[str, object]:
+    config = validate_config(max_draws)
     with tempfile.TemporaryDirectory() as folder:
         db = Store.open(Path(folder) / "bench.duckdb")
         log(f"scale: sample recording at {n_examples:,} bins ...")
@@ -335,6 +336,9 @@ def main() -> None:
                         help="labels (the first ones) validated by mini and by scikit-learn for the comparison")
     parser.add_argument("--max-shuffles", type=int, default=0,
                         help="the scale part's ranking (not timed) caps its shuffles here (0: mini's default)")
+    parser.add_argument("--max-draws", type=int, default=0,
+                        help="the scale part validates with at most this many draws of each kind, as mini validate "
+                             "--max-draws (0: mini's defaults; fewer for a quick check, not for timings)")
     parser.add_argument("--skip-science", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
@@ -343,7 +347,8 @@ def main() -> None:
         log("science on the sample recording ...")
         result["science"] = science(args.epochs or None)
     if not args.skip_scale:
-        result["scale"] = scale(args.examples, args.labels, args.baseline, args.max_shuffles or None)
+        result["scale"] = scale(args.examples, args.labels, args.baseline, args.max_shuffles or None,
+                                args.max_draws or None)
     print(json.dumps(result))
 
 

@@ -21,6 +21,7 @@ from engine.pipeline import RunSpec, train_run
 from engine.sae.config import SAEConfig
 from engine.sae.train import TrainConfig, TrainProgress
 from engine.validation.labels import label_feature
+from engine.validation.validate import ValidateConfig
 from engine.validation.validate_run import validate_run
 from sample_data import SampleConfig, generate
 from store import Store
@@ -61,9 +62,10 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
              report: Callable[[str], None] = lambda _: None,
              on_train_progress: Callable[[TrainProgress], None] | None = None,
              cancel: threading.Event | None = None, epochs: int | None = None,
-             auto_accept: int = DEMO_AUTO_ACCEPT, rank_settings: RankConfig | None = None) -> DemoResult:
-    """Generate and import the sample recording, train the demo run and rank it (each once; `rank_settings`:
-    RankConfig's defaults when None)."""
+             auto_accept: int = DEMO_AUTO_ACCEPT, rank_settings: RankConfig | None = None,
+             validate_settings: ValidateConfig | None = None) -> DemoResult:
+    """Generate and import the sample recording, train the demo run and rank it (each once; `rank_settings`
+    and `validate_settings`: RankConfig's and ValidateConfig's defaults when None)."""
     result = _import_sample(db, data_folder, config, report)
     run_id = finished_run_for(db, result.dataset_id)
     if run_id is not None:
@@ -88,7 +90,7 @@ def run_demo(db: Store, data_folder: Path, config: SampleConfig | None = None,
     if auto_accept and not labels_exist(db, run_id):
         accepted = auto_accept_top(db, run_id, auto_accept)
         report(f"accepted the first suggestion of the top {accepted} features automatically (source 'auto')")
-        checked = validate_run(db, run_id)
+        checked = validate_run(db, run_id, validate_settings)
         report(f"{checked.n_generalise} of {checked.n_testable} labels generalise to the test split, "
                f"{checked.n_validated} of them with a specific signature (validated) ({checked.seconds:.0f} s)")
     return result

@@ -361,6 +361,7 @@ def _rank_validate_report_cases() -> Iterator[BadInput]:
     validate = ("validate", "--run", "1")
     yield from _options("validate", validate, "--jobs", {"zero": "0", "minus_two": "-2", "huge": HUGE,
                                                          "million": "1000000", "text": TEXT})
+    yield from _options("validate", validate, "--max-draws", {"below": "19", "over": "1001", "text": TEXT})
     yield from _epoch_cases("validate", (*validate, "--jobs", "1"))
     report = ("report", "--run", "1")
     yield from _options("report", (*report, "--out", "r.md"), "--top", _int_values(1))
@@ -449,7 +450,8 @@ def _demo_cases() -> Iterator[BadInput]:
     for option, values in {"--seed": {"negative": "-1", "huge": HUGE, "2**32": str(2**32)},
                            "--epochs": {"zero": "0", "negative": "-1", "huge": HUGE},
                            "--auto-accept": {"negative": "-1", "huge": HUGE},
-                           "--max-shuffles": {"below_the_first": "199", "huge": HUGE}}.items():
+                           "--max-shuffles": {"below_the_first": "199", "huge": HUGE},
+                           "--max-draws": {"below": "19", "over": "1001"}}.items():
         for case, value in values.items():
             yield BadInput(f"demo/{option.lstrip('-')}={case}", (*demo, option, value), (option,), db="new.duckdb")
     yield BadInput("demo/data_is_a_file", (*demo, "--data", "file"), ("file",), _text("file", "x"), db="new.duckdb")

@@ -125,7 +125,7 @@ def app_db(app_db_template, tmp_path) -> Path:
 LONGEST_FIRST = (
     "test_app_quit", "test_sweep", "test_epochs", "test_bad_inputs", "test_validate_run", "test_cli",
     "test_app_train", "test_sweep_clusters", "test_kill_9", "test_transcoder", "test_labels", "test_bench_real",
-    "test_history", "test_validate_conjunction", "test_bench_validate", "test_app_sweep", "test_train_cli",
+    "test_history", "test_validate_conjunction", "test_app_sweep", "test_bench_validate", "test_train_cli",
     "test_freeze", "test_bench_sweep", "test_bench_rank", "test_rank", "test_import_preprocess",
     "test_slurm_cluster", "test_sweep_context", "test_train_defaults", "test_capture", "test_validation_display",
     "test_linear_track", "test_app_export",

@@ -16,7 +16,7 @@ COMPARED = {"threshold", "mcc", "mcc_ci_low", "p_value", "decode_signature", "de
 def test_validate_bench_prints_a_json_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "validate.py"), "--skip-science", "--examples", "6000",
-         "--labels", "4", "--baseline", "2", "--max-shuffles", "1000"],
+         "--labels", "4", "--baseline", "2", "--max-shuffles", "1000", "--max-draws", "20"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr

@@ -9,15 +9,18 @@ import os
 
 import pytest
 
+DEMO_DRAWS = 20
+
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     from tests.conftest import run_cli
 
     folder = tmp_path_factory.mktemp("demo")
-    # --max-shuffles 1000: the ranking's late rounds (up to 25,000 shuffles) were most of a 90-s demo here
+    # --max-shuffles 1000: the ranking's late rounds (up to 25,000 shuffles) were most of a 90-s demo here;
+    # --max-draws 20: no verdict is checked here, and the validation's default draws took most of what was left
     result = run_cli("demo", "--no-tui", "--epochs", "1", "--auto-accept", "3", "--max-shuffles", "1000",
-                     "--db", "demo.duckdb", cwd=folder, timeout=600)
+                     "--max-draws", str(DEMO_DRAWS), "--db", "demo.duckdb", cwd=folder, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "imported 'sample'" in result.stderr
     return folder / "demo.duckdb"
@@ -61,6 +64,14 @@ def test_demo_trains_a_run_of_two_saes(demo_db, cli):
     qc = json.loads(cli("sql", "--db", str(demo_db), "--format", "json",
                         "SELECT count(*) AS n FROM qc WHERE fvu IS NOT NULL AND pca_fvu IS NOT NULL").stdout)
     assert qc == [{"n": 6}]  # 2 SAEs × 3 splits
+
+
+def test_demo_validates_its_labels_with_at_most_max_draws_of_each_kind(demo_db, cli):
+    rows = json.loads(cli("sql", "--db", str(demo_db), "--format", "json",
+                          "SELECT count(*) AS n, min(n_shifts) AS shifts, max(n_shifts) AS most_shifts, "
+                          "max(n_ablation_null) AS ablations FROM validations WHERE testable").stdout)
+    # 1,000 shifts and 100 ablation nulls by default: the cap reached the validation
+    assert rows == [{"n": 3, "shifts": DEMO_DRAWS, "most_shifts": DEMO_DRAWS, "ablations": DEMO_DRAWS}]
 
 
 def test_demo_twice_reuses_the_dataset(demo_db, cli):

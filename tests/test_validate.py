@@ -9,11 +9,13 @@ import pytest
 
 from engine.validation.validate import (
     ValidateConfig,
+    binary_log_loss,
     choose_threshold,
     cooccurrence,
     decode_scores,
     decoding_report,
     signature_units,
+    validate_config,
     verdicts,
 )
 
@@ -287,3 +289,31 @@ def test_a_predicate_constant_within_trials_swaps_whole_trials():
     assert cooccurrence(present.astype(float), present, trial, 0.5, cfg)["p_value"] < 0.01
     other = np.repeat(rng.random(40) < 0.5, 25)
     assert cooccurrence(other.astype(float), present, trial, 0.5, cfg)["p_value"] > 0.01
+
+
+def test_binary_log_loss_is_scikit_learns_to_the_last_bit():
+    """The cross-validation's loss, written out for speed: the same float as sklearn's log_loss on every kind of
+    prediction (spread, saturated at 0 and 1 where the clipping decides, exactly 0 and 1), or a decoder's
+    penalty could change."""
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(0)
+    for draw in range(600):
+        n = int(rng.integers(2, 300))
+        present = rng.random(n) < rng.random()
+        spread = [rng.random(n), 1 / (1 + np.exp(-rng.normal(0, 40, n))), (rng.random(n) < 0.5).astype(float)]
+        p = spread[draw % 3]
+        assert binary_log_loss(present, p) == log_loss(present, p, labels=[False, True]), draw
+
+
+def test_max_draws_caps_every_kind_of_draw_and_is_checked():
+    from engine.errors import InputError
+
+    assert validate_config(None) == ValidateConfig()
+    capped = validate_config(50)
+    assert (capped.n_bootstrap, capped.n_shifts, capped.n_random_subsets, capped.n_ablation_null) == (50, 50, 50, 50)
+    assert validate_config(500).n_random_subsets == 100 and validate_config(500).n_shifts == 500  # never raised
+    assert validate_config(1000) == ValidateConfig()
+    for bad in (19, 1001, 0, -5):
+        with pytest.raises(InputError, match=rf"^--max-draws {bad}: must be between 20 and 1,000"):
+            validate_config(bad)

@@ -37,18 +37,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.analysis.rank import rank_config
     from engine.demo import check_demo_options, run_demo
+    from engine.validation.validate import validate_config
     from sample_data import SampleConfig
     from tui.progress import training_progress
 
     check_demo_options(args.seed, args.epochs, args.auto_accept, args.data)  # before the database is made
     ranking = rank_config(args.max_shuffles)
+    validation = validate_config(args.max_draws)
     db = open_store(args)
     data_folder = Path(args.data) if args.data else db.path.resolve().parent / "demo_data"
     try:
         with training_progress() as (on_progress, cancel):
             run_demo(db, data_folder, SampleConfig(seed=args.seed), report=lambda m: say(f"demo: {m}"),
                      on_train_progress=on_progress, cancel=cancel, epochs=args.epochs,
-                     auto_accept=args.auto_accept, rank_settings=ranking)
+                     auto_accept=args.auto_accept, rank_settings=ranking, validate_settings=validation)
     except BaseException:
         db.close()
         raise
@@ -171,15 +173,17 @@ def cmd_rank(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from engine.validation.validate import validate_config
     from engine.validation.validate_run import check_jobs, validate_run
     from engine.validation.validation_summary import figures_frame, outcome_line, verdict_counts
     from store.validations import run_pairings
     from tui.table_text import render_table
 
     check_jobs(args.jobs)
+    config = validate_config(args.max_draws)
     epoch = _epoch(args)
     with open_store(args, create=False) as db:
-        outcome = validate_run(db, args.run, report=lambda m: say(f"validate: {m}"), n_jobs=args.jobs,
+        outcome = validate_run(db, args.run, config, report=lambda m: say(f"validate: {m}"), n_jobs=args.jobs,
                                epoch=epoch)
         _say_epoch("validate", outcome)
         tested = run_pairings(db, args.run).filter(pl.col("validated_at").is_not_null()).to_dicts()
@@ -307,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-shuffles", type=int, default=None, metavar="N",
                       help="most shuffles behind one p-value of the ranking (default 25000, as mini rank; fewer "
                            "ranks sooner with coarser p-values)")
+    demo.add_argument("--max-draws", type=int, default=None, metavar="N",
+                      help="as mini validate's: most random draws of each kind behind the validation's intervals "
+                           "and p-values (default 1,000 bootstrap resamples and shifts, 100 random unit subsets and "
+                           "ablation nulls)")
 
     from tui.cli_imports import add_import_commands
 
@@ -365,6 +373,10 @@ def _add_pipeline_commands(add: AddCommand) -> None:
     validate.add_argument("--run", type=int, required=True, help="run id")
     validate.add_argument("--jobs", type=int, default=-1,
                           help="worker processes (default -1: one per core); results do not depend on it")
+    validate.add_argument("--max-draws", type=int, default=None, metavar="N",
+                          help="most random draws of each kind behind the intervals and p-values (default: 1,000 "
+                               "bootstrap resamples and shifts, 100 random unit subsets and ablation nulls; fewer "
+                               "validate sooner, with coarser p-values and intervals)")
     _add_epoch_options(validate, "score on the test bins it selects (tune on its train + val bins)",
                        "the ranking's")
 

@@ -24,15 +24,16 @@ null is tuned on random subsets of its own size, never with the signature's pena
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import log_loss, r2_score, roc_auc_score
+from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.model_selection import GroupKFold
 
 from engine.analysis.nulls import Member, Trials, group_members, monte_carlo_p, null_exceedances, trial_codes
+from engine.options import check_integer
 
 C_GRID = np.logspace(-3, 2, 6)
 """Inverse regularisation strengths tried for logistic regression (features standardised)."""
@@ -76,6 +77,24 @@ class ValidateConfig:
     max_fit_rows: int = 20_000
     """Decoders train on at most this many train + val rows (uniform seeded subsample): past ~10⁴ rows
     scores barely move while every one of the ~100 fits gets proportionally slower."""
+
+
+MIN_DRAWS = 20
+"""Fewest draws --max-draws allows: a 95th percentile of the random subsets needs about 20."""
+
+
+def validate_config(max_draws: int | None) -> ValidateConfig:
+    """The validation settings with --max-draws checked: each kind of random draw (bootstrap resamples, shifts,
+    random unit subsets, ablation nulls) capped at max_draws (None: the defaults, as the app validates)."""
+    config = ValidateConfig()
+    if max_draws is None:
+        return config
+    most = max(config.n_bootstrap, config.n_shifts, config.n_random_subsets, config.n_ablation_null)
+    check_integer("--max-draws", max_draws, MIN_DRAWS, most, "the defaults draw at most "
+                  f"{most:,} of a kind; a 95th percentile needs about {MIN_DRAWS}")
+    return replace(config, n_bootstrap=min(config.n_bootstrap, max_draws), n_shifts=min(config.n_shifts, max_draws),
+                   n_random_subsets=min(config.n_random_subsets, max_draws),
+                   n_ablation_null=min(config.n_ablation_null, max_draws))
 
 
 # --------------------------------------------------------------------------- co-occurrence
@@ -296,11 +315,21 @@ class Folds:
                 model = _model(kind, grid[0], warm_start=True)
                 for i, c in enumerate(grid):
                     model.set_params(C=c).fit(x_train, y_train)
-                    out[i] = log_loss(y_val, model.predict_proba(x_val)[:, 1], labels=[False, True])
+                    out[i] = binary_log_loss(y_val, model.predict_proba(x_val)[:, 1])
             else:
                 for i, alpha in enumerate(grid):
                     out[i] = np.mean((Ridge(alpha=alpha).fit(x_train, y_train).predict(x_val) - y_val) ** 2)
         return out
+
+
+def binary_log_loss(present: np.ndarray, p_present: np.ndarray) -> float:
+    """scikit-learn's log_loss(present, p_present, labels=[False, True]), the same float: each row's
+    probability of its own class clipped to [eps, 1 - eps], -log of it averaged. Written out because the
+    cross-validation curves call it thousands of times per validation and scikit-learn's input checks
+    were a third of their time (tests/test_validate.py compares the two)."""
+    eps = np.finfo(np.float64).eps
+    own = np.where(present, p_present, 1 - p_present)
+    return float(np.mean(-np.log(np.clip(own, eps, 1 - eps))))
 
 
 def best_param(curve: np.ndarray, kind: str) -> float:
