@@ -31,8 +31,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from engine.analysis.predicates import parse_predicate
+from engine.validation.cross_validation import C_GRID
 from engine.validation.validate import (
-    C_GRID,
     ValidateConfig,
     above_chance_ratio,
     choose_threshold,

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from engine.validation.cross_validation import binary_log_loss
 from engine.validation.validate import (
     ValidateConfig,
-    binary_log_loss,
     choose_threshold,
     cooccurrence,
     decode_scores,
@@ -184,25 +184,25 @@ def test_verdicts_name_each_failed_condition_separately():
 
 
 def test_cross_validation_folds_keep_trials_whole(monkeypatch):
-    import engine.validation.validate as validate
+    import engine.validation.cross_validation as cross_validation
 
     rng = np.random.default_rng(4)
     groups = np.repeat(np.arange(17), rng.integers(3, 30, 17))
-    folds = validate.trial_folds(groups, 5)
+    folds = cross_validation.trial_folds(groups, 5)
     assert len(folds) == 5
     for train, held_out in folds:
         assert not set(groups[train]) & set(groups[held_out])  # no trial on both sides
         assert len(train) + len(held_out) == len(groups)
-    assert validate.trial_folds(np.zeros(10), 5) == []  # one trial: nothing to cross-validate over
-    assert len(validate.trial_folds(np.repeat([0, 1, 2], 4), 5)) == 3  # never more folds than trials
+    assert cross_validation.trial_folds(np.zeros(10), 5) == []  # one trial: nothing to cross-validate over
+    assert len(cross_validation.trial_folds(np.repeat([0, 1, 2], 4), 5)) == 3  # never more folds than trials
     # decode_scores chooses its penalty through exactly these folds.
     seen = []
-    real = validate.trial_folds
-    monkeypatch.setattr(validate, "trial_folds", lambda g, n: seen.append(np.asarray(g)) or real(g, n))
+    real = cross_validation.trial_folds
+    monkeypatch.setattr(cross_validation, "trial_folds", lambda g, n: seen.append(np.asarray(g)) or real(g, n))
     x = rng.poisson(2.0, (len(groups), 6)).astype(float)
     y = x[:, 0] + rng.normal(0, 1, len(groups)) > 2
-    out = validate.decode_scores(x, y, groups, x, y, "binary", ValidateConfig(cv_folds=4))
-    assert len(seen) == 1 and np.array_equal(seen[0], groups) and out["param"] in validate.C_GRID
+    out = decode_scores(x, y, groups, x, y, "binary", ValidateConfig(cv_folds=4))
+    assert len(seen) == 1 and np.array_equal(seen[0], groups) and out["param"] in cross_validation.C_GRID
 
 
 def test_a_dense_code_generalises_without_a_specific_signature():
@@ -224,7 +224,7 @@ def test_a_dense_code_generalises_without_a_specific_signature():
 def test_random_subsets_get_their_own_penalty_per_size():
     """The null's penalty is chosen by cross-validation on random subsets of the signature's size (the first
     n_tuning_subsets of the null's own draws), not borrowed from the signature."""
-    from engine.validation.validate import Folds, best_param
+    from engine.validation.cross_validation import Folds, best_param
 
     rng = np.random.default_rng(6)
     xf, pf, _, gf = synthetic(rng, 60, 50, n_units=60, n_sig=3)
@@ -249,7 +249,7 @@ def test_random_subsets_get_their_own_penalty_per_size():
 
 
 def test_cross_validation_scales_each_fold_by_its_own_training_rows():
-    from engine.validation.validate import Folds
+    from engine.validation.cross_validation import Folds
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 4))

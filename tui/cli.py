@@ -413,14 +413,6 @@ def _add_label_commands(add: AddCommand) -> None:
     freeze.add_argument("--run", type=int, required=True, help="run id")
 
 
-def _is_interrupt(error: BaseException) -> bool:
-    if "store.db" not in sys.modules:  # no database was opened: no query to have been interrupted
-        return False
-    from store.db import is_interrupt
-
-    return is_interrupt(error)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -433,14 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if handler is cmd_tui:  # the app reads ctrl+c as a key, and stops its own queries
             return handler(args)
-        from tui.interrupts import ctrl_c_stops_queries
+        from tui.interrupts import ctrl_c_stops_queries, is_query_interrupt
 
         with ctrl_c_stops_queries() as ctrl_c:
             try:
                 return handler(args)
             except Exception as error:
                 # A query stopped by a ctrl+c surfaces as DuckDB's error, or as whatever a caller made of it.
-                if ctrl_c.is_set() or _is_interrupt(error):
+                if ctrl_c.is_set() or is_query_interrupt(error):
                     raise KeyboardInterrupt from error
                 raise
     except (InputError, StoreError) as error:

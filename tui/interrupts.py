@@ -42,8 +42,9 @@ def ctrl_c_stops_queries() -> Iterator[threading.Event]:
                 return
             if signal.SIGINT in numbers and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 heard.set()
-                if "store.db" in sys.modules:  # else no database is open: nothing to stop
-                    sys.modules["store.db"].interrupt_open_stores()
+                store_db = _store_db()
+                if store_db is not None:  # else no database is open: nothing to stop
+                    store_db.interrupt_open_stores()
 
     watcher = threading.Thread(target=watch, name="mini-ctrl-c-watch", daemon=True)
     watcher.start()
@@ -57,3 +58,16 @@ def ctrl_c_stops_queries() -> Iterator[threading.Event]:
         os.close(write_end)
         if not watcher.is_alive():
             os.close(read_end)
+
+
+def is_query_interrupt(error: BaseException) -> bool:
+    """Whether an error is a database query stopped by an interrupt (store.db.is_interrupt), for an error that may
+    arrive before the watcher has marked the ctrl+c heard."""
+    store_db = _store_db()
+    return store_db is not None and store_db.is_interrupt(error)
+
+
+def _store_db():
+    """store.db where a command has imported it (then it may have open Stores), else None: importing it here would
+    put DuckDB on the path of every command, the ones that open no database too."""
+    return sys.modules.get("store.db")

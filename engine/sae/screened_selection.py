@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import torch
 
-from engine.sae.selection import CANDIDATE_FRACTION, above_floors, cutoffs_among
+from engine.sae.selection import CANDIDATE_FRACTION, above_floors, cutoffs_among, sae_bounds
 from engine.sae.sparse_ops import group_offsets, index_div, sampled_dots
 
 SCREEN_MIN_ELEMENTS = 1 << 21
@@ -75,10 +75,10 @@ def screened_cutoffs(centred: torch.Tensor, centred_flat: torch.Tensor, w_enc: t
     # From here batch_cutoffs' rule on the float32 values: candidates above the floor, each SAE's budget-th largest.
     above = np.flatnonzero(values.numpy() > floor.numpy()[sae.numpy()])
     candidates, values = passed.numpy()[above], values.numpy()[above]
-    counts = np.diff(np.searchsorted(candidates, np.arange(n + 1) * batch * width))
-    if (counts < np.asarray(budgets)).any():
+    bounds = sae_bounds(candidates, n, batch * width)
+    if (np.diff(bounds) < np.asarray(budgets)).any():
         return None
-    return cutoffs_among(candidates, values, n, batch * width, budgets)
+    return cutoffs_among(candidates, values, bounds, budgets)
 
 
 def screen(centred: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, floor: torch.Tensor) -> torch.Tensor | None:

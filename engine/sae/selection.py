@@ -92,20 +92,26 @@ def _batch_cutoffs_numpy(band: torch.Tensor, budgets: list[int], estimate: torch
         candidates = above_floors(values_of, zeros)
     else:
         candidates = above_floors(values_of, (CANDIDATE_FRACTION * estimate).to(band.dtype).view(n, 1, 1).numpy())
-    counts = np.diff(np.searchsorted(candidates, np.arange(n + 1) * per_sae))
-    if estimate is not None and (counts < np.asarray(budgets)).any():
+    bounds = sae_bounds(candidates, n, per_sae)
+    if estimate is not None and (np.diff(bounds) < np.asarray(budgets)).any():
         candidates = above_floors(values_of, zeros)
+        bounds = sae_bounds(candidates, n, per_sae)
     values = values_of.reshape(-1)[candidates]  # a copy only where the band is a strided view (a Matryoshka band)
-    return cutoffs_among(candidates, values, n, per_sae, budgets)
+    return cutoffs_among(candidates, values, bounds, budgets)
 
 
-def cutoffs_among(candidates: np.ndarray, values: np.ndarray, n: int, per_sae: int, budgets: list[int]
+def sae_bounds(candidates: np.ndarray, n: int, per_sae: int) -> np.ndarray:
+    """Where each SAE's candidates start in ascending flat indices into [n, per_sae], then their end (n + 1 values):
+    a binary search, not a division and a bincount."""
+    return np.searchsorted(candidates, np.arange(n + 1) * per_sae)
+
+
+def cutoffs_among(candidates: np.ndarray, values: np.ndarray, bounds: np.ndarray, budgets: list[int]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BatchTopK's rule over candidates (ascending flat indices into [n, per_sae], and their values): each SAE's
-    cutoff is the budget-th largest of its candidates (0 where it has none), and every candidate at or above it is
-    kept. The candidates ascend, so each SAE's are one slice (found by a binary search, not a division and a
-    bincount), and its cutoff is one partition of that slice."""
-    bounds = np.searchsorted(candidates, np.arange(n + 1) * per_sae)
+    """BatchTopK's rule over candidates (ascending flat indices into [n, per_sae], their values, and each SAE's
+    slice of them, sae_bounds): each SAE's cutoff is the budget-th largest of its candidates (0 where it has none),
+    and every candidate at or above it is kept; the cutoff is one partition of the SAE's slice."""
+    n = len(bounds) - 1
     cutoffs = np.zeros(n, dtype=values.dtype)
     for i, (start, end) in enumerate(itertools.pairwise(bounds.tolist())):  # a few SAEs at most
         take = min(budgets[i], end - start)

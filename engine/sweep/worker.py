@@ -2,8 +2,8 @@
 
 A worker reads the sweep folder's inputs and plan and writes its results there; it never opens the database
 (the owning process ingests the files). It trains exactly as `mini train` does with the same settings
-(engine.pipeline's build_stack, Trainer and engine.run_results.collect_results on the same matrix), so a trial's metrics do not
-depend on where it ran.
+(engine.pipeline's build_stack, Trainer and engine.run_results.collect_results on the same matrix), so a trial's
+metrics do not depend on where it ran.
 """
 
 from __future__ import annotations

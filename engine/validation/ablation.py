@@ -36,7 +36,8 @@ from scipy import sparse
 from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
-from engine.validation.validate import Folds, ValidateConfig, _model, _scale, best_param
+from engine.validation.cross_validation import Folds, best_param, column_scale, decoder_model
+from engine.validation.validate import ValidateConfig
 
 ENCODE_CHUNK_VALUES = 8_000_000
 """Most pre-activations (bins × d_sae, float32) selected in one block."""
@@ -105,11 +106,11 @@ def fit_readout(reconstruction_fit: np.ndarray, present_fit: np.ndarray, groups_
     folds = Folds(reconstruction_fit, np.asarray(groups_fit), config.cv_folds)
     param = best_param(folds.loss_curve(y, "binary"), "binary")
     x = np.asarray(reconstruction_fit, dtype=np.float64)
-    mean, sd = _scale(x)
+    mean, sd = column_scale(x)
     xf = (x - mean) / sd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on near-separable data; the fit is still valid
-        model = _model("binary", param).fit(xf, y)
+        model = decoder_model("binary", param).fit(xf, y)
     coef = model.coef_[0].astype(np.float64)
     weights = coef / sd
     return Readout(weights, float(model.intercept_[0] - mean @ weights), param, coef)
