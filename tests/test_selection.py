@@ -1,11 +1,21 @@
-"""BatchTopK's exact selection: the CPU's NumPy path gives PyTorch's result bit for bit, and both are the top-k."""
+"""BatchTopK's exact selection: the CPU's NumPy path gives PyTorch's result bit for bit, and both are the top-k; its
+helpers (true_indices: flatnonzero by words; candidate_floors)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from engine.sae.selection import _batch_cutoffs_numpy, _batch_cutoffs_torch, batch_cutoffs, entries_above
+from engine.sae.selection import (
+    CANDIDATE_FRACTION,
+    _batch_cutoffs_numpy,
+    _batch_cutoffs_torch,
+    batch_cutoffs,
+    candidate_floors,
+    entries_above,
+    true_indices,
+)
 
 
 def band_with_ties(shape: tuple[int, int, int], seed: int) -> torch.Tensor:
@@ -72,3 +82,33 @@ def test_entries_above_a_threshold_are_pytorchs_comparison_and_nonzero(case):
     expected = (band > floors.view(-1, 1, 1)).view(-1).nonzero().squeeze(1)
     assert torch.equal(chosen, expected)
     assert torch.equal(values, band.reshape(-1)[expected])
+
+
+MASKS = {
+    "sparse, as a screen leaves it": lambda rng: rng.random((8, 64, 512)) < 0.035,
+    "dense: the plain path": lambda rng: rng.random((4, 32, 64)) < 0.6,
+    "no true at all": lambda rng: np.zeros((3, 40, 24), dtype=bool),
+    "every one true": lambda rng: np.ones((2, 16, 8), dtype=bool),
+    "a length that is no multiple of 8, trues in the tail": lambda rng: np.r_[rng.random(1000) < 0.02, [True] * 5],
+    "shorter than a word": lambda rng: np.array([False, True, False, True]),
+    "empty": lambda rng: np.zeros(0, dtype=bool),
+    "not contiguous": lambda rng: (rng.random((64, 48)) < 0.05)[:, ::3],
+    "one busy word among idle ones": lambda rng: np.r_[np.zeros(4096, bool), [True] * 8, np.zeros(4096, bool)],
+}
+
+
+@pytest.mark.parametrize("case", MASKS)
+def test_true_indices_is_flatnonzero(case):
+    mask = MASKS[case](np.random.default_rng(0))
+    found = true_indices(mask)
+    assert found.dtype == np.intp
+    assert np.array_equal(found, np.flatnonzero(mask))
+
+
+def test_candidate_floors_leave_small_budgets_more_room_and_stay_positive():
+    estimate = torch.tensor([2.0, 2.0, 2.0, 2.0, 2.0])
+    floors = candidate_floors(estimate, [65_536, 8_192, 2_048, 16, 0]).tolist()
+    assert floors[0] == floors[1] == pytest.approx(2.0 * CANDIDATE_FRACTION)  # capped at the usual budgets
+    assert floors[1] > floors[2] > floors[3] >= 0.0  # noisier cutoffs of smaller budgets: lower floors
+    assert floors[4] == 0.0  # never below 0: candidates are positive entries
+    assert candidate_floors(estimate.double(), [8_192] * 5).dtype == torch.float64

@@ -3,9 +3,9 @@
 The dense encoder matmul is most of a CPU step, and almost all of its [n, B, D] products are only compared with a
 cutoff and dropped. On a CPU with bfloat16 dot-product instructions (AVX512-BF16, AMX) a bf16 matmul takes under
 half the time. Its products are not the float32 ones, but they differ from the exact ones by a bounded amount, so
-they can screen: every entry whose float32 pre-activation is above last step's floor (0.9 × its cutoff, what
-`batch_cutoffs` takes as candidates) has a bf16 product above a lowered floor. Only the entries that pass the screen
-(about 1.3× the candidates) get float32 pre-activations, by a sampled matmul, and `batch_cutoffs`' rule then runs on
+they can screen: every entry whose float32 pre-activation is above last step's floor (a fraction of its cutoff, what
+`batch_cutoffs` takes as candidates: selection.candidate_floors) has a bf16 product above a lowered floor. Only the
+entries that pass the screen (about 1.3× the candidates) get float32 pre-activations, by a sampled matmul, and `batch_cutoffs`' rule then runs on
 those: the same entries and cutoffs, with values that differ from the dense matmul's only in float32 rounding.
 
 The bound, for an input row x and an encoder row w with the bias folded in (x̃ = [x, 1], w̃ = [w, b]): rounding both
@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import torch
 
-from engine.sae.selection import CANDIDATE_FRACTION, above_floors, cutoffs_among, sae_bounds
+from engine.sae.selection import above_floors, candidate_floors, cutoffs_among, sae_bounds
 from engine.sae.sparse_ops import group_offsets, index_div, sampled_dots
 
 SCREEN_MIN_ELEMENTS = 1 << 21
@@ -63,7 +63,7 @@ def screened_cutoffs(centred: torch.Tensor, centred_flat: torch.Tensor, w_enc: t
     b_enc [n, D], estimate [n] last step's cutoffs (all > 0)."""
     n, batch, d = centred.shape
     width = w_enc.shape[1]
-    floor = CANDIDATE_FRACTION * estimate  # [n], float32 as batch_cutoffs computes it
+    floor = candidate_floors(estimate, budgets)  # [n], float32 as batch_cutoffs computes it
     passed = screen(centred, w_enc, b_enc, floor)
     if passed is None:
         return None
