@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_cli
 from tests.spike_cases import assert_refused
@@ -28,12 +31,26 @@ def _same_figures(db: Path, first: int, second: int) -> None:
         assert abs(trial["val_l0"] - b[key]["val_l0"]) <= 1e-6
 
 
-def test_a_ray_sweep_gives_the_local_sweep_s_figures(small_db, tmp_path):
+@pytest.fixture(scope="module")
+def locally_swept(small_db, tmp_path_factory) -> Path:
+    """The small database after the local executor's sweep of GRID (sweep 1): what each cluster's sweep is compared
+    with, run once for both; copy it (with its sweeps folder) before writing."""
     from tests.app_data import copy_database
 
-    db = copy_database(small_db, tmp_path, "ray.duckdb")
+    db = copy_database(small_db, tmp_path_factory.mktemp("local_sweep"), "swept.duckdb")
     local = sweep(db, "--dataset", "small", "--grid", GRID, "--seeds", "2", "--epochs", "2")
     assert local.returncode == 0, local.stderr
+    return db
+
+
+def copy_swept(template: Path, folder: Path) -> Path:
+    """A copy of a swept database and its sweeps folder in `folder`."""
+    shutil.copytree(template.parent / f"{template.stem}.sweeps", folder / f"{template.stem}.sweeps")
+    return Path(shutil.copy(template, folder / template.name))
+
+
+def test_a_ray_sweep_gives_the_local_sweep_s_figures(locally_swept, tmp_path):
+    db = copy_swept(locally_swept, tmp_path)
     ray = sweep(db, "--dataset", "small", "--grid", GRID, "--seeds", "2", "--epochs", "2", "--executor", "ray",
                 "--max-parallel", "2")
     assert ray.returncode == 0, ray.stderr
@@ -57,12 +74,8 @@ def test_a_missing_extra_is_named_with_its_install_command(small_db, tmp_path):
 
 
 def test_a_slurm_sweep_runs_as_job_arrays_and_a_cancelled_job_is_trained_again_on_resume(
-        small_db, tmp_path, slurm_partition):
-    from tests.app_data import copy_database
-
-    db = copy_database(small_db, tmp_path, "slurm.duckdb")
-    local = sweep(db, "--dataset", "small", "--grid", GRID, "--seeds", "2", "--epochs", "2")
-    assert local.returncode == 0, local.stderr
+        locally_swept, tmp_path, slurm_partition):
+    db = copy_swept(locally_swept, tmp_path)
     on_slurm = sweep(db, "--dataset", "small", "--grid", GRID, "--seeds", "2", "--epochs", "2", "--executor",
                      "slurm", "--slurm-partition", slurm_partition, "--slurm-time-min", "5", "--max-parallel", "2")
     assert on_slurm.returncode == 0, on_slurm.stderr
