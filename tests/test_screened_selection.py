@@ -1,4 +1,5 @@
-"""The CPU step's bf16-screened BatchTopK: the entries and cutoffs of the dense float32 selection, float32 values."""
+"""The CPU step's bf16-screened BatchTopK, and the threshold's selection at inference screened alike: the entries and
+cutoffs of the dense float32 selection, float32 values."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import torch
 
 import engine.sae.model as model
 from engine.sae.model import SAEConfig, SAEStack
-from engine.sae.screened_selection import screen, screened_cutoffs
-from engine.sae.selection import batch_cutoffs
+from engine.sae.screened_selection import screen, screened_above, screened_cutoffs
+from engine.sae.selection import batch_cutoffs, entries_above
 
 
 def problem(n: int, batch: int, width: int, d: int, scale: float, seed: int):
@@ -97,3 +98,55 @@ def test_a_step_below_the_minimum_size_stays_dense(monkeypatch):
     stack.initialise_from_data(x)
     stack(x), stack(x)
     assert model.SCREEN_MIN_ELEMENTS > 2 * 256 * 64 and calls == []
+
+
+@pytest.mark.parametrize(("n", "batch", "width", "d", "scale"), [(8, 256, 128, 120, 1.0), (3, 200, 100, 121, 3.0)])
+def test_the_screen_keeps_a_thresholds_selection(n, batch, width, d, scale):
+    centred, w_enc, b_enc = problem(n, batch, width, d, scale, seed=n * d)
+    pre = dense(centred, w_enc, b_enc)
+    floors = torch.quantile(pre.reshape(n, -1), 0.97, dim=1)  # a threshold that keeps about 3 % of the entries
+    expected = entries_above(pre, floors)
+    found = screened_above(centred, centred.reshape(n * batch, d), w_enc, b_enc, floors)
+    assert found is not None
+    same_up_to_rounding(found[0], expected[0], pre, floors)
+    common = torch.isin(found[0], expected[0])
+    torch.testing.assert_close(found[1][common], pre.reshape(-1)[found[0][common]], rtol=1e-5, atol=1e-6 * scale)
+    assert screened_above(centred, centred.reshape(n * batch, d), w_enc, b_enc, torch.full((n,), 1e-6)) is None
+
+
+def test_validation_takes_the_screen_at_inference_only_and_loses_nothing(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.poisson(torch.rand(256, 40) * 3)
+    calls = []
+    real = model.screened_above
+    monkeypatch.setattr(model, "screened_above", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(model, "SCREEN_MIN_ELEMENTS", 0)
+    stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
+    stack.initialise_from_data(x)
+    stack.train()
+    for _ in range(3):  # a few steps set the thresholds
+        stack.after_step(stack(x).code, len(x))
+    assert bool((stack.threshold > 0).all())
+    stack(x, use_threshold=True)
+    assert calls == []  # in training a threshold's selection stays dense (AuxK may need the dense values)
+    stack.eval()
+    outputs = {}
+    for native in (True, False):
+        monkeypatch.setattr(model, "native_bf16_matmul", lambda native=native: native)
+        outputs[native] = stack(x, use_threshold=True, aux=False)
+    assert len(calls) == 1  # screened where bf16 is native, dense elsewhere
+    screened, plain = outputs[True], outputs[False]
+    pre = stack.pre_activations(x)
+    flat = lambda code: code.row * 64 + code.latent  # noqa: E731  (row = sae · B + example: a flat index into pre)
+    same_up_to_rounding(flat(screened.code), flat(plain.code), pre, stack.threshold)
+    torch.testing.assert_close(screened.per_sae_reconstruction, plain.per_sae_reconstruction, rtol=1e-4, atol=0)
+    same_up_to_rounding(flat(stack.encode(x, use_threshold=True)), flat(plain.code), pre, stack.threshold)
+
+
+def same_up_to_rounding(chosen: torch.Tensor, expected: torch.Tensor, pre: torch.Tensor, floors: torch.Tensor) -> None:
+    """The same flat indices into pre [n, B, D], but for entries within float32 rounding of their SAE's floor (the
+    sampled matmul adds in another order than the dense one; a threshold is often an entry's own value)."""
+    differ = torch.tensor(sorted(set(chosen.tolist()) ^ set(expected.tolist())), dtype=torch.long)
+    floor_of = floors[differ // (pre.shape[1] * pre.shape[2])]
+    assert len(differ) <= 0.001 * len(expected) + 2, len(differ)
+    assert bool(((pre.reshape(-1)[differ] - floor_of).abs() <= 1e-5 * floor_of.abs()).all())

@@ -38,7 +38,12 @@ from engine.errors import InputError
 from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
 from engine.sae.outputs import ForwardOutput, SparseCode
-from engine.sae.screened_selection import SCREEN_MIN_ELEMENTS, native_bf16_matmul, screened_cutoffs
+from engine.sae.screened_selection import (
+    SCREEN_MIN_ELEMENTS,
+    native_bf16_matmul,
+    screened_above,
+    screened_cutoffs,
+)
 from engine.sae.selection import batch_cutoffs, batch_top, entries_above
 from engine.sae.sparse_ops import Entries, index_div, sparse_decode, sparse_encode
 
@@ -220,16 +225,22 @@ class SAEStack(torch.nn.Module):
         order = torch.argsort(chosen // D, stable=True)
         return chosen[order], values[order], level[order]
 
-    def _screened_select(self, centred: torch.Tensor, centred_flat: torch.Tensor, batch: int
+    def _screened_select(self, centred: torch.Tensor, centred_flat: torch.Tensor, batch: int, use_threshold: bool
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """A CPU training step's BatchTopK through a bf16 screen (engine.sae.screened_selection: the same entries as
-        _select, at a fraction of the dense matmul's cost), or None where it does not apply: another architecture or
-        device, float32 not the arithmetic asked for, no hardware bf16, no cutoff yet, or dead latents (AuxK reads
-        the dense pre-activations)."""
+        """A CPU step's BatchTopK, or its threshold's selection at inference (validation), through a bf16 screen
+        (engine.sae.screened_selection: the same entries as _select, at a fraction of the dense matmul's cost), or
+        None where it does not apply: another architecture or device, float32 not the arithmetic asked for, no
+        hardware bf16, no cutoff or threshold yet, or in training dead latents (AuxK reads the dense
+        pre-activations)."""
         if (self.config.architecture != "batchtopk" or centred.device.type != "cpu" or centred.dtype != torch.float32
                 or torch.is_autocast_enabled("cpu") or self.n * batch * self.config.d_sae < SCREEN_MIN_ELEMENTS
                 or not native_bf16_matmul()):
             return None
+        if use_threshold:
+            if not all(value > 0 for value in self.threshold.tolist()):
+                return None
+            found = screened_above(centred, centred_flat, self.W_enc, self.b_enc, self.threshold.to(centred.dtype))
+            return None if found is None else (*found, torch.zeros(len(found[0]), dtype=torch.long))
         estimate = self.cutoff_estimate[:, 0]
         if not all(value > 0 for value in estimate.tolist()) or bool(self.dead_mask().any()):
             return None
@@ -347,7 +358,9 @@ class SAEStack(torch.nn.Module):
         with torch.no_grad():  # sparse_encode gives b_dec the gradient it would get through centred
             centred, normalised = self._centred(x)
             centred_flat = centred.reshape(n * batch, self.d_in)
-            screened = None if use_threshold or sync_free else self._screened_select(centred, centred_flat, batch)
+            # A threshold's selection is screened at inference only: in training, AuxK may need the dense values.
+            screened = None if sync_free or (use_threshold and self.training) else self._screened_select(
+                centred, centred_flat, batch, use_threshold)
             if screened is None:
                 pre = self._pre_activations(centred).to(centred.dtype)  # autocast computes it in bf16
                 chosen, pre_values, level = self._select(pre, use_threshold, sync_free and not use_threshold)

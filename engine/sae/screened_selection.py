@@ -61,24 +61,44 @@ def screened_cutoffs(centred: torch.Tensor, centred_flat: torch.Tensor, w_enc: t
 
     centred [n, B, d] float32 (the encoder's input per SAE), centred_flat its [n·B, d] copy, w_enc [n, D, d],
     b_enc [n, D], estimate [n] last step's cutoffs (all > 0)."""
-    n, batch, d = centred.shape
+    n, batch, _ = centred.shape
     width = w_enc.shape[1]
     floor = candidate_floors(estimate, budgets)  # [n], float32 as batch_cutoffs computes it
     passed = screen(centred, w_enc, b_enc, floor)
     if passed is None:
         return None
+    # From here batch_cutoffs' rule on the float32 values: candidates above the floor, each SAE's budget-th largest.
+    candidates, values = _exactly_above(passed, centred_flat, w_enc, b_enc, floor, batch)
+    bounds = sae_bounds(candidates, n, batch * width)
+    if (np.diff(bounds) < np.asarray(budgets)).any():
+        return None
+    return cutoffs_among(candidates, values, bounds, budgets)
+
+
+def screened_above(centred: torch.Tensor, centred_flat: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
+                   floors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`entries_above(centred @ w_encᵀ + b_enc, floors)` (a BatchTopK threshold's selection at inference) without the
+    dense float32 matmul: (flat indices into [n, B, D], ascending; their float32 pre-activations), or None where a
+    lowered floor is at or below 0 (the caller then takes the dense path). Arguments as screened_cutoffs'; floors [n]."""
+    passed = screen(centred, w_enc, b_enc, floors)
+    if passed is None:
+        return None
+    chosen, values = _exactly_above(passed, centred_flat, w_enc, b_enc, floors, centred.shape[1])
+    return torch.from_numpy(chosen), torch.from_numpy(values)
+
+
+def _exactly_above(passed: torch.Tensor, centred_flat: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
+                   floors: torch.Tensor, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of the entries that passed the screen (flat indices into [n, B, D]), those whose float32 pre-activation (a
+    sampled matmul over them alone) is above their SAE's floor: (indices, pre-activations) as NumPy arrays."""
+    n, width, d = w_enc.shape
     row = index_div(passed, width)  # sae · B + example
     sae = index_div(row, batch)
     latent = passed - (row - sae) * width  # sae · D + feature
     values = sampled_dots(group_offsets(row, n * batch), latent, centred_flat, w_enc.reshape(n * width, d))
     values += b_enc.reshape(-1).index_select(0, latent)
-    # From here batch_cutoffs' rule on the float32 values: candidates above the floor, each SAE's budget-th largest.
-    above = np.flatnonzero(values.numpy() > floor.numpy()[sae.numpy()])
-    candidates, values = passed.numpy()[above], values.numpy()[above]
-    bounds = sae_bounds(candidates, n, batch * width)
-    if (np.diff(bounds) < np.asarray(budgets)).any():
-        return None
-    return cutoffs_among(candidates, values, bounds, budgets)
+    above = np.flatnonzero(values.numpy() > floors.numpy()[sae.numpy()])
+    return passed.numpy()[above], values.numpy()[above]
 
 
 def screen(centred: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, floor: torch.Tensor) -> torch.Tensor | None:
