@@ -27,7 +27,7 @@ peak, float32 on CPU and bf16 on a GPU (2·d_in·d_sae FLOP per example is the f
 time is 8 × their measured single-SAE time.
 
 Rounds (--repeat, 3 by default): every trainer runs once per round, in the same order, and each one's median time
-over the rounds counts; the runs are listed beside it. The machines are shared, and one run of a peer has swung by
+over the rounds counts; the runs are listed beside it, and each speedup within each round (`…_by_round`). The machines are shared, and one run of a peer has swung by
 30 % from one minute to the next: a median of interleaved runs is steadier than any single pair.
 
 Prints progress to stderr and, last on stdout, one JSON line.
@@ -330,6 +330,7 @@ def main() -> None:
     for name in peers:
         result[name] = {**speed(name), **qualities[name]}
         result[f"speedup_vs_{name}"] = round(peers[name] / seconds, 2)
+        result[f"speedup_vs_{name}_by_round"] = by_round(runs[name], runs["mini"])
     if peers:
         result["speedup_vs_fastest_peer"] = round(min(peers.values()) / seconds, 2)
     if args.sweep:
@@ -343,6 +344,9 @@ def main() -> None:
             "mmcs_min": min(q["mmcs"] for q in sweep),
             **{f"speedup_vs_{name}_one_after_another": round(args.sweep * s / sweep_seconds, 2)
                for name, s in peers.items()},
+            **{f"speedup_vs_{name}_one_after_another_by_round": by_round([args.sweep * s for s in runs[name]],
+                                                                         runs["sweep"])
+               for name in peers},
         }
     for name in result.keys() & {"mini", "mini_linear_output", "sparsify", "saelens", "sweep"}:
         log(f"{name:18} {result[name]}")
@@ -354,6 +358,12 @@ def main() -> None:
         log(f"cancel    {result['cancel']}")
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
+
+
+def by_round(theirs: list[float], ours: list[float]) -> list[float]:
+    """Their time over ours within each round: paired runs minutes apart, which a slow spell of the machine between
+    rounds moves alike (the medians compare runs that may be rounds apart)."""
+    return [round(t / o, 2) for t, o in zip(theirs, ours, strict=True)]
 
 
 LOADINGS: np.ndarray
