@@ -21,22 +21,31 @@ import asyncio
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
+from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Header, Input, ProgressBar, Select, Static
 
-from tui.train_text import ProgressHistory, plan_text, progress_line, quality_line, sae_count
+from tui.train_engine import ENGINE_READY, import_training
+from tui.train_messages import (
+    DatasetLoaded,
+    RunCancelled,
+    RunEnded,
+    RunFailed,
+    RunFinished,
+    StartCancelled,
+    TrainProgressed,
+    TrainStage,
+)
+from tui.train_text import ProgressHistory, plan_text, quality_line, sae_count
 from tui.widgets.key_footer import KeyFooter
 from tui.widgets.train_form import FIELDS, TrainForm, TrainSettings, check_settings, field_for_engine_error
-from tui.widgets.train_plot import CurvePlot
+from tui.widgets.train_progress import TrainProgressPanel
 
 if TYPE_CHECKING:
     from engine.sae.train import TrainProgress
@@ -44,12 +53,6 @@ if TYPE_CHECKING:
 
 PROGRESS_INTERVAL_S = 0.25
 """At most one progress message per this many seconds reaches the event loop (the plots keep every event)."""
-
-IDLE_TEXT = "Press ctrl+s to start; progress appears here."
-
-ENGINE_READY = threading.Event()
-"""Set once the training engine (PyTorch) is imported; until then a started training says it is loading it.
-(Not `sys.modules`: a module is listed there from the moment its import begins.)"""
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("tab, shift+tab", "move between settings; enter opens a choice"),
@@ -96,112 +99,7 @@ class TrainScreen(Screen):
         height: 100%;
         border-right: solid $primary 60%;
     }
-    TrainScreen #progress-panel {
-        height: 21;
-        padding: 0 1;
-    }
-    TrainScreen.-wide #progress-panel {
-        width: 1fr;
-        height: 100%;
-    }
-    TrainScreen #status-row {
-        height: auto;
-    }
-    TrainScreen #train-status {
-        width: 1fr;
-    }
-    TrainScreen #open-qc {
-        display: none;
-        margin-left: 1;
-    }
-    TrainScreen #open-qc.-shown {
-        display: block;
-    }
-    TrainScreen #rank-now {
-        display: none;
-        margin-left: 1;
-    }
-    TrainScreen #rank-now.-shown {
-        display: block;
-    }
-    TrainScreen #progress {
-        display: none;
-    }
-    TrainScreen #progress.-started {
-        display: block;
-    }
-    TrainScreen #rate {
-        height: auto;
-        color: $text-muted;
-    }
-    TrainScreen #plots {
-        layout: grid;
-        grid-size: 2;
-        grid-rows: 1fr 1fr;
-        height: 1fr;
-    }
-    TrainScreen #loss-panel {
-        column-span: 2;
-    }
-    TrainScreen.-wide #plots {
-        grid-size: 1;
-        grid-rows: 1fr 1fr 1fr;
-    }
-    TrainScreen.-wide #loss-panel {
-        column-span: 1;
-    }
-    TrainScreen .panel {
-        height: 100%;
-        border: round $primary 60%;
-        border-title-color: $text;
-    }
     """
-
-    @dataclass
-    class DatasetLoaded(Message):
-        """The dataset's summary was read; None when there is no dataset of that name."""
-
-        summary: dict[str, Any] | None
-        reason: str | None = None
-
-    @dataclass
-    class TrainStage(Message):
-        """What the training is doing before its first step (reading the dataset, building the stack)."""
-
-        text: str
-
-    class StartCancelled(Message):
-        """Cancelled before the run row was written: nothing is stored."""
-
-    @dataclass
-    class TrainProgressed(Message):
-        """Training moved on (the latest event; the history holds every one)."""
-
-        event: TrainProgress
-
-    @dataclass
-    class RunEnded(Message):
-        """A run stopped and its results are stored: `status` says whether it finished or was cancelled."""
-
-        run_id: int
-        status: str
-        n_saes: int
-        examples_seen: int
-        seconds: float
-        headline: dict[str, Any]
-
-    class RunFinished(RunEnded):
-        """Every epoch ran; the run is stored as finished."""
-
-    class RunCancelled(RunEnded):
-        """The person cancelled; the weights so far are stored as a cancelled, resumable run."""
-
-    @dataclass
-    class RunFailed(Message):
-        """Training did not start (a setting the engine refused) or failed; `field`: the setting at fault."""
-
-        reason: str
-        field: str | None
 
     def __init__(self, stores: ThreadStores, dataset: str):
         super().__init__()
@@ -241,23 +139,7 @@ class TrainScreen(Screen):
         yield Static(f"Reading dataset '{self.dataset}'…", id="dataset-bar")
         with VerticalScroll(id="body"):
             yield TrainForm(id="form")
-            with Vertical(id="progress-panel"):
-                with Horizontal(id="status-row"):
-                    yield Static(IDLE_TEXT, id="train-status")
-                    yield Button("Open QC  o", id="open-qc", compact=True, variant="success")
-                    yield Button("Rank now  r", id="rank-now", compact=True, variant="primary")
-                yield ProgressBar(id="progress", show_eta=True)
-                yield Static("", id="rate")
-                with Vertical(id="plots"):
-                    with Vertical(id="loss-panel", classes="panel") as panel:
-                        panel.border_title = "loss per SAE · • val"
-                        yield CurvePlot(id="loss-plot", empty_text="loss appears here as training runs")
-                    with Vertical(id="l0-panel", classes="panel") as panel:
-                        panel.border_title = "L0"
-                        yield CurvePlot(id="l0-plot", empty_text="active latents per example")
-                    with Vertical(id="dead-panel", classes="panel") as panel:
-                        panel.border_title = "dead %"
-                        yield CurvePlot(id="dead-plot", empty_text="share of dead latents")
+            yield TrainProgressPanel(id="progress-panel")
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -270,7 +152,7 @@ class TrainScreen(Screen):
         self.load_dataset()
         if not ENGINE_READY.is_set():
             # A daemon thread, not a worker: quitting never waits for an import nobody needs any more.
-            threading.Thread(target=_import_training, name="mini-import-torch", daemon=True).start()
+            threading.Thread(target=import_training, name="mini-import-torch", daemon=True).start()
 
     def on_unmount(self) -> None:
         # Leaving (the palette's Home, or a hard quit) must not leave a trainer running with nobody to
@@ -345,13 +227,7 @@ class TrainScreen(Screen):
         self.query_one("#open-qc").remove_class("-shown")
         self.query_one("#rank-now").remove_class("-shown")
         self._last_finished = False
-        progress = self.query_one("#progress", ProgressBar)
-        progress.update(total=None, progress=0)
-        progress.add_class("-started")  # hidden until now: an idle bar would pulse for nothing
-        progress.query_one("#eta").display = True
-        self.query_one("#rate", Static).update("")
-        for plot in self.query(CurvePlot):
-            plot.show_series([])
+        self.query_one(TrainProgressPanel).reset()
         self._status(f"Starting {sae_count(settings.n_saes)} on {self.dataset}…")
         self.query_one("#progress-panel").scroll_visible(top=True, animate=False)
         self.refresh_bindings()
@@ -403,10 +279,10 @@ class TrainScreen(Screen):
             with self._stores.cursor() as db:
                 summaries = dataset_summaries(db)
         except Exception as error:  # shown on screen: a failed read must not take the app down
-            self.post_message(self.DatasetLoaded(None, f"Could not read datasets: {error}"))
+            self.post_message(DatasetLoaded(None, f"Could not read datasets: {error}"))
             return
         rows = [row for row in summaries if row["name"] == self.dataset]
-        self.post_message(self.DatasetLoaded(rows[0] if rows else None))
+        self.post_message(DatasetLoaded(rows[0] if rows else None))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def train(self, settings: TrainSettings, cancel: threading.Event) -> None:
@@ -415,7 +291,7 @@ class TrainScreen(Screen):
         quitting, run_written = self._quitting, self._run_written
         try:
             if not ENGINE_READY.is_set():  # still importing (begun when the screen opened)
-                self.post_message(self.TrainStage("loading PyTorch…"))
+                self.post_message(TrainStage("loading PyTorch…"))
             from engine.pipeline import TrainingCancelled, train_run
 
             ENGINE_READY.set()
@@ -424,19 +300,19 @@ class TrainScreen(Screen):
             spec = settings.to_spec(self.dataset)
             with self._stores.cursor() as db:
                 outcome = train_run(db, spec, on_progress=self._on_progress, cancel=cancel,
-                                    on_stage=lambda text: self.post_message(self.TrainStage(text)),
+                                    on_stage=lambda text: self.post_message(TrainStage(text)),
                                     quitting=quitting, on_run=lambda _: run_written.set())
                 headline = {} if quitting.is_set() else run_qc_headline(db, outcome.run_id)
         except TrainingCancelled:
-            self.post_message(self.StartCancelled())
+            self.post_message(StartCancelled())
             return
         except InputError as error:  # refused before any run row: a setting the form could not judge
-            self.post_message(self.RunFailed(str(error), field_for_engine_error(str(error))))
+            self.post_message(RunFailed(str(error), field_for_engine_error(str(error))))
             return
         except Exception as error:  # train_run has marked its run failed; say why on screen
-            self.post_message(self.RunFailed(f"{type(error).__name__}: {error}", None))
+            self.post_message(RunFailed(f"{type(error).__name__}: {error}", None))
             return
-        ended = self.RunFinished if outcome.status == "finished" else self.RunCancelled
+        ended = RunFinished if outcome.status == "finished" else RunCancelled
         self.post_message(ended(outcome.run_id, outcome.status, len(outcome.sae_ids),
                                 outcome.outcome.examples_seen, outcome.seconds, headline))
         if self._left_while_training:
@@ -456,7 +332,7 @@ class TrainScreen(Screen):
         now = time.monotonic()
         if now - self._last_post >= PROGRESS_INTERVAL_S or event.step >= event.total_steps:
             self._last_post = now
-            self.post_message(self.TrainProgressed(event))
+            self.post_message(TrainProgressed(event))
 
     # -- results -------------------------------------------------------------------------------------
     @on(TrainStage)
@@ -495,8 +371,7 @@ class TrainScreen(Screen):
             return  # a late event of a training that has already ended
         assert self._settings is not None
         self._progress_shown = True
-        self.query_one("#progress", ProgressBar).update(total=event.total_steps, progress=event.step)
-        self.query_one("#rate", Static).update(progress_line(event))
+        self.query_one(TrainProgressPanel).show_event(event)
         if event.step >= event.total_steps and not self._cancel_requested():
             self._status("Every epoch ran: encoding all examples, QC against PCA and NMF, storing…")
         elif not self._cancel_requested():
@@ -507,28 +382,13 @@ class TrainScreen(Screen):
         return self._cancel is not None and self._cancel.is_set()
 
     def _draw_curves(self) -> None:
-        events = self.history.snapshot()
-        if not events:
-            return
-        x = [event.examples_seen for event in events]
-        n = len(events[-1].loss)
-        epoch_ends = [event for event in events if event.val_loss is not None]
-        # The reconstruction loss, as on val: the AuxK term joins the total only once latents count as dead.
-        self.query_one("#loss-plot", CurvePlot).show_series(
-            [(x, [(event.reconstruction_loss or event.loss)[i] for event in events]) for i in range(n)],
-            points=[([e.examples_seen for e in epoch_ends], [e.val_loss[i] for e in epoch_ends])
-                    for i in range(n)],
-        )
-        self.query_one("#l0-plot", CurvePlot).show_series(
-            [(x, [event.l0[i] for event in events]) for i in range(n)])
-        self.query_one("#dead-plot", CurvePlot).show_series(
-            [(x, [100 * event.dead_fraction[i] for event in events]) for i in range(n)])
+        self.query_one(TrainProgressPanel).draw(self.history.snapshot())
 
     @on(RunEnded)
     def run_ended(self, message: RunEnded) -> None:
         if self._quit_when_stored:  # nobody waits to look: say what became of the run, then go
             self._training_stopped()
-            if isinstance(message, TrainScreen.RunFinished):  # q came while its results were being stored
+            if isinstance(message, RunFinished):  # q came while its results were being stored
                 self._status(f"Run {message.run_id} finished and is stored")
             else:
                 self._status(f"Run {message.run_id} cancelled for quitting; mini train --resume {message.run_id} "
@@ -540,7 +400,7 @@ class TrainScreen(Screen):
         self.last_run_id = message.run_id
         self.app.run_id = message.run_id
         quality = quality_line(message.headline)
-        self._last_finished = isinstance(message, TrainScreen.RunFinished)
+        self._last_finished = isinstance(message, RunFinished)
         if self._last_finished:
             self._status(f"Run {message.run_id} finished: {sae_count(message.n_saes)}, "
                          f"{message.examples_seen:,} examples each. Rank run {message.run_id} now? Press r.")
@@ -590,13 +450,3 @@ class TrainScreen(Screen):
         refresh = getattr(home, "action_refresh", None)
         if home is not self and callable(refresh):
             refresh()
-
-
-def _import_training() -> None:
-    """Import the training engine (PyTorch: seconds) so that ctrl+s starts without waiting for it."""
-    with contextlib.suppress(Exception):  # a failed import is reported by the training worker itself
-        import engine.pipeline  # noqa: F401
-        from engine.sae.train import warm_up
-
-        warm_up()
-        ENGINE_READY.set()

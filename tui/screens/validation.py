@@ -10,12 +10,10 @@ and `F` freezes the run's labels (engine.validation.freezes: a blind run's test 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import polars as pl
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -26,20 +24,22 @@ from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from tui.messages import LoadFailed
-from tui.widgets.key_footer import KeyFooter
-from tui.widgets.validation_detail import (
-    LABEL_WIDTH,
-    PAIRING_COLUMNS,
-    TESTED,
-    pairing_cells,
-    pairing_detail,
-    state,
+from tui.validation_messages import (
+    FreezeFailed,
+    FreezeRead,
+    PairingsLoaded,
+    ReportFailed,
+    ReportWritten,
+    ValidationFailed,
+    ValidationFinished,
+    ValidationProgressed,
 )
+from tui.validation_text import LOADING_TEXT, outcome_text, sentence, summary_text
+from tui.widgets.key_footer import KeyFooter
+from tui.widgets.validation_detail import LABEL_WIDTH, PAIRING_COLUMNS, pairing_cells, pairing_detail
 
 if TYPE_CHECKING:
     from engine.validation.validate import ValidateConfig
-    from engine.validation.validate_run import ValidateOutcome
-    from engine.validation.validation_summary import VerdictCounts
     from store.db import Store
     from store.freezes import FreezeState
     from tui.thread_stores import ThreadStores
@@ -53,50 +53,6 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("F", "freeze the run's labels (asks first): they can no longer change; a blind run can then be validated"),
     ("esc", "back"),
 )
-
-RULE = "gen: MCC 95% CI > 0, q < 0.05 · spec: signature > random p95 · test split only"
-LOADING_TEXT = "Reading validations…"
-
-
-def summary_text(run_id: int, dataset: str, saes: list[int], pairings: pl.DataFrame,
-                 epoch: str | None = None) -> Text:
-    """The run summary: labels, tested, and both verdicts (generalise; also signature-specific) per SAE,
-    what is waiting, the analysis epoch the stored validations read (None: every bin), and the rule."""
-    rows = list(pairings.iter_rows(named=True))
-    states = [state(row) for row in rows]
-    text = Text()
-    text.append(f"Run {run_id} on '{dataset}'", style="bold")
-    text.append(f" · {len(rows)} accepted labels, {sum(s in TESTED for s in states)} tested: "
-                f"{_verdict_counts(states, lone=False)}")
-    text.append(f" · epoch: {epoch}\n" if epoch else "\n")
-    parts = []
-    for sae_id in saes:
-        mine = [(row, s) for row, s in zip(rows, states, strict=True) if row["sae_id"] == sae_id]
-        if not mine:
-            parts.append(f"SAE {sae_id}: no labels")
-            continue
-        # Testable: has a predicate to test (whether or not it has been validated yet).
-        testable = sum(row["predicate"] is not None for row, _ in mine)
-        parts.append(f"SAE {sae_id}: {len(mine)} label{'s' if len(mine) != 1 else ''}, {testable} testable, "
-                     f"{_verdict_counts([s for _, s in mine])}")
-    text.append(" · ".join(parts) + "\n")
-    pending = states.count("pending")
-    if pending:
-        text.append(f"{pending} accepted label{'s' if pending != 1 else ''} not validated yet: press r\n",
-                    style="bold yellow")
-    text.append(RULE, style="dim")
-    return text
-
-
-def _verdict_counts(states: list[str], lone: bool = True) -> str:
-    """`4 gen, 1 gen+spec`: both verdicts counted in the rule's words (with `lone`, specific-only labels
-    said apart), short enough that an SAE's counts stay on one line at 80 columns."""
-    general = sum(s in ("validated", "generalises") for s in states)
-    text = f"{general} gen, {states.count('validated')} gen+spec"
-    if lone and states.count("specific"):
-        text += f", {states.count('specific')} spec only"
-    return text
-
 
 class ValidationScreen(Screen):
     """The open run's validations. Reads, validation and the report run in thread workers."""
@@ -161,57 +117,6 @@ class ValidationScreen(Screen):
         background: $boost;
     }
     """
-
-    @dataclass
-    class PairingsLoaded(Message):
-        """The run's pairings, their signature units and the run's SAEs were read."""
-
-        dataset: str
-        saes: list[int]
-        pairings: pl.DataFrame
-        units: pl.DataFrame
-        epoch: str | None = None
-        """The analysis epoch of the stored validations, with its test bins; None for every bin."""
-
-    @dataclass
-    class ValidationProgressed(Message):
-        """validate_run reported a step (`text`, e.g. '3/7 labels: condition = 2')."""
-
-        text: str
-
-    @dataclass
-    class ValidationFinished(Message):
-        outcome: ValidateOutcome
-        counts: VerdictCounts
-        """Both verdicts counted over the stored latest attempts of the run's accepted labels."""
-
-    @dataclass
-    class ValidationFailed(Message):
-        """Validation failed or (`cancelled`) was stopped by the person; `reason` says which, in a sentence."""
-
-        reason: str
-        cancelled: bool = False
-
-    @dataclass
-    class ReportWritten(Message):
-        path: Path
-        tables: Path
-        n_validations: int
-
-    @dataclass
-    class ReportFailed(Message):
-        reason: str
-
-    @dataclass
-    class FreezeRead(Message):
-        """The run's freeze state was read (`frozen_now`: just frozen by `F`)."""
-
-        state: FreezeState
-        frozen_now: bool = False
-
-    @dataclass
-    class FreezeFailed(Message):
-        reason: str
 
     def __init__(self, stores: ThreadStores, run_id: int, *, validate_config: ValidateConfig | None = None,
                  validate_jobs: int = -1):
@@ -279,7 +184,7 @@ class ValidationScreen(Screen):
             validated_on = run_epochs(db, self.run_id).get("validate")
             epoch = (f"{Epoch(validated_on['where_sql'], validated_on['around']).describe()} "
                      f"({validated_on['n_test']:,} test bins)" if validated_on else None)
-            return [self.PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch)]
+            return [PairingsLoaded(run["config"]["dataset"], saes, pairings, units, epoch)]
 
         self._stores.read_and_post(
             self, read, lambda error: LoadFailed(f"Could not read run {self.run_id}'s validations: {error}"))
@@ -361,7 +266,7 @@ class ValidationScreen(Screen):
         if self.freeze is not None and self.freeze.blind:  # validate_run refuses too; say it without a worker
             from engine.validation.freezes import blind_refusal
 
-            self.notify(_sentence(blind_refusal(self.run_id)), title="Validation", severity="warning", markup=False)
+            self.notify(sentence(blind_refusal(self.run_id)), title="Validation", severity="warning", markup=False)
             return
         if self.loaded and not self._pairings:
             self.notify("Nothing to validate: accept labels in Review first.", title="Validation",
@@ -399,7 +304,7 @@ class ValidationScreen(Screen):
 
         def progressed(text: str) -> None:
             if not worker.is_cancelled:
-                self.post_message(self.ValidationProgressed(text))
+                self.post_message(ValidationProgressed(text))
 
         try:
             if self._validate_jobs != 1:
@@ -412,15 +317,15 @@ class ValidationScreen(Screen):
                 counts = verdict_counts(run_pairings(db, self.run_id).filter(
                     pl.col("validated_at").is_not_null()).iter_rows(named=True))
         except Cancelled as error:
-            message = self.ValidationFailed(f"{str(error)[:1].upper()}{str(error)[1:]}.", cancelled=True)
+            message = ValidationFailed(f"{str(error)[:1].upper()}{str(error)[1:]}.", cancelled=True)
         except Exception as error:  # an InputError (no labels) or a failure: one sentence, app stays up
-            message = self.ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
+            message = ValidationFailed(f"Validation of run {self.run_id} failed: {error}")
         else:
-            message = self.ValidationFinished(outcome, counts)
+            message = ValidationFinished(outcome, counts)
         if worker.is_cancelled:  # the screen was closed: say it in a notification instead
-            failed = isinstance(message, self.ValidationFailed) and not message.cancelled
+            failed = isinstance(message, ValidationFailed) and not message.cancelled
             severity = "error" if failed else "information"
-            app.call_from_thread(app.notify, _outcome_text(message), title="Validation", severity=severity,
+            app.call_from_thread(app.notify, outcome_text(message), title="Validation", severity=severity,
                                  markup=False)
         else:
             self.post_message(message)
@@ -434,7 +339,7 @@ class ValidationScreen(Screen):
         self.validating = False
         self.refresh_bindings()
         self._set_status(None)
-        self.notify(_outcome_text(message), title="Validation", markup=False)
+        self.notify(outcome_text(message), title="Validation", markup=False)
         self.load_pairings()
 
     @on(ValidationFailed)
@@ -475,10 +380,10 @@ class ValidationScreen(Screen):
             with self._stores.cursor() as db:
                 outcome = write_report(db, self.run_id, path, make_folder=make_folder)
         except Exception as error:  # a bad folder or a failed read: say so, keep going
-            self.post_message(self.ReportFailed(f"Could not write the report to {path}: {error}"))
+            self.post_message(ReportFailed(f"Could not write the report to {path}: {error}"))
             return
         folder = outcome.tables[0].parent if outcome.tables else path.parent
-        self.post_message(self.ReportWritten(outcome.path, folder, outcome.n_validations))
+        self.post_message(ReportWritten(outcome.path, folder, outcome.n_validations))
 
     @on(ReportWritten)
     def report_written(self, message: ReportWritten) -> None:
@@ -500,9 +405,9 @@ class ValidationScreen(Screen):
             with self._stores.cursor() as db:
                 state = freeze_state(db, self.run_id)
         except Exception as error:  # shown on screen: a failed read must not take the app down
-            self.post_message(self.FreezeFailed(f"Could not read whether run {self.run_id} is frozen: {error}"))
+            self.post_message(FreezeFailed(f"Could not read whether run {self.run_id} is frozen: {error}"))
             return
-        self.post_message(self.FreezeRead(state))
+        self.post_message(FreezeRead(state))
 
     @on(FreezeRead)
     def show_freeze(self, message: FreezeRead) -> None:
@@ -519,7 +424,7 @@ class ValidationScreen(Screen):
             line.update(state_text(state) or "")
         line.display = state.blind or state.frozen
         if message.frozen_now:
-            self.notify(_sentence(f"run {self.run_id}: {state_text(state)}; they can no longer change."),
+            self.notify(sentence(f"run {self.run_id}: {state_text(state)}; they can no longer change."),
                         title="Labels frozen", markup=False)
 
     @on(FreezeFailed)
@@ -530,7 +435,7 @@ class ValidationScreen(Screen):
         if self.freeze is not None and self.freeze.frozen:
             from engine.validation.freezes import frozen_refusal
 
-            self.notify(_sentence(frozen_refusal(self.run_id, self.freeze)) + ".", title="Freeze", markup=False)
+            self.notify(sentence(frozen_refusal(self.run_id, self.freeze)) + ".", title="Freeze", markup=False)
             return
         from tui.screens.confirm import ConfirmScreen
 
@@ -551,23 +456,9 @@ class ValidationScreen(Screen):
             with self._stores.cursor() as db:
                 state = freeze_labels(db, self.run_id)
         except Exception as error:  # a refusal (no accepted labels) or a failure: one sentence
-            self.post_message(self.FreezeFailed(_sentence(str(error))))
+            self.post_message(FreezeFailed(sentence(str(error))))
             return
-        self.post_message(self.FreezeRead(state, frozen_now=True))
+        self.post_message(FreezeRead(state, frozen_now=True))
 
     def action_back(self) -> None:
         self.dismiss()
-
-
-def _sentence(text: str) -> str:
-    """An engine message (lower case, one line) as a notification's sentence."""
-    return text[:1].upper() + text[1:]
-
-
-def _outcome_text(message: Message) -> str:
-    if isinstance(message, ValidationScreen.ValidationFinished):
-        from engine.validation.validation_summary import outcome_line
-
-        outcome = message.outcome
-        return f"Run {outcome.run_id} on the test split: {outcome_line(message.counts, outcome.n_family)}."
-    return getattr(message, "reason", "")

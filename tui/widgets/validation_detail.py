@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.text import Text
 
-from engine.validation.report import bar
+from engine.validation.report_text import bar
 from engine.validation.validation_summary import MARKS, duplicate_text, interval_text
 from engine.validation.validation_text import (
     MIN_CI_TRIALS,
