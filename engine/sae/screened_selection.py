@@ -5,8 +5,9 @@ cutoff and dropped. On a CPU with bfloat16 dot-product instructions (AVX512-BF16
 half the time. Its products are not the float32 ones, but they differ from the exact ones by a bounded amount, so
 they can screen: every entry whose float32 pre-activation is above last step's floor (a fraction of its cutoff, what
 `batch_cutoffs` takes as candidates: selection.candidate_floors) has a bf16 product above a lowered floor. Only the
-entries that pass the screen (about 1.3× the candidates) get float32 pre-activations, by a sampled matmul, and `batch_cutoffs`' rule then runs on
-those: the same entries and cutoffs, with values that differ from the dense matmul's only in float32 rounding.
+entries that pass the screen (about 1.3× the candidates) get float32 pre-activations, by a sampled matmul, and
+`batch_cutoffs`' rule then runs on those: the same entries and cutoffs, with values that differ from the dense
+matmul's only in float32 rounding. At inference a BatchTopK threshold is the floor itself (`screened_above`).
 
 The bound, for an input row x and an encoder row w with the bias folded in (x̃ = [x, 1], w̃ = [w, b]): rounding both
 to bf16 (unit roundoff u = 2⁻⁸) moves each product by at most (2u + u²)·|x̃ᵢ w̃ᵢ|; the float32 accumulation adds
