@@ -67,19 +67,29 @@ def test_where_the_screen_cannot_decide_it_says_so():
     assert screened_cutoffs(tiny[0], tiny[0].reshape(128, 16), tiny[1], tiny[2], [64, 64], torch.full((2,), 1e-3)) is None
 
 
+def counted(monkeypatch, name: str) -> list[int]:
+    """A list that grows by one at each call of engine.sae.model's `name` (which still runs)."""
+    calls, real = [], getattr(model, name)
+    monkeypatch.setattr(model, name, lambda *args: calls.append(1) or real(*args))
+    return calls
+
+
+def two_saes(x: torch.Tensor) -> SAEStack:
+    """Two small SAEs of 40 units initialised on `x`, in training mode."""
+    stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
+    stack.initialise_from_data(x)
+    return stack.train()
+
+
 def test_a_training_step_takes_the_screen_where_the_cpu_has_bf16_and_the_dense_path_elsewhere(monkeypatch):
     torch.manual_seed(0)
     x = torch.poisson(torch.rand(256, 40) * 3)
-    calls = []
-    real = model.screened_cutoffs
-    monkeypatch.setattr(model, "screened_cutoffs", lambda *args: calls.append(1) or real(*args))
+    calls = counted(monkeypatch, "screened_cutoffs")
     monkeypatch.setattr(model, "SCREEN_MIN_ELEMENTS", 0)  # this step is far smaller than the screen's minimum
     chosen = {}
     for native in (True, False):
         monkeypatch.setattr(model, "native_bf16_matmul", lambda native=native: native)
-        stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
-        stack.initialise_from_data(x)
-        stack.train()
+        stack = two_saes(x)
         stack(x)  # the first step has no cutoff yet: dense
         count = len(calls)
         chosen[native] = stack(x).code
@@ -90,12 +100,10 @@ def test_a_training_step_takes_the_screen_where_the_cpu_has_bf16_and_the_dense_p
 
 
 def test_a_step_below_the_minimum_size_stays_dense(monkeypatch):
-    calls = []
-    monkeypatch.setattr(model, "screened_cutoffs", lambda *args: calls.append(1))
+    calls = counted(monkeypatch, "screened_cutoffs")
     monkeypatch.setattr(model, "native_bf16_matmul", lambda: True)
     x = torch.poisson(torch.rand(256, 40, generator=torch.Generator().manual_seed(1)) * 3)
-    stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
-    stack.initialise_from_data(x)
+    stack = two_saes(x)
     stack(x), stack(x)
     assert model.SCREEN_MIN_ELEMENTS > 2 * 256 * 64 and calls == []
 
@@ -117,13 +125,9 @@ def test_the_screen_keeps_a_thresholds_selection(n, batch, width, d, scale):
 def test_validation_takes_the_screen_at_inference_only_and_loses_nothing(monkeypatch):
     torch.manual_seed(0)
     x = torch.poisson(torch.rand(256, 40) * 3)
-    calls = []
-    real = model.screened_above
-    monkeypatch.setattr(model, "screened_above", lambda *args: calls.append(1) or real(*args))
+    calls = counted(monkeypatch, "screened_above")
     monkeypatch.setattr(model, "SCREEN_MIN_ELEMENTS", 0)
-    stack = SAEStack(SAEConfig(d_sae=64, ks=(4, 6)), 40, seeds=(0, 1))
-    stack.initialise_from_data(x)
-    stack.train()
+    stack = two_saes(x)
     for _ in range(3):  # a few steps set the thresholds
         stack.after_step(stack(x).code, len(x))
     assert bool((stack.threshold > 0).all())

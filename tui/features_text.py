@@ -19,6 +19,8 @@ terminals give them half of the extra width each."""
 
 def text_width(terminal_width: int) -> int:
     return TEXT_WIDTH + max(0, terminal_width - 80) // 2
+
+
 # Sort keys `s` cycles through, and whether each starts highest first.
 SORTS: tuple[tuple[str, bool], ...] = (
     ("rank", False), ("score", True), ("association", True), ("mis", True), ("stability", True),

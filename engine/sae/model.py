@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import InputError
-from engine.sae.clamped_output import ClampedMSE, ClampedStraightThrough
 from engine.sae.config import SAEConfig
+from engine.sae.output import output_and_loss, to_output
 from engine.sae.outputs import ForwardOutput, SparseCode
 from engine.sae.screened_selection import (
     SCREEN_MIN_ELEMENTS,
@@ -280,49 +280,12 @@ class SAEStack(torch.nn.Module):
         """What sparse_encode subtracts from the inputs, per SAE: b_dec (trained) or a transcoder's fixed centre."""
         return self.input_centre.expand(self.n, -1) if self.transcoder else self.b_dec
 
-    def _output(self, normalised: torch.Tensor, inference: bool = False) -> torch.Tensor:
-        """Back to input units, through the output nonlinearity.
-
-        Spike counts are never negative, so reconstructions are clamped at 0 at inference. In MSE
-        training the default ('clamped') clamps the forward pass and lets the gradient through as if
-        linear, so a unit whose output dips below 0 still learns when its count is positive. Training
-        without the clamp (output='linear') lowers val FVU on the sample recording (0.26 against
-        0.35) but the decoder rows stop matching the planted ensembles (MMCS 0.73 against 0.99): the
-        extra variance is each example's Poisson noise, which an oracle that knows the true rates
-        cannot explain either (its FVU is 0.64).
-        """
-        out = normalised if self.unit_scale else normalised * self.scale
-        if self.config.loss == "poisson":
-            return F.softplus(out, beta=4.0) + 1e-6
-        if not self.config.nonnegative_output:
-            return out
-        if inference or not self.training or self.config.loss == "msle":
-            return F.relu(out)
-        if self.config.output == "linear":
-            return out
-        return ClampedStraightThrough.apply(out)
+    def _output_scale(self) -> torch.Tensor | None:
+        """The targets' scale, or None where every unit's is 1 (two elementwise passes a step skipped)."""
+        return None if self.unit_scale else self.scale
 
     def _output_and_loss(self, decoded: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstruction [n, B, d] in target units, [n] reconstruction loss) of decoded codes without b_dec, against
-        targets [B, d]: the default training case fused (ClampedMSE), every other case as _output and
-        _reconstruction_loss."""
-        config = self.config
-        if (self.training and config.loss == "mse" and config.nonnegative_output and config.output == "clamped"
-                and decoded.dtype in (torch.float32, torch.float64)):
-            return ClampedMSE.apply(decoded, self.b_dec, target, None if self.unit_scale else self.scale)
-        reconstruction = self._output(decoded + self.b_dec.unsqueeze(1))
-        return reconstruction, self._reconstruction_loss(target.expand_as(reconstruction), reconstruction)
-
-    def _reconstruction_loss(self, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """[n] loss per SAE, averaged over examples and units."""
-        if self.config.loss == "mse":
-            error = F.mse_loss(output, target, reduction="none")
-        elif self.config.loss == "msle":
-            tau = self.config.msle_tau
-            error = (torch.log(target.clamp_min(0) + tau) - torch.log(output.clamp_min(0) + tau)) ** 2
-        else:
-            error = output - target * torch.log(output)
-        return error.mean(dim=(1, 2))
+        return output_and_loss(decoded, self.b_dec, target, self._output_scale(), self.config, self.training)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *, use_threshold: bool = False) -> SparseCode:
@@ -344,7 +307,7 @@ class SAEStack(torch.nn.Module):
         n, D = self.n, self.config.d_sae
         entries = Entries.build(code.row, (code.row // batch) * D + code.latent, n * batch, n * D)
         decoded = entries.sum_by_row(self._flat()[2], code.value).reshape(n, batch, self.d_out)
-        return self._output(decoded + self.b_dec.unsqueeze(1), inference=True)
+        return to_output(decoded + self.b_dec.unsqueeze(1), self._output_scale(), self.config, training=False)
 
     def forward(self, x: torch.Tensor, *, use_threshold: bool = False, aux: bool = True,
                 sync_free: bool = False) -> ForwardOutput:
